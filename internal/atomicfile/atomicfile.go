@@ -1,0 +1,72 @@
+// Package atomicfile writes files so that readers see either the old or the new content,
+// never a torn write: temp file in the same directory, fsync, rename, fsync the directory.
+package atomicfile
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Options tune a write. The zero value writes mode 0644 and keeps the writer's ownership.
+type Options struct {
+	Mode os.FileMode
+	// ChownToDir makes the file owned by the directory's owner and group when the
+	// writer is root, so that units running as another user can still replace it.
+	ChownToDir bool
+}
+
+// Write replaces path with data atomically.
+func Write(path string, data []byte, opts Options) error {
+	mode := opts.Mode
+	if mode == 0 {
+		mode = 0o644
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if opts.ChownToDir && os.Geteuid() == 0 {
+		if err := chownLike(f, dir); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,37 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteReplacesAndLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f.json")
+	if err := Write(p, []byte("one"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(p, []byte("two"), Options{Mode: 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || string(b) != "two" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("temp files left behind: %v", ents)
+	}
+}
+
+func TestWriteIntoMissingDirFails(t *testing.T) {
+	err := Write(filepath.Join(t.TempDir(), "nope", "f"), []byte("x"), Options{})
+	if err == nil {
+		t.Fatal("expected an error for a missing directory")
+	}
+}

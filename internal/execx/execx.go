@@ -1,0 +1,109 @@
+// Package execx is the one way this project runs a process: with a context, the argv
+// logged (secrets redacted), optionally as another user, and the tail of stderr in the
+// returned error.
+package execx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Cmd describes a process to run.
+type Cmd struct {
+	Path string
+	Args []string
+	// Env is added to a minimal environment (PATH, LANG=C.UTF-8 and, for User, HOME).
+	Env []string
+	Dir string
+	// User, when set and we are root, runs the process as that user and its group.
+	User string
+	// Stdin, when set, is fed to the process.
+	Stdin []byte
+	// Secrets are replaced by "<redacted>" wherever they appear in logs and errors.
+	Secrets []string
+}
+
+// Result is what a finished process left behind.
+type Result struct {
+	Stdout   []byte
+	Stderr   []byte
+	Duration time.Duration
+}
+
+// Run runs c and waits for it. A non-zero exit is an error that quotes the last lines of
+// stderr (or stdout when stderr is empty).
+func Run(ctx context.Context, c Cmd) (Result, error) {
+	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
+	cmd.Dir = c.Dir
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, c.Env...)
+	if c.User != "" && os.Geteuid() == 0 {
+		cred, home, err := lookup(c.User)
+		if err != nil {
+			return Result{}, err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.Env = append(cmd.Env, "HOME="+home)
+	}
+	if c.Stdin != nil {
+		cmd.Stdin = bytes.NewReader(c.Stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	argv := redact(strings.Join(append([]string{c.Path}, c.Args...), " "), c.Secrets)
+	slog.Debug("exec", "argv", argv, "user", c.User)
+	start := time.Now()
+	err := cmd.Run()
+	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(start)}
+	if err != nil {
+		detail := tail(res.Stderr, 8)
+		if detail == "" {
+			detail = tail(res.Stdout, 8)
+		}
+		detail = redact(detail, c.Secrets)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && detail != "" {
+			return res, fmt.Errorf("%s: %s: %s", argv, ee.ProcessState, detail)
+		}
+		return res, fmt.Errorf("%s: %w", argv, err)
+	}
+	slog.Debug("exec done", "argv", argv, "duration_ms", res.Duration.Milliseconds())
+	return res, nil
+}
+
+func lookup(name string) (*syscall.Credential, string, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, "", fmt.Errorf("look up user %s: %w", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, u.HomeDir, nil
+}
+
+func redact(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "<redacted>")
+		}
+	}
+	return s
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}

@@ -1,0 +1,246 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/atomicfile"
+)
+
+// Metrics are the startup timings of Neon's ComputeMetrics (/metrics.json).
+type Metrics struct {
+	WaitForSpecMs           uint64 `json:"wait_for_spec_ms"`
+	SyncSKCheckMs           uint64 `json:"sync_sk_check_ms"`
+	SyncSafekeepersMs       uint64 `json:"sync_safekeepers_ms"`
+	PageserverConnectMicros uint64 `json:"pageserver_connect_micros"`
+	BasebackupMs            uint64 `json:"basebackup_ms"`
+	BasebackupBytes         uint64 `json:"basebackup_bytes"`
+	StartPostgresMs         uint64 `json:"start_postgres_ms"`
+	ConfigMs                uint64 `json:"config_ms"`
+	TotalStartupMs          uint64 `json:"total_startup_ms"`
+	LoadExtMs               uint64 `json:"load_ext_ms"`
+	NumExtDownloaded        uint64 `json:"num_ext_downloaded"`
+	LargestExtSize          uint64 `json:"largest_ext_size"`
+	TotalExtDownloadSize    uint64 `json:"total_ext_download_size"`
+}
+
+// Record is the compute's state as kept in state.json. Every unit reads it; every change
+// goes through Store.
+type Record struct {
+	Status     Status     `json:"status"`
+	Error      *string    `json:"error"`
+	StartTime  time.Time  `json:"start_time"`
+	LastActive *time.Time `json:"last_active"`
+	Tenant     *string    `json:"tenant"`
+	Timeline   *string    `json:"timeline"`
+	// Mode is primary, static or replica once a spec is known.
+	Mode string `json:"mode,omitempty"`
+	// Storage is "standalone" or "neon" once a spec is known.
+	Storage string `json:"storage,omitempty"`
+	// TerminateLSN is the LSN /terminate answers with (null in standalone mode).
+	TerminateLSN *string `json:"terminate_lsn"`
+	Metrics      Metrics `json:"metrics"`
+	// PrepareDoneAt is when compute-init finished; used for the startup breakdown.
+	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
+	// Seq grows by one with every write, so a reader can tell records apart.
+	Seq       uint64    `json:"seq"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// SetError sets the error text (empty clears it).
+func (r *Record) SetError(msg string) {
+	if msg == "" {
+		r.Error = nil
+		return
+	}
+	r.Error = &msg
+}
+
+// File names inside the state directory.
+const (
+	StateFile = "state.json"
+	LockFile  = "state.lock"
+)
+
+// Store reads and writes the state record. It is safe for concurrent use by several
+// processes: writers hold an exclusive flock on state.lock.
+type Store struct {
+	dir string
+	// OnChange, when set, is called after every successful write with the new record
+	// (outside the lock). Units use it to announce the change on D-Bus.
+	OnChange func(Record)
+	now      func() time.Time
+}
+
+// Open returns a store in dir, creating the directory (0750) if needed.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	return &Store{dir: dir, now: time.Now}, nil
+}
+
+// Dir is the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Path is the path of state.json.
+func (s *Store) Path() string { return filepath.Join(s.dir, StateFile) }
+
+// ErrNoState is returned by Load when no record has been written yet.
+var ErrNoState = errors.New("no compute state yet")
+
+// Load reads the current record without taking the lock (writes are atomic renames).
+func (s *Store) Load() (Record, error) {
+	b, err := os.ReadFile(s.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return Record{}, ErrNoState
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("read state: %w", err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, fmt.Errorf("parse %s: %w", s.Path(), err)
+	}
+	if !r.Status.Valid() {
+		return Record{}, fmt.Errorf("parse %s: unknown status %q", s.Path(), r.Status)
+	}
+	return r, nil
+}
+
+// Update applies fn to the current record under the lock and writes the result. If fn
+// changes the status, the change must be legal (see CanTransition). With no record yet,
+// fn starts from a fresh empty record.
+func (s *Store) Update(fn func(*Record) error) (Record, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return Record{}, err
+	}
+	cur, err := s.Load()
+	if errors.Is(err, ErrNoState) {
+		cur = Record{Status: Empty, StartTime: s.now().UTC()}
+	} else if err != nil {
+		unlock()
+		return Record{}, err
+	}
+	next := cur
+	if err := fn(&next); err != nil {
+		unlock()
+		return cur, err
+	}
+	if !CanTransition(cur.Status, next.Status) {
+		unlock()
+		return cur, &TransitionError{From: cur.Status, To: next.Status}
+	}
+	if err := s.write(&next, cur.Seq); err != nil {
+		unlock()
+		return cur, err
+	}
+	unlock()
+	if s.OnChange != nil {
+		s.OnChange(next)
+	}
+	return next, nil
+}
+
+// Transition moves the record to status to, applying fn (may be nil) to the other fields.
+func (s *Store) Transition(to Status, fn func(*Record)) (Record, error) {
+	return s.Update(func(r *Record) error {
+		if !CanTransition(r.Status, to) {
+			return &TransitionError{From: r.Status, To: to}
+		}
+		r.Status = to
+		if fn != nil {
+			fn(r)
+		}
+		return nil
+	})
+}
+
+// Reset starts a new lifecycle: the record becomes a fresh "empty" one, whatever the
+// status was. Only compute-init does this, when it starts.
+func (s *Store) Reset() (Record, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return Record{}, err
+	}
+	var seq uint64
+	if cur, err := s.Load(); err == nil {
+		seq = cur.Seq
+	}
+	r := Record{Status: Empty, StartTime: s.now().UTC()}
+	err = s.write(&r, seq)
+	unlock()
+	if err != nil {
+		return Record{}, err
+	}
+	if s.OnChange != nil {
+		s.OnChange(r)
+	}
+	return r, nil
+}
+
+func (s *Store) write(r *Record, prevSeq uint64) error {
+	r.Seq = prevSeq + 1
+	r.UpdatedAt = s.now().UTC()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	b = append(b, '\n')
+	if err := atomicfile.Write(s.Path(), b, atomicfile.Options{Mode: 0o644, ChownToDir: true}); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) lock() (func(), error) {
+	p := filepath.Join(s.dir, LockFile)
+	// Read-only is enough for flock, so a lock file created by root still works for
+	// units that run as postgres.
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open state lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// Wait blocks until pred holds for the current record, re-reading the record whenever
+// wake fires (a D-Bus status signal) and, as a safety net against a lost signal, every
+// recheck interval. It returns the record that satisfied pred.
+func (s *Store) Wait(ctx context.Context, wake <-chan struct{}, recheck time.Duration, pred func(Record) bool) (Record, error) {
+	if recheck <= 0 {
+		recheck = 5 * time.Second
+	}
+	t := time.NewTicker(recheck)
+	defer t.Stop()
+	for {
+		r, err := s.Load()
+		if err != nil && !errors.Is(err, ErrNoState) {
+			return r, err
+		}
+		if err == nil && pred(r) {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
