@@ -8,12 +8,9 @@ import (
 	"path/filepath"
 )
 
-// Options tune a write. The zero value writes mode 0644 and keeps the writer's ownership.
+// Options tune a write. The zero value writes mode 0644.
 type Options struct {
 	Mode os.FileMode
-	// ChownToDir makes the file owned by the directory's owner and group when the
-	// writer is root, so that units running as another user can still replace it.
-	ChownToDir bool
 }
 
 // Write replaces path with data atomically.
@@ -40,11 +37,6 @@ func Write(path string, data []byte, opts Options) error {
 	}
 	if err := f.Chmod(mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if opts.ChownToDir && os.Geteuid() == 0 {
-		if err := chownLike(f, dir); err != nil {
-			return err
-		}
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", tmp, err)

@@ -45,8 +45,10 @@ type ComputeSpec struct {
 	DiskQuotaBytes     *uint64  `json:"disk_quota_bytes,omitempty"`
 	DisableLFCResizing *bool    `json:"disable_lfc_resizing,omitempty"`
 
-	Cluster         Cluster   `json:"cluster"`
-	DeltaOperations []DeltaOp `json:"delta_operations,omitempty"`
+	Cluster Cluster `json:"cluster"`
+	// DeltaOperations keeps the difference between null and [] so that a parsed spec
+	// re-marshals to an equal value.
+	DeltaOperations []DeltaOp `json:"delta_operations"`
 
 	SkipPgCatalogUpdates bool `json:"skip_pg_catalog_updates,omitempty"`
 
@@ -87,13 +89,15 @@ type ComputeSpec struct {
 
 // Cluster is the desired catalog and configuration.
 type Cluster struct {
-	ClusterID      *string        `json:"cluster_id,omitempty"`
-	Name           *string        `json:"name,omitempty"`
-	State          *string        `json:"state,omitempty"`
-	Roles          []Role         `json:"roles"`
-	Databases      []Database     `json:"databases"`
-	PostgresqlConf *string        `json:"postgresql_conf,omitempty"`
-	Settings       GenericOptions `json:"settings,omitempty"`
+	ClusterID      *string    `json:"cluster_id,omitempty"`
+	Name           *string    `json:"name,omitempty"`
+	State          *string    `json:"state,omitempty"`
+	Roles          []Role     `json:"roles"`
+	Databases      []Database `json:"databases"`
+	PostgresqlConf *string    `json:"postgresql_conf,omitempty"`
+	// Settings distinguishes null (no "Managed by compute_ctl" block in
+	// postgresql.conf) from [] (an empty block), as Neon does.
+	Settings GenericOptions `json:"settings"`
 }
 
 // Role is a desired role. EncryptedPassword is an md5 hash without the "md5" prefix or a
@@ -165,7 +169,7 @@ type ExtensionData struct {
 
 // LocalProxySpec configures local_proxy; its JWKS role names change role creation.
 type LocalProxySpec struct {
-	JWKS []JWKSSettings `json:"jwks,omitempty"`
+	JWKS []JWKSSettings `json:"jwks"`
 	TLS  *TLSConfig     `json:"tls,omitempty"`
 }
 

@@ -195,7 +195,7 @@ func (s *Store) write(r *Record, prevSeq uint64) error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	b = append(b, '\n')
-	if err := atomicfile.Write(s.Path(), b, atomicfile.Options{Mode: 0o644, ChownToDir: true}); err != nil {
+	if err := atomicfile.Write(s.Path(), b, atomicfile.Options{Mode: 0o644}); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil

@@ -1,0 +1,182 @@
+// Command compute-api serves Neon's compute HTTP API (unit compute-api.service): the
+// external port with JWT auth and the internal port on loopback. It also has developer
+// helpers to make an Ed25519 key set and mint tokens for it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/computetools/compute-tools/internal/api"
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/logx"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/sysd"
+	"github.com/computetools/compute-tools/internal/version"
+)
+
+type cli struct {
+	Serve  serveCmd  `cmd:"" default:"withargs" help:"Serve the API (compute-api.service)."`
+	Keygen keygenCmd `cmd:"" help:"Make an Ed25519 key: the JWKS for compute_ctl_config and the private key for 'token'."`
+	Token  tokenCmd  `cmd:"" help:"Mint a JWT with a private key made by keygen."`
+}
+
+type serveCmd struct {
+	StateDir         string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
+	Config           string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
+	ComputeID        string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID that tokens must name."`
+	ExternalHTTPPort int    `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"3080" help:"External port (JWT)."`
+	InternalHTTPPort int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal port (no auth)."`
+	InternalHTTPAddr string `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"127.0.0.1" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	ExternalHTTPAddr string `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+}
+
+// units stops and starts compute units through systemd's manager API.
+type units struct{ m *sysd.Manager }
+
+func (u units) StopPostgres(ctx context.Context, immediate bool) error {
+	if immediate {
+		// SIGQUIT is Postgres's immediate shutdown; the stop job then waits for the end.
+		if err := u.m.KillUnit(ctx, paths.UnitPostgres, "main", syscall.SIGQUIT); err != nil {
+			return err
+		}
+	}
+	return u.m.StopUnit(ctx, paths.UnitPostgres)
+}
+
+func (u units) CancelStartup(ctx context.Context) error {
+	return u.m.StopUnit(ctx, paths.UnitInit)
+}
+
+func (s serveCmd) Run(ctx context.Context) error {
+	store, err := state.Open(s.StateDir)
+	if err != nil {
+		return err
+	}
+	conn, err := bus.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to the system bus: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.ClaimName(); err != nil {
+		return err
+	}
+	store.OnChange = func(r state.Record) {
+		if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
+			slog.Warn("announce status", "err", err)
+		}
+	}
+	if err := conn.ServeStatus(func() string {
+		r, err := store.Load()
+		if err != nil {
+			return string(state.Empty)
+		}
+		return string(r.Status)
+	}); err != nil {
+		return err
+	}
+	mgr, err := sysd.NewManager(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to systemd: %w", err)
+	}
+	defer mgr.Close()
+
+	verifier, err := loadVerifier(s.Config, s.ComputeID)
+	if err != nil {
+		return err
+	}
+	srv := api.New(api.Config{
+		Store: store, Waker: conn, Units: units{mgr},
+		WritePendingConfig: func(raw []byte) error {
+			return atomicfile.Write(paths.PendingConfigFile(s.StateDir), raw, atomicfile.Options{Mode: 0o640})
+		},
+		Verifier: verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
+		Logger: slog.Default(),
+	})
+
+	extLn, err := net.Listen("tcp", net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)))
+	if err != nil {
+		return fmt.Errorf("listen on the external port: %w", err)
+	}
+	intLn, err := net.Listen("tcp", net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)))
+	if err != nil {
+		extLn.Close()
+		return fmt.Errorf("listen on the internal port: %w", err)
+	}
+	servers := []*http.Server{
+		{Handler: srv.External(), ReadHeaderTimeout: 10 * time.Second},
+		{Handler: srv.Internal(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	errc := make(chan error, 2)
+	for i, ln := range []net.Listener{extLn, intLn} {
+		go func(h *http.Server, ln net.Listener) {
+			if err := h.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}(servers[i], ln)
+	}
+	rec, _ := store.Load()
+	slog.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
+		"compute_id", s.ComputeID, "status", rec.Status, "version", version.Version)
+	_ = sysd.Ready(fmt.Sprintf("serving on %s and %s", extLn.Addr(), intLn.Addr()))
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	_ = sysd.Stopping()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, h := range servers {
+		_ = h.Shutdown(shutdownCtx)
+	}
+	return err
+}
+
+// loadVerifier takes the JWKS from the config file. Without the file (or keys) every
+// token is refused with 401, as compute_ctl does with an empty key set.
+func loadVerifier(path, computeID string) (*auth.Verifier, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		slog.Warn("no config file: no keys, every token is refused", "path", path)
+		return auth.NewVerifier(nil, computeID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	jwks, err := extractJWKS(b)
+	if err != nil {
+		// The API must still come up to report the failure compute-init records.
+		slog.Error("config file has no usable compute_ctl_config.jwks: every token is refused", "path", path, "err", err)
+		return auth.NewVerifier(nil, computeID)
+	}
+	return auth.NewVerifier(jwks, computeID)
+}
+
+func main() {
+	logx.Setup(os.Stderr, "compute-api")
+	var c cli
+	kctx := kong.Parse(&c, kong.Name("compute-api"),
+		kong.Description("Neon-compatible compute HTTP API."), kong.UsageOnError())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(); err != nil {
+		slog.Error("compute-api "+kctx.Command()+" failed", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,208 @@
+// Command compute-init prepares and configures the compute: `prepare` (unit
+// compute-init.service), `configure` (compute-configure.service), `postgres-stopped`
+// (ExecStopPost= of compute-postgres.service) and `status` for operators.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/compute"
+	"github.com/computetools/compute-tools/internal/logx"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/api"
+	"github.com/computetools/compute-tools/internal/sysd"
+)
+
+// common flags mirror compute_ctl's names; each can come from /etc/default/compute-tools.
+type common struct {
+	StateDir           string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
+	Config             string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig JSON file; without a spec in it, wait for POST /configure."`
+	PGData             string `short:"D" name:"pgdata" env:"PGDATA" default:"/var/db/postgres/compute" help:"Postgres data directory."`
+	PGBin              string `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary."`
+	Connstr            string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres" help:"How to connect as the admin role."`
+	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID."`
+	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"neon_superuser" help:"Privileged role given to spec roles (^[a-z_]+$)."`
+	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal API port (written as neon.extension_server_port)."`
+}
+
+type cli struct {
+	common
+	Prepare         prepareCmd   `cmd:"" help:"Get the config and prepare PGDATA (compute-init.service)."`
+	Configure       configureCmd `cmd:"" help:"Apply the spec once Postgres is ready (compute-configure.service)."`
+	PostgresStopped stoppedCmd   `cmd:"" name:"postgres-stopped" help:"Record how Postgres ended (ExecStopPost= of compute-postgres.service)."`
+	Status          statusCmd    `cmd:"" help:"Print the compute status without a token."`
+}
+
+var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
+
+func (c *common) config() (compute.Config, error) {
+	if !privRoleRe.MatchString(c.PrivilegedRoleName) {
+		return compute.Config{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+	}
+	return compute.Config{
+		StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
+		Connstr: c.Connstr, PrivilegedRole: c.PrivilegedRoleName, OSUser: paths.DefaultPGUser,
+		InternalHTTPPort: c.InternalHTTPPort,
+	}, nil
+}
+
+// deps builds the store and its D-Bus and systemd collaborators. D-Bus is best effort:
+// without it, waiters fall back to re-reading the state file every few seconds.
+func (c *common) deps(ctx context.Context) (*compute.Deps, func(), error) {
+	store, err := state.Open(c.StateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &compute.Deps{Store: store, Notifier: notifier{}}
+	closers := []func(){}
+	if conn, err := bus.Connect(ctx); err != nil {
+		slog.Warn("no D-Bus: status changes are not announced", "err", err)
+	} else {
+		closers = append(closers, conn.Close)
+		d.Waker = conn
+		store.OnChange = func(r state.Record) {
+			if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
+				slog.Warn("announce status", "err", err)
+			}
+		}
+	}
+	if m, err := sysd.NewManager(ctx); err == nil {
+		closers = append(closers, m.Close)
+		d.Units = m
+	} else {
+		slog.Debug("no systemd manager connection", "err", err)
+	}
+	return d, func() {
+		for _, f := range closers {
+			f()
+		}
+	}, nil
+}
+
+type notifier struct{}
+
+func (notifier) Status(text string) { _ = sysd.Status(text) }
+
+type prepareCmd struct{}
+
+func (prepareCmd) Run(ctx context.Context, c *common) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	d, done, err := c.deps(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return compute.Prepare(ctx, cfg, d)
+}
+
+type configureCmd struct{}
+
+func (configureCmd) Run(ctx context.Context, c *common) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	d, done, err := c.deps(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return compute.Configure(ctx, cfg, d)
+}
+
+type stoppedCmd struct{}
+
+func (stoppedCmd) Run(ctx context.Context, c *common) error {
+	d, done, err := c.deps(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return compute.PostgresStopped(ctx, compute.StopInfo{
+		ServiceResult: os.Getenv("SERVICE_RESULT"),
+		ExitCode:      os.Getenv("EXIT_CODE"),
+		ExitStatus:    os.Getenv("EXIT_STATUS"),
+		InvocationID:  os.Getenv("INVOCATION_ID"),
+	}, d)
+}
+
+type statusCmd struct {
+	Wait    string        `help:"Wait until the status is this one (or failed/terminated), then print it." placeholder:"STATUS"`
+	Timeout time.Duration `default:"2m" help:"How long --wait waits."`
+	Full    bool          `help:"Print the whole state record (metrics included)."`
+}
+
+func (s statusCmd) Run(ctx context.Context, c *common) error {
+	store, err := state.Open(c.StateDir)
+	if err != nil {
+		return err
+	}
+	rec, err := store.Load()
+	if s.Wait != "" {
+		want := state.Status(s.Wait)
+		if !want.Valid() {
+			return fmt.Errorf("--wait: unknown status %q", s.Wait)
+		}
+		var wake <-chan struct{}
+		if conn, berr := bus.Connect(ctx); berr == nil {
+			defer conn.Close()
+			ch, cancel := conn.Subscribe()
+			defer cancel()
+			wake = ch
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+		rec, err = store.Wait(wctx, wake, 200*time.Millisecond, func(r state.Record) bool {
+			return r.Status == want || r.Status == state.Failed || r.Status == state.Terminated
+		})
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("status is still %s after %s", rec.Status, s.Timeout)
+		}
+	}
+	if errors.Is(err, state.ErrNoState) {
+		rec = state.Record{Status: state.Empty}
+	} else if err != nil {
+		return err
+	}
+	var out any = api.StatusOf(rec)
+	if s.Full {
+		out = rec
+	}
+	b, _ := json.MarshalIndent(out, "", "  ")
+	fmt.Println(string(b))
+	if s.Wait != "" && rec.Status != state.Status(s.Wait) {
+		return fmt.Errorf("status is %s, not %s", rec.Status, s.Wait)
+	}
+	return nil
+}
+
+func main() {
+	logx.Setup(os.Stderr, "compute-init")
+	var c cli
+	kctx := kong.Parse(&c, kong.Name("compute-init"),
+		kong.Description("Prepares and configures a serverless Postgres compute (Neon compute_ctl compatible)."),
+		kong.UsageOnError())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&c.common); err != nil {
+		slog.Error("compute-init "+kctx.Command()+" failed", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,195 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// Body errors use the texts of axum's JSON extractor, lower-cased as compute_ctl does.
+const (
+	msgContentType = "expected request with `content-type: application/json`"
+	msgBodyTooBig  = "failed to buffer the request body: length limit exceeded"
+	prefixSyntax   = "failed to parse the request body as json: "
+	prefixData     = "failed to deserialize the json body into the target type: "
+
+	msgReconfigureNotImplemented = "reconfiguration of a running compute is not implemented yet"
+)
+
+var errReconfigure = errors.New(msgReconfigureNotImplemented)
+
+// pendingConfigError marks a failure to store the pending config.
+type pendingConfigError struct{ err error }
+
+func (e *pendingConfigError) Error() string { return "store pending config: " + e.err.Error() }
+
+// handleConfigure answers POST /configure. On an empty compute it stores the config for
+// compute-init, moves the status to configuration_pending and blocks, without a timeout,
+// until the compute is running (200, ComputeStatusResponse) or failed (500). Reconfiguring
+// a running compute is not implemented yet (501).
+func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
+	body, status, msg := s.readJSONBody(w, r)
+	if status != 0 {
+		writeError(w, status, msg)
+		return
+	}
+	// compute_ctl's ConfigurationRequest requires both fields (the OpenAPI document only
+	// lists spec; the code wins).
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
+		writeError(w, http.StatusUnprocessableEntity, prefixData+"invalid type: expected an object")
+		return
+	}
+	for _, f := range []string{"spec", "compute_ctl_config"} {
+		raw, ok := top[f]
+		if !ok {
+			writeError(w, http.StatusUnprocessableEntity, prefixData+"missing field `"+f+"`")
+			return
+		}
+		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			writeError(w, http.StatusUnprocessableEntity, prefixData+"invalid type: null for field `"+f+"`")
+			return
+		}
+	}
+	cfg, err := s.cfg.ParseConfig(body)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, strings.ToLower(prefixData+err.Error()))
+		return
+	}
+	if cfg.Spec == nil || cfg.ComputeCtlConfig == nil {
+		writeError(w, http.StatusUnprocessableEntity, prefixData+"missing spec or compute_ctl_config")
+		return
+	}
+	parsed, err := s.cfg.ParseSpec(cfg.Spec)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+
+	// Subscribe before touching the state so that no change after it can be missed.
+	wake, cancel := s.subscribe()
+	defer cancel()
+
+	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
+		switch rec.Status {
+		case state.Empty:
+		case state.Running:
+			return errReconfigure
+		default:
+			return &state.WrongStatusError{Status: rec.Status}
+		}
+		if s.cfg.WritePendingConfig == nil {
+			return &pendingConfigError{errors.New("no pending config writer")}
+		}
+		// Under the state lock: the config is on disk before anyone can see
+		// configuration_pending, and nobody can leave empty meanwhile.
+		if err := s.cfg.WritePendingConfig(body); err != nil {
+			return &pendingConfigError{err}
+		}
+		rec.Status = state.ConfigurationPending
+		if parsed.TenantID != "" {
+			rec.Tenant = &parsed.TenantID
+		}
+		if parsed.TimelineID != "" {
+			rec.Timeline = &parsed.TimelineID
+		}
+		return nil
+	})
+	if err != nil {
+		s.stateChangeError(w, err)
+		return
+	}
+	s.log.Info("configuration received, waiting for the compute to start",
+		"status", rec.Status, "storage", parsed.Storage, "request_id", r.Header.Get(requestIDHeader))
+
+	rec, err = s.cfg.Store.Wait(r.Context(), wake, s.cfg.Recheck, func(rec state.Record) bool {
+		return rec.Status == state.Running || rec.Status == state.Failed
+	})
+	if err != nil {
+		s.waitError(w, r, err)
+		return
+	}
+	if rec.Status == state.Failed {
+		writeError(w, http.StatusInternalServerError,
+			fmt.Sprintf("compute configuration failed: %q", errorText(rec)))
+		return
+	}
+	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+}
+
+// readJSONBody checks the content type and reads a syntactically valid JSON body. A
+// non-zero status is the error answer.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
+	if !isJSONContentType(r.Header.Get("Content-Type")) {
+		return nil, http.StatusUnsupportedMediaType, msgContentType
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge, msgBodyTooBig
+		}
+		return nil, http.StatusBadRequest, "failed to buffer the request body: " + strings.ToLower(err.Error())
+	}
+	if !json.Valid(body) {
+		var v any
+		err := json.Unmarshal(body, &v)
+		msg := "invalid json"
+		if err != nil {
+			msg = err.Error()
+		}
+		return nil, http.StatusBadRequest, strings.ToLower(prefixSyntax + msg)
+	}
+	return body, 0, ""
+}
+
+// isJSONContentType accepts application/json and application/*+json, as axum does.
+func isJSONContentType(v string) bool {
+	mt, _, err := mime.ParseMediaType(v)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// stateChangeError answers a refused or failed state change.
+func (s *Server) stateChangeError(w http.ResponseWriter, err error) {
+	var wrong *state.WrongStatusError
+	var illegal *state.TransitionError
+	var pending *pendingConfigError
+	switch {
+	case errors.Is(err, errReconfigure):
+		writeError(w, http.StatusNotImplemented, msgReconfigureNotImplemented)
+	case errors.As(err, &wrong):
+		writeError(w, http.StatusPreconditionFailed, wrong.Error())
+	case errors.As(err, &illegal):
+		// The status moved under us; answer as for a wrong status.
+		writeError(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: illegal.From}).Error())
+	case errors.As(err, &pending):
+		s.log.Error("store pending config", "err", pending.err)
+		writeError(w, http.StatusInternalServerError, pending.Error())
+	default:
+		s.log.Error("update state", "err", err)
+		writeError(w, http.StatusInternalServerError, internalError("update state", err))
+	}
+}
+
+// waitError handles the end of a blocked wait without a result: the client went away
+// (nothing to answer) or the state could not be read.
+func (s *Server) waitError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		s.log.Info("client gave up waiting", "path", r.URL.Path, "request_id", r.Header.Get(requestIDHeader))
+		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+		return
+	}
+	s.log.Error("wait for state", "err", err)
+	writeError(w, http.StatusInternalServerError, internalError("wait for state", err))
+}

@@ -1,0 +1,62 @@
+package api
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The /metrics endpoint uses Prometheus' own client library rather than hand-written
+// text: it gets the exposition format (escaping, HELP/TYPE lines, ordering) right,
+// negotiates the format with the scraper (text 0.0.4, OpenMetrics, protobuf) and brings
+// the standard Go and process collectors. Metrics live in a private registry, so nothing
+// registered globally by a dependency leaks into the compute's metrics.
+
+// upCollector reports compute_ctl_up{build_tag,status} = 1 for the current status, read
+// from the state record at scrape time (so it is right whichever unit changed it).
+type upCollector struct {
+	s    *Server
+	desc *prometheus.Desc
+}
+
+func (c *upCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
+	rec, err := c.s.load()
+	if err != nil {
+		c.s.log.Warn("metrics: read state", "err", err)
+		return
+	}
+	m, err := prometheus.NewConstMetric(c.desc, prometheus.GaugeValue, 1, c.s.cfg.BuildTag, rec.Status.Display())
+	if err != nil {
+		c.s.log.Warn("metrics: compute_ctl_up", "err", err)
+		return
+	}
+	ch <- m
+}
+
+func (s *Server) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		&upCollector{s: s, desc: prometheus.NewDesc("compute_ctl_up",
+			"Compute status: 1 for the current status (label status, hyphenated as in compute_ctl).",
+			[]string{"build_tag", "status"}, nil)},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// Registry is the private registry behind /metrics; other metrics of compute-api can be
+// registered on it.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}

@@ -1,0 +1,27 @@
+package api
+
+import (
+	"net/http"
+)
+
+// handleStatus answers GET /status with ComputeStatusResponse.
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	rec, err := s.load()
+	if err != nil {
+		s.log.Error("read state", "err", err)
+		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+}
+
+// handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).
+func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
+	rec, err := s.load()
+	if err != nil {
+		s.log.Error("read state", "err", err)
+		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, rec.Metrics)
+}

@@ -1,0 +1,150 @@
+// Package compute holds the steps of compute-init: prepare (get the config, prepare
+// PGDATA, write postgresql.conf), configure (apply the spec once Postgres is ready) and
+// the postgres stop hook that records how Postgres ended. Each step records its progress
+// in the state store; systemd orders the steps.
+package compute
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// Config is what the steps need to know about this host.
+type Config struct {
+	StateDir       string
+	ConfigFile     string
+	PGData         string
+	PGBin          string
+	Connstr        string
+	PrivilegedRole string
+	// OSUser runs initdb when the step itself runs as root (by hand).
+	OSUser           string
+	InternalHTTPPort int
+}
+
+// Waker delivers a hint that the state may have changed (a D-Bus status signal).
+type Waker interface {
+	Subscribe() (ch <-chan struct{}, cancel func())
+}
+
+// Notifier mirrors progress to systemd (sd_notify STATUS=).
+type Notifier interface {
+	Status(text string)
+}
+
+// UnitTimes reads the start and ready timestamps of a unit (systemd over D-Bus).
+type UnitTimes interface {
+	UnitTimestamps(ctx context.Context, name string) (execMainStart, activeEnter time.Time, err error)
+}
+
+// Deps are the collaborators of the steps; any may be a no-op.
+type Deps struct {
+	Store    *state.Store
+	Waker    Waker
+	Notifier Notifier
+	Units    UnitTimes
+	Now      func() time.Time
+}
+
+func (d *Deps) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Deps) status(text string) {
+	if d.Notifier != nil {
+		d.Notifier.Status(text)
+	}
+}
+
+func (d *Deps) subscribe() (<-chan struct{}, func()) {
+	if d.Waker == nil {
+		return nil, func() {}
+	}
+	return d.Waker.Subscribe()
+}
+
+// SpecFile is where prepare leaves the effective config for configure.
+func SpecFile(stateDir string) string { return filepath.Join(stateDir, "spec.json") }
+
+// connInfo is what the admin connection string says about the local Postgres.
+type connInfo struct {
+	User      string
+	Port      int
+	SocketDir string
+}
+
+func parseConnstr(s string) (connInfo, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "postgresql" && u.Scheme != "postgres") {
+		return connInfo{}, fmt.Errorf("connstr must be a postgresql:// URL")
+	}
+	ci := connInfo{User: u.User.Username(), Port: paths.DefaultPGPort}
+	if ci.User == "" {
+		ci.User = paths.DefaultAdminRole
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return connInfo{}, fmt.Errorf("connstr: bad port %q", p)
+		}
+		ci.Port = n
+	}
+	if p := u.Query().Get("port"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return connInfo{}, fmt.Errorf("connstr: bad port %q", p)
+		}
+		ci.Port = n
+	}
+	if h := u.Query().Get("host"); strings.HasPrefix(h, "/") {
+		ci.SocketDir = h
+	} else if strings.HasPrefix(u.Hostname(), "/") {
+		ci.SocketDir = u.Hostname()
+	}
+	if ci.SocketDir == "" {
+		ci.SocketDir = paths.DefaultSocketDir
+	}
+	return ci, nil
+}
+
+// fail records err as the compute's error and moves the status to failed (when that is a
+// legal move from where it is), then returns err.
+func (d *Deps) fail(err error) error {
+	msg := err.Error()
+	_, terr := d.Store.Update(func(r *state.Record) error {
+		if r.Status == state.Failed || r.Status == state.Terminated || r.Status.TerminationPending() {
+			return errKeep
+		}
+		if !state.CanTransition(r.Status, state.Failed) {
+			return &state.TransitionError{From: r.Status, To: state.Failed}
+		}
+		r.Status = state.Failed
+		r.SetError(msg)
+		return nil
+	})
+	if terr != nil && terr != errKeep {
+		return fmt.Errorf("%w (and recording the failure: %v)", err, terr)
+	}
+	d.status("failed: " + msg)
+	return err
+}
+
+var errKeep = fmt.Errorf("keep record")
+
+func ms(d time.Duration) uint64 {
+	if d < 0 {
+		return 0
+	}
+	return uint64(d.Milliseconds())
+}

@@ -1,0 +1,223 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// Prepare is `compute-init prepare`: it starts a new lifecycle, gets the config (from the
+// config file, or from POST /configure through the state directory), prepares PGDATA and
+// writes the Postgres configuration. On any error the status becomes failed with the reason.
+func Prepare(ctx context.Context, cfg Config, d *Deps) error {
+	ci, err := parseConnstr(cfg.Connstr)
+	if err != nil {
+		return err
+	}
+	raw, waited, err := obtainConfig(ctx, cfg, d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("prepare: %w", ctx.Err())
+		}
+		return d.fail(err)
+	}
+	cc, err := spec.ParseConfig(raw)
+	if err != nil {
+		return d.fail(fmt.Errorf("invalid config: %w", err))
+	}
+	if cc.Spec == nil {
+		return d.fail(errors.New("invalid config: no spec"))
+	}
+	parsed, err := spec.Parse(cc.Spec)
+	if err != nil {
+		return d.fail(fmt.Errorf("invalid spec: %w", err))
+	}
+	// Hand the spec to compute-configure before announcing init.
+	if err := atomicfile.Write(SpecFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
+		return d.fail(fmt.Errorf("store spec: %w", err))
+	}
+	now := d.now().UTC()
+	if _, err := d.Store.Transition(state.Init, func(r *state.Record) {
+		if waited {
+			r.Metrics.WaitForSpecMs = ms(now.Sub(r.StartTime))
+			r.StartTime = now // as Neon: total_startup_ms excludes the wait
+		}
+		r.Tenant = optional(parsed.TenantID)
+		r.Timeline = optional(parsed.TimelineID)
+		r.Mode = cc.Spec.Mode.Type()
+		r.Storage = parsed.Storage
+		r.SetError("")
+	}); err != nil {
+		return d.fail(err)
+	}
+	slog.Info("spec accepted", "storage", parsed.Storage, "mode", cc.Spec.Mode.Type(),
+		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited)
+	d.status("init: preparing PGDATA")
+
+	if parsed.Storage != spec.StorageStandalone {
+		return d.fail(errors.New("neon storage mode (pageserver basebackup, safekeepers) is not implemented yet; remove pageserver_connstring to run standalone"))
+	}
+	if err := prepareStandalone(ctx, cfg, ci, parsed); err != nil {
+		return d.fail(err)
+	}
+	done := d.now().UTC()
+	if _, err := d.Store.Update(func(r *state.Record) error {
+		r.PrepareDoneAt = &done
+		return nil
+	}); err != nil {
+		return d.fail(err)
+	}
+	d.status("init: PGDATA ready, starting postgres")
+	slog.Info("prepare done", "pgdata", cfg.PGData, "duration_ms", done.Sub(now).Milliseconds())
+	return nil
+}
+
+// obtainConfig returns the raw config and whether it came through POST /configure.
+func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error) {
+	wake, cancel := d.subscribe()
+	defer cancel()
+	pending := paths.PendingConfigFile(cfg.StateDir)
+
+	cur, err := d.Store.Load()
+	if err != nil && !errors.Is(err, state.ErrNoState) {
+		return nil, false, err
+	}
+	if err == nil && cur.Status == state.ConfigurationPending {
+		// POST /configure arrived before we started: take it.
+		b, err := os.ReadFile(pending)
+		if err != nil {
+			return nil, false, fmt.Errorf("read config from /configure: %w", err)
+		}
+		slog.Info("using the config sent with POST /configure")
+		return b, true, nil
+	}
+	if _, err := d.Store.Reset(); err != nil {
+		return nil, false, err
+	}
+	os.Remove(pending)
+	os.Remove(SpecFile(cfg.StateDir))
+
+	if cfg.ConfigFile != "" {
+		b, err := os.ReadFile(cfg.ConfigFile)
+		switch {
+		case err == nil:
+			cc, perr := spec.ParseConfig(b)
+			if perr != nil {
+				return nil, false, fmt.Errorf("invalid config file %s: %w", cfg.ConfigFile, perr)
+			}
+			if cc.Spec != nil {
+				slog.Info("spec read from the config file", "path", cfg.ConfigFile)
+				return b, false, nil
+			}
+			slog.Info("config file has no spec; waiting for POST /configure", "path", cfg.ConfigFile)
+		case errors.Is(err, fs.ErrNotExist):
+			slog.Info("no config file; waiting for POST /configure", "path", cfg.ConfigFile)
+		default:
+			return nil, false, fmt.Errorf("read config file: %w", err)
+		}
+	}
+	d.status("empty: waiting for POST /configure")
+	r, err := d.Store.Wait(ctx, wake, 10*time.Second, func(r state.Record) bool {
+		return r.Status != state.Empty
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if r.Status != state.ConfigurationPending {
+		return nil, false, fmt.Errorf("stopped waiting for a spec: status is %s", r.Status)
+	}
+	b, err := os.ReadFile(pending)
+	if err != nil {
+		return nil, false, fmt.Errorf("read config from /configure: %w", err)
+	}
+	return b, true, nil
+}
+
+// prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
+// writes postgresql.conf, pg_hba.conf and pg_ident.conf.
+func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed) error {
+	if err := ensureInitdb(ctx, cfg, ci); err != nil {
+		return err
+	}
+	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
+	conf := pgconf.PostgresqlConf(p, pgconf.Options{
+		Port:               ci.Port,
+		SocketDir:          ci.SocketDir,
+		ListenAddresses:    "*",
+		InternalHTTPPort:   cfg.InternalHTTPPort,
+		PrivilegedRoleName: cfg.PrivilegedRole,
+		OvercommitMemory2:  strings.TrimSpace(string(overcommit)) == "2",
+	})
+	hba, err := pgconf.HBAStandalone(ci.User)
+	if err != nil {
+		return err
+	}
+	ident, err := pgconf.IdentStandalone(ci.User, []string{paths.DefaultPGUser, "root"})
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		name, body string
+	}{
+		{"postgresql.conf", conf},
+		{"pg_hba.conf", hba},
+		{"pg_ident.conf", ident},
+	}
+	for _, f := range files {
+		if err := atomicfile.Write(filepath.Join(cfg.PGData, f.name), []byte(f.body), atomicfile.Options{Mode: 0o600}); err != nil {
+			return fmt.Errorf("write %s: %w", f.name, err)
+		}
+	}
+	// The temp override file Neon includes last; it must exist for include_if_exists to
+	// be quiet and for later issues to write into.
+	override := filepath.Join(cfg.PGData, "compute_ctl_temp_override.conf")
+	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
+		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
+			return fmt.Errorf("write temp override: %w", err)
+		}
+	}
+	return nil
+}
+
+func ensureInitdb(ctx context.Context, cfg Config, ci connInfo) error {
+	if _, err := os.Stat(filepath.Join(cfg.PGData, "PG_VERSION")); err == nil {
+		slog.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
+		return nil
+	}
+	if ents, err := os.ReadDir(cfg.PGData); err == nil && len(ents) > 0 {
+		return fmt.Errorf("PGDATA %s is not empty but has no PG_VERSION; refusing to touch it", cfg.PGData)
+	}
+	start := time.Now()
+	slog.Info("running initdb", "pgdata", cfg.PGData, "superuser", ci.User)
+	_, err := execx.Run(ctx, execx.Cmd{
+		Path: paths.Sibling(cfg.PGBin, "initdb"),
+		Args: []string{"-D", cfg.PGData, "-U", ci.User, "--auth-local=peer", "--auth-host=scram-sha-256",
+			"-E", "UTF8", "--locale=C.UTF-8"},
+		User: cfg.OSUser,
+	})
+	if err != nil {
+		return fmt.Errorf("initdb: %w", err)
+	}
+	slog.Info("initdb done", "duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

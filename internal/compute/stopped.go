@@ -1,0 +1,111 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// StopInfo is what systemd tells an ExecStopPost= command about how the service ended.
+type StopInfo struct {
+	ServiceResult string // SERVICE_RESULT: success, exit-code, signal, timeout, ...
+	ExitCode      string // EXIT_CODE: exited, killed, dumped
+	ExitStatus    string // EXIT_STATUS: a number or a signal name
+	InvocationID  string // INVOCATION_ID of the postgres unit run
+}
+
+// PostgresStopped is the ExecStopPost= hook of compute-postgres.service. After
+// /terminate it completes the termination (status terminated; the LSN is null in
+// standalone mode). Otherwise Postgres ended on its own or failed to start: the status
+// becomes failed with the reason, taken from systemd and the unit's journal.
+func PostgresStopped(ctx context.Context, info StopInfo, d *Deps) error {
+	rec, err := d.Store.Load()
+	if err != nil {
+		return fmt.Errorf("postgres-stopped: %w", err)
+	}
+	switch {
+	case rec.Status.TerminationPending():
+		if rec.Storage == "neon" && rec.Mode == "primary" {
+			// The final --sync-safekeepers belongs to the neon storage path.
+			return d.fail(fmt.Errorf("terminate: final safekeeper sync is not implemented yet"))
+		}
+		if _, err := d.Store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = nil }); err != nil {
+			return fmt.Errorf("postgres-stopped: %w", err)
+		}
+		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult)
+		return nil
+	case rec.Status == state.Empty || rec.Status == state.Failed || rec.Status == state.Terminated:
+		slog.Info("postgres stopped", "status", rec.Status, "result", info.ServiceResult)
+		return nil
+	}
+	reason := describeStop(info)
+	if info.ServiceResult != "success" && info.ServiceResult != "" {
+		if detail := journalErrors(ctx, info.InvocationID); detail != "" {
+			reason += ": " + detail
+		}
+		slog.Error("postgres failed", "status", rec.Status, "reason", reason)
+	} else {
+		slog.Warn("postgres stopped outside /terminate", "status", rec.Status)
+	}
+	_ = d.fail(fmt.Errorf("%s", reason))
+	return nil
+}
+
+func describeStop(i StopInfo) string {
+	if i.ServiceResult == "success" || i.ServiceResult == "" {
+		return "postgres was stopped outside /terminate"
+	}
+	s := "postgres failed (" + i.ServiceResult
+	if i.ExitCode != "" {
+		s += ", " + i.ExitCode + " " + i.ExitStatus
+	}
+	return s + "; see journalctl -u " + paths.UnitPostgres + ")"
+}
+
+// journalErrors returns the FATAL/PANIC lines Postgres logged in this run of the unit,
+// each with the line before it (which usually says what was wrong, e.g. `invalid value for
+// parameter`), if the journal can be read (the unit's user is in group systemd-journal).
+func journalErrors(ctx context.Context, invocation string) string {
+	if invocation == "" {
+		return ""
+	}
+	res, err := execx.Run(ctx, execx.Cmd{Path: "/usr/bin/journalctl",
+		Args: []string{"--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID=" + invocation}})
+	if err != nil {
+		slog.Debug("could not read the postgres journal", "err", err)
+		return ""
+	}
+	return fatalLines(string(res.Stdout))
+}
+
+// logPrefix is Postgres's default log_line_prefix ("%m [%p] ").
+var logPrefix = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \S+ \[\d+\] `)
+
+func fatalLines(log string) string {
+	all := strings.Split(log, "\n")
+	var out []string
+	for i, l := range all {
+		if !strings.Contains(l, "FATAL:") && !strings.Contains(l, "PANIC:") {
+			continue
+		}
+		if i > 0 && !strings.Contains(all[i-1], "FATAL:") && strings.Contains(all[i-1], ":  ") {
+			out = append(out, clean(all[i-1]))
+		}
+		out = append(out, clean(l))
+	}
+	if len(out) > 4 {
+		out = out[len(out)-4:]
+	}
+	return strings.Join(out, "; ")
+}
+
+func clean(l string) string {
+	l = logPrefix.ReplaceAllString(strings.TrimSpace(l), "")
+	return strings.Join(strings.Fields(l), " ")
+}

@@ -1,0 +1,117 @@
+// Package pg opens the maintenance connections compute-tools makes to its own Postgres
+// (pgx, normally over the unix socket), quotes identifiers and literals, and prepares
+// "quiet" sessions in which password DDL never reaches the server log.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// StartupOptions are the `options` startup parameter every maintenance connection sends,
+// as Neon's compute_ctl does: writes allowed even if the default is read-only, a known
+// search_path, no statement timeout, and no pgaudit logging of our own statements
+// (pgaudit.log is accepted as an inert placeholder when pgaudit is not loaded). Neon also
+// sends `-c role=cloud_admin`; we connect as that role already, so it is left out.
+const StartupOptions = "-c default_transaction_read_only=off -c search_path=public -c statement_timeout=0 -c pgaudit.log=none"
+
+// Config parses connstr and applies appName and StartupOptions. Any `options` already in
+// connstr are appended after ours, so they win.
+func Config(connstr, appName string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(connstr)
+	if err != nil {
+		// pgx's parse errors quote the connection string, and its password redaction is
+		// best effort; say nothing about the text.
+		return nil, errors.New("parse connection string: not a valid postgres URL or key=value list")
+	}
+	if appName != "" {
+		cfg.RuntimeParams["application_name"] = appName
+	}
+	opts := StartupOptions
+	if extra := strings.TrimSpace(cfg.RuntimeParams["options"]); extra != "" {
+		opts += " " + extra
+	}
+	cfg.RuntimeParams["options"] = opts
+	return cfg, nil
+}
+
+// Connect opens a connection with Config and makes sure standard_conforming_strings is on
+// (Literal relies on it).
+func Connect(ctx context.Context, connstr, appName string) (*pgx.Conn, error) {
+	cfg, err := Config(connstr, appName)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	if err := ensureStandardStrings(ctx, conn); err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func ensureStandardStrings(ctx context.Context, conn *pgx.Conn) error {
+	if conn.PgConn().ParameterStatus("standard_conforming_strings") == "on" {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "SET standard_conforming_strings = on"); err != nil {
+		return fmt.Errorf("set standard_conforming_strings: %w", err)
+	}
+	if v := conn.PgConn().ParameterStatus("standard_conforming_strings"); v != "on" {
+		return fmt.Errorf("standard_conforming_strings is %q after SET", v)
+	}
+	return nil
+}
+
+// Ident quotes name as an SQL identifier.
+func Ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// ErrNUL is returned for text that Postgres cannot hold.
+var ErrNUL = errors.New("text contains a NUL byte")
+
+// Literal quotes s as an SQL string literal ('…' with ' doubled). It assumes
+// standard_conforming_strings=on, which Connect guarantees. The error never quotes s.
+func Literal(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", ErrNUL
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'", nil
+}
+
+// QuietSession turns off statement logging for the rest of the session so that statements
+// carrying passwords never reach the server log, not even when they fail. It needs a
+// superuser session (these settings are superuser-only); it fails rather than leave
+// logging on.
+func QuietSession(ctx context.Context, conn *pgx.Conn) error {
+	stmts := []string{
+		"SET log_statement = 'none'",
+		"SET log_min_duration_statement = -1",
+		"SET log_min_duration_sample = -1",
+		"SET log_transaction_sample_rate = 0",
+		"SET log_min_error_statement = 'panic'",
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("quiet session: %s: %w", s, err)
+		}
+	}
+	// pgaudit.log is a real setting only when pgaudit is loaded; placeholders are not in
+	// pg_settings.
+	var loaded bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE name = 'pgaudit.log')").Scan(&loaded); err != nil {
+		return fmt.Errorf("quiet session: check pgaudit: %w", err)
+	}
+	if loaded {
+		if _, err := conn.Exec(ctx, "SET pgaudit.log = 'none'"); err != nil {
+			return fmt.Errorf("quiet session: SET pgaudit.log: %w", err)
+		}
+	}
+	return nil
+}

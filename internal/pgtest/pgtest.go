@@ -1,0 +1,333 @@
+// Package pgtest starts throwaway real PostgreSQL 15 servers for tests. It is imported only
+// by _test files. The server runs as the `postgres` OS user (Postgres refuses root) from a
+// temporary directory under /tmp that holds the data directory, the unix socket and the
+// server log; everything is stopped and removed when the test (or test binary) ends.
+//
+// Tests that cannot run here (not root, no PostgreSQL 15, no `postgres` user) are skipped
+// with a message saying why.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/execx"
+)
+
+const (
+	// DefaultBinDir is where Debian's PostgreSQL 15 lives; PGBIN_DIR overrides it.
+	DefaultBinDir = "/usr/lib/postgresql/15/bin"
+	// AdminUser is the bootstrap superuser created by initdb, as on a Neon compute.
+	AdminUser = "cloud_admin"
+	// OSUser runs the server.
+	OSUser = "postgres"
+)
+
+// Instance is a running throwaway server.
+type Instance struct {
+	// Port is the TCP port (listening on 127.0.0.1) and the socket's port number.
+	Port int
+	// SocketDir holds the unix socket; it is also the instance's root temp directory.
+	SocketDir string
+	// DataDir is PGDATA.
+	DataDir string
+	// LogFile receives the server's stderr.
+	LogFile string
+	// BinDir holds postgres, initdb and pg_ctl.
+	BinDir string
+
+	stopOnce sync.Once
+}
+
+// Option changes how an instance is started.
+type Option func(*config)
+
+type config struct {
+	settings [][2]string
+}
+
+// WithSetting passes `-c name=value` to the server at start, e.g.
+// WithSetting("log_statement", "all").
+func WithSetting(name, value string) Option {
+	return func(c *config) { c.settings = append(c.settings, [2]string{name, value}) }
+}
+
+// Connstr is a postgresql URL for cloud_admin over the unix socket, database postgres.
+func (i *Instance) Connstr() string { return i.ConnstrDB("postgres") }
+
+// ConnstrDB is like Connstr for another database.
+func (i *Instance) ConnstrDB(db string) string {
+	q := url.Values{}
+	q.Set("host", i.SocketDir)
+	q.Set("port", strconv.Itoa(i.Port))
+	u := url.URL{Scheme: "postgresql", User: url.User(AdminUser), Host: "", Path: "/" + db, RawQuery: q.Encode()}
+	// url.URL renders an empty host as "postgresql://cloud_admin@/db".
+	return u.String()
+}
+
+// TCPConnstr is a postgresql URL for user (and password, if not empty) over TCP to
+// 127.0.0.1, database db, with TLS disabled.
+func (i *Instance) TCPConnstr(usr, password, db string) string {
+	u := url.URL{Scheme: "postgresql", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(i.Port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+	if password != "" {
+		u.User = url.UserPassword(usr, password)
+	} else {
+		u.User = url.User(usr)
+	}
+	return u.String()
+}
+
+// Available reports why a server cannot be started here, or nil.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("pgtest: needs root (to run PostgreSQL as the postgres OS user)")
+	}
+	if _, err := user.Lookup(OSUser); err != nil {
+		return fmt.Errorf("pgtest: no %q OS user: %w", OSUser, err)
+	}
+	bin := binDir()
+	for _, tool := range []string{"postgres", "initdb", "pg_ctl"} {
+		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
+			return fmt.Errorf("pgtest: PostgreSQL 15 not found in %s (set PGBIN_DIR): %w", bin, err)
+		}
+	}
+	return nil
+}
+
+func binDir() string {
+	if d := os.Getenv("PGBIN_DIR"); d != "" {
+		return d
+	}
+	return DefaultBinDir
+}
+
+// Start starts a fresh server for t and stops and removes it in t.Cleanup. It skips t when
+// the machine cannot run one.
+func Start(t testing.TB, opts ...Option) *Instance {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err.Error())
+	}
+	inst, err := start(context.Background(), opts...)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(inst.Stop)
+	return inst
+}
+
+var shared struct {
+	sync.Mutex
+	inst    *Instance
+	err     error
+	started bool
+	inMain  bool
+}
+
+// Main runs a test binary whose tests share one server (see Shared) and stops that server
+// afterwards. Call it from TestMain: `func TestMain(m *testing.M) { pgtest.Main(m) }`.
+func Main(m *testing.M) {
+	shared.Lock()
+	shared.inMain = true
+	shared.Unlock()
+	code := m.Run()
+	shared.Lock()
+	if shared.inst != nil {
+		shared.inst.Stop()
+	}
+	shared.Unlock()
+	os.Exit(code)
+}
+
+// Shared returns the test binary's shared server, starting it on first use (settings in
+// opts apply only to that first start). Without Main, it falls back to Start(t, opts...).
+// Tests that use the shared server must not leave state that other tests depend on not
+// existing; use unique names.
+func Shared(t testing.TB, opts ...Option) *Instance {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err.Error())
+	}
+	shared.Lock()
+	defer shared.Unlock()
+	if !shared.inMain {
+		return Start(t, opts...)
+	}
+	if !shared.started {
+		shared.started = true
+		shared.inst, shared.err = start(context.Background(), opts...)
+	}
+	if shared.err != nil {
+		t.Fatalf("pgtest: shared instance: %v", shared.err)
+	}
+	return shared.inst
+}
+
+func start(ctx context.Context, opts ...Option) (*Instance, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	u, err := user.Lookup(OSUser)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", OSUser, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+
+	root, err := os.MkdirTemp("/tmp", "pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if err := os.Chown(root, uid, gid); err != nil {
+		os.RemoveAll(root)
+		return nil, fmt.Errorf("chown temp dir: %w", err)
+	}
+	inst := &Instance{
+		SocketDir: root,
+		DataDir:   filepath.Join(root, "data"),
+		LogFile:   filepath.Join(root, "postgres.log"),
+		BinDir:    binDir(),
+	}
+	fail := func(err error) (*Instance, error) {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	if _, err := execx.Run(ctx, execx.Cmd{
+		Path: filepath.Join(inst.BinDir, "initdb"),
+		Args: []string{"-D", inst.DataDir, "-U", AdminUser, "--auth=trust", "-E", "UTF8",
+			"--locale=C.UTF-8", "--no-sync", "--no-instructions"},
+		User: OSUser,
+	}); err != nil {
+		return fail(fmt.Errorf("initdb: %w", err))
+	}
+	// A port picked by the kernel may be taken again before the server binds it; retry.
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		inst.Port = port
+		if lastErr = inst.pgctlStart(ctx, cfg); lastErr == nil {
+			return inst, nil
+		}
+	}
+	return fail(lastErr)
+}
+
+func (i *Instance) pgctlStart(ctx context.Context, cfg config) error {
+	serverOpts := []string{
+		"-p", strconv.Itoa(i.Port),
+		"-k", i.SocketDir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "fsync=off",
+	}
+	for _, s := range cfg.settings {
+		serverOpts = append(serverOpts, "-c", s[0]+"="+s[1])
+	}
+	for k, o := range serverOpts {
+		serverOpts[k] = shellQuote(o)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	_, err := execx.Run(ctx, execx.Cmd{
+		Path: filepath.Join(i.BinDir, "pg_ctl"),
+		Args: []string{"start", "-w", "-D", i.DataDir, "-l", i.LogFile, "-o", strings.Join(serverOpts, " ")},
+		User: OSUser,
+	})
+	if err != nil {
+		log, _ := os.ReadFile(i.LogFile)
+		return fmt.Errorf("pg_ctl start: %w; server log:\n%s", err, lastLines(string(log), 10))
+	}
+	return nil
+}
+
+// shellQuote quotes s for the shell that pg_ctl hands the -o string to.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Reload makes the server re-read its configuration files (pg_ctl reload). The reload is
+// asynchronous, as in production; a test that depends on it must wait for its effect.
+func (i *Instance) Reload(t testing.TB) {
+	t.Helper()
+	if _, err := execx.Run(context.Background(), execx.Cmd{
+		Path: filepath.Join(i.BinDir, "pg_ctl"),
+		Args: []string{"reload", "-D", i.DataDir},
+		User: OSUser,
+	}); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+}
+
+// WriteHBA replaces pg_hba.conf with content and reloads the server.
+func (i *Instance) WriteHBA(t testing.TB, content string) {
+	t.Helper()
+	path := filepath.Join(i.DataDir, "pg_hba.conf")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatalf("pgtest: write pg_hba.conf: %v", err)
+	}
+	u, err := user.Lookup(OSUser)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatalf("pgtest: chown pg_hba.conf: %v", err)
+	}
+	i.Reload(t)
+}
+
+// Stop stops the server immediately and removes its directory. It is idempotent.
+func (i *Instance) Stop() {
+	i.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = execx.Run(ctx, execx.Cmd{
+			Path: filepath.Join(i.BinDir, "pg_ctl"),
+			Args: []string{"stop", "-w", "-m", "immediate", "-D", i.DataDir},
+			User: OSUser,
+		})
+		os.RemoveAll(i.SocketDir)
+	})
+}
+
+// ReadLog returns the server log so far.
+func (i *Instance) ReadLog(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(i.LogFile)
+	if err != nil {
+		t.Fatalf("pgtest: read server log: %v", err)
+	}
+	return string(b)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,315 @@
+package sysd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/computetools/compute-tools/internal/bus/bustest"
+)
+
+func TestWaitJob(t *testing.T) {
+	tests := []struct {
+		result  string
+		wantErr string
+	}{
+		{"done", ""},
+		{"failed", `start compute-postgres.service: job result "failed"`},
+		{"canceled", `start compute-postgres.service: job result "canceled"`},
+		{"timeout", `start compute-postgres.service: job result "timeout"`},
+		{"dependency", `start compute-postgres.service: job result "dependency"`},
+		{"skipped", `start compute-postgres.service: job result "skipped"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.result, func(t *testing.T) {
+			ch := make(chan string, 1)
+			ch <- tt.result
+			err := waitJob(context.Background(), "start", "compute-postgres.service", ch)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("waitJob(%q) = %v, want nil", tt.result, err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.wantErr {
+				t.Fatalf("waitJob(%q) = %v, want %q", tt.result, err, tt.wantErr)
+			}
+			var je *JobError
+			if !errors.As(err, &je) || je.Result != tt.result || je.Op != "start" || je.Unit != "compute-postgres.service" {
+				t.Errorf("error %v is not the JobError %+v", err, je)
+			}
+		})
+	}
+
+	t.Run("context canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := waitJob(ctx, "stop", "compute-postgres.service", make(chan string))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("waitJob = %v, want context.Canceled", err)
+		}
+		if want := "stop compute-postgres.service: wait for job: context canceled"; err.Error() != want {
+			t.Errorf("error = %q, want %q", err, want)
+		}
+	})
+	t.Run("channel closed", func(t *testing.T) {
+		ch := make(chan string)
+		close(ch)
+		if err := waitJob(context.Background(), "restart", "x.service", ch); err == nil {
+			t.Fatal("waitJob on a closed channel = nil, want an error")
+		}
+	})
+}
+
+// fakeSystemd answers the part of org.freedesktop.systemd1.Manager that Manager uses,
+// on a private bus, and finishes every job with the result configured for its unit.
+type fakeSystemd struct {
+	conn    *godbus.Conn
+	results map[string]string // unit -> job result; missing unit -> NoSuchUnit
+	props   map[string]map[string]godbus.Variant
+	onJob   func(unit string) // called when a job is enqueued
+
+	mu    sync.Mutex
+	calls []string
+	jobID uint32
+}
+
+func (f *fakeSystemd) job(method, name, mode string) (godbus.ObjectPath, *godbus.Error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, fmt.Sprintf("%s %s %s", method, name, mode))
+	res, ok := f.results[name]
+	f.jobID++
+	id := f.jobID
+	f.mu.Unlock()
+	if !ok {
+		return "", godbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit " + name + " not found."})
+	}
+	path := godbus.ObjectPath(fmt.Sprintf("/org/freedesktop/systemd1/job/%d", id))
+	if f.onJob != nil {
+		f.onJob(name)
+	}
+	if res != "" { // "" leaves the job running forever
+		go func() {
+			// Emitted after our reply is queued on the same connection, as systemd does.
+			_ = f.conn.Emit("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager.JobRemoved", id, path, name, res)
+		}()
+	}
+	return path, nil
+}
+
+func (f *fakeSystemd) StartUnit(name, mode string) (godbus.ObjectPath, *godbus.Error) {
+	return f.job("StartUnit", name, mode)
+}
+
+func (f *fakeSystemd) StopUnit(name, mode string) (godbus.ObjectPath, *godbus.Error) {
+	return f.job("StopUnit", name, mode)
+}
+
+func (f *fakeSystemd) RestartUnit(name, mode string) (godbus.ObjectPath, *godbus.Error) {
+	return f.job("RestartUnit", name, mode)
+}
+
+func (f *fakeSystemd) KillUnit(name, who string, sig int32) *godbus.Error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("KillUnit %s %s %d", name, who, sig))
+	return nil
+}
+
+// unitProps serves org.freedesktop.DBus.Properties.Get on one unit object.
+type unitProps struct {
+	props map[string]godbus.Variant // "interface.property" -> value
+}
+
+func (u unitProps) Get(iface, prop string) (godbus.Variant, *godbus.Error) {
+	v, ok := u.props[iface+"."+prop]
+	if !ok {
+		return godbus.Variant{}, godbus.NewError("org.freedesktop.DBus.Error.UnknownProperty", []any{"no " + prop})
+	}
+	return v, nil
+}
+
+func startFakeSystemd(t *testing.T, f *fakeSystemd) *Manager {
+	t.Helper()
+	addr := bustest.StartSession(t)
+	conn, err := godbus.Connect(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	f.conn = conn
+	if err := conn.Export(f, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"); err != nil {
+		t.Fatal(err)
+	}
+	for unit, props := range f.props {
+		path := godbus.ObjectPath("/org/freedesktop/systemd1/unit/" + sddbus.PathBusEscape(unit))
+		if err := conn.Export(unitProps{props}, path, "org.freedesktop.DBus.Properties"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := conn.RequestName("org.freedesktop.systemd1", godbus.NameFlagDoNotQueue); err != nil || r != godbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("own org.freedesktop.systemd1: %v %v", r, err)
+	}
+	m, err := NewManagerWithDialer(func() (*godbus.Conn, error) { return godbus.Connect(addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func TestManagerJobsOverBus(t *testing.T) {
+	f := &fakeSystemd{results: map[string]string{
+		"compute-postgres.service":  "done",
+		"compute-configure.service": "failed",
+		"compute-init.service":      "dependency",
+	}}
+	m := startFakeSystemd(t, f)
+	ctx := context.Background()
+
+	tests := []struct {
+		name    string
+		op      func(context.Context, string) error
+		unit    string
+		wantErr string
+	}{
+		{"start done", m.StartUnit, "compute-postgres.service", ""},
+		{"stop done", m.StopUnit, "compute-postgres.service", ""},
+		{"restart done", m.RestartUnit, "compute-postgres.service", ""},
+		{"restart failed", m.RestartUnit, "compute-configure.service", `restart compute-configure.service: job result "failed"`},
+		{"start dependency", m.StartUnit, "compute-init.service", `start compute-init.service: job result "dependency"`},
+		{"no such unit", m.StartUnit, "nope.service", "start nope.service: Unit nope.service not found."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.op(ctx, tt.unit)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("err = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr):
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := []string{
+		"StartUnit compute-postgres.service replace",
+		"StopUnit compute-postgres.service replace",
+		"RestartUnit compute-postgres.service replace",
+		"RestartUnit compute-configure.service replace",
+		"StartUnit compute-init.service replace",
+		"StartUnit nope.service replace",
+	}
+	if fmt.Sprint(f.calls) != fmt.Sprint(want) {
+		t.Errorf("calls = %q, want %q", f.calls, want)
+	}
+}
+
+func TestManagerJobHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The job never finishes; the context is canceled once systemd has accepted it.
+	f := &fakeSystemd{results: map[string]string{"hang.service": ""}, onJob: func(string) { cancel() }}
+	m := startFakeSystemd(t, f)
+	err := m.StartUnit(ctx, "hang.service")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("StartUnit = %v, want context.Canceled", err)
+	}
+}
+
+func TestManagerKillAndProperties(t *testing.T) {
+	start := time.Date(2026, 11, 22, 10, 0, 0, 123456000, time.UTC)
+	f := &fakeSystemd{
+		results: map[string]string{},
+		props: map[string]map[string]godbus.Variant{
+			"compute-postgres.service": {
+				"org.freedesktop.systemd1.Unit.ActiveState":               godbus.MakeVariant("active"),
+				"org.freedesktop.systemd1.Unit.ActiveEnterTimestamp":      godbus.MakeVariant(uint64(start.Add(time.Second).UnixMicro())),
+				"org.freedesktop.systemd1.Service.ExecMainStartTimestamp": godbus.MakeVariant(uint64(start.UnixMicro())),
+			},
+			"compute-configure.service": {
+				"org.freedesktop.systemd1.Unit.ActiveState":               godbus.MakeVariant("inactive"),
+				"org.freedesktop.systemd1.Unit.ActiveEnterTimestamp":      godbus.MakeVariant(uint64(0)),
+				"org.freedesktop.systemd1.Service.ExecMainStartTimestamp": godbus.MakeVariant(uint64(0)),
+			},
+			"odd.service": {
+				"org.freedesktop.systemd1.Unit.ActiveState":               godbus.MakeVariant(uint32(1)),
+				"org.freedesktop.systemd1.Service.ExecMainStartTimestamp": godbus.MakeVariant("yesterday"),
+			},
+		},
+	}
+	m := startFakeSystemd(t, f)
+	ctx := context.Background()
+
+	if err := m.KillUnit(ctx, "compute-postgres.service", "main", syscall.SIGINT); err != nil {
+		t.Fatalf("KillUnit main: %v", err)
+	}
+	if err := m.KillUnit(ctx, "compute-postgres.service", "all", syscall.SIGKILL); err != nil {
+		t.Fatalf("KillUnit all: %v", err)
+	}
+	if err := m.KillUnit(ctx, "compute-postgres.service", "everyone", syscall.SIGKILL); err == nil {
+		t.Error("KillUnit with an invalid target succeeded")
+	}
+	f.mu.Lock()
+	wantCalls := fmt.Sprint([]string{"KillUnit compute-postgres.service main 2", "KillUnit compute-postgres.service all 9"})
+	if got := fmt.Sprint(f.calls); got != wantCalls {
+		t.Errorf("calls = %s, want %s", got, wantCalls)
+	}
+	f.mu.Unlock()
+
+	for unit, want := range map[string]string{"compute-postgres.service": "active", "compute-configure.service": "inactive"} {
+		got, err := m.ActiveState(ctx, unit)
+		if err != nil || got != want {
+			t.Errorf("ActiveState(%s) = %q, %v; want %q", unit, got, err, want)
+		}
+	}
+	if _, err := m.ActiveState(ctx, "odd.service"); err == nil {
+		t.Error("ActiveState with a non-string value succeeded")
+	}
+	if _, err := m.ActiveState(ctx, "unknown.service"); err == nil {
+		t.Error("ActiveState of an unknown unit succeeded")
+	}
+
+	execStart, activeEnter, err := m.UnitTimestamps(ctx, "compute-postgres.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !execStart.Equal(start) || !activeEnter.Equal(start.Add(time.Second)) {
+		t.Errorf("UnitTimestamps = %v, %v; want %v, %v", execStart, activeEnter, start, start.Add(time.Second))
+	}
+	execStart, activeEnter, err = m.UnitTimestamps(ctx, "compute-configure.service")
+	if err != nil || !execStart.IsZero() || !activeEnter.IsZero() {
+		t.Errorf("UnitTimestamps of a never-started unit = %v, %v, %v; want zero times", execStart, activeEnter, err)
+	}
+	if _, _, err := m.UnitTimestamps(ctx, "odd.service"); err == nil {
+		t.Error("UnitTimestamps with a string value succeeded")
+	}
+}
+
+// TestRealSystemd exercises the system's systemd read-only, when there is one.
+func TestRealSystemd(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/private"); err != nil {
+		t.Skip("no running systemd (/run/systemd/private missing); the nspawn system test covers it")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	m, err := NewManager(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	st, err := m.ActiveState(context.Background(), "basic.target")
+	if err != nil || st == "" {
+		t.Fatalf("ActiveState(basic.target) = %q, %v", st, err)
+	}
+}

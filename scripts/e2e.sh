@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# System test: builds the .deb, boots real systemd in a throwaway systemd-nspawn container
+# on a cached Debian 12 rootfs, installs the package and runs test/system inside it.
+# Needs root. Results (journal, unit states, test output) land in out/e2e/.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/nspawn.sh"
+need_root
+apt_install systemd-container debootstrap dbus postgresql-15 ca-certificates
+ensure_tools
+[ "${SKIP_PACKAGE:-}" = 1 ] || package
+log "building the system test binary"
+(cd "$REPO" && CGO_ENABLED=0 go test -c -o dist/system.test ./test/system) || die "go test -c failed"
+ROOTFS=$(bash "$REPO/scripts/rootfs.sh")
+OUT="$REPO/out/e2e"; rm -rf "$OUT"; mkdir -p "$OUT"
+boot_container "$ROOTFS" "$OUT"
+rc=0
+IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || { cat "$OUT/dpkg.log"; rc=1; }
+log "running the system test inside the container"
+if ! IN env COMPUTE_SYSTEM_TEST=1 /dist/system.test -test.v -test.timeout 10m 2>&1 | tee "$OUT/system-test.txt"; then rc=1; fi
+IN systemctl status --no-pager compute.target 'compute-*' >"$OUT/status.txt" 2>&1 || true
+IN journalctl -b --no-pager -o short-monotonic >"$OUT/journal.txt" 2>&1 || true
+poweroff_container || true
+grep -qE '^(ok|PASS)' "$OUT/system-test.txt" || rc=1
+if [ $rc -ne 0 ]; then log "system test FAILED; see $OUT (journal.txt, status.txt)"; exit 1; fi
+log "system test passed"

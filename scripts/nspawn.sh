@@ -1,0 +1,50 @@
+# Boots a throwaway systemd container (systemd-nspawn, --volatile=overlay on the cached
+# rootfs) and runs commands inside it. Sourced by e2e.sh, demo.sh and bench scripts.
+# Recipe: ../shared/reference/systemd-test-harness.md ("interactive style").
+
+NSP=; CPID=
+
+# boot_container ROOTFS OUTDIR [extra nspawn args...]: boots, waits for systemd.
+boot_container() {
+  local rootfs=$1 out=$2; shift 2
+  mkdir -p "$out"
+  systemd-nspawn -D "$rootfs" --volatile=overlay --register=no --keep-unit -b --private-network \
+    --bind-ro="$REPO/dist":/dist --bind="$out":/out "$@" >"$out/console.log" 2>&1 </dev/null &
+  NSP=$!
+  trap cleanup_container EXIT
+  CPID=
+  for _ in $(seq 400); do
+    for p in $(pgrep -P "$NSP" || true); do [ "$(cat /proc/"$p"/comm 2>/dev/null)" = systemd ] && CPID=$p; done
+    [ -n "$CPID" ] && break
+    kill -0 "$NSP" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$CPID" ] || { cat "$out/console.log" >&2; die "container did not boot"; }
+  local st=
+  for _ in $(seq 300); do
+    st=$(IN timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
+    [ -n "$st" ] && break
+    sleep 0.1
+  done
+  log "container booted: $st"
+}
+
+# IN CMD...: runs a command inside the container (all namespaces).
+IN() { nsenter -t "$CPID" -a "$@"; }
+
+cleanup_container() {
+  if [ -n "$NSP" ] && kill -0 "$NSP" 2>/dev/null; then
+    [ -n "$CPID" ] && nsenter -t "$CPID" -a systemctl poweroff --no-block >/dev/null 2>&1 || kill -TERM "$NSP" 2>/dev/null
+    for _ in $(seq 150); do kill -0 "$NSP" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$NSP" 2>/dev/null || true
+  fi
+  NSP=
+}
+
+poweroff_container() {
+  IN systemctl poweroff --no-block >/dev/null 2>&1 || true
+  local rc=0
+  wait "$NSP" || rc=$?
+  NSP=; trap - EXIT
+  return $rc
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# All the tests: format, vet, staticcheck, unit and integration tests (real PostgreSQL 15,
+# real dbus-daemon), then the system test under real systemd (scripts/e2e.sh) and lintian
+# on the .deb. Run as root on Debian 12; installs what it needs. CI runs exactly this.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_root
+apt_install postgresql-15 postgresql-client-15 dbus systemd-container debootstrap lintian rpm ca-certificates git
+ensure_tools
+cd "$REPO"
+mkdir -p out
+
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+[ -z "$unformatted" ] || die "gofmt would change: $unformatted"
+log "go vet"
+go vet ./... || die "go vet failed"
+log "staticcheck"
+staticcheck ./... || die "staticcheck failed"
+
+log "unit and integration tests"
+set +e
+go test -count=1 -json -timeout 15m ./... >out/go-test.json
+go_rc=$?
+set -e
+# A readable summary of the JSON stream: failures with their output, then per package.
+go run ./internal/tools/testsummary <out/go-test.json || true
+[ $go_rc -eq 0 ] || die "go test failed"
+
+log "system test (real systemd in systemd-nspawn)"
+bash scripts/e2e.sh
+
+log "lintian"
+lintian --tag-display-limit 0 --fail-on error dist/compute-tools_*.deb | tee out/lintian.txt || die "lintian reported errors"
+
+passed=$(grep -c '"Action":"pass","Package":"[^"]*","Test"' out/go-test.json || true)
+failed=$(grep -c '"Action":"fail","Package":"[^"]*","Test"' out/go-test.json || true)
+skipped=$(grep -c '"Action":"skip","Package":"[^"]*","Test"' out/go-test.json || true)
+sys_passed=$(grep -c -- '--- PASS' out/e2e/system-test.txt || true)
+sys_failed=$(grep -c -- '--- FAIL' out/e2e/system-test.txt || true)
+echo "tests: $((passed + sys_passed)) passed, $((failed + sys_failed)) failed, $skipped skipped"
