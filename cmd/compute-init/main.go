@@ -17,12 +17,12 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/compute"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/sysd"
 )
 
