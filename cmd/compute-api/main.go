@@ -94,6 +94,18 @@ func (s serveCmd) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to systemd: %w", err)
 	}
 	defer mgr.Close()
+	// A queued start of compute-init means compute.target is being (re)started: a new
+	// lifecycle begins, so a status left by the previous one (failed, terminated) must not
+	// be served as current. When the API restarts alone, no such job exists and the record
+	// is kept as it is.
+	if starting, err := mgr.PendingStart(ctx, paths.UnitInit); err != nil {
+		slog.Warn("could not tell whether the compute is starting", "err", err)
+	} else if starting {
+		if _, err := store.Reset(); err != nil {
+			return fmt.Errorf("reset state for a new lifecycle: %w", err)
+		}
+		slog.Info("compute is starting: state reset to empty")
+	}
 
 	verifier, err := loadVerifier(s.Config, s.ComputeID)
 	if err != nil {

@@ -161,3 +161,22 @@ func usecTime(p *sddbus.Property) (time.Time, error) {
 	}
 	return time.UnixMicro(int64(v)), nil
 }
+
+// PendingStart reports whether a start (or restart) job is queued or running for the unit:
+// true while systemd is bringing it up as part of a transaction.
+func (m *Manager) PendingStart(ctx context.Context, name string) (bool, error) {
+	jobs, err := m.conn.ListJobsContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list jobs: %w", err)
+	}
+	return hasStartJob(jobs, name), nil
+}
+
+func hasStartJob(jobs []sddbus.JobStatus, name string) bool {
+	for _, j := range jobs {
+		if j.Unit == name && (j.JobType == "start" || j.JobType == "restart") {
+			return true
+		}
+	}
+	return false
+}

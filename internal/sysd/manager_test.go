@@ -313,3 +313,22 @@ func TestRealSystemd(t *testing.T) {
 		t.Fatalf("ActiveState(basic.target) = %q, %v", st, err)
 	}
 }
+
+func TestHasStartJob(t *testing.T) {
+	jobs := []sddbus.JobStatus{
+		{Unit: "compute-postgres.service", JobType: "start"},
+		{Unit: "compute-init.service", JobType: "stop"},
+	}
+	if hasStartJob(jobs, "compute-init.service") {
+		t.Error("a stop job counted as a start")
+	}
+	if !hasStartJob(jobs, "compute-postgres.service") {
+		t.Error("start job not seen")
+	}
+	if !hasStartJob([]sddbus.JobStatus{{Unit: "x", JobType: "restart"}}, "x") {
+		t.Error("restart job not seen")
+	}
+	if hasStartJob(nil, "x") {
+		t.Error("no jobs, yet a start")
+	}
+}

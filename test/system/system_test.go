@@ -189,6 +189,12 @@ func restart(t *testing.T) {
 		"compute-init.service", "compute-api.service")
 	runMayFail("/bin/systemctl", "reset-failed", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-api.service")
 	run(t, "/bin/systemctl", "start", "compute.target")
+	// The API resets the record when the compute starts: nothing of the previous
+	// lifecycle (a failed or terminated status) may be served once start returned.
+	s := localStatus(t)
+	if st, err := time.Parse(time.RFC3339Nano, s.StartTime); err != nil || st.Before(lifecycleStart) {
+		t.Fatalf("after systemctl start, status %s from %s is left over from before %s", s.Status, s.StartTime, lifecycleStart.Format(time.RFC3339Nano))
+	}
 }
 
 type statusResp struct {
