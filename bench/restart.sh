@@ -14,7 +14,7 @@ need_root
 apt_install systemd-container debootstrap ca-certificates
 ensure_tools
 [ "${SKIP_PACKAGE:-}" = 1 ] || package
-ITERATIONS=${ITERATIONS:-10}
+ITERATIONS=${ITERATIONS:-20}
 ROOTFS=$(bash "$REPO/scripts/rootfs.sh")
 OUT="$REPO/out/bench"; rm -rf "$OUT"; mkdir -p "$OUT"
 # Debian's own cluster is masked so that it does not compete for the two cores.
@@ -59,7 +59,9 @@ UNIT
 systemctl daemon-reload
 for i in $(seq "$ITERATIONS"); do
   stop_all
-  t0=$(now); systemctl start compute.target; compute-init status --wait running --timeout 120s >/dev/null; t1=$(now); query; t2=$(now)
+  t0=$(now); systemctl start compute.target
+  compute-init status --wait running --timeout 120s >/dev/null || { journalctl -b -u 'compute*' --no-pager | tail -40; exit 1; }
+  t1=$(now); query; t2=$(now)
   echo "restart compute running_ms=$(ms $t0 $t1) first_query_ms=$(ms $t0 $t2)"
   stop_all
   t0=$(now); systemctl start bench-pg; t1=$(now); query; t2=$(now)

@@ -72,7 +72,7 @@ version() { echo "${VERSION:-0.1.0}"; }
 package() {
   build
   log "packaging with nfpm $NFPM_VERSION"
-  rm -rf "$REPO/dist"; mkdir -p "$REPO/dist"
+  mkdir -p "$REPO/dist"; rm -rf "$REPO"/dist/*
   gzip -9n -c "$REPO/packaging/changelog" >"$REPO/bin/changelog.gz"
   (cd "$REPO" && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager deb --target dist/ >/dev/null \
     && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager rpm --target dist/ >/dev/null) || die "nfpm failed"

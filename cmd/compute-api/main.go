@@ -67,8 +67,21 @@ func (s serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Connect to systemd while the bus name is being claimed: both are on the start path.
+	type mgrResult struct {
+		m   *sysd.Manager
+		err error
+	}
+	mgrc := make(chan mgrResult, 1)
+	go func() {
+		m, err := sysd.NewManager(ctx)
+		mgrc <- mgrResult{m, err}
+	}()
 	conn, err := bus.Connect(ctx)
 	if err != nil {
+		if r := <-mgrc; r.m != nil {
+			r.m.Close()
+		}
 		return fmt.Errorf("connect to the system bus: %w", err)
 	}
 	defer conn.Close()
@@ -89,10 +102,11 @@ func (s serveCmd) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	mgr, err := sysd.NewManager(ctx)
-	if err != nil {
-		return fmt.Errorf("connect to systemd: %w", err)
+	mr := <-mgrc
+	if mr.err != nil {
+		return fmt.Errorf("connect to systemd: %w", mr.err)
 	}
+	mgr := mr.m
 	defer mgr.Close()
 	// A queued start of compute-init means compute.target is being (re)started: a new
 	// lifecycle begins, so a status left by the previous one (failed, terminated) must not

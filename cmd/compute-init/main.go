@@ -61,7 +61,9 @@ func (c *common) config() (compute.Config, error) {
 
 // deps builds the store and its D-Bus and systemd collaborators. D-Bus is best effort:
 // without it, waiters fall back to re-reading the state file every few seconds.
-func (c *common) deps(ctx context.Context) (*compute.Deps, func(), error) {
+// deps builds the collaborators of a step. withUnits adds the systemd manager connection,
+// made in the background so that it costs the step no time.
+func (c *common) deps(ctx context.Context, withUnits bool) (*compute.Deps, func(), error) {
 	store, err := state.Open(c.StateDir)
 	if err != nil {
 		return nil, nil, err
@@ -79,17 +81,47 @@ func (c *common) deps(ctx context.Context) (*compute.Deps, func(), error) {
 			}
 		}
 	}
-	if m, err := sysd.NewManager(ctx); err == nil {
-		closers = append(closers, m.Close)
-		d.Units = m
-	} else {
-		slog.Debug("no systemd manager connection", "err", err)
+	if withUnits {
+		u := connectUnits(ctx)
+		closers = append(closers, u.Close)
+		d.Units = u
 	}
 	return d, func() {
 		for _, f := range closers {
 			f()
 		}
 	}, nil
+}
+
+// lazyUnits connects to systemd in the background; calls wait for the connection.
+type lazyUnits struct {
+	ready chan struct{}
+	m     *sysd.Manager
+	err   error
+}
+
+func connectUnits(ctx context.Context) *lazyUnits {
+	u := &lazyUnits{ready: make(chan struct{})}
+	go func() {
+		u.m, u.err = sysd.NewManager(ctx)
+		close(u.ready)
+	}()
+	return u
+}
+
+func (u *lazyUnits) UnitTimestamps(ctx context.Context, name string) (time.Time, time.Time, error) {
+	<-u.ready
+	if u.err != nil {
+		return time.Time{}, time.Time{}, u.err
+	}
+	return u.m.UnitTimestamps(ctx, name)
+}
+
+func (u *lazyUnits) Close() {
+	<-u.ready
+	if u.m != nil {
+		u.m.Close()
+	}
 }
 
 type notifier struct{}
@@ -103,7 +135,7 @@ func (prepareCmd) Run(ctx context.Context, c *common) error {
 	if err != nil {
 		return err
 	}
-	d, done, err := c.deps(ctx)
+	d, done, err := c.deps(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -118,7 +150,7 @@ func (configureCmd) Run(ctx context.Context, c *common) error {
 	if err != nil {
 		return err
 	}
-	d, done, err := c.deps(ctx)
+	d, done, err := c.deps(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -129,7 +161,7 @@ func (configureCmd) Run(ctx context.Context, c *common) error {
 type stoppedCmd struct{}
 
 func (stoppedCmd) Run(ctx context.Context, c *common) error {
-	d, done, err := c.deps(ctx)
+	d, done, err := c.deps(ctx, false)
 	if err != nil {
 		return err
 	}
