@@ -11,7 +11,7 @@ import (
 
 // The /metrics endpoint uses Prometheus' own client library rather than hand-written
 // text: it gets the exposition format (escaping, HELP/TYPE lines, ordering) right,
-// negotiates the format with the scraper (text 0.0.4, OpenMetrics, protobuf) and brings
+// negotiates the format with the scraper (text 0.0.4, the format Neon serves, or protobuf) and brings
 // the standard Go and process collectors. Metrics live in a private registry, so nothing
 // registered globally by a dependency leaks into the compute's metrics.
 

@@ -485,21 +485,36 @@ func TestTerminateWhileEmpty(t *testing.T) {
 }
 
 func TestMalformedConfigFails(t *testing.T) {
-	writeRaw(t, []byte(`{"spec": {"format_version": 1.0, "cluster": {`))
-	restart(t)
-	s := waitStatus(t, "failed")
-	if !strings.Contains(deref(s.Error), "invalid config") {
-		t.Errorf("error %q", deref(s.Error))
-	}
-	if st, _ := runMayFail("/bin/systemctl", "is-failed", "compute-init.service"); strings.TrimSpace(st) != "failed" {
-		t.Errorf("compute-init is %q, want failed", st)
-	}
-	if j := journal(t, "compute-init.service"); !strings.Contains(j, "invalid config") {
-		t.Errorf("journal lacks the reason:\n%s", j)
-	}
-	// PGDATA from the earlier tests is untouched.
-	if _, err := os.Stat("/var/db/postgres/compute/PG_VERSION"); err != nil {
-		t.Errorf("PGDATA damaged: %v", err)
+	invalid := defaultSpec()
+	invalid["cluster"].(map[string]any)["databases"] = []map[string]any{{"name": "x"}} // no owner
+	invalidBody, _ := json.Marshal(map[string]any{"spec": invalid, "compute_ctl_config": map[string]any{"jwks": jwks}})
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"malformed JSON", `{"spec": {"format_version": 1.0, "cluster": {`, "invalid config"},
+		{"invalid spec", string(invalidBody), "owner"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeRaw(t, []byte(tc.body))
+			restart(t)
+			s := waitStatus(t, "failed")
+			if !strings.Contains(deref(s.Error), tc.want) {
+				t.Errorf("error %q does not mention %q", deref(s.Error), tc.want)
+			}
+			if st, _ := runMayFail("/bin/systemctl", "is-failed", "compute-init.service"); strings.TrimSpace(st) != "failed" {
+				t.Errorf("compute-init is %q, want failed", st)
+			}
+			if j := journal(t, "compute-init.service"); !strings.Contains(j, tc.want) {
+				t.Errorf("journal lacks the reason:\n%s", j)
+			}
+			if st, _ := runMayFail("/bin/systemctl", "is-active", "compute-postgres.service"); strings.TrimSpace(st) == "active" {
+				t.Error("postgres started from a bad config")
+			}
+			// PGDATA from the earlier tests is untouched.
+			if _, err := os.Stat("/var/db/postgres/compute/PG_VERSION"); err != nil {
+				t.Errorf("PGDATA damaged: %v", err)
+			}
+		})
 	}
 }
 
