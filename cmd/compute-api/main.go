@@ -115,7 +115,14 @@ func (s serveCmd) Run(ctx context.Context) error {
 	if starting, err := mgr.PendingStart(ctx, paths.UnitInit); err != nil {
 		slog.Warn("could not tell whether the compute is starting", "err", err)
 	} else if starting {
-		if _, err := store.Reset(); err != nil {
+		if _, _, err := store.ResetUnless(nil, func() error {
+			// A config sent to the previous lifecycle must not be taken by this one.
+			err := os.Remove(paths.PendingConfigFile(s.StateDir))
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}); err != nil {
 			return fmt.Errorf("reset state for a new lifecycle: %w", err)
 		}
 		slog.Info("compute is starting: state reset to empty")

@@ -91,11 +91,27 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	defer cancel()
 	pending := paths.PendingConfigFile(cfg.StateDir)
 
-	cur, err := d.Store.Load()
-	if err != nil && !errors.Is(err, state.ErrNoState) {
+	// A record of an earlier lifecycle is reset; one that is fresh (empty, reset by
+	// compute-api when compute.target started) or already has news for this lifecycle
+	// (a /configure or a /terminate that came before we started) is kept.
+	cur, reset, err := d.Store.ResetUnless(func(r state.Record) bool {
+		return r.Status == state.Empty || r.Status == state.ConfigurationPending || r.Status.TerminationPending()
+	}, func() error {
+		for _, f := range []string{pending, SpecFile(cfg.StateDir)} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", f, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, false, err
 	}
-	if err == nil && cur.Status == state.ConfigurationPending {
+	if reset {
+		slog.Info("state of an earlier lifecycle reset")
+	}
+	switch {
+	case cur.Status == state.ConfigurationPending:
 		// POST /configure arrived before we started: take it.
 		b, err := os.ReadFile(pending)
 		if err != nil {
@@ -103,12 +119,9 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 		}
 		slog.Info("using the config sent with POST /configure")
 		return b, true, nil
+	case cur.Status.TerminationPending():
+		return nil, false, fmt.Errorf("terminated before the compute started")
 	}
-	if _, err := d.Store.Reset(); err != nil {
-		return nil, false, err
-	}
-	os.Remove(pending)
-	os.Remove(SpecFile(cfg.StateDir))
 
 	if cfg.ConfigFile != "" {
 		b, err := os.ReadFile(cfg.ConfigFile)

@@ -118,7 +118,7 @@ END
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// literal renders s as an E'' string literal, which reads the same whatever
+// literal renders s as an escape-string literal (E'…'), which reads the same whatever
 // standard_conforming_strings is.
 func literal(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)

@@ -30,18 +30,18 @@ func TestAppendOnly(t *testing.T) {
 		id           int
 		name, effect string // shortHash of Name and of effect()
 	}{
-		{1, "", ""},
-		{2, "", ""},
-		{3, "", ""},
-		{4, "", ""},
-		{5, "", ""},
-		{6, "", ""},
-		{7, "", ""},
-		{8, "", ""},
-		{9, "", ""},
-		{10, "", ""},
-		{11, "", ""},
-		{12, "", ""},
+		{1, "a35e6d9f546c", "c5cefb0a1415"},
+		{2, "5ccf6de7d4fb", "aa7e9eca1b8c"},
+		{3, "1a86b9c52e5f", "5a3857314ba1"},
+		{4, "61be8893f627", "b0e5555a41e2"},
+		{5, "b8c95026715b", "35057cb9b3fe"},
+		{6, "139016c4b361", "35057cb9b3fe"},
+		{7, "6f4393ff8303", "35057cb9b3fe"},
+		{8, "10e6324d24d0", "35057cb9b3fe"},
+		{9, "4beec1c59656", "35057cb9b3fe"},
+		{10, "4c6673f075d9", "93ca1006ed38"},
+		{11, "530f453ff4c7", "3f25e5911cd7"},
+		{12, "845b44f8a43e", "b183d1c73eaf"},
 	}
 	if len(All) < len(pinned) {
 		t.Fatalf("All has %d entries, %d are pinned: entries were removed", len(All), len(pinned))

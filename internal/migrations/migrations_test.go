@@ -81,7 +81,7 @@ func ids(from, to int) []int {
 type failCounter struct{ ids []int }
 
 func (f *failCounter) opts(logBuf *bytes.Buffer) Options {
-	o := Options{PrivilegedRole: privRole, OnFailure: func(id int) { f.ids = append(f.ids, id) }}
+	o := Options{PrivilegedRole: privRole, Logger: slog.New(slog.DiscardHandler), OnFailure: func(id int) { f.ids = append(f.ids, id) }}
 	if logBuf != nil {
 		o.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
 	}
@@ -106,6 +106,8 @@ func TestFreshDatabase(t *testing.T) {
 		`CREATE ROLE mig_outsider BYPASSRLS`,
 		`CREATE ROLE "mig Out'sider" BYPASSRLS`,
 		`ALTER ROLE neon_superuser NOINHERIT NOBYPASSRLS`,
+		// Memberships are cluster-wide; undo those another test may have granted.
+		`REVOKE pg_monitor, pg_signal_backend FROM neon_superuser`,
 	} {
 		exec(t, conn, s)
 	}
@@ -228,9 +230,9 @@ func TestContinuesFromComputeCtl(t *testing.T) {
 	}
 }
 
-// TestFailureStopsAndResumes: a failing migration 4 rolls back its transaction (its side
-// effect and the id bump), stops the list, is logged and reported, and the next run with
-// the good list continues from there.
+// TestFailureStopsAndResumes: a migration 4 whose SQL fails leaves nothing behind and the
+// id at 3, stops the list, is logged and reported, and the next run with the good list
+// continues from there. (TestFailedIDBumpRollsBack covers the shared transaction.)
 func TestFailureStopsAndResumes(t *testing.T) {
 	_, conn := setup(t)
 	ctx := context.Background()
@@ -306,11 +308,12 @@ func TestBookkeepingFailure(t *testing.T) {
 func TestQuotedPrivilegedRole(t *testing.T) {
 	_, conn := setup(t)
 	ctx := context.Background()
-	const odd = `Mig "Odd" Sup'er\`
-	exec(t, conn, `DROP ROLE IF EXISTS mig_odd_member`)
-	exec(t, conn, `DROP ROLE IF EXISTS `+ident(odd))
+	// Unique names: the grants made here keep the roles from being dropped.
+	n := dbSeq.Load()
+	odd := fmt.Sprintf(`Mig "Odd" Sup'er\%d`, n)
+	member := fmt.Sprintf("mig_odd_member_%d", n)
 	exec(t, conn, `CREATE ROLE `+ident(odd)+` NOINHERIT`)
-	exec(t, conn, `CREATE ROLE mig_odd_member NOINHERIT IN ROLE `+ident(odd))
+	exec(t, conn, `CREATE ROLE `+ident(member)+` NOINHERIT IN ROLE `+ident(odd))
 
 	var fails failCounter
 	opts := fails.opts(nil)
@@ -328,8 +331,8 @@ func TestQuotedPrivilegedRole(t *testing.T) {
 	if !inherit || !bypass || !monitorAdmin {
 		t.Fatalf("%s: inherit=%v bypassrls=%v pg_monitor admin=%v; want all true", odd, inherit, bypass, monitorAdmin)
 	}
-	if err := conn.QueryRow(ctx, `SELECT rolinherit FROM pg_roles WHERE rolname = 'mig_odd_member'`).Scan(&inherit); err != nil || !inherit {
-		t.Fatalf("mig_odd_member inherit=%v err=%v, want true", inherit, err)
+	if err := conn.QueryRow(ctx, `SELECT rolinherit FROM pg_roles WHERE rolname = $1`, member).Scan(&inherit); err != nil || !inherit {
+		t.Fatalf("%s inherit=%v err=%v, want true", member, inherit, err)
 	}
 }
 

@@ -521,3 +521,33 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return out.Close()
 }
+
+func TestResetUnless(t *testing.T) {
+	s := open(t)
+	keepPending := func(r Record) bool { return r.Status == ConfigurationPending }
+	if _, err := s.Transition(ConfigurationPending, nil); err != nil {
+		t.Fatal(err)
+	}
+	cleaned := false
+	r, reset, err := s.ResetUnless(keepPending, func() error { cleaned = true; return nil })
+	if err != nil || reset || cleaned || r.Status != ConfigurationPending {
+		t.Fatalf("kept record: %+v reset=%v cleaned=%v err=%v", r, reset, cleaned, err)
+	}
+	if _, err := s.Transition(Init, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, reset, err = s.ResetUnless(keepPending, func() error { cleaned = true; return nil })
+	if err != nil || !reset || !cleaned || r.Status != Empty {
+		t.Fatalf("reset record: %+v reset=%v cleaned=%v err=%v", r, reset, cleaned, err)
+	}
+	// A failing cleanup leaves the record as it was.
+	if _, err := s.Transition(Init, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ResetUnless(nil, func() error { return errors.New("boom") }); err == nil {
+		t.Fatal("cleanup error not returned")
+	}
+	if cur, _ := s.Load(); cur.Status != Init {
+		t.Fatalf("status %s after a failed cleanup, want init", cur.Status)
+	}
+}

@@ -165,26 +165,46 @@ func (s *Store) Transition(to Status, fn func(*Record)) (Record, error) {
 }
 
 // Reset starts a new lifecycle: the record becomes a fresh "empty" one, whatever the
-// status was. Only compute-init does this, when it starts.
+// status was.
 func (s *Store) Reset() (Record, error) {
+	r, _, err := s.ResetUnless(nil, nil)
+	return r, err
+}
+
+// ResetUnless starts a new lifecycle unless keep approves the current record; all under
+// the lock, so that no other writer can slip in between the check and the reset. cleanup,
+// when set, runs under the lock just before a reset is written (to remove files that
+// belong to the old lifecycle). It returns the resulting record and whether it reset.
+func (s *Store) ResetUnless(keep func(Record) bool, cleanup func() error) (Record, bool, error) {
 	unlock, err := s.lock()
 	if err != nil {
-		return Record{}, err
+		return Record{}, false, err
 	}
 	var seq uint64
-	if cur, err := s.Load(); err == nil {
+	cur, err := s.Load()
+	if err == nil {
 		seq = cur.Seq
+		if keep != nil && keep(cur) {
+			unlock()
+			return cur, false, nil
+		}
+	}
+	if cleanup != nil {
+		if err := cleanup(); err != nil {
+			unlock()
+			return cur, false, err
+		}
 	}
 	r := Record{Status: Empty, StartTime: s.now().UTC()}
 	err = s.write(&r, seq)
 	unlock()
 	if err != nil {
-		return Record{}, err
+		return Record{}, false, err
 	}
 	if s.OnChange != nil {
 		s.OnChange(r)
 	}
-	return r, nil
+	return r, true, nil
 }
 
 func (s *Store) write(r *Record, prevSeq uint64) error {
