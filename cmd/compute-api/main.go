@@ -62,6 +62,15 @@ func (u units) CancelStartup(ctx context.Context) error {
 	return u.m.StopUnit(ctx, paths.UnitInit)
 }
 
+func (u units) Reconfigure(ctx context.Context) error {
+	return u.m.RestartUnit(ctx, paths.UnitConfigure)
+}
+
+func (u units) PostgresActive(ctx context.Context) (bool, error) {
+	st, err := u.m.ActiveState(ctx, paths.UnitPostgres)
+	return st == "active", err
+}
+
 func (s serveCmd) Run(ctx context.Context) error {
 	store, err := state.Open(s.StateDir)
 	if err != nil {

@@ -143,12 +143,21 @@ func (prepareCmd) Run(ctx context.Context, c *common) error {
 	return compute.Prepare(ctx, cfg, d)
 }
 
-type configureCmd struct{}
+type configureCmd struct {
+	Managed bool `help:"Run as compute-configure.service: apply the spec prepare left (or the one POST /configure sent) and record the status. Without it, apply the -c config file to the Postgres at -C by hand, without touching the compute's state."`
+	DryRun  bool `name:"dry-run" help:"By hand: print the plan, change nothing."`
+}
 
-func (configureCmd) Run(ctx context.Context, c *common) error {
+func (cc configureCmd) Run(ctx context.Context, c *common) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
+	}
+	if !cc.Managed {
+		return configureByHand(ctx, cfg, cc.DryRun)
+	}
+	if cc.DryRun {
+		return fmt.Errorf("--dry-run goes with a run by hand, not --managed")
 	}
 	d, done, err := c.deps(ctx, true)
 	if err != nil {
@@ -156,6 +165,30 @@ func (configureCmd) Run(ctx context.Context, c *common) error {
 	}
 	defer done()
 	return compute.Configure(ctx, cfg, d)
+}
+
+func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error {
+	raw, err := os.ReadFile(cfg.ConfigFile)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if dryRun {
+		plan, err := compute.DryRun(ctx, cfg, raw)
+		if err != nil {
+			return err
+		}
+		for _, line := range plan {
+			fmt.Println(line)
+		}
+		fmt.Printf("%d actions (dry run: nothing was changed)\n", len(plan))
+		return nil
+	}
+	res, err := compute.ApplyByHand(ctx, cfg, raw)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("applied %d actions\n", res.Total)
+	return nil
 }
 
 type stoppedCmd struct{}

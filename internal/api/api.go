@@ -53,6 +53,12 @@ type Units interface {
 	StopPostgres(ctx context.Context, immediate bool) error
 	// CancelStartup stops compute-init while it waits for a config.
 	CancelStartup(ctx context.Context) error
+	// Reconfigure re-runs the configure step (compute-configure.service), which applies
+	// the pending config to the running Postgres.
+	Reconfigure(ctx context.Context) error
+	// PostgresActive reports whether the Postgres unit is running, which a failed compute
+	// needs to be reconfigured.
+	PostgresActive(ctx context.Context) (bool, error)
 }
 
 // ConfigWriter stores the raw body of POST /configure for compute-init, atomically.
@@ -191,6 +197,13 @@ func (s *Server) load() (state.Record, error) {
 }
 
 // subscribe returns a wake-up channel (nil, which never fires, without a Waker).
+func (s *Server) postgresActive(ctx context.Context) (bool, error) {
+	if s.cfg.Units == nil {
+		return false, errors.New("no systemd units configured")
+	}
+	return s.cfg.Units.PostgresActive(ctx)
+}
+
 func (s *Server) subscribe() (<-chan struct{}, func()) {
 	if s.cfg.Waker == nil {
 		return nil, func() {}

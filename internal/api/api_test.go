@@ -75,6 +75,12 @@ type fakeUnits struct {
 	stopErr   error
 	cancelErr error
 
+	// reconfigure, when set, runs as the configure unit does on a restart.
+	reconfigure    func() error
+	reconfigureErr error
+	pgActive       bool
+	reconfigures   int
+
 	mu             sync.Mutex
 	stops          []bool         // immediate flag of each StopPostgres
 	statusAtStop   []state.Status // status seen when StopPostgres was called
@@ -102,6 +108,21 @@ func (u *fakeUnits) CancelStartup(ctx context.Context) error {
 	u.mu.Unlock()
 	return u.cancelErr
 }
+
+func (u *fakeUnits) Reconfigure(ctx context.Context) error {
+	u.mu.Lock()
+	u.reconfigures++
+	u.mu.Unlock()
+	if u.reconfigureErr != nil {
+		return u.reconfigureErr
+	}
+	if u.reconfigure != nil {
+		go u.reconfigure()
+	}
+	return nil
+}
+
+func (u *fakeUnits) PostgresActive(ctx context.Context) (bool, error) { return u.pgActive, nil }
 
 // neonStopHook is what the Postgres unit's stop hook does in neon mode: final sync,
 // then terminated with the LSN.

@@ -20,21 +20,20 @@ const (
 	msgBodyTooBig  = "failed to buffer the request body: length limit exceeded"
 	prefixSyntax   = "failed to parse the request body as json: "
 	prefixData     = "failed to deserialize the json body into the target type: "
-
-	msgReconfigureNotImplemented = "reconfiguration of a running compute is not implemented yet"
 )
-
-var errReconfigure = errors.New(msgReconfigureNotImplemented)
 
 // pendingConfigError marks a failure to store the pending config.
 type pendingConfigError struct{ err error }
 
 func (e *pendingConfigError) Error() string { return "store pending config: " + e.err.Error() }
 
-// handleConfigure answers POST /configure. On an empty compute it stores the config for
-// compute-init, moves the status to configuration_pending and blocks, without a timeout,
-// until the compute is running (200, ComputeStatusResponse) or failed (500). Reconfiguring
-// a running compute is not implemented yet (501).
+// handleConfigure answers POST /configure. It stores the config, moves the status to
+// configuration_pending and blocks, without a timeout, until the compute is running (200,
+// ComputeStatusResponse) or failed (500). On an empty compute, the waiting compute-init
+// takes the config; on a running one, the configure unit is re-run to apply it
+// (reconfiguration). A failed compute whose Postgres still runs (a failed
+// reconfiguration, say) accepts a new config too, which is the way out of failed that
+// compute_ctl lacks.
 func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	body, status, msg := s.readJSONBody(w, r)
 	if status != 0 {
@@ -74,18 +73,30 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// A failed compute can be reconfigured only while its Postgres runs.
+	if cur, err := s.load(); err == nil && cur.Status == state.Failed {
+		active, aerr := s.postgresActive(r.Context())
+		if aerr != nil {
+			s.log.Warn("could not tell whether postgres runs", "err", aerr)
+		}
+		if !active {
+			writeError(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: cur.Status}).Error())
+			return
+		}
+	}
+
 	// Subscribe before touching the state so that no change after it can be missed.
 	wake, cancel := s.subscribe()
 	defer cancel()
 
+	var from state.Status
 	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
 		switch rec.Status {
-		case state.Empty:
-		case state.Running:
-			return errReconfigure
+		case state.Empty, state.Running, state.Failed:
 		default:
 			return &state.WrongStatusError{Status: rec.Status}
 		}
+		from = rec.Status
 		if s.cfg.WritePendingConfig == nil {
 			return &pendingConfigError{errors.New("no pending config writer")}
 		}
@@ -107,8 +118,29 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		s.stateChangeError(w, err)
 		return
 	}
-	s.log.Info("configuration received, waiting for the compute to start",
-		"status", rec.Status, "storage", parsed.Storage, "request_id", r.Header.Get(requestIDHeader))
+	s.log.Info("configuration received", "from", from, "status", rec.Status,
+		"storage", parsed.Storage, "request_id", r.Header.Get(requestIDHeader))
+	if from != state.Empty {
+		// Reconfiguration: run the configure step again. A unit that cannot be started
+		// leaves a clear error, and a later /configure can try again.
+		if err := s.unitsCall(func(u Units) error { return u.Reconfigure(context.WithoutCancel(r.Context())) }); err != nil {
+			msg := "reconfigure: " + err.Error()
+			cur, _ := s.cfg.Store.Update(func(rec *state.Record) error {
+				if rec.Status != state.ConfigurationPending && rec.Status != state.Configuration {
+					return errors.New("status moved")
+				}
+				rec.Status = state.Failed
+				rec.SetError(msg)
+				return nil
+			})
+			if cur.Status == state.Failed && cur.Error != nil {
+				// The configure step recorded why it failed: that is the better answer.
+				msg = *cur.Error
+			}
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", msg))
+			return
+		}
+	}
 
 	rec, err = s.cfg.Store.Wait(r.Context(), wake, s.cfg.Recheck, func(rec state.Record) bool {
 		return rec.Status == state.Running || rec.Status == state.Failed
@@ -166,8 +198,6 @@ func (s *Server) stateChangeError(w http.ResponseWriter, err error) {
 	var illegal *state.TransitionError
 	var pending *pendingConfigError
 	switch {
-	case errors.Is(err, errReconfigure):
-		writeError(w, http.StatusNotImplemented, msgReconfigureNotImplemented)
 	case errors.As(err, &wrong):
 		writeError(w, http.StatusPreconditionFailed, wrong.Error())
 	case errors.As(err, &illegal):

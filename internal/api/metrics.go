@@ -22,7 +22,10 @@ type upCollector struct {
 	desc *prometheus.Desc
 }
 
-func (c *upCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- migrationFailedDesc
+}
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	rec, err := c.s.load()
@@ -36,7 +39,15 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- m
+	for id, n := range rec.MigrationFailures {
+		if m, err := prometheus.NewConstMetric(migrationFailedDesc, prometheus.CounterValue, float64(n), id); err == nil {
+			ch <- m
+		}
+	}
 }
+
+var migrationFailedDesc = prometheus.NewDesc("compute_ctl_db_migration_failed_total",
+	"Failed runs of a database migration, by migration id.", []string{"migration_id"}, nil)
 
 func (s *Server) newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()

@@ -338,10 +338,9 @@ func TestConfigureWrongStatus(t *testing.T) {
 	}{
 		{[]state.Status{state.ConfigurationPending}, 412, "invalid compute status: configuration-pending"},
 		{[]state.Status{state.Init}, 412, "invalid compute status: init"},
-		{[]state.Status{state.Init, state.Failed}, 412, "invalid compute status: failed"},
+		{[]state.Status{state.Init, state.Failed}, 412, "invalid compute status: failed"}, // postgres not active
 		{[]state.Status{state.TerminationPendingFast}, 412, "invalid compute status: termination-pending-fast"},
 		{[]state.Status{state.TerminationPendingImmediate, state.Terminated}, 412, "invalid compute status: terminated"},
-		{[]state.Status{state.Init, state.Running}, 501, msgReconfigureNotImplemented},
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.path[len(tc.path)-1]), func(t *testing.T) {

@@ -5,27 +5,43 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/computetools/compute-tools/internal/apply"
+	"github.com/computetools/compute-tools/internal/migrations"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/jackc/pgx/v5"
 )
 
-// Configure is `compute-init configure`, run once Postgres is ready: it applies the
-// spec's roles and databases and moves the status to running.
+// Configure is `compute-init configure --managed` (compute-configure.service). After the
+// first start (status init) it applies the spec, moves the status to running and then runs
+// the migrations. When POST /configure reconfigures a running compute (status
+// configuration_pending), it applies the new config to the running Postgres.
 func Configure(ctx context.Context, cfg Config, d *Deps) error {
-	start := d.now().UTC()
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if rec.Status != state.Init {
+	switch rec.Status {
+	case state.Init:
+		return firstConfigure(ctx, cfg, d)
+	case state.ConfigurationPending:
+		return reconfigure(ctx, cfg, d)
+	case state.Running:
+		// Someone restarted the unit by hand: nothing to do, and nothing has failed.
+		return fmt.Errorf("configure: the compute is already running; send POST /configure to reconfigure it")
+	default:
 		return d.fail(fmt.Errorf("configure: %w", &state.WrongStatusError{Status: rec.Status}))
 	}
+}
+
+func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
+	start := d.now().UTC()
 	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: read spec: %w", err))
@@ -34,10 +50,25 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	if err != nil || cc.Spec == nil {
 		return d.fail(fmt.Errorf("configure: stored spec is unusable: %v", err))
 	}
+	parsed, err := spec.Parse(cc.Spec)
+	if err != nil {
+		return d.fail(fmt.Errorf("configure: %w", err))
+	}
 	d.status("init: applying the spec")
 
-	if err := applySpec(ctx, cfg, cc.Spec); err != nil {
-		return d.fail(err)
+	var conn *pgx.Conn
+	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
+		conn, err = connectRetry(ctx, cfg.Connstr)
+		if err != nil {
+			return d.fail(err)
+		}
+		defer conn.Close(context.Background())
+		opts := applyOptions(cfg, parsed, startupConcurrency(cc.Spec))
+		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
+			return d.fail(fmt.Errorf("apply spec: %w", err))
+		}
+	} else if cc.Spec.SkipPgCatalogUpdates {
+		slog.Info("skip_pg_catalog_updates is set: catalog left as it is")
 	}
 
 	end := d.now().UTC()
@@ -49,7 +80,7 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 			slog.Warn("could not read postgres unit timestamps", "err", err)
 		}
 	}
-	rec, err = d.Store.Transition(state.Running, func(r *state.Record) {
+	rec, err := d.Store.Transition(state.Running, func(r *state.Record) {
 		r.Metrics.StartPostgresMs = ms(pgStart)
 		r.Metrics.ConfigMs = ms(end.Sub(start))
 		r.Metrics.TotalStartupMs = ms(end.Sub(r.StartTime))
@@ -62,25 +93,191 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	slog.Info("compute is running", "start_postgres_ms", rec.Metrics.StartPostgresMs,
 		"config_ms", rec.Metrics.ConfigMs, "total_startup_ms", rec.Metrics.TotalStartupMs,
 		"wait_for_spec_ms", rec.Metrics.WaitForSpecMs)
+
+	// Migrations run after the compute is up, as in Neon: a failure is logged and
+	// counted, and does not fail the compute.
+	if conn != nil {
+		runMigrations(ctx, cfg, d, conn)
+	}
 	return nil
 }
 
-func applySpec(ctx context.Context, cfg Config, s *spec.ComputeSpec) error {
-	if s.SkipPgCatalogUpdates {
-		slog.Info("skip_pg_catalog_updates is set: catalog left as it is")
-		return nil
+func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
+	ci, _ := parseConnstr(cfg.Connstr)
+	res, err := migrations.Run(ctx, conn, migrations.Options{
+		PrivilegedRole: cfg.PrivilegedRole,
+		AdminRole:      ci.User,
+		OnFailure: func(id int) {
+			if _, err := d.Store.Update(func(r *state.Record) error {
+				if r.MigrationFailures == nil {
+					r.MigrationFailures = map[string]uint64{}
+				}
+				r.MigrationFailures[strconv.Itoa(id)]++
+				return nil
+			}); err != nil {
+				slog.Warn("record migration failure", "err", err)
+			}
+		},
+	})
+	if err != nil {
+		slog.Error("migrations not run", "err", err)
+		return
+	}
+	if _, err := d.Store.Update(func(r *state.Record) error { r.MigrationID = res.To; return nil }); err != nil {
+		slog.Warn("record migration id", "err", err)
+	}
+	slog.Info("migrations done", "from", res.From, "to", res.To, "applied", res.Applied, "skipped", res.Skipped)
+}
+
+// reconfigure applies the config sent with POST /configure to the running compute:
+// configuration_pending -> configuration -> running (or failed with the reason; a later
+// /configure with a good config recovers).
+func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
+	if _, err := d.Store.Transition(state.Configuration, nil); err != nil {
+		return d.fail(err)
+	}
+	d.status("configuration: applying a new spec")
+	raw, err := os.ReadFile(paths.PendingConfigFile(cfg.StateDir))
+	if err != nil {
+		return d.fail(fmt.Errorf("reconfigure: read config: %w", err))
+	}
+	cc, err := spec.ParseConfig(raw)
+	if err != nil || cc.Spec == nil {
+		return d.fail(fmt.Errorf("reconfigure: invalid config: %v", err))
+	}
+	parsed, err := spec.Parse(cc.Spec)
+	if err != nil {
+		return d.fail(fmt.Errorf("reconfigure: invalid spec: %w", err))
+	}
+	if parsed.Storage != spec.StorageStandalone {
+		return d.fail(fmt.Errorf("reconfigure: neon storage mode is not implemented yet"))
+	}
+	ci, err := parseConnstr(cfg.Connstr)
+	if err != nil {
+		return d.fail(err)
+	}
+	// The config files first (as Neon: postgresql.conf is rewritten completely), then a
+	// reload, then the catalog.
+	if err := writePGConfig(cfg, ci, parsed); err != nil {
+		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
 	conn, err := connectRetry(ctx, cfg.Connstr)
 	if err != nil {
-		return err
+		return d.fail(err)
 	}
 	defer conn.Close(context.Background())
-	res, err := apply.Apply(ctx, conn, s, apply.Options{PrivilegedRole: cfg.PrivilegedRole})
-	if err != nil {
-		return fmt.Errorf("apply spec: %w", err)
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()"); err != nil {
+		return d.fail(fmt.Errorf("reconfigure: reload: %w", err))
 	}
-	slog.Info("spec applied", "result", res)
+	start := d.now()
+	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
+		opts := applyOptions(cfg, parsed, cc.Spec.ReconfigureConcurrency)
+		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
+			return d.fail(fmt.Errorf("apply spec: %w", err))
+		}
+	}
+	if err := writeSpecFile(cfg, raw); err != nil {
+		return d.fail(err)
+	}
+	if _, err := d.Store.Transition(state.Running, func(r *state.Record) {
+		r.Tenant = optional(parsed.TenantID)
+		r.Timeline = optional(parsed.TimelineID)
+		r.SetError("")
+	}); err != nil {
+		return d.fail(err)
+	}
+	d.status("running")
+	slog.Info("reconfigured", "apply_ms", time.Since(start).Milliseconds(),
+		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases))
 	return nil
+}
+
+// startupConcurrency is Neon's rule for per-database work at startup, from
+// max_connections (settings first, then postgresql_conf): N<10 -> N, 10-29 -> 10,
+// N>=30 -> N/3; unknown -> 10.
+func startupConcurrency(s *spec.ComputeSpec) int {
+	n := -1
+	if v, ok := s.Cluster.Settings.Find("max_connections"); ok {
+		if x, err := strconv.Atoi(v); err == nil {
+			n = x
+		}
+	}
+	if n < 0 && s.Cluster.PostgresqlConf != nil {
+		n = maxConnectionsFromConf(*s.Cluster.PostgresqlConf)
+	}
+	switch {
+	case n < 0:
+		return 10
+	case n < 10:
+		return max(n, 1)
+	case n < 30:
+		return 10
+	default:
+		return n / 3
+	}
+}
+
+// DryRun plans the apply of config file configPath against the Postgres at connstr and
+// returns the plan's descriptions (never a password), without changing anything.
+func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
+	s, parsed, err := parseForApply(raw)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pg.Connect(ctx, cfg.Connstr, "compute_ctl:apply_config")
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	cat, err := apply.ReadCatalog(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	actions, err := apply.Plan(s, cat, applyOptions(cfg, parsed, 1))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(actions))
+	for _, a := range actions {
+		out = append(out, a.Phase+": "+a.Describe)
+	}
+	return out, nil
+}
+
+// ApplyByHand applies a config file's spec to any running Postgres, outside systemd and
+// without touching the compute's state.
+func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, error) {
+	s, parsed, err := parseForApply(raw)
+	if err != nil {
+		return apply.Result{}, err
+	}
+	conn, err := pg.Connect(ctx, cfg.Connstr, "compute_ctl:apply_config")
+	if err != nil {
+		return apply.Result{}, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	return apply.Apply(ctx, conn, s, applyOptions(cfg, parsed, startupConcurrency(s)))
+}
+
+func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
+	cc, err := spec.ParseConfig(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if cc.Spec == nil {
+		return nil, nil, fmt.Errorf("invalid config: no spec")
+	}
+	parsed, err := spec.Parse(cc.Spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid spec: %w", err)
+	}
+	return cc.Spec, parsed, nil
+}
+
+func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Options {
+	_ = concurrency // wired once the per-database phases land
+	_ = parsed
+	return apply.Options{PrivilegedRole: cfg.PrivilegedRole}
 }
 
 // connectRetry connects as the admin role. Postgres has announced readiness already, so

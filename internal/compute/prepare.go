@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,8 +47,8 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(fmt.Errorf("invalid spec: %w", err))
 	}
 	// Hand the spec to compute-configure before announcing init.
-	if err := atomicfile.Write(SpecFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
-		return d.fail(fmt.Errorf("store spec: %w", err))
+	if err := writeSpecFile(cfg, raw); err != nil {
+		return d.fail(err)
 	}
 	now := d.now().UTC()
 	if _, err := d.Store.Transition(state.Init, func(r *state.Record) {
@@ -160,11 +161,17 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 }
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
-// writes postgresql.conf, pg_hba.conf and pg_ident.conf.
+// writes the Postgres configuration.
 func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed) error {
 	if err := ensureInitdb(ctx, cfg, ci); err != nil {
 		return err
 	}
+	return writePGConfig(cfg, ci, p)
+}
+
+// writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
+// compute, and makes sure the temp override file exists.
+func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	conf := pgconf.PostgresqlConf(p, pgconf.Options{
 		Port:               ci.Port,
@@ -195,7 +202,7 @@ func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Par
 		}
 	}
 	// The temp override file Neon includes last; it must exist for include_if_exists to
-	// be quiet and for later issues to write into.
+	// be quiet and for later steps to write into.
 	override := filepath.Join(cfg.PGData, "compute_ctl_temp_override.conf")
 	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
 		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
@@ -233,4 +240,34 @@ func optional(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// writeSpecFile stores the effective config for the configure step (0640: it holds
+// password hashes).
+func writeSpecFile(cfg Config, raw []byte) error {
+	if err := atomicfile.Write(SpecFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("store spec: %w", err)
+	}
+	return nil
+}
+
+// maxConnectionsFromConf finds the first `max_connections = N` line of a postgresql.conf
+// text (-1 when there is none), as compute_ctl does.
+func maxConnectionsFromConf(conf string) int {
+	for _, line := range strings.Split(conf, "\n") {
+		name, value, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(name) != "max_connections" {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		if i := strings.IndexByte(value, '#'); i >= 0 {
+			value = strings.TrimSpace(value[:i])
+		}
+		value = strings.Trim(value, "'")
+		if n, err := strconv.Atoi(value); err == nil {
+			return n
+		}
+		return -1
+	}
+	return -1
 }

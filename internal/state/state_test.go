@@ -49,6 +49,9 @@ var allowed = map[[2]Status]bool{
 	{TerminationPendingFast, Failed}:          true,
 	{TerminationPendingImmediate, Terminated}: true,
 	{TerminationPendingImmediate, Failed}:     true,
+
+	// Our fix: a new /configure while Postgres still runs recovers a failed compute.
+	{Failed, ConfigurationPending}: true,
 }
 
 func TestCanTransitionExhaustive(t *testing.T) {

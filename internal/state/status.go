@@ -52,14 +52,16 @@ func (s Status) TerminationPending() bool {
 //   - empty -> failed when the config file is unusable (Neon exits the process);
 //   - running -> failed when Postgres dies on its own (Neon exits the process);
 //   - termination_pending_* -> failed when the final safekeeper sync fails (Neon exits
-//     without ever reporting terminated).
+//     without ever reporting terminated);
+//   - failed -> configuration_pending: a new POST /configure while Postgres still runs
+//     recovers a failed (re)configuration (Neon's compute stays failed for good).
 var transitions = map[Status][]Status{
 	Empty:                       {ConfigurationPending, Init, TerminationPendingFast, TerminationPendingImmediate, Failed},
 	ConfigurationPending:        {Init, Configuration, Failed},
 	Init:                        {Running, Failed},
 	Running:                     {ConfigurationPending, TerminationPendingFast, TerminationPendingImmediate, Failed},
 	Configuration:               {Running, Failed},
-	Failed:                      {},
+	Failed:                      {ConfigurationPending},
 	TerminationPendingFast:      {Terminated, Failed},
 	TerminationPendingImmediate: {Terminated, Failed},
 	Terminated:                  {},

@@ -47,6 +47,11 @@ type Record struct {
 	// TerminateLSN is the LSN /terminate answers with (null in standalone mode).
 	TerminateLSN *string `json:"terminate_lsn"`
 	Metrics      Metrics `json:"metrics"`
+	// MigrationID is the last migration applied (neon_migration.migration_id).
+	MigrationID int `json:"migration_id,omitempty"`
+	// MigrationFailures counts failed migrations by id (the metric
+	// compute_ctl_db_migration_failed_total); kept across lifecycles of one boot.
+	MigrationFailures map[string]uint64 `json:"migration_failures,omitempty"`
 	// PrepareDoneAt is when compute-init finished; used for the startup breakdown.
 	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.

@@ -457,9 +457,72 @@ func TestEmptyThenConfigure(t *testing.T) {
 	if _, err := login(t, "alice", alicePass, "appdb"); err != nil {
 		t.Fatalf("login after /configure: %v", err)
 	}
-	// /configure while running is a later issue's reconfigure; it must not pretend.
-	if code, _ := call(t, "POST", "/configure", computeToken(t), body); code == 200 {
-		t.Error("/configure while running answered 200")
+	// Reconfigure the running compute: a new role, a new password for alice.
+	sp := defaultSpec()
+	cl := sp["cluster"].(map[string]any)
+	cl["roles"] = append(cl["roles"].([]role),
+		role{Name: "carol", EncryptedPassword: ptr(md5Password("carol-pw", "carol"))})
+	cl["roles"].([]role)[0].EncryptedPassword = ptr(md5Password("alice-new", "alice"))
+	body2, _ := json.Marshal(map[string]any{"spec": sp, "compute_ctl_config": map[string]any{"jwks": jwks}})
+	code, b = call(t, "POST", "/configure", computeToken(t), body2)
+	if code != 200 || !strings.Contains(string(b), `"status":"running"`) {
+		t.Fatalf("reconfigure: %d %s\n%s", code, b, journal(t, "compute-configure.service"))
+	}
+	if c, err := login(t, "carol", "carol-pw", "appdb"); err != nil {
+		t.Errorf("carol after reconfigure: %v", err)
+	} else {
+		c.Close(context.Background())
+	}
+	if _, err := login(t, "alice", alicePass, "appdb"); err == nil {
+		t.Error("alice's old password still works after reconfigure")
+	}
+	if c, err := login(t, "alice", "alice-new", "appdb"); err != nil {
+		t.Errorf("alice's new password: %v", err)
+	} else {
+		c.Close(context.Background())
+	}
+
+	// A reconfigure that cannot be applied fails with the reason...
+	orphan := defaultSpec()
+	orphan["cluster"].(map[string]any)["databases"] = []map[string]any{{"name": "orphan", "owner": "nobody-has-this-name"}}
+	orphanBody, _ := json.Marshal(map[string]any{"spec": orphan, "compute_ctl_config": map[string]any{"jwks": jwks}})
+	code, b = call(t, "POST", "/configure", computeToken(t), orphanBody)
+	if code != 500 || !strings.Contains(string(b), "nobody-has-this-name") {
+		t.Errorf("failing reconfigure: %d %s", code, b)
+	}
+	if s := status(t); s.Status != "failed" {
+		t.Errorf("after a failed reconfigure: %s", s.Status)
+	}
+	// ...and a good one recovers (compute_ctl would stay failed for good).
+	code, b = call(t, "POST", "/configure", computeToken(t), body)
+	if code != 200 {
+		t.Fatalf("recovering reconfigure: %d %s", code, b)
+	}
+	if c, err := login(t, "alice", alicePass, "appdb"); err != nil {
+		t.Errorf("alice after recovery: %v", err)
+	} else {
+		c.Close(context.Background())
+	}
+
+	// By hand, outside systemd: a dry run prints the plan and changes nothing.
+	if err := os.WriteFile("/root/by-hand.json", body2, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "/usr/bin/compute-init", "configure", "-c", "/root/by-hand.json", "--dry-run")
+	if !strings.Contains(out, `"alice"`) || !strings.Contains(out, "dry run") || strings.Contains(out, md5Password("alice-new", "alice")) {
+		t.Errorf("dry run printed:\n%s", out)
+	}
+	if _, err := login(t, "alice", "alice-new", "appdb"); err == nil {
+		t.Error("the dry run changed a password")
+	}
+	out = run(t, "/usr/bin/compute-init", "configure", "-c", "/root/by-hand.json")
+	if !strings.Contains(out, "applied") {
+		t.Errorf("by-hand apply printed %q", out)
+	}
+	if c, err := login(t, "alice", "alice-new", "appdb"); err != nil {
+		t.Errorf("by-hand apply did not change alice's password: %v", err)
+	} else {
+		c.Close(context.Background())
 	}
 }
 
