@@ -1,0 +1,230 @@
+// Package controlplane talks to Neon's control plane on behalf of a compute: it fetches the
+// compute's configuration (GET /compute/api/v2/computes/{id}/spec) with Neon's retry rules,
+// and normalises the base URL of the remote-extension gateway given on the command line.
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+const (
+	// Attempts is how many times FetchConfig asks before giving up on retryable errors.
+	Attempts = 3
+	// RetryDelay separates two attempts.
+	RetryDelay = 100 * time.Millisecond
+	// RPCGetConfig is the rpc label of compute_ctl_cplane_requests_total for FetchConfig.
+	RPCGetConfig = "GetConfig"
+	// UnknownHTTPStatus is the http_status label of a request that got no response.
+	UnknownHTTPStatus = "unknown"
+
+	// Control-plane compute statuses.
+	StatusEmpty    = "empty"
+	StatusAttached = "attached"
+
+	maxBody    = 64 << 20 // a spec is far smaller; this only bounds memory
+	maxExcerpt = 200
+)
+
+// Option changes FetchConfig.
+type Option func(*options)
+
+type options struct {
+	onRequest  func(httpStatus string)
+	retryDelay time.Duration
+}
+
+// WithOnRequest calls f after every attempt with the http_status label of
+// compute_ctl_cplane_requests_total{rpc="GetConfig"}: the status as Neon prints it
+// ("200 OK", "503 Service Unavailable") or "unknown" when no response came.
+func WithOnRequest(f func(httpStatus string)) Option {
+	return func(o *options) { o.onRequest = f }
+}
+
+// FetchConfig gets the compute's configuration from the control plane at baseURI, sending
+// token (NEON_CONTROL_PLANE_TOKEN; may be empty) as a bearer token. It tries up to
+// Attempts times, RetryDelay apart, when the request fails in transport, the answer is 502
+// or 503, or the body does not decode into a valid configuration; any other status fails
+// at once, as does an "attached" answer without a spec. An "empty" answer gives a config
+// without a spec. A nil client means http.DefaultClient; ctx bounds the whole call.
+func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, token string, opts ...Option) (*spec.ComputeConfig, error) {
+	o := options{retryDelay: RetryDelay}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if computeID == "" {
+		return nil, errors.New("fetch config: empty compute id")
+	}
+	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
+	slog.Info("getting config from control plane", "url", u)
+
+	var last error
+	for attempt := 1; attempt <= Attempts; attempt++ {
+		cfg, status, retry, err := fetchOnce(ctx, client, u, token)
+		if o.onRequest != nil {
+			o.onRequest(status)
+		}
+		if err == nil {
+			return cfg, nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("fetch config: %w", ctxErr)
+		}
+		if !retry {
+			return nil, fmt.Errorf("fetch config: %w", err)
+		}
+		last = err
+		slog.Warn("control plane config request failed", "attempt", attempt, "http_status", status, "err", err)
+		if attempt < Attempts {
+			t := time.NewTimer(o.retryDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("fetch config: %w", ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+	return nil, fmt.Errorf("fetch config: %d attempts failed: %w", Attempts, last)
+}
+
+// fetchOnce makes one request. It returns the metric label of the answer and whether a
+// failure is worth retrying.
+func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *spec.ComputeConfig, status string, retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, UnknownHTTPStatus, false, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, UnknownHTTPStatus, true, fmt.Errorf("request control plane: %w", redactErr(err, token))
+	}
+	defer resp.Body.Close()
+	status = statusLabel(resp.StatusCode)
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if readErr != nil {
+			return nil, status, true, fmt.Errorf("read control plane response: %w", readErr)
+		}
+		cfg, permanent, err := decode(body)
+		if err != nil {
+			return nil, status, !permanent, err
+		}
+		return cfg, status, false, nil
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return nil, status, true, fmt.Errorf("control plane unavailable: %s", status)
+	default:
+		return nil, status, false, fmt.Errorf("unexpected control plane response status %s: %s", status, excerpt(body, token))
+	}
+}
+
+// decode turns a 200 answer into a ComputeConfig. A body that does not decode (bad JSON,
+// unknown status, invalid spec or compute_ctl_config) is retryable, as a decode error is
+// in Neon; "attached" without a spec is permanent.
+func decode(body []byte) (cfg *spec.ComputeConfig, permanent bool, err error) {
+	var head struct {
+		Status *string         `json:"status"`
+		Spec   json.RawMessage `json:"spec"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return nil, false, fmt.Errorf("decode control plane response: %w", err)
+	}
+	if head.Status == nil {
+		return nil, false, errors.New(`decode control plane response: missing field "status"`)
+	}
+	if *head.Status != StatusEmpty && *head.Status != StatusAttached {
+		return nil, false, fmt.Errorf("decode control plane response: unknown status %q", truncate(*head.Status))
+	}
+	cfg, err = spec.ParseConfig(body)
+	if err != nil {
+		return nil, false, fmt.Errorf("decode control plane response: %w", err)
+	}
+	switch *head.Status {
+	case StatusAttached:
+		if cfg.Spec == nil {
+			return nil, true, errors.New("compute is attached, but spec is empty")
+		}
+	case StatusEmpty:
+		if cfg.Spec != nil {
+			slog.Warn("control plane says the compute is empty but sent a spec; ignoring the spec")
+			cfg.Spec = nil
+		}
+	}
+	return cfg, false, nil
+}
+
+// statusLabel spells a status code as Neon's metric label does ("404 Not Found").
+func statusLabel(code int) string {
+	text := http.StatusText(code)
+	if text == "" {
+		text = "<unknown status code>"
+	}
+	return fmt.Sprintf("%d %s", code, text)
+}
+
+// excerpt quotes the start of a response body for an error message, without the token.
+func excerpt(body []byte, token string) string {
+	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "?"))
+	if token != "" {
+		s = strings.ReplaceAll(s, token, "<redacted>")
+	}
+	if s == "" {
+		return "(empty body)"
+	}
+	return fmt.Sprintf("%q", truncate(s))
+}
+
+func truncate(s string) string {
+	if len(s) <= maxExcerpt {
+		return s
+	}
+	cut := maxExcerpt
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+func redactErr(err error, token string) error {
+	if msg := err.Error(); token != "" && strings.Contains(msg, token) {
+		return errors.New(strings.ReplaceAll(msg, token, "<redacted>"))
+	}
+	return err
+}
+
+// NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute URL whose
+// trailing slashes become exactly one (so that joining a relative path keeps the base
+// path), and which carries no query parameters.
+func NormalizeRemoteExtURL(s string) (string, error) {
+	raw := strings.TrimRight(s, "/") + "/"
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("remote extensions base URL: %w", err)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("remote extensions base URL %q: want an absolute URL like http://host[:port]", s)
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil || len(q) != 0 {
+		return "", fmt.Errorf("remote extensions base URL %q: parameters detected", s)
+	}
+	return u.String(), nil
+}

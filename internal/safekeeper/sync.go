@@ -1,0 +1,61 @@
+package safekeeper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+// Sync runs `<pgbin> --sync-safekeepers` as the current user with PGDATA=pgdata (the
+// binary takes no -D) and NEON_AUTH_TOKEN=token when token is set, and returns the LSN the
+// safekeepers agreed on: the process's trimmed stdout. A non-zero exit is an error that
+// quotes stdout; the token never appears in logs or errors.
+func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err error) {
+	env := []string{"PGDATA=" + pgdata}
+	var secrets []string
+	if token != "" {
+		env = append(env, "NEON_AUTH_TOKEN="+token)
+		secrets = append(secrets, token)
+	}
+	res, err := execx.Run(ctx, execx.Cmd{
+		Path:    pgbin,
+		Args:    []string{"--sync-safekeepers"},
+		Env:     env,
+		Secrets: secrets,
+	})
+	out := excerpt(redact(strings.TrimSpace(string(res.Stdout)), secrets))
+	if stderr := redact(strings.TrimSpace(string(res.Stderr)), secrets); stderr != "" {
+		slog.Info("sync-safekeepers output", "stderr", stderr)
+	}
+	if err != nil {
+		return "", fmt.Errorf("sync safekeepers: %w (stdout: %q)", err, out)
+	}
+	l, err := spec.ParseLsn(out)
+	if err != nil {
+		return "", fmt.Errorf("sync safekeepers: bad output: %w", err)
+	}
+	slog.Info("sync-safekeepers done", "lsn", l.String(), "duration_ms", res.Duration.Milliseconds())
+	return l.String(), nil
+}
+
+func redact(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "<redacted>")
+		}
+	}
+	return s
+}
+
+// excerpt keeps error texts short when a process prints a lot.
+func excerpt(s string) string {
+	const max = 512
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
