@@ -150,6 +150,8 @@ func (s serveCmd) Run(ctx context.Context) error {
 		Logger: slog.Default(),
 	})
 
+	go watchJWKS(ctx, conn, srv, paths.JWKSFile(s.StateDir))
+
 	extLn, err := net.Listen("tcp", net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)))
 	if err != nil {
 		return fmt.Errorf("listen on the external port: %w", err)
@@ -207,6 +209,34 @@ func loadVerifier(path, computeID string) (*auth.Verifier, error) {
 		return auth.NewVerifier(nil, computeID)
 	}
 	return auth.NewVerifier(jwks, computeID)
+}
+
+// watchJWKS installs the key set compute-init leaves in the state directory when the
+// config comes from the control plane (there is no config file with keys then). It checks
+// at start and whenever the state changes.
+func watchJWKS(ctx context.Context, w interface {
+	Subscribe() (<-chan struct{}, func())
+}, srv *api.Server, path string) {
+	wake, cancel := w.Subscribe()
+	defer cancel()
+	var loaded time.Time
+	for {
+		if fi, err := os.Stat(path); err == nil && fi.ModTime().After(loaded) {
+			if b, err := os.ReadFile(path); err == nil {
+				if err := srv.SetJWKS(b); err != nil {
+					slog.Error("jwks from the control plane is unusable", "err", err)
+				} else {
+					slog.Info("installed the jwks from the control plane", "path", path)
+				}
+				loaded = fi.ModTime()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		}
+	}
 }
 
 func main() {

@@ -36,6 +36,7 @@ type common struct {
 	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID."`
 	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"neon_superuser" help:"Privileged role given to spec roles (^[a-z_]+$)."`
 	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal API port (written as neon.extension_server_port)."`
+	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 }
 
 type cli struct {
@@ -56,6 +57,8 @@ func (c *common) config() (compute.Config, error) {
 		StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, PrivilegedRole: c.PrivilegedRoleName, OSUser: paths.DefaultPGUser,
 		InternalHTTPPort: c.InternalHTTPPort,
+		ControlPlaneURI:  c.ControlPlaneURI, ComputeID: c.ComputeID,
+		ControlPlaneToken: os.Getenv("NEON_CONTROL_PLANE_TOKEN"),
 	}, nil
 }
 
@@ -194,12 +197,16 @@ func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error
 type stoppedCmd struct{}
 
 func (stoppedCmd) Run(ctx context.Context, c *common) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
 	d, done, err := c.deps(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return compute.PostgresStopped(ctx, compute.StopInfo{
+	return compute.PostgresStopped(ctx, cfg, compute.StopInfo{
 		ServiceResult: os.Getenv("SERVICE_RESULT"),
 		ExitCode:      os.Getenv("EXIT_CODE"),
 		ExitStatus:    os.Getenv("EXIT_STATUS"),

@@ -160,9 +160,12 @@ func TestApplyNeonLikeSpec(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	want := map[string]int{PhaseCreatePrivilegedRole: 1, PhaseCreateAndAlterRoles: 5, PhaseCreateAndAlterDatabases: 8}
-	if fmt.Sprint(res.PerPhase) != fmt.Sprint(want) || res.Total != 14 {
-		t.Fatalf("Result %+v, want %v (14)", res, want)
+	// Four spec databases and the system database get per-database work; each spec
+	// database gets the two default-privilege grants.
+	want := map[string]int{PhaseCreatePrivilegedRole: 1, PhaseCreateAndAlterRoles: 5, PhaseCreateAndAlterDatabases: 8,
+		PhaseCreateSchemaNeon: 1, PhaseChangeSchemaPerms: 8, PhaseCreateAvailabilityCheck: 1}
+	if fmt.Sprint(res.PerPhase) != fmt.Sprint(want) || res.Total != 24 || res.Databases != 5 {
+		t.Fatalf("Result %+v, want %v (24, 5 databases)", res, want)
 	}
 
 	// The privileged role.

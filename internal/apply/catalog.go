@@ -253,9 +253,9 @@ type DBCatalog struct {
 	WebAccess bool
 }
 
-// TableGrant is a (schema, grantor) pair of grants on tables to one grantee.
+// TableGrant is a table on which a role (Grantor) granted privileges to one grantee.
 type TableGrant struct {
-	Schema, Grantor string
+	Schema, Table, Grantor string
 }
 
 // DefaultPrivilege is one grantable privilege of pg_default_acl in schema public.
@@ -297,13 +297,13 @@ const (
 		FROM pg_catalog.pg_shdepend d JOIN pg_catalog.pg_authid a ON a.oid = d.refobjid
 		WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
 		  AND d.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())`
-	dbTableGrantsQuery = `SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee), n.nspname, pg_catalog.pg_get_userbyid(a.grantor)
+	dbTableGrantsQuery = `SELECT DISTINCT pg_catalog.pg_get_userbyid(a.grantee), n.nspname, c.relname, pg_catalog.pg_get_userbyid(a.grantor)
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
 		     pg_catalog.aclexplode(c.relacl) a
 		WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.grantee <> 0 AND a.grantor <> a.grantee
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-		ORDER BY 1, 2, 3`
-	dbPublicQuery = `SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace WHERE nspname = 'public'`
+		ORDER BY 1, 4, 2, 3`
+	dbPublicQuery       = `SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace WHERE nspname = 'public'`
 	dbPublicCreateQuery = `SELECT pg_catalog.pg_get_userbyid(a.grantee)
 		FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
 		WHERE n.nspname = 'public' AND a.privilege_type = 'CREATE' AND a.grantee <> 0`
@@ -335,7 +335,7 @@ func ReadDBCatalog(ctx context.Context, q Querier) (*DBCatalog, error) {
 		{"table grants", dbTableGrantsQuery, func(r pgx.Rows) error {
 			var grantee string
 			var g TableGrant
-			err := r.Scan(&grantee, &g.Schema, &g.Grantor)
+			err := r.Scan(&grantee, &g.Schema, &g.Table, &g.Grantor)
 			c.TableGrants[grantee] = append(c.TableGrants[grantee], g)
 			return err
 		}},

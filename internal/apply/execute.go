@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pg"
@@ -84,44 +85,289 @@ func Execute(ctx context.Context, conn *pgx.Conn, actions []Action) error {
 				"duration", took, "error", ae.msg)
 			return ae
 		}
-		slog.Info("apply action", "phase", a.Phase, "action", a.Describe, "duration", took)
+		slog.Info("apply action", "phase", a.Phase, "database", a.Database, "action", a.Describe, "duration", took)
 	}
 	return nil
 }
+
+// DatabaseError is the failure of the per-database work in one database.
+type DatabaseError struct {
+	Database string
+	Err      error
+}
+
+func (e *DatabaseError) Error() string {
+	return fmt.Sprintf("apply: in database %q: %s", e.Database, strings.TrimPrefix(e.Err.Error(), "apply: "))
+}
+
+// Unwrap returns the underlying error (often an *ActionError).
+func (e *DatabaseError) Unwrap() error { return e.Err }
 
 // Result counts the actions that ran, per phase.
 type Result struct {
 	PerPhase map[string]int
 	Total    int
+	// Databases is the number of databases whose per-database work completed.
+	Databases int
+}
+
+// recorder counts actions from several goroutines.
+type recorder struct {
+	mu  sync.Mutex
+	res Result
+}
+
+func newRecorder() *recorder { return &recorder{res: Result{PerPhase: map[string]int{}}} }
+
+func (r *recorder) add(actions []Action) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range actions {
+		r.res.PerPhase[a.Phase]++
+		r.res.Total++
+	}
+}
+
+func (r *recorder) database() {
+	r.mu.Lock()
+	r.res.Databases++
+	r.mu.Unlock()
+}
+
+func (r *recorder) result() Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.res
+	out.PerPhase = cloneMap(r.res.PerPhase)
+	return out
 }
 
 func count(actions []Action) Result {
-	res := Result{PerPhase: map[string]int{}}
-	for _, a := range actions {
-		res.PerPhase[a.Phase]++
-		res.Total++
-	}
-	return res
+	r := newRecorder()
+	r.add(actions)
+	return r.result()
 }
 
-// Apply reads the catalog, plans and executes. A planning error runs nothing. The Result
-// counts the actions that ran, also when an action failed.
+// execute runs actions and records those that ran.
+func (r *recorder) execute(ctx context.Context, conn *pgx.Conn, actions []Action) error {
+	err := Execute(ctx, conn, actions)
+	var ae *ActionError
+	switch {
+	case err == nil:
+		r.add(actions)
+	case errors.As(err, &ae):
+		r.add(actions[:ae.Index])
+	}
+	return err
+}
+
+// Apply brings the server in line with s, in Neon's order (inventory §6.3):
+//
+//  1. read the catalog and plan every main-connection phase; a planning error runs
+//     nothing;
+//  2. drop the subscriptions of the databases that delete_db operations drop;
+//  3. run the main phases (privileged role … schema neon) on conn;
+//  4. in every target database (Targets), at most opts.Concurrency at a time, read the
+//     per-database catalog, plan (PlanDB) and run;
+//  5. run the final phases (extensions, health_check, drop roles, subscriptions record,
+//     audit) on conn.
+//
+// The Result counts the actions that ran, also when one failed.
 func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Options) (Result, error) {
+	rec := newRecorder()
 	cat, err := ReadCatalog(ctx, conn)
 	if err != nil {
-		return count(nil), fmt.Errorf("apply: %w", err)
+		return rec.result(), fmt.Errorf("apply: %w", err)
 	}
 	actions, err := Plan(s, cat, opts)
 	if err != nil {
-		return count(nil), fmt.Errorf("apply: %w", err)
+		return rec.result(), fmt.Errorf("apply: %w", err)
 	}
-	slog.Info("apply plan", "actions", len(actions))
-	if err := Execute(ctx, conn, actions); err != nil {
-		var ae *ActionError
-		if errors.As(err, &ae) {
-			return count(actions[:ae.Index]), err
+	mainActions, final := splitStages(actions)
+	targets, skipped, err := Targets(s, cat, Simulate(cat, mainActions), opts)
+	if err != nil {
+		return rec.result(), fmt.Errorf("apply: %w", err)
+	}
+	if !NeonExtensionAvailable(cat) {
+		slog.Info("extension neon is not available (vanilla PostgreSQL): skipping phase " + PhaseHandleNeonExtension)
+	}
+	for _, sk := range skipped {
+		slog.Warn("apply: skipping per-database work", "database", sk.Name, "reason", sk.Reason)
+	}
+	conc := opts.Concurrency
+	if conc <= 0 {
+		conc = StartupConcurrency(s)
+	}
+	slog.Info("apply plan", "main_actions", len(mainActions), "final_actions", len(final),
+		"databases", len(targets), "concurrency", conc)
+
+	if drop := droppingTargets(s, cat); len(drop) > 0 {
+		if err := forEachDB(ctx, conn, opts, drop, conc, rec, nil); err != nil {
+			return rec.result(), err
 		}
-		return count(nil), err
 	}
-	return count(actions), nil
+	if err := rec.execute(ctx, conn, mainActions); err != nil {
+		return rec.result(), err
+	}
+	if err := forEachDB(ctx, conn, opts, targets, conc, rec, nil); err != nil {
+		return rec.result(), err
+	}
+	if err := rec.execute(ctx, conn, final); err != nil {
+		return rec.result(), err
+	}
+	return rec.result(), nil
+}
+
+// DryRun plans everything Apply would run now, without running it: the main and final
+// phases, and the per-database work planned against each database as it is now (so it is
+// exact only when the main phases plan nothing, as after a complete Apply). Actions come
+// in execution order, databases in target order.
+func DryRun(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Options) ([]Action, error) {
+	cat, err := ReadCatalog(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	actions, err := Plan(s, cat, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	mainActions, final := splitStages(actions)
+	targets, _, err := Targets(s, cat, Simulate(cat, mainActions), opts)
+	if err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	var mu sync.Mutex
+	perDB := map[string][]Action{}
+	collect := func(t DBTarget, a []Action) {
+		mu.Lock()
+		perDB[t.Name+"\x00"+t.Kind.String()] = a
+		mu.Unlock()
+	}
+	drop := droppingTargets(s, cat)
+	var out []Action
+	if err := forEachDB(ctx, conn, opts, drop, 1, nil, collect); err != nil {
+		return nil, err
+	}
+	for _, t := range drop {
+		out = append(out, perDB[t.Name+"\x00"+t.Kind.String()]...)
+	}
+	out = append(out, mainActions...)
+	var existing []DBTarget
+	for _, t := range targets {
+		if _, ok := cat.Databases[t.Name]; ok {
+			existing = append(existing, t)
+		}
+	}
+	if err := forEachDB(ctx, conn, opts, existing, 1, nil, collect); err != nil {
+		return nil, err
+	}
+	for _, t := range existing {
+		out = append(out, perDB[t.Name+"\x00"+t.Kind.String()]...)
+	}
+	return append(out, final...), nil
+}
+
+// forEachDB does the per-database work in every target, at most conc at a time. With
+// collect set, it only plans and hands the plan to collect. The first failure cancels the
+// work not yet started; every failure is returned, each naming its database.
+func forEachDB(ctx context.Context, conn *pgx.Conn, opts Options, targets []DBTarget, conc int,
+	rec *recorder, collect func(DBTarget, []Action)) error {
+	if conc < 1 {
+		conc = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, t := range targets {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := oneDB(ctx, conn, opts, t, rec, collect); err != nil {
+				mu.Lock()
+				errs = append(errs, &DatabaseError{Database: t.Name, Err: err})
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) == 0 && ctx.Err() != nil {
+		// Cancelled from outside before every database was done.
+		return fmt.Errorf("apply: per-database work: %w", ctx.Err())
+	}
+	// Failures caused by the cancellation only repeat the first one.
+	var real []error
+	for _, e := range errs {
+		if !errors.Is(e, context.Canceled) || ctx.Err() == nil {
+			real = append(real, e)
+		}
+	}
+	if len(real) == 0 {
+		real = errs
+	}
+	return errors.Join(real...)
+}
+
+func oneDB(ctx context.Context, conn *pgx.Conn, opts Options, t DBTarget, rec *recorder,
+	collect func(DBTarget, []Action)) error {
+	dbConn, err := connectDB(ctx, conn, opts, t.Name)
+	if err != nil {
+		return err
+	}
+	defer dbConn.Close(context.Background())
+	dbCat, err := ReadDBCatalog(ctx, dbConn)
+	if err != nil {
+		return err
+	}
+	actions, err := PlanDB(t, dbCat)
+	if err != nil {
+		return err
+	}
+	if collect != nil {
+		collect(t, actions)
+		return nil
+	}
+	if err := rec.execute(ctx, dbConn, actions); err != nil {
+		return err
+	}
+	rec.database()
+	return nil
+}
+
+// connectDB opens a connection to database db: with opts.Connstr when set, else with the
+// main connection's configuration.
+func connectDB(ctx context.Context, conn *pgx.Conn, opts Options, db string) (*pgx.Conn, error) {
+	var cfg *pgx.ConnConfig
+	if opts.Connstr != "" {
+		c, err := pg.Config(opts.Connstr, "compute_ctl:apply_config")
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	} else {
+		cfg = conn.Config().Copy()
+	}
+	cfg.Database = db
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if v := c.PgConn().ParameterStatus("standard_conforming_strings"); v != "on" {
+		if _, err := c.Exec(ctx, "SET standard_conforming_strings = on"); err != nil {
+			c.Close(context.Background())
+			return nil, fmt.Errorf("set standard_conforming_strings: %w", err)
+		}
+	}
+	return c, nil
 }

@@ -20,8 +20,12 @@ const (
 
 const createPriv = `CREATE ROLE "neon_superuser" CREATEDB CREATEROLE NOLOGIN REPLICATION BYPASSRLS IN ROLE pg_read_all_data, pg_write_all_data`
 
+// catalogWith is a catalog with the given roles and databases whose main database is
+// otherwise settled (schema neon and health_check exist), so that only role and database
+// phases plan anything.
 func catalogWith(roles map[string]*string, dbs map[string]string) *Catalog {
 	c := NewCatalog()
+	c.NeonSchema, c.HealthCheck = true, true
 	for n, p := range roles {
 		c.Roles[n] = CatalogRole{Name: n, Password: p}
 	}
@@ -92,7 +96,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "custom privileged role missing is created",
 			spec: specOf(nil, nil),
-			cat:  NewCatalog(),
+			cat:  catalogWith(nil, nil),
 			opts: Options{PrivilegedRole: "admins"},
 			want: []Action{{Phase: PhaseCreatePrivilegedRole,
 				SQL: `CREATE ROLE "admins" CREATEDB CREATEROLE NOLOGIN REPLICATION BYPASSRLS IN ROLE pg_read_all_data, pg_write_all_data`}},
@@ -433,12 +437,16 @@ func TestPlanNeonFixtureRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	perPhase := count(got).PerPhase
-	want := map[string]int{PhaseCreatePrivilegedRole: 1, PhaseCreateAndAlterRoles: 6, PhaseCreateAndAlterDatabases: 6}
+	want := map[string]int{PhaseCreatePrivilegedRole: 1, PhaseCreateAndAlterRoles: 6, PhaseCreateAndAlterDatabases: 6,
+		PhaseCreateSchemaNeon: 1, PhaseCreateAvailabilityCheck: 1}
 	if !reflect.DeepEqual(perPhase, want) {
 		t.Fatalf("per phase %v, want %v", perPhase, want)
 	}
 	// Phases come in Neon's order.
-	order := map[string]int{PhaseCreatePrivilegedRole: 0, PhaseCreateAndAlterRoles: 1, PhaseCreateAndAlterDatabases: 2}
+	order := map[string]int{}
+	for i, ph := range phases {
+		order[ph.name] = i
+	}
 	for i := 1; i < len(got); i++ {
 		if order[got[i].Phase] < order[got[i-1].Phase] {
 			t.Fatalf("action %d (%s) after %s", i, got[i].Phase, got[i-1].Phase)

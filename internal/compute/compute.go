@@ -25,6 +25,11 @@ type Config struct {
 	PGBin          string
 	Connstr        string
 	PrivilegedRole string
+	// ControlPlaneURI, when set, is where the config comes from (GET
+	// {uri}/compute/api/v2/computes/{ComputeID}/spec with ControlPlaneToken).
+	ControlPlaneURI   string
+	ComputeID         string
+	ControlPlaneToken string
 	// OSUser runs initdb when the step itself runs as root (by hand).
 	OSUser           string
 	InternalHTTPPort int

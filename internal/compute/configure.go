@@ -63,7 +63,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 			return d.fail(err)
 		}
 		defer conn.Close(context.Background())
-		opts := applyOptions(cfg, parsed, startupConcurrency(cc.Spec))
+		opts := applyOptions(cfg, parsed, apply.StartupConcurrency(cc.Spec))
 		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
 		}
@@ -149,16 +149,17 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	if err != nil {
 		return d.fail(fmt.Errorf("reconfigure: invalid spec: %w", err))
 	}
-	if parsed.Storage != spec.StorageStandalone {
-		return d.fail(fmt.Errorf("reconfigure: neon storage mode is not implemented yet"))
-	}
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
 		return d.fail(err)
 	}
 	// The config files first (as Neon: postgresql.conf is rewritten completely), then a
-	// reload, then the catalog.
-	if err := writePGConfig(cfg, ci, parsed); err != nil {
+	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.
+	write := writePGConfig
+	if parsed.Storage == spec.StorageNeon {
+		write = writePostgresConf
+	}
+	if err := write(cfg, ci, parsed); err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
 	conn, err := connectRetry(ctx, cfg.Connstr)
@@ -171,7 +172,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 	start := d.now()
 	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
-		opts := applyOptions(cfg, parsed, cc.Spec.ReconfigureConcurrency)
+		opts := applyOptions(cfg, parsed, apply.ReconfigureConcurrency(cc.Spec))
 		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
 		}
@@ -192,32 +193,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	return nil
 }
 
-// startupConcurrency is Neon's rule for per-database work at startup, from
-// max_connections (settings first, then postgresql_conf): N<10 -> N, 10-29 -> 10,
-// N>=30 -> N/3; unknown -> 10.
-func startupConcurrency(s *spec.ComputeSpec) int {
-	n := -1
-	if v, ok := s.Cluster.Settings.Find("max_connections"); ok {
-		if x, err := strconv.Atoi(v); err == nil {
-			n = x
-		}
-	}
-	if n < 0 && s.Cluster.PostgresqlConf != nil {
-		n = maxConnectionsFromConf(*s.Cluster.PostgresqlConf)
-	}
-	switch {
-	case n < 0:
-		return 10
-	case n < 10:
-		return max(n, 1)
-	case n < 30:
-		return 10
-	default:
-		return n / 3
-	}
-}
-
-// DryRun plans the apply of config file configPath against the Postgres at connstr and
+// DryRun plans the apply of a config's spec against the Postgres at cfg.Connstr and
 // returns the plan's descriptions (never a password), without changing anything.
 func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
 	s, parsed, err := parseForApply(raw)
@@ -229,17 +205,17 @@ func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	cat, err := apply.ReadCatalog(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
-	actions, err := apply.Plan(s, cat, applyOptions(cfg, parsed, 1))
+	actions, err := apply.DryRun(ctx, conn, s, applyOptions(cfg, parsed, 1))
 	if err != nil {
 		return nil, err
 	}
 	out := make([]string, 0, len(actions))
 	for _, a := range actions {
-		out = append(out, a.Phase+": "+a.Describe)
+		line := a.Phase + ": " + a.Describe
+		if a.Database != "" {
+			line = a.Phase + " [" + a.Database + "]: " + a.Describe
+		}
+		out = append(out, line)
 	}
 	return out, nil
 }
@@ -256,7 +232,7 @@ func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, err
 		return apply.Result{}, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	return apply.Apply(ctx, conn, s, applyOptions(cfg, parsed, startupConcurrency(s)))
+	return apply.Apply(ctx, conn, s, applyOptions(cfg, parsed, apply.StartupConcurrency(s)))
 }
 
 func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
@@ -275,9 +251,12 @@ func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
 }
 
 func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Options {
-	_ = concurrency // wired once the per-database phases land
-	_ = parsed
-	return apply.Options{PrivilegedRole: cfg.PrivilegedRole}
+	return apply.Options{
+		PrivilegedRole: cfg.PrivilegedRole,
+		Concurrency:    concurrency,
+		Neon:           parsed.Storage == spec.StorageNeon,
+		TimelineID:     parsed.TimelineID,
+	}
 }
 
 // connectRetry connects as the admin role. Postgres has announced readiness already, so

@@ -2,17 +2,19 @@ package compute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgconf"
@@ -68,10 +70,12 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited)
 	d.status("init: preparing PGDATA")
 
-	if parsed.Storage != spec.StorageStandalone {
-		return d.fail(errors.New("neon storage mode (pageserver basebackup, safekeepers) is not implemented yet; remove pageserver_connstring to run standalone"))
+	if parsed.Storage == spec.StorageNeon {
+		err = prepareNeon(ctx, cfg, ci, cc.Spec, parsed, d)
+	} else {
+		err = prepareStandalone(ctx, cfg, ci, parsed)
 	}
-	if err := prepareStandalone(ctx, cfg, ci, parsed); err != nil {
+	if err != nil {
 		return d.fail(err)
 	}
 	done := d.now().UTC()
@@ -124,7 +128,25 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 		return nil, false, fmt.Errorf("terminated before the compute started")
 	}
 
-	if cfg.ConfigFile != "" {
+	if cfg.ControlPlaneURI != "" {
+		client := &http.Client{Timeout: 30 * time.Second}
+		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken)
+		if err != nil {
+			return nil, false, fmt.Errorf("get config from the control plane: %w", err)
+		}
+		if err := writeJWKS(cfg, cc); err != nil {
+			return nil, false, err
+		}
+		if cc.Spec != nil {
+			raw, err := json.Marshal(cc)
+			if err != nil {
+				return nil, false, fmt.Errorf("encode config: %w", err)
+			}
+			slog.Info("spec received from the control plane", "uri", cfg.ControlPlaneURI)
+			return raw, false, nil
+		}
+		slog.Info("the control plane has no spec for this compute yet; waiting for POST /configure")
+	} else if cfg.ConfigFile != "" {
 		b, err := os.ReadFile(cfg.ConfigFile)
 		switch {
 		case err == nil:
@@ -166,12 +188,15 @@ func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Par
 	if err := ensureInitdb(ctx, cfg, ci); err != nil {
 		return err
 	}
+	if err := writePostgresEnv(cfg, ""); err != nil {
+		return err
+	}
 	return writePGConfig(cfg, ci, p)
 }
 
-// writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
-// compute, and makes sure the temp override file exists.
-func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
+// writePostgresConf writes postgresql.conf (both modes: it is regenerated at every start)
+// and makes sure the temp override file exists.
+func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	conf := pgconf.PostgresqlConf(p, pgconf.Options{
 		Port:               ci.Port,
@@ -181,6 +206,26 @@ func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
 		PrivilegedRoleName: cfg.PrivilegedRole,
 		OvercommitMemory2:  strings.TrimSpace(string(overcommit)) == "2",
 	})
+	if err := atomicfile.Write(filepath.Join(cfg.PGData, "postgresql.conf"), []byte(conf), atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("write postgresql.conf: %w", err)
+	}
+	// The temp override file Neon includes last; it must exist for include_if_exists to
+	// be quiet and for later steps to write into.
+	override := filepath.Join(cfg.PGData, "compute_ctl_temp_override.conf")
+	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
+		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
+			return fmt.Errorf("write temp override: %w", err)
+		}
+	}
+	return nil
+}
+
+// writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
+// compute.
+func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
+	if err := writePostgresConf(cfg, ci, p); err != nil {
+		return err
+	}
 	hba, err := pgconf.HBAStandalone(ci.User)
 	if err != nil {
 		return err
@@ -192,21 +237,12 @@ func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
 	files := []struct {
 		name, body string
 	}{
-		{"postgresql.conf", conf},
 		{"pg_hba.conf", hba},
 		{"pg_ident.conf", ident},
 	}
 	for _, f := range files {
 		if err := atomicfile.Write(filepath.Join(cfg.PGData, f.name), []byte(f.body), atomicfile.Options{Mode: 0o600}); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
-		}
-	}
-	// The temp override file Neon includes last; it must exist for include_if_exists to
-	// be quiet and for later steps to write into.
-	override := filepath.Join(cfg.PGData, "compute_ctl_temp_override.conf")
-	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
-		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
-			return fmt.Errorf("write temp override: %w", err)
 		}
 	}
 	return nil
@@ -242,6 +278,16 @@ func optional(s string) *string {
 	return &s
 }
 
+func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
+	if cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0 {
+		return nil
+	}
+	if err := atomicfile.Write(paths.JWKSFile(cfg.StateDir), cc.ComputeCtlConfig.JWKS, atomicfile.Options{Mode: 0o644}); err != nil {
+		return fmt.Errorf("store jwks: %w", err)
+	}
+	return nil
+}
+
 // writeSpecFile stores the effective config for the configure step (0640: it holds
 // password hashes).
 func writeSpecFile(cfg Config, raw []byte) error {
@@ -249,25 +295,4 @@ func writeSpecFile(cfg Config, raw []byte) error {
 		return fmt.Errorf("store spec: %w", err)
 	}
 	return nil
-}
-
-// maxConnectionsFromConf finds the first `max_connections = N` line of a postgresql.conf
-// text (-1 when there is none), as compute_ctl does.
-func maxConnectionsFromConf(conf string) int {
-	for _, line := range strings.Split(conf, "\n") {
-		name, value, ok := strings.Cut(line, "=")
-		if !ok || strings.TrimSpace(name) != "max_connections" {
-			continue
-		}
-		value = strings.TrimSpace(value)
-		if i := strings.IndexByte(value, '#'); i >= 0 {
-			value = strings.TrimSpace(value[:i])
-		}
-		value = strings.Trim(value, "'")
-		if n, err := strconv.Atoi(value); err == nil {
-			return n
-		}
-		return -1
-	}
-	return -1
 }

@@ -24,21 +24,28 @@ type StopInfo struct {
 // /terminate it completes the termination (status terminated; the LSN is null in
 // standalone mode). Otherwise Postgres ended on its own or failed to start: the status
 // becomes failed with the reason, taken from systemd and the unit's journal.
-func PostgresStopped(ctx context.Context, info StopInfo, d *Deps) error {
+func PostgresStopped(ctx context.Context, cfg Config, info StopInfo, d *Deps) error {
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("postgres-stopped: %w", err)
 	}
 	switch {
 	case rec.Status.TerminationPending():
+		var lsn *string
 		if rec.Storage == "neon" && rec.Mode == "primary" {
-			// The final --sync-safekeepers belongs to the neon storage path.
-			return d.fail(fmt.Errorf("terminate: final safekeeper sync is not implemented yet"))
+			// The safekeepers' LSN after the shutdown is what /terminate answers. If the
+			// sync fails the compute is failed with the reason (compute_ctl exits without
+			// ever reporting terminated).
+			l, err := finalSync(ctx, cfg)
+			if err != nil {
+				return d.fail(fmt.Errorf("terminate: final safekeeper sync: %w", err))
+			}
+			lsn = &l
 		}
-		if _, err := d.Store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = nil }); err != nil {
+		if _, err := d.Store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = lsn }); err != nil {
 			return fmt.Errorf("postgres-stopped: %w", err)
 		}
-		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult)
+		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult, "lsn", lsn)
 		return nil
 	case rec.Status == state.Empty || rec.Status == state.Failed || rec.Status == state.Terminated:
 		slog.Info("postgres stopped", "status", rec.Status, "result", info.ServiceResult)

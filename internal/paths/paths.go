@@ -40,3 +40,7 @@ func PGBinDir(pgbin string) string { return filepath.Dir(pgbin) }
 
 // Sibling returns the path of a PostgreSQL tool next to the postgres binary.
 func Sibling(pgbin, tool string) string { return filepath.Join(filepath.Dir(pgbin), tool) }
+
+// JWKSFile is where compute-init leaves the key set of a config fetched from the control
+// plane, for compute-api to verify tokens with.
+func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }

@@ -1,0 +1,121 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/safekeeper"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/storage"
+)
+
+// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
+// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
+func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
+
+// prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
+// a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
+// the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
+func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, d *Deps) error {
+	if err := storage.PrepareFreshPGData(cfg.PGData); err != nil {
+		return err
+	}
+	if err := writePostgresConf(cfg, ci, p); err != nil {
+		return err
+	}
+	if err := writePostgresEnv(cfg, p.StorageAuthToken); err != nil {
+		return err
+	}
+
+	lsn := "0/0" // replica: the latest
+	switch {
+	case s.Mode.IsPrimary():
+		d.status("init: syncing safekeepers")
+		start := time.Now()
+		synced, ok, err := safekeeper.CheckSynced(ctx, p.SafekeeperConnstrings, p.TenantID, p.TimelineID, p.StorageAuthToken)
+		if err != nil {
+			return fmt.Errorf("safekeeper check: %w", err)
+		}
+		checkMs := ms(time.Since(start))
+		var syncMs uint64
+		if ok {
+			lsn = synced
+			slog.Info("safekeepers are in sync", "lsn", lsn, "check_ms", checkMs)
+		} else {
+			start = time.Now()
+			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken)
+			if err != nil {
+				return fmt.Errorf("sync safekeepers: %w", err)
+			}
+			syncMs = ms(time.Since(start))
+			slog.Info("safekeepers synced", "lsn", lsn, "sync_ms", syncMs)
+		}
+		if _, err := d.Store.Update(func(r *state.Record) error {
+			r.Metrics.SyncSKCheckMs = checkMs
+			r.Metrics.SyncSafekeepersMs = syncMs
+			return nil
+		}); err != nil {
+			return err
+		}
+	default:
+		if l, ok := s.Mode.StaticLSN(); ok {
+			lsn = l.String()
+		}
+	}
+
+	d.status("init: basebackup")
+	st, err := storage.Basebackup(ctx, storage.BasebackupOptions{
+		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
+		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
+	})
+	if err != nil {
+		return fmt.Errorf("basebackup: %w", err)
+	}
+	slog.Info("basebackup done", "bytes", st.Bytes, "ms", st.Duration.Milliseconds(),
+		"connect_us", st.ConnectMicros, "attempts", st.Attempts, "lsn", lsn)
+	if _, err := d.Store.Update(func(r *state.Record) error {
+		r.Metrics.PageserverConnectMicros = uint64(st.ConnectMicros)
+		r.Metrics.BasebackupBytes = uint64(st.Bytes)
+		r.Metrics.BasebackupMs = ms(st.Duration)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return storage.FinishPGData(cfg.PGData, s.Mode.Type())
+}
+
+// writePostgresEnv writes (neon mode, with a token) or removes the environment file of
+// the postgres unit.
+func writePostgresEnv(cfg Config, token string) error {
+	path := PostgresEnvFile(cfg.StateDir)
+	if token == "" {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := atomicfile.Write(path, []byte("NEON_AUTH_TOKEN="+token+"\n"), atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("write postgres environment: %w", err)
+	}
+	return nil
+}
+
+// finalSync is the last step of a primary's termination in neon mode: the safekeepers'
+// LSN after Postgres stopped, which /terminate answers with.
+func finalSync(ctx context.Context, cfg Config) (string, error) {
+	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+	if err != nil {
+		return "", fmt.Errorf("read spec: %w", err)
+	}
+	_, parsed, err := parseForApply(raw)
+	if err != nil {
+		return "", err
+	}
+	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, parsed.StorageAuthToken)
+}

@@ -1,0 +1,307 @@
+// Package storage talks to Neon's storage on behalf of compute-init: it fetches a
+// basebackup from the pageserver over the Postgres wire protocol and unpacks it into
+// PGDATA, finishes the data directory the way compute_ctl does, and leases LSNs for
+// static computes.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+// Compute modes, as in the neon.compute_mode setting.
+const (
+	ModePrimary = "primary"
+	ModeStatic  = "static"
+	ModeReplica = "replica"
+)
+
+// Defaults of BasebackupOptions, those of compute_ctl: 11 attempts (10 retries), the
+// pause growing from 500 ms by half each time.
+const (
+	DefaultAttempts = 11
+	DefaultBackoff  = 500 * time.Millisecond
+)
+
+// ErrGRPCNotSupported is returned for a grpc:// pageserver connstring.
+var ErrGRPCNotSupported = errors.New("grpc:// pageserver connstrings are not supported yet")
+
+// BasebackupOptions say what to fetch and where to put it.
+type BasebackupOptions struct {
+	// PGData is the directory to unpack into; it is created (0700) if missing. It should
+	// be empty (see PrepareFreshPGData).
+	PGData string
+	// Connstr is the pageserver connstring: a postgresql:// or postgres:// URL or a
+	// key=value string. Only the first comma-separated element (shard 0) is used, so the
+	// whole pageserver_connstring may be passed.
+	Connstr string
+	// Token is the storage auth token, sent as the password; it overrides any password
+	// in Connstr. Secret: never logged.
+	Token string
+	// TenantID and TimelineID are hex ids.
+	TenantID, TimelineID string
+	// LSN is "HI/LO"; "" or "0/0" means the latest, and is left out of the query.
+	LSN string
+	// Mode is primary, static or replica; any non-primary mode adds --replica.
+	Mode string
+	// Attempts is how many times to try (DefaultAttempts when <= 0).
+	Attempts int
+	// Backoff is the first pause between attempts (DefaultBackoff when <= 0); each next
+	// pause is 1.5 times longer.
+	Backoff time.Duration
+	// Logger receives one warning per failed attempt (slog.Default() when nil).
+	Logger *slog.Logger
+}
+
+// Stats describe a basebackup, in the terms of compute_ctl's startup metrics.
+type Stats struct {
+	// ConnectMicros is the connect time of the successful attempt
+	// (pageserver_connect_micros).
+	ConnectMicros int64
+	// Bytes is the compressed size received by the successful attempt (basebackup_bytes).
+	Bytes int64
+	// Duration is the time of the successful attempt, connect included (basebackup_ms).
+	Duration time.Duration
+	// Attempts is how many attempts were made, the successful one included.
+	Attempts int
+}
+
+// Basebackup fetches a gzip'd tar basebackup from the pageserver with the query
+// `basebackup <tenant> <timeline> [<lsn>] --gzip [--replica]` (COPY OUT) and unpacks it
+// into opts.PGData as it streams in: no temporary file, no buffering of the archive.
+// The whole COPY stream is read, so an error the server sends after the data fails the
+// attempt. Failed attempts are retried with a growing pause; PGData is not cleaned in
+// between (as in compute_ctl), so a retry overwrites what a failed attempt left, and a
+// file that only the failed attempt's archive had would stay. An archive entry that
+// would write outside PGDATA (or a device, fifo, ...) fails at once without retrying.
+//
+// Call FinishPGData afterwards.
+func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	query, err := basebackupQuery(opts)
+	if err != nil {
+		return Stats{}, err
+	}
+	if opts.PGData == "" {
+		return Stats{}, errors.New("basebackup: empty PGDATA path")
+	}
+	cfg, err := connConfig(opts.Connstr, opts.Token, opts.Mode)
+	if err != nil {
+		return Stats{}, err
+	}
+	attempts := opts.Attempts
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
+	backoff := opts.Backoff
+	if backoff <= 0 {
+		backoff = DefaultBackoff
+	}
+	var lastErr error
+	for n := 1; n <= attempts; n++ {
+		st, err := basebackupOnce(ctx, cfg, query, opts.PGData)
+		if err == nil {
+			st.Attempts = n
+			log.Info("basebackup done", "attempt", n, "bytes", st.Bytes,
+				"duration_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
+			return st, nil
+		}
+		lastErr = err
+		log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
+			"host", cfg.Host, "port", cfg.Port, "error", err)
+		var unsafe *UnsafeEntryError
+		if errors.As(err, &unsafe) {
+			return Stats{Attempts: n}, err
+		}
+		if ctx.Err() != nil {
+			return Stats{Attempts: n}, fmt.Errorf("basebackup: %w", ctx.Err())
+		}
+		if n == attempts {
+			return Stats{Attempts: n}, fmt.Errorf("basebackup failed after %d attempts: %w", n, lastErr)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Stats{Attempts: n}, fmt.Errorf("basebackup: %w (last error: %v)", ctx.Err(), lastErr)
+		}
+		backoff = backoff * 3 / 2
+	}
+	return Stats{}, errors.New("basebackup: no attempt made") // unreachable: attempts >= 1
+}
+
+// basebackupQuery builds the pageserver command for opts.
+func basebackupQuery(opts BasebackupOptions) (string, error) {
+	if err := checkHexID("tenant", opts.TenantID); err != nil {
+		return "", err
+	}
+	if err := checkHexID("timeline", opts.TimelineID); err != nil {
+		return "", err
+	}
+	if err := checkMode(opts.Mode); err != nil {
+		return "", err
+	}
+	q := "basebackup " + opts.TenantID + " " + opts.TimelineID
+	if s := strings.TrimSpace(opts.LSN); s != "" {
+		lsn, err := spec.ParseLsn(s)
+		if err != nil {
+			return "", fmt.Errorf("basebackup: %w", err)
+		}
+		if lsn != 0 {
+			q += " " + lsn.String()
+		}
+	}
+	q += " --gzip"
+	if opts.Mode != ModePrimary {
+		q += " --replica"
+	}
+	return q, nil
+}
+
+func checkMode(mode string) error {
+	switch mode {
+	case ModePrimary, ModeStatic, ModeReplica:
+		return nil
+	}
+	return fmt.Errorf("unknown compute mode %q (want primary, static or replica)", mode)
+}
+
+// checkHexID accepts a non-empty hex string (Neon ids are 32 lowercase hex digits; the
+// spec package checks that, this only keeps the query well-formed).
+func checkHexID(what, id string) error {
+	if id == "" {
+		return fmt.Errorf("empty %s id", what)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return fmt.Errorf("%s id %q: not hex", what, id)
+		}
+	}
+	return nil
+}
+
+// FirstShard returns the first comma-separated element of a pageserver connstring (the
+// connstring of shard 0), trimmed.
+func FirstShard(connstrs string) string {
+	first, _, _ := strings.Cut(connstrs, ",")
+	return strings.TrimSpace(first)
+}
+
+// connConfig parses the shard-0 connstring and applies what compute_ctl sets: the token
+// as password, application_name=compute_ctl and, when mode is set, the startup options
+// `-c neon.compute_mode=<mode>` (replacing options from the connstring, as compute_ctl
+// does). Like compute_ctl (tokio-postgres with NoTls), TLS is not tried unless the
+// connstring asks for it with sslmode.
+func connConfig(connstrs, token, mode string) (*pgconn.Config, error) {
+	connstr := FirstShard(connstrs)
+	if connstr == "" {
+		return nil, errors.New("empty pageserver connstring")
+	}
+	if strings.HasPrefix(strings.ToLower(connstr), "grpc://") {
+		return nil, ErrGRPCNotSupported
+	}
+	cfg, err := pgconn.ParseConfig(connstr)
+	if err != nil {
+		// pgconn redacts the password from its parse errors.
+		return nil, fmt.Errorf("parse pageserver connstring: %w", err)
+	}
+	if token != "" {
+		cfg.Password = token
+	}
+	if !strings.Contains(connstr, "sslmode") {
+		cfg.TLSConfig = nil
+		var fbs []*pgconn.FallbackConfig
+		seen := map[string]bool{fmt.Sprintf("%s:%d", cfg.Host, cfg.Port): true}
+		for _, fb := range cfg.Fallbacks {
+			key := fmt.Sprintf("%s:%d", fb.Host, fb.Port)
+			if fb.TLSConfig == nil && !seen[key] {
+				seen[key] = true
+				fbs = append(fbs, fb)
+			}
+		}
+		cfg.Fallbacks = fbs
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["application_name"] = "compute_ctl"
+	if mode != "" {
+		cfg.RuntimeParams["options"] = "-c neon.compute_mode=" + mode
+	}
+	return cfg, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// basebackupOnce makes one attempt: connect, COPY OUT into the unpacker, wait for both.
+func basebackupOnce(ctx context.Context, cfg *pgconn.Config, query, pgdata string) (Stats, error) {
+	start := time.Now()
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return Stats{}, fmt.Errorf("connect to pageserver: %w", err)
+	}
+	connected := time.Since(start)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := Untar(pr, pgdata)
+		// Unblock the COPY when we stop reading early, with our reason.
+		if err != nil {
+			pr.CloseWithError(err)
+		} else {
+			pr.Close()
+		}
+		done <- err
+	}()
+	cw := &countingWriter{w: pw}
+	_, copyErr := conn.CopyTo(ctx, cw, query)
+	pw.CloseWithError(copyErr) // nil closes with io.EOF
+	untarErr := <-done
+
+	switch {
+	case untarErr != nil && (copyErr == nil || errors.Is(copyErr, untarErr) || isUnsafe(untarErr)):
+		return Stats{}, fmt.Errorf("unpack basebackup: %w", untarErr)
+	case copyErr != nil:
+		return Stats{}, fmt.Errorf("basebackup stream: %w", copyErr)
+	}
+	return Stats{
+		ConnectMicros: connected.Microseconds(),
+		Bytes:         cw.n,
+		Duration:      time.Since(start),
+	}, nil
+}
+
+func isUnsafe(err error) bool {
+	var u *UnsafeEntryError
+	return errors.As(err, &u)
+}

@@ -1,0 +1,63 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/storage"
+	"github.com/computetools/compute-tools/internal/storagetest"
+)
+
+func TestLeaseLSN(t *testing.T) {
+	str := func(s string) *string { return &s }
+	until := time.UnixMilli(1_900_000_000_123)
+	tests := []struct {
+		name      string
+		answer    *string
+		faults    storagetest.Faults
+		want      time.Time
+		wantErr   error
+		errSubstr string
+	}{
+		{"granted, ms since epoch", str("1900000000123"), storagetest.Faults{}, until, nil, ""},
+		{"granted, timestamp", str(until.UTC().Format(time.RFC3339Nano)), storagetest.Faults{}, until, nil, ""},
+		{"not granted", nil, storagetest.Faults{}, time.Time{}, storage.ErrLeaseNotGranted, ""},
+		{"garbage", str("soon"), storagetest.Faults{}, time.Time{}, nil, "cannot parse"},
+		{"server error", str("1"), storagetest.Faults{LeaseError: "tenant not found"}, time.Time{}, nil, "tenant not found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked []string
+			f := storagetest.Start(t, storagetest.Config{Password: token, Faults: tc.faults,
+				ValidUntil: func(tn, tl, lsn string) *string {
+					asked = append(asked, tn, tl, lsn)
+					return tc.answer
+				}})
+			got, err := storage.LeaseLSN(context.Background(), f.Connstr(), token, tenant, timeline, "0/16b5a50")
+			switch {
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("error %v, want %v", err, tc.wantErr)
+				}
+			case tc.errSubstr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.errSubstr) {
+					t.Fatalf("error %v, want %q", err, tc.errSubstr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case !got.Equal(tc.want):
+				t.Errorf("valid until %v, want %v", got, tc.want)
+			}
+			q := f.Queries()
+			if want := "lease lsn " + tenant + " " + timeline + " 0/16B5A50 "; len(q) != 1 || q[0] != want {
+				t.Errorf("queries %q, want [%q]", q, want)
+			}
+			if s := f.Sessions(); len(s) != 1 || s[0].Password != token {
+				t.Errorf("sessions %+v", s)
+			}
+		})
+	}
+}

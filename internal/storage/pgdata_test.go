@@ -1,0 +1,140 @@
+package storage_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/storage"
+)
+
+// basePGData makes a directory shaped like an unpacked pageserver basebackup.
+func basePGData(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pg_dynshmem"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func read(t *testing.T, p string) (string, bool) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), true
+}
+
+func TestFinishPGData(t *testing.T) {
+	hba := "local all all trust\n"
+	tests := []struct {
+		name        string
+		mode        string
+		files       map[string]string
+		wantNeon    string // "" = absent
+		wantHBA     string
+		wantStandby bool
+	}{
+		{"primary, zenith.signal only", storage.ModePrimary,
+			map[string]string{"zenith.signal": "PREV LSN: 0/1", "pg_hba.conf": hba},
+			"PREV LSN: 0/1", hba + pgconf.NeonHBALine + "\n", false},
+		{"neon.signal wins over zenith.signal", storage.ModePrimary,
+			map[string]string{"zenith.signal": "old", "neon.signal": "new", "pg_hba.conf": hba},
+			"new", hba + pgconf.NeonHBALine + "\n", false},
+		{"hba line already there, no newline at end", storage.ModeReplica,
+			map[string]string{"pg_hba.conf": "local all all trust\n" + pgconf.NeonHBALine},
+			"", "local all all trust\n" + pgconf.NeonHBALine, true},
+		{"static, no pg_hba.conf", storage.ModeStatic, map[string]string{},
+			"", pgconf.NeonHBALine + "\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := basePGData(t, tc.files)
+			// Twice: the second call must change nothing.
+			for range 2 {
+				if err := storage.FinishPGData(dir, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			neon, ok := read(t, filepath.Join(dir, "neon.signal"))
+			if ok != (tc.wantNeon != "") || neon != tc.wantNeon {
+				t.Errorf("neon.signal %q (present %v), want %q", neon, ok, tc.wantNeon)
+			}
+			if got, _ := read(t, filepath.Join(dir, "pg_hba.conf")); got != tc.wantHBA {
+				t.Errorf("pg_hba.conf %q, want %q", got, tc.wantHBA)
+			}
+			if strings.Count(tc.wantHBA, "md5") != 1 {
+				t.Fatal("bad test")
+			}
+			if target, err := os.Readlink(filepath.Join(dir, "pg_dynshmem")); err != nil || target != "/dev/shm/" {
+				t.Errorf("pg_dynshmem -> %q, %v", target, err)
+			}
+			standby, ok := read(t, filepath.Join(dir, "standby.signal"))
+			if ok != tc.wantStandby || standby != "" {
+				t.Errorf("standby.signal present %v (%q), want %v", ok, standby, tc.wantStandby)
+			}
+		})
+	}
+}
+
+func TestFinishPGDataDynShmemErrors(t *testing.T) {
+	t.Run("missing", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := storage.FinishPGData(dir, storage.ModePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("not empty", func(t *testing.T) {
+		dir := basePGData(t, nil)
+		if err := os.WriteFile(filepath.Join(dir, "pg_dynshmem", "seg"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.FinishPGData(dir, storage.ModePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("bad mode", func(t *testing.T) {
+		if err := storage.FinishPGData(basePGData(t, nil), "Replica"); err == nil {
+			t.Fatal("accepted mode Replica")
+		}
+	})
+}
+
+func TestPrepareFreshPGData(t *testing.T) {
+	for _, bad := range []string{"", "/", "//", "relative/pgdata"} {
+		if err := storage.PrepareFreshPGData(bad); err == nil {
+			t.Errorf("PrepareFreshPGData(%q) succeeded", bad)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "pgdata")
+	if err := os.MkdirAll(filepath.Join(dir, "base", "1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "base", "1", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.PrepareFreshPGData(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode() != fs.ModeDir|0o700 {
+		t.Fatalf("pgdata: %v, %v", fi, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("pgdata not empty: %v", ents)
+	}
+}
