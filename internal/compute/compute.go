@@ -30,6 +30,8 @@ type Config struct {
 	ControlPlaneURI   string
 	ComputeID         string
 	ControlPlaneToken string
+	// BasebackupAttempts bounds the basebackup retries (0: compute_ctl's 11).
+	BasebackupAttempts int
 	// OSUser runs initdb when the step itself runs as root (by hand).
 	OSUser           string
 	InternalHTTPPort int

@@ -2,18 +2,22 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/apply"
+	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/migrations"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
+	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -64,7 +68,10 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 		}
 		defer conn.Close(context.Background())
 		opts := applyOptions(cfg, parsed, apply.StartupConcurrency(cc.Spec))
-		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
+		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
+			_, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			return err
+		}); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
 		}
 	} else if cc.Spec.SkipPgCatalogUpdates {
@@ -173,7 +180,10 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	start := d.now()
 	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
 		opts := applyOptions(cfg, parsed, apply.ReconfigureConcurrency(cc.Spec))
-		if _, err := apply.Apply(ctx, conn, cc.Spec, opts); err != nil {
+		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
+			_, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			return err
+		}); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
 		}
 	}
@@ -257,6 +267,35 @@ func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Option
 		Neon:           parsed.Storage == spec.StorageNeon,
 		TimelineID:     parsed.TimelineID,
 	}
+}
+
+// withClusterSizeLifted runs fn (catalog work) in neon mode with the temporary override
+// `neon.max_cluster_size=-1` in force, as compute_ctl does, so that a compute at its size
+// limit can still be configured; the override file is emptied again afterwards, even when
+// fn fails. In standalone mode the limit does not exist and fn just runs.
+func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
+	if p.Storage != spec.StorageNeon {
+		return fn()
+	}
+	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
+	if err := atomicfile.Write(override, []byte("neon.max_cluster_size=-1\n"), atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("write temp override: %w", err)
+	}
+	reload := func() error {
+		_, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()")
+		return err
+	}
+	if err := reload(); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	ferr := fn()
+	if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
+		return errors.Join(ferr, fmt.Errorf("empty temp override: %w", err))
+	}
+	if err := reload(); err != nil {
+		return errors.Join(ferr, fmt.Errorf("reload: %w", err))
+	}
+	return ferr
 }
 
 // connectRetry connects as the admin role. Postgres has announced readiness already, so

@@ -73,6 +73,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	st, err := storage.Basebackup(ctx, storage.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
 		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
+		Attempts: cfg.BasebackupAttempts,
 	})
 	if err != nil {
 		return fmt.Errorf("basebackup: %w", err)

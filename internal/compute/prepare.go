@@ -211,7 +211,7 @@ func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed) error {
 	}
 	// The temp override file Neon includes last; it must exist for include_if_exists to
 	// be quiet and for later steps to write into.
-	override := filepath.Join(cfg.PGData, "compute_ctl_temp_override.conf")
+	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
 	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
 		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
 			return fmt.Errorf("write temp override: %w", err)

@@ -38,7 +38,12 @@ func PostgresStopped(ctx context.Context, cfg Config, info StopInfo, d *Deps) er
 			// ever reporting terminated).
 			l, err := finalSync(ctx, cfg)
 			if err != nil {
-				return d.fail(fmt.Errorf("terminate: final safekeeper sync: %w", err))
+				err = fmt.Errorf("terminate: final safekeeper sync: %w", err)
+				if _, terr := d.Store.Transition(state.Failed, func(r *state.Record) { r.SetError(err.Error()) }); terr != nil {
+					return fmt.Errorf("%w (and recording it: %v)", err, terr)
+				}
+				d.status("failed: " + err.Error())
+				return err
 			}
 			lsn = &l
 		}

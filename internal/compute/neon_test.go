@@ -1,0 +1,215 @@
+package compute
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/computetools/compute-tools/internal/sktest"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/storagetest"
+)
+
+const (
+	testTenant   = "3aa8fcc61f6d357410b7de754b1d9001"
+	testTimeline = "de200bd42b49cc1814412c7e592dd6e9"
+	testToken    = "storage-token-secret"
+)
+
+// neonRig is a neon-mode compute's surroundings: a fake pageserver serving a real PG15
+// basebackup, three fake safekeepers and a postgres shim for --sync-safekeepers.
+type neonRig struct {
+	ps    *storagetest.FakePageserver
+	sks   []*sktest.FakeSafekeeper
+	shim  string
+	cfg   Config
+	deps  *Deps
+	store *state.Store
+}
+
+func newNeonRig(t *testing.T) *neonRig {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the basebackup archive is made by initdb as the postgres user)")
+	}
+	archive := storagetest.BasebackupArchive(t)
+	r := &neonRig{ps: storagetest.Start(t, storagetest.Config{Password: testToken, Archive: archive})}
+	for i := 0; i < 3; i++ {
+		r.sks = append(r.sks, sktest.NewFakeSafekeeper(t, testTenant, testTimeline, testToken))
+	}
+	dir := t.TempDir()
+	r.shim = sktest.WriteSyncShim(t, dir, "0/2A3B4C8", "")
+	st, err := state.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.store = st
+	r.deps = &Deps{Store: st}
+	r.cfg = Config{StateDir: st.Dir(), ConfigFile: filepath.Join(dir, "config.json"), PGData: filepath.Join(dir, "pgdata"),
+		PGBin: r.shim, Connstr: "postgresql://cloud_admin@localhost:55432/postgres?host=/tmp", PrivilegedRole: "neon_superuser",
+		InternalHTTPPort: 3081}
+	return r
+}
+
+func (r *neonRig) writeConfig(t *testing.T, mode string) {
+	t.Helper()
+	sks := make([]string, len(r.sks))
+	for i, s := range r.sks {
+		sks[i] = `"` + s.Addr + `"`
+	}
+	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1,
+	  "tenant_id": "` + testTenant + `", "timeline_id": "` + testTimeline + `",
+	  "pageserver_connstring": "` + r.ps.Connstr() + `", "safekeeper_connstrings": [` + strings.Join(sks, ",") + `],
+	  "storage_auth_token": "` + testToken + `", "mode": ` + mode + `,
+	  "cluster": {"roles": [], "databases": []}}}`
+	if err := os.WriteFile(r.cfg.ConfigFile, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
+	r := newNeonRig(t)
+	r.writeConfig(t, `"Primary"`) // the fake safekeepers do not know the timeline: sync runs
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	q := r.ps.Queries()
+	if len(q) != 1 || q[0] != "basebackup "+testTenant+" "+testTimeline+" 0/2A3B4C8 --gzip" {
+		t.Fatalf("pageserver queries %q", q)
+	}
+	for _, s := range r.ps.Sessions() {
+		if s.Password != testToken || s.Params["application_name"] != "compute_ctl" || !strings.Contains(s.Params["options"], "neon.compute_mode=primary") {
+			t.Errorf("pageserver session %+v", s.Params)
+		}
+	}
+	if n := sktest.ShimSyncCalls(t, r.shim); n != 1 {
+		t.Errorf("--sync-safekeepers ran %d times", n)
+	}
+	env := sktest.ShimEnv(t, r.shim)
+	if env["PGDATA"] != r.cfg.PGData || env["NEON_AUTH_TOKEN"] != testToken {
+		t.Errorf("sync environment %v", env)
+	}
+	for _, f := range []string{"PG_VERSION", "global/pg_control", "neon.signal", "postgresql.conf"} {
+		if _, err := os.Stat(filepath.Join(r.cfg.PGData, f)); err != nil {
+			t.Errorf("PGDATA lacks %s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.PGData, "standby.signal")); err == nil {
+		t.Error("standby.signal in a primary")
+	}
+	if l, err := os.Readlink(filepath.Join(r.cfg.PGData, "pg_dynshmem")); err != nil || l != "/dev/shm/" {
+		t.Errorf("pg_dynshmem: %q %v", l, err)
+	}
+	conf, _ := os.ReadFile(filepath.Join(r.cfg.PGData, "postgresql.conf"))
+	for _, want := range []string{"neon.tenant_id='" + testTenant + "'", "neon.timeline_id='" + testTimeline + "'", "neon.safekeepers=", "include_if_exists = 'compute_ctl_temp_override.conf'"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("postgresql.conf lacks %q", want)
+		}
+	}
+	env2, _ := os.ReadFile(PostgresEnvFile(r.cfg.StateDir))
+	if string(env2) != "NEON_AUTH_TOKEN="+testToken+"\n" {
+		t.Errorf("postgres env file %q", env2)
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Init || rec.Storage != spec.StorageNeon || rec.Metrics.BasebackupBytes == 0 || rec.Metrics.PageserverConnectMicros == 0 {
+		t.Errorf("record %+v", rec)
+	}
+
+	// Termination: the final sync's LSN is what /terminate answers.
+	sktest.SetShimLSN(t, r.shim, "0/2A3B4D0")
+	if _, err := r.store.Transition(state.Running, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Transition(state.TerminationPendingFast, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := PostgresStopped(context.Background(), r.cfg, StopInfo{ServiceResult: "success"}, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ = r.store.Load()
+	if rec.Status != state.Terminated || rec.TerminateLSN == nil || *rec.TerminateLSN != "0/2A3B4D0" {
+		t.Fatalf("after the stop hook: %s lsn %v", rec.Status, rec.TerminateLSN)
+	}
+}
+
+func TestPrepareNeonSyncedSkipsSync(t *testing.T) {
+	r := newNeonRig(t)
+	for _, s := range r.sks {
+		s.SetStatus("0/1234568", "0/1234568")
+	}
+	r.writeConfig(t, `"Primary"`)
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	if n := sktest.ShimSyncCalls(t, r.shim); n != 0 {
+		t.Errorf("--sync-safekeepers ran %d times although the safekeepers are in sync", n)
+	}
+	if q := r.ps.Queries(); len(q) != 1 || !strings.Contains(q[0], " 0/1234568 --gzip") {
+		t.Errorf("queries %q", q)
+	}
+}
+
+func TestPrepareNeonStaticAndReplica(t *testing.T) {
+	for _, tc := range []struct{ mode, query string }{
+		{`{"Static": "0/16B5A50"}`, "basebackup " + testTenant + " " + testTimeline + " 0/16B5A50 --gzip --replica"},
+		{`"Replica"`, "basebackup " + testTenant + " " + testTimeline + " --gzip --replica"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			r := newNeonRig(t)
+			r.writeConfig(t, tc.mode)
+			if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+				t.Fatal(err)
+			}
+			if q := r.ps.Queries(); len(q) != 1 || q[0] != tc.query {
+				t.Errorf("queries %q, want %q", q, tc.query)
+			}
+			if n := sktest.ShimSyncCalls(t, r.shim); n != 0 {
+				t.Errorf("sync ran for a non-primary")
+			}
+			if _, err := os.Stat(filepath.Join(r.cfg.PGData, "standby.signal")); err != nil {
+				t.Errorf("no standby.signal: %v", err)
+			}
+		})
+	}
+}
+
+func TestNeonFinalSyncFailureFails(t *testing.T) {
+	r := newNeonRig(t)
+	r.writeConfig(t, `"Primary"`)
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	sktest.SetShimFail(t, r.shim, "no quorum")
+	r.store.Transition(state.Running, nil)
+	r.store.Transition(state.TerminationPendingImmediate, nil)
+	if err := PostgresStopped(context.Background(), r.cfg, StopInfo{ServiceResult: "success"}, r.deps); err == nil {
+		t.Fatal("no error from a failed final sync")
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Failed || rec.Error == nil || !strings.Contains(*rec.Error, "final safekeeper sync") {
+		t.Fatalf("status %s error %v", rec.Status, rec.Error)
+	}
+	if strings.Contains(*rec.Error, testToken) {
+		t.Error("the token reached the error text")
+	}
+}
+
+func TestPrepareNeonPageserverRefuses(t *testing.T) {
+	r := newNeonRig(t)
+	r.ps.SetFaults(storagetest.Faults{RefuseStartup: true})
+	r.writeConfig(t, `"Replica"`)
+	cfg := r.cfg
+	// Keep the test short: the retry schedule is exercised in internal/storage.
+	cfg.BasebackupAttempts = 2
+	err := Prepare(context.Background(), cfg, r.deps)
+	if err == nil || !strings.Contains(err.Error(), "basebackup") {
+		t.Fatalf("err %v", err)
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Failed || strings.Contains(*rec.Error, testToken) {
+		t.Fatalf("status %s error %v", rec.Status, rec.Error)
+	}
+}
