@@ -22,8 +22,11 @@ import (
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/controlplane"
+	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/version"
@@ -42,6 +45,8 @@ type serveCmd struct {
 	ExternalHTTPPort int    `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"3080" help:"External port (JWT)."`
 	InternalHTTPPort int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal port (no auth)."`
 	InternalHTTPAddr string `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"127.0.0.1" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	PGBin            string `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
+	RemoteExtBaseURL string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
 	ExternalHTTPAddr string `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
 }
 
@@ -141,7 +146,25 @@ func (s serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Remote extensions on the internal port. Without a gateway URL the route answers
+	// 412 (remote storage is not configured) and pg_config is not even run.
+	dl := &extensions.Downloader{}
+	if s.RemoteExtBaseURL != "" {
+		u, err := controlplane.NormalizeRemoteExtURL(s.RemoteExtBaseURL)
+		if err != nil {
+			return fmt.Errorf("--remote-ext-base-url: %w", err)
+		}
+		pc, err := extensions.DiscoverPGConfig(ctx, paths.Sibling(s.PGBin, "pg_config"))
+		if err != nil {
+			return err
+		}
+		dl = &extensions.Downloader{BaseURL: u, BuildTag: version.BuildTag, PGMajor: pc.Major,
+			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute}}
+	}
 	srv := api.New(api.Config{
+		InternalRoutes: func(mux *http.ServeMux) {
+			extensions.Routes(mux, specFile(paths.SpecFile(s.StateDir)), dl)
+		},
 		Store: store, Waker: conn, Units: units{mgr},
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.StateDir), raw, atomicfile.Options{Mode: 0o640})
@@ -209,6 +232,21 @@ func loadVerifier(path, computeID string) (*auth.Verifier, error) {
 		return auth.NewVerifier(nil, computeID)
 	}
 	return auth.NewVerifier(jwks, computeID)
+}
+
+// specFile reads the running compute's spec for the extension server.
+type specFile string
+
+func (p specFile) CurrentSpec() (*spec.ComputeSpec, error) {
+	b, err := os.ReadFile(string(p))
+	if err != nil {
+		return nil, err
+	}
+	cc, err := spec.ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", string(p), err)
+	}
+	return cc.Spec, nil
 }
 
 // watchJWKS installs the key set compute-init leaves in the state directory when the

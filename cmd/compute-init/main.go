@@ -20,6 +20,7 @@ import (
 	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/compute"
+	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
@@ -36,6 +37,7 @@ type common struct {
 	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID."`
 	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"neon_superuser" help:"Privileged role given to spec roles (^[a-z_]+$)."`
 	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal API port (written as neon.extension_server_port)."`
+	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 }
 
@@ -51,10 +53,28 @@ var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
 
 func (c *common) config() (compute.Config, error) {
 	if !privRoleRe.MatchString(c.PrivilegedRoleName) {
-		return compute.Config{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+		extURL := ""
+		if c.RemoteExtBaseURL != "" {
+			u, err := controlplane.NormalizeRemoteExtURL(c.RemoteExtBaseURL)
+			if err != nil {
+				return compute.Config{}, fmt.Errorf("--remote-ext-base-url: %w", err)
+			}
+			extURL = u
+		}
+		return compute.Config{
+			RemoteExtBaseURL: extURL}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+	}
+	extURL := ""
+	if c.RemoteExtBaseURL != "" {
+		u, err := controlplane.NormalizeRemoteExtURL(c.RemoteExtBaseURL)
+		if err != nil {
+			return compute.Config{}, fmt.Errorf("--remote-ext-base-url: %w", err)
+		}
+		extURL = u
 	}
 	return compute.Config{
-		StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
+		RemoteExtBaseURL: extURL,
+		StateDir:         c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, PrivilegedRole: c.PrivilegedRoleName, OSUser: paths.DefaultPGUser,
 		InternalHTTPPort: c.InternalHTTPPort,
 		ControlPlaneURI:  c.ControlPlaneURI, ComputeID: c.ComputeID,
@@ -192,6 +212,21 @@ func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error
 	}
 	fmt.Printf("applied %d actions\n", res.Total)
 	return nil
+}
+
+type leaseCmd struct{}
+
+func (leaseCmd) Run(ctx context.Context, c *common) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	d, done, err := c.deps(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return compute.LeaseLSN(ctx, cfg, d)
 }
 
 type stoppedCmd struct{}

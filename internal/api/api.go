@@ -92,6 +92,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// InternalRoutes, if set, registers more routes on the internal port's mux (e.g.
+	// extensions.Routes for /extension_server); they get the port's middleware.
+	InternalRoutes func(mux *http.ServeMux)
 }
 
 // DefaultMaxBodyBytes is the default request body limit.
@@ -167,9 +170,12 @@ func (s *Server) buildExternal() http.Handler {
 }
 
 func (s *Server) buildInternal() http.Handler {
-	// No routes yet: /extension_server, /extensions, /grants and /failpoints will be
-	// registered here, without authentication.
+	// Routes without authentication. /extension_server comes through cfg.InternalRoutes;
+	// /extensions, /grants and /failpoints will be registered here.
 	mux := http.NewServeMux()
+	if s.cfg.InternalRoutes != nil {
+		s.cfg.InternalRoutes(mux)
+	}
 	return s.middleware("internal", mux)
 }
 

@@ -2,6 +2,8 @@ package apply
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,6 +111,11 @@ type Result struct {
 	Total    int
 	// Databases is the number of databases whose per-database work completed.
 	Databases int
+	// DBFingerprints, after a successful Apply, has the fingerprint of the per-database
+	// work of every target database (see Options.DoneDBs).
+	DBFingerprints map[string]string
+	// DBsUnchanged is how many databases were skipped as unchanged (Options.DoneDBs).
+	DBsUnchanged int
 }
 
 // recorder counts actions from several goroutines.
@@ -209,13 +216,49 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 	if err := rec.execute(ctx, conn, mainActions); err != nil {
 		return rec.result(), err
 	}
-	if err := forEachDB(ctx, conn, opts, targets, conc, rec, nil); err != nil {
+	after := Simulate(cat, mainActions)
+	prints := make(map[string]string, len(targets))
+	var todo []DBTarget
+	unchanged := 0
+	for _, t := range targets {
+		fp := dbFingerprint(t, after)
+		prints[t.Name] = fp
+		if old, ok := opts.DoneDBs[t.Name]; ok && old == fp && dbUntouched(t.Name, cat, after) {
+			unchanged++
+			continue
+		}
+		todo = append(todo, t)
+	}
+	if unchanged > 0 {
+		slog.Info("apply: per-database work unchanged since the last apply, skipped", "databases", unchanged)
+	}
+	if err := forEachDB(ctx, conn, opts, todo, conc, rec, nil); err != nil {
 		return rec.result(), err
 	}
 	if err := rec.execute(ctx, conn, final); err != nil {
 		return rec.result(), err
 	}
-	return rec.result(), nil
+	res := rec.result()
+	res.DBFingerprints = prints
+	res.DBsUnchanged = unchanged
+	return res, nil
+}
+
+// dbFingerprint sums up what the per-database work of a target depends on besides the
+// database's own contents: the target (owner, roles to delete, subscriptions, privileged
+// and admin roles) and the database's owner after the main phases.
+func dbFingerprint(t DBTarget, after *Catalog) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q|%d|%q|%q|%v|%q|%q|%q", t.Name, t.Kind, t.Owner, t.DeleteRoles, t.DropSubscriptions,
+		t.PrivilegedRole, t.AdminRoles, after.Databases[t.Name].Owner)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// dbUntouched reports whether the main phases leave the database as it was (it existed
+// before, with the same owner).
+func dbUntouched(name string, before, after *Catalog) bool {
+	b, ok := before.Databases[name]
+	return ok && b.Owner == after.Databases[name].Owner
 }
 
 // DryRun plans everything Apply would run now, without running it: the main and final

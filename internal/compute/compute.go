@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +29,8 @@ type Config struct {
 	ControlPlaneURI   string
 	ComputeID         string
 	ControlPlaneToken string
+	// RemoteExtBaseURL is the extension gateway (normalized); empty: no downloads.
+	RemoteExtBaseURL string
 	// BasebackupAttempts bounds the basebackup retries (0: compute_ctl's 11).
 	BasebackupAttempts int
 	// OSUser runs initdb when the step itself runs as root (by hand).
@@ -82,7 +83,7 @@ func (d *Deps) subscribe() (<-chan struct{}, func()) {
 }
 
 // SpecFile is where prepare leaves the effective config for configure.
-func SpecFile(stateDir string) string { return filepath.Join(stateDir, "spec.json") }
+func SpecFile(stateDir string) string { return paths.SpecFile(stateDir) }
 
 // connInfo is what the admin connection string says about the local Postgres.
 type connInfo struct {

@@ -2,6 +2,7 @@ package compute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,7 +70,10 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 		defer conn.Close(context.Background())
 		opts := applyOptions(cfg, parsed, apply.StartupConcurrency(cc.Spec))
 		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-			_, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			res, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			if err == nil {
+				saveDoneDBs(cfg, res.DBFingerprints)
+			}
 			return err
 		}); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
@@ -180,8 +184,14 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	start := d.now()
 	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
 		opts := applyOptions(cfg, parsed, apply.ReconfigureConcurrency(cc.Spec))
+		// Databases whose per-database work has not changed since the last apply are
+		// skipped: a no-op /configure costs a catalog read, not a connection per database.
+		opts.DoneDBs = loadDoneDBs(cfg)
 		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-			_, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			res, err := apply.Apply(ctx, conn, cc.Spec, opts)
+			if err == nil {
+				saveDoneDBs(cfg, res.DBFingerprints)
+			}
 			return err
 		}); err != nil {
 			return d.fail(fmt.Errorf("apply spec: %w", err))
@@ -266,6 +276,32 @@ func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Option
 		Concurrency:    concurrency,
 		Neon:           parsed.Storage == spec.StorageNeon,
 		TimelineID:     parsed.TimelineID,
+	}
+}
+
+func doneDBsFile(cfg Config) string { return filepath.Join(cfg.StateDir, "apply-dbs.json") }
+
+// loadDoneDBs reads the per-database fingerprints of the last successful apply; a missing
+// or unreadable file means full work everywhere.
+func loadDoneDBs(cfg Config) map[string]string {
+	b, err := os.ReadFile(doneDBsFile(cfg))
+	if err != nil {
+		return nil
+	}
+	var m map[string]string
+	if json.Unmarshal(b, &m) != nil {
+		return nil
+	}
+	return m
+}
+
+func saveDoneDBs(cfg Config, m map[string]string) {
+	b, err := json.Marshal(m)
+	if err == nil {
+		err = atomicfile.Write(doneDBsFile(cfg), b, atomicfile.Options{Mode: 0o640})
+	}
+	if err != nil {
+		slog.Warn("could not record the applied databases; the next /configure does full work", "err", err)
 	}
 }
 

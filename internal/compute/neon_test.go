@@ -4,8 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -30,13 +33,19 @@ type neonRig struct {
 	store *state.Store
 }
 
-func newNeonRig(t *testing.T) *neonRig {
+func newNeonRig(t *testing.T) *neonRig { return newNeonRigWith(t, nil) }
+
+func newNeonRigWith(t *testing.T, tweak func(*storagetest.Config)) *neonRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the basebackup archive is made by initdb as the postgres user)")
 	}
 	archive := storagetest.BasebackupArchive(t)
-	r := &neonRig{ps: storagetest.Start(t, storagetest.Config{Password: testToken, Archive: archive})}
+	pc := storagetest.Config{Password: testToken, Archive: archive}
+	if tweak != nil {
+		tweak(&pc)
+	}
+	r := &neonRig{ps: storagetest.Start(t, pc)}
 	for i := 0; i < 3; i++ {
 		r.sks = append(r.sks, sktest.NewFakeSafekeeper(t, testTenant, testTimeline, testToken))
 	}
@@ -211,5 +220,53 @@ func TestPrepareNeonPageserverRefuses(t *testing.T) {
 	rec, _ := r.store.Load()
 	if rec.Status != state.Failed || strings.Contains(*rec.Error, testToken) {
 		t.Fatalf("status %s error %v", rec.Status, rec.Error)
+	}
+}
+
+func TestLeaseLSNStatic(t *testing.T) {
+	// The fake grants the first lease for 2 s and refuses the renewal (due after 1 s).
+	var mu sync.Mutex
+	calls := 0
+	r := newNeonRigWith(t, func(c *storagetest.Config) {
+		c.ValidUntil = func(tenant, timeline, lsn string) *string {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls > 1 {
+				return nil
+			}
+			v := strconv.FormatInt(time.Now().Add(2*time.Second).UnixMilli(), 10)
+			return &v
+		}
+	})
+	r.writeConfig(t, `{"Static": "0/16B5A50"}`)
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := LeaseLSN(ctx, r.cfg, r.deps)
+	if err == nil || !strings.Contains(err.Error(), "not granted") {
+		t.Fatalf("LeaseLSN = %v", err)
+	}
+	var leases []string
+	for _, q := range r.ps.Queries() {
+		if strings.HasPrefix(q, "lease lsn") {
+			leases = append(leases, q)
+		}
+	}
+	if len(leases) != 2 || leases[0] != "lease lsn "+testTenant+" "+testTimeline+" 0/16B5A50 " {
+		t.Fatalf("lease queries %q", leases)
+	}
+}
+
+func TestLeaseLSNNotStatic(t *testing.T) {
+	r := newNeonRig(t)
+	r.writeConfig(t, `"Replica"`)
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	if err := LeaseLSN(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatalf("LeaseLSN on a replica = %v, want a quiet exit", err)
 	}
 }

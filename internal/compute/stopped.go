@@ -50,7 +50,12 @@ func PostgresStopped(ctx context.Context, cfg Config, info StopInfo, d *Deps) er
 		if _, err := d.Store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = lsn }); err != nil {
 			return fmt.Errorf("postgres-stopped: %w", err)
 		}
-		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult, "lsn", lsn)
+		// Log the LSN itself: a *string would be printed as a pointer address.
+		lsnText := "null"
+		if lsn != nil {
+			lsnText = *lsn
+		}
+		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult, "lsn", lsnText)
 		return nil
 	case rec.Status == state.Empty || rec.Status == state.Failed || rec.Status == state.Terminated:
 		slog.Info("postgres stopped", "status", rec.Status, "result", info.ServiceResult)

@@ -44,3 +44,7 @@ func Sibling(pgbin, tool string) string { return filepath.Join(filepath.Dir(pgbi
 // JWKSFile is where compute-init leaves the key set of a config fetched from the control
 // plane, for compute-api to verify tokens with.
 func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }
+
+// SpecFile is where compute-init leaves the effective config (spec) of the running
+// compute, for the configure step and the API.
+func SpecFile(stateDir string) string { return filepath.Join(stateDir, "spec.json") }

@@ -1,6 +1,6 @@
 // Package sktest holds test fakes for the safekeeper side of a compute: a fake safekeeper
 // speaking the Postgres wire protocol (TIMELINE_STATUS) and a `postgres` shim script that
-// answers `--sync-safekeepers`. It is imported only by _test files.
+// answers `--sync-safekeepers`. It is imported only by tests and test binaries.
 package sktest
 
 import (
@@ -58,9 +58,20 @@ type FakeSafekeeper struct {
 // password; it is closed when the test ends.
 func NewFakeSafekeeper(t testing.TB, tenant, timeline, password string) *FakeSafekeeper {
 	t.Helper()
+	f, err := NewFakeSafekeeperServer(tenant, timeline, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// NewFakeSafekeeperServer starts a fake safekeeper for one tenant/timeline that accepts
+// password, outside a test (a test binary or tool). Close it when done.
+func NewFakeSafekeeperServer(tenant, timeline, password string) (*FakeSafekeeper, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("fake safekeeper: listen: %v", err)
+		return nil, fmt.Errorf("fake safekeeper: listen: %w", err)
 	}
 	f := &FakeSafekeeper{
 		Addr:     ln.Addr().String(),
@@ -74,8 +85,7 @@ func NewFakeSafekeeper(t testing.TB, tenant, timeline, password string) *FakeSaf
 	}
 	f.wg.Add(1)
 	go f.accept()
-	t.Cleanup(f.Close)
-	return f
+	return f, nil
 }
 
 // SetStatus makes TIMELINE_STATUS answer one row with these LSNs ("X/Y" strings; they are

@@ -1,6 +1,7 @@
 package sktest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,12 +29,21 @@ const (
 // with the same arguments. dir must be writable by whoever runs the shim.
 func WriteSyncShim(t testing.TB, dir, lsn, realPostgres string) string {
 	t.Helper()
+	path, err := WriteSyncShimFile(dir, lsn, realPostgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// WriteSyncShimFile is WriteSyncShim outside a test: it returns the error instead.
+func WriteSyncShimFile(dir, lsn, realPostgres string) (string, error) {
 	if realPostgres == "" {
 		realPostgres = DefaultRealPostgres
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		t.Fatalf("sync shim: %v", err)
+		return "", fmt.Errorf("sync shim: %w", err)
 	}
 	script := `#!/bin/sh
 # postgres shim written by sktest.WriteSyncShim: fakes --sync-safekeepers.
@@ -58,38 +68,56 @@ exec ` + shellQuote(realPostgres) + ` "$@"
 `
 	path := filepath.Join(abs, shimName)
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
-		t.Fatalf("sync shim: %v", err)
+		return "", fmt.Errorf("sync shim: %w", err)
 	}
 	// WriteFile keeps the mode of an existing file; make sure it is executable.
 	if err := os.Chmod(path, 0o755); err != nil {
-		t.Fatalf("sync shim: %v", err)
+		return "", fmt.Errorf("sync shim: %w", err)
 	}
-	SetShimLSN(t, path, lsn)
-	return path
+	if err := SetShimLSNFile(path, lsn); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // SetShimLSN changes what the shim at shim prints for --sync-safekeepers.
 func SetShimLSN(t testing.TB, shim, lsn string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(filepath.Dir(shim), shimLSNFile), []byte(lsn+"\n"), 0o644); err != nil {
-		t.Fatalf("sync shim: %v", err)
+	if err := SetShimLSNFile(shim, lsn); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// SetShimLSNFile is SetShimLSN outside a test.
+func SetShimLSNFile(shim, lsn string) error {
+	if err := os.WriteFile(filepath.Join(filepath.Dir(shim), shimLSNFile), []byte(lsn+"\n"), 0o644); err != nil {
+		return fmt.Errorf("sync shim: %w", err)
+	}
+	return nil
 }
 
 // SetShimFail makes the shim fail --sync-safekeepers, printing msg on stdout; an empty
 // msg makes it succeed again.
 func SetShimFail(t testing.TB, shim, msg string) {
 	t.Helper()
+	if err := SetShimFailFile(shim, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetShimFailFile is SetShimFail outside a test.
+func SetShimFailFile(shim, msg string) error {
 	p := filepath.Join(filepath.Dir(shim), shimFailFile)
 	if msg == "" {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
-			t.Fatalf("sync shim: %v", err)
+			return fmt.Errorf("sync shim: %w", err)
 		}
-		return
+		return nil
 	}
 	if err := os.WriteFile(p, []byte(msg+"\n"), 0o644); err != nil {
-		t.Fatalf("sync shim: %v", err)
+		return fmt.Errorf("sync shim: %w", err)
 	}
+	return nil
 }
 
 // ShimEnv returns what the last --sync-safekeepers run of the shim recorded: keys ARGS and,

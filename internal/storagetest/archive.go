@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/pgtest"
 )
@@ -59,12 +61,29 @@ func BasebackupArchive(t testing.TB) []byte {
 	return archiveOnce.data
 }
 
+// ArchiveOptions change the cluster MakeBasebackupArchiveWith takes the backup of.
+type ArchiveOptions struct {
+	// AuthHost is initdb's --auth-host for the TCP lines of pg_hba.conf (for example
+	// "md5", so that roles log in with their passwords); "" means trust. Local (unix
+	// socket) connections are always trusted: the admin role connects over the socket
+	// without a password, which a fake archive may allow.
+	AuthHost string
+	// SetupSQL runs, statement by statement, as the admin role in database postgres
+	// before the backup is taken: for example a marker table a test can look for.
+	SetupSQL []string
+}
+
 // MakeBasebackupArchive runs initdb (admin role cloud_admin, trust auth), starts the
 // server on a private unix socket, takes `pg_basebackup -Ft -X fetch` (WAL included, so
 // the result can start), stops the server and turns the tar into what a pageserver
 // sends: no postgresql.conf, an empty pg_dynshmem/, a neon.signal file; gzip'd. It must
 // run as root (the tools run as the postgres OS user).
 func MakeBasebackupArchive(ctx context.Context, binDir string) ([]byte, error) {
+	return MakeBasebackupArchiveWith(ctx, binDir, ArchiveOptions{})
+}
+
+// MakeBasebackupArchiveWith is MakeBasebackupArchive with options.
+func MakeBasebackupArchiveWith(ctx context.Context, binDir string, o ArchiveOptions) ([]byte, error) {
 	u, err := user.Lookup(pgtest.OSUser)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s: %w", pgtest.OSUser, err)
@@ -85,8 +104,12 @@ func MakeBasebackupArchive(ctx context.Context, binDir string) ([]byte, error) {
 		_, err := execx.Run(ctx, execx.Cmd{Path: filepath.Join(binDir, tool), Args: args, User: pgtest.OSUser})
 		return err
 	}
-	if err := run("initdb", "-D", data, "-U", pgtest.AdminUser, "--auth=trust", "-E", "UTF8",
-		"--locale=C.UTF-8", "--no-sync", "--no-instructions"); err != nil {
+	authHost := o.AuthHost
+	if authHost == "" {
+		authHost = "trust"
+	}
+	if err := run("initdb", "-D", data, "-U", pgtest.AdminUser, "--auth-local=trust", "--auth-host="+authHost,
+		"-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"); err != nil {
 		return nil, fmt.Errorf("initdb: %w", err)
 	}
 	// Only a unix socket in our private directory: no port can clash.
@@ -96,11 +119,17 @@ func MakeBasebackupArchive(ctx context.Context, binDir string) ([]byte, error) {
 		log, _ := os.ReadFile(filepath.Join(root, "log"))
 		return nil, fmt.Errorf("pg_ctl start: %w; log: %s", err, log)
 	}
-	bbErr := run("pg_basebackup", "-h", root, "-p", port, "-U", pgtest.AdminUser, "-D", out,
-		"-Ft", "-X", "fetch", "--no-sync", "--checkpoint=fast")
+	bbErr := setup(ctx, root, port, o.SetupSQL)
+	if bbErr == nil {
+		bbErr = run("pg_basebackup", "-h", root, "-p", port, "-U", pgtest.AdminUser, "-D", out,
+			"-Ft", "-X", "fetch", "--no-sync", "--checkpoint=fast")
+		if bbErr != nil {
+			bbErr = fmt.Errorf("pg_basebackup: %w", bbErr)
+		}
+	}
 	stopErr := run("pg_ctl", "stop", "-w", "-m", "fast", "-D", data)
 	if bbErr != nil {
-		return nil, fmt.Errorf("pg_basebackup: %w", bbErr)
+		return nil, bbErr
 	}
 	if stopErr != nil {
 		return nil, fmt.Errorf("pg_ctl stop: %w", stopErr)
@@ -111,6 +140,33 @@ func MakeBasebackupArchive(ctx context.Context, binDir string) ([]byte, error) {
 	}
 	defer f.Close()
 	return pageserverShape(f)
+}
+
+// setup runs the setup statements over the private socket in socketDir.
+func setup(ctx context.Context, socketDir, port string, stmts []string) error {
+	if len(stmts) == 0 {
+		return nil
+	}
+	cfg, err := pgx.ParseConfig("dbname=postgres sslmode=disable")
+	if err != nil {
+		return fmt.Errorf("setup sql: %w", err)
+	}
+	cfg.Host, cfg.User = socketDir, pgtest.AdminUser
+	cfg.Port = 5432
+	if p, err := strconv.Atoi(port); err == nil {
+		cfg.Port = uint16(p)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("setup sql: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("setup sql: %w", err)
+		}
+	}
+	return nil
 }
 
 // pageserverShape rewrites a pg_basebackup tar like a pageserver basebackup, gzip'd.

@@ -1,0 +1,61 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/lsnlease"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/storage"
+)
+
+// LeaseLSN is `compute-init lsn-lease` (compute-lsn-lease.service): for a Static compute
+// in neon mode it keeps the compute's LSN leased on every pageserver shard while the
+// compute runs; for any other compute it exits at once.
+func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
+	var wake <-chan struct{}
+	if d.Waker != nil {
+		ch, cancel := d.Waker.Subscribe()
+		defer cancel()
+		wake = ch
+	}
+	loop := &lsnlease.Loop{
+		Target: func() (lsnlease.Target, bool, error) { return leaseTarget(cfg) },
+		Lease: func(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
+			t, err := storage.LeaseLSN(ctx, connstr, token, tenant, timeline, lsn)
+			if errors.Is(err, storage.ErrLeaseNotGranted) {
+				return t, fmt.Errorf("%w: %v", lsnlease.ErrNotGranted, err)
+			}
+			return t, err
+		},
+		Wake: wake,
+	}
+	return loop.Run(ctx)
+}
+
+func leaseTarget(cfg Config) (lsnlease.Target, bool, error) {
+	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+	if err != nil {
+		return lsnlease.Target{}, false, fmt.Errorf("read spec: %w", err)
+	}
+	s, p, err := parseForApply(raw)
+	if err != nil {
+		return lsnlease.Target{}, false, err
+	}
+	lsn, static := s.Mode.StaticLSN()
+	if !static || p.Storage != spec.StorageNeon {
+		return lsnlease.Target{}, false, nil
+	}
+	var connstrs []string
+	for _, c := range strings.Split(p.PageserverConnstr, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			connstrs = append(connstrs, c)
+		}
+	}
+	return lsnlease.Target{Connstrs: connstrs, Token: p.StorageAuthToken, Tenant: p.TenantID,
+		Timeline: p.TimelineID, LSN: lsn.String()}, true, nil
+}

@@ -1,0 +1,105 @@
+package extensions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+// SpecSource gives the compute's current spec. It returns (nil, nil) or an error
+// matching fs.ErrNotExist when there is no spec yet.
+type SpecSource interface {
+	CurrentSpec() (*spec.ComputeSpec, error)
+}
+
+// Pattern is the route served by Handler and Routes.
+const Pattern = "POST /extension_server/{filename...}"
+
+// Routes registers POST /extension_server/{filename...} on mux (the internal port's).
+func Routes(mux *http.ServeMux, src SpecSource, d *Downloader) {
+	mux.Handle(Pattern, &handler{src: src, d: d})
+}
+
+// Handler serves POST /extension_server/{filename...}[?is_library=true|false], the call
+// the neon extension makes when Postgres lacks a file: 200 with an empty body once the
+// archive is unpacked; 412 without remote storage; 409 when the spec has no
+// remote_extensions (or there is no spec yet, where compute_ctl panics); 404 for an
+// unknown or disallowed file; 500 when the download fails; 400 for a bad is_library.
+// Errors are {"error": "..."}.
+func Handler(src SpecSource, d *Downloader) http.Handler {
+	mux := http.NewServeMux()
+	Routes(mux, src, d)
+	return mux
+}
+
+type handler struct {
+	src SpecSource
+	d   *Downloader
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	filename := r.PathValue("filename")
+	isLibrary := false
+	switch v := r.URL.Query()["is_library"]; {
+	case len(v) == 0:
+	case len(v) == 1 && v[0] == "true":
+		isLibrary = true
+	case len(v) == 1 && v[0] == "false":
+	default:
+		writeError(w, http.StatusBadRequest, "failed to deserialize query string: is_library: provided string was not `true` or `false`")
+		return
+	}
+	if h.d == nil || h.d.BaseURL == "" {
+		writeError(w, http.StatusPreconditionFailed, ErrNoRemoteStorage.Error())
+		return
+	}
+	var rs *spec.RemoteExtSpec
+	var s *spec.ComputeSpec
+	err := fs.ErrNotExist
+	if h.src != nil {
+		s, err = h.src.CurrentSpec()
+	}
+	switch {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		h.d.logger().Error("extension server: read spec", "err", err)
+		writeError(w, http.StatusInternalServerError, "read spec: "+err.Error())
+		return
+	case err == nil && s != nil:
+		rs = s.RemoteExtensions
+	}
+	log := h.d.logger().With("filename", filename, "is_library", isLibrary)
+	// The download goes on if the client leaves: other requests may be waiting for it.
+	ctx := context.WithoutCancel(r.Context())
+	_, err = h.d.Download(ctx, filename, isLibrary, rs)
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusOK)
+	case errors.Is(err, ErrNoRemoteStorage):
+		writeError(w, http.StatusPreconditionFailed, err.Error())
+	case errors.Is(err, ErrNoRemoteSpec):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrNotFound):
+		log.Warn("extension server: not found", "err", err)
+		writeError(w, http.StatusNotFound, err.Error())
+	default:
+		log.Error("extension server: download failed", "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// writeError answers with the API's error shape {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	b, err := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	if err != nil {
+		b = []byte(`{"error":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
