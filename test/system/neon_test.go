@@ -85,7 +85,7 @@ func startNeonFakes(t *testing.T) *neonFakes {
 	os.Remove(neonAddrFile)
 	runMayFail("/bin/systemctl", "stop", neonFakesUnit)
 	runMayFail("/bin/systemctl", "reset-failed", neonFakesUnit)
-	run(t, "/usr/bin/systemd-run", "--unit="+neonFakesUnit, "--collect", "--property=Type=exec",
+	run(t, "/usr/bin/systemd-run", "--unit="+neonFakesUnit, "--description=neon fakes of the system test", "--collect", "--property=Type=exec",
 		neonFakesBin, "--tenant="+neonTenant, "--timeline="+neonTimeline, "--token="+f.token,
 		"--cplane-token="+f.cplaneToken, "--marker="+neonMarker, "--addr-file="+neonAddrFile,
 		"--sync-shim="+neonShimDir, "--shim-lsn="+neonStartLSN)
@@ -407,8 +407,14 @@ func TestNeonMode(t *testing.T) {
 		if st := status(t); st.Status != "terminated" {
 			t.Errorf("after /terminate: %s", st.Status)
 		}
-		if j := journal(t, "compute-postgres.service"); !strings.Contains(j, "lsn="+neonEndLSN) {
-			t.Errorf("the postgres stop hook did not log the final LSN %s", neonEndLSN)
+		logged := false
+		for _, l := range strings.Split(journal(t, "compute-postgres.service"), "\n") {
+			if strings.Contains(l, "compute terminated") && strings.Contains(l, "lsn="+neonEndLSN) {
+				logged = true
+			}
+		}
+		if !logged {
+			t.Errorf("the postgres stop hook did not log the final LSN %s with the termination", neonEndLSN)
 		}
 		if n := sktest.ShimSyncCalls(t, shim) - callsBefore; n != 2 {
 			t.Errorf("--sync-safekeepers ran %d times, want 2 (startup and terminate)", n)
