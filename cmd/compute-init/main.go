@@ -47,6 +47,7 @@ type cli struct {
 	Configure       configureCmd `cmd:"" help:"Apply the spec once Postgres is ready (compute-configure.service)."`
 	PostgresStopped stoppedCmd   `cmd:"" name:"postgres-stopped" help:"Record how Postgres ended (ExecStopPost= of compute-postgres.service)."`
 	Status          statusCmd    `cmd:"" help:"Print the compute status without a token."`
+	LSNLease        leaseCmd     `cmd:"" name:"lsn-lease" help:"Keep a Static compute's LSN leased on the pageservers (compute-lsn-lease.service)."`
 }
 
 var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)

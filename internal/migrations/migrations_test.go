@@ -69,14 +69,6 @@ func storedID(t *testing.T, conn *pgx.Conn) int {
 	return id
 }
 
-func ids(from, to int) []int {
-	var out []int
-	for i := from; i <= to; i++ {
-		out = append(out, i)
-	}
-	return out
-}
-
 // failCounter records OnFailure calls.
 type failCounter struct{ ids []int }
 

@@ -311,6 +311,11 @@ func TestStandaloneLifecycle(t *testing.T) {
 	if s.Status != "running" {
 		t.Fatalf("status %s: %s\njournal:\n%s", s.Status, deref(s.Error), journal(t, "compute-init.service"))
 	}
+	// No unit of the compute failed, the lease unit included (it exits at once for a
+	// standalone compute).
+	if out, _ := runMayFail("/bin/systemctl", "list-units", "--failed", "--plain", "--no-legend", "compute*"); strings.TrimSpace(out) != "" {
+		t.Errorf("failed units after a good start:\n%s", out)
+	}
 	if _, err := time.Parse(time.RFC3339Nano, s.StartTime); err != nil || !strings.HasSuffix(s.StartTime, "Z") {
 		t.Errorf("start_time %q is not RFC3339 UTC with Z", s.StartTime)
 	}
