@@ -69,6 +69,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 		}
 		defer conn.Close(context.Background())
 		opts := applyOptions(cfg, parsed, apply.StartupConcurrency(cc.Spec))
+		opts.DoneDBs = loadDoneDBs(cfg)
 		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
 			res, err := apply.Apply(ctx, conn, cc.Spec, opts)
 			if err == nil {
@@ -279,7 +280,11 @@ func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Option
 	}
 }
 
-func doneDBsFile(cfg Config) string { return filepath.Join(cfg.StateDir, "apply-dbs.json") }
+// doneDBsFile keeps the per-database fingerprints of the last successful apply inside
+// PGDATA, beside the data they describe: a standalone compute keeps it across restarts, a
+// neon compute (fresh PGDATA at every start) never has one at start and does full work.
+// Deleting the file forces full per-database work at the next start.
+func doneDBsFile(cfg Config) string { return filepath.Join(cfg.PGData, "compute_apply_dbs.json") }
 
 // loadDoneDBs reads the per-database fingerprints of the last successful apply; a missing
 // or unreadable file means full work everywhere.

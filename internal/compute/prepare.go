@@ -105,7 +105,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	cur, reset, err := d.Store.ResetUnless(func(r state.Record) bool {
 		return r.Status == state.Empty || r.Status == state.ConfigurationPending || r.Status.TerminationPending()
 	}, func() error {
-		for _, f := range []string{pending, SpecFile(cfg.StateDir), doneDBsFile(cfg)} {
+		for _, f := range []string{pending, SpecFile(cfg.StateDir)} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", f, err)
 			}
