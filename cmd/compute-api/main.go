@@ -123,23 +123,15 @@ func (s serveCmd) Run(ctx context.Context) error {
 	mgr := mr.m
 	defer mgr.Close()
 	// A queued start of compute-init means compute.target is being (re)started: a new
-	// lifecycle begins, so a status left by the previous one (failed, terminated) must not
-	// be served as current. When the API restarts alone, no such job exists and the record
-	// is kept as it is.
+	// lifecycle begins, and compute-init (started in parallel, not after us) resets a
+	// record left by the previous one. So that nothing of the previous lifecycle (a failed
+	// or terminated status) is served once `systemctl start compute.target` returns, READY
+	// waits until the record carries compute-init's current invocation ID. When the API
+	// restarts alone, there is no such job and nothing to wait for.
 	if starting, err := mgr.PendingStart(ctx, paths.UnitInit); err != nil {
 		slog.Warn("could not tell whether the compute is starting", "err", err)
 	} else if starting {
-		if _, _, err := store.ResetUnless(nil, func() error {
-			// A config sent to the previous lifecycle must not be taken by this one.
-			err := os.Remove(paths.PendingConfigFile(s.StateDir))
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}); err != nil {
-			return fmt.Errorf("reset state for a new lifecycle: %w", err)
-		}
-		slog.Info("compute is starting: state reset to empty")
+		waitForLifecycle(ctx, store, conn, mgr)
 	}
 
 	verifier, err := loadVerifier(s.Config, s.ComputeID)
@@ -232,6 +224,31 @@ func loadVerifier(path, computeID string) (*auth.Verifier, error) {
 		return auth.NewVerifier(nil, computeID)
 	}
 	return auth.NewVerifier(jwks, computeID)
+}
+
+// waitForLifecycle waits (at most 10 s) until compute-init has marked the state record as
+// its own, re-checking on every status signal and every 20 ms.
+func waitForLifecycle(ctx context.Context, store *state.Store, w interface {
+	Subscribe() (<-chan struct{}, func())
+}, mgr *sysd.Manager) {
+	wake, cancel := w.Subscribe()
+	defer cancel()
+	wctx, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	_, err := store.Wait(wctx, wake, 20*time.Millisecond, func(r state.Record) bool {
+		// The unit keeps its last invocation ID until it starts again: only once its job
+		// has left the queue is the ID the new run's.
+		if waiting, err := mgr.StartWaiting(wctx, paths.UnitInit); err != nil || waiting {
+			return false
+		}
+		inv, err := mgr.InvocationID(wctx, paths.UnitInit)
+		return err == nil && inv != "" && r.InitInvocation == inv
+	})
+	if err != nil {
+		slog.Warn("compute-init has not begun the new lifecycle yet; serving anyway", "err", err)
+		return
+	}
+	slog.Info("compute is starting: new lifecycle begun")
 }
 
 // specFile reads the running compute's spec for the extension server.

@@ -118,6 +118,13 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	if reset {
 		slog.Info("state of an earlier lifecycle reset")
 	}
+	// Mark the record as this run's, so that compute-api (starting in parallel) knows the
+	// lifecycle has begun and stops holding back its readiness.
+	if inv := os.Getenv("INVOCATION_ID"); inv != "" {
+		if cur, err = d.Store.Update(func(r *state.Record) error { r.InitInvocation = inv; return nil }); err != nil {
+			return nil, false, err
+		}
+	}
 	switch {
 	case cur.Status == state.ConfigurationPending:
 		// POST /configure arrived before we started: take it.

@@ -52,6 +52,9 @@ type Record struct {
 	// MigrationFailures counts failed migrations by id (the metric
 	// compute_ctl_db_migration_failed_total); kept across lifecycles of one boot.
 	MigrationFailures map[string]uint64 `json:"migration_failures,omitempty"`
+	// InitInvocation is the systemd invocation ID of the compute-init run that began this
+	// lifecycle; compute-api waits for it when the compute starts.
+	InitInvocation string `json:"init_invocation,omitempty"`
 	// PrepareDoneAt is when compute-init finished; used for the startup breakdown.
 	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.

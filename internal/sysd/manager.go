@@ -2,6 +2,7 @@ package sysd
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"syscall"
 	"time"
@@ -172,6 +173,21 @@ func (m *Manager) PendingStart(ctx context.Context, name string) (bool, error) {
 	return hasStartJob(jobs, name), nil
 }
 
+// StartWaiting reports whether a start (or restart) job of the unit is still queued
+// ("waiting"), that is, the unit's new run has not begun.
+func (m *Manager) StartWaiting(ctx context.Context, name string) (bool, error) {
+	jobs, err := m.conn.ListJobsContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list jobs: %w", err)
+	}
+	for _, j := range jobs {
+		if j.Unit == name && (j.JobType == "start" || j.JobType == "restart") && j.Status == "waiting" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func hasStartJob(jobs []sddbus.JobStatus, name string) bool {
 	for _, j := range jobs {
 		if j.Unit == name && (j.JobType == "start" || j.JobType == "restart") {
@@ -179,4 +195,18 @@ func hasStartJob(jobs []sddbus.JobStatus, name string) bool {
 		}
 	}
 	return false
+}
+
+// InvocationID is the unit's current invocation ID (hex), empty when it has none (it
+// has not started since it was last stopped).
+func (m *Manager) InvocationID(ctx context.Context, name string) (string, error) {
+	p, err := m.conn.GetUnitPropertyContext(ctx, name, "InvocationID")
+	if err != nil {
+		return "", fmt.Errorf("invocation id of %s: %w", name, err)
+	}
+	b, ok := p.Value.Value().([]byte)
+	if !ok {
+		return "", fmt.Errorf("invocation id of %s: unexpected type %T", name, p.Value.Value())
+	}
+	return hex.EncodeToString(b), nil
 }
