@@ -148,6 +148,20 @@ func (u *lazyUnits) Close() {
 	}
 }
 
+// step runs fn with the host config and the collaborators of a step.
+func (c *common) step(ctx context.Context, withUnits bool, fn func(compute.Config, *compute.Deps) error) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	d, done, err := c.deps(ctx, withUnits)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(cfg, d)
+}
+
 type notifier struct{}
 
 func (notifier) Status(text string) { _ = sysd.Status(text) }
@@ -155,16 +169,9 @@ func (notifier) Status(text string) { _ = sysd.Status(text) }
 type prepareCmd struct{}
 
 func (prepareCmd) Run(ctx context.Context, c *common) error {
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	d, done, err := c.deps(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return compute.Prepare(ctx, cfg, d)
+	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+		return compute.Prepare(ctx, cfg, d)
+	})
 }
 
 type configureCmd struct {
@@ -173,22 +180,19 @@ type configureCmd struct {
 }
 
 func (cc configureCmd) Run(ctx context.Context, c *common) error {
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
 	if !cc.Managed {
+		cfg, err := c.config()
+		if err != nil {
+			return err
+		}
 		return configureByHand(ctx, cfg, cc.DryRun)
 	}
 	if cc.DryRun {
 		return fmt.Errorf("--dry-run goes with a run by hand, not --managed")
 	}
-	d, done, err := c.deps(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return compute.Configure(ctx, cfg, d)
+	return c.step(ctx, true, func(cfg compute.Config, d *compute.Deps) error {
+		return compute.Configure(ctx, cfg, d)
+	})
 }
 
 func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error {
@@ -218,36 +222,22 @@ func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error
 type leaseCmd struct{}
 
 func (leaseCmd) Run(ctx context.Context, c *common) error {
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	d, done, err := c.deps(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return compute.LeaseLSN(ctx, cfg, d)
+	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+		return compute.LeaseLSN(ctx, cfg, d)
+	})
 }
 
 type stoppedCmd struct{}
 
 func (stoppedCmd) Run(ctx context.Context, c *common) error {
-	cfg, err := c.config()
-	if err != nil {
-		return err
-	}
-	d, done, err := c.deps(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return compute.PostgresStopped(ctx, cfg, compute.StopInfo{
-		ServiceResult: os.Getenv("SERVICE_RESULT"),
-		ExitCode:      os.Getenv("EXIT_CODE"),
-		ExitStatus:    os.Getenv("EXIT_STATUS"),
-		InvocationID:  os.Getenv("INVOCATION_ID"),
-	}, d)
+	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+		return compute.PostgresStopped(ctx, cfg, compute.StopInfo{
+			ServiceResult: os.Getenv("SERVICE_RESULT"),
+			ExitCode:      os.Getenv("EXIT_CODE"),
+			ExitStatus:    os.Getenv("EXIT_STATUS"),
+			InvocationID:  os.Getenv("INVOCATION_ID"),
+		}, d)
+	})
 }
 
 type statusCmd struct {

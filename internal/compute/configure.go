@@ -45,41 +45,54 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 }
 
+// readConfig reads and validates a stored config: its raw bytes, spec and parsed spec.
+func readConfig(path string) ([]byte, *spec.ComputeSpec, *spec.Parsed, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	s, parsed, err := parseForApply(raw)
+	return raw, s, parsed, err
+}
+
+// applyAndRecord applies the spec, with unchanged databases skipped (see
+// doneDBsFile) and, in neon mode, the cluster size limit lifted; the fingerprints of a
+// successful apply are kept for the next one.
+func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
+	opts := applyOptions(cfg, parsed, concurrency)
+	opts.DoneDBs = loadDoneDBs(cfg)
+	err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
+		res, err := apply.Apply(ctx, conn, s, opts)
+		if err == nil {
+			saveDoneDBs(cfg, res.DBFingerprints)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("apply spec: %w", err)
+	}
+	return nil
+}
+
 func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 	start := d.now().UTC()
-	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
-	if err != nil {
-		return d.fail(fmt.Errorf("configure: read spec: %w", err))
-	}
-	cc, err := spec.ParseConfig(raw)
-	if err != nil || cc.Spec == nil {
-		return d.fail(fmt.Errorf("configure: stored spec is unusable: %v", err))
-	}
-	parsed, err := spec.Parse(cc.Spec)
+	_, s, parsed, err := readConfig(SpecFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
 	d.status("init: applying the spec")
 
 	var conn *pgx.Conn
-	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
+	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
 		conn, err = connectRetry(ctx, cfg.Connstr)
 		if err != nil {
 			return d.fail(err)
 		}
 		defer conn.Close(context.Background())
-		opts := applyOptions(cfg, parsed, apply.StartupConcurrency(cc.Spec))
-		opts.DoneDBs = loadDoneDBs(cfg)
-		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-			res, err := apply.Apply(ctx, conn, cc.Spec, opts)
-			if err == nil {
-				saveDoneDBs(cfg, res.DBFingerprints)
-			}
-			return err
-		}); err != nil {
-			return d.fail(fmt.Errorf("apply spec: %w", err))
+		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.StartupConcurrency(s)); err != nil {
+			return d.fail(err)
 		}
-	} else if cc.Spec.SkipPgCatalogUpdates {
+	} else if s.SkipPgCatalogUpdates {
 		slog.Info("skip_pg_catalog_updates is set: catalog left as it is")
 	}
 
@@ -149,17 +162,9 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
-	raw, err := os.ReadFile(paths.PendingConfigFile(cfg.StateDir))
+	raw, s, parsed, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
 	if err != nil {
-		return d.fail(fmt.Errorf("reconfigure: read config: %w", err))
-	}
-	cc, err := spec.ParseConfig(raw)
-	if err != nil || cc.Spec == nil {
-		return d.fail(fmt.Errorf("reconfigure: invalid config: %v", err))
-	}
-	parsed, err := spec.Parse(cc.Spec)
-	if err != nil {
-		return d.fail(fmt.Errorf("reconfigure: invalid spec: %w", err))
+		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
@@ -183,19 +188,9 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(fmt.Errorf("reconfigure: reload: %w", err))
 	}
 	start := d.now()
-	if cc.Spec.Mode.IsPrimary() && !cc.Spec.SkipPgCatalogUpdates {
-		opts := applyOptions(cfg, parsed, apply.ReconfigureConcurrency(cc.Spec))
-		// Databases whose per-database work has not changed since the last apply are
-		// skipped: a no-op /configure costs a catalog read, not a connection per database.
-		opts.DoneDBs = loadDoneDBs(cfg)
-		if err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-			res, err := apply.Apply(ctx, conn, cc.Spec, opts)
-			if err == nil {
-				saveDoneDBs(cfg, res.DBFingerprints)
-			}
-			return err
-		}); err != nil {
-			return d.fail(fmt.Errorf("apply spec: %w", err))
+	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
+		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.ReconfigureConcurrency(s)); err != nil {
+			return d.fail(err)
 		}
 	}
 	if err := writeSpecFile(cfg, raw); err != nil {
@@ -210,7 +205,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 	d.status("running")
 	slog.Info("reconfigured", "apply_ms", time.Since(start).Milliseconds(),
-		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases))
+		"roles", len(s.Cluster.Roles), "databases", len(s.Cluster.Databases))
 	return nil
 }
 
