@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/go-jose/go-jose/v4"
@@ -123,6 +124,11 @@ func (u *fakeUnits) Reconfigure(ctx context.Context) error {
 }
 
 func (u *fakeUnits) PostgresActive(ctx context.Context) (bool, error) { return u.pgActive, nil }
+
+// noSpec is a compute that has no spec yet (the extension server answers 409).
+type noSpec struct{}
+
+func (noSpec) CurrentSpec() (*spec.ComputeSpec, error) { return nil, nil }
 
 // neonStopHook is what the Postgres unit's stop hook does in neon mode: final sync,
 // then terminated with the LSN.
@@ -265,6 +271,9 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		ParseSpec:          standInParseSpec,
 		Logger:             log,
 		Now:                func() time.Time { return h.started },
+		InternalRoutes: func(mux *http.ServeMux) {
+			extensions.Routes(mux, noSpec{}, &extensions.Downloader{})
+		},
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -223,7 +223,8 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		{"DELETE /terminate", h.srv.External(), "DELETE", "/terminate", 405},
 		{"internal root", h.srv.Internal(), "GET", "/", 404},
 		{"internal status", h.srv.Internal(), "GET", "/status", 404},
-		{"internal extension_server", h.srv.Internal(), "POST", "/extension_server/x.so", 404},
+		{"internal extensions (not implemented)", h.srv.Internal(), "POST", "/extensions", 404},
+		{"internal extension_server, wrong method", h.srv.Internal(), "GET", "/extension_server/x.so", 405},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
