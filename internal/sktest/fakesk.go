@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/computetools/compute-tools/internal/pgwire"
 )
 
 // SafekeeperUser is the user name computes connect to safekeepers with.
@@ -193,40 +195,15 @@ func (f *FakeSafekeeper) accept() {
 
 func (f *FakeSafekeeper) serve(c net.Conn) error {
 	be := pgproto3.NewBackend(c, c)
-	var startup *pgproto3.StartupMessage
-	for startup == nil {
-		msg, err := be.ReceiveStartupMessage()
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-			if _, err := c.Write([]byte{'N'}); err != nil {
-				return err
-			}
-		case *pgproto3.StartupMessage:
-			startup = m
-		default:
-			return fmt.Errorf("unexpected startup message %T", msg)
-		}
-	}
-
-	be.Send(&pgproto3.AuthenticationCleartextPassword{})
-	if err := be.Flush(); err != nil {
+	startup, err := pgwire.ReadStartup(c, be)
+	if err != nil || startup == nil {
 		return err
 	}
-	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-		return err
-	}
-	msg, err := be.Receive()
+	pw, err := pgwire.AskPassword(be)
 	if err != nil {
 		return err
 	}
-	pw, ok := msg.(*pgproto3.PasswordMessage)
-	if !ok {
-		return fmt.Errorf("want a password message, got %T", msg)
-	}
-	if startup.Parameters["user"] != SafekeeperUser || pw.Password != f.password {
+	if startup.Parameters["user"] != SafekeeperUser || pw != f.password {
 		f.count(&f.authFails)
 		return f.fatal(be, "28P01", "password authentication failed")
 	}
@@ -307,9 +284,7 @@ func (f *FakeSafekeeper) answer(be *pgproto3.Backend, query string) error {
 }
 
 func (f *FakeSafekeeper) fatal(be *pgproto3.Backend, code, msg string) error {
-	be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: code, Message: msg})
-	_ = be.Flush()
-	return errors.New(msg)
+	return pgwire.Fatal(be, code, msg)
 }
 
 func (f *FakeSafekeeper) count(n *int) {

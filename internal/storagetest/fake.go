@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/computetools/compute-tools/internal/pgwire"
 )
 
 // AppName is the application_name the fake requires at startup.
@@ -231,11 +233,7 @@ func (f *FakePageserver) currentFaults() Faults {
 	return f.faults
 }
 
-func fatal(be *pgproto3.Backend, code, msg string) error {
-	be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
-	_ = be.Flush()
-	return errors.New(msg)
-}
+func fatal(be *pgproto3.Backend, code, msg string) error { return pgwire.Fatal(be, code, msg) }
 
 func queryError(be *pgproto3.Backend, msg string) error {
 	be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "XX000", Message: msg})
@@ -246,22 +244,9 @@ func queryError(be *pgproto3.Backend, msg string) error {
 // handle speaks the protocol on one connection.
 func (f *FakePageserver) handle(c net.Conn) error {
 	be := pgproto3.NewBackend(c, c)
-	var startup *pgproto3.StartupMessage
-	for startup == nil {
-		msg, err := be.ReceiveStartupMessage()
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-			if _, err := c.Write([]byte{'N'}); err != nil {
-				return err
-			}
-		case *pgproto3.StartupMessage:
-			startup = m
-		default:
-			return nil // cancel requests and the like
-		}
+	startup, err := pgwire.ReadStartup(c, be)
+	if err != nil || startup == nil {
+		return err // nil for cancel requests and the like
 	}
 	sess := &Session{Params: map[string]string{}}
 	for k, v := range startup.Parameters {
@@ -288,25 +273,17 @@ func (f *FakePageserver) handle(c net.Conn) error {
 		return fatal(be, "28000", fmt.Sprintf("fake pageserver: application_name %q, want %q", app, AppName))
 	}
 
-	be.Send(&pgproto3.AuthenticationCleartextPassword{})
-	if err := be.Flush(); err != nil {
-		return err
+	password, err := pgwire.AskPassword(be)
+	if errors.Is(err, pgwire.ErrNotPassword) {
+		return fatal(be, "08P01", "fake pageserver: "+err.Error())
 	}
-	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-		return err
-	}
-	msg, err := be.Receive()
 	if err != nil {
 		return err
 	}
-	pw, ok := msg.(*pgproto3.PasswordMessage)
-	if !ok {
-		return fatal(be, "08P01", fmt.Sprintf("fake pageserver: expected a password message, got %T", msg))
-	}
 	f.mu.Lock()
-	sess.Password = pw.Password
+	sess.Password = password
 	f.mu.Unlock()
-	if f.cfg.Password != "" && pw.Password != f.cfg.Password {
+	if f.cfg.Password != "" && password != f.cfg.Password {
 		return fatal(be, "28P01", "fake pageserver: password authentication failed")
 	}
 	be.Send(&pgproto3.AuthenticationOk{})
