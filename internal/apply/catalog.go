@@ -46,6 +46,9 @@ type Catalog struct {
 	// DropSubscriptionsDone holds the timeline ids recorded in
 	// neon.drop_subscriptions_done.
 	DropSubscriptionsDone map[string]bool
+	// AppliedDBs holds, per database, the fingerprint of the per-database work that an
+	// earlier Apply completed there (AppliedDBsTable).
+	AppliedDBs map[string]string
 }
 
 // CatalogRole is an existing role.
@@ -59,6 +62,7 @@ type CatalogRole struct {
 // CatalogDatabase is an existing database.
 type CatalogDatabase struct {
 	Name  string
+	OID   uint32
 	Owner string
 	// RestrictConn is NOT datallowconn.
 	RestrictConn bool
@@ -83,6 +87,7 @@ func NewCatalog() *Catalog {
 		Extensions:            map[string]CatalogExtension{},
 		Available:             map[string]string{},
 		DropSubscriptionsDone: map[string]bool{},
+		AppliedDBs:            map[string]string{},
 	}
 }
 
@@ -97,6 +102,7 @@ func (c *Catalog) clone() *Catalog {
 	out.Extensions = cloneMap(c.Extensions)
 	out.Available = cloneMap(c.Available)
 	out.DropSubscriptionsDone = cloneMap(c.DropSubscriptionsDone)
+	out.AppliedDBs = cloneMap(c.AppliedDBs)
 	out.SharedPreloadLibraries = append([]string(nil), c.SharedPreloadLibraries...)
 	return &out
 }
@@ -109,32 +115,64 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 	return out
 }
 
-// Querier is the part of *pgx.Conn that ReadCatalog and ReadDBCatalog need.
+// Querier is the part of *pgx.Conn (or pgx.Tx) that ReadCatalog and ReadDBCatalog need.
 type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// queryEach runs sql and calls scan for every row.
-func queryEach(ctx context.Context, q Querier, what, sql string, scan func(pgx.Rows) error, args ...any) error {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", what, err)
+// read is one catalog query and what to do with each of its rows.
+type read struct {
+	what, sql string
+	scan      func(pgx.Rows) error
+}
+
+// readAll runs the queries in one pipeline (one batch: two round trips, however many
+// queries, instead of two per query on a fresh connection) and scans their rows in order.
+func readAll(ctx context.Context, q Querier, reads []read) error {
+	b := &pgx.Batch{}
+	for _, r := range reads {
+		b.Queue(r.sql)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := scan(rows); err != nil {
-			return fmt.Errorf("read %s: %w", what, err)
+	br := q.SendBatch(ctx, b)
+	for _, r := range reads {
+		if err := scanRows(br, r); err != nil {
+			br.Close()
+			return err
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", what, err)
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("read catalog: %w", err)
 	}
 	return nil
 }
 
+func scanRows(br pgx.BatchResults, r read) error {
+	rows, err := br.Query()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", r.what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := r.scan(rows); err != nil {
+			return fmt.Errorf("read %s: %w", r.what, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", r.what, err)
+	}
+	return nil
+}
+
+// AppliedDBsTable records, in the system database, the fingerprint of the per-database
+// work each database last got (see Options.SkipUnchanged). It lives beside the data it
+// describes, so it follows the cluster wherever its storage goes: across restarts of a
+// standalone compute, and in neon mode across computes, branches and restores, where
+// PGDATA itself is fresh at every start.
+const AppliedDBsTable = "neon.compute_apply_dbs"
+
 const (
 	rolesQuery     = `SELECT rolname, rolpassword FROM pg_catalog.pg_authid`
-	databasesQuery = `SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), NOT d.datallowconn,
+	databasesQuery = `SELECT d.datname, d.oid, pg_catalog.pg_get_userbyid(d.datdba), NOT d.datallowconn,
 		d.datconnlimit = -2, d.datistemplate,
 		COALESCE((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
 			WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}')
@@ -143,78 +181,105 @@ const (
 		EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'neon'),
 		EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'health_check'),
 		pg_catalog.current_setting('shared_preload_libraries'),
-		pg_catalog.to_regclass('neon.drop_subscriptions_done') IS NOT NULL`
+		pg_catalog.to_regclass('neon.drop_subscriptions_done') IS NOT NULL,
+		pg_catalog.to_regclass('` + AppliedDBsTable + `') IS NOT NULL`
 	extensionsQuery = `SELECT e.extname, n.nspname, e.extversion
 		FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace`
-	availableQuery = `SELECT name, COALESCE(default_version, '') FROM pg_catalog.pg_available_extensions`
-	subsDoneQuery  = `SELECT COALESCE(timeline_id, '') FROM neon.drop_subscriptions_done`
+	availableQuery  = `SELECT name, COALESCE(default_version, '') FROM pg_catalog.pg_available_extensions`
+	subsDoneQuery   = `SELECT COALESCE(timeline_id, '') FROM neon.drop_subscriptions_done`
+	appliedDBsQuery = `SELECT datname, fingerprint FROM ` + AppliedDBsTable
+	databaseOIDs    = `SELECT datname, oid FROM pg_catalog.pg_database`
 )
 
 // ReadCatalog reads roles (with their stored passwords, so it needs a superuser),
 // databases and the facts of the current database that the main phases look at.
 func ReadCatalog(ctx context.Context, q Querier) (*Catalog, error) {
 	cat := NewCatalog()
-	if err := queryEach(ctx, q, "roles", rolesQuery, func(rows pgx.Rows) error {
-		var r CatalogRole
-		if err := rows.Scan(&r.Name, &r.Password); err != nil {
-			return err
-		}
-		cat.Roles[r.Name] = r
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := queryEach(ctx, q, "databases", databasesQuery, func(rows pgx.Rows) error {
-		var d CatalogDatabase
-		if err := rows.Scan(&d.Name, &d.Owner, &d.RestrictConn, &d.Invalid, &d.IsTemplate, &d.Settings); err != nil {
-			return err
-		}
-		cat.Databases[d.Name] = d
-		return nil
-	}); err != nil {
-		return nil, err
-	}
 	var preload string
-	var subsTable bool
-	if err := queryEach(ctx, q, "session", sessionQuery, func(rows pgx.Rows) error {
-		return rows.Scan(&cat.CurrentDatabase, &cat.CurrentUser, &cat.NeonSchema, &cat.HealthCheck, &preload, &subsTable)
-	}); err != nil {
+	var subsTable, appliedTable bool
+	err := readAll(ctx, q, []read{
+		{"roles", rolesQuery, func(rows pgx.Rows) error {
+			var r CatalogRole
+			if err := rows.Scan(&r.Name, &r.Password); err != nil {
+				return err
+			}
+			cat.Roles[r.Name] = r
+			return nil
+		}},
+		{"databases", databasesQuery, func(rows pgx.Rows) error {
+			var d CatalogDatabase
+			if err := rows.Scan(&d.Name, &d.OID, &d.Owner, &d.RestrictConn, &d.Invalid, &d.IsTemplate, &d.Settings); err != nil {
+				return err
+			}
+			cat.Databases[d.Name] = d
+			return nil
+		}},
+		{"session", sessionQuery, func(rows pgx.Rows) error {
+			return rows.Scan(&cat.CurrentDatabase, &cat.CurrentUser, &cat.NeonSchema, &cat.HealthCheck, &preload, &subsTable, &appliedTable)
+		}},
+		{"extensions", extensionsQuery, func(rows pgx.Rows) error {
+			var e CatalogExtension
+			if err := rows.Scan(&e.Name, &e.Schema, &e.Version); err != nil {
+				return err
+			}
+			cat.Extensions[e.Name] = e
+			return nil
+		}},
+		{"available extensions", availableQuery, func(rows pgx.Rows) error {
+			var name, version string
+			if err := rows.Scan(&name, &version); err != nil {
+				return err
+			}
+			cat.Available[name] = version
+			return nil
+		}},
+	})
+	if err != nil {
 		return nil, err
 	}
 	cat.SharedPreloadLibraries = splitLibraries(preload)
-	if err := queryEach(ctx, q, "extensions", extensionsQuery, func(rows pgx.Rows) error {
-		var e CatalogExtension
-		if err := rows.Scan(&e.Name, &e.Schema, &e.Version); err != nil {
-			return err
-		}
-		cat.Extensions[e.Name] = e
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := queryEach(ctx, q, "available extensions", availableQuery, func(rows pgx.Rows) error {
-		var name, version string
-		if err := rows.Scan(&name, &version); err != nil {
-			return err
-		}
-		cat.Available[name] = version
-		return nil
-	}); err != nil {
-		return nil, err
-	}
+	var more []read
 	if subsTable {
-		if err := queryEach(ctx, q, "drop_subscriptions_done", subsDoneQuery, func(rows pgx.Rows) error {
+		more = append(more, read{"drop_subscriptions_done", subsDoneQuery, func(rows pgx.Rows) error {
 			var tl string
 			if err := rows.Scan(&tl); err != nil {
 				return err
 			}
 			cat.DropSubscriptionsDone[tl] = true
 			return nil
-		}); err != nil {
+		}})
+	}
+	if appliedTable {
+		more = append(more, read{AppliedDBsTable, appliedDBsQuery, func(rows pgx.Rows) error {
+			var db, fp string
+			if err := rows.Scan(&db, &fp); err != nil {
+				return err
+			}
+			cat.AppliedDBs[db] = fp
+			return nil
+		}})
+	}
+	if len(more) > 0 {
+		if err := readAll(ctx, q, more); err != nil {
 			return nil, err
 		}
 	}
 	return cat, nil
+}
+
+// readDatabaseOIDs reads the OID of every database (after the main phases created some).
+func readDatabaseOIDs(ctx context.Context, q Querier) (map[string]uint32, error) {
+	out := map[string]uint32{}
+	err := readAll(ctx, q, []read{{"database oids", databaseOIDs, func(rows pgx.Rows) error {
+		var name string
+		var oid uint32
+		if err := rows.Scan(&name, &oid); err != nil {
+			return err
+		}
+		out[name] = oid
+		return nil
+	}}})
+	return out, err
 }
 
 // splitLibraries splits a shared_preload_libraries value.
@@ -321,10 +386,7 @@ const (
 // superuser (pg_authid, pg_subscription).
 func ReadDBCatalog(ctx context.Context, q Querier) (*DBCatalog, error) {
 	c := NewDBCatalog("")
-	steps := []struct {
-		what, sql string
-		scan      func(pgx.Rows) error
-	}{
+	err := readAll(ctx, q, []read{
 		{"session", dbSessionQuery, func(r pgx.Rows) error { return r.Scan(&c.Name, &c.WebAccess) }},
 		{"role dependencies", dbRoleDepsQuery, func(r pgx.Rows) error {
 			var n string
@@ -361,11 +423,9 @@ func ReadDBCatalog(ctx context.Context, q Querier) (*DBCatalog, error) {
 			c.Subscriptions = append(c.Subscriptions, n)
 			return err
 		}},
-	}
-	for _, s := range steps {
-		if err := queryEach(ctx, q, s.what, s.sql, s.scan); err != nil {
-			return nil, err
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -112,10 +114,12 @@ type Result struct {
 	// Databases is the number of databases whose per-database work completed.
 	Databases int
 	// DBFingerprints, after a successful Apply, has the fingerprint of the per-database
-	// work of every target database (see Options.DoneDBs).
+	// work of every target database that may need any (see Options.SkipUnchanged).
 	DBFingerprints map[string]string
-	// DBsUnchanged is how many databases were skipped as unchanged (Options.DoneDBs).
+	// DBsUnchanged is how many databases were skipped as unchanged (Options.SkipUnchanged).
 	DBsUnchanged int
+	// DBsIdle is how many databases were skipped because nothing could be done there.
+	DBsIdle int
 }
 
 // recorder counts actions from several goroutines.
@@ -217,20 +221,35 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 		return rec.result(), err
 	}
 	after := Simulate(cat, mainActions)
+	if len(mainActions) > 0 {
+		// Databases the main phases created have their OIDs only now.
+		oids, err := readDatabaseOIDs(ctx, conn)
+		if err != nil {
+			return rec.result(), fmt.Errorf("apply: %w", err)
+		}
+		for name, d := range after.Databases {
+			d.OID = oids[name]
+			after.Databases[name] = d
+		}
+	}
 	prints := make(map[string]string, len(targets))
 	var todo []DBTarget
-	unchanged := 0
+	unchanged, idle := 0, 0
 	for _, t := range targets {
+		if !mayNeedWork(t, cat) {
+			idle++
+			continue
+		}
 		fp := dbFingerprint(t, after)
 		prints[t.Name] = fp
-		if old, ok := opts.DoneDBs[t.Name]; ok && old == fp && dbUntouched(t.Name, cat, after) {
+		if old, ok := cat.AppliedDBs[t.Name]; opts.SkipUnchanged && ok && old == fp && dbUntouched(t.Name, cat, after) {
 			unchanged++
 			continue
 		}
 		todo = append(todo, t)
 	}
-	if unchanged > 0 {
-		slog.Info("apply: per-database work unchanged since the last apply, skipped", "databases", unchanged)
+	if unchanged > 0 || idle > 0 {
+		slog.Info("apply: per-database work skipped", "unchanged_since_last_apply", unchanged, "nothing_to_do", idle)
 	}
 	if err := forEachDB(ctx, conn, opts, todo, conc, rec, nil); err != nil {
 		return rec.result(), err
@@ -238,19 +257,44 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 	if err := rec.execute(ctx, conn, final); err != nil {
 		return rec.result(), err
 	}
+	if !maps.Equal(prints, cat.AppliedDBs) {
+		if err := recordAppliedDBs(ctx, conn, prints); err != nil {
+			// Only an optimisation is lost: the next apply does full per-database work.
+			slog.Warn("apply: could not record the applied databases", "table", AppliedDBsTable, "err", err)
+		}
+	}
 	res := rec.result()
 	res.DBFingerprints = prints
 	res.DBsUnchanged = unchanged
+	res.DBsIdle = idle
 	return res, nil
+}
+
+// mayNeedWork reports whether per-database work can plan anything in the target. In a
+// spec database the schema permissions depend on what is inside, so it may; in the
+// system database and the others only a deleted role that exists or subscriptions to
+// drop give work, and without them the database is not even connected to.
+func mayNeedWork(t DBTarget, cat *Catalog) bool {
+	if t.Kind == DBUser || t.DropSubscriptions {
+		return true
+	}
+	for _, r := range t.DeleteRoles {
+		if _, ok := cat.Roles[r]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // dbFingerprint sums up what the per-database work of a target depends on besides the
 // database's own contents: the target (owner, roles to delete, subscriptions, privileged
-// and admin roles) and the database's owner after the main phases.
+// and admin roles), the database's owner after the main phases, and its OID (a database
+// dropped and created again by hand is a new one).
 func dbFingerprint(t DBTarget, after *Catalog) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%q|%d|%q|%q|%v|%q|%q|%q", t.Name, t.Kind, t.Owner, t.DeleteRoles, t.DropSubscriptions,
-		t.PrivilegedRole, t.AdminRoles, after.Databases[t.Name].Owner)
+	d := after.Databases[t.Name]
+	fmt.Fprintf(h, "%q|%d|%q|%q|%v|%q|%q|%q|%d", t.Name, t.Kind, t.Owner, t.DeleteRoles, t.DropSubscriptions,
+		t.PrivilegedRole, t.AdminRoles, d.Owner, d.OID)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -259,6 +303,35 @@ func dbFingerprint(t DBTarget, after *Catalog) string {
 func dbUntouched(name string, before, after *Catalog) bool {
 	b, ok := before.Databases[name]
 	return ok && b.Owner == after.Databases[name].Owner
+}
+
+// recordAppliedDBs replaces the contents of AppliedDBsTable with prints, in one
+// transaction. The table is created on first use, owned by the admin role; nobody else
+// gets privileges on it.
+func recordAppliedDBs(ctx context.Context, conn *pgx.Conn, prints map[string]string) error {
+	names := make([]string, 0, len(prints))
+	fps := make([]string, 0, len(prints))
+	for _, n := range slices.Sorted(maps.Keys(prints)) {
+		names = append(names, n)
+		fps = append(fps, prints[n])
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{"CREATE TABLE IF NOT EXISTS " + AppliedDBsTable + " (datname text PRIMARY KEY, fingerprint text NOT NULL)", nil},
+			{"REVOKE ALL ON " + AppliedDBsTable + " FROM PUBLIC", nil},
+			{"DELETE FROM " + AppliedDBsTable + " WHERE datname <> ALL($1::text[])", []any{names}},
+			{"INSERT INTO " + AppliedDBsTable + " (datname, fingerprint) SELECT * FROM unnest($1::text[], $2::text[]) " +
+				"ON CONFLICT (datname) DO UPDATE SET fingerprint = excluded.fingerprint", []any{names, fps}},
+		} {
+			if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // DryRun plans everything Apply would run now, without running it: the main and final

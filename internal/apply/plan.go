@@ -59,12 +59,13 @@ type Options struct {
 	// Connstr is used for per-database connections (its database replaced). Empty: the
 	// main connection's configuration.
 	Connstr string
-	// DoneDBs has, per database, the fingerprint of per-database work that completed in
-	// an earlier Apply (Result.DBFingerprints). A database whose fingerprint is unchanged
-	// and that the main phases do not touch gets no per-database work: a no-op re-apply
-	// then costs one catalog read instead of a connection per database. Nil means full
-	// work everywhere (what a start does, so that drift is corrected there).
-	DoneDBs map[string]string
+	// SkipUnchanged: a database whose per-database work an earlier Apply completed, with
+	// the same fingerprint (AppliedDBsTable), and that the main phases do not touch gets no
+	// per-database work. A no-op re-apply then costs one catalog read instead of a
+	// connection per database. Drift made by hand inside such a database (say, default
+	// privileges revoked) is not undone; false does full work everywhere, and every
+	// successful Apply records what it did either way.
+	SkipUnchanged bool
 }
 
 // Action is one SQL statement (or one short sequence of statements sent as one simple

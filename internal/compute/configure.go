@@ -2,7 +2,6 @@ package compute
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,8 +18,10 @@ import (
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/pgready"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/storage"
 )
 
 // Configure is `compute-init configure --managed` (compute-configure.service). After the
@@ -34,7 +35,7 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 	switch rec.Status {
 	case state.Init:
-		return firstConfigure(ctx, cfg, d)
+		return firstConfigure(ctx, cfg, d, rec)
 	case state.ConfigurationPending:
 		return reconfigure(ctx, cfg, d)
 	case state.Running:
@@ -55,17 +56,13 @@ func readConfig(path string) ([]byte, *spec.ComputeSpec, *spec.Parsed, error) {
 	return raw, s, parsed, err
 }
 
-// applyAndRecord applies the spec, with unchanged databases skipped (see
-// doneDBsFile) and, in neon mode, the cluster size limit lifted; the fingerprints of a
-// successful apply are kept for the next one.
+// applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
+// cluster, see apply.AppliedDBsTable) and, in neon mode, the cluster size limit lifted.
 func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
 	opts := applyOptions(cfg, parsed, concurrency)
-	opts.DoneDBs = loadDoneDBs(cfg)
+	opts.SkipUnchanged = true
 	err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-		res, err := apply.Apply(ctx, conn, s, opts)
-		if err == nil {
-			saveDoneDBs(cfg, res.DBFingerprints)
-		}
+		_, err := apply.Apply(ctx, conn, s, opts)
 		return err
 	})
 	if err != nil {
@@ -74,12 +71,24 @@ func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.Com
 	return nil
 }
 
-func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
-	start := d.now().UTC()
+func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
 	_, s, parsed, err := readConfig(SpecFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
+	// compute-configure starts beside compute-postgres, not after it: everything up to
+	// here overlaps with Postgres starting, and the wait ends on the same signal as the
+	// unit's READY=1 (docs/architecture.md, "Start path").
+	d.status("init: waiting for postgres")
+	since := rec.StartTime
+	if rec.PrepareDoneAt != nil {
+		since = *rec.PrepareDoneAt
+	}
+	if err := waitPostgres(ctx, cfg, d, since); err != nil {
+		return err
+	}
+	start := d.now().UTC()
+	pgStart := postgresStartTime(ctx, d)
 	d.status("init: applying the spec")
 
 	var conn *pgx.Conn
@@ -97,16 +106,9 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 
 	end := d.now().UTC()
-	var pgStart time.Duration
-	if d.Units != nil {
-		if s, r, err := d.Units.UnitTimestamps(ctx, paths.UnitPostgres); err == nil && !s.IsZero() && r.After(s) {
-			pgStart = r.Sub(s)
-		} else if err != nil {
-			slog.Warn("could not read postgres unit timestamps", "err", err)
-		}
-	}
-	rec, err := d.Store.Transition(state.Running, func(r *state.Record) {
-		r.Metrics.StartPostgresMs = ms(pgStart)
+	pgStartMs := <-pgStart
+	rec, err = d.Store.Transition(state.Running, func(r *state.Record) {
+		r.Metrics.StartPostgresMs = pgStartMs
 		r.Metrics.ConfigMs = ms(end.Sub(start))
 		r.Metrics.TotalStartupMs = ms(end.Sub(r.StartTime))
 		r.SetError("")
@@ -124,7 +126,75 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps) error {
 	if conn != nil {
 		runMigrations(ctx, cfg, d, conn)
 	}
+	if parsed.Storage == spec.StorageNeon {
+		removeOldPGData(cfg)
+	}
 	return nil
+}
+
+// waitPostgres waits until the Postgres of this lifecycle (started after since) accepts
+// connections. It gives up when the compute leaves init: Postgres did not start (the
+// stop hook recorded why) or the compute is being terminated.
+func waitPostgres(ctx context.Context, cfg Config, d *Deps, since time.Time) error {
+	wake, cancel := d.subscribe()
+	// Unsubscribing is a D-Bus round trip: not on the startup path.
+	defer func() { go cancel() }()
+	pf, err := pgready.Wait(ctx, cfg.PGData, pgready.Options{Since: since, Wake: wake, Check: func() error {
+		r, err := d.Store.Load()
+		if err != nil {
+			return err
+		}
+		if r.Status != state.Init {
+			msg := fmt.Sprintf("postgres did not come up: the compute is %s", r.Status)
+			if r.Error != nil {
+				msg += ": " + *r.Error
+			}
+			return errors.New(msg)
+		}
+		return nil
+	}})
+	if err != nil {
+		return fmt.Errorf("configure: %w", err)
+	}
+	slog.Info("postgres accepts connections", "pid", pf.PID)
+	return nil
+}
+
+// postgresStartTime reads, in the background, how long compute-postgres took from its
+// process start to READY=1 (systemd's timestamps); 0 when unknown.
+func postgresStartTime(ctx context.Context, d *Deps) <-chan uint64 {
+	ch := make(chan uint64, 1)
+	if d.Units == nil {
+		ch <- 0
+		return ch
+	}
+	go func() {
+		s, r, err := d.Units.UnitTimestamps(ctx, paths.UnitPostgres)
+		switch {
+		case err != nil:
+			slog.Warn("could not read postgres unit timestamps", "err", err)
+			ch <- 0
+		case s.IsZero() || !r.After(s):
+			ch <- 0
+		default:
+			ch <- ms(r.Sub(s))
+		}
+	}()
+	return ch
+}
+
+// removeOldPGData deletes the PGDATAs of earlier lifecycles that prepare set aside (neon
+// mode), now that nothing waits for it.
+func removeOldPGData(cfg Config) {
+	start := time.Now()
+	n, err := storage.RemoveOldPGData(cfg.PGData)
+	if err != nil {
+		slog.Warn("could not remove an old PGDATA", "err", err)
+		return
+	}
+	if n > 0 {
+		slog.Info("old PGDATA removed", "count", n, "duration_ms", time.Since(start).Milliseconds())
+	}
 }
 
 func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
@@ -275,54 +345,41 @@ func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Option
 	}
 }
 
-// doneDBsFile keeps the per-database fingerprints of the last successful apply inside
-// PGDATA, beside the data they describe: a standalone compute keeps it across restarts, a
-// neon compute (fresh PGDATA at every start) never has one at start and does full work.
-// Deleting the file forces full per-database work at the next start.
-func doneDBsFile(cfg Config) string { return filepath.Join(cfg.PGData, "compute_apply_dbs.json") }
+// clusterSizeLifted is the temporary override that lifts Neon's cluster size limit.
+const clusterSizeLifted = "neon.max_cluster_size=-1\n"
 
-// loadDoneDBs reads the per-database fingerprints of the last successful apply; a missing
-// or unreadable file means full work everywhere.
-func loadDoneDBs(cfg Config) map[string]string {
-	b, err := os.ReadFile(doneDBsFile(cfg))
-	if err != nil {
-		return nil
+// liftClusterSize writes the temporary override before Postgres starts (neon mode,
+// primary with catalog updates), so that the limit is lifted from the first connection
+// on without a reload on the startup path; configure empties it after the apply.
+func liftClusterSize(cfg Config) error {
+	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
+	if err := atomicfile.Write(override, []byte(clusterSizeLifted), atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("write temp override: %w", err)
 	}
-	var m map[string]string
-	if json.Unmarshal(b, &m) != nil {
-		return nil
-	}
-	return m
-}
-
-func saveDoneDBs(cfg Config, m map[string]string) {
-	b, err := json.Marshal(m)
-	if err == nil {
-		err = atomicfile.Write(doneDBsFile(cfg), b, atomicfile.Options{Mode: 0o640})
-	}
-	if err != nil {
-		slog.Warn("could not record the applied databases; the next /configure does full work", "err", err)
-	}
+	return nil
 }
 
 // withClusterSizeLifted runs fn (catalog work) in neon mode with the temporary override
 // `neon.max_cluster_size=-1` in force, as compute_ctl does, so that a compute at its size
 // limit can still be configured; the override file is emptied again afterwards, even when
-// fn fails. In standalone mode the limit does not exist and fn just runs.
+// fn fails. When prepare wrote the override already (a first start), it is in force
+// without a reload. In standalone mode the limit does not exist and fn just runs.
 func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
 	if p.Storage != spec.StorageNeon {
 		return fn()
 	}
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if err := atomicfile.Write(override, []byte("neon.max_cluster_size=-1\n"), atomicfile.Options{Mode: 0o600}); err != nil {
-		return fmt.Errorf("write temp override: %w", err)
-	}
 	reload := func() error {
 		_, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()")
 		return err
 	}
-	if err := reload(); err != nil {
-		return fmt.Errorf("reload: %w", err)
+	if b, err := os.ReadFile(override); err != nil || string(b) != clusterSizeLifted {
+		if err := liftClusterSize(cfg); err != nil {
+			return err
+		}
+		if err := reload(); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
 	}
 	ferr := fn()
 	if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {

@@ -29,6 +29,11 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	if err := writePostgresConf(cfg, ci, p); err != nil {
 		return err
 	}
+	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
+		if err := liftClusterSize(cfg); err != nil {
+			return err
+		}
+	}
 	if err := writePostgresEnv(cfg, p.StorageAuthToken); err != nil {
 		return err
 	}

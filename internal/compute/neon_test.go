@@ -118,6 +118,10 @@ func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
 			t.Errorf("postgresql.conf lacks %q", want)
 		}
 	}
+	// The size limit is lifted from Postgres's start on; configure empties the file.
+	if b, err := os.ReadFile(filepath.Join(r.cfg.PGData, "compute_ctl_temp_override.conf")); err != nil || string(b) != "neon.max_cluster_size=-1\n" {
+		t.Errorf("temp override %q, %v", b, err)
+	}
 	env2, _ := os.ReadFile(PostgresEnvFile(r.cfg.StateDir))
 	if string(env2) != "NEON_AUTH_TOKEN="+testToken+"\n" {
 		t.Errorf("postgres env file %q", env2)
@@ -180,6 +184,10 @@ func TestPrepareNeonStaticAndReplica(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(r.cfg.PGData, "standby.signal")); err != nil {
 				t.Errorf("no standby.signal: %v", err)
+			}
+			// No catalog work on a standby: no override.
+			if b, err := os.ReadFile(filepath.Join(r.cfg.PGData, "compute_ctl_temp_override.conf")); err != nil || len(b) != 0 {
+				t.Errorf("temp override of a %s compute: %q, %v", tc.mode, b, err)
 			}
 		})
 	}

@@ -47,6 +47,7 @@ type Instance struct {
 	// BinDir holds postgres, initdb and pg_ctl.
 	BinDir string
 
+	cfg      config
 	stopOnce sync.Once
 }
 
@@ -220,6 +221,7 @@ func start(ctx context.Context, opts ...Option) (*Instance, error) {
 			return fail(err)
 		}
 		inst.Port = port
+		inst.cfg = cfg
 		if lastErr = inst.pgctlStart(ctx, cfg); lastErr == nil {
 			return inst, nil
 		}
@@ -289,6 +291,26 @@ func (i *Instance) WriteHBA(t testing.TB, content string) {
 		t.Fatalf("pgtest: chown pg_hba.conf: %v", err)
 	}
 	i.Reload(t)
+}
+
+// Halt stops the server (fast shutdown) and keeps its data directory for Resume.
+func (i *Instance) Halt(t testing.TB) {
+	t.Helper()
+	if _, err := execx.Run(context.Background(), execx.Cmd{
+		Path: filepath.Join(i.BinDir, "pg_ctl"),
+		Args: []string{"stop", "-w", "-m", "fast", "-D", i.DataDir},
+		User: OSUser,
+	}); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+}
+
+// Resume starts a halted server again, with the same port, socket and settings.
+func (i *Instance) Resume(t testing.TB) {
+	t.Helper()
+	if err := i.pgctlStart(context.Background(), i.cfg); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
 }
 
 // Stop stops the server immediately and removes its directory. It is idempotent.

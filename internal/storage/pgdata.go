@@ -6,6 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/pgconf"
@@ -14,9 +17,15 @@ import (
 // DynShmemTarget is where pg_dynshmem points after FinishPGData.
 const DynShmemTarget = "/dev/shm/"
 
-// PrepareFreshPGData empties pgdata for a basebackup: remove it with everything in it,
-// create it again with mode 0700 (in neon mode PGDATA is fresh on every start). It
-// refuses an empty, relative or root path.
+// PrepareFreshPGData empties pgdata for a basebackup (in neon mode PGDATA is fresh on
+// every start) and leaves it a directory with mode 0700. It refuses an empty, relative or
+// root path.
+//
+// An existing PGDATA is not deleted on the startup path: it is renamed aside (one
+// rename instead of unlinking thousands of files, tens of milliseconds here) and
+// RemoveOldPGData deletes it once the compute runs. Where the rename is not possible
+// (PGDATA is a mount point, or its parent is not writable) its contents are deleted in
+// place.
 func PrepareFreshPGData(pgdata string) error {
 	if pgdata == "" {
 		return errors.New("prepare pgdata: empty path")
@@ -28,16 +37,69 @@ func PrepareFreshPGData(pgdata string) error {
 	if clean == "/" {
 		return errors.New("prepare pgdata: refusing to wipe /")
 	}
-	if err := os.RemoveAll(clean); err != nil {
-		return fmt.Errorf("prepare pgdata: remove: %w", err)
+	switch _, err := os.Lstat(clean); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("prepare pgdata: %w", err)
+	default:
+		old := oldPGDataPrefix(clean) + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if err := os.Rename(clean, old); err != nil {
+			if err := removeContents(clean); err != nil {
+				return fmt.Errorf("prepare pgdata: remove: %w", err)
+			}
+		}
 	}
-	if err := os.Mkdir(clean, 0o700); err != nil {
+	if err := os.Mkdir(clean, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("prepare pgdata: %w", err)
 	}
 	if err := os.Chmod(clean, 0o700); err != nil { // the umask may have narrowed it
 		return fmt.Errorf("prepare pgdata: %w", err)
 	}
 	return nil
+}
+
+// oldPGDataPrefix names the hidden siblings PrepareFreshPGData renames old PGDATAs to.
+func oldPGDataPrefix(pgdata string) string {
+	return filepath.Join(filepath.Dir(pgdata), "."+filepath.Base(pgdata)+".old.")
+}
+
+// removeContents deletes everything inside dir, keeping dir.
+func removeContents(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveOldPGData deletes the old PGDATAs PrepareFreshPGData set aside and returns how
+// many there were.
+func RemoveOldPGData(pgdata string) (int, error) {
+	if pgdata == "" || !filepath.IsAbs(pgdata) {
+		return 0, fmt.Errorf("remove old pgdata: bad path %q", pgdata)
+	}
+	prefix := oldPGDataPrefix(filepath.Clean(pgdata))
+	ents, err := os.ReadDir(filepath.Dir(prefix))
+	if err != nil {
+		return 0, fmt.Errorf("remove old pgdata: %w", err)
+	}
+	n := 0
+	for _, e := range ents {
+		p := filepath.Join(filepath.Dir(prefix), e.Name())
+		if !strings.HasPrefix(p, prefix) {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return n, fmt.Errorf("remove old pgdata: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // FinishPGData does to an unpacked pageserver basebackup what compute_ctl does before

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,5 +137,48 @@ func TestPrepareFreshPGData(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("pgdata not empty: %v", ents)
+	}
+
+	// The old PGDATA was set aside, not lost on the way: RemoveOldPGData deletes it,
+	// and nothing else beside PGDATA.
+	parent := filepath.Dir(dir)
+	for _, keep := range []string{"pgdata2", ".pgdata.oldish", "other"} {
+		if err := os.Mkdir(filepath.Join(parent, keep), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := storage.PrepareFreshPGData(dir); err != nil { // a second old one (empty)
+		t.Fatal(err)
+	}
+	olds, _ := filepath.Glob(filepath.Join(parent, ".pgdata.old.*"))
+	if len(olds) != 2 {
+		t.Fatalf("old PGDATAs set aside: %v, want 2", olds)
+	}
+	found := false
+	for _, o := range olds {
+		if b, err := os.ReadFile(filepath.Join(o, "base", "1", "f")); err == nil && string(b) == "x" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the old PGDATA's files are not in the set-aside copy")
+	}
+	n, err := storage.RemoveOldPGData(dir)
+	if err != nil || n != 2 {
+		t.Errorf("RemoveOldPGData = %d, %v; want 2", n, err)
+	}
+	ents, _ := os.ReadDir(parent)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{".pgdata.oldish", "other", "pgdata", "pgdata2"}; !slices.Equal(left, want) {
+		t.Errorf("left beside PGDATA: %v, want %v", left, want)
+	}
+	if n, err := storage.RemoveOldPGData(dir); err != nil || n != 0 {
+		t.Errorf("RemoveOldPGData again = %d, %v", n, err)
+	}
+	if _, err := storage.RemoveOldPGData("relative"); err == nil {
+		t.Error("RemoveOldPGData of a relative path succeeded")
 	}
 }

@@ -119,13 +119,10 @@ func MakeBasebackupArchiveWith(ctx context.Context, binDir string, o ArchiveOpti
 		log, _ := os.ReadFile(filepath.Join(root, "log"))
 		return nil, fmt.Errorf("pg_ctl start: %w; log: %s", err, log)
 	}
+	var archive []byte
 	bbErr := setup(ctx, root, port, o.SetupSQL)
 	if bbErr == nil {
-		bbErr = run("pg_basebackup", "-h", root, "-p", port, "-U", pgtest.AdminUser, "-D", out,
-			"-Ft", "-X", "fetch", "--no-sync", "--checkpoint=fast")
-		if bbErr != nil {
-			bbErr = fmt.Errorf("pg_basebackup: %w", bbErr)
-		}
+		archive, bbErr = basebackupInto(ctx, binDir, out, root, port, pgtest.AdminUser)
 	}
 	stopErr := run("pg_ctl", "stop", "-w", "-m", "fast", "-D", data)
 	if bbErr != nil {
@@ -133,6 +130,33 @@ func MakeBasebackupArchiveWith(ctx context.Context, binDir string, o ArchiveOpti
 	}
 	if stopErr != nil {
 		return nil, fmt.Errorf("pg_ctl stop: %w", stopErr)
+	}
+	return archive, nil
+}
+
+// TakeBasebackup makes a pageserver-shaped archive (see MakeBasebackupArchive) of a
+// running server, reached as user over the unix socket in socketDir: a fake pageserver
+// serving it starts the next compute with that server's data, as Neon's storage keeps a
+// compute's data across restarts. The server must allow the user replication
+// connections over the socket. It must run as root.
+func TakeBasebackup(ctx context.Context, binDir, socketDir, port, user string) ([]byte, error) {
+	out, err := os.MkdirTemp("/tmp", "storagetest-bb-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(out)
+	if err := os.Chmod(out, 0o777); err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	return basebackupInto(ctx, binDir, filepath.Join(out, "bb"), socketDir, port, user)
+}
+
+// basebackupInto runs pg_basebackup (as the postgres OS user, WAL included so the result
+// can start) into the new directory out and returns its base.tar, pageserver-shaped.
+func basebackupInto(ctx context.Context, binDir, out, socketDir, port, user string) ([]byte, error) {
+	if _, err := execx.Run(ctx, execx.Cmd{Path: filepath.Join(binDir, "pg_basebackup"), User: pgtest.OSUser,
+		Args: []string{"-h", socketDir, "-p", port, "-U", user, "-D", out, "-Ft", "-X", "fetch", "--no-sync", "--checkpoint=fast"}}); err != nil {
+		return nil, fmt.Errorf("pg_basebackup: %w", err)
 	}
 	f, err := os.Open(filepath.Join(out, "base.tar"))
 	if err != nil {
@@ -187,6 +211,10 @@ func pageserverShape(r io.Reader) ([]byte, error) {
 		name := strings.TrimPrefix(hdr.Name, "./")
 		switch {
 		case name == "postgresql.conf", name == "neon.signal", name == "zenith.signal":
+			continue
+		case name == "compute_ctl_temp_override.conf", name == "standby.signal":
+			// Files a compute keeps beside its data: a pageserver has only relation
+			// data and WAL, and hands none of these back.
 			continue
 		case name == "pg_dynshmem" || name == "pg_dynshmem/":
 			haveDynShmem = true

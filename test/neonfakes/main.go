@@ -12,6 +12,10 @@
 //	GET  /fake/log          what the pageserver, the safekeepers and the control plane saw
 //	PUT  /fake/cplane       the ComputeConfig body the control plane answers with
 //	PUT  /fake/safekeepers  ?lsn=X/Y: report the timeline synced at X/Y; no lsn: unknown
+//	PUT  /fake/archive      ?host=DIR&port=N&user=U: take a basebackup of the running
+//	                        Postgres at that unix socket and serve it from now on, as
+//	                        Neon's storage keeps a compute's data across restarts
+//	DELETE /fake/archive    serve the archive made at startup again
 //
 // With --sync-shim DIR it also writes the `postgres` shim of sktest.WriteSyncShim into
 // DIR (owned by --shim-owner, so that compute-init, running as that user, can record its
@@ -177,7 +181,7 @@ func run(ctx context.Context, o options) error {
 		}
 		sks = append(sks, sk)
 	}
-	f := &fakes{ps: ps, sks: sks, cplaneToken: o.cplaneToken, cplane: []byte(`{"status":"empty"}`)}
+	f := &fakes{ps: ps, sks: sks, binDir: o.binDir, original: archive, cplaneToken: o.cplaneToken, cplane: []byte(`{"status":"empty"}`)}
 	f.setSafekeepers(o.skLSN)
 	if o.cplaneConfig != "" {
 		b, err := os.ReadFile(o.cplaneConfig)
@@ -292,6 +296,8 @@ func names(dir string, ents []os.DirEntry) []string {
 
 type fakes struct {
 	ps          *storagetest.FakePageserver
+	binDir      string
+	original    []byte // the archive made at startup
 	sks         []*sktest.FakeSafekeeper
 	cplaneToken string
 
@@ -316,6 +322,8 @@ func (f *fakes) routes() http.Handler {
 	mux.HandleFunc("GET /fake/log", f.handleLog)
 	mux.HandleFunc("PUT /fake/cplane", f.handleSetCplane)
 	mux.HandleFunc("PUT /fake/safekeepers", f.handleSetSafekeepers)
+	mux.HandleFunc("PUT /fake/archive", f.handleTakeArchive)
+	mux.HandleFunc("DELETE /fake/archive", f.handleResetArchive)
 	return mux
 }
 
@@ -373,5 +381,28 @@ func (f *fakes) handleSetSafekeepers(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f.setSafekeepers(lsn)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakes) handleTakeArchive(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	host, port, user := q.Get("host"), q.Get("port"), q.Get("user")
+	if !filepath.IsAbs(host) || port == "" || user == "" {
+		http.Error(w, "want host (a socket directory), port and user", http.StatusBadRequest)
+		return
+	}
+	start := time.Now()
+	b, err := storagetest.TakeBasebackup(r.Context(), f.binDir, host, port, user)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	f.ps.SetArchive(b)
+	slog.Info("serving a basebackup of the running compute", "bytes", len(b), "ms", time.Since(start).Milliseconds())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakes) handleResetArchive(w http.ResponseWriter, _ *http.Request) {
+	f.ps.SetArchive(f.original)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,0 +1,148 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/computetools/compute-tools/internal/pgtest"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// configureRig is compute-configure's world at a first start: a real PostgreSQL 15 as the
+// compute's Postgres, and a state record at init with the config prepare handed over.
+type configureRig struct {
+	pg    *pgtest.Instance
+	cfg   Config
+	deps  *Deps
+	store *state.Store
+}
+
+// newConfigureRig starts Postgres; with halted, it is stopped again before prepare
+// "finishes", as when compute-configure starts beside compute-postgres.
+func newConfigureRig(t *testing.T, halted bool) *configureRig {
+	t.Helper()
+	r := &configureRig{pg: pgtest.Start(t)}
+	if halted {
+		r.pg.Halt(t)
+	}
+	st, err := state.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.store, r.deps = st, &Deps{Store: st}
+	r.cfg = Config{StateDir: st.Dir(), PGData: r.pg.DataDir, Connstr: r.pg.Connstr(), PrivilegedRole: "neon_superuser"}
+	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "cluster": {
+	  "roles": [{"name": "alice", "encrypted_password": null, "options": null}],
+	  "databases": [{"name": "appdb", "owner": "alice", "options": null}]}}}`
+	if err := os.WriteFile(SpecFile(st.Dir()), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A running Postgres was started before now: prepare finished a second earlier, as
+	// the pid file has second resolution.
+	done := time.Now().Add(-time.Second)
+	if !halted {
+		done = time.Now().Add(-time.Minute)
+	}
+	if _, err := st.Transition(state.Init, func(rec *state.Record) { rec.PrepareDoneAt = &done }); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *configureRig) configureAsync() <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- Configure(context.Background(), r.cfg, r.deps) }()
+	return done
+}
+
+func (r *configureRig) hasDatabase(t *testing.T, name string) bool {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), r.pg.Connstr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var ok bool
+	if err := c.QueryRow(context.Background(), "select exists (select 1 from pg_database where datname = $1)", name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestFirstConfigureRunningPostgres(t *testing.T) {
+	r := newConfigureRig(t, false)
+	if err := <-r.configureAsync(); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Running || rec.MigrationID == 0 {
+		t.Errorf("status %s, migration id %d", rec.Status, rec.MigrationID)
+	}
+	if rec.Metrics.TotalStartupMs < rec.Metrics.ConfigMs {
+		t.Errorf("total_startup_ms %d < config_ms %d", rec.Metrics.TotalStartupMs, rec.Metrics.ConfigMs)
+	}
+	if !r.hasDatabase(t, "appdb") {
+		t.Error("the spec was not applied: no appdb")
+	}
+}
+
+// compute-configure starts beside compute-postgres: it waits for Postgres to accept
+// connections, then applies the spec.
+func TestFirstConfigureWaitsForPostgres(t *testing.T) {
+	r := newConfigureRig(t, true)
+	done := r.configureAsync()
+	select {
+	case err := <-done:
+		t.Fatalf("configure returned before Postgres started: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if rec, _ := r.store.Load(); rec.Status != state.Init {
+		t.Fatalf("status %s while Postgres is down", rec.Status)
+	}
+	r.pg.Resume(t)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("configure did not notice that Postgres came up")
+	}
+	if rec, _ := r.store.Load(); rec.Status != state.Running {
+		t.Errorf("status %s", rec.Status)
+	}
+	if !r.hasDatabase(t, "appdb") {
+		t.Error("the spec was not applied: no appdb")
+	}
+}
+
+// Postgres fails to start: the stop hook records it, and configure gives up with that
+// reason instead of waiting forever, leaving the recorded error as it is.
+func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
+	r := newConfigureRig(t, true)
+	done := r.configureAsync()
+	const reason = "postgres exited with status 1: FATAL:  invalid value for parameter"
+	time.Sleep(100 * time.Millisecond)
+	if err := r.deps.fail(errors.New(reason)); err == nil {
+		t.Fatal("fail returned nil")
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "postgres did not come up: the compute is failed: "+reason) {
+			t.Errorf("configure: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("configure kept waiting after the compute failed")
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Failed || rec.Error == nil || *rec.Error != reason {
+		t.Errorf("status %s error %v", rec.Status, rec.Error)
+	}
+}
