@@ -5,13 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nspawn.sh"
-need_root
-apt_install systemd-container debootstrap dbus postgresql-15 ca-certificates
-ensure_tools
-[ "${SKIP_PACKAGE:-}" = 1 ] || package
-log "building the system test binary"
-(cd "$REPO" && CGO_ENABLED=0 go test -c -o dist/system.test ./test/system) || die "go test -c failed"
-(cd "$REPO" && CGO_ENABLED=0 go build -o dist/neonfakes ./test/neonfakes) || die "go build neonfakes failed"
+system_test_setup
 ROOTFS=$(bash "$REPO/scripts/rootfs.sh")
 OUT="$REPO/out/e2e"; rm -rf "$OUT"; mkdir -p "$OUT"
 boot_container "$ROOTFS" "$OUT"

@@ -78,3 +78,21 @@ package() {
     && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager rpm --target dist/ >/dev/null) || die "nfpm failed"
   ls "$REPO"/dist >&2
 }
+
+# system_test_setup: what the system test and the neon benchmark need on the host: the
+# packages, the tools, the .deb (unless SKIP_PACKAGE=1), the test binary and the fakes.
+system_test_setup() {
+  need_root
+  apt_install systemd-container debootstrap dbus postgresql-15 ca-certificates
+  ensure_tools
+  [ "${SKIP_PACKAGE:-}" = 1 ] || package
+  build_system_test
+}
+
+# build_system_test: the system test binary and the Neon fakes into dist/ (run inside the
+# container from /dist).
+build_system_test() {
+  log "building the system test binary and the Neon fakes"
+  (cd "$REPO" && CGO_ENABLED=0 go test -c -o dist/system.test ./test/system) || die "go test -c failed"
+  (cd "$REPO" && CGO_ENABLED=0 go build -o dist/neonfakes ./test/neonfakes) || die "go build neonfakes failed"
+}

@@ -151,7 +151,8 @@ func (s serveCmd) Run(ctx context.Context) error {
 			return err
 		}
 		dl = &extensions.Downloader{BaseURL: u, BuildTag: version.BuildTag, PGMajor: pc.Major,
-			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute}}
+			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute},
+			OnRequest: store.RemoteExtRequestHook()}
 	}
 	srv := api.New(api.Config{
 		InternalRoutes: func(mux *http.ServeMux) {

@@ -54,16 +54,7 @@ var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
 
 func (c *common) config() (compute.Config, error) {
 	if !privRoleRe.MatchString(c.PrivilegedRoleName) {
-		extURL := ""
-		if c.RemoteExtBaseURL != "" {
-			u, err := controlplane.NormalizeRemoteExtURL(c.RemoteExtBaseURL)
-			if err != nil {
-				return compute.Config{}, fmt.Errorf("--remote-ext-base-url: %w", err)
-			}
-			extURL = u
-		}
-		return compute.Config{
-			RemoteExtBaseURL: extURL}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+		return compute.Config{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
 	}
 	extURL := ""
 	if c.RemoteExtBaseURL != "" {
@@ -85,8 +76,8 @@ func (c *common) config() (compute.Config, error) {
 
 // deps builds the store and its D-Bus and systemd collaborators. D-Bus is best effort:
 // without it, waiters fall back to re-reading the state file every few seconds.
-// deps builds the collaborators of a step. withUnits adds the systemd manager connection,
-// made in the background so that it costs the step no time.
+// withUnits adds the systemd manager connection, made in the background so that it costs
+// the step no time.
 func (c *common) deps(ctx context.Context, withUnits bool) (*compute.Deps, func(), error) {
 	store, err := state.Open(c.StateDir)
 	if err != nil {

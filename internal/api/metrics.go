@@ -25,6 +25,8 @@ type upCollector struct {
 func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc
 	ch <- migrationFailedDesc
+	ch <- cplaneRequestsDesc
+	ch <- remoteExtRequestsDesc
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
@@ -39,15 +41,37 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- m
-	for id, n := range rec.MigrationFailures {
-		if m, err := prometheus.NewConstMetric(migrationFailedDesc, prometheus.CounterValue, float64(n), id); err == nil {
+	counter := func(d *prometheus.Desc, n uint64, labels ...string) {
+		if m, err := prometheus.NewConstMetric(d, prometheus.CounterValue, float64(n), labels...); err == nil {
 			ch <- m
+		}
+	}
+	cs := rec.Counters
+	for id, n := range cs.MigrationFailures {
+		counter(migrationFailedDesc, n, id)
+	}
+	for rpc, byStatus := range cs.CplaneRequests {
+		for status, n := range byStatus {
+			counter(cplaneRequestsDesc, n, rpc, status)
+		}
+	}
+	for status, byFile := range cs.RemoteExtRequests {
+		for file, n := range byFile {
+			counter(remoteExtRequestsDesc, n, status, file)
 		}
 	}
 }
 
-var migrationFailedDesc = prometheus.NewDesc("compute_ctl_db_migration_failed_total",
-	"Failed runs of a database migration, by migration id.", []string{"migration_id"}, nil)
+// The counters that other units count in the state record (state.Counters).
+var (
+	migrationFailedDesc = prometheus.NewDesc("compute_ctl_db_migration_failed_total",
+		"Failed runs of a database migration, by migration id.", []string{"migration_id"}, nil)
+	cplaneRequestsDesc = prometheus.NewDesc("compute_ctl_cplane_requests_total",
+		"Requests to the control plane, by rpc and HTTP status (\"unknown\" when no response came).",
+		[]string{"rpc", "http_status"}, nil)
+	remoteExtRequestsDesc = prometheus.NewDesc("compute_ctl_remote_ext_requests_total",
+		"Requests to the extension gateway, by HTTP status and file.", []string{"http_status", "filename"}, nil)
+)
 
 func (s *Server) newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()

@@ -204,6 +204,43 @@ func TestPrometheusMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", m)
 		}
 	}
+
+	// The counters other units keep in the state record, as compute_ctl names them; they
+	// survive the reset of a new lifecycle.
+	for _, f := range []func() error{
+		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
+		func() error { return h.store.CountCplaneRequest("GetConfig", "200 OK") },
+		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
+		func() error { return h.store.CountRemoteExtRequest("200 OK", "anon") },
+		func() error { return h.store.CountRemoteExtRequest("unknown", "postgis") },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.store.Update(func(r *state.Record) error {
+		r.Counters.MigrationFailures = map[string]uint64{"7": 2}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	body = scrape()
+	for _, m := range []string{
+		"# TYPE compute_ctl_cplane_requests_total counter",
+		`compute_ctl_cplane_requests_total{http_status="503 Service Unavailable",rpc="GetConfig"} 2`,
+		`compute_ctl_cplane_requests_total{http_status="200 OK",rpc="GetConfig"} 1`,
+		"# TYPE compute_ctl_remote_ext_requests_total counter",
+		`compute_ctl_remote_ext_requests_total{filename="anon",http_status="200 OK"} 1`,
+		`compute_ctl_remote_ext_requests_total{filename="postgis",http_status="unknown"} 1`,
+		`compute_ctl_db_migration_failed_total{migration_id="7"} 2`,
+	} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q in:\n%s", m, body)
+		}
+	}
 }
 
 func TestNotFoundAndMethodNotAllowed(t *testing.T) {

@@ -88,7 +88,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 		return err
 	}
 	start := d.now().UTC()
-	pgStart := postgresStartTime(ctx, d)
+	pgStart := postgresStartTime(ctx, d, since, start)
 	d.status("init: applying the spec")
 
 	var conn *pgx.Conn
@@ -160,24 +160,27 @@ func waitPostgres(ctx context.Context, cfg Config, d *Deps, since time.Time) err
 	return nil
 }
 
-// postgresStartTime reads, in the background, how long compute-postgres took from its
-// process start to READY=1 (systemd's timestamps); 0 when unknown.
-func postgresStartTime(ctx context.Context, d *Deps) <-chan uint64 {
+// postgresStartTime works out, in the background, how long Postgres took from its
+// process start (systemd's ExecMainStartTimestamp of compute-postgres, which must belong
+// to this lifecycle: after since) to accepting connections (ready, as seen here: systemd
+// may not have processed READY=1 yet); 0 when unknown.
+func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-chan uint64 {
 	ch := make(chan uint64, 1)
 	if d.Units == nil {
 		ch <- 0
 		return ch
 	}
 	go func() {
-		s, r, err := d.Units.UnitTimestamps(ctx, paths.UnitPostgres)
+		s, _, err := d.Units.UnitTimestamps(ctx, paths.UnitPostgres)
 		switch {
 		case err != nil:
 			slog.Warn("could not read postgres unit timestamps", "err", err)
 			ch <- 0
-		case s.IsZero() || !r.After(s):
+		case s.Before(since) || s.After(ready):
+			slog.Warn("postgres unit start time is not of this lifecycle", "exec_main_start", s, "ready", ready)
 			ch <- 0
 		default:
-			ch <- ms(r.Sub(s))
+			ch <- ms(ready.Sub(s))
 		}
 	}()
 	return ch
@@ -204,10 +207,10 @@ func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
 		AdminRole:      ci.User,
 		OnFailure: func(id int) {
 			if _, err := d.Store.Update(func(r *state.Record) error {
-				if r.MigrationFailures == nil {
-					r.MigrationFailures = map[string]uint64{}
+				if r.Counters.MigrationFailures == nil {
+					r.Counters.MigrationFailures = map[string]uint64{}
 				}
-				r.MigrationFailures[strconv.Itoa(id)]++
+				r.Counters.MigrationFailures[strconv.Itoa(id)]++
 				return nil
 			}); err != nil {
 				slog.Warn("record migration failure", "err", err)

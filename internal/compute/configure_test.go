@@ -3,9 +3,12 @@ package compute
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,5 +147,71 @@ func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 	rec, _ := r.store.Load()
 	if rec.Status != state.Failed || rec.Error == nil || *rec.Error != reason {
 		t.Errorf("status %s error %v", rec.Status, rec.Error)
+	}
+}
+
+type fakeUnitTimes struct {
+	start time.Time
+	err   error
+}
+
+func (f fakeUnitTimes) UnitTimestamps(context.Context, string) (time.Time, time.Time, error) {
+	return f.start, time.Time{}, f.err
+}
+
+// start_postgres_ms runs from the unit's process start to when configure saw Postgres
+// ready; a start time of an earlier lifecycle (or none) gives 0, not a wrong figure.
+func TestPostgresStartTime(t *testing.T) {
+	since := time.Date(2026, 11, 22, 5, 0, 0, 0, time.UTC)
+	ready := since.Add(300 * time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		u    UnitTimes
+		want uint64
+	}{
+		{"this lifecycle", fakeUnitTimes{start: since.Add(220 * time.Millisecond)}, 80},
+		{"an earlier lifecycle", fakeUnitTimes{start: since.Add(-time.Minute)}, 0},
+		{"never started", fakeUnitTimes{}, 0},
+		{"after ready (clock trouble)", fakeUnitTimes{start: ready.Add(time.Millisecond)}, 0},
+		{"systemd unreachable", fakeUnitTimes{err: errors.New("no bus")}, 0},
+		{"no systemd at all", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := <-postgresStartTime(context.Background(), &Deps{Units: tc.u}, since, ready); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// Every control-plane request is counted in the record for compute_ctl_cplane_requests_total,
+// failed ones included.
+func TestPrepareCountsControlPlaneRequests(t *testing.T) {
+	var n atomic.Int32
+	cp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 2 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		http.Error(w, "no such compute", http.StatusNotFound)
+	}))
+	defer cp.Close()
+	st, err := state.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
+		ControlPlaneURI: cp.URL, ComputeID: "c1"}
+	err = Prepare(context.Background(), cfg, &Deps{Store: st})
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("Prepare = %v, want the 404 from the control plane", err)
+	}
+	rec, _ := st.Load()
+	got := rec.Counters.CplaneRequests["GetConfig"]
+	if len(got) != 2 || got["503 Service Unavailable"] != 2 || got["404 Not Found"] != 1 {
+		t.Errorf("counted %v", rec.Counters.CplaneRequests)
+	}
+	if rec.Status != state.Failed {
+		t.Errorf("status %s", rec.Status)
 	}
 }

@@ -140,7 +140,12 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 
 	if cfg.ControlPlaneURI != "" {
 		client := &http.Client{Timeout: 30 * time.Second}
-		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken)
+		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
+			controlplane.WithOnRequest(func(httpStatus string) {
+				if err := d.Store.CountCplaneRequest(controlplane.RPCGetConfig, httpStatus); err != nil {
+					slog.Warn("could not count the control plane request", "err", err)
+				}
+			}))
 		if err != nil {
 			return nil, false, fmt.Errorf("get config from the control plane: %w", err)
 		}

@@ -39,6 +39,7 @@ func prepareRemoteExtensions(ctx context.Context, cfg Config, s *spec.ComputeSpe
 	if err != nil {
 		return fmt.Errorf("remote extensions: %w", err)
 	}
+	dl.OnRequest = d.Store.RemoteExtRequestHook()
 	if !writable(filepath.Join(dl.ShareDir, "extension")) {
 		slog.Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
 			"dir", filepath.Join(dl.ShareDir, "extension"))

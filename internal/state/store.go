@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -31,6 +32,61 @@ type Metrics struct {
 	TotalExtDownloadSize    uint64 `json:"total_ext_download_size"`
 }
 
+// Counters are the Prometheus counters of compute_ctl that other units than compute-api
+// count (compute-api serves them on /metrics). A counter must never go down, so they
+// survive the reset of a new lifecycle; they start again from zero only when /run is
+// emptied (a reboot), as a process's counters do when it restarts.
+type Counters struct {
+	// MigrationFailures: compute_ctl_db_migration_failed_total, by migration_id.
+	MigrationFailures map[string]uint64 `json:"migration_failures,omitempty"`
+	// CplaneRequests: compute_ctl_cplane_requests_total, by rpc, then http_status.
+	CplaneRequests map[string]map[string]uint64 `json:"cplane_requests,omitempty"`
+	// RemoteExtRequests: compute_ctl_remote_ext_requests_total, by http_status, then
+	// filename.
+	RemoteExtRequests map[string]map[string]uint64 `json:"remote_ext_requests,omitempty"`
+}
+
+// CountCplaneRequest counts one control-plane request (compute_ctl_cplane_requests_total).
+func (s *Store) CountCplaneRequest(rpc, httpStatus string) error {
+	_, err := s.Update(func(r *Record) error {
+		add(&r.Counters.CplaneRequests, rpc, httpStatus)
+		return nil
+	})
+	return err
+}
+
+// CountRemoteExtRequest counts one extension gateway request
+// (compute_ctl_remote_ext_requests_total).
+func (s *Store) CountRemoteExtRequest(httpStatus, filename string) error {
+	_, err := s.Update(func(r *Record) error {
+		add(&r.Counters.RemoteExtRequests, httpStatus, filename)
+		return nil
+	})
+	return err
+}
+
+// RemoteExtRequestHook returns a hook for the extension downloader that counts each
+// gateway request with CountRemoteExtRequest; a failure to count is logged, never the
+// request's failure.
+func (s *Store) RemoteExtRequestHook() func(httpStatus, filename string) {
+	return func(httpStatus, filename string) {
+		if err := s.CountRemoteExtRequest(httpStatus, filename); err != nil {
+			slog.Warn("could not count the extension gateway request", "err", err)
+		}
+	}
+}
+
+// add counts one event in a two-level counter map, making the maps as needed.
+func add(m *map[string]map[string]uint64, a, b string) {
+	if *m == nil {
+		*m = map[string]map[string]uint64{}
+	}
+	if (*m)[a] == nil {
+		(*m)[a] = map[string]uint64{}
+	}
+	(*m)[a][b]++
+}
+
 // Record is the compute's state as kept in state.json. Every unit reads it; every change
 // goes through Store.
 type Record struct {
@@ -49,9 +105,8 @@ type Record struct {
 	Metrics      Metrics `json:"metrics"`
 	// MigrationID is the last migration applied (neon_migration.migration_id).
 	MigrationID int `json:"migration_id,omitempty"`
-	// MigrationFailures counts failed migrations by id (the metric
-	// compute_ctl_db_migration_failed_total); kept across lifecycles of one boot.
-	MigrationFailures map[string]uint64 `json:"migration_failures,omitempty"`
+	// Counters are kept across lifecycles (a reset carries them over).
+	Counters Counters `json:"counters"`
 	// InitInvocation is the systemd invocation ID of the compute-init run that began this
 	// lifecycle; compute-api waits for it when the compute starts.
 	InitInvocation string `json:"init_invocation,omitempty"`
@@ -203,7 +258,7 @@ func (s *Store) ResetUnless(keep func(Record) bool, cleanup func() error) (Recor
 			return cur, false, err
 		}
 	}
-	r := Record{Status: Empty, StartTime: s.now().UTC()}
+	r := Record{Status: Empty, StartTime: s.now().UTC(), Counters: cur.Counters}
 	err = s.write(&r, seq)
 	unlock()
 	if err != nil {

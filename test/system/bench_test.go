@@ -72,6 +72,9 @@ func TestNeonStartBench(t *testing.T) {
 // startBreakdown is one cold start, in milliseconds from the record's start_time.
 type startBreakdown struct {
 	metrics map[string]float64
+	// ddl is the time the spec's statements took (the apply actions' durations, from
+	// compute-configure's journal): part of config_ms, spent inside Postgres.
+	ddl float64
 	// what happened when, from start_time
 	prepareDone, initExit, pgJob, pgExec, pgReady, cfgJob, cfgExec, running float64
 }
@@ -138,7 +141,33 @@ func benchStart(t *testing.T) startBreakdown {
 	b.pgJob, b.pgExec, b.pgReady = rel(pg["InactiveExitTimestamp"]), rel(pg["ExecMainStartTimestamp"]), rel(pg["ActiveEnterTimestamp"])
 	b.cfgJob, b.cfgExec = rel(cfg["InactiveExitTimestamp"]), rel(cfg["ExecMainStartTimestamp"])
 	b.running = b.metrics["total_startup_ms"]
+	b.ddl = applyActionsMs(t)
 	return b
+}
+
+// applyActionsMs sums the durations of the apply actions that the current run of
+// compute-configure logged.
+func applyActionsMs(t *testing.T) float64 {
+	t.Helper()
+	inv := strings.TrimSpace(run(t, "/bin/systemctl", "show", "-p", "InvocationID", "--value", "compute-configure.service"))
+	out := run(t, "/bin/journalctl", "--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID="+inv)
+	var sum time.Duration
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, `msg="apply action"`) {
+			continue
+		}
+		_, v, ok := strings.Cut(l, " duration=")
+		if !ok {
+			continue
+		}
+		v, _, _ = strings.Cut(v, " ")
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("apply action duration %q: %v", v, err)
+		}
+		sum += d
+	}
+	return float64(sum.Microseconds()) / 1000
 }
 
 func median(xs []float64) float64 {
@@ -178,6 +207,8 @@ func report(t *testing.T, title string, runs []startBreakdown) {
 		{"total_startup_ms", m("total_startup_ms")},
 		{"**overhead** (total - sync - basebackup - start_postgres)", startBreakdown.overhead},
 		{"overhead without sync_sk_check_ms too", func(b startBreakdown) float64 { return b.overhead() - b.metrics["sync_sk_check_ms"] }},
+		{"spec statements (apply actions, inside config_ms)", func(b startBreakdown) float64 { return b.ddl }},
+		{"overhead without the spec statements", func(b startBreakdown) float64 { return b.overhead() - b.ddl }},
 		{"t: prepare done (compute-init)", func(b startBreakdown) float64 { return b.prepareDone }},
 		{"t: compute-init exited", func(b startBreakdown) float64 { return b.initExit }},
 		{"t: compute-postgres job started", func(b startBreakdown) float64 { return b.pgJob }},
