@@ -598,6 +598,22 @@ func TestPostgresThatWillNotStart(t *testing.T) {
 	if st, _ := runMayFail("/bin/systemctl", "is-failed", "compute-postgres.service"); strings.TrimSpace(st) != "failed" {
 		t.Errorf("compute-postgres is %q, want failed", st)
 	}
+	// compute-configure, started beside Postgres, gives up with the reason instead of
+	// waiting for a Postgres that will not come.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _ := runMayFail("/bin/systemctl", "is-failed", "compute-configure.service")
+		if strings.TrimSpace(st) == "failed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("compute-configure is %q 30 s after Postgres failed, want failed", strings.TrimSpace(st))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if j := journal(t, "compute-configure.service"); !strings.Contains(j, "postgres did not come up") || !strings.Contains(j, `invalid value for parameter \"shared_buffers\"`) {
+		t.Errorf("compute-configure's journal does not say why it stopped:\n%s", j)
+	}
 	// Terminate in failed is refused as in Neon.
 	if code, b := call(t, "POST", "/terminate", adminToken(t), nil); code != 412 || !strings.Contains(string(b), "invalid compute status: failed") {
 		t.Errorf("terminate while failed: %d %s", code, b)
