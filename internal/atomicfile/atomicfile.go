@@ -1,5 +1,6 @@
 // Package atomicfile writes files so that readers see either the old or the new content,
 // never a torn write: temp file in the same directory, fsync, rename, fsync the directory.
+// Options.NoSync drops the two fsyncs for files whose durability does not matter.
 package atomicfile
 
 import (
@@ -11,6 +12,11 @@ import (
 // Options tune a write. The zero value writes mode 0644.
 type Options struct {
 	Mode os.FileMode
+	// NoSync skips the fsyncs: readers still never see a torn file, but after a crash
+	// the file may hold the old content, or none. For files that are rebuilt anyway
+	// after a crash, such as a neon-mode PGDATA (fresh at every start), where each fsync
+	// would cost a disk flush on the startup path.
+	NoSync bool
 }
 
 // Write replaces path with data atomically.
@@ -38,8 +44,10 @@ func Write(path string, data []byte, opts Options) error {
 	if err := f.Chmod(mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+	if !opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", tmp, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
@@ -48,6 +56,9 @@ func Write(path string, data []byte, opts Options) error {
 		return fmt.Errorf("rename into %s: %w", path, err)
 	}
 	ok = true
+	if opts.NoSync {
+		return nil
+	}
 	return syncDir(dir)
 }
 

@@ -7,12 +7,19 @@ import (
 )
 
 func TestWriteReplacesAndLeavesNoTemp(t *testing.T) {
+	for _, noSync := range []bool{false, true} {
+		testWrite(t, noSync)
+	}
+}
+
+// testWrite: the same visible result with or without the fsyncs.
+func testWrite(t *testing.T, noSync bool) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f.json")
-	if err := Write(p, []byte("one"), Options{}); err != nil {
+	if err := Write(p, []byte("one"), Options{NoSync: noSync}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(p, []byte("two"), Options{Mode: 0o600}); err != nil {
+	if err := Write(p, []byte("two"), Options{Mode: 0o600, NoSync: noSync}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(p)

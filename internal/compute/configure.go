@@ -356,7 +356,7 @@ const clusterSizeLifted = "neon.max_cluster_size=-1\n"
 // on without a reload on the startup path; configure empties it after the apply.
 func liftClusterSize(cfg Config) error {
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if err := atomicfile.Write(override, []byte(clusterSizeLifted), atomicfile.Options{Mode: 0o600}); err != nil {
+	if err := atomicfile.Write(override, []byte(clusterSizeLifted), atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
 		return fmt.Errorf("write temp override: %w", err)
 	}
 	return nil
@@ -385,7 +385,7 @@ func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn
 		}
 	}
 	ferr := fn()
-	if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
+	if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
 		return errors.Join(ferr, fmt.Errorf("empty temp override: %w", err))
 	}
 	if err := reload(); err != nil {

@@ -221,18 +221,24 @@ func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed) error {
 		PrivilegedRoleName: cfg.PrivilegedRole,
 		OvercommitMemory2:  strings.TrimSpace(string(overcommit)) == "2",
 	})
-	if err := atomicfile.Write(filepath.Join(cfg.PGData, "postgresql.conf"), []byte(conf), atomicfile.Options{Mode: 0o600}); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.PGData, "postgresql.conf"), []byte(conf), pgdataFile(p)); err != nil {
 		return fmt.Errorf("write postgresql.conf: %w", err)
 	}
 	// The temp override file Neon includes last; it must exist for include_if_exists to
 	// be quiet and for later steps to write into.
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
 	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
-		if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600}); err != nil {
+		if err := atomicfile.Write(override, nil, pgdataFile(p)); err != nil {
 			return fmt.Errorf("write temp override: %w", err)
 		}
 	}
 	return nil
+}
+
+// pgdataFile is how files in PGDATA are written: without fsync in neon mode, where PGDATA
+// is rebuilt at every start and a flush would only cost time on the startup path.
+func pgdataFile(p *spec.Parsed) atomicfile.Options {
+	return atomicfile.Options{Mode: 0o600, NoSync: p.Storage == spec.StorageNeon}
 }
 
 // writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone

@@ -14,6 +14,10 @@ import (
 	"github.com/computetools/compute-tools/internal/pgconf"
 )
 
+// pgdataFile is how FinishPGData writes files: a neon PGDATA is rebuilt at every start,
+// so a flush to disk would only cost time on the startup path.
+var pgdataFile = atomicfile.Options{Mode: 0o600, NoSync: true}
+
 // DynShmemTarget is where pg_dynshmem points after FinishPGData.
 const DynShmemTarget = "/dev/shm/"
 
@@ -156,7 +160,7 @@ func neonSignal(pgdata string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(neon, data, atomicfile.Options{Mode: 0o600})
+	return atomicfile.Write(neon, data, pgdataFile)
 }
 
 func hbaLine(pgdata string) error {
@@ -169,7 +173,7 @@ func hbaLine(pgdata string) error {
 	if updated == string(old) {
 		return nil
 	}
-	return atomicfile.Write(p, []byte(updated), atomicfile.Options{Mode: 0o600})
+	return atomicfile.Write(p, []byte(updated), pgdataFile)
 }
 
 func dynShmem(pgdata string) error {
