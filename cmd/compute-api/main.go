@@ -39,15 +39,16 @@ type cli struct {
 }
 
 type serveCmd struct {
-	StateDir         string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
-	Config           string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
-	ComputeID        string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID that tokens must name."`
-	ExternalHTTPPort int    `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"3080" help:"External port (JWT)."`
-	InternalHTTPPort int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal port (no auth)."`
-	InternalHTTPAddr string `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"127.0.0.1" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
-	PGBin            string `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
-	RemoteExtBaseURL string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
-	ExternalHTTPAddr string `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+	StateDir         string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
+	Config           string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
+	ComputeID        string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID that tokens must name."`
+	ExternalHTTPPort int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"3080" help:"External port (JWT)."`
+	InternalHTTPPort int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal port (no auth)."`
+	InternalHTTPAddr string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"127.0.0.1" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
+	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
+	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"60s" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 }
 
 // units stops and starts compute units through systemd's manager API.
@@ -162,11 +163,13 @@ func (s serveCmd) Run(ctx context.Context) error {
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
-		Verifier: verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
+		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.SpecFile(s.StateDir)) },
+		Verifier:          verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
 		Logger: slog.Default(),
 	})
 
 	go watchJWKS(ctx, conn, srv, paths.JWKSFile(s.StateDir))
+	go srv.WatchTLS(ctx, s.TLSPoll)
 
 	extLn, err := net.Listen("tcp", net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)))
 	if err != nil {

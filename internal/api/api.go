@@ -95,6 +95,8 @@ type Config struct {
 	// InternalRoutes, if set, registers more routes on the internal port's mux (e.g.
 	// extensions.Routes for /extension_server); they get the port's middleware.
 	InternalRoutes func(mux *http.ServeMux)
+	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
+	ReadAppliedConfig func() ([]byte, error)
 }
 
 // DefaultMaxBodyBytes is the default request body limit.

@@ -9,8 +9,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -89,31 +91,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	wake, cancel := s.subscribe()
 	defer cancel()
 
-	var from state.Status
-	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
-		switch rec.Status {
-		case state.Empty, state.Running, state.Failed:
-		default:
-			return &state.WrongStatusError{Status: rec.Status}
-		}
-		from = rec.Status
-		if s.cfg.WritePendingConfig == nil {
-			return &pendingConfigError{errors.New("no pending config writer")}
-		}
-		// Under the state lock: the config is on disk before anyone can see
-		// configuration_pending, and nobody can leave empty meanwhile.
-		if err := s.cfg.WritePendingConfig(body); err != nil {
-			return &pendingConfigError{err}
-		}
-		rec.Status = state.ConfigurationPending
-		if parsed.TenantID != "" {
-			rec.Tenant = &parsed.TenantID
-		}
-		if parsed.TimelineID != "" {
-			rec.Timeline = &parsed.TimelineID
-		}
-		return nil
-	})
+	from, rec, err := s.submitConfig(body, parsed, state.Empty, state.Running, state.Failed)
 	if err != nil {
 		s.stateChangeError(w, err)
 		return
@@ -121,22 +99,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("configuration received", "from", from, "status", rec.Status,
 		"storage", parsed.Storage, "request_id", r.Header.Get(requestIDHeader))
 	if from != state.Empty {
-		// Reconfiguration: run the configure step again. A unit that cannot be started
-		// leaves a clear error, and a later /configure can try again.
-		if err := s.unitsCall(func(u Units) error { return u.Reconfigure(context.WithoutCancel(r.Context())) }); err != nil {
-			msg := "reconfigure: " + err.Error()
-			cur, _ := s.cfg.Store.Update(func(rec *state.Record) error {
-				if rec.Status != state.ConfigurationPending && rec.Status != state.Configuration {
-					return errors.New("status moved")
-				}
-				rec.Status = state.Failed
-				rec.SetError(msg)
-				return nil
-			})
-			if cur.Status == state.Failed && cur.Error != nil {
-				// The configure step recorded why it failed: that is the better answer.
-				msg = *cur.Error
-			}
+		if msg := s.reconfigure(context.WithoutCancel(r.Context())); msg != "" {
 			writeError(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", msg))
 			return
 		}
@@ -155,6 +118,60 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+}
+
+// submitConfig stores body as the pending config and moves the status to
+// configuration_pending, if the status is one of from; it returns the status it left.
+func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, from ...state.Status) (state.Status, state.Record, error) {
+	var was state.Status
+	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
+		if !slices.Contains(from, rec.Status) {
+			return &state.WrongStatusError{Status: rec.Status}
+		}
+		was = rec.Status
+		if s.cfg.WritePendingConfig == nil {
+			return &pendingConfigError{errors.New("no pending config writer")}
+		}
+		// Under the state lock: the config is on disk before anyone can see
+		// configuration_pending, and nobody can leave empty meanwhile.
+		if err := s.cfg.WritePendingConfig(body); err != nil {
+			return &pendingConfigError{err}
+		}
+		rec.Status = state.ConfigurationPending
+		if parsed.TenantID != "" {
+			rec.Tenant = &parsed.TenantID
+		}
+		if parsed.TimelineID != "" {
+			rec.Timeline = &parsed.TimelineID
+		}
+		return nil
+	})
+	return was, rec, err
+}
+
+// reconfigure runs the configure step again for a pending config on a compute that was
+// running (or failed). A unit that cannot be started leaves failed with a clear error
+// (a later /configure can try again); the returned text says why, empty on success of
+// the start (the outcome of the step itself is the status it records).
+func (s *Server) reconfigure(ctx context.Context) string {
+	err := s.unitsCall(func(u Units) error { return u.Reconfigure(ctx) })
+	if err == nil {
+		return ""
+	}
+	msg := "reconfigure: " + err.Error()
+	cur, _ := s.cfg.Store.Update(func(rec *state.Record) error {
+		if rec.Status != state.ConfigurationPending && rec.Status != state.Configuration {
+			return errors.New("status moved")
+		}
+		rec.Status = state.Failed
+		rec.SetError(msg)
+		return nil
+	})
+	if cur.Status == state.Failed && cur.Error != nil {
+		// The configure step recorded why it failed: that is the better answer.
+		msg = *cur.Error
+	}
+	return msg
 }
 
 // readJSONBody checks the content type and reads a syntactically valid JSON body. A

@@ -22,6 +22,7 @@ import (
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/storage"
+	"github.com/computetools/compute-tools/internal/tlsfiles"
 )
 
 // Configure is `compute-init configure --managed` (compute-configure.service). After the
@@ -243,13 +244,19 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	if err != nil {
 		return d.fail(err)
 	}
-	// The config files first (as Neon: postgresql.conf is rewritten completely), then a
+	// The config files first (as Neon: postgresql.conf is rewritten completely, and the
+	// TLS files copied again, which is how a renewed certificate gets in), then a
 	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.
+	cc, _ := spec.ParseConfig(raw) // raw was validated by readConfig
+	tlsOn := false
+	if tlsc := tlsfiles.Enabled(cc); tlsc != nil {
+		tlsOn = reinstallTLS(ctx, cfg, *tlsc, parsed, d)
+	}
 	write := writePGConfig
 	if parsed.Storage == spec.StorageNeon {
 		write = writePostgresConf
 	}
-	if err := write(cfg, ci, parsed); err != nil {
+	if err := write(cfg, ci, parsed, tlsOn); err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
 	conn, err := connectRetry(ctx, cfg.Connstr)

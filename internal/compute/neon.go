@@ -22,11 +22,11 @@ func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "p
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
-func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, d *Deps) error {
+func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
 	if err := storage.PrepareFreshPGData(cfg.PGData); err != nil {
 		return err
 	}
-	if err := writePostgresConf(cfg, ci, p); err != nil {
+	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {

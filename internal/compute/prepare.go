@@ -20,6 +20,7 @@ import (
 	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/tlsfiles"
 )
 
 // Prepare is `compute-init prepare`: it starts a new lifecycle, gets the config (from the
@@ -70,10 +71,14 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited)
 	d.status("init: preparing PGDATA")
 
+	tlsc := tlsfiles.Enabled(cc)
 	if parsed.Storage == spec.StorageNeon {
-		err = prepareNeon(ctx, cfg, ci, cc.Spec, parsed, d)
+		err = prepareNeon(ctx, cfg, ci, cc.Spec, parsed, tlsc != nil, d)
 	} else {
-		err = prepareStandalone(ctx, cfg, ci, parsed)
+		err = prepareStandalone(ctx, cfg, ci, parsed, tlsc != nil)
+	}
+	if err == nil && tlsc != nil {
+		err = installTLS(ctx, cfg, *tlsc, parsed, d, waitForCertificate)
 	}
 	if err == nil {
 		err = prepareRemoteExtensions(ctx, cfg, cc.Spec, d)
@@ -199,19 +204,20 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
 // writes the Postgres configuration.
-func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed) error {
+func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := ensureInitdb(ctx, cfg, ci); err != nil {
 		return err
 	}
 	if err := writePostgresEnv(cfg, ""); err != nil {
 		return err
 	}
-	return writePGConfig(cfg, ci, p)
+	return writePGConfig(cfg, ci, p, tls)
 }
 
 // writePostgresConf writes postgresql.conf (both modes: it is regenerated at every start)
-// and makes sure the temp override file exists.
-func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed) error {
+// and makes sure the temp override file exists. tls turns on ssl with the files
+// installTLS copies into PGDATA.
+func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	conf := pgconf.PostgresqlConf(p, pgconf.Options{
 		Port:               ci.Port,
@@ -220,6 +226,7 @@ func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed) error {
 		InternalHTTPPort:   cfg.InternalHTTPPort,
 		PrivilegedRoleName: cfg.PrivilegedRole,
 		OvercommitMemory2:  strings.TrimSpace(string(overcommit)) == "2",
+		TLS:                tls,
 	})
 	if err := atomicfile.Write(filepath.Join(cfg.PGData, "postgresql.conf"), []byte(conf), pgdataFile(p)); err != nil {
 		return fmt.Errorf("write postgresql.conf: %w", err)
@@ -243,8 +250,8 @@ func pgdataFile(p *spec.Parsed) atomicfile.Options {
 
 // writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
 // compute.
-func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed) error {
-	if err := writePostgresConf(cfg, ci, p); err != nil {
+func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
 	hba, err := pgconf.HBAStandalone(ci.User)

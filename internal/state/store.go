@@ -110,6 +110,9 @@ type Record struct {
 	// InitInvocation is the systemd invocation ID of the compute-init run that began this
 	// lifecycle; compute-api waits for it when the compute starts.
 	InitInvocation string `json:"init_invocation,omitempty"`
+	// TLSCertDigest is the SHA-256 of the TLS certificate installed in PGDATA (empty
+	// without TLS); compute-api's renewal watcher compares the file with it.
+	TLSCertDigest string `json:"tls_cert_digest,omitempty"`
 	// PrepareDoneAt is when compute-init finished; used for the startup breakdown.
 	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.

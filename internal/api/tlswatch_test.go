@@ -1,0 +1,91 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// The certificate watcher reconfigures a running compute when the certificate file no
+// longer matches the installed one, and leaves it alone otherwise.
+func TestWatchTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "tls.crt")
+	write := func(body string) string {
+		if err := os.WriteFile(cert, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(body))
+		return hex.EncodeToString(sum[:])
+	}
+	installed := write("certificate one")
+	features := `["tls_experimental"]`
+	config := func() ([]byte, error) {
+		return []byte(fmt.Sprintf(`{"spec": {"format_version": 1.0, "features": %s, "cluster": {"roles": [], "databases": []}},
+		  "compute_ctl_config": {"jwks": {"keys": []}, "tls": {"cert_path": %q, "key_path": %q}}}`,
+			features, cert, filepath.Join(dir, "tls.key"))), nil
+	}
+	h := newHarness(t, func(c *Config) { c.ReadAppliedConfig = config })
+	if _, err := h.store.Transition(state.Init, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.TLSCertDigest = installed }); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if h.srv.checkTLS(ctx) {
+		t.Fatal("reconfigured although the certificate did not change")
+	}
+
+	// Renewed: a reconfiguration with the config the compute runs with.
+	write("certificate two")
+	if !h.srv.checkTLS(ctx) {
+		t.Fatal("a renewed certificate did not start a reconfiguration")
+	}
+	rec, _ := h.store.Load()
+	if rec.Status != state.ConfigurationPending || h.units.reconfigures != 1 {
+		t.Fatalf("status %s, %d reconfigurations", rec.Status, h.units.reconfigures)
+	}
+	if got := string(h.pending.calls[len(h.pending.calls)-1]); !strings.Contains(got, `"tls_experimental"`) {
+		t.Errorf("pending config %q is not the applied one", got)
+	}
+	// While that runs, nothing more is started.
+	if h.srv.checkTLS(ctx) {
+		t.Error("a second reconfiguration while the first is pending")
+	}
+
+	// Without the feature, or without a digest (no TLS installed), nothing is watched.
+	for _, st := range []state.Status{state.Configuration, state.Running} {
+		if _, err := h.store.Transition(st, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	features = `[]`
+	if h.srv.checkTLS(ctx) {
+		t.Error("reconfigured without the tls_experimental feature")
+	}
+}
+
+// WatchTLS returns when its context ends and does nothing without a config reader.
+func TestWatchTLSStops(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.ReadAppliedConfig = func() ([]byte, error) { return nil, os.ErrNotExist } })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.srv.WatchTLS(ctx, time.Millisecond); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchTLS did not return")
+	}
+	newHarness(t).srv.WatchTLS(context.Background(), time.Millisecond) // returns at once
+}

@@ -1,0 +1,82 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/tlsfiles"
+)
+
+// waitForCertificate: at a start, wait for a usable certificate as long as it takes (as
+// compute_ctl: a certificate manager may provide it later), with the reason in the
+// status line and the journal.
+const waitForCertificate = time.Duration(0)
+
+var (
+	// reconfigureCertificateWait bounds the wait on a reconfiguration, which a caller is
+	// waiting for: a renewal caught half-way settles within seconds.
+	reconfigureCertificateWait = 10 * time.Second
+	// certRetry is how often an unusable certificate is tried again.
+	certRetry = time.Second
+)
+
+// installTLS copies the certificate and key named in compute_ctl_config.tls into PGDATA
+// once they are readable and belong together, and records the certificate's digest (the
+// renewal watcher of compute-api compares it with the file). With wait 0 it waits until
+// the files are usable; otherwise at most wait.
+func installTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parsed, d *Deps, wait time.Duration) error {
+	start := time.Now()
+	lastLog := time.Time{}
+	for {
+		pair, err := tlsfiles.Load(c)
+		if err == nil {
+			if err := tlsfiles.Install(cfg.PGData, pair, pgdataFile(p)); err != nil {
+				return err
+			}
+			digest := pair.Digest()
+			if _, err := d.Store.Update(func(r *state.Record) error { r.TLSCertDigest = digest; return nil }); err != nil {
+				return err
+			}
+			slog.Info("TLS certificate installed", "cert", c.CertPath, "sha256", digest)
+			return nil
+		}
+		if wait > 0 && time.Since(start) >= wait {
+			return fmt.Errorf("no usable TLS certificate after %s: %w", wait, err)
+		}
+		if time.Since(lastLog) >= time.Minute {
+			slog.Warn("waiting for a usable TLS certificate", "err", err)
+			d.status("init: waiting for the TLS certificate: " + err.Error())
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the TLS certificate: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(certRetry):
+		}
+	}
+}
+
+// reinstallTLS copies the TLS files again on a reconfiguration (a renewed certificate
+// gets in this way) and reports whether Postgres can serve TLS. Unusable new files do
+// not fail a running compute: the installed ones stay (compute-api's watcher tries
+// again, since their digest still differs), and without any, Postgres serves without TLS
+// until usable files come.
+func reinstallTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parsed, d *Deps) bool {
+	err := installTLS(ctx, cfg, c, p, d, reconfigureCertificateWait)
+	if err == nil {
+		return true
+	}
+	if _, serr := os.Stat(filepath.Join(cfg.PGData, pgconf.ServerCertFile)); serr == nil {
+		slog.Warn("TLS: keeping the installed certificate", "err", err)
+		return true
+	}
+	slog.Warn("TLS: no usable certificate; Postgres serves without TLS until there is one", "err", err)
+	return false
+}

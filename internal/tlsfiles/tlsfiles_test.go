@@ -1,0 +1,104 @@
+package tlsfiles
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/certtest"
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+func files(t *testing.T, cert, key []byte) spec.TLSConfig {
+	t.Helper()
+	dir := t.TempDir()
+	c := spec.TLSConfig{CertPath: filepath.Join(dir, "tls.crt"), KeyPath: filepath.Join(dir, "tls.key")}
+	if err := os.WriteFile(c.CertPath, cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.KeyPath, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestLoadAndInstall(t *testing.T) {
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	for name, key := range map[string]crypto.Signer{"ecdsa p-256": p256, "ed25519": ed} {
+		t.Run(name, func(t *testing.T) {
+			cert, keyPEM := certtest.Make(t, key, 7)
+			c := files(t, cert, keyPEM)
+			p, err := Load(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pgdata := t.TempDir()
+			if err := Install(pgdata, p, atomicfile.Options{Mode: 0o644, NoSync: true}); err != nil {
+				t.Fatal(err)
+			}
+			for f, want := range map[string][]byte{"server.crt": cert, "server.key": keyPEM} {
+				b, err := os.ReadFile(filepath.Join(pgdata, f))
+				if err != nil || string(b) != string(want) {
+					t.Errorf("%s: %v", f, err)
+				}
+				if fi, _ := os.Stat(filepath.Join(pgdata, f)); fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s mode %v, want 0600 (Postgres refuses a readable key)", f, fi.Mode().Perm())
+				}
+			}
+			d, err := FileDigest(c.CertPath)
+			if err != nil || d != p.Digest() || len(d) != 64 {
+				t.Errorf("digest %q vs %q, %v", d, p.Digest(), err)
+			}
+		})
+	}
+}
+
+func TestLoadRefuses(t *testing.T) {
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert1, key1 := certtest.Make(t, k1, 1)
+	_, key2 := certtest.Make(t, k2, 2)
+	for _, tc := range []struct {
+		name string
+		c    spec.TLSConfig
+		want string
+	}{
+		// A renewal caught half-way: the new certificate with the old key.
+		{"key of another certificate", files(t, cert1, key2), "private key does not match public key"},
+		{"not PEM", files(t, []byte("garbage"), key1), "failed to find any PEM data"},
+		{"missing certificate", spec.TLSConfig{CertPath: "/nonexistent/tls.crt", KeyPath: "/nonexistent/tls.key"}, "read certificate"},
+		{"no paths", spec.TLSConfig{}, "both required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Load = %v, want an error with %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Errorf("the error quotes key material: %v", err)
+			}
+		})
+	}
+}
+
+func TestEnabled(t *testing.T) {
+	c := &spec.TLSConfig{CertPath: "/c", KeyPath: "/k"}
+	with := func(features []string, tls *spec.TLSConfig) *spec.ComputeConfig {
+		return &spec.ComputeConfig{Spec: &spec.ComputeSpec{Features: features}, ComputeCtlConfig: &spec.ComputeCtlConfig{TLS: tls}}
+	}
+	if Enabled(with([]string{"activity_monitor_experimental", Feature}, c)) != c {
+		t.Error("feature and files: not enabled")
+	}
+	if Enabled(with(nil, c)) != nil || Enabled(with([]string{Feature}, nil)) != nil || Enabled(nil) != nil ||
+		Enabled(&spec.ComputeConfig{Spec: &spec.ComputeSpec{Features: []string{Feature}}}) != nil {
+		t.Error("enabled without both the feature and the files")
+	}
+}
