@@ -1,12 +1,16 @@
 // Package atomicfile writes files so that readers see either the old or the new content,
 // never a torn write: temp file in the same directory, fsync, rename, fsync the directory.
-// Options.NoSync drops the two fsyncs for files whose durability does not matter.
+// Options.NoSync drops the two fsyncs for files whose durability does not matter. A
+// replaced file keeps its owner when the writer is root.
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Options tune a write. The zero value writes mode 0644.
@@ -44,6 +48,9 @@ func Write(path string, data []byte, opts Options) error {
 	if err := f.Chmod(mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}
+	if err := keepOwner(f, path); err != nil {
+		return fmt.Errorf("chown %s: %w", tmp, err)
+	}
 	if !opts.NoSync {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("fsync %s: %w", tmp, err)
@@ -60,6 +67,28 @@ func Write(path string, data []byte, opts Options) error {
 		return nil
 	}
 	return syncDir(dir)
+}
+
+// keepOwner gives the new file the owner of the file it replaces, when this process is
+// root (say, a step run by hand on files of the postgres user); otherwise a replaced file
+// belongs to whoever writes it. Root without CAP_CHOWN (compute-api's sandbox) cannot,
+// and writes as before.
+func keepOwner(f *os.File, path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // a new file
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || (int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid()) {
+		return nil
+	}
+	if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -40,5 +41,28 @@ func TestWriteIntoMissingDirFails(t *testing.T) {
 	err := Write(filepath.Join(t.TempDir(), "nope", "f"), []byte("x"), Options{})
 	if err == nil {
 		t.Fatal("expected an error for a missing directory")
+	}
+}
+
+// Run as root, a replaced file keeps its owner (a step run by hand on the files of the
+// postgres user must not leave them to root).
+func TestWriteKeepsTheOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files as someone else")
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(p, []byte("new"), Options{Mode: 0o600}); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 4242 || st.Gid != 4343 {
+		t.Errorf("owner %d:%d, want 4242:4343", st.Uid, st.Gid)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,14 +63,60 @@ func readConfig(path string) ([]byte, *spec.ComputeSpec, *spec.Parsed, error) {
 func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
 	opts := applyOptions(cfg, parsed, concurrency)
 	opts.SkipUnchanged = true
+	enabled := false
 	err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
-		_, err := apply.Apply(ctx, conn, s, opts)
+		if _, err := apply.Apply(ctx, conn, s, opts); err != nil {
+			return err
+		}
+		var err error
+		enabled, err = enableSubscribers(cfg, parsed)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("apply spec: %w", err)
 	}
+	if enabled && parsed.Storage != spec.StorageNeon {
+		// In neon mode the reload that drops the temp override covers it.
+		if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()"); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
 	return nil
+}
+
+// subscribersLine is the postgresql.conf setting that enableSubscribers ensures.
+const subscribersLine = "neon.disable_logical_replication_subscribers=false"
+
+// enableSubscribers makes sure that postgresql.conf ends up with logical replication
+// subscribers enabled once the spec is applied, as compute_ctl does after the start's
+// apply: with drop_subscriptions_before_start the conf disables them only while the old
+// subscriptions are dropped. It appends the line unless the last setting of the
+// parameter already says false, and reports whether it changed the file (a reload is
+// then due).
+func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
+	path := filepath.Join(cfg.PGData, "postgresql.conf")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("enable subscribers: %w", err)
+	}
+	last := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "neon.disable_logical_replication_subscribers") {
+			last = strings.ReplaceAll(l, " ", "")
+		}
+	}
+	if last == subscribersLine {
+		return false, nil
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	b = append(b, subscribersLine+"\n"...)
+	if err := atomicfile.Write(path, b, pgdataFile(p)); err != nil {
+		return false, fmt.Errorf("enable subscribers: %w", err)
+	}
+	return true, nil
 }
 
 func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/pgtest"
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -93,6 +94,24 @@ func TestFirstConfigureRunningPostgres(t *testing.T) {
 	}
 	if !r.hasDatabase(t, "appdb") {
 		t.Error("the spec was not applied: no appdb")
+	}
+	// Subscribers are enabled, and Postgres was told (a reload).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := pgx.Connect(context.Background(), r.pg.Connstr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v string
+		err = c.QueryRow(context.Background(), "SELECT current_setting('neon.disable_logical_replication_subscribers', true)").Scan(&v)
+		c.Close(context.Background())
+		if err == nil && v == "false" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("neon.disable_logical_replication_subscribers = %q (%v) after the start", v, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -213,5 +232,42 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	}
 	if rec.Status != state.Failed {
 		t.Errorf("status %s", rec.Status)
+	}
+}
+
+// After the apply, logical replication subscribers are enabled again (compute_ctl appends
+// the line after the start's apply), whatever drop_subscriptions_before_start wrote.
+func TestEnableSubscribers(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf string
+		changed    bool
+	}{
+		{"flag set: disabled during the start", "port=5432\nneon.disable_logical_replication_subscribers=true\n", true},
+		{"no line at all", "port=5432", true},
+		{"already enabled", "neon.disable_logical_replication_subscribers = false\n", false},
+		{"enabled, then disabled", "neon.disable_logical_replication_subscribers=false\nneon.disable_logical_replication_subscribers=true\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{PGData: t.TempDir()}
+			p := filepath.Join(cfg.PGData, "postgresql.conf")
+			if err := os.WriteFile(p, []byte(tc.conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			changed, err := enableSubscribers(cfg, &spec.Parsed{})
+			if err != nil || changed != tc.changed {
+				t.Fatalf("changed %v, %v; want %v", changed, err, tc.changed)
+			}
+			b, _ := os.ReadFile(p)
+			if !strings.HasSuffix(strings.TrimSpace(string(b)), "neon.disable_logical_replication_subscribers=false") &&
+				!strings.HasSuffix(strings.TrimSpace(string(b)), "neon.disable_logical_replication_subscribers = false") {
+				t.Errorf("conf ends with:\n%s", b)
+			}
+			if again, _ := enableSubscribers(cfg, &spec.Parsed{}); again {
+				t.Error("a second call changed the file again")
+			}
+		})
+	}
+	if _, err := enableSubscribers(Config{PGData: t.TempDir()}, &spec.Parsed{}); err == nil {
+		t.Error("no postgresql.conf: no error")
 	}
 }
