@@ -242,7 +242,9 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 		}
 		fp := dbFingerprint(t, after)
 		prints[t.Name] = fp
-		if old, ok := cat.AppliedDBs[t.Name]; opts.SkipUnchanged && ok && old == fp && dbUntouched(t.Name, cat, after) {
+		// Subscriptions to drop are never skipped: whether they are due depends on the
+		// timeline, and a branch inherits the parent's record.
+		if old, ok := cat.AppliedDBs[t.Name]; opts.SkipUnchanged && ok && old == fp && !t.DropSubscriptions && dbUntouched(t.Name, cat, after) {
 			unchanged++
 			continue
 		}

@@ -370,6 +370,22 @@ func TestApplyDropSubscriptions(t *testing.T) {
 	if got := subs(); len(got) != 0 {
 		t.Fatalf("subscriptions left on a new timeline: %v", got)
 	}
+
+	// A branch inherits the parent's record of applied databases: even where its
+	// fingerprints match, a new timeline drops the subscriptions (SkipUnchanged must not
+	// skip that).
+	// (Apply once: a second Apply on the same timeline would record "nothing to drop".)
+	if _, err := Apply(ctx, conn, s, Options{TimelineID: "tl-parent", SkipUnchanged: true}); err != nil {
+		t.Fatal(err)
+	}
+	createSub("sub db", "on the parent")
+	res, err := Apply(ctx, conn, s, Options{TimelineID: "tl-branch", SkipUnchanged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := subs(); len(got) != 0 {
+		t.Fatalf("subscriptions left on a branch: %v (result %+v)", got, res)
+	}
 }
 
 func TestApplyNeonModeNeedsTheExtension(t *testing.T) {
