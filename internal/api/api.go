@@ -111,6 +111,9 @@ type Server struct {
 	registry *prometheus.Registry
 	external http.Handler
 	internal http.Handler
+	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
+	// only).
+	tlsTried string
 }
 
 // New builds a Server. Nil optional fields get their defaults.

@@ -91,7 +91,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	wake, cancel := s.subscribe()
 	defer cancel()
 
-	from, rec, err := s.submitConfig(body, parsed, state.Empty, state.Running, state.Failed)
+	from, rec, err := s.submitConfig(body, parsed, nil, state.Empty, state.Running, state.Failed)
 	if err != nil {
 		s.stateChangeError(w, err)
 		return
@@ -121,12 +121,18 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 }
 
 // submitConfig stores body as the pending config and moves the status to
-// configuration_pending, if the status is one of from; it returns the status it left.
-func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, from ...state.Status) (state.Status, state.Record, error) {
+// configuration_pending, if the status is one of from and check (if set) passes, both
+// under the state lock; it returns the status it left.
+func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, check func() error, from ...state.Status) (state.Status, state.Record, error) {
 	var was state.Status
 	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
 		if !slices.Contains(from, rec.Status) {
 			return &state.WrongStatusError{Status: rec.Status}
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
 		}
 		was = rec.Status
 		if s.cfg.WritePendingConfig == nil {

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
@@ -38,9 +40,12 @@ func (s *Server) WatchTLS(ctx context.Context, interval time.Duration) {
 }
 
 // checkTLS does one look of WatchTLS; it reports whether it started a reconfiguration.
+// A certificate file is tried once: if its reconfiguration could not install it (a key
+// that does not match yet, say), the watcher waits for the file to change again instead
+// of reconfiguring at every look.
 func (s *Server) checkTLS(ctx context.Context) bool {
 	rec, err := s.load()
-	if err != nil || rec.Status != state.Running || rec.TLSCertDigest == "" {
+	if err != nil || rec.Status != state.Running {
 		return false
 	}
 	raw, err := s.cfg.ReadAppliedConfig()
@@ -63,6 +68,10 @@ func (s *Server) checkTLS(ctx context.Context) bool {
 		return false
 	}
 	if digest == rec.TLSCertDigest {
+		s.tlsTried = ""
+		return false
+	}
+	if digest == s.tlsTried {
 		return false
 	}
 	parsed, err := s.cfg.ParseSpec(cc.Spec)
@@ -70,13 +79,28 @@ func (s *Server) checkTLS(ctx context.Context) bool {
 		s.log.Warn("tls watcher: the applied spec does not validate", "err", err)
 		return false
 	}
-	if _, _, err := s.submitConfig(raw, parsed, state.Running); err != nil {
+	// Under the state lock, the config must still be the one read above: a /configure
+	// that came and went meanwhile is not rolled back.
+	unchanged := func() error {
+		now, err := s.cfg.ReadAppliedConfig()
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(now, raw) {
+			return errConfigMoved
+		}
+		return nil
+	}
+	if _, _, err := s.submitConfig(raw, parsed, unchanged, state.Running); err != nil {
 		s.log.Info("tls watcher: certificate changed, but the compute is busy; trying again later", "err", err)
 		return false
 	}
+	s.tlsTried = digest
 	s.log.Info("TLS certificate changed: reconfiguring", "cert", c.CertPath, "sha256", digest)
 	if msg := s.reconfigure(context.WithoutCancel(ctx)); msg != "" {
 		s.log.Error("tls watcher: reconfiguration did not start", "err", msg)
 	}
 	return true
 }
+
+var errConfigMoved = errors.New("the applied config changed meanwhile")

@@ -62,12 +62,47 @@ func TestWatchTLS(t *testing.T) {
 		t.Error("a second reconfiguration while the first is pending")
 	}
 
-	// Without the feature, or without a digest (no TLS installed), nothing is watched.
+	// The reconfiguration could not install it (the digest did not move): the same file
+	// is not tried again, a newer one is.
 	for _, st := range []state.Status{state.Configuration, state.Running} {
 		if _, err := h.store.Transition(st, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if h.srv.checkTLS(ctx) {
+		t.Error("the same unusable certificate was tried again")
+	}
+	write("certificate three")
+	if !h.srv.checkTLS(ctx) {
+		t.Fatal("a newer certificate was not tried")
+	}
+	for _, st := range []state.Status{state.Configuration, state.Running} {
+		if _, err := h.store.Transition(st, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A /configure that changes the applied config between the look and the submit is
+	// not rolled back.
+	write("certificate four")
+	calls := 0
+	h.srv.cfg.ReadAppliedConfig = func() ([]byte, error) {
+		calls++
+		b, err := config()
+		if calls > 1 {
+			b = append(b, ' ')
+		}
+		return b, err
+	}
+	if h.srv.checkTLS(ctx) {
+		t.Error("reconfigured with a config that was replaced meanwhile")
+	}
+	if rec, _ := h.store.Load(); rec.Status != state.Running {
+		t.Errorf("status %s", rec.Status)
+	}
+	h.srv.cfg.ReadAppliedConfig = config
+
+	// Without the feature, nothing is watched.
 	features = `[]`
 	if h.srv.checkTLS(ctx) {
 		t.Error("reconfigured without the tls_experimental feature")

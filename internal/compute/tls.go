@@ -65,9 +65,8 @@ func installTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parse
 
 // reinstallTLS copies the TLS files again on a reconfiguration (a renewed certificate
 // gets in this way) and reports whether Postgres can serve TLS. Unusable new files do
-// not fail a running compute: the installed ones stay (compute-api's watcher tries
-// again, since their digest still differs), and without any, Postgres serves without TLS
-// until usable files come.
+// not fail a running compute: the installed ones stay, or without any Postgres serves
+// without TLS; compute-api's watcher tries again when the certificate file changes.
 func reinstallTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parsed, d *Deps) bool {
 	err := installTLS(ctx, cfg, c, p, d, reconfigureCertificateWait)
 	if err == nil {
