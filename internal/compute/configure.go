@@ -143,6 +143,14 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
 		conn, err = connectRetry(ctx, cfg.Connstr)
 		if err != nil {
+			// Prepare lifted the size limit for the apply that cannot run now: put it
+			// back in the file (a reload needs the connection we do not have).
+			if parsed.Storage == spec.StorageNeon {
+				override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
+				if werr := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600, NoSync: true}); werr != nil {
+					slog.Warn("could not empty the temp override", "err", werr)
+				}
+			}
 			return d.fail(err)
 		}
 		defer conn.Close(context.Background())

@@ -112,7 +112,8 @@ type Options struct {
 	Poll time.Duration
 }
 
-// Wait returns the pid file once the postmaster in pgdata is ready (see PidFile.Ready).
+// Wait returns the pid file once the postmaster in pgdata is ready (see PidFile.Ready) and
+// its process exists.
 // It watches pgdata with inotify; if that is not possible it falls back to polling.
 func Wait(ctx context.Context, pgdata string, o Options) (PidFile, error) {
 	if o.Poll <= 0 {
@@ -130,7 +131,7 @@ func Wait(ctx context.Context, pgdata string, o Options) (PidFile, error) {
 		}
 		p, err := ReadPidFile(pgdata)
 		switch {
-		case err == nil && p.Ready(o.Since):
+		case err == nil && p.Ready(o.Since) && alive(p.PID):
 			return p, nil
 		case err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrPartial):
 			return PidFile{}, fmt.Errorf("wait for postgres: %w", err)
@@ -143,6 +144,13 @@ func Wait(ctx context.Context, pgdata string, o Options) (PidFile, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// alive reports whether a process pid exists (a pid file left by a crash in the same
+// second as Since would otherwise pass). EPERM means it exists but is not ours.
+func alive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // watch delivers a hint on every change in dir (best effort: nil channel and a no-op stop

@@ -71,6 +71,18 @@ func TestParsePidFile(t *testing.T) {
 	}
 }
 
+// deadPID is a PID that no process has (searched down from a high number).
+func deadPID(t *testing.T) int {
+	t.Helper()
+	for pid := 4_000_000; pid > 1000; pid -= 997 {
+		if !alive(pid) {
+			return pid
+		}
+	}
+	t.Skip("no unused PID found")
+	return 0
+}
+
 func write(t *testing.T, dir, body string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, PidFileName), []byte(body), 0o600); err != nil {
@@ -107,7 +119,14 @@ func TestWaitFollowsTheFile(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	write(t, dir, pidFile(12, since, "ready", 8))
+	// Ready and of this lifecycle, but the process is gone (a crash in the same second).
+	write(t, dir, pidFile(deadPID(t), since, "ready", 8))
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned (%v) for a postmaster that does not exist", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	write(t, dir, pidFile(os.Getpid(), since, "ready", 8))
 	select {
 	case err := <-done:
 		if err != nil {

@@ -27,9 +27,10 @@ const DynShmemTarget = "/dev/shm/"
 //
 // An existing PGDATA is not deleted on the startup path: it is renamed aside (one
 // rename instead of unlinking thousands of files, tens of milliseconds here) and
-// RemoveOldPGData deletes it once the compute runs. Where the rename is not possible
-// (PGDATA is a mount point, or its parent is not writable) its contents are deleted in
-// place.
+// RemoveOldPGData deletes it once the compute runs. A copy still set aside (its start
+// never reached running) is deleted first, so that failing starts do not pile copies up.
+// Where the rename is not possible (PGDATA is a mount point, or its parent is not
+// writable) its contents are deleted in place.
 func PrepareFreshPGData(pgdata string) error {
 	if pgdata == "" {
 		return errors.New("prepare pgdata: empty path")
@@ -46,6 +47,11 @@ func PrepareFreshPGData(pgdata string) error {
 	case err != nil:
 		return fmt.Errorf("prepare pgdata: %w", err)
 	default:
+		// One set-aside copy at most: one left by a start that never reached running
+		// goes now (that start failed anyway; the usual path has none).
+		if _, err := RemoveOldPGData(clean); err != nil {
+			return fmt.Errorf("prepare pgdata: %w", err)
+		}
 		old := oldPGDataPrefix(clean) + strconv.FormatInt(time.Now().UnixNano(), 10)
 		if err := os.Rename(clean, old); err != nil {
 			if err := removeContents(clean); err != nil {
