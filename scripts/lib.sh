@@ -74,6 +74,7 @@ package() {
   log "packaging with nfpm $NFPM_VERSION"
   mkdir -p "$REPO/dist"; rm -rf "$REPO"/dist/*
   gzip -9n -c "$REPO/packaging/changelog" >"$REPO/bin/changelog.gz"
+  for m in compute-init compute-api; do gzip -9n -c "$REPO/packaging/man/$m.8" >"$REPO/bin/$m.8.gz"; done
   (cd "$REPO" && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager deb --target dist/ >/dev/null \
     && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager rpm --target dist/ >/dev/null) || die "nfpm failed"
   ls "$REPO"/dist >&2
