@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgtest"
 )
 
 // TestStandaloneConfStartsPostgres writes our postgresql.conf, pg_hba.conf and
@@ -26,12 +26,7 @@ func TestStandaloneConfStartsPostgres(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(bin, "postgres")); err != nil {
 		t.Skipf("PostgreSQL 15 not installed: %v", err)
 	}
-	pgUser, err := user.Lookup("postgres")
-	if err != nil {
-		t.Skipf("no postgres OS user: %v", err)
-	}
-	uid, _ := strconv.Atoi(pgUser.Uid)
-	gid, _ := strconv.Atoi(pgUser.Gid)
+	uid, gid := pgtest.OSUserIDs(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -40,16 +35,8 @@ func TestStandaloneConfStartsPostgres(t *testing.T) {
 		return strings.TrimSpace(string(res.Stdout)), err
 	}
 
-	// t.TempDir's parents are private to root; postgres needs its own directory. Short
-	// path: it also holds the unix socket (108-byte limit).
-	dir, err := os.MkdirTemp("", "pgconf-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatal(err)
-	}
+	// Short path: it also holds the unix socket (108-byte limit).
+	dir := pgtest.OwnedDir(t, "pgconf-")
 	data := filepath.Join(dir, "data")
 	if _, err := run("postgres", "initdb", "-D", data, "-U", "cloud_admin", "--no-sync", "--no-instructions",
 		"-A", "reject", "-E", "UTF8", "--locale=C.UTF-8"); err != nil {

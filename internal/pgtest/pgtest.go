@@ -293,6 +293,36 @@ func (i *Instance) WriteHBA(t testing.TB, content string) {
 	i.Reload(t)
 }
 
+// OwnedDir makes a directory under /tmp that belongs to the postgres OS user (short: it
+// may hold a unix socket) and removes it when the test ends. t.TempDir's parents are
+// private to root.
+func OwnedDir(t testing.TB, prefix string) string {
+	t.Helper()
+	uid, gid := OSUserIDs(t)
+	dir, err := os.MkdirTemp("/tmp", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// OSUserIDs returns the uid and gid of the postgres OS user; the test is skipped
+// without one.
+func OSUserIDs(t testing.TB) (uid, gid int) {
+	t.Helper()
+	u, err := user.Lookup(OSUser)
+	if err != nil {
+		t.Skipf("pgtest: no %s user: %v", OSUser, err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
 // Halt stops the server (fast shutdown) and keeps its data directory for Resume.
 func (i *Instance) Halt(t testing.TB) {
 	t.Helper()

@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,20 +279,8 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	archive := storagetest.BasebackupArchive(t)
 	f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
 
-	u, err := user.Lookup(pgtest.OSUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	root, err := os.MkdirTemp("/tmp", "storage-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chown(root, uid, gid); err != nil {
-		t.Fatal(err)
-	}
+	uid, gid := pgtest.OSUserIDs(t)
+	root := pgtest.OwnedDir(t, "storage-test-")
 	pgdata := filepath.Join(root, "pgdata")
 	if err := storage.PrepareFreshPGData(pgdata); err != nil {
 		t.Fatal(err)

@@ -30,20 +30,7 @@ func TestNeonStartBench(t *testing.T) {
 	if n <= 0 {
 		t.Skip("benchmark: set COMPUTE_BENCH_NEON_STARTS=N (bench/neon-start.sh)")
 	}
-	f := startNeonFakes(t)
-	orig, err := os.ReadFile(defaultsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	installNeonStub(t)
-	t.Cleanup(func() {
-		runMayFail("/bin/systemctl", "stop", "compute.target", "compute-lsn-lease.service", "compute-configure.service",
-			"compute-postgres.service", "compute-init.service", "compute-api.service")
-		if err := os.WriteFile(defaultsFile, orig, 0o644); err != nil {
-			t.Errorf("restore %s: %v", defaultsFile, err)
-		}
-		os.RemoveAll(neonPGData)
-	})
+	f, orig := neonSetup(t)
 	sktest.SetShimFail(t, f.SyncShim, "")
 	sktest.SetShimLSN(t, f.SyncShim, neonStartLSN)
 	f.setSafekeepers(t, "")

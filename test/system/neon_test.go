@@ -275,7 +275,11 @@ func startNeon(t *testing.T, want string) statusResp {
 	return s
 }
 
-func TestNeonMode(t *testing.T) {
+// neonSetup starts the fakes and installs the neon extension stub; at the end of the test
+// it stops the compute while it still has the neon settings, then puts the original
+// defaults file back (returned, for writeDefaults) and removes what neon mode left.
+func neonSetup(t *testing.T) (*neonFakes, []byte) {
+	t.Helper()
 	f := startNeonFakes(t)
 	orig, err := os.ReadFile(defaultsFile)
 	if err != nil {
@@ -283,7 +287,6 @@ func TestNeonMode(t *testing.T) {
 	}
 	installNeonStub(t)
 	t.Cleanup(func() {
-		// Stop the compute while it still has the neon settings, then put them back.
 		runMayFail("/bin/systemctl", "stop", "compute.target", "compute-lsn-lease.service", "compute-configure.service",
 			"compute-postgres.service", "compute-init.service", "compute-api.service")
 		if err := os.WriteFile(defaultsFile, orig, 0o644); err != nil {
@@ -292,6 +295,11 @@ func TestNeonMode(t *testing.T) {
 		os.RemoveAll(neonPGData)
 		os.Remove("/run/compute/jwks.json")
 	})
+	return f, orig
+}
+
+func TestNeonMode(t *testing.T) {
+	f, orig := neonSetup(t)
 	shim := f.SyncShim
 
 	t.Run("primary", func(t *testing.T) {
