@@ -62,3 +62,29 @@ func Fatal(be *pgproto3.Backend, code, msg string) error {
 	_ = be.Flush()
 	return errors.New(msg)
 }
+
+// Serve runs the simple-query loop of an authenticated session until the client sends
+// Terminate (nil) or the connection fails: every Query goes to query, any other message
+// is answered with an error and the session goes on.
+func Serve(be *pgproto3.Backend, query func(sql string) error) error {
+	for {
+		msg, err := be.Receive()
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.Terminate:
+			return nil
+		case *pgproto3.Query:
+			if err := query(m.String); err != nil {
+				return err
+			}
+		default:
+			be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: fmt.Sprintf("unsupported message %T", msg)})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if err := be.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}

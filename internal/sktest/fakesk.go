@@ -38,9 +38,7 @@ type FakeSafekeeper struct {
 
 	tenant, timeline, password string
 
-	ln   net.Listener
-	done chan struct{}
-	wg   sync.WaitGroup
+	srv *pgwire.Server
 
 	mu          sync.Mutex
 	kind        answerKind
@@ -49,11 +47,9 @@ type FakeSafekeeper struct {
 	term        int
 	errMsg      string
 	delay       time.Duration
-	conns       map[net.Conn]struct{}
 	queries     int
 	authFails   int
 	optionFails int
-	closed      bool
 }
 
 // NewFakeSafekeeper starts a fake safekeeper for one tenant/timeline that accepts
@@ -71,22 +67,12 @@ func NewFakeSafekeeper(t testing.TB, tenant, timeline, password string) *FakeSaf
 // NewFakeSafekeeperServer starts a fake safekeeper for one tenant/timeline that accepts
 // password, outside a test (a test binary or tool). Close it when done.
 func NewFakeSafekeeperServer(tenant, timeline, password string) (*FakeSafekeeper, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	f := &FakeSafekeeper{tenant: tenant, timeline: timeline, password: password, term: 1}
+	srv, err := pgwire.Listen(func(c net.Conn) { _ = f.serve(c) })
 	if err != nil {
 		return nil, fmt.Errorf("fake safekeeper: listen: %w", err)
 	}
-	f := &FakeSafekeeper{
-		Addr:     ln.Addr().String(),
-		tenant:   tenant,
-		timeline: timeline,
-		password: password,
-		ln:       ln,
-		done:     make(chan struct{}),
-		conns:    map[net.Conn]struct{}{},
-		term:     1,
-	}
-	f.wg.Add(1)
-	go f.accept()
+	f.srv, f.Addr = srv, srv.Addr()
 	return f, nil
 }
 
@@ -121,9 +107,7 @@ func (f *FakeSafekeeper) SetDelay(d time.Duration) {
 }
 
 // Refuse closes the listening socket: new connections are refused from now on.
-func (f *FakeSafekeeper) Refuse() {
-	_ = f.ln.Close()
-}
+func (f *FakeSafekeeper) Refuse() { f.srv.Refuse() }
 
 // Queries counts TIMELINE_STATUS queries received (answered or not yet).
 func (f *FakeSafekeeper) Queries() int {
@@ -148,50 +132,7 @@ func (f *FakeSafekeeper) OptionFailures() int {
 }
 
 // Close stops the fake and waits for its connections to end.
-func (f *FakeSafekeeper) Close() {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		return
-	}
-	f.closed = true
-	close(f.done)
-	for c := range f.conns {
-		_ = c.Close()
-	}
-	f.mu.Unlock()
-	_ = f.ln.Close()
-	f.wg.Wait()
-}
-
-func (f *FakeSafekeeper) accept() {
-	defer f.wg.Done()
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.mu.Lock()
-		if f.closed {
-			f.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		f.conns[c] = struct{}{}
-		f.wg.Add(1)
-		f.mu.Unlock()
-		go func() {
-			defer f.wg.Done()
-			defer func() {
-				f.mu.Lock()
-				delete(f.conns, c)
-				f.mu.Unlock()
-				_ = c.Close()
-			}()
-			_ = f.serve(c)
-		}()
-	}
-}
+func (f *FakeSafekeeper) Close() { f.srv.Close() }
 
 func (f *FakeSafekeeper) serve(c net.Conn) error {
 	be := pgproto3.NewBackend(c, c)
@@ -218,26 +159,7 @@ func (f *FakeSafekeeper) serve(c net.Conn) error {
 		return err
 	}
 
-	for {
-		msg, err := be.Receive()
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.Terminate:
-			return nil
-		case *pgproto3.Query:
-			if err := f.answer(be, m.String); err != nil {
-				return err
-			}
-		default:
-			be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: fmt.Sprintf("unsupported message %T", msg)})
-			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-			if err := be.Flush(); err != nil {
-				return err
-			}
-		}
-	}
+	return pgwire.Serve(be, func(q string) error { return f.answer(be, q) })
 }
 
 func (f *FakeSafekeeper) answer(be *pgproto3.Backend, query string) error {
@@ -254,7 +176,7 @@ func (f *FakeSafekeeper) answer(be *pgproto3.Backend, query string) error {
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
-		case <-f.done:
+		case <-f.srv.Done():
 			return errors.New("closed")
 		}
 	}

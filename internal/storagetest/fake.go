@@ -72,18 +72,14 @@ type FakePageserver struct {
 	// Addr is host:port on 127.0.0.1.
 	Addr string
 
-	ln  net.Listener
+	srv *pgwire.Server
 	cfg Config
-	wg  sync.WaitGroup
 
 	mu          sync.Mutex
 	faults      Faults
 	archive     []byte
 	basebackups int
 	sessions    []*Session
-	conns       map[net.Conn]bool
-	closed      bool
-	done        chan struct{}
 }
 
 // Start starts a fake for t and closes it in t.Cleanup.
@@ -99,24 +95,15 @@ func Start(t testing.TB, cfg Config) *FakePageserver {
 
 // New starts a fake listening on 127.0.0.1 on a free port. Close it when done.
 func New(cfg Config) (*FakePageserver, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("fake pageserver: listen: %w", err)
-	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 64 << 10
 	}
-	f := &FakePageserver{
-		Addr:    ln.Addr().String(),
-		ln:      ln,
-		cfg:     cfg,
-		faults:  cfg.Faults,
-		archive: cfg.Archive,
-		conns:   map[net.Conn]bool{},
-		done:    make(chan struct{}),
+	f := &FakePageserver{cfg: cfg, faults: cfg.Faults, archive: cfg.Archive}
+	srv, err := pgwire.Listen(func(c net.Conn) { _ = f.handle(c) })
+	if err != nil {
+		return nil, fmt.Errorf("fake pageserver: listen: %w", err)
 	}
-	f.wg.Add(1)
-	go f.serve()
+	f.srv, f.Addr = srv, srv.Addr()
 	return f, nil
 }
 
@@ -182,50 +169,7 @@ func (f *FakePageserver) Basebackups() int {
 }
 
 // Close stops the fake and drops its connections.
-func (f *FakePageserver) Close() {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		return
-	}
-	f.closed = true
-	close(f.done)
-	f.ln.Close()
-	for c := range f.conns {
-		c.Close()
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-}
-
-func (f *FakePageserver) serve() {
-	defer f.wg.Done()
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.mu.Lock()
-		if f.closed {
-			f.mu.Unlock()
-			c.Close()
-			return
-		}
-		f.conns[c] = true
-		f.wg.Add(1)
-		f.mu.Unlock()
-		go func() {
-			defer f.wg.Done()
-			defer func() {
-				c.Close()
-				f.mu.Lock()
-				delete(f.conns, c)
-				f.mu.Unlock()
-			}()
-			_ = f.handle(c)
-		}()
-	}
-}
+func (f *FakePageserver) Close() { f.srv.Close() }
 
 func (f *FakePageserver) currentFaults() Faults {
 	f.mu.Lock()
@@ -261,7 +205,7 @@ func (f *FakePageserver) handle(c net.Conn) error {
 		t := time.NewTimer(fl.StartDelay)
 		select {
 		case <-t.C:
-		case <-f.done:
+		case <-f.srv.Done():
 			t.Stop()
 			return nil
 		}
@@ -294,27 +238,12 @@ func (f *FakePageserver) handle(c net.Conn) error {
 		return err
 	}
 
-	for {
-		msg, err := be.Receive()
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.Terminate:
-			return nil
-		case *pgproto3.Query:
-			f.mu.Lock()
-			sess.Queries = append(sess.Queries, m.String)
-			f.mu.Unlock()
-			if err := f.query(c, be, sess, m.String); err != nil {
-				return err
-			}
-		default:
-			if err := queryError(be, fmt.Sprintf("fake pageserver: unsupported message %T", msg)); err != nil {
-				return err
-			}
-		}
-	}
+	return pgwire.Serve(be, func(q string) error {
+		f.mu.Lock()
+		sess.Queries = append(sess.Queries, q)
+		f.mu.Unlock()
+		return f.query(c, be, sess, q)
+	})
 }
 
 var errDropped = errors.New("connection dropped on purpose")
