@@ -221,7 +221,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 		return rec.result(), err
 	}
 	after := Simulate(cat, mainActions)
-	if len(mainActions) > 0 {
+	if createdDatabase(after) {
 		// Databases the main phases created have their OIDs only now.
 		oids, err := readDatabaseOIDs(ctx, conn)
 		if err != nil {
@@ -270,6 +270,17 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 	res.DBsUnchanged = unchanged
 	res.DBsIdle = idle
 	return res, nil
+}
+
+// createdDatabase reports whether the catalog has a database without an OID: one the
+// main phases created (Simulate cannot know its OID).
+func createdDatabase(c *Catalog) bool {
+	for _, d := range c.Databases {
+		if d.OID == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // mayNeedWork reports whether per-database work can plan anything in the target. In a
