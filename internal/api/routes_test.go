@@ -218,11 +218,10 @@ func TestPrometheusMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.store.Update(func(r *state.Record) error {
-		r.Counters.MigrationFailures = map[string]uint64{"7": 2}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 2; i++ {
+		if err := h.store.CountMigrationFailure("7"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := h.store.Reset(); err != nil {
 		t.Fatal(err)

@@ -48,14 +48,15 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 }
 
-// readConfig reads and validates a stored config: its raw bytes, spec and parsed spec.
-func readConfig(path string) ([]byte, *spec.ComputeSpec, *spec.Parsed, error) {
+// readConfig reads and validates a stored config: its raw bytes, the config and its
+// parsed spec.
+func readConfig(path string) ([]byte, *spec.ComputeConfig, *spec.Parsed, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	s, parsed, err := parseForApply(raw)
-	return raw, s, parsed, err
+	cc, parsed, err := parseConfig(raw)
+	return raw, cc, parsed, err
 }
 
 // applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
@@ -77,9 +78,7 @@ func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.Com
 	}
 	if enabled && parsed.Storage != spec.StorageNeon {
 		// In neon mode the reload that drops the temp override covers it.
-		if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()"); err != nil {
-			return fmt.Errorf("reload: %w", err)
-		}
+		return reloadConf(ctx, conn)
 	}
 	return nil
 }
@@ -120,10 +119,11 @@ func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
 }
 
 func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
-	_, s, parsed, err := readConfig(SpecFile(cfg.StateDir))
+	_, cc, parsed, err := readConfig(SpecFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
+	s := cc.Spec
 	// compute-configure starts beside compute-postgres, not after it: everything up to
 	// here overlaps with Postgres starting, and the wait ends on the same signal as the
 	// unit's READY=1 (docs/architecture.md, "Start path").
@@ -146,8 +146,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 			// Prepare lifted the size limit for the apply that cannot run now: put it
 			// back in the file (a reload needs the connection we do not have).
 			if parsed.Storage == spec.StorageNeon {
-				override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-				if werr := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600, NoSync: true}); werr != nil {
+				if werr := writeOverride(cfg, ""); werr != nil {
 					slog.Warn("could not empty the temp override", "err", werr)
 				}
 			}
@@ -262,13 +261,7 @@ func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
 		PrivilegedRole: cfg.PrivilegedRole,
 		AdminRole:      ci.User,
 		OnFailure: func(id int) {
-			if _, err := d.Store.Update(func(r *state.Record) error {
-				if r.Counters.MigrationFailures == nil {
-					r.Counters.MigrationFailures = map[string]uint64{}
-				}
-				r.Counters.MigrationFailures[strconv.Itoa(id)]++
-				return nil
-			}); err != nil {
+			if err := d.Store.CountMigrationFailure(strconv.Itoa(id)); err != nil {
 				slog.Warn("record migration failure", "err", err)
 			}
 		},
@@ -291,10 +284,11 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
-	raw, s, parsed, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
+	raw, cc, parsed, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
+	s := cc.Spec
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
 		return d.fail(err)
@@ -302,7 +296,6 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	// The config files first (as Neon: postgresql.conf is rewritten completely, and the
 	// TLS files copied again, which is how a renewed certificate gets in), then a
 	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.
-	cc, _ := spec.ParseConfig(raw) // raw was validated by readConfig
 	tlsOn := false
 	if tlsc := tlsfiles.Enabled(cc); tlsc != nil {
 		tlsOn = reinstallTLS(ctx, cfg, *tlsc, parsed, d)
@@ -319,8 +312,8 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()"); err != nil {
-		return d.fail(fmt.Errorf("reconfigure: reload: %w", err))
+	if err := reloadConf(ctx, conn); err != nil {
+		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
 	start := d.now()
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
@@ -387,6 +380,15 @@ func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, err
 }
 
 func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
+	cc, parsed, err := parseConfig(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cc.Spec, parsed, nil
+}
+
+// parseConfig parses a config that must carry a valid spec.
+func parseConfig(raw []byte) (*spec.ComputeConfig, *spec.Parsed, error) {
 	cc, err := spec.ParseConfig(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid config: %w", err)
@@ -398,7 +400,7 @@ func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid spec: %w", err)
 	}
-	return cc.Spec, parsed, nil
+	return cc, parsed, nil
 }
 
 func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Options {
@@ -416,9 +418,13 @@ const clusterSizeLifted = "neon.max_cluster_size=-1\n"
 // liftClusterSize writes the temporary override before Postgres starts (neon mode,
 // primary with catalog updates), so that the limit is lifted from the first connection
 // on without a reload on the startup path; configure empties it after the apply.
-func liftClusterSize(cfg Config) error {
+func liftClusterSize(cfg Config) error { return writeOverride(cfg, clusterSizeLifted) }
+
+// writeOverride replaces the temp override file of a neon PGDATA (no fsync: PGDATA is
+// rebuilt at every start).
+func writeOverride(cfg Config, body string) error {
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if err := atomicfile.Write(override, []byte(clusterSizeLifted), atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
+	if err := atomicfile.Write(override, []byte(body), atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
 		return fmt.Errorf("write temp override: %w", err)
 	}
 	return nil
@@ -434,26 +440,31 @@ func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn
 		return fn()
 	}
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	reload := func() error {
-		_, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()")
-		return err
-	}
 	if b, err := os.ReadFile(override); err != nil || string(b) != clusterSizeLifted {
 		if err := liftClusterSize(cfg); err != nil {
 			return err
 		}
-		if err := reload(); err != nil {
-			return fmt.Errorf("reload: %w", err)
+		if err := reloadConf(ctx, conn); err != nil {
+			return err
 		}
 	}
 	ferr := fn()
-	if err := atomicfile.Write(override, nil, atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
-		return errors.Join(ferr, fmt.Errorf("empty temp override: %w", err))
+	if err := writeOverride(cfg, ""); err != nil {
+		return errors.Join(ferr, err)
 	}
-	if err := reload(); err != nil {
-		return errors.Join(ferr, fmt.Errorf("reload: %w", err))
+	if err := reloadConf(ctx, conn); err != nil {
+		return errors.Join(ferr, err)
 	}
 	return ferr
+}
+
+// reloadConf makes Postgres re-read its configuration files (asynchronous, as pg_ctl
+// reload).
+func reloadConf(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_reload_conf()"); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	return nil
 }
 
 // connectRetry connects as the admin role. Postgres has announced readiness already, so

@@ -146,11 +146,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	if cfg.ControlPlaneURI != "" {
 		client := &http.Client{Timeout: 30 * time.Second}
 		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
-			controlplane.WithOnRequest(func(httpStatus string) {
-				if err := d.Store.CountCplaneRequest(controlplane.RPCGetConfig, httpStatus); err != nil {
-					slog.Warn("could not count the control plane request", "err", err)
-				}
-			}))
+			controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)))
 		if err != nil {
 			return nil, false, fmt.Errorf("get config from the control plane: %w", err)
 		}

@@ -48,21 +48,31 @@ type Counters struct {
 
 // CountCplaneRequest counts one control-plane request (compute_ctl_cplane_requests_total).
 func (s *Store) CountCplaneRequest(rpc, httpStatus string) error {
-	_, err := s.Update(func(r *Record) error {
-		add(&r.Counters.CplaneRequests, rpc, httpStatus)
-		return nil
-	})
-	return err
+	return s.count(func(c *Counters) { add(&c.CplaneRequests, rpc, httpStatus) })
 }
 
 // CountRemoteExtRequest counts one extension gateway request
 // (compute_ctl_remote_ext_requests_total).
 func (s *Store) CountRemoteExtRequest(httpStatus, filename string) error {
-	_, err := s.Update(func(r *Record) error {
-		add(&r.Counters.RemoteExtRequests, httpStatus, filename)
-		return nil
+	return s.count(func(c *Counters) { add(&c.RemoteExtRequests, httpStatus, filename) })
+}
+
+// CountMigrationFailure counts one failed run of a migration
+// (compute_ctl_db_migration_failed_total).
+func (s *Store) CountMigrationFailure(id string) error {
+	return s.count(func(c *Counters) {
+		if c.MigrationFailures == nil {
+			c.MigrationFailures = map[string]uint64{}
+		}
+		c.MigrationFailures[id]++
 	})
-	return err
+}
+
+// CplaneRequestHook returns a hook for the control-plane client that counts each request
+// of rpc with CountCplaneRequest; a failure to count is logged, never the request's
+// failure.
+func (s *Store) CplaneRequestHook(rpc string) func(httpStatus string) {
+	return func(httpStatus string) { warnIf("control plane request", s.CountCplaneRequest(rpc, httpStatus)) }
 }
 
 // RemoteExtRequestHook returns a hook for the extension downloader that counts each
@@ -70,9 +80,21 @@ func (s *Store) CountRemoteExtRequest(httpStatus, filename string) error {
 // request's failure.
 func (s *Store) RemoteExtRequestHook() func(httpStatus, filename string) {
 	return func(httpStatus, filename string) {
-		if err := s.CountRemoteExtRequest(httpStatus, filename); err != nil {
-			slog.Warn("could not count the extension gateway request", "err", err)
-		}
+		warnIf("extension gateway request", s.CountRemoteExtRequest(httpStatus, filename))
+	}
+}
+
+func (s *Store) count(fn func(*Counters)) error {
+	_, err := s.Update(func(r *Record) error {
+		fn(&r.Counters)
+		return nil
+	})
+	return err
+}
+
+func warnIf(what string, err error) {
+	if err != nil {
+		slog.Warn("could not count the "+what, "err", err)
 	}
 }
 
