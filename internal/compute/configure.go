@@ -16,13 +16,13 @@ import (
 	"github.com/computetools/compute-tools/internal/apply"
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/migrations"
+	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/pgready"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/storage"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
 )
 
@@ -245,7 +245,7 @@ func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-c
 // mode), now that nothing waits for it.
 func removeOldPGData(cfg Config) {
 	start := time.Now()
-	n, err := storage.RemoveOldPGData(cfg.PGData)
+	n, err := pageserver.RemoveOldPGData(cfg.PGData)
 	if err != nil {
 		slog.Warn("could not remove an old PGDATA", "err", err)
 		return

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/lsnlease"
+	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/pageserver/lsnlease"
 	"github.com/computetools/compute-tools/internal/spec"
-	"github.com/computetools/compute-tools/internal/storage"
 )
 
 // LeaseLSN is `compute-init lsn-lease` (compute-lsn-lease.service): for a Static compute
@@ -26,8 +26,8 @@ func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
 	loop := &lsnlease.Loop{
 		Target: func() (lsnlease.Target, bool, error) { return leaseTarget(cfg) },
 		Lease: func(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
-			t, err := storage.LeaseLSN(ctx, connstr, token, tenant, timeline, lsn)
-			if errors.Is(err, storage.ErrLeaseNotGranted) {
+			t, err := pageserver.LeaseLSN(ctx, connstr, token, tenant, timeline, lsn)
+			if errors.Is(err, pageserver.ErrLeaseNotGranted) {
 				return t, fmt.Errorf("%w: %v", lsnlease.ErrNotGranted, err)
 			}
 			return t, err

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/safekeeper"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/storage"
 )
 
 // PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
@@ -23,7 +23,7 @@ func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "p
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
 func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
-	if err := storage.PrepareFreshPGData(cfg.PGData); err != nil {
+	if err := pageserver.PrepareFreshPGData(cfg.PGData); err != nil {
 		return err
 	}
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
@@ -75,7 +75,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	}
 
 	d.status("init: basebackup")
-	st, err := storage.Basebackup(ctx, storage.BasebackupOptions{
+	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
 		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
 		Attempts: cfg.BasebackupAttempts,
@@ -93,7 +93,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	}); err != nil {
 		return err
 	}
-	return storage.FinishPGData(cfg.PGData, s.Mode.Type())
+	return pageserver.FinishPGData(cfg.PGData, s.Mode.Type())
 }
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/storagetest"
 )
 
 const (
@@ -25,7 +25,7 @@ const (
 // neonRig is a neon-mode compute's surroundings: a fake pageserver serving a real PG15
 // basebackup, three fake safekeepers and a postgres shim for --sync-safekeepers.
 type neonRig struct {
-	ps    *storagetest.FakePageserver
+	ps    *pageservertest.FakePageserver
 	sks   []*sktest.FakeSafekeeper
 	shim  string
 	cfg   Config
@@ -35,17 +35,17 @@ type neonRig struct {
 
 func newNeonRig(t *testing.T) *neonRig { return newNeonRigWith(t, nil) }
 
-func newNeonRigWith(t *testing.T, tweak func(*storagetest.Config)) *neonRig {
+func newNeonRigWith(t *testing.T, tweak func(*pageservertest.Config)) *neonRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the basebackup archive is made by initdb as the postgres user)")
 	}
-	archive := storagetest.BasebackupArchive(t)
-	pc := storagetest.Config{Password: testToken, Archive: archive}
+	archive := pageservertest.BasebackupArchive(t)
+	pc := pageservertest.Config{Password: testToken, Archive: archive}
 	if tweak != nil {
 		tweak(&pc)
 	}
-	r := &neonRig{ps: storagetest.Start(t, pc)}
+	r := &neonRig{ps: pageservertest.Start(t, pc)}
 	for i := 0; i < 3; i++ {
 		r.sks = append(r.sks, sktest.NewFakeSafekeeper(t, testTenant, testTimeline, testToken))
 	}
@@ -216,7 +216,7 @@ func TestNeonFinalSyncFailureFails(t *testing.T) {
 
 func TestPrepareNeonPageserverRefuses(t *testing.T) {
 	r := newNeonRig(t)
-	r.ps.SetFaults(storagetest.Faults{RefuseStartup: true})
+	r.ps.SetFaults(pageservertest.Faults{RefuseStartup: true})
 	r.writeConfig(t, `"Replica"`)
 	cfg := r.cfg
 	// Keep the test short: the retry schedule is exercised in internal/storage.
@@ -235,7 +235,7 @@ func TestLeaseLSNStatic(t *testing.T) {
 	// The fake grants the first lease for 2 s and refuses the renewal (due after 1 s).
 	var mu sync.Mutex
 	calls := 0
-	r := newNeonRigWith(t, func(c *storagetest.Config) {
+	r := newNeonRigWith(t, func(c *pageservertest.Config) {
 		c.ValidUntil = func(tenant, timeline, lsn string) *string {
 			mu.Lock()
 			defer mu.Unlock()

@@ -1,5 +1,5 @@
 // Package pgwire holds the server side of the Postgres wire protocol that our protocol
-// fakes (internal/storagetest, internal/sktest) share: the startup handshake, a cleartext
+// fakes (internal/pageservertest, internal/sktest) share: the startup handshake, a cleartext
 // password exchange and error answers, on top of pgx's pgproto3.
 package pgwire
 

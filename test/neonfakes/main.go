@@ -1,6 +1,6 @@
 // Command neonfakes runs protocol-level fakes of a compute's Neon neighbours for the
 // system test (test/system, inside the container of scripts/e2e.sh): one fake pageserver
-// (internal/storagetest) serving a real PostgreSQL 15 basebackup, fake safekeepers
+// (internal/pageservertest) serving a real PostgreSQL 15 basebackup, fake safekeepers
 // (internal/sktest) and a fake control plane (net/http) serving
 // GET /compute/api/v2/computes/{id}/spec. All listen on 127.0.0.1 on free ports; the
 // chosen addresses go to the JSON file named by --addr-file once everything is up. It
@@ -50,9 +50,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
-	"github.com/computetools/compute-tools/internal/storagetest"
 )
 
 // Addrs is what --addr-file receives.
@@ -67,9 +67,9 @@ type Addrs struct {
 
 // Log is what GET /fake/log answers.
 type Log struct {
-	Pageserver   []storagetest.Session `json:"pageserver"`
-	Safekeepers  []SafekeeperLog       `json:"safekeepers"`
-	ControlPlane []CplaneRequest       `json:"control_plane"`
+	Pageserver   []pageservertest.Session `json:"pageserver"`
+	Safekeepers  []SafekeeperLog          `json:"safekeepers"`
+	ControlPlane []CplaneRequest          `json:"control_plane"`
 }
 
 // SafekeeperLog counts what one fake safekeeper saw.
@@ -108,7 +108,7 @@ func main() {
 	flag.StringVar(&o.tenant, "tenant", "", "tenant ID the safekeepers serve (hex)")
 	flag.StringVar(&o.timeline, "timeline", "", "timeline ID the safekeepers serve (hex)")
 	flag.StringVar(&o.token, "token", "", "storage token: the password the pageserver and safekeepers expect (empty: the pageserver accepts any)")
-	flag.StringVar(&o.binDir, "pgbin-dir", storagetest.BinDir(), "PostgreSQL 15 bin directory (initdb, pg_basebackup, postgres)")
+	flag.StringVar(&o.binDir, "pgbin-dir", pageservertest.BinDir(), "PostgreSQL 15 bin directory (initdb, pg_basebackup, postgres)")
 	flag.StringVar(&o.addrFile, "addr-file", "", "write the chosen addresses here (JSON) once everything is up")
 	flag.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:0", "address of the fake control plane and the control API")
 	flag.IntVar(&o.safekeepers, "safekeepers", 3, "number of fake safekeepers")
@@ -153,7 +153,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	start := time.Now()
-	archive, err := storagetest.MakeBasebackupArchiveWith(ctx, o.binDir, storagetest.ArchiveOptions{
+	archive, err := pageservertest.MakeBasebackupArchiveWith(ctx, o.binDir, pageservertest.ArchiveOptions{
 		AuthHost: o.authHost,
 		SetupSQL: markerSQL(o),
 	})
@@ -162,7 +162,7 @@ func run(ctx context.Context, o options) error {
 	}
 	slog.Info("basebackup archive ready", "bytes", len(archive), "ms", time.Since(start).Milliseconds())
 
-	ps, err := storagetest.New(storagetest.Config{Password: o.token, Archive: archive})
+	ps, err := pageservertest.New(pageservertest.Config{Password: o.token, Archive: archive})
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ func names(dir string, ents []os.DirEntry) []string {
 }
 
 type fakes struct {
-	ps          *storagetest.FakePageserver
+	ps          *pageservertest.FakePageserver
 	binDir      string
 	original    []byte // the archive made at startup
 	sks         []*sktest.FakeSafekeeper
@@ -392,7 +392,7 @@ func (f *fakes) handleTakeArchive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	b, err := storagetest.TakeBasebackup(r.Context(), f.binDir, host, port, user)
+	b, err := pageservertest.TakeBasebackup(r.Context(), f.binDir, host, port, user)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

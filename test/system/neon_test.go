@@ -16,8 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/sktest"
-	"github.com/computetools/compute-tools/internal/storagetest"
 )
 
 // The neon-mode system test: the installed compute against protocol-level fakes of a
@@ -54,7 +54,7 @@ type neonFakes struct {
 }
 
 type fakeLog struct {
-	Pageserver []storagetest.Session `json:"pageserver"`
+	Pageserver []pageservertest.Session `json:"pageserver"`
 	Safekeeper []struct {
 		Queries        int `json:"queries"`
 		AuthFailures   int `json:"auth_failures"`
@@ -152,10 +152,10 @@ func (f *neonFakes) skQueries(t *testing.T) (queries, authFails, optionFails int
 
 // basebackupSince returns the session of the one basebackup query the fake pageserver got
 // after the first `since` sessions.
-func (f *neonFakes) basebackupSince(t *testing.T, since int) (storagetest.Session, string) {
+func (f *neonFakes) basebackupSince(t *testing.T, since int) (pageservertest.Session, string) {
 	t.Helper()
 	sessions := f.log(t).Pageserver
-	var found []storagetest.Session
+	var found []pageservertest.Session
 	var queries []string
 	for _, s := range sessions[min(since, len(sessions)):] {
 		for _, q := range s.Queries {

@@ -1,8 +1,8 @@
-// Package storage talks to Neon's storage on behalf of compute-init: it fetches a
-// basebackup from the pageserver over the Postgres wire protocol and unpacks it into
-// PGDATA, finishes the data directory the way compute_ctl does, and leases LSNs for
-// static computes.
-package storage
+// Package pageserver is compute-init's client of Neon's pageserver: it fetches a
+// basebackup over the Postgres wire protocol and unpacks it into PGDATA, finishes the
+// data directory the way compute_ctl does, and leases LSNs for static computes (the
+// renewal loop is its subpackage lsnlease).
+package pageserver
 
 import (
 	"context"

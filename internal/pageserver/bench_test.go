@@ -1,4 +1,4 @@
-package storage_test
+package pageserver_test
 
 import (
 	"archive/tar"
@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/execx"
-	"github.com/computetools/compute-tools/internal/storage"
-	"github.com/computetools/compute-tools/internal/storagetest"
+	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/pageservertest"
 )
 
 // benchArchive makes a gzip'd tar of about size bytes of relation-like files: 8 KiB
@@ -66,7 +66,7 @@ func BenchmarkIngest(b *testing.B) {
 	b.Run("untar", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			dir := filepath.Join(work, fmt.Sprint("u", i))
-			if err := storage.Untar(bytes.NewReader(archive), dir); err != nil {
+			if err := pageserver.Untar(bytes.NewReader(archive), dir); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
@@ -76,15 +76,15 @@ func BenchmarkIngest(b *testing.B) {
 		report(b)
 	})
 	b.Run("basebackup-fake", func(b *testing.B) {
-		f, err := storagetest.New(storagetest.Config{Password: token, Archive: archive, ChunkSize: 128 << 10})
+		f, err := pageservertest.New(pageservertest.Config{Password: token, Archive: archive, ChunkSize: 128 << 10})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer f.Close()
 		for i := 0; i < b.N; i++ {
 			dir := filepath.Join(work, fmt.Sprint("b", i))
-			o := storage.BasebackupOptions{PGData: dir, Connstr: f.Connstr(), Token: token, TenantID: tenant, TimelineID: timeline, Mode: storage.ModePrimary, Attempts: 1, Logger: slog.New(slog.DiscardHandler)}
-			if _, err := storage.Basebackup(context.Background(), o); err != nil {
+			o := pageserver.BasebackupOptions{PGData: dir, Connstr: f.Connstr(), Token: token, TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary, Attempts: 1, Logger: slog.New(slog.DiscardHandler)}
+			if _, err := pageserver.Basebackup(context.Background(), o); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()

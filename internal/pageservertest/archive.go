@@ -1,4 +1,4 @@
-package storagetest
+package pageservertest
 
 import (
 	"archive/tar"
@@ -48,7 +48,7 @@ func BasebackupArchive(t testing.TB) []byte {
 		t.Skip(err.Error())
 	}
 	if _, err := os.Stat(filepath.Join(BinDir(), "pg_basebackup")); err != nil {
-		t.Skipf("storagetest: no pg_basebackup: %v", err)
+		t.Skipf("pageservertest: no pg_basebackup: %v", err)
 	}
 	archiveOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -56,7 +56,7 @@ func BasebackupArchive(t testing.TB) []byte {
 		archiveOnce.data, archiveOnce.err = MakeBasebackupArchive(ctx, BinDir())
 	})
 	if archiveOnce.err != nil {
-		t.Fatalf("storagetest: %v", archiveOnce.err)
+		t.Fatalf("pageservertest: %v", archiveOnce.err)
 	}
 	return archiveOnce.data
 }
@@ -90,7 +90,7 @@ func MakeBasebackupArchiveWith(ctx context.Context, binDir string, o ArchiveOpti
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	root, err := os.MkdirTemp("/tmp", "storagetest-")
+	root, err := os.MkdirTemp("/tmp", "pageservertest-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
@@ -140,7 +140,7 @@ func MakeBasebackupArchiveWith(ctx context.Context, binDir string, o ArchiveOpti
 // compute's data across restarts. The server must allow the user replication
 // connections over the socket. It must run as root.
 func TakeBasebackup(ctx context.Context, binDir, socketDir, port, user string) ([]byte, error) {
-	out, err := os.MkdirTemp("/tmp", "storagetest-bb-")
+	out, err := os.MkdirTemp("/tmp", "pageservertest-bb-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
@@ -310,7 +310,7 @@ func MustBuildArchive(t testing.TB, entries []Entry) []byte {
 	t.Helper()
 	b, err := BuildArchive(entries)
 	if err != nil {
-		t.Fatalf("storagetest: %v", err)
+		t.Fatalf("pageservertest: %v", err)
 	}
 	return b
 }

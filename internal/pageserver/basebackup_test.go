@@ -1,4 +1,4 @@
-package storage_test
+package pageserver_test
 
 import (
 	"archive/tar"
@@ -16,9 +16,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/pgtest"
-	"github.com/computetools/compute-tools/internal/storage"
-	"github.com/computetools/compute-tools/internal/storagetest"
 )
 
 const (
@@ -29,7 +29,7 @@ const (
 
 // smallArchive is a tiny pageserver-like archive for protocol tests.
 func smallArchive(t *testing.T) []byte {
-	return storagetest.MustBuildArchive(t, []storagetest.Entry{
+	return pageservertest.MustBuildArchive(t, []pageservertest.Entry{
 		{Name: "global/", Type: tar.TypeDir},
 		{Name: "global/pg_control", Body: strings.Repeat("c", 8192)},
 		{Name: "pg_dynshmem/", Type: tar.TypeDir},
@@ -39,10 +39,10 @@ func smallArchive(t *testing.T) []byte {
 	})
 }
 
-func opts(f *storagetest.FakePageserver, dir string) storage.BasebackupOptions {
-	return storage.BasebackupOptions{
+func opts(f *pageservertest.FakePageserver, dir string) pageserver.BasebackupOptions {
+	return pageserver.BasebackupOptions{
 		PGData: dir, Connstr: f.Connstr(), Token: token,
-		TenantID: tenant, TimelineID: timeline, Mode: storage.ModePrimary,
+		TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary,
 		Attempts: 1, Backoff: time.Millisecond,
 	}
 }
@@ -52,17 +52,17 @@ func TestQueryTextAndStartup(t *testing.T) {
 	tests := []struct {
 		name, mode, lsn, want string
 	}{
-		{"primary latest", storage.ModePrimary, "", "basebackup " + tenant + " " + timeline + " --gzip"},
-		{"primary at lsn", storage.ModePrimary, "0/169ad58", "basebackup " + tenant + " " + timeline + " 0/169AD58 --gzip"},
-		{"static at lsn", storage.ModeStatic, "1/2A", "basebackup " + tenant + " " + timeline + " 1/2A --gzip --replica"},
-		{"replica latest", storage.ModeReplica, "0/0", "basebackup " + tenant + " " + timeline + " --gzip --replica"},
+		{"primary latest", pageserver.ModePrimary, "", "basebackup " + tenant + " " + timeline + " --gzip"},
+		{"primary at lsn", pageserver.ModePrimary, "0/169ad58", "basebackup " + tenant + " " + timeline + " 0/169AD58 --gzip"},
+		{"static at lsn", pageserver.ModeStatic, "1/2A", "basebackup " + tenant + " " + timeline + " 1/2A --gzip --replica"},
+		{"replica latest", pageserver.ModeReplica, "0/0", "basebackup " + tenant + " " + timeline + " --gzip --replica"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
 			o := opts(f, filepath.Join(t.TempDir(), "pgdata"))
 			o.Mode, o.LSN = tc.mode, tc.lsn
-			st, err := storage.Basebackup(context.Background(), o)
+			st, err := pageserver.Basebackup(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,26 +97,26 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 	archive := smallArchive(t)
 	tests := []struct {
 		name    string
-		connstr func(f *storagetest.FakePageserver) string
+		connstr func(f *pageservertest.FakePageserver) string
 		token   string
 		want    string
 	}{
-		{"token overrides url password", func(f *storagetest.FakePageserver) string {
+		{"token overrides url password", func(f *pageservertest.FakePageserver) string {
 			return "postgresql://no_user:connpw@" + f.Addr
 		}, token, token},
-		{"url password without token", func(f *storagetest.FakePageserver) string {
+		{"url password without token", func(f *pageservertest.FakePageserver) string {
 			return "postgres://no_user:connpw@" + f.Addr
 		}, "", "connpw"},
-		{"key=value, second shard ignored", func(f *storagetest.FakePageserver) string {
+		{"key=value, second shard ignored", func(f *pageservertest.FakePageserver) string {
 			return fmt.Sprintf("host=127.0.0.1 port=%d user=no_user password=x,postgresql://other:1", f.Port())
 		}, token, token},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: tc.want, Archive: archive})
+			f := pageservertest.Start(t, pageservertest.Config{Password: tc.want, Archive: archive})
 			o := opts(f, t.TempDir())
 			o.Connstr, o.Token = tc.connstr(f), tc.token
-			if _, err := storage.Basebackup(context.Background(), o); err != nil {
+			if _, err := pageserver.Basebackup(context.Background(), o); err != nil {
 				t.Fatal(err)
 			}
 			if s := f.Sessions(); len(s) != 1 || s[0].Password != tc.want {
@@ -127,10 +127,10 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 }
 
 func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Password: "the-right-one", Archive: smallArchive(t)})
+	f := pageservertest.Start(t, pageservertest.Config{Password: "the-right-one", Archive: smallArchive(t)})
 	o := opts(f, t.TempDir())
 	o.Attempts = 2
-	st, err := storage.Basebackup(context.Background(), o)
+	st, err := pageserver.Basebackup(context.Background(), o)
 	if err == nil {
 		t.Fatal("basebackup with a wrong token succeeded")
 	}
@@ -146,10 +146,10 @@ func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
 }
 
 func TestRefusedStartupRetried(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{RefuseStartup: true}})
+	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{RefuseStartup: true}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 3
-	st, err := storage.Basebackup(context.Background(), o)
+	st, err := pageserver.Basebackup(context.Background(), o)
 	if err == nil || !strings.Contains(err.Error(), "refusing connections") || !strings.Contains(err.Error(), "after 3 attempts") {
 		t.Fatalf("error %v, want the refusal after 3 attempts", err)
 	}
@@ -160,10 +160,10 @@ func TestRefusedStartupRetried(t *testing.T) {
 
 func TestRetriesThenSucceeds(t *testing.T) {
 	archive := smallArchive(t)
-	f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive, Faults: storagetest.Faults{FailFirst: 2}})
+	f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive, Faults: pageservertest.Faults{FailFirst: 2}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 5
-	st, err := storage.Basebackup(context.Background(), o)
+	st, err := pageserver.Basebackup(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,27 +180,27 @@ func TestRetriesThenSucceeds(t *testing.T) {
 
 func TestStreamFaults(t *testing.T) {
 	// A bigger archive so that dropping in the middle really is the middle.
-	var entries []storagetest.Entry
+	var entries []pageservertest.Entry
 	for i := range 20 {
-		entries = append(entries, storagetest.Entry{Name: fmt.Sprintf("base/1/%d", 1000+i), Body: strings.Repeat(fmt.Sprintf("row %d;", i), 20000)})
+		entries = append(entries, pageservertest.Entry{Name: fmt.Sprintf("base/1/%d", 1000+i), Body: strings.Repeat(fmt.Sprintf("row %d;", i), 20000)})
 	}
-	archive := storagetest.MustBuildArchive(t, entries)
+	archive := pageservertest.MustBuildArchive(t, entries)
 	tests := []struct {
 		name     string
-		faults   storagetest.Faults
+		faults   pageservertest.Faults
 		attempts int
 		wantErr  string
 		wantBB   int
 	}{
-		{"dropped mid-stream", storagetest.Faults{DropAfterBytes: len(archive) / 2}, 3, "after 3 attempts", 3},
-		{"error after the data", storagetest.Faults{ErrorAfterData: true}, 2, "injected error after the data", 2},
+		{"dropped mid-stream", pageservertest.Faults{DropAfterBytes: len(archive) / 2}, 3, "after 3 attempts", 3},
+		{"error after the data", pageservertest.Faults{ErrorAfterData: true}, 2, "injected error after the data", 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
+			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
 			o := opts(f, t.TempDir())
 			o.Attempts = tc.attempts
-			st, err := storage.Basebackup(context.Background(), o)
+			st, err := pageserver.Basebackup(context.Background(), o)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
@@ -213,7 +213,7 @@ func TestStreamFaults(t *testing.T) {
 }
 
 func TestContextEndsBackoff(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{FailFirst: 100}})
+	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{FailFirst: 100}})
 	o := opts(f, t.TempDir())
 	o.Attempts, o.Backoff = 11, time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,7 +223,7 @@ func TestContextEndsBackoff(t *testing.T) {
 		}
 		cancel()
 	}()
-	st, err := storage.Basebackup(ctx, o)
+	st, err := pageserver.Basebackup(ctx, o)
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "injected failure") {
 		t.Fatalf("error %v, want context.Canceled with the last error", err)
 	}
@@ -233,34 +233,34 @@ func TestContextEndsBackoff(t *testing.T) {
 }
 
 func TestSlowStartHonoursContext(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{StartDelay: time.Minute}})
+	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{StartDelay: time.Minute}})
 	o := opts(f, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := storage.Basebackup(ctx, o); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := pageserver.Basebackup(ctx, o); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v, want the deadline", err)
 	}
 }
 
 func TestBadOptions(t *testing.T) {
-	base := storage.BasebackupOptions{PGData: t.TempDir(), Connstr: "postgresql://no_user@127.0.0.1:1", TenantID: tenant, TimelineID: timeline, Mode: storage.ModePrimary, Attempts: 1}
+	base := pageserver.BasebackupOptions{PGData: t.TempDir(), Connstr: "postgresql://no_user@127.0.0.1:1", TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary, Attempts: 1}
 	tests := []struct {
 		name   string
-		change func(*storage.BasebackupOptions)
+		change func(*pageserver.BasebackupOptions)
 		want   string
 	}{
-		{"grpc", func(o *storage.BasebackupOptions) { o.Connstr = "grpc://ps:51051" }, "not supported yet"},
-		{"empty connstr", func(o *storage.BasebackupOptions) { o.Connstr = "" }, "empty pageserver connstring"},
-		{"bad mode", func(o *storage.BasebackupOptions) { o.Mode = "Primary" }, "unknown compute mode"},
-		{"bad tenant", func(o *storage.BasebackupOptions) { o.TenantID = "x; drop" }, "not hex"},
-		{"bad lsn", func(o *storage.BasebackupOptions) { o.LSN = "12" }, "invalid LSN"},
-		{"no pgdata", func(o *storage.BasebackupOptions) { o.PGData = "" }, "empty PGDATA"},
+		{"grpc", func(o *pageserver.BasebackupOptions) { o.Connstr = "grpc://ps:51051" }, "not supported yet"},
+		{"empty connstr", func(o *pageserver.BasebackupOptions) { o.Connstr = "" }, "empty pageserver connstring"},
+		{"bad mode", func(o *pageserver.BasebackupOptions) { o.Mode = "Primary" }, "unknown compute mode"},
+		{"bad tenant", func(o *pageserver.BasebackupOptions) { o.TenantID = "x; drop" }, "not hex"},
+		{"bad lsn", func(o *pageserver.BasebackupOptions) { o.LSN = "12" }, "invalid LSN"},
+		{"no pgdata", func(o *pageserver.BasebackupOptions) { o.PGData = "" }, "empty PGDATA"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			o := base
 			tc.change(&o)
-			_, err := storage.Basebackup(context.Background(), o)
+			_, err := pageserver.Basebackup(context.Background(), o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
@@ -268,7 +268,7 @@ func TestBadOptions(t *testing.T) {
 	}
 	o := base
 	o.Connstr = "grpc://ps:51051,postgresql://x@y"
-	if _, err := storage.Basebackup(context.Background(), o); !errors.Is(err, storage.ErrGRPCNotSupported) {
+	if _, err := pageserver.Basebackup(context.Background(), o); !errors.Is(err, pageserver.ErrGRPCNotSupported) {
 		t.Errorf("grpc: %v, want ErrGRPCNotSupported", err)
 	}
 }
@@ -276,17 +276,17 @@ func TestBadOptions(t *testing.T) {
 // TestBasebackupOfRealPostgresStarts is the end-to-end proof: a real PG15 basebackup,
 // served by the fake, unpacked and finished, starts as a server that answers SELECT 1.
 func TestBasebackupOfRealPostgresStarts(t *testing.T) {
-	archive := storagetest.BasebackupArchive(t)
-	f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+	archive := pageservertest.BasebackupArchive(t)
+	f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
 
 	uid, gid := pgtest.OSUserIDs(t)
 	root := pgtest.OwnedDir(t, "storage-test-")
 	pgdata := filepath.Join(root, "pgdata")
-	if err := storage.PrepareFreshPGData(pgdata); err != nil {
+	if err := pageserver.PrepareFreshPGData(pgdata); err != nil {
 		t.Fatal(err)
 	}
 	o := opts(f, pgdata)
-	st, err := storage.Basebackup(context.Background(), o)
+	st, err := pageserver.Basebackup(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pgdata, "postgresql.conf")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("postgresql.conf should not come with the basebackup: %v", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(pgdata, "neon.signal")); err != nil || string(b) != storagetest.NeonSignal {
+	if b, err := os.ReadFile(filepath.Join(pgdata, "neon.signal")); err != nil || string(b) != pageservertest.NeonSignal {
 		t.Errorf("neon.signal %q, %v", b, err)
 	}
 	// Private modes everywhere.
@@ -316,7 +316,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := storage.FinishPGData(pgdata, storage.ModePrimary); err != nil {
+	if err := pageserver.FinishPGData(pgdata, pageserver.ModePrimary); err != nil {
 		t.Fatal(err)
 	}
 
@@ -336,7 +336,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	bin := storagetest.BinDir()
+	bin := pageservertest.BinDir()
 	logFile := filepath.Join(root, "log")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

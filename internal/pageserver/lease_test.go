@@ -1,4 +1,4 @@
-package storage_test
+package pageserver_test
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/storage"
-	"github.com/computetools/compute-tools/internal/storagetest"
+	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/pageservertest"
 )
 
 func TestLeaseLSN(t *testing.T) {
@@ -17,26 +17,26 @@ func TestLeaseLSN(t *testing.T) {
 	tests := []struct {
 		name      string
 		answer    *string
-		faults    storagetest.Faults
+		faults    pageservertest.Faults
 		want      time.Time
 		wantErr   error
 		errSubstr string
 	}{
-		{"granted, ms since epoch", str("1900000000123"), storagetest.Faults{}, until, nil, ""},
-		{"granted, timestamp", str(until.UTC().Format(time.RFC3339Nano)), storagetest.Faults{}, until, nil, ""},
-		{"not granted", nil, storagetest.Faults{}, time.Time{}, storage.ErrLeaseNotGranted, ""},
-		{"garbage", str("soon"), storagetest.Faults{}, time.Time{}, nil, "cannot parse"},
-		{"server error", str("1"), storagetest.Faults{LeaseError: "tenant not found"}, time.Time{}, nil, "tenant not found"},
+		{"granted, ms since epoch", str("1900000000123"), pageservertest.Faults{}, until, nil, ""},
+		{"granted, timestamp", str(until.UTC().Format(time.RFC3339Nano)), pageservertest.Faults{}, until, nil, ""},
+		{"not granted", nil, pageservertest.Faults{}, time.Time{}, pageserver.ErrLeaseNotGranted, ""},
+		{"garbage", str("soon"), pageservertest.Faults{}, time.Time{}, nil, "cannot parse"},
+		{"server error", str("1"), pageservertest.Faults{LeaseError: "tenant not found"}, time.Time{}, nil, "tenant not found"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string
-			f := storagetest.Start(t, storagetest.Config{Password: token, Faults: tc.faults,
+			f := pageservertest.Start(t, pageservertest.Config{Password: token, Faults: tc.faults,
 				ValidUntil: func(tn, tl, lsn string) *string {
 					asked = append(asked, tn, tl, lsn)
 					return tc.answer
 				}})
-			got, err := storage.LeaseLSN(context.Background(), f.Connstr(), token, tenant, timeline, "0/16b5a50")
+			got, err := pageserver.LeaseLSN(context.Background(), f.Connstr(), token, tenant, timeline, "0/16b5a50")
 			switch {
 			case tc.wantErr != nil:
 				if !errors.Is(err, tc.wantErr) {

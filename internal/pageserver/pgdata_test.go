@@ -1,4 +1,4 @@
-package storage_test
+package pageserver_test
 
 import (
 	"errors"
@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pgconf"
-	"github.com/computetools/compute-tools/internal/storage"
 )
 
 // basePGData makes a directory shaped like an unpacked pageserver basebackup.
@@ -50,16 +50,16 @@ func TestFinishPGData(t *testing.T) {
 		wantHBA     string
 		wantStandby bool
 	}{
-		{"primary, zenith.signal only", storage.ModePrimary,
+		{"primary, zenith.signal only", pageserver.ModePrimary,
 			map[string]string{"zenith.signal": "PREV LSN: 0/1", "pg_hba.conf": hba},
 			"PREV LSN: 0/1", hba + pgconf.NeonHBALine + "\n", false},
-		{"neon.signal wins over zenith.signal", storage.ModePrimary,
+		{"neon.signal wins over zenith.signal", pageserver.ModePrimary,
 			map[string]string{"zenith.signal": "old", "neon.signal": "new", "pg_hba.conf": hba},
 			"new", hba + pgconf.NeonHBALine + "\n", false},
-		{"hba line already there, no newline at end", storage.ModeReplica,
+		{"hba line already there, no newline at end", pageserver.ModeReplica,
 			map[string]string{"pg_hba.conf": "local all all trust\n" + pgconf.NeonHBALine},
 			"", "local all all trust\n" + pgconf.NeonHBALine, true},
-		{"static, no pg_hba.conf", storage.ModeStatic, map[string]string{},
+		{"static, no pg_hba.conf", pageserver.ModeStatic, map[string]string{},
 			"", pgconf.NeonHBALine + "\n", true},
 	}
 	for _, tc := range tests {
@@ -67,7 +67,7 @@ func TestFinishPGData(t *testing.T) {
 			dir := basePGData(t, tc.files)
 			// Twice: the second call must change nothing.
 			for range 2 {
-				if err := storage.FinishPGData(dir, tc.mode); err != nil {
+				if err := pageserver.FinishPGData(dir, tc.mode); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -95,7 +95,7 @@ func TestFinishPGData(t *testing.T) {
 func TestFinishPGDataDynShmemErrors(t *testing.T) {
 	t.Run("missing", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := storage.FinishPGData(dir, storage.ModePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
+		if err := pageserver.FinishPGData(dir, pageserver.ModePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
 			t.Fatalf("error %v", err)
 		}
 	})
@@ -104,12 +104,12 @@ func TestFinishPGDataDynShmemErrors(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "pg_dynshmem", "seg"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := storage.FinishPGData(dir, storage.ModePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
+		if err := pageserver.FinishPGData(dir, pageserver.ModePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
 			t.Fatalf("error %v", err)
 		}
 	})
 	t.Run("bad mode", func(t *testing.T) {
-		if err := storage.FinishPGData(basePGData(t, nil), "Replica"); err == nil {
+		if err := pageserver.FinishPGData(basePGData(t, nil), "Replica"); err == nil {
 			t.Fatal("accepted mode Replica")
 		}
 	})
@@ -117,7 +117,7 @@ func TestFinishPGDataDynShmemErrors(t *testing.T) {
 
 func TestPrepareFreshPGData(t *testing.T) {
 	for _, bad := range []string{"", "/", "//", "relative/pgdata"} {
-		if err := storage.PrepareFreshPGData(bad); err == nil {
+		if err := pageserver.PrepareFreshPGData(bad); err == nil {
 			t.Errorf("PrepareFreshPGData(%q) succeeded", bad)
 		}
 	}
@@ -128,7 +128,7 @@ func TestPrepareFreshPGData(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "base", "1", "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := storage.PrepareFreshPGData(dir); err != nil {
+	if err := pageserver.PrepareFreshPGData(dir); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(dir)
@@ -160,14 +160,14 @@ func TestPrepareFreshPGData(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := storage.PrepareFreshPGData(dir); err != nil {
+		if err := pageserver.PrepareFreshPGData(dir); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if olds, _ := filepath.Glob(filepath.Join(parent, ".pgdata.old.*")); len(olds) != 1 {
 		t.Fatalf("after failed starts, old PGDATAs set aside: %v, want 1", olds)
 	}
-	n, err := storage.RemoveOldPGData(dir)
+	n, err := pageserver.RemoveOldPGData(dir)
 	if err != nil || n != 1 {
 		t.Errorf("RemoveOldPGData = %d, %v; want 1", n, err)
 	}
@@ -179,10 +179,10 @@ func TestPrepareFreshPGData(t *testing.T) {
 	if want := []string{".pgdata.oldish", "other", "pgdata", "pgdata2"}; !slices.Equal(left, want) {
 		t.Errorf("left beside PGDATA: %v, want %v", left, want)
 	}
-	if n, err := storage.RemoveOldPGData(dir); err != nil || n != 0 {
+	if n, err := pageserver.RemoveOldPGData(dir); err != nil || n != 0 {
 		t.Errorf("RemoveOldPGData again = %d, %v", n, err)
 	}
-	if _, err := storage.RemoveOldPGData("relative"); err == nil {
+	if _, err := pageserver.RemoveOldPGData("relative"); err == nil {
 		t.Error("RemoveOldPGData of a relative path succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package storage
+package pageserver
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package storagetest
+package pageservertest
 
 import (
 	"archive/tar"
@@ -64,7 +64,7 @@ func TestMakeBasebackupArchiveWith(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(BinDir(), "pg_basebackup")); err != nil {
 		t.Skipf("no pg_basebackup: %v", err)
 	}
-	const needle = "storagetest-marker-5f1c"
+	const needle = "pageservertest-marker-5f1c"
 	for _, tc := range []struct {
 		name     string
 		opts     ArchiveOptions

@@ -1,4 +1,4 @@
-package storagetest
+package pageservertest
 
 import (
 	"archive/tar"

@@ -1,9 +1,9 @@
-// Package storagetest fakes Neon's pageserver at the protocol level for tests: a
+// Package pageservertest fakes Neon's pageserver at the protocol level for tests: a
 // Postgres wire-protocol server (pgx's pgproto3) that answers `basebackup …` with a COPY
 // OUT of a gzip'd tar and `lease lsn …` with a valid_until row, records what clients
 // send, and injects faults on demand. It also builds the archive it serves from a real
 // PostgreSQL 15 basebackup. It is imported only by tests and test binaries.
-package storagetest
+package pageservertest
 
 import (
 	"errors"
@@ -87,7 +87,7 @@ func Start(t testing.TB, cfg Config) *FakePageserver {
 	t.Helper()
 	f, err := New(cfg)
 	if err != nil {
-		t.Fatalf("storagetest: %v", err)
+		t.Fatalf("pageservertest: %v", err)
 	}
 	t.Cleanup(f.Close)
 	return f

@@ -1,4 +1,4 @@
-package storage_test
+package pageserver_test
 
 import (
 	"archive/tar"
@@ -11,11 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/computetools/compute-tools/internal/storage"
-	"github.com/computetools/compute-tools/internal/storagetest"
+	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/pageservertest"
 )
 
-type entry = storagetest.Entry
+type entry = pageservertest.Entry
 
 func TestMaliciousArchivesRefused(t *testing.T) {
 	// Paths outside PGDATA that an escape would create; checked after every case.
@@ -47,14 +47,14 @@ func TestMaliciousArchivesRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			archive := storagetest.MustBuildArchive(t, tc.entries)
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+			archive := pageservertest.MustBuildArchive(t, tc.entries)
+			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
 			root := t.TempDir()
 			pgdata := filepath.Join(root, "a", "pgdata")
 			o := opts(f, pgdata)
 			o.Attempts = 3
-			st, err := storage.Basebackup(context.Background(), o)
-			var unsafe *storage.UnsafeEntryError
+			st, err := pageserver.Basebackup(context.Background(), o)
+			var unsafe *pageserver.UnsafeEntryError
 			if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want an unsafe entry error containing %q", err, tc.want)
 			}
@@ -80,7 +80,7 @@ func TestMaliciousArchivesRefused(t *testing.T) {
 }
 
 func TestUntarModesAndRerun(t *testing.T) {
-	archive := storagetest.MustBuildArchive(t, []entry{
+	archive := pageservertest.MustBuildArchive(t, []entry{
 		{Name: "./", Type: tar.TypeDir, Mode: 0o755},
 		{Name: "./base/", Type: tar.TypeDir, Mode: 0o755},
 		{Name: "base/1/112", Body: "data", Mode: 0o644}, // parent dir not in the archive
@@ -92,7 +92,7 @@ func TestUntarModesAndRerun(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pgdata")
 	// Twice: the second run overwrites what the first left, as a retry does.
 	for run := range 2 {
-		if err := storage.Untar(bytes.NewReader(archive), dir); err != nil {
+		if err := pageserver.Untar(bytes.NewReader(archive), dir); err != nil {
 			t.Fatalf("run %d: %v", run, err)
 		}
 	}
@@ -128,8 +128,8 @@ func TestUntarReplacesLeftoverSymlink(t *testing.T) {
 	if err := os.Symlink(victim, filepath.Join(dir, "PG_VERSION")); err != nil {
 		t.Fatal(err)
 	}
-	archive := storagetest.MustBuildArchive(t, []entry{{Name: "PG_VERSION", Body: "15\n"}})
-	if err := storage.Untar(bytes.NewReader(archive), dir); err != nil {
+	archive := pageservertest.MustBuildArchive(t, []entry{{Name: "PG_VERSION", Body: "15\n"}})
+	if err := pageserver.Untar(bytes.NewReader(archive), dir); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(victim); string(b) != "keep" {
@@ -141,7 +141,7 @@ func TestUntarReplacesLeftoverSymlink(t *testing.T) {
 }
 
 func TestUntarBadStreams(t *testing.T) {
-	good := storagetest.MustBuildArchive(t, []entry{{Name: "f", Body: strings.Repeat("x", 100000)}})
+	good := pageservertest.MustBuildArchive(t, []entry{{Name: "f", Body: strings.Repeat("x", 100000)}})
 	corrupt := bytes.Clone(good)
 	corrupt[len(corrupt)-6] ^= 0xff // the gzip CRC
 	tests := []struct {
@@ -155,7 +155,7 @@ func TestUntarBadStreams(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := storage.Untar(bytes.NewReader(tc.data), t.TempDir())
+			err := pageserver.Untar(bytes.NewReader(tc.data), t.TempDir())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
