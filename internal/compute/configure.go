@@ -6,20 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/apply"
-	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/migrations"
-	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
-	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/pgready"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -70,7 +66,7 @@ func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.Com
 			return err
 		}
 		var err error
-		enabled, err = enableSubscribers(cfg, parsed)
+		enabled, err = pgdataDir(cfg, parsed).EnableSubscribers()
 		return err
 	})
 	if err != nil {
@@ -81,41 +77,6 @@ func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.Com
 		return reloadConf(ctx, conn)
 	}
 	return nil
-}
-
-// subscribersLine is the postgresql.conf setting that enableSubscribers ensures.
-const subscribersLine = "neon.disable_logical_replication_subscribers=false"
-
-// enableSubscribers makes sure that postgresql.conf ends up with logical replication
-// subscribers enabled once the spec is applied, as compute_ctl does after the start's
-// apply: with drop_subscriptions_before_start the conf disables them only while the old
-// subscriptions are dropped. It appends the line unless the last setting of the
-// parameter already says false, and reports whether it changed the file (a reload is
-// then due).
-func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
-	path := filepath.Join(cfg.PGData, "postgresql.conf")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, fmt.Errorf("enable subscribers: %w", err)
-	}
-	last := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "neon.disable_logical_replication_subscribers") {
-			last = strings.ReplaceAll(l, " ", "")
-		}
-	}
-	if last == subscribersLine {
-		return false, nil
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		b = append(b, '\n')
-	}
-	b = append(b, subscribersLine+"\n"...)
-	if err := atomicfile.Write(path, b, pgdataFile(p)); err != nil {
-		return false, fmt.Errorf("enable subscribers: %w", err)
-	}
-	return true, nil
 }
 
 func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
@@ -146,7 +107,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 			// Prepare lifted the size limit for the apply that cannot run now: put it
 			// back in the file (a reload needs the connection we do not have).
 			if parsed.Storage == spec.StorageNeon {
-				if werr := writeOverride(cfg, ""); werr != nil {
+				if werr := pgdataDir(cfg, parsed).WriteTempOverride(""); werr != nil {
 					slog.Warn("could not empty the temp override", "err", werr)
 				}
 			}
@@ -182,7 +143,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 		runMigrations(ctx, cfg, d, conn)
 	}
 	if parsed.Storage == spec.StorageNeon {
-		removeOldPGData(cfg)
+		removeOldPGData(pgdataDir(cfg, parsed))
 	}
 	return nil
 }
@@ -243,9 +204,9 @@ func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-c
 
 // removeOldPGData deletes the PGDATAs of earlier lifecycles that prepare set aside (neon
 // mode), now that nothing waits for it.
-func removeOldPGData(cfg Config) {
+func removeOldPGData(dir pgdata.Dir) {
 	start := time.Now()
-	n, err := pageserver.RemoveOldPGData(cfg.PGData)
+	n, err := dir.RemoveOld()
 	if err != nil {
 		slog.Warn("could not remove an old PGDATA", "err", err)
 		return
@@ -418,17 +379,7 @@ const clusterSizeLifted = "neon.max_cluster_size=-1\n"
 // liftClusterSize writes the temporary override before Postgres starts (neon mode,
 // primary with catalog updates), so that the limit is lifted from the first connection
 // on without a reload on the startup path; configure empties it after the apply.
-func liftClusterSize(cfg Config) error { return writeOverride(cfg, clusterSizeLifted) }
-
-// writeOverride replaces the temp override file of a neon PGDATA (no fsync: PGDATA is
-// rebuilt at every start).
-func writeOverride(cfg Config, body string) error {
-	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if err := atomicfile.Write(override, []byte(body), atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
-		return fmt.Errorf("write temp override: %w", err)
-	}
-	return nil
-}
+func liftClusterSize(dir pgdata.Dir) error { return dir.WriteTempOverride(clusterSizeLifted) }
 
 // withClusterSizeLifted runs fn (catalog work) in neon mode with the temporary override
 // `neon.max_cluster_size=-1` in force, as compute_ctl does, so that a compute at its size
@@ -439,9 +390,9 @@ func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn
 	if p.Storage != spec.StorageNeon {
 		return fn()
 	}
-	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if b, err := os.ReadFile(override); err != nil || string(b) != clusterSizeLifted {
-		if err := liftClusterSize(cfg); err != nil {
+	dir := pgdataDir(cfg, p)
+	if b, err := dir.TempOverride(); err != nil || b != clusterSizeLifted {
+		if err := liftClusterSize(dir); err != nil {
 			return err
 		}
 		if err := reloadConf(ctx, conn); err != nil {
@@ -449,7 +400,7 @@ func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn
 		}
 	}
 	ferr := fn()
-	if err := writeOverride(cfg, ""); err != nil {
+	if err := dir.WriteTempOverride(""); err != nil {
 		return errors.Join(ferr, err)
 	}
 	if err := reloadConf(ctx, conn); err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/pgtest"
-	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -232,42 +231,5 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	}
 	if rec.Status != state.Failed {
 		t.Errorf("status %s", rec.Status)
-	}
-}
-
-// After the apply, logical replication subscribers are enabled again (compute_ctl appends
-// the line after the start's apply), whatever drop_subscriptions_before_start wrote.
-func TestEnableSubscribers(t *testing.T) {
-	for _, tc := range []struct {
-		name, conf string
-		changed    bool
-	}{
-		{"flag set: disabled during the start", "port=5432\nneon.disable_logical_replication_subscribers=true\n", true},
-		{"no line at all", "port=5432", true},
-		{"already enabled", "neon.disable_logical_replication_subscribers = false\n", false},
-		{"enabled, then disabled", "neon.disable_logical_replication_subscribers=false\nneon.disable_logical_replication_subscribers=true\n", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{PGData: t.TempDir()}
-			p := filepath.Join(cfg.PGData, "postgresql.conf")
-			if err := os.WriteFile(p, []byte(tc.conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			changed, err := enableSubscribers(cfg, &spec.Parsed{})
-			if err != nil || changed != tc.changed {
-				t.Fatalf("changed %v, %v; want %v", changed, err, tc.changed)
-			}
-			b, _ := os.ReadFile(p)
-			if !strings.HasSuffix(strings.TrimSpace(string(b)), "neon.disable_logical_replication_subscribers=false") &&
-				!strings.HasSuffix(strings.TrimSpace(string(b)), "neon.disable_logical_replication_subscribers = false") {
-				t.Errorf("conf ends with:\n%s", b)
-			}
-			if again, _ := enableSubscribers(cfg, &spec.Parsed{}); again {
-				t.Error("a second call changed the file again")
-			}
-		})
-	}
-	if _, err := enableSubscribers(Config{PGData: t.TempDir()}, &spec.Parsed{}); err == nil {
-		t.Error("no postgresql.conf: no error")
 	}
 }

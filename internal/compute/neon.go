@@ -23,14 +23,15 @@ func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "p
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
 func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
-	if err := pageserver.PrepareFreshPGData(cfg.PGData); err != nil {
+	dir := pgdataDir(cfg, p)
+	if err := dir.PrepareFresh(); err != nil {
 		return err
 	}
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
-		if err := liftClusterSize(cfg); err != nil {
+		if err := liftClusterSize(dir); err != nil {
 			return err
 		}
 	}
@@ -93,7 +94,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	}); err != nil {
 		return err
 	}
-	return pageserver.FinishPGData(cfg.PGData, s.Mode.Type())
+	return dir.FinishNeon(s.Mode.Type())
 }
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of

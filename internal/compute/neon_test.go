@@ -219,7 +219,7 @@ func TestPrepareNeonPageserverRefuses(t *testing.T) {
 	r.ps.SetFaults(pageservertest.Faults{RefuseStartup: true})
 	r.writeConfig(t, `"Replica"`)
 	cfg := r.cfg
-	// Keep the test short: the retry schedule is exercised in internal/storage.
+	// Keep the test short: the retry schedule is exercised in internal/pageserver.
 	cfg.BasebackupAttempts = 2
 	err := Prepare(context.Background(), cfg, r.deps)
 	if err == nil || !strings.Contains(err.Error(), "basebackup") {

@@ -9,15 +9,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/controlplane"
-	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
@@ -215,7 +214,7 @@ func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Par
 // installTLS copies into PGDATA.
 func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
-	conf := pgconf.PostgresqlConf(p, pgconf.Options{
+	return pgdataDir(cfg, p).WritePostgresConf(p, pgconf.Options{
 		Port:               ci.Port,
 		SocketDir:          ci.SocketDir,
 		ListenAddresses:    "*",
@@ -224,24 +223,12 @@ func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error 
 		OvercommitMemory2:  strings.TrimSpace(string(overcommit)) == "2",
 		TLS:                tls,
 	})
-	if err := atomicfile.Write(filepath.Join(cfg.PGData, "postgresql.conf"), []byte(conf), pgdataFile(p)); err != nil {
-		return fmt.Errorf("write postgresql.conf: %w", err)
-	}
-	// The temp override file Neon includes last; it must exist for include_if_exists to
-	// be quiet and for later steps to write into.
-	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
-	if _, err := os.Stat(override); errors.Is(err, fs.ErrNotExist) {
-		if err := atomicfile.Write(override, nil, pgdataFile(p)); err != nil {
-			return fmt.Errorf("write temp override: %w", err)
-		}
-	}
-	return nil
 }
 
-// pgdataFile is how files in PGDATA are written: without fsync in neon mode, where PGDATA
-// is rebuilt at every start and a flush would only cost time on the startup path.
-func pgdataFile(p *spec.Parsed) atomicfile.Options {
-	return atomicfile.Options{Mode: 0o600, NoSync: p.Storage == spec.StorageNeon}
+// pgdataDir is PGDATA as this compute writes it: without fsync in neon mode, where
+// PGDATA is rebuilt at every start and a flush would only cost time on the startup path.
+func pgdataDir(cfg Config, p *spec.Parsed) pgdata.Dir {
+	return pgdata.Dir{Path: cfg.PGData, NoSync: p.Storage == spec.StorageNeon}
 }
 
 // writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
@@ -250,46 +237,22 @@ func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
-	hba, err := pgconf.HBAStandalone(ci.User)
-	if err != nil {
-		return err
-	}
-	ident, err := pgconf.IdentStandalone(ci.User, []string{paths.DefaultPGUser, "root"})
-	if err != nil {
-		return err
-	}
-	files := []struct {
-		name, body string
-	}{
-		{"pg_hba.conf", hba},
-		{"pg_ident.conf", ident},
-	}
-	for _, f := range files {
-		if err := atomicfile.Write(filepath.Join(cfg.PGData, f.name), []byte(f.body), atomicfile.Options{Mode: 0o600}); err != nil {
-			return fmt.Errorf("write %s: %w", f.name, err)
-		}
-	}
-	return nil
+	return pgdataDir(cfg, p).WriteStandaloneAuth(ci.User, []string{paths.DefaultPGUser, "root"})
 }
 
+// ensureInitdb creates the standalone cluster on first start; an existing one is kept.
 func ensureInitdb(ctx context.Context, cfg Config, ci connInfo) error {
-	if _, err := os.Stat(filepath.Join(cfg.PGData, "PG_VERSION")); err == nil {
+	dir := pgdata.Dir{Path: cfg.PGData}
+	if dir.Initialized() {
 		slog.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
 		return nil
 	}
-	if ents, err := os.ReadDir(cfg.PGData); err == nil && len(ents) > 0 {
-		return fmt.Errorf("PGDATA %s is not empty but has no PG_VERSION; refusing to touch it", cfg.PGData)
-	}
 	start := time.Now()
 	slog.Info("running initdb", "pgdata", cfg.PGData, "superuser", ci.User)
-	_, err := execx.Run(ctx, execx.Cmd{
-		Path: paths.Sibling(cfg.PGBin, "initdb"),
-		Args: []string{"-D", cfg.PGData, "-U", ci.User, "--auth-local=peer", "--auth-host=scram-sha-256",
-			"-E", "UTF8", "--locale=C.UTF-8"},
-		User: cfg.OSUser,
-	})
-	if err != nil {
-		return fmt.Errorf("initdb: %w", err)
+	if err := dir.Initdb(ctx, pgdata.InitdbOptions{
+		Initdb: paths.Sibling(cfg.PGBin, "initdb"), Superuser: ci.User, OSUser: cfg.OSUser,
+	}); err != nil {
+		return err
 	}
 	slog.Info("initdb done", "duration_ms", time.Since(start).Milliseconds())
 	return nil

@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
@@ -37,7 +34,7 @@ func installTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parse
 	for {
 		pair, err := tlsfiles.Load(c)
 		if err == nil {
-			if err := tlsfiles.Install(cfg.PGData, pair, pgdataFile(p)); err != nil {
+			if err := pgdataDir(cfg, p).InstallTLS(pair.Cert, pair.Key); err != nil {
 				return err
 			}
 			digest := pair.Digest()
@@ -72,7 +69,7 @@ func reinstallTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Par
 	if err == nil {
 		return true
 	}
-	if _, serr := os.Stat(filepath.Join(cfg.PGData, pgconf.ServerCertFile)); serr == nil {
+	if pgdataDir(cfg, p).HasTLSCert() {
 		slog.Warn("TLS: keeping the installed certificate", "err", err)
 		return true
 	}

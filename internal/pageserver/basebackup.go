@@ -1,7 +1,7 @@
 // Package pageserver is compute-init's client of Neon's pageserver: it fetches a
-// basebackup over the Postgres wire protocol and unpacks it into PGDATA, finishes the
-// data directory the way compute_ctl does, and leases LSNs for static computes (the
-// renewal loop is its subpackage lsnlease).
+// basebackup over the Postgres wire protocol and unpacks it into PGDATA (prepared and
+// finished by package pgdata), and leases LSNs for static computes (the renewal loop is
+// its subpackage lsnlease).
 package pageserver
 
 import (
@@ -38,7 +38,7 @@ var ErrGRPCNotSupported = errors.New("grpc:// pageserver connstrings are not sup
 // BasebackupOptions say what to fetch and where to put it.
 type BasebackupOptions struct {
 	// PGData is the directory to unpack into; it is created (0700) if missing. It should
-	// be empty (see PrepareFreshPGData).
+	// be empty (see pgdata.Dir.PrepareFresh).
 	PGData string
 	// Connstr is the pageserver connstring: a postgresql:// or postgres:// URL or a
 	// key=value string. Only the first comma-separated element (shard 0) is used, so the
@@ -84,7 +84,7 @@ type Stats struct {
 // file that only the failed attempt's archive had would stay. An archive entry that
 // would write outside PGDATA (or a device, fifo, ...) fails at once without retrying.
 //
-// Call FinishPGData afterwards.
+// Call pgdata.Dir.FinishNeon afterwards.
 func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	log := opts.Logger
 	if log == nil {

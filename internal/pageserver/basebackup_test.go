@@ -18,6 +18,7 @@ import (
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pageservertest"
+	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/pgtest"
 )
 
@@ -281,11 +282,11 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 
 	uid, gid := pgtest.OSUserIDs(t)
 	root := pgtest.OwnedDir(t, "storage-test-")
-	pgdata := filepath.Join(root, "pgdata")
-	if err := pageserver.PrepareFreshPGData(pgdata); err != nil {
+	pgdir := filepath.Join(root, "pgdata")
+	if err := (pgdata.Dir{Path: pgdir}).PrepareFresh(); err != nil {
 		t.Fatal(err)
 	}
-	o := opts(f, pgdata)
+	o := opts(f, pgdir)
 	st, err := pageserver.Basebackup(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -293,14 +294,14 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if st.Bytes != int64(len(archive)) || st.Attempts != 1 || st.Duration <= 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if _, err := os.Stat(filepath.Join(pgdata, "postgresql.conf")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(pgdir, "postgresql.conf")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("postgresql.conf should not come with the basebackup: %v", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(pgdata, "neon.signal")); err != nil || string(b) != pageservertest.NeonSignal {
+	if b, err := os.ReadFile(filepath.Join(pgdir, "neon.signal")); err != nil || string(b) != pageservertest.NeonSignal {
 		t.Errorf("neon.signal %q, %v", b, err)
 	}
 	// Private modes everywhere.
-	err = filepath.WalkDir(pgdata, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(pgdir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -316,7 +317,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pageserver.FinishPGData(pgdata, pageserver.ModePrimary); err != nil {
+	if err := (pgdata.Dir{Path: pgdir, NoSync: true}).FinishNeon(pageserver.ModePrimary); err != nil {
 		t.Fatal(err)
 	}
 
@@ -325,10 +326,10 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := fmt.Sprintf("port = %d\nunix_socket_directories = '%s'\nlisten_addresses = ''\nfsync = off\n", port, root)
-	if err := os.WriteFile(filepath.Join(pgdata, "postgresql.conf"), []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(pgdir, "postgresql.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := filepath.WalkDir(pgdata, func(p string, _ fs.DirEntry, err error) error {
+	if err := filepath.WalkDir(pgdir, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -340,12 +341,12 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	logFile := filepath.Join(root, "log")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := execx.Run(ctx, execx.Cmd{Path: filepath.Join(bin, "pg_ctl"), Args: []string{"start", "-w", "-D", pgdata, "-l", logFile}, User: pgtest.OSUser}); err != nil {
+	if _, err := execx.Run(ctx, execx.Cmd{Path: filepath.Join(bin, "pg_ctl"), Args: []string{"start", "-w", "-D", pgdir, "-l", logFile}, User: pgtest.OSUser}); err != nil {
 		log, _ := os.ReadFile(logFile)
 		t.Fatalf("%v\n%s", err, log)
 	}
 	t.Cleanup(func() {
-		_, _ = execx.Run(context.Background(), execx.Cmd{Path: filepath.Join(bin, "pg_ctl"), Args: []string{"stop", "-w", "-m", "immediate", "-D", pgdata}, User: pgtest.OSUser})
+		_, _ = execx.Run(context.Background(), execx.Cmd{Path: filepath.Join(bin, "pg_ctl"), Args: []string{"stop", "-w", "-m", "immediate", "-D", pgdir}, User: pgtest.OSUser})
 	})
 	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=postgres", root, port, pgtest.AdminUser))
 	if err != nil {

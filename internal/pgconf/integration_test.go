@@ -55,7 +55,7 @@ func TestStandaloneConfStartsPostgres(t *testing.T) {
 	    {"name": "cluster_name", "value": "it's a \\ test", "vartype": "string"},
 	    {"name": "max_connections", "value": "20", "vartype": "integer"},
 	    {"name": "shared_buffers", "value": "16MB", "vartype": "string"}]}}`)
-	opts := Options{Port: port, SocketDir: dir, ListenAddresses: "127.0.0.1", InternalHTTPPort: 3081}
+	opts := Options{Port: port, SocketDir: dir, ListenAddresses: "127.0.0.1", InternalHTTPPort: 3081, Files: testFiles}
 	hba, err := HBAStandalone("cloud_admin")
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,9 @@
 // Package pgconf renders the configuration files of the compute's Postgres:
 // postgresql.conf in exactly the order Neon's compute_ctl writes it (inventory §5.1),
 // preceded by a small block of our own host settings, and the pg_hba.conf /
-// pg_ident.conf of standalone mode. Everything here is a pure function of its inputs;
-// the caller reads the host facts (e.g. /proc/sys/vm/overcommit_memory) and writes files.
+// pg_ident.conf of standalone mode. Everything here is a pure function of its inputs:
+// the caller reads the host facts (e.g. /proc/sys/vm/overcommit_memory), and package
+// pgdata names the files inside PGDATA and writes them.
 package pgconf
 
 import (
@@ -12,16 +13,6 @@ import (
 
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
-)
-
-// File names inside PGDATA.
-const (
-	// TempOverrideFile is included last; compute-configure writes temporary overrides
-	// into it (Neon: neon.max_cluster_size=-1 while applying the spec).
-	TempOverrideFile = "compute_ctl_temp_override.conf"
-	// ServerCertFile and ServerKeyFile are where the caller copies the TLS files.
-	ServerCertFile = "server.crt"
-	ServerKeyFile  = "server.key"
 )
 
 // Options are the host facts and choices that are not in the spec.
@@ -37,9 +28,21 @@ type Options struct {
 	// OvercommitMemory2 is true when /proc/sys/vm/overcommit_memory reads "2"; Postgres
 	// then uses mmap for dynamic shared memory.
 	OvercommitMemory2 bool
-	// TLS adds ssl = on with ServerCertFile/ServerKeyFile (Neon: feature
+	// TLS adds ssl = on with Files.ServerCert and Files.ServerKey (Neon: feature
 	// tls_experimental and a tls config). The caller copies the key and certificate.
 	TLS bool
+	// Files names the files inside PGDATA that postgresql.conf refers to. Package
+	// pgdata, which owns that directory and declares its file names, fills it in.
+	Files Files
+}
+
+// Files are the names, relative to PGDATA, of the files postgresql.conf refers to.
+type Files struct {
+	// TempOverride is included last (include_if_exists); no include when empty.
+	TempOverride string
+	// ServerCert and ServerKey are ssl_cert_file and ssl_key_file when TLS is on;
+	// Postgres's defaults when empty.
+	ServerCert, ServerKey string
 }
 
 // EscapeValue quotes a postgresql.conf string value: '...' with ' doubled and \
@@ -127,8 +130,12 @@ func PostgresqlConf(p *spec.Parsed, o Options) string {
 	// 6. TLS.
 	if o.TLS {
 		line("ssl = on")
-		line("ssl_cert_file = '%s'", ServerCertFile)
-		line("ssl_key_file = '%s'", ServerKeyFile)
+		if o.Files.ServerCert != "" {
+			line("ssl_cert_file = %s", EscapeValue(o.Files.ServerCert))
+		}
+		if o.Files.ServerKey != "" {
+			line("ssl_key_file = %s", EscapeValue(o.Files.ServerKey))
+		}
 	}
 	// 7. Locales.
 	for _, lc := range []string{"lc_messages", "lc_monetary", "lc_time", "lc_numeric"} {
@@ -173,8 +180,35 @@ func PostgresqlConf(p *spec.Parsed, o Options) string {
 		line("log_destination='stderr,syslog'")
 	}
 	// 16. Must stay last: it overrides everything above.
-	line("include_if_exists = '%s'", TempOverrideFile)
+	if o.Files.TempOverride != "" {
+		line("include_if_exists = %s", EscapeValue(o.Files.TempOverride))
+	}
 	return b.String()
+}
+
+// SubscribersEnabledLine is the setting EnableSubscribers ensures.
+const SubscribersEnabledLine = "neon.disable_logical_replication_subscribers=false"
+
+// EnableSubscribers returns postgresql.conf with logical replication subscribers enabled,
+// as compute_ctl leaves it after the start's apply (with drop_subscriptions_before_start
+// the rendered file disables them only while the old subscriptions are dropped): it
+// appends SubscribersEnabledLine unless the last setting of the parameter already says
+// false, and reports whether it changed anything.
+func EnableSubscribers(conf string) (string, bool) {
+	last := ""
+	for _, l := range strings.Split(conf, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "neon.disable_logical_replication_subscribers") {
+			last = strings.ReplaceAll(l, " ", "")
+		}
+	}
+	if last == SubscribersEnabledLine {
+		return conf, false
+	}
+	if conf != "" && !strings.HasSuffix(conf, "\n") {
+		conf += "\n"
+	}
+	return conf + SubscribersEnabledLine + "\n", true
 }
 
 func writeAudit(b *strings.Builder, s *spec.ComputeSpec) {

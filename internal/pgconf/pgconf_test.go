@@ -54,6 +54,9 @@ func specWith(fields string) string {
     {"name": "max_connections", "value": "100", "vartype": "integer"}]}` + fields + `}`
 }
 
+// testFiles are the PGDATA file names package pgdata passes in.
+var testFiles = Files{TempOverride: "compute_ctl_temp_override.conf", ServerCert: "server.crt", ServerKey: "server.key"}
+
 var hostOpts = Options{Port: 55432, SocketDir: "/run/compute-postgres", ListenAddresses: "*", InternalHTTPPort: 3081, PrivilegedRoleName: "neon_superuser"}
 
 func TestPostgresqlConfGolden(t *testing.T) {
@@ -104,7 +107,9 @@ func TestPostgresqlConfGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			golden(t, tc.name+".conf", PostgresqlConf(parsed(t, tc.spec), tc.opts))
+			opts := tc.opts
+			opts.Files = testFiles
+			golden(t, tc.name+".conf", PostgresqlConf(parsed(t, tc.spec), opts))
 		})
 	}
 }
@@ -117,7 +122,7 @@ func TestPostgresqlConfOrder(t *testing.T) {
     "settings": [{"name": "from_settings", "value": "1", "vartype": "integer"}]},
   `+neonIDs+`, "safekeeper_connstrings": ["a:1"], "shard_stripe_size": 8, "project_id": "p",
   "branch_id": "b", "endpoint_id": "e", "mode": {"Static": "1/2"}, "logs_export_host": "h:1"}`)
-	conf := PostgresqlConf(p, Options{Port: 1, SocketDir: "/s", ListenAddresses: "a", TLS: true, OvercommitMemory2: true})
+	conf := PostgresqlConf(p, Options{Port: 1, SocketDir: "/s", ListenAddresses: "a", TLS: true, OvercommitMemory2: true, Files: testFiles})
 	order := []string{
 		"listen_addresses = 'a'\n", "port = 1\n", "unix_socket_directories = '/s'\n",
 		"from_spec_conf = 1\n",
@@ -170,6 +175,54 @@ func TestPostgresqlConfOmissions(t *testing.T) {
 		if !strings.Contains(conf, present) {
 			t.Errorf("%q missing:\n%s", present, conf)
 		}
+	}
+}
+
+// Without file names (package pgdata always passes them) nothing refers to a file:
+// no include, and ssl with Postgres's default file names.
+func TestPostgresqlConfWithoutFiles(t *testing.T) {
+	conf := PostgresqlConf(parsed(t, specWith(``)), Options{TLS: true})
+	for _, absent := range []string{"include_if_exists", "ssl_cert_file", "ssl_key_file"} {
+		if strings.Contains(conf, absent) {
+			t.Errorf("%q written without file names:\n%s", absent, conf)
+		}
+	}
+	if !strings.Contains(conf, "ssl = on\n") {
+		t.Errorf("ssl not on:\n%s", conf)
+	}
+	conf = PostgresqlConf(parsed(t, specWith(``)), Options{TLS: true,
+		Files: Files{TempOverride: "it's.conf", ServerCert: "c.crt", ServerKey: "k.key"}})
+	for _, want := range []string{"ssl_cert_file = 'c.crt'\n", "ssl_key_file = 'k.key'\n", "include_if_exists = 'it''s.conf'\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("%q missing:\n%s", want, conf)
+		}
+	}
+}
+
+// After the apply, logical replication subscribers are enabled again (compute_ctl appends
+// the line after the start's apply), whatever drop_subscriptions_before_start wrote.
+func TestEnableSubscribers(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf, want string
+		changed          bool
+	}{
+		{"flag set: disabled during the start", "port=5432\nneon.disable_logical_replication_subscribers=true\n",
+			"port=5432\nneon.disable_logical_replication_subscribers=true\n" + SubscribersEnabledLine + "\n", true},
+		{"no line at all, no newline at the end", "port=5432", "port=5432\n" + SubscribersEnabledLine + "\n", true},
+		{"empty", "", SubscribersEnabledLine + "\n", true},
+		{"already enabled", "neon.disable_logical_replication_subscribers = false\n", "neon.disable_logical_replication_subscribers = false\n", false},
+		{"enabled, then disabled", "neon.disable_logical_replication_subscribers=false\nneon.disable_logical_replication_subscribers=true\n",
+			"neon.disable_logical_replication_subscribers=false\nneon.disable_logical_replication_subscribers=true\n" + SubscribersEnabledLine + "\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, changed := EnableSubscribers(tc.conf)
+			if got != tc.want || changed != tc.changed {
+				t.Fatalf("EnableSubscribers = %q, %v; want %q, %v", got, changed, tc.want, tc.changed)
+			}
+			if again, changed := EnableSubscribers(got); changed || again != got {
+				t.Errorf("a second call changed it again: %q", again)
+			}
+		})
 	}
 }
 

@@ -1,8 +1,7 @@
-// Package tlsfiles installs the certificate and key that Postgres serves TLS with
+// Package tlsfiles reads the certificate and key that Postgres serves TLS with
 // (compute_ctl_config.tls with the spec feature tls_experimental, as compute_ctl): it
-// checks that the key matches the first certificate of the chain, copies both into
-// PGDATA with mode 0600 (Postgres refuses a key others may read), and tells a renewed
-// certificate by the SHA-256 digest of its file.
+// checks that the key matches the first certificate of the chain and tells a renewed
+// certificate by the SHA-256 digest of its file. Package pgdata copies them into PGDATA.
 //
 // The check is crypto/tls's: any key type Go and Postgres both handle (ECDSA, Ed25519,
 // RSA) is accepted, where compute_ctl knows only ECDSA P-256 and Ed25519.
@@ -15,11 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 
-	"github.com/computetools/compute-tools/internal/atomicfile"
-	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -80,19 +76,4 @@ func FileDigest(path string) (string, error) {
 		return "", fmt.Errorf("tls: read certificate: %w", err)
 	}
 	return digest(b), nil
-}
-
-// Install writes the key and the certificate into pgdata (pgconf.ServerKeyFile and
-// pgconf.ServerCertFile, mode 0600), each replaced atomically. opts.Mode is ignored.
-func Install(pgdata string, p Pair, opts atomicfile.Options) error {
-	opts.Mode = 0o600
-	for _, f := range []struct {
-		name string
-		body []byte
-	}{{pgconf.ServerKeyFile, p.Key}, {pgconf.ServerCertFile, p.Cert}} {
-		if err := atomicfile.Write(filepath.Join(pgdata, f.name), f.body, opts); err != nil {
-			return fmt.Errorf("tls: install %s: %w", f.name, err)
-		}
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package pageserver
+package pgdata
 
 import (
 	"errors"
@@ -10,28 +10,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
-// pgdataFile is how FinishPGData writes files: a neon PGDATA is rebuilt at every start,
-// so a flush to disk would only cost time on the startup path.
-var pgdataFile = atomicfile.Options{Mode: 0o600, NoSync: true}
-
-// DynShmemTarget is where pg_dynshmem points after FinishPGData.
-const DynShmemTarget = "/dev/shm/"
-
-// PrepareFreshPGData empties pgdata for a basebackup (in neon mode PGDATA is fresh on
-// every start) and leaves it a directory with mode 0700. It refuses an empty, relative or
-// root path.
+// PrepareFresh empties PGDATA for a basebackup (in neon mode PGDATA is fresh on every
+// start) and leaves it a directory with mode 0700. It refuses an empty, relative or root
+// path.
 //
 // An existing PGDATA is not deleted on the startup path: it is renamed aside (one
 // rename instead of unlinking thousands of files, tens of milliseconds here) and
-// RemoveOldPGData deletes it once the compute runs. A copy still set aside (its start
+// RemoveOld deletes it once the compute runs. A copy still set aside (its start
 // never reached running) is deleted first, so that failing starts do not pile copies up.
 // Where the rename is not possible (PGDATA is a mount point, or its parent is not
 // writable) its contents are deleted in place.
-func PrepareFreshPGData(pgdata string) error {
+func (d Dir) PrepareFresh() error {
+	pgdata := d.Path
 	if pgdata == "" {
 		return errors.New("prepare pgdata: empty path")
 	}
@@ -49,7 +43,7 @@ func PrepareFreshPGData(pgdata string) error {
 	default:
 		// One set-aside copy at most: one left by a start that never reached running
 		// goes now (that start failed anyway; the usual path has none).
-		if _, err := RemoveOldPGData(clean); err != nil {
+		if _, err := (Dir{Path: clean}).RemoveOld(); err != nil {
 			return fmt.Errorf("prepare pgdata: %w", err)
 		}
 		old := oldPGDataPrefix(clean) + strconv.FormatInt(time.Now().UnixNano(), 10)
@@ -68,7 +62,7 @@ func PrepareFreshPGData(pgdata string) error {
 	return nil
 }
 
-// oldPGDataPrefix names the hidden siblings PrepareFreshPGData renames old PGDATAs to.
+// oldPGDataPrefix names the hidden siblings PrepareFresh renames old PGDATAs to.
 func oldPGDataPrefix(pgdata string) string {
 	return filepath.Join(filepath.Dir(pgdata), "."+filepath.Base(pgdata)+".old.")
 }
@@ -87,9 +81,10 @@ func removeContents(dir string) error {
 	return nil
 }
 
-// RemoveOldPGData deletes the old PGDATAs PrepareFreshPGData set aside and returns how
-// many there were.
-func RemoveOldPGData(pgdata string) (int, error) {
+// RemoveOld deletes the old PGDATAs PrepareFresh set aside and returns how many there
+// were.
+func (d Dir) RemoveOld() (int, error) {
+	pgdata := d.Path
 	if pgdata == "" || !filepath.IsAbs(pgdata) {
 		return 0, fmt.Errorf("remove old pgdata: bad path %q", pgdata)
 	}
@@ -112,32 +107,32 @@ func RemoveOldPGData(pgdata string) (int, error) {
 	return n, nil
 }
 
-// FinishPGData does to an unpacked pageserver basebackup what compute_ctl does before
-// starting Postgres:
+// FinishNeon does to an unpacked pageserver basebackup what compute_ctl does before
+// starting Postgres; mode is the compute mode (spec.ModeTypePrimary, ...):
 //   - copy zenith.signal to neon.signal when only the former exists (older pageservers);
 //   - append Neon's pg_hba.conf line (pgconf.NeonHBALine) unless it is already there;
 //   - replace the (empty) pg_dynshmem directory with a symbolic link to /dev/shm/;
 //   - for static and replica computes, create an empty standby.signal if absent.
 //
 // It may be called again on the same directory.
-func FinishPGData(pgdata, mode string) error {
-	if pgdata == "" {
+func (d Dir) FinishNeon(mode string) error {
+	if d.Path == "" {
 		return errors.New("finish pgdata: empty path")
 	}
 	if err := checkMode(mode); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
-	if err := neonSignal(pgdata); err != nil {
+	if err := d.neonSignal(); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
-	if err := hbaLine(pgdata); err != nil {
+	if err := d.hbaLine(); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
-	if err := dynShmem(pgdata); err != nil {
+	if err := d.dynShmem(); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
-	if mode != ModePrimary {
-		p := filepath.Join(pgdata, "standby.signal")
+	if mode != spec.ModeTypePrimary {
+		p := d.File(StandbySignalFile)
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		switch {
 		case errors.Is(err, fs.ErrExist):
@@ -152,26 +147,34 @@ func FinishPGData(pgdata, mode string) error {
 	return nil
 }
 
-func neonSignal(pgdata string) error {
-	neon := filepath.Join(pgdata, "neon.signal")
+// checkMode accepts the compute modes of neon.compute_mode.
+func checkMode(mode string) error {
+	switch mode {
+	case spec.ModeTypePrimary, spec.ModeTypeStatic, spec.ModeTypeReplica:
+		return nil
+	}
+	return fmt.Errorf("unknown compute mode %q (want primary, static or replica)", mode)
+}
+
+func (d Dir) neonSignal() error {
+	neon := d.File(NeonSignalFile)
 	if _, err := os.Lstat(neon); err == nil {
 		return nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	data, err := os.ReadFile(filepath.Join(pgdata, "zenith.signal"))
+	data, err := os.ReadFile(d.File(ZenithSignalFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(neon, data, pgdataFile)
+	return d.write(NeonSignalFile, data)
 }
 
-func hbaLine(pgdata string) error {
-	p := filepath.Join(pgdata, "pg_hba.conf")
-	old, err := os.ReadFile(p)
+func (d Dir) hbaLine() error {
+	old, err := os.ReadFile(d.File(HBAFile))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -179,11 +182,11 @@ func hbaLine(pgdata string) error {
 	if updated == string(old) {
 		return nil
 	}
-	return atomicfile.Write(p, []byte(updated), pgdataFile)
+	return d.write(HBAFile, []byte(updated))
 }
 
-func dynShmem(pgdata string) error {
-	p := filepath.Join(pgdata, "pg_dynshmem")
+func (d Dir) dynShmem() error {
+	p := d.File(DynShmemDir)
 	fi, err := os.Lstat(p)
 	if err != nil {
 		return fmt.Errorf("pg_dynshmem: %w", err)

@@ -1,4 +1,4 @@
-package pageserver
+package pgdata
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// removeContents is PrepareFreshPGData's way when PGDATA cannot be renamed (a mount
+// removeContents is PrepareFresh's way when PGDATA cannot be renamed (a mount
 // point): everything inside goes, the directory stays.
 func TestRemoveContents(t *testing.T) {
 	dir := t.TempDir()

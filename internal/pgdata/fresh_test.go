@@ -1,4 +1,4 @@
-package pageserver_test
+package pgdata_test
 
 import (
 	"errors"
@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pgconf"
+	"github.com/computetools/compute-tools/internal/pgdata"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // basePGData makes a directory shaped like an unpacked pageserver basebackup.
@@ -40,7 +41,7 @@ func read(t *testing.T, p string) (string, bool) {
 	return string(b), true
 }
 
-func TestFinishPGData(t *testing.T) {
+func TestFinishNeon(t *testing.T) {
 	hba := "local all all trust\n"
 	tests := []struct {
 		name        string
@@ -50,16 +51,16 @@ func TestFinishPGData(t *testing.T) {
 		wantHBA     string
 		wantStandby bool
 	}{
-		{"primary, zenith.signal only", pageserver.ModePrimary,
+		{"primary, zenith.signal only", spec.ModeTypePrimary,
 			map[string]string{"zenith.signal": "PREV LSN: 0/1", "pg_hba.conf": hba},
 			"PREV LSN: 0/1", hba + pgconf.NeonHBALine + "\n", false},
-		{"neon.signal wins over zenith.signal", pageserver.ModePrimary,
+		{"neon.signal wins over zenith.signal", spec.ModeTypePrimary,
 			map[string]string{"zenith.signal": "old", "neon.signal": "new", "pg_hba.conf": hba},
 			"new", hba + pgconf.NeonHBALine + "\n", false},
-		{"hba line already there, no newline at end", pageserver.ModeReplica,
+		{"hba line already there, no newline at end", spec.ModeTypeReplica,
 			map[string]string{"pg_hba.conf": "local all all trust\n" + pgconf.NeonHBALine},
 			"", "local all all trust\n" + pgconf.NeonHBALine, true},
-		{"static, no pg_hba.conf", pageserver.ModeStatic, map[string]string{},
+		{"static, no pg_hba.conf", spec.ModeTypeStatic, map[string]string{},
 			"", pgconf.NeonHBALine + "\n", true},
 	}
 	for _, tc := range tests {
@@ -67,7 +68,7 @@ func TestFinishPGData(t *testing.T) {
 			dir := basePGData(t, tc.files)
 			// Twice: the second call must change nothing.
 			for range 2 {
-				if err := pageserver.FinishPGData(dir, tc.mode); err != nil {
+				if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(tc.mode); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -92,10 +93,10 @@ func TestFinishPGData(t *testing.T) {
 	}
 }
 
-func TestFinishPGDataDynShmemErrors(t *testing.T) {
+func TestFinishNeonDynShmemErrors(t *testing.T) {
 	t.Run("missing", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := pageserver.FinishPGData(dir, pageserver.ModePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
+		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
 			t.Fatalf("error %v", err)
 		}
 	})
@@ -104,21 +105,21 @@ func TestFinishPGDataDynShmemErrors(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "pg_dynshmem", "seg"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := pageserver.FinishPGData(dir, pageserver.ModePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
+		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
 			t.Fatalf("error %v", err)
 		}
 	})
 	t.Run("bad mode", func(t *testing.T) {
-		if err := pageserver.FinishPGData(basePGData(t, nil), "Replica"); err == nil {
+		if err := (pgdata.Dir{Path: basePGData(t, nil), NoSync: true}).FinishNeon("Replica"); err == nil {
 			t.Fatal("accepted mode Replica")
 		}
 	})
 }
 
-func TestPrepareFreshPGData(t *testing.T) {
+func TestPrepareFresh(t *testing.T) {
 	for _, bad := range []string{"", "/", "//", "relative/pgdata"} {
-		if err := pageserver.PrepareFreshPGData(bad); err == nil {
-			t.Errorf("PrepareFreshPGData(%q) succeeded", bad)
+		if err := (pgdata.Dir{Path: bad}).PrepareFresh(); err == nil {
+			t.Errorf("PrepareFresh(%q) succeeded", bad)
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "pgdata")
@@ -128,7 +129,7 @@ func TestPrepareFreshPGData(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "base", "1", "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := pageserver.PrepareFreshPGData(dir); err != nil {
+	if err := (pgdata.Dir{Path: dir}).PrepareFresh(); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(dir)
@@ -139,7 +140,7 @@ func TestPrepareFreshPGData(t *testing.T) {
 		t.Errorf("pgdata not empty: %v", ents)
 	}
 
-	// The old PGDATA was set aside, not lost on the way: RemoveOldPGData deletes it,
+	// The old PGDATA was set aside, not lost on the way: RemoveOld deletes it,
 	// and nothing else beside PGDATA.
 	parent := filepath.Dir(dir)
 	for _, keep := range []string{"pgdata2", ".pgdata.oldish", "other"} {
@@ -160,16 +161,16 @@ func TestPrepareFreshPGData(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := pageserver.PrepareFreshPGData(dir); err != nil {
+		if err := (pgdata.Dir{Path: dir}).PrepareFresh(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if olds, _ := filepath.Glob(filepath.Join(parent, ".pgdata.old.*")); len(olds) != 1 {
 		t.Fatalf("after failed starts, old PGDATAs set aside: %v, want 1", olds)
 	}
-	n, err := pageserver.RemoveOldPGData(dir)
+	n, err := (pgdata.Dir{Path: dir}).RemoveOld()
 	if err != nil || n != 1 {
-		t.Errorf("RemoveOldPGData = %d, %v; want 1", n, err)
+		t.Errorf("RemoveOld = %d, %v; want 1", n, err)
 	}
 	ents, _ := os.ReadDir(parent)
 	var left []string
@@ -179,10 +180,10 @@ func TestPrepareFreshPGData(t *testing.T) {
 	if want := []string{".pgdata.oldish", "other", "pgdata", "pgdata2"}; !slices.Equal(left, want) {
 		t.Errorf("left beside PGDATA: %v, want %v", left, want)
 	}
-	if n, err := pageserver.RemoveOldPGData(dir); err != nil || n != 0 {
-		t.Errorf("RemoveOldPGData again = %d, %v", n, err)
+	if n, err := (pgdata.Dir{Path: dir}).RemoveOld(); err != nil || n != 0 {
+		t.Errorf("RemoveOld again = %d, %v", n, err)
 	}
-	if _, err := pageserver.RemoveOldPGData("relative"); err == nil {
-		t.Error("RemoveOldPGData of a relative path succeeded")
+	if _, err := (pgdata.Dir{Path: "relative"}).RemoveOld(); err == nil {
+		t.Error("RemoveOld of a relative path succeeded")
 	}
 }
