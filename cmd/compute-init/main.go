@@ -29,14 +29,14 @@ import (
 
 // common flags mirror compute_ctl's names; each can come from /etc/default/compute-tools.
 type common struct {
-	StateDir           string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
-	Config             string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig JSON file; without a spec in it, wait for POST /configure."`
-	PGData             string `short:"D" name:"pgdata" env:"PGDATA" default:"/var/db/postgres/compute" help:"Postgres data directory."`
-	PGBin              string `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary."`
-	Connstr            string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres" help:"How to connect as the admin role."`
-	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID."`
-	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"neon_superuser" help:"Privileged role given to spec roles (^[a-z_]+$)."`
-	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal API port (written as neon.extension_server_port)."`
+	StateDir           string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
+	Config             string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig JSON file; without a spec in it, wait for POST /configure."`
+	PGData             string `short:"D" name:"pgdata" env:"PGDATA" default:"${PGDATA}" help:"Postgres data directory."`
+	PGBin              string `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary."`
+	Connstr            string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role."`
+	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID."`
+	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"${PRIVILEGED_ROLE_NAME}" help:"Privileged role given to spec roles (^[a-z_]+$)."`
+	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal API port (written as neon.extension_server_port)."`
 	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 }
@@ -285,6 +285,7 @@ func main() {
 	logx.Setup(os.Stderr, "compute-init")
 	var c cli
 	kctx := kong.Parse(&c, kong.Name("compute-init"),
+		kong.Vars(paths.Vars()),
 		kong.Description("Prepares and configures a serverless Postgres compute (Neon compute_ctl compatible)."),
 		kong.UsageOnError())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -82,9 +82,6 @@ func (d *Deps) subscribe() (<-chan struct{}, func()) {
 	return d.Waker.Subscribe()
 }
 
-// SpecFile is where prepare leaves the effective config for configure.
-func SpecFile(stateDir string) string { return paths.SpecFile(stateDir) }
-
 // connInfo is what the admin connection string says about the local Postgres.
 type connInfo struct {
 	User      string

@@ -119,7 +119,7 @@ func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
 }
 
 func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
-	_, cc, parsed, err := readConfig(SpecFile(cfg.StateDir))
+	_, cc, parsed, err := readConfig(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
@@ -321,7 +321,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 			return d.fail(err)
 		}
 	}
-	if err := writeSpecFile(cfg, raw); err != nil {
+	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
 	if _, err := d.Store.Transition(state.Running, func(r *state.Record) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -45,7 +46,7 @@ func newConfigureRig(t *testing.T, halted bool) *configureRig {
 	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "cluster": {
 	  "roles": [{"name": "alice", "encrypted_password": null, "options": null}],
 	  "databases": [{"name": "appdb", "owner": "alice", "options": null}]}}}`
-	if err := os.WriteFile(SpecFile(st.Dir()), []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(paths.AppliedConfigFile(st.Dir()), []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A running Postgres was started before now: prepare finished a second earlier, as

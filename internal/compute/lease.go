@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/lsnlease"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/storage"
 )
@@ -38,7 +39,7 @@ func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
 }
 
 func leaseTarget(cfg Config) (lsnlease.Target, bool, error) {
-	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return lsnlease.Target{}, false, fmt.Errorf("read spec: %w", err)
 	}

@@ -5,19 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/safekeeper"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/storage"
 )
-
-// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
-// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
-func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
 
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
@@ -99,7 +95,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of
 // the postgres unit.
 func writePostgresEnv(cfg Config, token string) error {
-	path := PostgresEnvFile(cfg.StateDir)
+	path := paths.PostgresEnvFile(cfg.StateDir)
 	if token == "" {
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove %s: %w", path, err)
@@ -115,7 +111,7 @@ func writePostgresEnv(cfg Config, token string) error {
 // finalSync is the last step of a primary's termination in neon mode: the safekeepers'
 // LSN after Postgres stopped, which /terminate answers with.
 func finalSync(ctx context.Context, cfg Config) (string, error) {
-	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return "", fmt.Errorf("read spec: %w", err)
 	}

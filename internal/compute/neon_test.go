@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -122,7 +123,7 @@ func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(r.cfg.PGData, "compute_ctl_temp_override.conf")); err != nil || string(b) != "neon.max_cluster_size=-1\n" {
 		t.Errorf("temp override %q, %v", b, err)
 	}
-	env2, _ := os.ReadFile(PostgresEnvFile(r.cfg.StateDir))
+	env2, _ := os.ReadFile(paths.PostgresEnvFile(r.cfg.StateDir))
 	if string(env2) != "NEON_AUTH_TOKEN="+testToken+"\n" {
 		t.Errorf("postgres env file %q", env2)
 	}

@@ -50,7 +50,7 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 		return d.fail(fmt.Errorf("invalid spec: %w", err))
 	}
 	// Hand the spec to compute-configure before announcing init.
-	if err := writeSpecFile(cfg, raw); err != nil {
+	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
 	now := d.now().UTC()
@@ -110,7 +110,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	cur, reset, err := d.Store.ResetUnless(func(r state.Record) bool {
 		return r.Status == state.Empty || r.Status == state.ConfigurationPending || r.Status.TerminationPending()
 	}, func() error {
-		for _, f := range []string{pending, SpecFile(cfg.StateDir)} {
+		for _, f := range []string{pending, paths.AppliedConfigFile(cfg.StateDir)} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", f, err)
 			}
@@ -314,9 +314,9 @@ func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
 
 // writeSpecFile stores the effective config for the configure step (0640: it holds
 // password hashes).
-func writeSpecFile(cfg Config, raw []byte) error {
-	if err := atomicfile.Write(SpecFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
-		return fmt.Errorf("store spec: %w", err)
+func writeAppliedConfig(cfg Config, raw []byte) error {
+	if err := atomicfile.Write(paths.AppliedConfigFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("store applied config: %w", err)
 	}
 	return nil
 }
