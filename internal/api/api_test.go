@@ -361,7 +361,7 @@ func (h *harness) moveTo(path ...state.Status) {
 	}
 }
 
-func (h *harness) toRunning(storage string) {
+func (h *harness) toRunning(storage spec.StorageMode) {
 	h.t.Helper()
 	h.moveTo(state.Init)
 	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.Storage = storage }); err != nil {

@@ -73,7 +73,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	d.status("init: basebackup")
 	st, err := storage.Basebackup(ctx, storage.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
-		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
+		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: string(s.Mode.Type()),
 		Attempts: cfg.BasebackupAttempts,
 	})
 	if err != nil {
@@ -89,7 +89,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	}); err != nil {
 		return err
 	}
-	return storage.FinishPGData(cfg.PGData, s.Mode.Type())
+	return storage.FinishPGData(cfg.PGData, string(s.Mode.Type()))
 }
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of
