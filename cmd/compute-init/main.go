@@ -52,19 +52,19 @@ type cli struct {
 
 var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
 
-func (c *common) config() (compute.Config, error) {
+func (c *common) config() (compute.Settings, error) {
 	if !privRoleRe.MatchString(c.PrivilegedRoleName) {
-		return compute.Config{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+		return compute.Settings{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
 	}
 	extURL := ""
 	if c.RemoteExtBaseURL != "" {
 		u, err := controlplane.NormalizeRemoteExtURL(c.RemoteExtBaseURL)
 		if err != nil {
-			return compute.Config{}, fmt.Errorf("--remote-ext-base-url: %w", err)
+			return compute.Settings{}, fmt.Errorf("--remote-ext-base-url: %w", err)
 		}
 		extURL = u
 	}
-	return compute.Config{
+	return compute.Settings{
 		RemoteExtBaseURL: extURL,
 		StateDir:         c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, PrivilegedRole: c.PrivilegedRoleName, OSUser: paths.DefaultPGUser,
@@ -140,7 +140,7 @@ func (u *lazyUnits) Close() {
 }
 
 // step runs fn with the host config and the collaborators of a step.
-func (c *common) step(ctx context.Context, withUnits bool, fn func(compute.Config, *compute.Deps) error) error {
+func (c *common) step(ctx context.Context, withUnits bool, fn func(compute.Settings, *compute.Deps) error) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func (notifier) Status(text string) { _ = sysd.Status(text) }
 type prepareCmd struct{}
 
 func (prepareCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.Prepare(ctx, cfg, d)
 	})
 }
@@ -181,12 +181,12 @@ func (cc configureCmd) Run(ctx context.Context, c *common) error {
 	if cc.DryRun {
 		return fmt.Errorf("--dry-run goes with a run by hand, not --managed")
 	}
-	return c.step(ctx, true, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, true, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.Configure(ctx, cfg, d)
 	})
 }
 
-func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error {
+func configureByHand(ctx context.Context, cfg compute.Settings, dryRun bool) error {
 	raw, err := os.ReadFile(cfg.ConfigFile)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -213,7 +213,7 @@ func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error
 type leaseCmd struct{}
 
 func (leaseCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.LeaseLSN(ctx, cfg, d)
 	})
 }
@@ -221,7 +221,7 @@ func (leaseCmd) Run(ctx context.Context, c *common) error {
 type stoppedCmd struct{}
 
 func (stoppedCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.PostgresStopped(ctx, cfg, compute.StopInfo{
 			ServiceResult: os.Getenv("SERVICE_RESULT"),
 			ExitCode:      os.Getenv("EXIT_CODE"),

@@ -16,8 +16,9 @@ import (
 	"github.com/computetools/compute-tools/internal/state"
 )
 
-// Config is what the steps need to know about this host.
-type Config struct {
+// Settings are what the steps need to know about this host: paths, the admin connection,
+// the control plane and the gateway (from the flags), as opposed to the compute's config.
+type Settings struct {
 	StateDir       string
 	ConfigFile     string
 	PGData         string

@@ -30,7 +30,7 @@ import (
 // first start (status init) it applies the spec, moves the status to running and then runs
 // the migrations. When POST /configure reconfigures a running compute (status
 // configuration_pending), it applies the new config to the running Postgres.
-func Configure(ctx context.Context, cfg Config, d *Deps) error {
+func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
@@ -61,7 +61,7 @@ func readConfig(path string) ([]byte, *spec.ComputeConfig, *spec.Parsed, error) 
 
 // applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
 // cluster, see apply.AppliedDBsTable) and, in neon mode, the cluster size limit lifted.
-func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
+func applyAndRecord(ctx context.Context, cfg Settings, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
 	opts := applyOptions(cfg, parsed, concurrency)
 	opts.SkipUnchanged = true
 	enabled := false
@@ -92,7 +92,7 @@ const subscribersLine = "neon.disable_logical_replication_subscribers=false"
 // subscriptions are dropped. It appends the line unless the last setting of the
 // parameter already says false, and reports whether it changed the file (a reload is
 // then due).
-func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
+func enableSubscribers(cfg Settings, p *spec.Parsed) (bool, error) {
 	path := filepath.Join(cfg.PGData, "postgresql.conf")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -118,7 +118,7 @@ func enableSubscribers(cfg Config, p *spec.Parsed) (bool, error) {
 	return true, nil
 }
 
-func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
+func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record) error {
 	_, cc, parsed, err := readConfig(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
@@ -190,7 +190,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 // waitPostgres waits until the Postgres of this lifecycle (started after since) accepts
 // connections. It gives up when the compute leaves init: Postgres did not start (the
 // stop hook recorded why) or the compute is being terminated.
-func waitPostgres(ctx context.Context, cfg Config, d *Deps, since time.Time) error {
+func waitPostgres(ctx context.Context, cfg Settings, d *Deps, since time.Time) error {
 	wake, cancel := d.subscribe()
 	// Unsubscribing is a D-Bus round trip: not on the startup path.
 	defer func() { go cancel() }()
@@ -243,7 +243,7 @@ func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-c
 
 // removeOldPGData deletes the PGDATAs of earlier lifecycles that prepare set aside (neon
 // mode), now that nothing waits for it.
-func removeOldPGData(cfg Config) {
+func removeOldPGData(cfg Settings) {
 	start := time.Now()
 	n, err := storage.RemoveOldPGData(cfg.PGData)
 	if err != nil {
@@ -255,7 +255,7 @@ func removeOldPGData(cfg Config) {
 	}
 }
 
-func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
+func runMigrations(ctx context.Context, cfg Settings, d *Deps, conn *pgx.Conn) {
 	ci, _ := parseConnstr(cfg.Connstr)
 	res, err := migrations.Run(ctx, conn, migrations.Options{
 		PrivilegedRole: cfg.PrivilegedRole,
@@ -279,7 +279,7 @@ func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
 // reconfigure applies the config sent with POST /configure to the running compute:
 // configuration_pending -> configuration -> running (or failed with the reason; a later
 // /configure with a good config recovers).
-func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
+func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if _, err := d.Store.Transition(state.Configuration, nil); err != nil {
 		return d.fail(err)
 	}
@@ -339,7 +339,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 
 // DryRun plans the apply of a config's spec against the Postgres at cfg.Connstr and
 // returns the plan's descriptions (never a password), without changing anything.
-func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
+func DryRun(ctx context.Context, cfg Settings, raw []byte) ([]string, error) {
 	s, parsed, err := parseForApply(raw)
 	if err != nil {
 		return nil, err
@@ -366,7 +366,7 @@ func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
 
 // ApplyByHand applies a config file's spec to any running Postgres, outside systemd and
 // without touching the compute's state.
-func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, error) {
+func ApplyByHand(ctx context.Context, cfg Settings, raw []byte) (apply.Result, error) {
 	s, parsed, err := parseForApply(raw)
 	if err != nil {
 		return apply.Result{}, err
@@ -403,7 +403,7 @@ func parseConfig(raw []byte) (*spec.ComputeConfig, *spec.Parsed, error) {
 	return cc, parsed, nil
 }
 
-func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Options {
+func applyOptions(cfg Settings, parsed *spec.Parsed, concurrency int) apply.Options {
 	return apply.Options{
 		PrivilegedRole: cfg.PrivilegedRole,
 		Concurrency:    concurrency,
@@ -418,11 +418,11 @@ const clusterSizeLifted = "neon.max_cluster_size=-1\n"
 // liftClusterSize writes the temporary override before Postgres starts (neon mode,
 // primary with catalog updates), so that the limit is lifted from the first connection
 // on without a reload on the startup path; configure empties it after the apply.
-func liftClusterSize(cfg Config) error { return writeOverride(cfg, clusterSizeLifted) }
+func liftClusterSize(cfg Settings) error { return writeOverride(cfg, clusterSizeLifted) }
 
 // writeOverride replaces the temp override file of a neon PGDATA (no fsync: PGDATA is
 // rebuilt at every start).
-func writeOverride(cfg Config, body string) error {
+func writeOverride(cfg Settings, body string) error {
 	override := filepath.Join(cfg.PGData, pgconf.TempOverrideFile)
 	if err := atomicfile.Write(override, []byte(body), atomicfile.Options{Mode: 0o600, NoSync: true}); err != nil {
 		return fmt.Errorf("write temp override: %w", err)
@@ -435,7 +435,7 @@ func writeOverride(cfg Config, body string) error {
 // limit can still be configured; the override file is emptied again afterwards, even when
 // fn fails. When prepare wrote the override already (a first start), it is in force
 // without a reload. In standalone mode the limit does not exist and fn just runs.
-func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
+func withClusterSizeLifted(ctx context.Context, cfg Settings, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
 	if p.Storage != spec.StorageNeon {
 		return fn()
 	}

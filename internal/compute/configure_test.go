@@ -24,7 +24,7 @@ import (
 // compute's Postgres, and a state record at init with the config prepare handed over.
 type configureRig struct {
 	pg    *pgtest.Instance
-	cfg   Config
+	cfg   Settings
 	deps  *Deps
 	store *state.Store
 }
@@ -42,7 +42,7 @@ func newConfigureRig(t *testing.T, halted bool) *configureRig {
 		t.Fatal(err)
 	}
 	r.store, r.deps = st, &Deps{Store: st}
-	r.cfg = Config{StateDir: st.Dir(), PGData: r.pg.DataDir, Connstr: r.pg.Connstr(), PrivilegedRole: "neon_superuser"}
+	r.cfg = Settings{StateDir: st.Dir(), PGData: r.pg.DataDir, Connstr: r.pg.Connstr(), PrivilegedRole: "neon_superuser"}
 	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "cluster": {
 	  "roles": [{"name": "alice", "encrypted_password": null, "options": null}],
 	  "databases": [{"name": "appdb", "owner": "alice", "options": null}]}}}`
@@ -220,7 +220,7 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
+	cfg := Settings{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
 		ControlPlaneURI: cp.URL, ComputeID: "c1"}
 	err = Prepare(context.Background(), cfg, &Deps{Store: st})
 	if err == nil || !strings.Contains(err.Error(), "404") {
@@ -249,7 +249,7 @@ func TestEnableSubscribers(t *testing.T) {
 		{"enabled, then disabled", "neon.disable_logical_replication_subscribers=false\nneon.disable_logical_replication_subscribers=true\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{PGData: t.TempDir()}
+			cfg := Settings{PGData: t.TempDir()}
 			p := filepath.Join(cfg.PGData, "postgresql.conf")
 			if err := os.WriteFile(p, []byte(tc.conf), 0o600); err != nil {
 				t.Fatal(err)
@@ -268,7 +268,7 @@ func TestEnableSubscribers(t *testing.T) {
 			}
 		})
 	}
-	if _, err := enableSubscribers(Config{PGData: t.TempDir()}, &spec.Parsed{}); err == nil {
+	if _, err := enableSubscribers(Settings{PGData: t.TempDir()}, &spec.Parsed{}); err == nil {
 		t.Error("no postgresql.conf: no error")
 	}
 }

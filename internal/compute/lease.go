@@ -17,7 +17,7 @@ import (
 // LeaseLSN is `compute-init lsn-lease` (compute-lsn-lease.service): for a Static compute
 // in neon mode it keeps the compute's LSN leased on every pageserver shard while the
 // compute runs; for any other compute it exits at once.
-func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
+func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 	var wake <-chan struct{}
 	if d.Waker != nil {
 		ch, cancel := d.Waker.Subscribe()
@@ -38,7 +38,7 @@ func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
 	return loop.Run(ctx)
 }
 
-func leaseTarget(cfg Config) (lsnlease.Target, bool, error) {
+func leaseTarget(cfg Settings) (lsnlease.Target, bool, error) {
 	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return lsnlease.Target{}, false, fmt.Errorf("read spec: %w", err)

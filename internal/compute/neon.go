@@ -18,7 +18,7 @@ import (
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
-func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
+func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
 	if err := storage.PrepareFreshPGData(cfg.PGData); err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of
 // the postgres unit.
-func writePostgresEnv(cfg Config, token string) error {
+func writePostgresEnv(cfg Settings, token string) error {
 	path := paths.PostgresEnvFile(cfg.StateDir)
 	if token == "" {
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
@@ -110,7 +110,7 @@ func writePostgresEnv(cfg Config, token string) error {
 
 // finalSync is the last step of a primary's termination in neon mode: the safekeepers'
 // LSN after Postgres stopped, which /terminate answers with.
-func finalSync(ctx context.Context, cfg Config) (string, error) {
+func finalSync(ctx context.Context, cfg Settings) (string, error) {
 	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return "", fmt.Errorf("read spec: %w", err)

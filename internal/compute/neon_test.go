@@ -29,20 +29,20 @@ type neonRig struct {
 	ps    *storagetest.FakePageserver
 	sks   []*sktest.FakeSafekeeper
 	shim  string
-	cfg   Config
+	cfg   Settings
 	deps  *Deps
 	store *state.Store
 }
 
 func newNeonRig(t *testing.T) *neonRig { return newNeonRigWith(t, nil) }
 
-func newNeonRigWith(t *testing.T, tweak func(*storagetest.Config)) *neonRig {
+func newNeonRigWith(t *testing.T, tweak func(*storagetest.Options)) *neonRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the basebackup archive is made by initdb as the postgres user)")
 	}
 	archive := storagetest.BasebackupArchive(t)
-	pc := storagetest.Config{Password: testToken, Archive: archive}
+	pc := storagetest.Options{Password: testToken, Archive: archive}
 	if tweak != nil {
 		tweak(&pc)
 	}
@@ -58,7 +58,7 @@ func newNeonRigWith(t *testing.T, tweak func(*storagetest.Config)) *neonRig {
 	}
 	r.store = st
 	r.deps = &Deps{Store: st}
-	r.cfg = Config{StateDir: st.Dir(), ConfigFile: filepath.Join(dir, "config.json"), PGData: filepath.Join(dir, "pgdata"),
+	r.cfg = Settings{StateDir: st.Dir(), ConfigFile: filepath.Join(dir, "config.json"), PGData: filepath.Join(dir, "pgdata"),
 		PGBin: r.shim, Connstr: "postgresql://cloud_admin@localhost:55432/postgres?host=/tmp", PrivilegedRole: "neon_superuser",
 		InternalHTTPPort: 3081}
 	return r
@@ -236,7 +236,7 @@ func TestLeaseLSNStatic(t *testing.T) {
 	// The fake grants the first lease for 2 s and refuses the renewal (due after 1 s).
 	var mu sync.Mutex
 	calls := 0
-	r := newNeonRigWith(t, func(c *storagetest.Config) {
+	r := newNeonRigWith(t, func(c *storagetest.Options) {
 		c.ValidUntil = func(tenant, timeline, lsn string) *string {
 			mu.Lock()
 			defer mu.Unlock()

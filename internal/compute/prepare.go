@@ -26,7 +26,7 @@ import (
 // Prepare is `compute-init prepare`: it starts a new lifecycle, gets the config (from the
 // config file, or from POST /configure through the state directory), prepares PGDATA and
 // writes the Postgres configuration. On any error the status becomes failed with the reason.
-func Prepare(ctx context.Context, cfg Config, d *Deps) error {
+func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
 		return err
@@ -99,7 +99,7 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 }
 
 // obtainConfig returns the raw config and whether it came through POST /configure.
-func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error) {
+func obtainConfig(ctx context.Context, cfg Settings, d *Deps) ([]byte, bool, error) {
 	wake, cancel := d.subscribe()
 	defer cancel()
 	pending := paths.PendingConfigFile(cfg.StateDir)
@@ -200,7 +200,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
 // writes the Postgres configuration.
-func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := ensureInitdb(ctx, cfg, ci); err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Par
 // writePostgresConf writes postgresql.conf (both modes: it is regenerated at every start)
 // and makes sure the temp override file exists. tls turns on ssl with the files
 // installTLS copies into PGDATA.
-func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func writePostgresConf(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	conf := pgconf.PostgresqlConf(p, pgconf.Options{
 		Port:               ci.Port,
@@ -246,7 +246,7 @@ func pgdataFile(p *spec.Parsed) atomicfile.Options {
 
 // writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
 // compute.
-func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func writePGConfig(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 	return nil
 }
 
-func ensureInitdb(ctx context.Context, cfg Config, ci connInfo) error {
+func ensureInitdb(ctx context.Context, cfg Settings, ci connInfo) error {
 	if _, err := os.Stat(filepath.Join(cfg.PGData, "PG_VERSION")); err == nil {
 		slog.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
 		return nil
@@ -302,7 +302,7 @@ func optional(s string) *string {
 	return &s
 }
 
-func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
+func writeJWKS(cfg Settings, cc *spec.ComputeConfig) error {
 	if cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0 {
 		return nil
 	}
@@ -314,7 +314,7 @@ func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
 
 // writeSpecFile stores the effective config for the configure step (0640: it holds
 // password hashes).
-func writeAppliedConfig(cfg Config, raw []byte) error {
+func writeAppliedConfig(cfg Settings, raw []byte) error {
 	if err := atomicfile.Write(paths.AppliedConfigFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
 		return fmt.Errorf("store applied config: %w", err)
 	}

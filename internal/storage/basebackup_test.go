@@ -59,7 +59,7 @@ func TestQueryTextAndStartup(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+			f := storagetest.Start(t, storagetest.Options{Password: token, Archive: archive})
 			o := opts(f, filepath.Join(t.TempDir(), "pgdata"))
 			o.Mode, o.LSN = tc.mode, tc.lsn
 			st, err := storage.Basebackup(context.Background(), o)
@@ -113,7 +113,7 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: tc.want, Archive: archive})
+			f := storagetest.Start(t, storagetest.Options{Password: tc.want, Archive: archive})
 			o := opts(f, t.TempDir())
 			o.Connstr, o.Token = tc.connstr(f), tc.token
 			if _, err := storage.Basebackup(context.Background(), o); err != nil {
@@ -127,7 +127,7 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 }
 
 func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Password: "the-right-one", Archive: smallArchive(t)})
+	f := storagetest.Start(t, storagetest.Options{Password: "the-right-one", Archive: smallArchive(t)})
 	o := opts(f, t.TempDir())
 	o.Attempts = 2
 	st, err := storage.Basebackup(context.Background(), o)
@@ -146,7 +146,7 @@ func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
 }
 
 func TestRefusedStartupRetried(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{RefuseStartup: true}})
+	f := storagetest.Start(t, storagetest.Options{Archive: smallArchive(t), Faults: storagetest.Faults{RefuseStartup: true}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 3
 	st, err := storage.Basebackup(context.Background(), o)
@@ -160,7 +160,7 @@ func TestRefusedStartupRetried(t *testing.T) {
 
 func TestRetriesThenSucceeds(t *testing.T) {
 	archive := smallArchive(t)
-	f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive, Faults: storagetest.Faults{FailFirst: 2}})
+	f := storagetest.Start(t, storagetest.Options{Password: token, Archive: archive, Faults: storagetest.Faults{FailFirst: 2}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 5
 	st, err := storage.Basebackup(context.Background(), o)
@@ -197,7 +197,7 @@ func TestStreamFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
+			f := storagetest.Start(t, storagetest.Options{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
 			o := opts(f, t.TempDir())
 			o.Attempts = tc.attempts
 			st, err := storage.Basebackup(context.Background(), o)
@@ -213,7 +213,7 @@ func TestStreamFaults(t *testing.T) {
 }
 
 func TestContextEndsBackoff(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{FailFirst: 100}})
+	f := storagetest.Start(t, storagetest.Options{Archive: smallArchive(t), Faults: storagetest.Faults{FailFirst: 100}})
 	o := opts(f, t.TempDir())
 	o.Attempts, o.Backoff = 11, time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
@@ -233,7 +233,7 @@ func TestContextEndsBackoff(t *testing.T) {
 }
 
 func TestSlowStartHonoursContext(t *testing.T) {
-	f := storagetest.Start(t, storagetest.Config{Archive: smallArchive(t), Faults: storagetest.Faults{StartDelay: time.Minute}})
+	f := storagetest.Start(t, storagetest.Options{Archive: smallArchive(t), Faults: storagetest.Faults{StartDelay: time.Minute}})
 	o := opts(f, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -277,7 +277,7 @@ func TestBadOptions(t *testing.T) {
 // served by the fake, unpacked and finished, starts as a server that answers SELECT 1.
 func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	archive := storagetest.BasebackupArchive(t)
-	f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+	f := storagetest.Start(t, storagetest.Options{Password: token, Archive: archive})
 
 	uid, gid := pgtest.OSUserIDs(t)
 	root := pgtest.OwnedDir(t, "storage-test-")

@@ -76,7 +76,7 @@ func BenchmarkIngest(b *testing.B) {
 		report(b)
 	})
 	b.Run("basebackup-fake", func(b *testing.B) {
-		f, err := storagetest.New(storagetest.Config{Password: token, Archive: archive, ChunkSize: 128 << 10})
+		f, err := storagetest.New(storagetest.Options{Password: token, Archive: archive, ChunkSize: 128 << 10})
 		if err != nil {
 			b.Fatal(err)
 		}

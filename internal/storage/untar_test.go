@@ -48,7 +48,7 @@ func TestMaliciousArchivesRefused(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			archive := storagetest.MustBuildArchive(t, tc.entries)
-			f := storagetest.Start(t, storagetest.Config{Password: token, Archive: archive})
+			f := storagetest.Start(t, storagetest.Options{Password: token, Archive: archive})
 			root := t.TempDir()
 			pgdata := filepath.Join(root, "a", "pgdata")
 			o := opts(f, pgdata)
