@@ -48,15 +48,13 @@ func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 }
 
-// readConfig reads and validates a stored config: its raw bytes, the config and its
-// parsed spec.
-func readConfig(path string) ([]byte, *spec.ComputeConfig, *spec.Parsed, error) {
+// readConfig reads and validates a stored config (pending or applied), once.
+func readConfig(path string) (*spec.Loaded, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	cc, parsed, err := parseConfig(raw)
-	return raw, cc, parsed, err
+	return spec.Load(raw)
 }
 
 // applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
@@ -119,11 +117,11 @@ func enableSubscribers(cfg Settings, p *spec.Parsed) (bool, error) {
 }
 
 func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record) error {
-	_, cc, parsed, err := readConfig(paths.AppliedConfigFile(cfg.StateDir))
+	l, err := readConfig(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
-	s := cc.Spec
+	s, parsed := l.ComputeSpec(), l.Spec
 	// compute-configure starts beside compute-postgres, not after it: everything up to
 	// here overlaps with Postgres starting, and the wait ends on the same signal as the
 	// unit's READY=1 (docs/architecture.md, "Start path").
@@ -284,10 +282,11 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
-	raw, cc, parsed, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
+	l, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
+	raw, cc, parsed := l.Raw, l.Config, l.Spec
 	s := cc.Spec
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
@@ -380,27 +379,11 @@ func ApplyByHand(ctx context.Context, cfg Settings, raw []byte) (apply.Result, e
 }
 
 func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
-	cc, parsed, err := parseConfig(raw)
+	l, err := spec.Load(raw)
 	if err != nil {
 		return nil, nil, err
 	}
-	return cc.Spec, parsed, nil
-}
-
-// parseConfig parses a config that must carry a valid spec.
-func parseConfig(raw []byte) (*spec.ComputeConfig, *spec.Parsed, error) {
-	cc, err := spec.ParseConfig(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid config: %w", err)
-	}
-	if cc.Spec == nil {
-		return nil, nil, fmt.Errorf("invalid config: no spec")
-	}
-	parsed, err := spec.Parse(cc.Spec)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid spec: %w", err)
-	}
-	return cc, parsed, nil
+	return l.ComputeSpec(), l.Spec, nil
 }
 
 func applyOptions(cfg Settings, parsed *spec.Parsed, concurrency int) apply.Options {

@@ -2,19 +2,16 @@ package compute
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
-	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgconf"
@@ -31,24 +28,14 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	if err != nil {
 		return err
 	}
-	raw, waited, err := obtainConfig(ctx, cfg, d)
+	got, err := obtainConfig(ctx, cfg, d)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("prepare: %w", ctx.Err())
 		}
 		return d.fail(err)
 	}
-	cc, err := spec.ParseConfig(raw)
-	if err != nil {
-		return d.fail(fmt.Errorf("invalid config: %w", err))
-	}
-	if cc.Spec == nil {
-		return d.fail(errors.New("invalid config: no spec"))
-	}
-	parsed, err := spec.Parse(cc.Spec)
-	if err != nil {
-		return d.fail(fmt.Errorf("invalid spec: %w", err))
-	}
+	raw, cc, parsed, waited := got.Raw, got.Config, got.Spec, got.fromConfigure
 	// Hand the spec to compute-configure before announcing init.
 	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
@@ -98,8 +85,9 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	return nil
 }
 
-// obtainConfig returns the raw config and whether it came through POST /configure.
-func obtainConfig(ctx context.Context, cfg Settings, d *Deps) ([]byte, bool, error) {
+// obtainConfig begins the new lifecycle and returns the config of this start, from the
+// first of configSources that has one.
+func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error) {
 	wake, cancel := d.subscribe()
 	defer cancel()
 	pending := paths.PendingConfigFile(cfg.StateDir)
@@ -118,7 +106,7 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) ([]byte, bool, err
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if reset {
 		slog.Info("state of an earlier lifecycle reset")
@@ -127,75 +115,13 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) ([]byte, bool, err
 	// lifecycle has begun and stops holding back its readiness.
 	if inv := os.Getenv("INVOCATION_ID"); inv != "" {
 		if cur, err = d.Store.Update(func(r *state.Record) error { r.InitInvocation = inv; return nil }); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	switch {
-	case cur.Status == state.ConfigurationPending:
-		// POST /configure arrived before we started: take it.
-		b, err := os.ReadFile(pending)
-		if err != nil {
-			return nil, false, fmt.Errorf("read config from /configure: %w", err)
-		}
-		slog.Info("using the config sent with POST /configure")
-		return b, true, nil
-	case cur.Status.TerminationPending():
-		return nil, false, fmt.Errorf("terminated before the compute started")
+	if cur.Status.TerminationPending() {
+		return nil, fmt.Errorf("terminated before the compute started")
 	}
-
-	if cfg.ControlPlaneURI != "" {
-		client := &http.Client{Timeout: 30 * time.Second}
-		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
-			controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)))
-		if err != nil {
-			return nil, false, fmt.Errorf("get config from the control plane: %w", err)
-		}
-		if err := writeJWKS(cfg, cc); err != nil {
-			return nil, false, err
-		}
-		if cc.Spec != nil {
-			raw, err := json.Marshal(cc)
-			if err != nil {
-				return nil, false, fmt.Errorf("encode config: %w", err)
-			}
-			slog.Info("spec received from the control plane", "uri", cfg.ControlPlaneURI)
-			return raw, false, nil
-		}
-		slog.Info("the control plane has no spec for this compute yet; waiting for POST /configure")
-	} else if cfg.ConfigFile != "" {
-		b, err := os.ReadFile(cfg.ConfigFile)
-		switch {
-		case err == nil:
-			cc, perr := spec.ParseConfig(b)
-			if perr != nil {
-				return nil, false, fmt.Errorf("invalid config file %s: %w", cfg.ConfigFile, perr)
-			}
-			if cc.Spec != nil {
-				slog.Info("spec read from the config file", "path", cfg.ConfigFile)
-				return b, false, nil
-			}
-			slog.Info("config file has no spec; waiting for POST /configure", "path", cfg.ConfigFile)
-		case errors.Is(err, fs.ErrNotExist):
-			slog.Info("no config file; waiting for POST /configure", "path", cfg.ConfigFile)
-		default:
-			return nil, false, fmt.Errorf("read config file: %w", err)
-		}
-	}
-	d.status("empty: waiting for POST /configure")
-	r, err := d.Store.Wait(ctx, wake, 10*time.Second, func(r state.Record) bool {
-		return r.Status != state.Empty
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	if r.Status != state.ConfigurationPending {
-		return nil, false, fmt.Errorf("stopped waiting for a spec: status is %s", r.Status)
-	}
-	b, err := os.ReadFile(pending)
-	if err != nil {
-		return nil, false, fmt.Errorf("read config from /configure: %w", err)
-	}
-	return b, true, nil
+	return firstConfig(ctx, cur, configSources(cfg, d, wake))
 }
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
