@@ -41,7 +41,7 @@ func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 func leaseTarget(cfg Settings) (lsnlease.Target, bool, error) {
 	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
-		return lsnlease.Target{}, false, fmt.Errorf("read spec: %w", err)
+		return lsnlease.Target{}, false, fmt.Errorf("read applied config: %w", err)
 	}
 	s, p, err := parseForApply(raw)
 	if err != nil {

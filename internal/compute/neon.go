@@ -113,7 +113,7 @@ func writePostgresEnv(cfg Settings, token string) error {
 func finalSync(ctx context.Context, cfg Settings) (string, error) {
 	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
-		return "", fmt.Errorf("read spec: %w", err)
+		return "", fmt.Errorf("read applied config: %w", err)
 	}
 	_, parsed, err := parseForApply(raw)
 	if err != nil {

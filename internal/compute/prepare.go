@@ -36,7 +36,7 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	raw, cc, parsed, waited := got.Raw, got.Config, got.Spec, got.fromConfigure
-	// Hand the spec to compute-configure before announcing init.
+	// Hand the config to compute-configure (as the applied config) before announcing init.
 	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
