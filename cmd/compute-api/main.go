@@ -155,9 +155,9 @@ func (s serveCmd) Run(ctx context.Context) error {
 			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute},
 			OnRequest: store.RemoteExtRequestHook()}
 	}
-	srv := api.New(api.Config{
+	srv := api.New(api.Options{
 		InternalRoutes: func(mux *http.ServeMux) {
-			extensions.Routes(mux, specFile(paths.AppliedConfigFile(s.StateDir)), dl)
+			extensions.Routes(mux, appliedConfigFile(paths.AppliedConfigFile(s.StateDir)), dl)
 		},
 		Store: store, Waker: conn, Units: units{mgr},
 		WritePendingConfig: func(raw []byte) error {
@@ -255,10 +255,11 @@ func waitForLifecycle(ctx context.Context, store *state.Store, w interface {
 	slog.Info("compute is starting: new lifecycle begun")
 }
 
-// specFile reads the running compute's spec for the extension server.
-type specFile string
+// appliedConfigFile reads the spec of the running compute's config (the applied config)
+// for the extension server.
+type appliedConfigFile string
 
-func (p specFile) CurrentSpec() (*spec.ComputeSpec, error) {
+func (p appliedConfigFile) CurrentSpec() (*spec.ComputeSpec, error) {
 	b, err := os.ReadFile(string(p))
 	if err != nil {
 		return nil, err
