@@ -39,16 +39,16 @@ type cli struct {
 }
 
 type serveCmd struct {
-	StateDir         string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
-	Config           string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
-	ComputeID        string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID that tokens must name."`
-	ExternalHTTPPort int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"3080" help:"External port (JWT)."`
-	InternalHTTPPort int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal port (no auth)."`
-	InternalHTTPAddr string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"127.0.0.1" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
-	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
+	StateDir         string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
+	Config           string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
+	ComputeID        string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID that tokens must name."`
+	ExternalHTTPPort int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"${EXTERNAL_HTTP_PORT}" help:"External port (JWT)."`
+	InternalHTTPPort int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no auth)."`
+	InternalHTTPAddr string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
 	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
-	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"60s" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
+	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 }
 
 // units stops and starts compute units through systemd's manager API.
@@ -155,15 +155,15 @@ func (s serveCmd) Run(ctx context.Context) error {
 			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute},
 			OnRequest: store.RemoteExtRequestHook()}
 	}
-	srv := api.New(api.Config{
+	srv := api.New(api.Options{
 		InternalRoutes: func(mux *http.ServeMux) {
-			extensions.Routes(mux, specFile(paths.SpecFile(s.StateDir)), dl)
+			extensions.Routes(mux, appliedConfigFile(paths.AppliedConfigFile(s.StateDir)), dl)
 		},
 		Store: store, Waker: conn, Units: units{mgr},
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
-		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.SpecFile(s.StateDir)) },
+		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.StateDir)) },
 		Verifier:          verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
 		Logger: slog.Default(),
 	})
@@ -255,10 +255,11 @@ func waitForLifecycle(ctx context.Context, store *state.Store, w interface {
 	slog.Info("compute is starting: new lifecycle begun")
 }
 
-// specFile reads the running compute's spec for the extension server.
-type specFile string
+// appliedConfigFile reads the spec of the running compute's config (the applied config)
+// for the extension server.
+type appliedConfigFile string
 
-func (p specFile) CurrentSpec() (*spec.ComputeSpec, error) {
+func (p appliedConfigFile) CurrentSpec() (*spec.ComputeSpec, error) {
 	b, err := os.ReadFile(string(p))
 	if err != nil {
 		return nil, err
@@ -302,6 +303,7 @@ func main() {
 	logx.Setup(os.Stderr, "compute-api")
 	var c cli
 	kctx := kong.Parse(&c, kong.Name("compute-api"),
+		kong.Vars(paths.Vars()),
 		kong.Description("Neon-compatible compute HTTP API."), kong.UsageOnError())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

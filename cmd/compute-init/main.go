@@ -29,14 +29,14 @@ import (
 
 // common flags mirror compute_ctl's names; each can come from /etc/default/compute-tools.
 type common struct {
-	StateDir           string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"/run/compute" help:"Directory of the shared state record."`
-	Config             string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"/etc/compute/config.json" help:"ComputeConfig JSON file; without a spec in it, wait for POST /configure."`
-	PGData             string `short:"D" name:"pgdata" env:"PGDATA" default:"/var/db/postgres/compute" help:"Postgres data directory."`
-	PGBin              string `short:"b" name:"pgbin" env:"PGBIN" default:"/usr/lib/postgresql/15/bin/postgres" help:"Path of the postgres binary."`
-	Connstr            string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres" help:"How to connect as the admin role."`
-	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"compute-local" help:"Compute ID."`
-	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"neon_superuser" help:"Privileged role given to spec roles (^[a-z_]+$)."`
-	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"3081" help:"Internal API port (written as neon.extension_server_port)."`
+	StateDir           string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
+	Config             string `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig JSON file; without a spec in it, wait for POST /configure."`
+	PGData             string `short:"D" name:"pgdata" env:"PGDATA" default:"${PGDATA}" help:"Postgres data directory."`
+	PGBin              string `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary."`
+	Connstr            string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role."`
+	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID."`
+	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"${PRIVILEGED_ROLE_NAME}" help:"Privileged role given to spec roles (^[a-z_]+$)."`
+	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal API port (written as neon.extension_server_port)."`
 	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 }
@@ -52,19 +52,19 @@ type cli struct {
 
 var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
 
-func (c *common) config() (compute.Config, error) {
+func (c *common) config() (compute.Settings, error) {
 	if !privRoleRe.MatchString(c.PrivilegedRoleName) {
-		return compute.Config{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
+		return compute.Settings{}, fmt.Errorf("--privileged-role-name %q must match ^[a-z_]+$", c.PrivilegedRoleName)
 	}
 	extURL := ""
 	if c.RemoteExtBaseURL != "" {
 		u, err := controlplane.NormalizeRemoteExtURL(c.RemoteExtBaseURL)
 		if err != nil {
-			return compute.Config{}, fmt.Errorf("--remote-ext-base-url: %w", err)
+			return compute.Settings{}, fmt.Errorf("--remote-ext-base-url: %w", err)
 		}
 		extURL = u
 	}
-	return compute.Config{
+	return compute.Settings{
 		RemoteExtBaseURL: extURL,
 		StateDir:         c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, PrivilegedRole: c.PrivilegedRoleName, OSUser: paths.DefaultPGUser,
@@ -140,7 +140,7 @@ func (u *lazyUnits) Close() {
 }
 
 // step runs fn with the host config and the collaborators of a step.
-func (c *common) step(ctx context.Context, withUnits bool, fn func(compute.Config, *compute.Deps) error) error {
+func (c *common) step(ctx context.Context, withUnits bool, fn func(compute.Settings, *compute.Deps) error) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func (notifier) Status(text string) { _ = sysd.Status(text) }
 type prepareCmd struct{}
 
 func (prepareCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.Prepare(ctx, cfg, d)
 	})
 }
@@ -181,12 +181,12 @@ func (cc configureCmd) Run(ctx context.Context, c *common) error {
 	if cc.DryRun {
 		return fmt.Errorf("--dry-run goes with a run by hand, not --managed")
 	}
-	return c.step(ctx, true, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, true, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.Configure(ctx, cfg, d)
 	})
 }
 
-func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error {
+func configureByHand(ctx context.Context, cfg compute.Settings, dryRun bool) error {
 	raw, err := os.ReadFile(cfg.ConfigFile)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -213,7 +213,7 @@ func configureByHand(ctx context.Context, cfg compute.Config, dryRun bool) error
 type leaseCmd struct{}
 
 func (leaseCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.LeaseLSN(ctx, cfg, d)
 	})
 }
@@ -221,7 +221,7 @@ func (leaseCmd) Run(ctx context.Context, c *common) error {
 type stoppedCmd struct{}
 
 func (stoppedCmd) Run(ctx context.Context, c *common) error {
-	return c.step(ctx, false, func(cfg compute.Config, d *compute.Deps) error {
+	return c.step(ctx, false, func(cfg compute.Settings, d *compute.Deps) error {
 		return compute.PostgresStopped(ctx, cfg, compute.StopInfo{
 			ServiceResult: os.Getenv("SERVICE_RESULT"),
 			ExitCode:      os.Getenv("EXIT_CODE"),
@@ -285,6 +285,7 @@ func main() {
 	logx.Setup(os.Stderr, "compute-init")
 	var c cli
 	kctx := kong.Parse(&c, kong.Name("compute-init"),
+		kong.Vars(paths.Vars()),
 		kong.Description("Prepares and configures a serverless Postgres compute (Neon compute_ctl compatible)."),
 		kong.UsageOnError())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

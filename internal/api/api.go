@@ -64,8 +64,8 @@ type Units interface {
 // ConfigWriter stores the raw body of POST /configure for compute-init, atomically.
 type ConfigWriter func(raw []byte) error
 
-// Config holds the dependencies of a Server.
-type Config struct {
+// Options hold the dependencies and settings of a Server.
+type Options struct {
 	Store Store
 	// Waker may be nil: then state changes are noticed only by rechecking.
 	Waker Waker
@@ -104,7 +104,7 @@ const DefaultMaxBodyBytes = 16 << 20
 
 // Server holds the handlers of both ports.
 type Server struct {
-	cfg      Config
+	cfg      Options
 	log      *slog.Logger
 	verifier atomic.Pointer[auth.Verifier]
 	started  time.Time
@@ -117,7 +117,7 @@ type Server struct {
 }
 
 // New builds a Server. Nil optional fields get their defaults.
-func New(cfg Config) *Server {
+func New(cfg Options) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

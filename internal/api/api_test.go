@@ -231,7 +231,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-type option func(*Config)
+type option func(*Options)
 
 func newHarness(t *testing.T, opts ...option) *harness {
 	t.Helper()
@@ -259,7 +259,7 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		started: time.Date(2025, 7, 17, 12, 0, 0, 520_000_000, time.UTC),
 	}
 	h.units.hook = neonStopHook(store, testLSN)
-	cfg := Config{
+	cfg := Options{
 		Store:              store,
 		Waker:              waker,
 		Units:              h.units,
@@ -361,7 +361,7 @@ func (h *harness) moveTo(path ...state.Status) {
 	}
 }
 
-func (h *harness) toRunning(storage string) {
+func (h *harness) toRunning(storage spec.StorageMode) {
 	h.t.Helper()
 	h.moveTo(state.Init)
 	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.Storage = storage }); err != nil {

@@ -337,7 +337,7 @@ func TestConfigureRejectsBadRequests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.MaxBodyBytes = 1024 })
+			h := newHarness(t, func(c *Options) { c.MaxBodyBytes = 1024 })
 			opts := []reqOpt{withToken(h.computeToken())}
 			if tc.ctype != "" {
 				opts = append(opts, withHeader("Content-Type", tc.ctype))
@@ -429,7 +429,7 @@ func TestConfigureBlocksUntilRunning(t *testing.T) {
 
 // Without a Waker the request still completes, through the periodic recheck.
 func TestConfigureWithoutWaker(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Waker = nil; c.Recheck = 20 * time.Millisecond })
+	h := newHarness(t, func(c *Options) { c.Waker = nil; c.Recheck = 20 * time.Millisecond })
 	resp := h.async(context.Background(), "POST", "/configure", configBody(neonSpec), withToken(h.computeToken()), jsonBody())
 	h.waitStatus(state.ConfigurationPending)
 	h.moveTo(state.Init, state.Running)
@@ -488,7 +488,7 @@ func TestConfigureClientGoesAway(t *testing.T) {
 
 // The real parsers are the defaults.
 func TestConfigureDefaultParsers(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.ParseConfig = nil; c.ParseSpec = nil })
+	h := newHarness(t, func(c *Options) { c.ParseConfig = nil; c.ParseSpec = nil })
 	w := h.do(h.srv.External(), "POST", "/configure", configBody(`{"cluster":5}`), withToken(h.computeToken()), jsonBody())
 	expect(t, w, 422, "")
 	if msg := errorBody(t, w); !strings.HasPrefix(msg, prefixData) || !strings.Contains(msg, "cluster") {

@@ -33,7 +33,7 @@ func TestWatchTLS(t *testing.T) {
 		  "compute_ctl_config": {"jwks": {"keys": []}, "tls": {"cert_path": %q, "key_path": %q}}}`,
 			features, cert, filepath.Join(dir, "tls.key"))), nil
 	}
-	h := newHarness(t, func(c *Config) { c.ReadAppliedConfig = config })
+	h := newHarness(t, func(c *Options) { c.ReadAppliedConfig = config })
 	if _, err := h.store.Transition(state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestWatchTLS(t *testing.T) {
 
 // WatchTLS returns when its context ends and does nothing without a config reader.
 func TestWatchTLSStops(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.ReadAppliedConfig = func() ([]byte, error) { return nil, os.ErrNotExist } })
+	h := newHarness(t, func(c *Options) { c.ReadAppliedConfig = func() ([]byte, error) { return nil, os.ErrNotExist } })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.srv.WatchTLS(ctx, time.Millisecond); close(done) }()

@@ -9,12 +9,13 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // DefaultPrivilegedRole is Neon's privileged role.
-const DefaultPrivilegedRole = "neon_superuser"
+const DefaultPrivilegedRole = paths.DefaultPrivRole
 
 // Phase names, as in Neon's compute_ctl, in its order. The per-database phases are in
 // plandb.go.

@@ -16,8 +16,9 @@ import (
 	"github.com/computetools/compute-tools/internal/state"
 )
 
-// Config is what the steps need to know about this host.
-type Config struct {
+// Settings are what the steps need to know about this host: paths, the admin connection,
+// the control plane and the gateway (from the flags), as opposed to the compute's config.
+type Settings struct {
 	StateDir       string
 	ConfigFile     string
 	PGData         string
@@ -81,9 +82,6 @@ func (d *Deps) subscribe() (<-chan struct{}, func()) {
 	}
 	return d.Waker.Subscribe()
 }
-
-// SpecFile is where prepare leaves the effective config for configure.
-func SpecFile(stateDir string) string { return paths.SpecFile(stateDir) }
 
 // connInfo is what the admin connection string says about the local Postgres.
 type connInfo struct {

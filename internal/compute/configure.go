@@ -26,7 +26,7 @@ import (
 // first start (status init) it applies the spec, moves the status to running and then runs
 // the migrations. When POST /configure reconfigures a running compute (status
 // configuration_pending), it applies the new config to the running Postgres.
-func Configure(ctx context.Context, cfg Config, d *Deps) error {
+func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
@@ -44,20 +44,18 @@ func Configure(ctx context.Context, cfg Config, d *Deps) error {
 	}
 }
 
-// readConfig reads and validates a stored config: its raw bytes, the config and its
-// parsed spec.
-func readConfig(path string) ([]byte, *spec.ComputeConfig, *spec.Parsed, error) {
+// readConfig reads and validates a stored config (pending or applied), once.
+func readConfig(path string) (*spec.Loaded, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	cc, parsed, err := parseConfig(raw)
-	return raw, cc, parsed, err
+	return spec.Load(raw)
 }
 
 // applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
 // cluster, see apply.AppliedDBsTable) and, in neon mode, the cluster size limit lifted.
-func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
+func applyAndRecord(ctx context.Context, cfg Settings, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
 	opts := applyOptions(cfg, parsed, concurrency)
 	opts.SkipUnchanged = true
 	enabled := false
@@ -79,12 +77,12 @@ func applyAndRecord(ctx context.Context, cfg Config, conn *pgx.Conn, s *spec.Com
 	return nil
 }
 
-func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) error {
-	_, cc, parsed, err := readConfig(SpecFile(cfg.StateDir))
+func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record) error {
+	l, err := readConfig(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
-	s := cc.Spec
+	s, parsed := l.ComputeSpec(), l.Spec
 	// compute-configure starts beside compute-postgres, not after it: everything up to
 	// here overlaps with Postgres starting, and the wait ends on the same signal as the
 	// unit's READY=1 (docs/architecture.md, "Start path").
@@ -151,7 +149,7 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 // waitPostgres waits until the Postgres of this lifecycle (started after since) accepts
 // connections. It gives up when the compute leaves init: Postgres did not start (the
 // stop hook recorded why) or the compute is being terminated.
-func waitPostgres(ctx context.Context, cfg Config, d *Deps, since time.Time) error {
+func waitPostgres(ctx context.Context, cfg Settings, d *Deps, since time.Time) error {
 	wake, cancel := d.subscribe()
 	// Unsubscribing is a D-Bus round trip: not on the startup path.
 	defer func() { go cancel() }()
@@ -216,7 +214,7 @@ func removeOldPGData(dir pgdata.Dir) {
 	}
 }
 
-func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
+func runMigrations(ctx context.Context, cfg Settings, d *Deps, conn *pgx.Conn) {
 	ci, _ := parseConnstr(cfg.Connstr)
 	res, err := migrations.Run(ctx, conn, migrations.Options{
 		PrivilegedRole: cfg.PrivilegedRole,
@@ -240,15 +238,16 @@ func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
 // reconfigure applies the config sent with POST /configure to the running compute:
 // configuration_pending -> configuration -> running (or failed with the reason; a later
 // /configure with a good config recovers).
-func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
+func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if _, err := d.Store.Transition(state.Configuration, nil); err != nil {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
-	raw, cc, parsed, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
+	l, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
 	if err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
+	raw, cc, parsed := l.Raw, l.Config, l.Spec
 	s := cc.Spec
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
@@ -282,7 +281,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 			return d.fail(err)
 		}
 	}
-	if err := writeSpecFile(cfg, raw); err != nil {
+	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
 	if _, err := d.Store.Transition(state.Running, func(r *state.Record) {
@@ -300,7 +299,7 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 
 // DryRun plans the apply of a config's spec against the Postgres at cfg.Connstr and
 // returns the plan's descriptions (never a password), without changing anything.
-func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
+func DryRun(ctx context.Context, cfg Settings, raw []byte) ([]string, error) {
 	s, parsed, err := parseForApply(raw)
 	if err != nil {
 		return nil, err
@@ -327,7 +326,7 @@ func DryRun(ctx context.Context, cfg Config, raw []byte) ([]string, error) {
 
 // ApplyByHand applies a config file's spec to any running Postgres, outside systemd and
 // without touching the compute's state.
-func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, error) {
+func ApplyByHand(ctx context.Context, cfg Settings, raw []byte) (apply.Result, error) {
 	s, parsed, err := parseForApply(raw)
 	if err != nil {
 		return apply.Result{}, err
@@ -341,30 +340,14 @@ func ApplyByHand(ctx context.Context, cfg Config, raw []byte) (apply.Result, err
 }
 
 func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {
-	cc, parsed, err := parseConfig(raw)
+	l, err := spec.Load(raw)
 	if err != nil {
 		return nil, nil, err
 	}
-	return cc.Spec, parsed, nil
+	return l.ComputeSpec(), l.Spec, nil
 }
 
-// parseConfig parses a config that must carry a valid spec.
-func parseConfig(raw []byte) (*spec.ComputeConfig, *spec.Parsed, error) {
-	cc, err := spec.ParseConfig(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid config: %w", err)
-	}
-	if cc.Spec == nil {
-		return nil, nil, fmt.Errorf("invalid config: no spec")
-	}
-	parsed, err := spec.Parse(cc.Spec)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid spec: %w", err)
-	}
-	return cc, parsed, nil
-}
-
-func applyOptions(cfg Config, parsed *spec.Parsed, concurrency int) apply.Options {
+func applyOptions(cfg Settings, parsed *spec.Parsed, concurrency int) apply.Options {
 	return apply.Options{
 		PrivilegedRole: cfg.PrivilegedRole,
 		Concurrency:    concurrency,
@@ -386,7 +369,7 @@ func liftClusterSize(dir pgdata.Dir) error { return dir.WriteTempOverride(cluste
 // limit can still be configured; the override file is emptied again afterwards, even when
 // fn fails. When prepare wrote the override already (a first start), it is in force
 // without a reload. In standalone mode the limit does not exist and fn just runs.
-func withClusterSizeLifted(ctx context.Context, cfg Config, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
+func withClusterSizeLifted(ctx context.Context, cfg Settings, p *spec.Parsed, conn *pgx.Conn, fn func() error) error {
 	if p.Storage != spec.StorageNeon {
 		return fn()
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -22,7 +23,7 @@ import (
 // compute's Postgres, and a state record at init with the config prepare handed over.
 type configureRig struct {
 	pg    *pgtest.Instance
-	cfg   Config
+	cfg   Settings
 	deps  *Deps
 	store *state.Store
 }
@@ -40,11 +41,11 @@ func newConfigureRig(t *testing.T, halted bool) *configureRig {
 		t.Fatal(err)
 	}
 	r.store, r.deps = st, &Deps{Store: st}
-	r.cfg = Config{StateDir: st.Dir(), PGData: r.pg.DataDir, Connstr: r.pg.Connstr(), PrivilegedRole: "neon_superuser"}
+	r.cfg = Settings{StateDir: st.Dir(), PGData: r.pg.DataDir, Connstr: r.pg.Connstr(), PrivilegedRole: "neon_superuser"}
 	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "cluster": {
 	  "roles": [{"name": "alice", "encrypted_password": null, "options": null}],
 	  "databases": [{"name": "appdb", "owner": "alice", "options": null}]}}}`
-	if err := os.WriteFile(SpecFile(st.Dir()), []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(paths.AppliedConfigFile(st.Dir()), []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A running Postgres was started before now: prepare finished a second earlier, as
@@ -218,7 +219,7 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
+	cfg := Settings{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
 		ControlPlaneURI: cp.URL, ComputeID: "c1"}
 	err = Prepare(context.Background(), cfg, &Deps{Store: st})
 	if err == nil || !strings.Contains(err.Error(), "404") {

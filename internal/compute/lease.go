@@ -10,13 +10,14 @@ import (
 
 	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pageserver/lsnlease"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // LeaseLSN is `compute-init lsn-lease` (compute-lsn-lease.service): for a Static compute
 // in neon mode it keeps the compute's LSN leased on every pageserver shard while the
 // compute runs; for any other compute it exits at once.
-func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
+func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 	var wake <-chan struct{}
 	if d.Waker != nil {
 		ch, cancel := d.Waker.Subscribe()
@@ -37,10 +38,10 @@ func LeaseLSN(ctx context.Context, cfg Config, d *Deps) error {
 	return loop.Run(ctx)
 }
 
-func leaseTarget(cfg Config) (lsnlease.Target, bool, error) {
-	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+func leaseTarget(cfg Settings) (lsnlease.Target, bool, error) {
+	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
-		return lsnlease.Target{}, false, fmt.Errorf("read spec: %w", err)
+		return lsnlease.Target{}, false, fmt.Errorf("read applied config: %w", err)
 	}
 	s, p, err := parseForApply(raw)
 	if err != nil {

@@ -5,24 +5,20 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/pageserver"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/safekeeper"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
-// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
-// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
-func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
-
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
-func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
+func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
 	dir := pgdataDir(cfg, p)
 	if err := dir.PrepareFresh(); err != nil {
 		return err
@@ -78,7 +74,7 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 	d.status("init: basebackup")
 	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
-		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
+		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: string(s.Mode.Type()),
 		Attempts: cfg.BasebackupAttempts,
 	})
 	if err != nil {
@@ -99,8 +95,8 @@ func prepareNeon(ctx context.Context, cfg Config, ci connInfo, s *spec.ComputeSp
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of
 // the postgres unit.
-func writePostgresEnv(cfg Config, token string) error {
-	path := PostgresEnvFile(cfg.StateDir)
+func writePostgresEnv(cfg Settings, token string) error {
+	path := paths.PostgresEnvFile(cfg.StateDir)
 	if token == "" {
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove %s: %w", path, err)
@@ -115,10 +111,10 @@ func writePostgresEnv(cfg Config, token string) error {
 
 // finalSync is the last step of a primary's termination in neon mode: the safekeepers'
 // LSN after Postgres stopped, which /terminate answers with.
-func finalSync(ctx context.Context, cfg Config) (string, error) {
-	raw, err := os.ReadFile(SpecFile(cfg.StateDir))
+func finalSync(ctx context.Context, cfg Settings) (string, error) {
+	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
-		return "", fmt.Errorf("read spec: %w", err)
+		return "", fmt.Errorf("read applied config: %w", err)
 	}
 	_, parsed, err := parseForApply(raw)
 	if err != nil {

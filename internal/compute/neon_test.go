@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pageservertest"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -28,20 +29,20 @@ type neonRig struct {
 	ps    *pageservertest.FakePageserver
 	sks   []*sktest.FakeSafekeeper
 	shim  string
-	cfg   Config
+	cfg   Settings
 	deps  *Deps
 	store *state.Store
 }
 
 func newNeonRig(t *testing.T) *neonRig { return newNeonRigWith(t, nil) }
 
-func newNeonRigWith(t *testing.T, tweak func(*pageservertest.Config)) *neonRig {
+func newNeonRigWith(t *testing.T, tweak func(*pageservertest.Options)) *neonRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the basebackup archive is made by initdb as the postgres user)")
 	}
 	archive := pageservertest.BasebackupArchive(t)
-	pc := pageservertest.Config{Password: testToken, Archive: archive}
+	pc := pageservertest.Options{Password: testToken, Archive: archive}
 	if tweak != nil {
 		tweak(&pc)
 	}
@@ -57,7 +58,7 @@ func newNeonRigWith(t *testing.T, tweak func(*pageservertest.Config)) *neonRig {
 	}
 	r.store = st
 	r.deps = &Deps{Store: st}
-	r.cfg = Config{StateDir: st.Dir(), ConfigFile: filepath.Join(dir, "config.json"), PGData: filepath.Join(dir, "pgdata"),
+	r.cfg = Settings{StateDir: st.Dir(), ConfigFile: filepath.Join(dir, "config.json"), PGData: filepath.Join(dir, "pgdata"),
 		PGBin: r.shim, Connstr: "postgresql://cloud_admin@localhost:55432/postgres?host=/tmp", PrivilegedRole: "neon_superuser",
 		InternalHTTPPort: 3081}
 	return r
@@ -122,7 +123,7 @@ func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(r.cfg.PGData, "compute_ctl_temp_override.conf")); err != nil || string(b) != "neon.max_cluster_size=-1\n" {
 		t.Errorf("temp override %q, %v", b, err)
 	}
-	env2, _ := os.ReadFile(PostgresEnvFile(r.cfg.StateDir))
+	env2, _ := os.ReadFile(paths.PostgresEnvFile(r.cfg.StateDir))
 	if string(env2) != "NEON_AUTH_TOKEN="+testToken+"\n" {
 		t.Errorf("postgres env file %q", env2)
 	}
@@ -235,7 +236,7 @@ func TestLeaseLSNStatic(t *testing.T) {
 	// The fake grants the first lease for 2 s and refuses the renewal (due after 1 s).
 	var mu sync.Mutex
 	calls := 0
-	r := newNeonRigWith(t, func(c *pageservertest.Config) {
+	r := newNeonRigWith(t, func(c *pageservertest.Options) {
 		c.ValidUntil = func(tenant, timeline, lsn string) *string {
 			mu.Lock()
 			defer mu.Unlock()

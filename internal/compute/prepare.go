@@ -2,18 +2,15 @@ package compute
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
-	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/pgdata"
@@ -25,31 +22,21 @@ import (
 // Prepare is `compute-init prepare`: it starts a new lifecycle, gets the config (from the
 // config file, or from POST /configure through the state directory), prepares PGDATA and
 // writes the Postgres configuration. On any error the status becomes failed with the reason.
-func Prepare(ctx context.Context, cfg Config, d *Deps) error {
+func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
 		return err
 	}
-	raw, waited, err := obtainConfig(ctx, cfg, d)
+	got, err := obtainConfig(ctx, cfg, d)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("prepare: %w", ctx.Err())
 		}
 		return d.fail(err)
 	}
-	cc, err := spec.ParseConfig(raw)
-	if err != nil {
-		return d.fail(fmt.Errorf("invalid config: %w", err))
-	}
-	if cc.Spec == nil {
-		return d.fail(errors.New("invalid config: no spec"))
-	}
-	parsed, err := spec.Parse(cc.Spec)
-	if err != nil {
-		return d.fail(fmt.Errorf("invalid spec: %w", err))
-	}
-	// Hand the spec to compute-configure before announcing init.
-	if err := writeSpecFile(cfg, raw); err != nil {
+	raw, cc, parsed, waited := got.Raw, got.Config, got.Spec, got.fromConfigure
+	// Hand the config to compute-configure (as the applied config) before announcing init.
+	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
 	now := d.now().UTC()
@@ -97,8 +84,9 @@ func Prepare(ctx context.Context, cfg Config, d *Deps) error {
 	return nil
 }
 
-// obtainConfig returns the raw config and whether it came through POST /configure.
-func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error) {
+// obtainConfig begins the new lifecycle and returns the config of this start, from the
+// first of configSources that has one.
+func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error) {
 	wake, cancel := d.subscribe()
 	defer cancel()
 	pending := paths.PendingConfigFile(cfg.StateDir)
@@ -109,7 +97,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	cur, reset, err := d.Store.ResetUnless(func(r state.Record) bool {
 		return r.Status == state.Empty || r.Status == state.ConfigurationPending || r.Status.TerminationPending()
 	}, func() error {
-		for _, f := range []string{pending, SpecFile(cfg.StateDir)} {
+		for _, f := range []string{pending, paths.AppliedConfigFile(cfg.StateDir)} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", f, err)
 			}
@@ -117,7 +105,7 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if reset {
 		slog.Info("state of an earlier lifecycle reset")
@@ -126,80 +114,18 @@ func obtainConfig(ctx context.Context, cfg Config, d *Deps) ([]byte, bool, error
 	// lifecycle has begun and stops holding back its readiness.
 	if inv := os.Getenv("INVOCATION_ID"); inv != "" {
 		if cur, err = d.Store.Update(func(r *state.Record) error { r.InitInvocation = inv; return nil }); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	switch {
-	case cur.Status == state.ConfigurationPending:
-		// POST /configure arrived before we started: take it.
-		b, err := os.ReadFile(pending)
-		if err != nil {
-			return nil, false, fmt.Errorf("read config from /configure: %w", err)
-		}
-		slog.Info("using the config sent with POST /configure")
-		return b, true, nil
-	case cur.Status.TerminationPending():
-		return nil, false, fmt.Errorf("terminated before the compute started")
+	if cur.Status.TerminationPending() {
+		return nil, fmt.Errorf("terminated before the compute started")
 	}
-
-	if cfg.ControlPlaneURI != "" {
-		client := &http.Client{Timeout: 30 * time.Second}
-		cc, err := controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
-			controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)))
-		if err != nil {
-			return nil, false, fmt.Errorf("get config from the control plane: %w", err)
-		}
-		if err := writeJWKS(cfg, cc); err != nil {
-			return nil, false, err
-		}
-		if cc.Spec != nil {
-			raw, err := json.Marshal(cc)
-			if err != nil {
-				return nil, false, fmt.Errorf("encode config: %w", err)
-			}
-			slog.Info("spec received from the control plane", "uri", cfg.ControlPlaneURI)
-			return raw, false, nil
-		}
-		slog.Info("the control plane has no spec for this compute yet; waiting for POST /configure")
-	} else if cfg.ConfigFile != "" {
-		b, err := os.ReadFile(cfg.ConfigFile)
-		switch {
-		case err == nil:
-			cc, perr := spec.ParseConfig(b)
-			if perr != nil {
-				return nil, false, fmt.Errorf("invalid config file %s: %w", cfg.ConfigFile, perr)
-			}
-			if cc.Spec != nil {
-				slog.Info("spec read from the config file", "path", cfg.ConfigFile)
-				return b, false, nil
-			}
-			slog.Info("config file has no spec; waiting for POST /configure", "path", cfg.ConfigFile)
-		case errors.Is(err, fs.ErrNotExist):
-			slog.Info("no config file; waiting for POST /configure", "path", cfg.ConfigFile)
-		default:
-			return nil, false, fmt.Errorf("read config file: %w", err)
-		}
-	}
-	d.status("empty: waiting for POST /configure")
-	r, err := d.Store.Wait(ctx, wake, 10*time.Second, func(r state.Record) bool {
-		return r.Status != state.Empty
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	if r.Status != state.ConfigurationPending {
-		return nil, false, fmt.Errorf("stopped waiting for a spec: status is %s", r.Status)
-	}
-	b, err := os.ReadFile(pending)
-	if err != nil {
-		return nil, false, fmt.Errorf("read config from /configure: %w", err)
-	}
-	return b, true, nil
+	return firstConfig(ctx, cur, configSources(cfg, d, wake))
 }
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
 // writes the Postgres configuration.
-func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := ensureInitdb(ctx, cfg, ci); err != nil {
 		return err
 	}
@@ -212,7 +138,7 @@ func prepareStandalone(ctx context.Context, cfg Config, ci connInfo, p *spec.Par
 // writePostgresConf writes postgresql.conf (both modes: it is regenerated at every start)
 // and makes sure the temp override file exists. tls turns on ssl with the files
 // installTLS copies into PGDATA.
-func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func writePostgresConf(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	return pgdataDir(cfg, p).WritePostgresConf(p, pgconf.Options{
 		Port:               ci.Port,
@@ -227,13 +153,13 @@ func writePostgresConf(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error 
 
 // pgdataDir is PGDATA as this compute writes it: without fsync in neon mode, where
 // PGDATA is rebuilt at every start and a flush would only cost time on the startup path.
-func pgdataDir(cfg Config, p *spec.Parsed) pgdata.Dir {
+func pgdataDir(cfg Settings, p *spec.Parsed) pgdata.Dir {
 	return pgdata.Dir{Path: cfg.PGData, NoSync: p.Storage == spec.StorageNeon}
 }
 
 // writePGConfig (re)writes postgresql.conf, pg_hba.conf and pg_ident.conf of a standalone
 // compute.
-func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
+func writePGConfig(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
@@ -241,7 +167,7 @@ func writePGConfig(cfg Config, ci connInfo, p *spec.Parsed, tls bool) error {
 }
 
 // ensureInitdb creates the standalone cluster on first start; an existing one is kept.
-func ensureInitdb(ctx context.Context, cfg Config, ci connInfo) error {
+func ensureInitdb(ctx context.Context, cfg Settings, ci connInfo) error {
 	dir := pgdata.Dir{Path: cfg.PGData}
 	if dir.Initialized() {
 		slog.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
@@ -265,7 +191,7 @@ func optional(s string) *string {
 	return &s
 }
 
-func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
+func writeJWKS(cfg Settings, cc *spec.ComputeConfig) error {
 	if cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0 {
 		return nil
 	}
@@ -277,9 +203,9 @@ func writeJWKS(cfg Config, cc *spec.ComputeConfig) error {
 
 // writeSpecFile stores the effective config for the configure step (0640: it holds
 // password hashes).
-func writeSpecFile(cfg Config, raw []byte) error {
-	if err := atomicfile.Write(SpecFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
-		return fmt.Errorf("store spec: %w", err)
+func writeAppliedConfig(cfg Settings, raw []byte) error {
+	if err := atomicfile.Write(paths.AppliedConfigFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("store applied config: %w", err)
 	}
 	return nil
 }

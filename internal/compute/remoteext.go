@@ -31,7 +31,7 @@ func NewDownloader(ctx context.Context, pgbin, baseURL string) (*extensions.Down
 // preload libraries (inventory §5 step 6, §10.2), recording the load_ext_* metrics. The
 // Postgres directories belong to root in a Debian install: when they are not writable for
 // this unit, the step is skipped with a warning rather than failing the start.
-func prepareRemoteExtensions(ctx context.Context, cfg Config, s *spec.ComputeSpec, d *Deps) error {
+func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps) error {
 	if s.RemoteExtensions == nil {
 		return nil
 	}

@@ -24,7 +24,7 @@ type StopInfo struct {
 // /terminate it completes the termination (status terminated; the LSN is null in
 // standalone mode). Otherwise Postgres ended on its own or failed to start: the status
 // becomes failed with the reason, taken from systemd and the unit's journal.
-func PostgresStopped(ctx context.Context, cfg Config, info StopInfo, d *Deps) error {
+func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) error {
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("postgres-stopped: %w", err)

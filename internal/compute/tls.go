@@ -28,7 +28,7 @@ var (
 // once they are readable and belong together, and records the certificate's digest (the
 // renewal watcher of compute-api compares it with the file). With wait 0 it waits until
 // the files are usable; otherwise at most wait.
-func installTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parsed, d *Deps, wait time.Duration) error {
+func installTLS(ctx context.Context, cfg Settings, c spec.TLSConfig, p *spec.Parsed, d *Deps, wait time.Duration) error {
 	start := time.Now()
 	lastLog := time.Time{}
 	for {
@@ -64,7 +64,7 @@ func installTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parse
 // gets in this way) and reports whether Postgres can serve TLS. Unusable new files do
 // not fail a running compute: the installed ones stay, or without any Postgres serves
 // without TLS; compute-api's watcher tries again when the certificate file changes.
-func reinstallTLS(ctx context.Context, cfg Config, c spec.TLSConfig, p *spec.Parsed, d *Deps) bool {
+func reinstallTLS(ctx context.Context, cfg Settings, c spec.TLSConfig, p *spec.Parsed, d *Deps) bool {
 	err := installTLS(ctx, cfg, c, p, d, reconfigureCertificateWait)
 	if err == nil {
 		return true

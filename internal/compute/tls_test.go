@@ -13,7 +13,7 @@ import (
 	"github.com/computetools/compute-tools/internal/tlsfiles"
 )
 
-func tlsRig(t *testing.T) (Config, *Deps, *state.Store, spec.TLSConfig, string) {
+func tlsRig(t *testing.T) (Settings, *Deps, *state.Store, spec.TLSConfig, string) {
 	t.Helper()
 	st, err := state.Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
@@ -21,7 +21,7 @@ func tlsRig(t *testing.T) (Config, *Deps, *state.Store, spec.TLSConfig, string) 
 	}
 	src := t.TempDir()
 	c := spec.TLSConfig{CertPath: filepath.Join(src, "tls.crt"), KeyPath: filepath.Join(src, "tls.key")}
-	return Config{StateDir: st.Dir(), PGData: t.TempDir()}, &Deps{Store: st}, st, c, src
+	return Settings{StateDir: st.Dir(), PGData: t.TempDir()}, &Deps{Store: st}, st, c, src
 }
 
 // At a start, compute-init waits for a usable certificate, then installs it with its key

@@ -15,10 +15,12 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/computetools/compute-tools/internal/paths"
 )
 
 // DefaultAdminRole owns schema neon_migration unless Options.AdminRole says otherwise.
-const DefaultAdminRole = "cloud_admin"
+const DefaultAdminRole = paths.DefaultAdminRole
 
 // Options configures Run.
 type Options struct {

@@ -60,7 +60,7 @@ func TestQueryTextAndStartup(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
+			f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive})
 			o := opts(f, filepath.Join(t.TempDir(), "pgdata"))
 			o.Mode, o.LSN = tc.mode, tc.lsn
 			st, err := pageserver.Basebackup(context.Background(), o)
@@ -114,7 +114,7 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := pageservertest.Start(t, pageservertest.Config{Password: tc.want, Archive: archive})
+			f := pageservertest.Start(t, pageservertest.Options{Password: tc.want, Archive: archive})
 			o := opts(f, t.TempDir())
 			o.Connstr, o.Token = tc.connstr(f), tc.token
 			if _, err := pageserver.Basebackup(context.Background(), o); err != nil {
@@ -128,7 +128,7 @@ func TestPasswordAndConnstrForms(t *testing.T) {
 }
 
 func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
-	f := pageservertest.Start(t, pageservertest.Config{Password: "the-right-one", Archive: smallArchive(t)})
+	f := pageservertest.Start(t, pageservertest.Options{Password: "the-right-one", Archive: smallArchive(t)})
 	o := opts(f, t.TempDir())
 	o.Attempts = 2
 	st, err := pageserver.Basebackup(context.Background(), o)
@@ -147,7 +147,7 @@ func TestWrongTokenFailsAndIsNotLeaked(t *testing.T) {
 }
 
 func TestRefusedStartupRetried(t *testing.T) {
-	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{RefuseStartup: true}})
+	f := pageservertest.Start(t, pageservertest.Options{Archive: smallArchive(t), Faults: pageservertest.Faults{RefuseStartup: true}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 3
 	st, err := pageserver.Basebackup(context.Background(), o)
@@ -161,7 +161,7 @@ func TestRefusedStartupRetried(t *testing.T) {
 
 func TestRetriesThenSucceeds(t *testing.T) {
 	archive := smallArchive(t)
-	f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive, Faults: pageservertest.Faults{FailFirst: 2}})
+	f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive, Faults: pageservertest.Faults{FailFirst: 2}})
 	o := opts(f, t.TempDir())
 	o.Attempts = 5
 	st, err := pageserver.Basebackup(context.Background(), o)
@@ -198,7 +198,7 @@ func TestStreamFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
+			f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
 			o := opts(f, t.TempDir())
 			o.Attempts = tc.attempts
 			st, err := pageserver.Basebackup(context.Background(), o)
@@ -214,7 +214,7 @@ func TestStreamFaults(t *testing.T) {
 }
 
 func TestContextEndsBackoff(t *testing.T) {
-	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{FailFirst: 100}})
+	f := pageservertest.Start(t, pageservertest.Options{Archive: smallArchive(t), Faults: pageservertest.Faults{FailFirst: 100}})
 	o := opts(f, t.TempDir())
 	o.Attempts, o.Backoff = 11, time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
@@ -234,7 +234,7 @@ func TestContextEndsBackoff(t *testing.T) {
 }
 
 func TestSlowStartHonoursContext(t *testing.T) {
-	f := pageservertest.Start(t, pageservertest.Config{Archive: smallArchive(t), Faults: pageservertest.Faults{StartDelay: time.Minute}})
+	f := pageservertest.Start(t, pageservertest.Options{Archive: smallArchive(t), Faults: pageservertest.Faults{StartDelay: time.Minute}})
 	o := opts(f, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -278,7 +278,7 @@ func TestBadOptions(t *testing.T) {
 // served by the fake, unpacked and finished, starts as a server that answers SELECT 1.
 func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	archive := pageservertest.BasebackupArchive(t)
-	f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
+	f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive})
 
 	uid, gid := pgtest.OSUserIDs(t)
 	root := pgtest.OwnedDir(t, "storage-test-")

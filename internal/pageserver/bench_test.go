@@ -76,7 +76,7 @@ func BenchmarkIngest(b *testing.B) {
 		report(b)
 	})
 	b.Run("basebackup-fake", func(b *testing.B) {
-		f, err := pageservertest.New(pageservertest.Config{Password: token, Archive: archive, ChunkSize: 128 << 10})
+		f, err := pageservertest.New(pageservertest.Options{Password: token, Archive: archive, ChunkSize: 128 << 10})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -31,7 +31,7 @@ func TestLeaseLSN(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string
-			f := pageservertest.Start(t, pageservertest.Config{Password: token, Faults: tc.faults,
+			f := pageservertest.Start(t, pageservertest.Options{Password: token, Faults: tc.faults,
 				ValidUntil: func(tn, tl, lsn string) *string {
 					asked = append(asked, tn, tl, lsn)
 					return tc.answer

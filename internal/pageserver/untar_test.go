@@ -48,7 +48,7 @@ func TestMaliciousArchivesRefused(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			archive := pageservertest.MustBuildArchive(t, tc.entries)
-			f := pageservertest.Start(t, pageservertest.Config{Password: token, Archive: archive})
+			f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive})
 			root := t.TempDir()
 			pgdata := filepath.Join(root, "a", "pgdata")
 			o := opts(f, pgdata)

@@ -24,8 +24,8 @@ import (
 // AppName is the application_name the fake requires at startup.
 const AppName = "compute_ctl"
 
-// Config sets up a FakePageserver.
-type Config struct {
+// Options set up a FakePageserver.
+type Options struct {
 	// Password is the password (storage token) clients must send; "" accepts any.
 	Password string
 	// Archive is the gzip'd tar served for basebackup (see BasebackupArchive).
@@ -73,7 +73,7 @@ type FakePageserver struct {
 	Addr string
 
 	srv *pgwire.Server
-	cfg Config
+	cfg Options
 
 	mu          sync.Mutex
 	faults      Faults
@@ -83,7 +83,7 @@ type FakePageserver struct {
 }
 
 // Start starts a fake for t and closes it in t.Cleanup.
-func Start(t testing.TB, cfg Config) *FakePageserver {
+func Start(t testing.TB, cfg Options) *FakePageserver {
 	t.Helper()
 	f, err := New(cfg)
 	if err != nil {
@@ -94,7 +94,7 @@ func Start(t testing.TB, cfg Config) *FakePageserver {
 }
 
 // New starts a fake listening on 127.0.0.1 on a free port. Close it when done.
-func New(cfg Config) (*FakePageserver, error) {
+func New(cfg Options) (*FakePageserver, error) {
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 64 << 10
 	}

@@ -27,7 +27,7 @@ func connect(t *testing.T, f *FakePageserver, params map[string]string, password
 
 func TestFakeChecksStartupAndQuery(t *testing.T) {
 	archive := MustBuildArchive(t, []Entry{{Name: "PG_VERSION", Body: "15\n"}})
-	f := Start(t, Config{Password: "tok", Archive: archive})
+	f := Start(t, Options{Password: "tok", Archive: archive})
 	ctx := context.Background()
 
 	if _, err := connect(t, f, map[string]string{"options": "-c neon.compute_mode=primary"}, "tok"); err == nil || !strings.Contains(err.Error(), "application_name") {

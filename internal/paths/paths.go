@@ -1,8 +1,13 @@
-// Package paths names every file, directory and helper binary the toolkit uses, in one
-// place, with the defaults of an installed package. Tests and runs by hand override them.
+// Package paths is the one source of the toolkit's defaults and of the names of the files,
+// directories, units and helper binaries it uses. The flags of both binaries take their
+// defaults from Vars; packaging/default/compute-tools, the unit files and the README repeat
+// some of them for people, and a test checks that they agree with this package.
 package paths
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strconv"
+)
 
 // Defaults of an installed package.
 const (
@@ -12,39 +17,83 @@ const (
 	DefaultPGBin      = "/usr/lib/postgresql/15/bin/postgres"
 	DefaultSocketDir  = "/run/compute-postgres"
 	DefaultPGPort     = 55432
-	DefaultConnstr    = "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres"
-	DefaultPGUser     = "postgres"
 	DefaultAdminRole  = "cloud_admin"
+	DefaultConnstr    = "postgresql://" + DefaultAdminRole + "@localhost:55432/postgres?host=" + DefaultSocketDir
+	DefaultPGUser     = "postgres"
 	DefaultPrivRole   = "neon_superuser"
 	DefaultComputeID  = "compute-local"
 
 	DefaultExternalHTTPPort = 3080
 	DefaultInternalHTTPPort = 3081
 	DefaultInternalHTTPAddr = "127.0.0.1"
+	DefaultTLSPollInterval  = "60s"
+)
 
-	// Unit names.
-	UnitTarget    = "compute.target"
-	UnitAPI       = "compute-api.service"
+// Unit names.
+const (
 	UnitInit      = "compute-init.service"
 	UnitPostgres  = "compute-postgres.service"
 	UnitConfigure = "compute-configure.service"
-	UnitMonitor   = "compute-monitor.service"
 )
 
+// Environment variables that carry a default, as the flags and
+// packaging/default/compute-tools spell them.
+const (
+	EnvStateDir         = "COMPUTE_STATE_DIR"
+	EnvConfigFile       = "COMPUTE_CONFIG"
+	EnvPGData           = "PGDATA"
+	EnvPGBin            = "PGBIN"
+	EnvConnstr          = "COMPUTE_CONNSTR"
+	EnvComputeID        = "COMPUTE_ID"
+	EnvPrivRole         = "PRIVILEGED_ROLE_NAME"
+	EnvExternalHTTPPort = "EXTERNAL_HTTP_PORT"
+	EnvInternalHTTPPort = "INTERNAL_HTTP_PORT"
+	EnvInternalHTTPAddr = "INTERNAL_HTTP_ADDR"
+	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
+)
+
+// Vars are the defaults as text by environment variable name. The flag definitions take
+// them by interpolation (kong's `default:"${PGDATA}"` with kong.Vars(paths.Vars())).
+func Vars() map[string]string {
+	return map[string]string{
+		EnvStateDir:         DefaultStateDir,
+		EnvConfigFile:       DefaultConfigFile,
+		EnvPGData:           DefaultPGData,
+		EnvPGBin:            DefaultPGBin,
+		EnvConnstr:          DefaultConnstr,
+		EnvComputeID:        DefaultComputeID,
+		EnvPrivRole:         DefaultPrivRole,
+		EnvExternalHTTPPort: strconv.Itoa(DefaultExternalHTTPPort),
+		EnvInternalHTTPPort: strconv.Itoa(DefaultInternalHTTPPort),
+		EnvInternalHTTPAddr: DefaultInternalHTTPAddr,
+		EnvTLSPollInterval:  DefaultTLSPollInterval,
+	}
+}
+
 // PendingConfigFile is where compute-api stores the config received by POST /configure,
-// inside the state directory, for compute-init to pick up.
-func PendingConfigFile(stateDir string) string { return filepath.Join(stateDir, "config.json") }
+// inside the state directory, for compute-init (a start) or compute-configure (a
+// reconfiguration) to pick up.
+func PendingConfigFile(stateDir string) string {
+	return filepath.Join(stateDir, "config.pending.json")
+}
+
+// AppliedConfigFile is where compute-init leaves the config of the running compute, for
+// the configure step, the stop hook, the lease loop and the API; a reconfiguration
+// replaces it once the new config is applied.
+func AppliedConfigFile(stateDir string) string {
+	return filepath.Join(stateDir, "config.applied.json")
+}
+
+// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
+// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
+func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
+
+// JWKSFile is where compute-init leaves the key set of a config fetched from the control
+// plane, for compute-api to verify tokens with.
+func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }
 
 // PGBinDir is the directory of the postgres binary; initdb and pg_ctl sit beside it.
 func PGBinDir(pgbin string) string { return filepath.Dir(pgbin) }
 
 // Sibling returns the path of a PostgreSQL tool next to the postgres binary.
 func Sibling(pgbin, tool string) string { return filepath.Join(filepath.Dir(pgbin), tool) }
-
-// JWKSFile is where compute-init leaves the key set of a config fetched from the control
-// plane, for compute-api to verify tokens with.
-func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }
-
-// SpecFile is where compute-init leaves the effective config (spec) of the running
-// compute, for the configure step and the API.
-func SpecFile(stateDir string) string { return filepath.Join(stateDir, "spec.json") }

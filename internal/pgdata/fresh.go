@@ -115,7 +115,7 @@ func (d Dir) RemoveOld() (int, error) {
 //   - for static and replica computes, create an empty standby.signal if absent.
 //
 // It may be called again on the same directory.
-func (d Dir) FinishNeon(mode string) error {
+func (d Dir) FinishNeon(mode spec.ModeType) error {
 	if d.Path == "" {
 		return errors.New("finish pgdata: empty path")
 	}
@@ -148,7 +148,7 @@ func (d Dir) FinishNeon(mode string) error {
 }
 
 // checkMode accepts the compute modes of neon.compute_mode.
-func checkMode(mode string) error {
+func checkMode(mode spec.ModeType) error {
 	switch mode {
 	case spec.ModeTypePrimary, spec.ModeTypeStatic, spec.ModeTypeReplica:
 		return nil

@@ -45,7 +45,7 @@ func TestFinishNeon(t *testing.T) {
 	hba := "local all all trust\n"
 	tests := []struct {
 		name        string
-		mode        string
+		mode        spec.ModeType
 		files       map[string]string
 		wantNeon    string // "" = absent
 		wantHBA     string

@@ -6,12 +6,16 @@ import (
 	"strings"
 )
 
+// StorageMode is where a compute's data lives: "standalone" or "neon" (as the state record
+// and the logs spell it).
+type StorageMode string
+
 // Storage modes.
 const (
 	// StorageNeon: PGDATA comes from a pageserver basebackup, WAL goes to safekeepers.
-	StorageNeon = "neon"
+	StorageNeon StorageMode = "neon"
 	// StorageStandalone: vanilla PostgreSQL with a local, initdb'd PGDATA.
-	StorageStandalone = "standalone"
+	StorageStandalone StorageMode = "standalone"
 )
 
 // MaxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names would be truncated.
@@ -22,7 +26,7 @@ const MaxIdentifierLen = 63
 type Parsed struct {
 	Spec *ComputeSpec
 	// Storage is StorageNeon when a pageserver connstring is given, else StorageStandalone.
-	Storage string
+	Storage StorageMode
 	// TenantID and TimelineID are 32 lowercase hex digits; empty only in standalone mode
 	// when none is given.
 	TenantID   string

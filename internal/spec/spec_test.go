@@ -126,8 +126,8 @@ func TestOwnFixtures(t *testing.T) {
 	tests := []struct {
 		file       string
 		wantSpec   bool
-		storage    string
-		mode       string
+		storage    StorageMode
+		mode       ModeType
 		staticLSN  string
 		sks        []string
 		audit      ComputeAudit
@@ -420,9 +420,10 @@ func TestDefaults(t *testing.T) {
 
 func TestComputeModeJSON(t *testing.T) {
 	tests := []struct {
-		in, out, typ string
-		lsn          Lsn
-		static       bool
+		in, out string
+		typ     ModeType
+		lsn     Lsn
+		static  bool
 	}{
 		{`"Primary"`, `"Primary"`, "primary", 0, false},
 		{`"Replica"`, `"Replica"`, "replica", 0, false},
@@ -788,4 +789,24 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		roundTrip(t, cfg)
 	})
+}
+
+// TestModeSpellings pins the text of the typed modes: the state record and the logs carry
+// them as they were spelled when they were plain strings.
+func TestModeSpellings(t *testing.T) {
+	b, err := json.Marshal(struct {
+		Mode    ModeType    `json:"mode"`
+		Storage StorageMode `json:"storage"`
+	}{Static(1).Type(), StorageNeon})
+	if err != nil || string(b) != `{"mode":"static","storage":"neon"}` {
+		t.Errorf("got %s, %v", b, err)
+	}
+	for m, want := range map[ComputeMode]ModeType{Primary: "primary", Replica: "replica", Static(5): "static"} {
+		if m.Type() != want {
+			t.Errorf("%v: type %q, want %q", m, m.Type(), want)
+		}
+	}
+	if StorageStandalone != "standalone" {
+		t.Errorf("standalone is %q", StorageStandalone)
+	}
 }

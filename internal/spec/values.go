@@ -53,11 +53,16 @@ func (l *Lsn) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Compute mode types as Neon's ComputeMode::to_type_str spells them.
+// ModeType is the kind of a compute mode as Neon's ComputeMode::to_type_str spells it:
+// "primary", "static" or "replica" (the value of neon.compute_mode, and the mode in the
+// state record).
+type ModeType string
+
+// The three mode types.
 const (
-	ModeTypePrimary = "primary"
-	ModeTypeStatic  = "static"
-	ModeTypeReplica = "replica"
+	ModeTypePrimary ModeType = "primary"
+	ModeTypeStatic  ModeType = "static"
+	ModeTypeReplica ModeType = "replica"
 )
 
 type modeKind uint8
@@ -86,7 +91,7 @@ var (
 func Static(lsn Lsn) ComputeMode { return ComputeMode{kind: kindStatic, lsn: lsn} }
 
 // Type is "primary", "static" or "replica" (the value of neon.compute_mode).
-func (m ComputeMode) Type() string {
+func (m ComputeMode) Type() ModeType {
 	switch m.kind {
 	case kindStatic:
 		return ModeTypeStatic
@@ -108,9 +113,9 @@ func (m ComputeMode) StaticLSN() (lsn Lsn, ok bool) {
 // String is the type string, with the LSN for Static ("static@0/16B3748").
 func (m ComputeMode) String() string {
 	if m.kind == kindStatic {
-		return ModeTypeStatic + "@" + m.lsn.String()
+		return string(ModeTypeStatic) + "@" + m.lsn.String()
 	}
-	return m.Type()
+	return string(m.Type())
 }
 
 // MarshalJSON writes Neon's externally tagged form.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // Metrics are the startup timings of Neon's ComputeMetrics (/metrics.json).
@@ -119,9 +120,9 @@ type Record struct {
 	Tenant     *string    `json:"tenant"`
 	Timeline   *string    `json:"timeline"`
 	// Mode is primary, static or replica once a spec is known.
-	Mode string `json:"mode,omitempty"`
+	Mode spec.ModeType `json:"mode,omitempty"`
 	// Storage is "standalone" or "neon" once a spec is known.
-	Storage string `json:"storage,omitempty"`
+	Storage spec.StorageMode `json:"storage,omitempty"`
 	// TerminateLSN is the LSN /terminate answers with (null in standalone mode).
 	TerminateLSN *string `json:"terminate_lsn"`
 	Metrics      Metrics `json:"metrics"`

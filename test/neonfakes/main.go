@@ -162,7 +162,7 @@ func run(ctx context.Context, o options) error {
 	}
 	slog.Info("basebackup archive ready", "bytes", len(archive), "ms", time.Since(start).Milliseconds())
 
-	ps, err := pageservertest.New(pageservertest.Config{Password: o.token, Archive: archive})
+	ps, err := pageservertest.New(pageservertest.Options{Password: o.token, Archive: archive})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,174 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/controlplane"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// acquired is the config a start runs with, read and validated once.
+type acquired struct {
+	*spec.Loaded
+	// fromConfigure: it came with POST /configure (the start waited for it, or it was
+	// there before compute-init started).
+	fromConfigure bool
+}
+
+// configSource is one place a starting compute may take its config from. obtain returns
+// nil and no error when the source has none; the next source is then asked.
+type configSource interface {
+	obtain(ctx context.Context, cur state.Record) (*acquired, error)
+}
+
+// configSources lists where a start looks for its config, in order: a config that POST
+// /configure left before compute-init started; the control plane when one is given,
+// else the config file; and last, waiting for POST /configure.
+func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
+	pending := paths.PendingConfigFile(cfg.StateDir)
+	srcs := []configSource{pendingConfig{path: pending}}
+	switch {
+	case cfg.ControlPlaneURI != "":
+		client := &http.Client{Timeout: 30 * time.Second}
+		srcs = append(srcs, controlPlaneConfig{
+			uri: cfg.ControlPlaneURI,
+			fetch: func(ctx context.Context) (*spec.ComputeConfig, error) {
+				return controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
+					controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)))
+			},
+			saveJWKS: func(cc *spec.ComputeConfig) error { return writeJWKS(cfg, cc) },
+		})
+	case cfg.ConfigFile != "":
+		srcs = append(srcs, fileConfig{path: cfg.ConfigFile})
+	}
+	return append(srcs, waitForConfigure{
+		store: d.Store, wake: wake, recheck: 10 * time.Second, status: d.status, path: pending,
+	})
+}
+
+// firstConfig asks the sources in order and returns the first config found.
+func firstConfig(ctx context.Context, cur state.Record, srcs []configSource) (*acquired, error) {
+	for _, s := range srcs {
+		got, err := s.obtain(ctx, cur)
+		if err != nil || got != nil {
+			return got, err
+		}
+	}
+	return nil, errors.New("no config: every source came up empty")
+}
+
+// loadPending reads the config POST /configure stored.
+func loadPending(path string) (*acquired, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config from /configure: %w", err)
+	}
+	l, err := spec.Load(b)
+	if err != nil {
+		return nil, err
+	}
+	return &acquired{Loaded: l, fromConfigure: true}, nil
+}
+
+// pendingConfig is a POST /configure that arrived before compute-init started (the
+// record is configuration_pending).
+type pendingConfig struct{ path string }
+
+func (s pendingConfig) obtain(_ context.Context, cur state.Record) (*acquired, error) {
+	if cur.Status != state.ConfigurationPending {
+		return nil, nil
+	}
+	slog.Info("using the config sent with POST /configure")
+	return loadPending(s.path)
+}
+
+// controlPlaneConfig asks the control plane. Its key set is stored for compute-api even
+// when it has no spec for this compute yet (then the start waits for POST /configure).
+type controlPlaneConfig struct {
+	uri      string // for the logs
+	fetch    func(ctx context.Context) (*spec.ComputeConfig, error)
+	saveJWKS func(*spec.ComputeConfig) error
+}
+
+func (s controlPlaneConfig) obtain(ctx context.Context, _ state.Record) (*acquired, error) {
+	cc, err := s.fetch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get config from the control plane: %w", err)
+	}
+	if err := s.saveJWKS(cc); err != nil {
+		return nil, err
+	}
+	if cc.Spec == nil {
+		slog.Info("the control plane has no spec for this compute yet; waiting for POST /configure")
+		return nil, nil
+	}
+	l, err := spec.Encode(cc)
+	if err != nil {
+		return nil, err
+	}
+	slog.Info("spec received from the control plane", "uri", s.uri)
+	return &acquired{Loaded: l}, nil
+}
+
+// fileConfig reads the config file; a missing file or one without a spec means wait
+// for POST /configure.
+type fileConfig struct{ path string }
+
+func (s fileConfig) obtain(_ context.Context, _ state.Record) (*acquired, error) {
+	b, err := os.ReadFile(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		slog.Info("no config file; waiting for POST /configure", "path", s.path)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read config file: %w", err)
+	}
+	cc, err := spec.ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("invalid config file %s: %w", s.path, err)
+	}
+	if cc.Spec == nil {
+		slog.Info("config file has no spec; waiting for POST /configure", "path", s.path)
+		return nil, nil
+	}
+	l, err := spec.FromConfig(b, cc)
+	if err != nil {
+		return nil, err
+	}
+	slog.Info("spec read from the config file", "path", s.path)
+	return &acquired{Loaded: l}, nil
+}
+
+// waitForConfigure waits, as long as it takes, for POST /configure to move the record
+// out of empty, and takes the config it stored. Any other move ends the wait with an
+// error (a /terminate, say).
+type waitForConfigure struct {
+	store   *state.Store
+	wake    <-chan struct{}
+	recheck time.Duration
+	status  func(string)
+	path    string
+}
+
+func (s waitForConfigure) obtain(ctx context.Context, _ state.Record) (*acquired, error) {
+	s.status("empty: waiting for POST /configure")
+	r, err := s.store.Wait(ctx, s.wake, s.recheck, func(r state.Record) bool {
+		return r.Status != state.Empty
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != state.ConfigurationPending {
+		return nil, fmt.Errorf("stopped waiting for a spec: status is %s", r.Status)
+	}
+	return loadPending(s.path)
+}

@@ -1,0 +1,192 @@
+package paths
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const repoRoot = "../.."
+
+func readLines(t *testing.T, rel string) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repoRoot, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+// TestPackagingDefaults checks /etc/default/compute-tools against Vars: every variable it
+// sets (or shows commented out) has the Go default, and every default an operator may
+// change is there.
+func TestPackagingDefaults(t *testing.T) {
+	vars := Vars()
+	assign := regexp.MustCompile(`^#?([A-Z][A-Z0-9_]*)=(.*)$`)
+	seen := map[string]bool{}
+	for _, l := range readLines(t, "packaging/default/compute-tools") {
+		m := assign.FindStringSubmatch(strings.TrimSpace(l))
+		if m == nil {
+			continue
+		}
+		name, value := m[1], m[2]
+		seen[name] = true
+		want, ok := vars[name]
+		if !ok {
+			t.Errorf("packaging default %s=%s has no Go default in paths.Vars", name, value)
+			continue
+		}
+		if value != want {
+			t.Errorf("packaging default %s=%q, Go default %q", name, value, want)
+		}
+	}
+	for name := range vars {
+		if name == EnvStateDir { // the units and tmpfiles fix it; not an operator setting
+			continue
+		}
+		if !seen[name] {
+			t.Errorf("%s is missing from packaging/default/compute-tools", name)
+		}
+	}
+}
+
+// TestUnitFallbacks checks the ${VAR:-default} fallbacks and the state directory in the
+// unit files and the tmpfiles entry against the Go defaults.
+func TestUnitFallbacks(t *testing.T) {
+	vars := Vars()
+	units, err := filepath.Glob(filepath.Join(repoRoot, "units", "*.service"))
+	if err != nil || len(units) == 0 {
+		t.Fatalf("no unit files: %v", err)
+	}
+	fallback := regexp.MustCompile(`\$\$?\{([A-Z][A-Z0-9_]*):-([^}]*)\}`)
+	stateRef := regexp.MustCompile(`/run/compute(/[^\s'"]*)?(\s|$)`)
+	fallbacks := 0
+	for _, u := range units {
+		rel, _ := filepath.Rel(repoRoot, u)
+		for _, l := range readLines(t, rel) {
+			if strings.HasPrefix(strings.TrimSpace(l), "#") {
+				continue
+			}
+			for _, m := range fallback.FindAllStringSubmatch(l, -1) {
+				fallbacks++
+				want, ok := vars[m[1]]
+				if !ok {
+					t.Errorf("%s: fallback for %s has no Go default", rel, m[1])
+				} else if m[2] != want {
+					t.Errorf("%s: fallback %s=%q, Go default %q", rel, m[1], m[2], want)
+				}
+			}
+			for _, m := range stateRef.FindAllStringSubmatch(l, -1) {
+				path := strings.TrimSpace(m[0])
+				switch path {
+				case DefaultStateDir, PostgresEnvFile(DefaultStateDir):
+				default:
+					t.Errorf("%s: %s is not a path this package names", rel, path)
+				}
+			}
+			if v, ok := strings.CutPrefix(l, "EnvironmentFile=-/run/"); ok && "/run/"+v != PostgresEnvFile(DefaultStateDir) {
+				t.Errorf("%s: EnvironmentFile=-/run/%s, want %s", rel, v, PostgresEnvFile(DefaultStateDir))
+			}
+		}
+	}
+	if fallbacks == 0 {
+		t.Error("no ${VAR:-default} fallbacks found in the unit files")
+	}
+	found := false
+	for _, l := range readLines(t, "packaging/tmpfiles/compute-tools.conf") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "d" && f[1] == DefaultStateDir {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("packaging/tmpfiles/compute-tools.conf does not create %s", DefaultStateDir)
+	}
+}
+
+// TestReadmeDefaults checks the README's table of variables against the Go defaults.
+func TestReadmeDefaults(t *testing.T) {
+	vars := Vars()
+	row := regexp.MustCompile("^\\| (`[A-Z_]+`(?: / `[A-Z_]+`)*) \\| (`[^|]*`) \\|")
+	rows := 0
+	for _, l := range readLines(t, "README.md") {
+		m := row.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		names := strings.Split(m[1], " / ")
+		values := strings.Split(m[2], " / ")
+		if len(names) != len(values) {
+			t.Errorf("README row %q: %d names, %d values", l, len(names), len(values))
+			continue
+		}
+		for i, n := range names {
+			n, v := strings.Trim(n, "`"), strings.Trim(values[i], "`")
+			want, ok := vars[n]
+			if !ok {
+				continue // COMPUTE_LOG_LEVEL and other settings not given as flags
+			}
+			rows++
+			if v != want {
+				t.Errorf("README: %s default %q, Go default %q", n, v, want)
+			}
+		}
+	}
+	if rows < len(vars)-1 {
+		t.Errorf("README names %d of the %d defaults", rows, len(vars))
+	}
+}
+
+func TestFileNames(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{PendingConfigFile("/run/compute"), "/run/compute/config.pending.json"},
+		{AppliedConfigFile("/run/compute"), "/run/compute/config.applied.json"},
+		{JWKSFile("/run/compute"), "/run/compute/jwks.json"},
+		{PostgresEnvFile("/run/compute"), "/run/compute/postgres.env"},
+		{Sibling(DefaultPGBin, "initdb"), "/usr/lib/postgresql/15/bin/initdb"},
+		{PGBinDir(DefaultPGBin), "/usr/lib/postgresql/15/bin"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %s, want %s", c.got, c.want)
+		}
+	}
+}
+
+// TestDefaultsUnchanged pins the effective defaults: they are part of the package's
+// interface (flags, /etc/default/compute-tools, the README).
+func TestDefaultsUnchanged(t *testing.T) {
+	want := map[string]string{
+		"COMPUTE_STATE_DIR":         "/run/compute",
+		"COMPUTE_CONFIG":            "/etc/compute/config.json",
+		"PGDATA":                    "/var/db/postgres/compute",
+		"PGBIN":                     "/usr/lib/postgresql/15/bin/postgres",
+		"COMPUTE_CONNSTR":           "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
+		"COMPUTE_ID":                "compute-local",
+		"PRIVILEGED_ROLE_NAME":      "neon_superuser",
+		"EXTERNAL_HTTP_PORT":        "3080",
+		"INTERNAL_HTTP_PORT":        "3081",
+		"INTERNAL_HTTP_ADDR":        "127.0.0.1",
+		"COMPUTE_TLS_POLL_INTERVAL": "60s",
+	}
+	got := Vars()
+	if len(got) != len(want) {
+		t.Errorf("%d defaults, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
