@@ -17,13 +17,13 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/compute"
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/statusview"
 	"github.com/computetools/compute-tools/internal/sysd"
 )
 
@@ -269,7 +269,7 @@ func (s statusCmd) Run(ctx context.Context, c *common) error {
 	} else if err != nil {
 		return err
 	}
-	var out any = api.StatusOf(rec)
+	var out any = statusview.Of(rec)
 	if s.Full {
 		out = rec
 	}
