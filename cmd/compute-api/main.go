@@ -147,13 +147,9 @@ func (s serveCmd) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("--remote-ext-base-url: %w", err)
 		}
-		pc, err := extensions.DiscoverPGConfig(ctx, paths.Sibling(s.PGBin, "pg_config"))
-		if err != nil {
+		if dl, err = extensions.NewDownloader(ctx, s.PGBin, u, store.RemoteExtRequestHook()); err != nil {
 			return err
 		}
-		dl = &extensions.Downloader{BaseURL: u, BuildTag: version.BuildTag, PGMajor: pc.Major,
-			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute},
-			OnRequest: store.RemoteExtRequestHook()}
 	}
 	srv := api.New(api.Config{
 		InternalRoutes: func(mux *http.ServeMux) {
