@@ -41,11 +41,11 @@ type serveCmd struct {
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"60s" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 }
 
-func (s serveCmd) Run(ctx context.Context) error {
+func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	return apiserver.Run(ctx, apiserver.Config{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
-		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll})
+		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)
 }
 
 type keygenCmd struct {
@@ -85,15 +85,15 @@ func (t tokenCmd) Run() error {
 }
 
 func main() {
-	logx.Setup(os.Stderr, "compute-api")
+	log := logx.Setup(os.Stderr, "compute-api")
 	var c cli
 	kctx := kong.Parse(&c, kong.Name("compute-api"),
 		kong.Description("Neon-compatible compute HTTP API."), kong.UsageOnError())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
-	if err := kctx.Run(); err != nil {
-		slog.Error("compute-api "+kctx.Command()+" failed", "err", err)
+	if err := kctx.Run(log); err != nil {
+		log.Error("compute-api "+kctx.Command()+" failed", "err", err)
 		os.Exit(1)
 	}
 }

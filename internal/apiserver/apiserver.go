@@ -76,21 +76,25 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
-// Run connects (Connect), serves until ctx ends (Serve) and disconnects.
-func Run(ctx context.Context, cfg Config) error {
-	d, disconnect, err := Connect(ctx, cfg.StateDir)
+// Run connects (Connect), serves until ctx ends (Serve) and disconnects; log is the
+// component's logger (nil: slog.Default()).
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	d, disconnect, err := Connect(ctx, cfg.StateDir, log)
 	if err != nil {
 		return err
 	}
 	defer disconnect()
+	d.Logger = log
 	return Serve(ctx, cfg, d)
 }
 
 // Connect opens the state store, connects to the system bus (claiming our name, so that
 // status changes are announced and GetStatus is served) and, at the same time, to
-// systemd. disconnect closes both.
-func Connect(ctx context.Context, stateDir string) (d Deps, disconnect func(), err error) {
-	log := slog.Default()
+// systemd. disconnect closes both. log reports failed announcements.
+func Connect(ctx context.Context, stateDir string, log *slog.Logger) (d Deps, disconnect func(), err error) {
 	store, err := state.Open(stateDir)
 	if err != nil {
 		return Deps{}, nil, err
