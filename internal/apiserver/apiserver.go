@@ -87,7 +87,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer disconnect()
-	d.Logger = log
 	return Serve(ctx, cfg, d)
 }
 
@@ -95,18 +94,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // status changes are announced and GetStatus is served) and, at the same time, to
 // systemd. disconnect closes both. log reports failed announcements.
 func Connect(ctx context.Context, stateDir string, log *slog.Logger) (d Deps, disconnect func(), err error) {
+	return connect(ctx, stateDir, log, func(ctx context.Context) (systemdConn, error) {
+		m, err := sysd.NewManager(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	})
+}
+
+// systemdConn is a systemd connection to close when done (*sysd.Manager).
+type systemdConn interface {
+	Systemd
+	Close()
+}
+
+func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd func(context.Context) (systemdConn, error)) (Deps, func(), error) {
 	store, err := state.Open(stateDir)
 	if err != nil {
 		return Deps{}, nil, err
 	}
 	// Connect to systemd while the bus name is being claimed: both are on the start path.
 	type mgrResult struct {
-		m   *sysd.Manager
+		m   systemdConn
 		err error
 	}
 	mgrc := make(chan mgrResult, 1)
 	go func() {
-		m, err := sysd.NewManager(ctx)
+		m, err := dialSystemd(ctx)
 		mgrc <- mgrResult{m, err}
 	}()
 	closeMgr := func() {
@@ -146,7 +161,7 @@ func Connect(ctx context.Context, stateDir string, log *slog.Logger) (d Deps, di
 		conn.Close()
 		return Deps{}, nil, fmt.Errorf("connect to systemd: %w", mr.err)
 	}
-	return Deps{Store: store, Bus: conn, Systemd: mr.m}, func() {
+	return Deps{Store: store, Bus: conn, Systemd: mr.m, Logger: log}, func() {
 		mr.m.Close()
 		conn.Close()
 	}, nil
