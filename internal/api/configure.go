@@ -14,6 +14,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/statusview"
 )
 
 // Body errors use the texts of axum's JSON extractor, lower-cased as compute_ctl does.
@@ -117,7 +118,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("compute configuration failed: %q", errorText(rec)))
 		return
 	}
-	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+	writeJSON(w, http.StatusOK, statusview.Of(rec))
 }
 
 // submitConfig stores body as the pending config and moves the status to

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/statusview"
 )
 
 // The tests below hold api/openapi.yaml to the code without a YAML library: the document
@@ -387,7 +388,7 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 		schema string
 		value  any
 	}{
-		{"ComputeStatusResponse", newStatusResponse(rec)},
+		{"ComputeStatusResponse", statusview.Of(rec)},
 		{"ComputeMetrics", rec.Metrics},
 		{"TerminateResponse", terminateResponse{}},
 	} {

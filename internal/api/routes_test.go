@@ -124,28 +124,6 @@ func TestStatusFields(t *testing.T) {
 	}
 }
 
-func TestChronoTime(t *testing.T) {
-	base := time.Date(2022, 10, 12, 7, 20, 50, 0, time.UTC)
-	tests := []struct {
-		ns    int
-		z, tz string
-	}{
-		{0, "2022-10-12T07:20:50Z", "2022-10-12T07:20:50+00:00"},
-		{520_000_000, "2022-10-12T07:20:50.520Z", "2022-10-12T07:20:50.520+00:00"},
-		{123_456_000, "2022-10-12T07:20:50.123456Z", "2022-10-12T07:20:50.123456+00:00"},
-		{100, "2022-10-12T07:20:50.000000100Z", "2022-10-12T07:20:50.000000100+00:00"},
-	}
-	for _, tc := range tests {
-		tm := base.Add(time.Duration(tc.ns)).In(time.FixedZone("X", -5*3600))
-		if got := chronoTime(tm, true); got != tc.z {
-			t.Errorf("chronoTime(%d ns, Z) = %s, want %s", tc.ns, got, tc.z)
-		}
-		if got := chronoTime(tm, false); got != tc.tz {
-			t.Errorf("chronoTime(%d ns, +00:00) = %s, want %s", tc.ns, got, tc.tz)
-		}
-	}
-}
-
 func TestMetricsJSON(t *testing.T) {
 	h := newHarness(t)
 	_, err := h.store.Update(func(r *state.Record) error {

@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+
+	"github.com/computetools/compute-tools/internal/statusview"
 )
 
 // handleStatus answers GET /status with ComputeStatusResponse.
@@ -12,7 +14,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+	writeJSON(w, http.StatusOK, statusview.Of(rec))
 }
 
 // handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).

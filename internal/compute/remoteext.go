@@ -4,28 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/computetools/compute-tools/internal/extensions"
-	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/version"
 )
-
-// NewDownloader builds the remote-extension downloader for the Postgres of pgbin
-// (directories from its pg_config). baseURL may be empty: then nothing is downloaded.
-func NewDownloader(ctx context.Context, pgbin, baseURL string) (*extensions.Downloader, error) {
-	pc, err := extensions.DiscoverPGConfig(ctx, paths.Sibling(pgbin, "pg_config"))
-	if err != nil {
-		return nil, err
-	}
-	return &extensions.Downloader{BaseURL: baseURL, BuildTag: version.BuildTag, PGMajor: pc.Major,
-		PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute}}, nil
-}
 
 // prepareRemoteExtensions writes the spec's extension control files and downloads its
 // preload libraries (inventory §5 step 6, §10.2), recording the load_ext_* metrics. The
@@ -35,11 +20,10 @@ func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeS
 	if s.RemoteExtensions == nil {
 		return nil
 	}
-	dl, err := NewDownloader(ctx, cfg.PGBin, cfg.RemoteExtBaseURL)
+	dl, err := extensions.NewDownloader(ctx, cfg.PGBin, cfg.RemoteExtBaseURL, d.Store.RemoteExtRequestHook())
 	if err != nil {
 		return fmt.Errorf("remote extensions: %w", err)
 	}
-	dl.OnRequest = d.Store.RemoteExtRequestHook()
 	if !writable(filepath.Join(dl.ShareDir, "extension")) {
 		slog.Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
 			"dir", filepath.Join(dl.ShareDir, "extension"))

@@ -1,0 +1,335 @@
+// Package apiserver runs `compute-api serve`: it connects to the system bus (claiming our
+// name, announcing status changes, serving GetStatus) and to systemd, waits for a starting
+// compute to begin its new lifecycle (the readiness handshake), builds the HTTP API of
+// internal/api with its collaborators (token verifier, unit adapter, extension server),
+// runs the background watchers (JWKS installed by compute-init, renewed TLS certificate),
+// serves both ports, tells systemd READY=1, and on shutdown stops the HTTP servers and
+// joins every goroutine it started before returning.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/api"
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/controlplane"
+	"github.com/computetools/compute-tools/internal/extensions"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/sysd"
+	"github.com/computetools/compute-tools/internal/version"
+)
+
+// Config is the settings of the serve command.
+type Config struct {
+	// StateDir holds the state record, the pending and applied configs and jwks.json.
+	StateDir string
+	// ConfigFile is the ComputeConfig file whose compute_ctl_config.jwks verifies tokens.
+	ConfigFile string
+	// ComputeID is the compute ID tokens must name.
+	ComputeID string
+	// ExternalAddr and InternalAddr are the host:port of the two ports.
+	ExternalAddr, InternalAddr string
+	// PGBin is the postgres binary (its pg_config gives the extension directories).
+	PGBin string
+	// RemoteExtBaseURL is the extension gateway as given; empty: /extension_server
+	// answers 412 and pg_config is not run.
+	RemoteExtBaseURL string
+	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
+	TLSPoll time.Duration
+}
+
+// Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
+type Systemd interface {
+	unitManager
+	PendingStart(ctx context.Context, name string) (bool, error)
+	StartWaiting(ctx context.Context, name string) (bool, error)
+	InvocationID(ctx context.Context, name string) (string, error)
+}
+
+// Notifier tells systemd about the service's state (sd_notify).
+type Notifier interface {
+	Ready(status string) error
+	Stopping() error
+}
+
+// Deps are the collaborators of Serve.
+type Deps struct {
+	Store *state.Store
+	// Bus wakes waiters on status changes (*bus.Conn); required.
+	Bus     api.Waker
+	Systemd Systemd
+	// Notify defaults to sd_notify.
+	Notify Notifier
+	// Listen opens the ports (default net.Listen).
+	Listen func(network, address string) (net.Listener, error)
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Run connects (Connect), serves until ctx ends (Serve) and disconnects; log is the
+// component's logger (nil: slog.Default()).
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	d, disconnect, err := Connect(ctx, cfg.StateDir, log)
+	if err != nil {
+		return err
+	}
+	defer disconnect()
+	return Serve(ctx, cfg, d)
+}
+
+// Connect opens the state store, connects to the system bus (claiming our name, so that
+// status changes are announced and GetStatus is served) and, at the same time, to
+// systemd. disconnect closes both. log reports failed announcements.
+func Connect(ctx context.Context, stateDir string, log *slog.Logger) (d Deps, disconnect func(), err error) {
+	return connect(ctx, stateDir, log, func(ctx context.Context) (systemdConn, error) {
+		m, err := sysd.NewManager(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	})
+}
+
+// systemdConn is a systemd connection to close when done (*sysd.Manager).
+type systemdConn interface {
+	Systemd
+	Close()
+}
+
+func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd func(context.Context) (systemdConn, error)) (Deps, func(), error) {
+	store, err := state.Open(stateDir)
+	if err != nil {
+		return Deps{}, nil, err
+	}
+	// Connect to systemd while the bus name is being claimed: both are on the start path.
+	type mgrResult struct {
+		m   systemdConn
+		err error
+	}
+	mgrc := make(chan mgrResult, 1)
+	go func() {
+		m, err := dialSystemd(ctx)
+		mgrc <- mgrResult{m, err}
+	}()
+	closeMgr := func() {
+		if r := <-mgrc; r.m != nil {
+			r.m.Close()
+		}
+	}
+	conn, err := bus.Connect(ctx)
+	if err != nil {
+		closeMgr()
+		return Deps{}, nil, fmt.Errorf("connect to the system bus: %w", err)
+	}
+	fail := func(err error) (Deps, func(), error) {
+		closeMgr()
+		conn.Close()
+		return Deps{}, nil, err
+	}
+	if err := conn.ClaimName(); err != nil {
+		return fail(err)
+	}
+	store.OnChange = func(r state.Record) {
+		if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
+			log.Warn("announce status", "err", err)
+		}
+	}
+	if err := conn.ServeStatus(func() string {
+		r, err := store.Load()
+		if err != nil {
+			return string(state.Empty)
+		}
+		return string(r.Status)
+	}); err != nil {
+		return fail(err)
+	}
+	mr := <-mgrc
+	if mr.err != nil {
+		conn.Close()
+		return Deps{}, nil, fmt.Errorf("connect to systemd: %w", mr.err)
+	}
+	return Deps{Store: store, Bus: conn, Systemd: mr.m, Logger: log}, func() {
+		mr.m.Close()
+		conn.Close()
+	}, nil
+}
+
+// shutdownTimeout bounds the wait for open requests when the server stops.
+const shutdownTimeout = 5 * time.Second
+
+// Serve runs the API until ctx ends or a port fails, and returns only once every
+// goroutine it started (servers and watchers) has stopped.
+func Serve(ctx context.Context, cfg Config, d Deps) error {
+	return newServer(cfg, d).serve(ctx)
+}
+
+// server is one run of Serve.
+type server struct {
+	cfg Config
+	d   Deps
+	log *slog.Logger
+	// tasks are the goroutines of the run; serve waits for them.
+	tasks group
+}
+
+func newServer(cfg Config, d Deps) *server {
+	if d.Notify == nil {
+		d.Notify = sdNotify{}
+	}
+	if d.Listen == nil {
+		d.Listen = net.Listen
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return &server{cfg: cfg, d: d, log: d.Logger}
+}
+
+func (s *server) serve(ctx context.Context) (err error) {
+	// A queued start of compute-init means compute.target is being (re)started: a new
+	// lifecycle begins, and compute-init (started in parallel, not after us) resets a
+	// record left by the previous one. So that nothing of the previous lifecycle (a failed
+	// or terminated status) is served once `systemctl start compute.target` returns, READY
+	// waits until the record carries compute-init's current invocation ID. When the API
+	// restarts alone, there is no such job and nothing to wait for.
+	if starting, err := s.d.Systemd.PendingStart(ctx, paths.UnitInit); err != nil {
+		s.log.Warn("could not tell whether the compute is starting", "err", err)
+	} else if starting {
+		waitForLifecycle(ctx, s.d.Store, s.d.Bus, s.d.Systemd, lifecycleTimeout, s.log)
+	}
+
+	verifier, err := loadVerifier(s.cfg.ConfigFile, s.cfg.ComputeID, s.log)
+	if err != nil {
+		return err
+	}
+	dl, err := s.downloader(ctx)
+	if err != nil {
+		return err
+	}
+	srv := api.New(api.Options{
+		InternalRoutes: func(mux *http.ServeMux) {
+			extensions.Routes(mux, appliedConfigFile(paths.AppliedConfigFile(s.cfg.StateDir)), dl)
+		},
+		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd},
+		WritePendingConfig: func(raw []byte) error {
+			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
+		},
+		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir)) },
+		Verifier:          verifier, ComputeID: s.cfg.ComputeID, BuildTag: version.BuildTag,
+		Logger: s.log,
+	})
+
+	bgctx, stopBackground := context.WithCancel(ctx)
+	defer func() {
+		stopBackground()
+		s.tasks.Wait()
+	}()
+	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
+	s.tasks.Go(func() { srv.WatchTLS(bgctx, s.cfg.TLSPoll) })
+
+	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
+	if err != nil {
+		return fmt.Errorf("listen on the external port: %w", err)
+	}
+	intLn, err := s.d.Listen("tcp", s.cfg.InternalAddr)
+	if err != nil {
+		extLn.Close()
+		return fmt.Errorf("listen on the internal port: %w", err)
+	}
+	servers := []*http.Server{
+		{Handler: srv.External(), ReadHeaderTimeout: 10 * time.Second},
+		{Handler: srv.Internal(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	errc := make(chan error, len(servers))
+	for i, ln := range []net.Listener{extLn, intLn} {
+		h := servers[i]
+		s.tasks.Go(func() {
+			if err := h.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		})
+	}
+	rec, _ := s.d.Store.Load()
+	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
+		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version)
+	_ = s.d.Notify.Ready(fmt.Sprintf("serving on %s and %s", extLn.Addr(), intLn.Addr()))
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	_ = s.d.Notify.Stopping()
+	stopBackground()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	for _, h := range servers {
+		_ = h.Shutdown(shutdownCtx)
+	}
+	return err
+}
+
+// downloader builds the extension downloader of /extension_server. Without a gateway URL
+// the route answers 412 (remote storage is not configured) and pg_config is not even run.
+func (s *server) downloader(ctx context.Context) (*extensions.Downloader, error) {
+	if s.cfg.RemoteExtBaseURL == "" {
+		return &extensions.Downloader{}, nil
+	}
+	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("--remote-ext-base-url: %w", err)
+	}
+	return extensions.NewDownloader(ctx, s.cfg.PGBin, u, s.d.Store.RemoteExtRequestHook())
+}
+
+// group runs goroutines and waits for them; it counts the ones still running.
+type group struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	started int
+	running int
+}
+
+// Go runs fn in a goroutine of the group.
+func (g *group) Go(fn func()) {
+	g.mu.Lock()
+	g.started++
+	g.running++
+	g.mu.Unlock()
+	g.wg.Go(func() {
+		defer func() {
+			g.mu.Lock()
+			g.running--
+			g.mu.Unlock()
+		}()
+		fn()
+	})
+}
+
+// Wait returns when every goroutine of the group has returned.
+func (g *group) Wait() { g.wg.Wait() }
+
+// counts reports how many goroutines were started and how many still run.
+func (g *group) counts() (started, running int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.started, g.running
+}
+
+// sdNotify is the Notifier of a systemd service.
+type sdNotify struct{}
+
+func (sdNotify) Ready(status string) error { return sysd.Ready(status) }
+func (sdNotify) Stopping() error           { return sysd.Stopping() }
