@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/computetools/compute-tools/internal/redact"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -113,7 +114,7 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, UnknownHTTPStatus, true, fmt.Errorf("request control plane: %w", redactErr(err, token))
+		return nil, UnknownHTTPStatus, true, fmt.Errorf("request control plane: %w", redact.Error(err, token))
 	}
 	defer resp.Body.Close()
 	status = statusLabel(resp.StatusCode)
@@ -182,10 +183,7 @@ func statusLabel(code int) string {
 
 // excerpt quotes the start of a response body for an error message, without the token.
 func excerpt(body []byte, token string) string {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "?"))
-	if token != "" {
-		s = strings.ReplaceAll(s, token, "<redacted>")
-	}
+	s := redact.String(strings.TrimSpace(strings.ToValidUTF8(string(body), "?")), token)
 	if s == "" {
 		return "(empty body)"
 	}
@@ -201,13 +199,6 @@ func truncate(s string) string {
 		cut--
 	}
 	return s[:cut] + "..."
-}
-
-func redactErr(err error, token string) error {
-	if msg := err.Error(); token != "" && strings.Contains(msg, token) {
-		return errors.New(strings.ReplaceAll(msg, token, "<redacted>"))
-	}
-	return err
 }
 
 // NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute URL whose
