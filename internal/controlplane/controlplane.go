@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/computetools/compute-tools/internal/redact"
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -73,34 +74,32 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
 	slog.Info("getting config from control plane", "url", u)
 
-	var last error
-	for attempt := 1; attempt <= Attempts; attempt++ {
-		cfg, status, retry, err := fetchOnce(ctx, client, u, token)
+	var cfg *spec.ComputeConfig
+	err := retry.Do(ctx, retry.Policy{Attempts: Attempts, Delay: o.retryDelay}, func(ctx context.Context, attempt int) error {
+		c, status, again, err := fetchOnce(ctx, client, u, token)
 		if o.onRequest != nil {
 			o.onRequest(status)
 		}
-		if err == nil {
-			return cfg, nil
+		switch {
+		case err == nil:
+			cfg = c
+			return nil
+		case ctx.Err() != nil:
+			return err // Do reports the context's end
+		case !again:
+			return retry.Permanent(err)
 		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("fetch config: %w", ctxErr)
-		}
-		if !retry {
-			return nil, fmt.Errorf("fetch config: %w", err)
-		}
-		last = err
 		slog.Warn("control plane config request failed", "attempt", attempt, "http_status", status, "err", err)
-		if attempt < Attempts {
-			t := time.NewTimer(o.retryDelay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("fetch config: %w", ctx.Err())
-			case <-t.C:
-			}
-		}
+		return err
+	})
+	var re *retry.Error
+	switch {
+	case err == nil:
+		return cfg, nil
+	case errors.As(err, &re) && re.Ctx != nil:
+		return nil, fmt.Errorf("fetch config: %w", re.Ctx)
 	}
-	return nil, fmt.Errorf("fetch config: %d attempts failed: %w", Attempts, last)
+	return nil, fmt.Errorf("fetch config: %w", err)
 }
 
 // fetchOnce makes one request. It returns the metric label of the answer and whether a
