@@ -60,7 +60,8 @@ func (p *permanent) Error() string { return p.err.Error() }
 func (p *permanent) Unwrap() error { return p.err }
 
 // Permanent marks err as not worth another attempt, whatever the policy's Retryable
-// says: Do returns err (unmarked) at once. Permanent(nil) is nil.
+// says: Do returns it at once, without the mark (an error that wraps a marked one is
+// returned as it is). Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
