@@ -10,7 +10,6 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/klauspost/compress v1.20.1
 	github.com/prometheus/client_golang v1.25.0
-	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
 )
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pg"
+	"github.com/computetools/compute-tools/internal/redact"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,14 +40,7 @@ func (e *ActionError) Error() string { return "apply: " + e.Describe + ": " + e.
 func (e *ActionError) Unwrap() error { return e.err }
 
 func newActionError(ctx context.Context, a Action, err error) *ActionError {
-	red := func(s string) string {
-		for _, sec := range a.redact {
-			if sec != "" {
-				s = strings.ReplaceAll(s, sec, "<redacted>")
-			}
-		}
-		return s
-	}
+	red := func(s string) string { return redact.String(s, a.redact...) }
 	ae := &ActionError{Phase: a.Phase, Describe: a.Describe}
 	var pgErr *pgconn.PgError
 	switch {

@@ -6,11 +6,12 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
@@ -90,36 +91,19 @@ type connInfo struct {
 	SocketDir string
 }
 
+// parseConnstr reads the admin connection string with pgconn, as pg.Connect does, so
+// that postgresql.conf's port and socket directory and the initdb user are where the
+// maintenance connections go (a URL or a key=value list; pgconn's defaults and PG*
+// environment apply). A TCP host leaves the socket directory at its default.
 func parseConnstr(s string) (connInfo, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "postgresql" && u.Scheme != "postgres") {
-		return connInfo{}, fmt.Errorf("connstr must be a postgresql:// URL")
+	cfg, err := pgconn.ParseConfig(s)
+	if err != nil {
+		// pgconn's errors quote the connection string; say nothing about the text.
+		return connInfo{}, errors.New("connstr: not a valid postgres URL or key=value list")
 	}
-	ci := connInfo{User: u.User.Username(), Port: paths.DefaultPGPort}
-	if ci.User == "" {
-		ci.User = paths.DefaultAdminRole
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return connInfo{}, fmt.Errorf("connstr: bad port %q", p)
-		}
-		ci.Port = n
-	}
-	if p := u.Query().Get("port"); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return connInfo{}, fmt.Errorf("connstr: bad port %q", p)
-		}
-		ci.Port = n
-	}
-	if h := u.Query().Get("host"); strings.HasPrefix(h, "/") {
-		ci.SocketDir = h
-	} else if strings.HasPrefix(u.Hostname(), "/") {
-		ci.SocketDir = u.Hostname()
-	}
-	if ci.SocketDir == "" {
-		ci.SocketDir = paths.DefaultSocketDir
+	ci := connInfo{User: cfg.User, Port: int(cfg.Port), SocketDir: paths.DefaultSocketDir}
+	if strings.HasPrefix(cfg.Host, "/") {
+		ci.SocketDir = cfg.Host
 	}
 	return ci, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/pgready"
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
@@ -404,18 +405,21 @@ func reloadConf(ctx context.Context, conn *pgx.Conn) error {
 // connectRetry connects as the admin role. Postgres has announced readiness already, so
 // only a short retry covers a socket that is not there yet.
 func connectRetry(ctx context.Context, connstr string) (*pgx.Conn, error) {
-	var lastErr error
-	for i := 0; i < 20; i++ {
-		conn, err := pg.Connect(ctx, connstr, "compute_ctl:apply_config")
-		if err == nil {
-			return conn, nil
-		}
-		lastErr = err
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	var conn *pgx.Conn
+	err := retry.Do(ctx, retry.Policy{Attempts: 20, Delay: 250 * time.Millisecond}, func(ctx context.Context, _ int) error {
+		c, err := pg.Connect(ctx, connstr, "compute_ctl:apply_config")
+		conn = c
+		return err
+	})
+	if err == nil {
+		return conn, nil
 	}
-	return nil, fmt.Errorf("connect to postgres: %w", lastErr)
+	var re *retry.Error
+	if errors.As(err, &re) {
+		if re.Ctx != nil {
+			return nil, re.Ctx
+		}
+		err = re.Last
+	}
+	return nil, fmt.Errorf("connect to postgres: %w", err)
 }

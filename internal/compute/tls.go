@@ -2,10 +2,12 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
@@ -31,33 +33,34 @@ var (
 func installTLS(ctx context.Context, cfg Settings, c spec.TLSConfig, p *spec.Parsed, d *Deps, wait time.Duration) error {
 	start := time.Now()
 	lastLog := time.Time{}
-	for {
+	err := retry.Do(ctx, retry.Policy{Delay: certRetry}, func(ctx context.Context, _ int) error {
 		pair, err := tlsfiles.Load(c)
 		if err == nil {
 			if err := pgdataDir(cfg, p).InstallTLS(pair.Cert, pair.Key); err != nil {
-				return err
+				return retry.Permanent(err)
 			}
 			digest := pair.Digest()
 			if _, err := d.Store.Update(func(r *state.Record) error { r.TLSCertDigest = digest; return nil }); err != nil {
-				return err
+				return retry.Permanent(err)
 			}
 			slog.Info("TLS certificate installed", "cert", c.CertPath, "sha256", digest)
 			return nil
 		}
 		if wait > 0 && time.Since(start) >= wait {
-			return fmt.Errorf("no usable TLS certificate after %s: %w", wait, err)
+			return retry.Permanent(fmt.Errorf("no usable TLS certificate after %s: %w", wait, err))
 		}
 		if time.Since(lastLog) >= time.Minute {
 			slog.Warn("waiting for a usable TLS certificate", "err", err)
 			d.status("init: waiting for the TLS certificate: " + err.Error())
 			lastLog = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the TLS certificate: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(certRetry):
-		}
+		return err
+	})
+	var re *retry.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("waiting for the TLS certificate: %w (last: %v)", re.Ctx, re.Last)
 	}
+	return err
 }
 
 // reinstallTLS copies the TLS files again on a reconfiguration (a renewed certificate

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/computetools/compute-tools/internal/redact"
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -72,34 +74,32 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
 	slog.Info("getting config from control plane", "url", u)
 
-	var last error
-	for attempt := 1; attempt <= Attempts; attempt++ {
-		cfg, status, retry, err := fetchOnce(ctx, client, u, token)
+	var cfg *spec.ComputeConfig
+	err := retry.Do(ctx, retry.Policy{Attempts: Attempts, Delay: o.retryDelay}, func(ctx context.Context, attempt int) error {
+		c, status, again, err := fetchOnce(ctx, client, u, token)
 		if o.onRequest != nil {
 			o.onRequest(status)
 		}
-		if err == nil {
-			return cfg, nil
+		switch {
+		case err == nil:
+			cfg = c
+			return nil
+		case ctx.Err() != nil:
+			return err // Do reports the context's end
+		case !again:
+			return retry.Permanent(err)
 		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("fetch config: %w", ctxErr)
-		}
-		if !retry {
-			return nil, fmt.Errorf("fetch config: %w", err)
-		}
-		last = err
 		slog.Warn("control plane config request failed", "attempt", attempt, "http_status", status, "err", err)
-		if attempt < Attempts {
-			t := time.NewTimer(o.retryDelay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, fmt.Errorf("fetch config: %w", ctx.Err())
-			case <-t.C:
-			}
-		}
+		return err
+	})
+	var re *retry.Error
+	switch {
+	case err == nil:
+		return cfg, nil
+	case errors.As(err, &re) && re.Ctx != nil:
+		return nil, fmt.Errorf("fetch config: %w", re.Ctx)
 	}
-	return nil, fmt.Errorf("fetch config: %d attempts failed: %w", Attempts, last)
+	return nil, fmt.Errorf("fetch config: %w", err)
 }
 
 // fetchOnce makes one request. It returns the metric label of the answer and whether a
@@ -113,7 +113,7 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, UnknownHTTPStatus, true, fmt.Errorf("request control plane: %w", redactErr(err, token))
+		return nil, UnknownHTTPStatus, true, fmt.Errorf("request control plane: %w", redact.Error(err, token))
 	}
 	defer resp.Body.Close()
 	status = statusLabel(resp.StatusCode)
@@ -182,10 +182,7 @@ func statusLabel(code int) string {
 
 // excerpt quotes the start of a response body for an error message, without the token.
 func excerpt(body []byte, token string) string {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "?"))
-	if token != "" {
-		s = strings.ReplaceAll(s, token, "<redacted>")
-	}
+	s := redact.String(strings.TrimSpace(strings.ToValidUTF8(string(body), "?")), token)
 	if s == "" {
 		return "(empty body)"
 	}
@@ -201,13 +198,6 @@ func truncate(s string) string {
 		cut--
 	}
 	return s[:cut] + "..."
-}
-
-func redactErr(err error, token string) error {
-	if msg := err.Error(); token != "" && strings.Contains(msg, token) {
-		return errors.New(strings.ReplaceAll(msg, token, "<redacted>"))
-	}
-	return err
 }
 
 // NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute URL whose

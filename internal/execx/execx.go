@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/redact"
 )
 
 // Cmd describes a process to run.
@@ -60,7 +62,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
-	argv := redact(strings.Join(append([]string{c.Path}, c.Args...), " "), c.Secrets)
+	argv := redact.String(strings.Join(append([]string{c.Path}, c.Args...), " "), c.Secrets...)
 	slog.Debug("exec", "argv", argv, "user", c.User)
 	start := time.Now()
 	err := cmd.Run()
@@ -70,7 +72,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		if detail == "" {
 			detail = tail(res.Stdout, 8)
 		}
-		detail = redact(detail, c.Secrets)
+		detail = redact.String(detail, c.Secrets...)
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && detail != "" {
 			return res, fmt.Errorf("%s: %s: %s", argv, ee.ProcessState, detail)
@@ -89,15 +91,6 @@ func lookup(name string) (*syscall.Credential, string, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, u.HomeDir, nil
-}
-
-func redact(s string, secrets []string) string {
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "<redacted>")
-		}
-	}
-	return s
 }
 
 func tail(b []byte, n int) string {

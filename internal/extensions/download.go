@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/computetools/compute-tools/internal/safetar"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/klauspost/compress/zstd"
 )
@@ -220,16 +221,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // pending is an unpacked entry waiting to be put in place.
 type pending struct {
-	tmp    string // regular file: temporary file beside dst
+	dir    *safetar.Dir
+	tmp    string // regular file: temporary file beside rel
 	link   string // symlink: its target
-	dst    string
+	rel    string // below dir
+	name   string // the archive entry
 	isLink bool
 }
 
 // unpack reads a zstd tar and installs its lib/ and share/extension/ entries. Regular
 // files are first written to temporary files beside their destination and only renamed
 // into place once the whole archive was read, so a broken archive leaves nothing half
-// written (directories it created may remain).
+// written (directories it created may remain). Every write goes through an os.Root of
+// the destination directory (package safetar).
 func (d *Downloader) unpack(r io.Reader) (err error) {
 	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 	if err != nil {
@@ -240,16 +244,32 @@ func (d *Downloader) unpack(r io.Reader) (err error) {
 	if limit <= 0 {
 		limit = DefaultMaxUnpackedBytes
 	}
+	dirs := map[string]*safetar.Dir{}
 	var todo []pending
 	defer func() {
 		if err != nil {
 			for _, p := range todo {
 				if p.tmp != "" {
-					_ = os.Remove(p.tmp)
+					_ = p.dir.Remove(p.tmp)
 				}
 			}
 		}
+		for _, dir := range dirs {
+			_ = dir.Close()
+		}
 	}()
+	// open opens a destination root the first time an entry needs it.
+	open := func(root string) (*safetar.Dir, error) {
+		if dir, ok := dirs[root]; ok {
+			return dir, nil
+		}
+		dir, err := safetar.Open(root, 0o755)
+		if err != nil {
+			return nil, err
+		}
+		dirs[root] = dir
+		return dir, nil
+	}
 	tr := tar.NewReader(zr)
 	var total int64
 	for {
@@ -270,10 +290,13 @@ func (d *Downloader) unpack(r io.Reader) (err error) {
 		if root == "" || rel == "." {
 			continue // outside lib/ and share/extension/, or one of those directories
 		}
-		dst := filepath.Join(root, filepath.FromSlash(rel))
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(dst, 0o755); err != nil {
+			dir, err := open(root)
+			if err == nil {
+				err = dir.MkdirAll(rel)
+			}
+			if err != nil {
 				return fmt.Errorf("unpack %s: %w", hdr.Name, err)
 			}
 		case tar.TypeReg:
@@ -281,11 +304,15 @@ func (d *Downloader) unpack(r io.Reader) (err error) {
 				return fmt.Errorf("unpack %s: archive larger than %d bytes unpacked", hdr.Name, limit)
 			}
 			total += hdr.Size
-			tmp, err := writeTemp(dst, tr, hdr)
+			dir, err := open(root)
 			if err != nil {
 				return fmt.Errorf("unpack %s: %w", hdr.Name, err)
 			}
-			todo = append(todo, pending{tmp: tmp, dst: dst})
+			tmp, err := writeTemp(dir, rel, tr, hdr)
+			if err != nil {
+				return fmt.Errorf("unpack %s: %w", hdr.Name, err)
+			}
+			todo = append(todo, pending{dir: dir, tmp: tmp, rel: rel, name: hdr.Name})
 		case tar.TypeSymlink:
 			// Only a link to a sibling (libfoo.so -> libfoo.so.1) is accepted: it cannot
 			// lead out of the directory, whatever other links the archive holds.
@@ -293,23 +320,25 @@ func (d *Downloader) unpack(r io.Reader) (err error) {
 			if t == "" || t == ".." || strings.ContainsAny(t, "/\\\x00") {
 				return fmt.Errorf("unpack %s: refused symlink target %q", hdr.Name, t)
 			}
-			todo = append(todo, pending{link: t, dst: dst, isLink: true})
+			dir, err := open(root)
+			if err != nil {
+				return fmt.Errorf("unpack %s: %w", hdr.Name, err)
+			}
+			todo = append(todo, pending{dir: dir, link: t, rel: rel, name: hdr.Name, isLink: true})
 		default:
 			return fmt.Errorf("unpack %s: unsupported entry type %q", hdr.Name, string(hdr.Typeflag))
 		}
 	}
 	for i, p := range todo {
+		dst := filepath.Join(p.dir.Path(), filepath.FromSlash(p.rel))
 		if p.isLink {
-			if fi, err := os.Lstat(p.dst); err == nil && !fi.IsDir() {
-				_ = os.Remove(p.dst)
-			}
-			if err := os.Symlink(p.link, p.dst); err != nil {
-				return fmt.Errorf("install %s: %w", p.dst, err)
+			if err := p.dir.Symlink(p.name, p.rel, p.link); err != nil {
+				return fmt.Errorf("install %s: %w", dst, err)
 			}
 			continue
 		}
-		if err := os.Rename(p.tmp, p.dst); err != nil {
-			return fmt.Errorf("install %s: %w", p.dst, err)
+		if err := p.dir.Rename(p.tmp, p.rel); err != nil {
+			return fmt.Errorf("install %s: %w", dst, err)
 		}
 		todo[i].tmp = ""
 	}
@@ -320,15 +349,10 @@ func (d *Downloader) unpack(r io.Reader) (err error) {
 // absolute name or one with a ".." element is refused; entries outside lib/ and
 // share/extension/ give an empty root.
 func (d *Downloader) destination(name string) (root, rel string, err error) {
-	if name == "" || strings.HasPrefix(name, "/") || strings.ContainsAny(name, "\\\x00") {
+	clean, err := safetar.CleanName(name)
+	if err != nil || strings.ContainsRune(name, '\\') {
 		return "", "", fmt.Errorf("unpack: refused entry name %q", name)
 	}
-	for _, el := range strings.Split(name, "/") {
-		if el == ".." {
-			return "", "", fmt.Errorf("unpack: refused entry name %q", name)
-		}
-	}
-	clean := path.Clean(name)
 	extDir := ""
 	if d.ShareDir != "" {
 		extDir = filepath.Join(d.ShareDir, "extension")
@@ -352,16 +376,16 @@ func (d *Downloader) destination(name string) (root, rel string, err error) {
 	return "", "", nil
 }
 
-// writeTemp copies one file of the archive to a temporary file in dst's directory.
-func writeTemp(dst string, r io.Reader, hdr *tar.Header) (string, error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+// writeTemp copies one file of the archive to a temporary file beside rel (its parents
+// made as needed) and returns the temporary file's path below dir.
+func writeTemp(dir *safetar.Dir, rel string, r io.Reader, hdr *tar.Header) (string, error) {
+	if err := dir.MkdirAll(path.Dir(rel)); err != nil {
 		return "", err
 	}
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	f, tmp, err := dir.CreateTemp(rel, 0o600)
 	if err != nil {
 		return "", err
 	}
-	tmp := f.Name()
 	_, err = io.Copy(f, io.LimitReader(r, hdr.Size))
 	if err == nil {
 		mode := os.FileMode(0o644)
@@ -374,7 +398,7 @@ func writeTemp(dst string, r io.Reader, hdr *tar.Header) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
+		_ = dir.Remove(tmp)
 		return "", err
 	}
 	return tmp, nil

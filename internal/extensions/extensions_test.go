@@ -526,6 +526,30 @@ func TestDownloadRefusesBadArchives(t *testing.T) {
 	}
 }
 
+// A symbolic link already in pkglibdir that leads out of it (not one from the archive)
+// is not written through: every write goes through an os.Root of the directory.
+func TestDownloadDoesNotWriteThroughLinksOut(t *testing.T) {
+	g := newGateway(t)
+	g.set("foo", buildArchive(t, entry{name: "lib/out/evil.so", body: "x"}, entry{name: "lib/out2/", typ: tar.TypeDir}))
+	d := newDownloader(t, g)
+	outside := t.TempDir()
+	if err := os.MkdirAll(d.PkgLibDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(d.PkgLibDir, "out")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.Download(context.Background(), "foo", false, remoteSpec())
+	var de *DownloadError
+	if !errors.As(err, &de) {
+		t.Fatalf("err = %v, want a *DownloadError", err)
+	}
+	t.Logf("error: %v", err)
+	if got := listDir(t, outside); len(got) != 0 {
+		t.Errorf("written outside pkglibdir: %v", got)
+	}
+}
+
 func TestDownloadUnpackLimit(t *testing.T) {
 	g := newGateway(t)
 	g.set("foo", buildArchive(t, entry{name: "lib/a.so", body: strings.Repeat("a", 600)}, entry{name: "lib/b.so", body: strings.Repeat("b", 600)}))

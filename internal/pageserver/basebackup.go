@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -109,38 +110,36 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	if backoff <= 0 {
 		backoff = DefaultBackoff
 	}
-	var lastErr error
-	for n := 1; n <= attempts; n++ {
-		st, err := basebackupOnce(ctx, cfg, query, opts.PGData)
-		if err == nil {
-			st.Attempts = n
-			log.Info("basebackup done", "attempt", n, "bytes", st.Bytes,
-				"duration_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
-			return st, nil
-		}
-		lastErr = err
-		log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
-			"host", cfg.Host, "port", cfg.Port, "error", err)
+	var st Stats
+	n := 0
+	policy := retry.Policy{Attempts: attempts, Delay: backoff, Factor: 1.5, Retryable: func(err error) bool {
 		var unsafe *UnsafeEntryError
-		if errors.As(err, &unsafe) {
-			return Stats{Attempts: n}, err
+		return !errors.As(err, &unsafe)
+	}}
+	err = retry.Do(ctx, policy, func(ctx context.Context, attempt int) error {
+		n = attempt
+		s, err := basebackupOnce(ctx, cfg, query, opts.PGData)
+		if err != nil {
+			log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
+				"host", cfg.Host, "port", cfg.Port, "error", err)
+			return err
 		}
-		if ctx.Err() != nil {
-			return Stats{Attempts: n}, fmt.Errorf("basebackup: %w", ctx.Err())
-		}
-		if n == attempts {
-			return Stats{Attempts: n}, fmt.Errorf("basebackup failed after %d attempts: %w", n, lastErr)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return Stats{Attempts: n}, fmt.Errorf("basebackup: %w (last error: %v)", ctx.Err(), lastErr)
-		}
-		backoff = backoff * 3 / 2
+		st = s
+		return nil
+	})
+	var re *retry.Error
+	switch {
+	case err == nil:
+		st.Attempts = n
+		log.Info("basebackup done", "attempt", n, "bytes", st.Bytes,
+			"duration_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
+		return st, nil
+	case !errors.As(err, &re):
+		return Stats{Attempts: n}, err // an entry that would escape PGDATA: not retried
+	case re.Ctx != nil:
+		return Stats{Attempts: n}, fmt.Errorf("basebackup: %w", err)
 	}
-	return Stats{}, errors.New("basebackup: no attempt made") // unreachable: attempts >= 1
+	return Stats{Attempts: n}, fmt.Errorf("basebackup failed after %d attempts: %w", n, re.Last)
 }
 
 // basebackupQuery builds the pageserver command for opts.

@@ -10,11 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/computetools/compute-tools/internal/redact"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -143,13 +143,13 @@ func ping(ctx context.Context, addr, tenant, timeline, token string, timeout tim
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return TimelineStatus{}, fmt.Errorf("connect: %w", scrub(err, token))
+		return TimelineStatus{}, fmt.Errorf("connect: %w", redact.Error(err, token))
 	}
 	defer conn.Close(context.Background())
 
 	results, err := conn.Exec(ctx, "TIMELINE_STATUS").ReadAll()
 	if err != nil {
-		return TimelineStatus{}, fmt.Errorf("TIMELINE_STATUS: %w", scrub(err, token))
+		return TimelineStatus{}, fmt.Errorf("TIMELINE_STATUS: %w", redact.Error(err, token))
 	}
 	if len(results) == 0 {
 		return TimelineStatus{}, errors.New("TIMELINE_STATUS: no result")
@@ -187,13 +187,4 @@ func parseStatus(r *pgconn.Result) (TimelineStatus, error) {
 		return TimelineStatus{}, fmt.Errorf("TIMELINE_STATUS commit_lsn: %w", err)
 	}
 	return TimelineStatus{Known: true, FlushLSN: flush, CommitLSN: commit}, nil
-}
-
-// scrub keeps the token out of an error text (pgconn does not echo passwords, but a
-// server message could).
-func scrub(err error, token string) error {
-	if msg := err.Error(); token != "" && strings.Contains(msg, token) {
-		return errors.New(redact(msg, []string{token}))
-	}
-	return err
 }

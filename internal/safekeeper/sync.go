@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/redact"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -27,8 +28,8 @@ func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err err
 		Env:     env,
 		Secrets: secrets,
 	})
-	out := excerpt(redact(strings.TrimSpace(string(res.Stdout)), secrets))
-	if stderr := redact(strings.TrimSpace(string(res.Stderr)), secrets); stderr != "" {
+	out := excerpt(redact.String(strings.TrimSpace(string(res.Stdout)), secrets...))
+	if stderr := redact.String(strings.TrimSpace(string(res.Stderr)), secrets...); stderr != "" {
 		slog.Info("sync-safekeepers output", "stderr", stderr)
 	}
 	if err != nil {
@@ -40,15 +41,6 @@ func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err err
 	}
 	slog.Info("sync-safekeepers done", "lsn", l.String(), "duration_ms", res.Duration.Milliseconds())
 	return l.String(), nil
-}
-
-func redact(s string, secrets []string) string {
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "<redacted>")
-		}
-	}
-	return s
 }
 
 // excerpt keeps error texts short when a process prints a lot.

@@ -10,6 +10,7 @@ import (
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/md5"
+	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -26,7 +27,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/crypto/pbkdf2"
 
 	"github.com/computetools/compute-tools/internal/execx"
 )
@@ -108,7 +108,10 @@ func scramVerifier(password string) string {
 	salt := make([]byte, 16)
 	rand.Read(salt)
 	const iter = 4096
-	salted := pbkdf2.Key([]byte(password), salt, iter, 32, sha256.New)
+	salted, err := pbkdf2.Key(sha256.New, password, salt, iter, 32)
+	if err != nil {
+		panic(err) // only for a key length out of range
+	}
 	mac := func(key []byte, msg string) []byte {
 		h := hmac.New(sha256.New, key)
 		h.Write([]byte(msg))

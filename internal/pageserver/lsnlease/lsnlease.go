@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/retry"
 )
 
 // Target is what to lease: derived from the current spec.
@@ -73,7 +75,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	backoff := 500 * time.Millisecond
+	backoff := retry.NewBackoff(retry.Policy{Delay: 500 * time.Millisecond, Factor: 1.5, MaxDelay: time.Minute})
 	var lastKey string
 	for {
 		t, ok, err := l.Target()
@@ -81,7 +83,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		switch {
 		case err != nil:
 			log.Warn("lsn lease: read the spec", "err", err)
-			wait, backoff = backoff, nextBackoff(backoff)
+			wait = backoff.Next()
 		case !ok:
 			log.Info("lsn lease: nothing to lease (not a Static compute)")
 			return nil
@@ -96,10 +98,10 @@ func (l *Loop) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				log.Warn("lsn lease failed; retrying", "err", err, "retry_in", backoff)
-				wait, backoff = backoff, nextBackoff(backoff)
+				wait = backoff.Next()
+				log.Warn("lsn lease failed; retrying", "err", err, "retry_in", wait)
 			default:
-				backoff = 500 * time.Millisecond
+				backoff.Reset()
 				wait = RenewAfter(expiry.Sub(now()))
 				log.Info("lsn lease granted", "lsn", t.LSN, "valid_until", expiry.UTC().Format(time.RFC3339), "renew_in", wait.Round(time.Second))
 				if l.OnLease != nil {
@@ -143,8 +145,4 @@ func (l *Loop) leaseAll(ctx context.Context, t Target) (time.Time, error) {
 		}
 	}
 	return expiry, nil
-}
-
-func nextBackoff(d time.Duration) time.Duration {
-	return min(time.Duration(float64(d)*1.5), time.Minute)
 }

@@ -1,0 +1,230 @@
+package archtest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// under reports whether p is dir or a package below it, by whole path elements
+// ("internal/storage" is not under "internal/stor", and "internal/storagetest" is not
+// under "internal/storage").
+func under(p string, dirs ...string) bool {
+	for _, d := range dirs {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// reach returns every module package that from imports, directly or not, each with the
+// chain of imports that leads to it ("a -> b -> c"). Imports outside the module are
+// left out.
+func reach(g graph, from string) map[string]string {
+	chains := map[string]string{from: from}
+	queue := []string{from}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, imp := range g[p].Imports {
+			if _, seen := chains[imp]; seen || g[imp] == nil {
+				continue
+			}
+			chains[imp] = chains[p] + " -> " + imp
+			queue = append(queue, imp)
+		}
+	}
+	return chains
+}
+
+// The packages that serve or watch (the HTTP API, the coming monitors) and the code that
+// changes a cluster or talks to Neon's storage: the first never depend on the second,
+// directly or through another package. Both sides are named by directory, so new
+// packages below them are covered without an edit; both names of the pageserver client
+// (internal/storage, internal/pageserver) count.
+var (
+	servingDirs = []string{"internal/api", "internal/monitor", "internal/vmmonitor"}
+	mutatorDirs = []string{"internal/apply", "internal/storage", "internal/pageserver"}
+)
+
+func servingImportsMutator(g graph) []string {
+	var bad []string
+	for p := range g {
+		if !under(p, servingDirs...) {
+			continue
+		}
+		for q, chain := range reach(g, p) {
+			if under(q, mutatorDirs...) {
+				bad = append(bad, chain)
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// importersOf lists "pkg imports path" for each package whose own or test files import a
+// package under one of the prefixes (import paths outside the module), except the
+// packages under allowed.
+func importersOf(g graph, prefixes []string, allowed ...string) []string {
+	var bad []string
+	for p, pk := range g {
+		if under(p, allowed...) {
+			continue
+		}
+		for _, imp := range slices.Concat(pk.Imports, pk.TestImports) {
+			if under(imp, prefixes...) {
+				bad = append(bad, fmt.Sprintf("%s imports %s", p, imp))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return slices.Compact(bad)
+}
+
+// goSystemdOutsideSysd: only internal/sysd talks to systemd through go-systemd.
+func goSystemdOutsideSysd(g graph) []string {
+	return importersOf(g, []string{"github.com/coreos/go-systemd"}, "internal/sysd")
+}
+
+// kongInInternal: flags are parsed in cmd/ only; nothing in internal/ imports kong.
+func kongInInternal(g graph) []string {
+	var bad []string
+	for _, v := range importersOf(g, []string{"github.com/alecthomas/kong"}) {
+		if under(strings.Fields(v)[0], "internal") {
+			bad = append(bad, v)
+		}
+	}
+	return bad
+}
+
+// heavyInComputeInit: the compute-init binary (which every start runs, as postgres)
+// carries neither the JOSE library nor the Prometheus client; those are the API's.
+// Only the module's own packages are followed; the rule looks at the third-party
+// imports they make.
+func heavyInComputeInit(g graph) []string {
+	var bad []string
+	for p, chain := range reach(g, "cmd/compute-init") {
+		for _, imp := range g[p].Imports {
+			if under(imp, "github.com/go-jose", "github.com/prometheus") {
+				bad = append(bad, chain+" -> "+imp)
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// missingDocs lists the packages under internal/ and cmd/ without a package comment.
+func missingDocs(g graph) []string {
+	var bad []string
+	for p, pk := range g {
+		if under(p, "internal", "cmd") && strings.TrimSpace(pk.Doc) == "" {
+			bad = append(bad, p)
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// fakeGraph breaks every rule once, so that each test also shows it can fail.
+func fakeGraph() graph {
+	return graph{
+		"cmd/compute-init":    {Imports: []string{"internal/state", "github.com/alecthomas/kong"}, Doc: "Command compute-init."},
+		"internal/state":      {Imports: []string{"internal/metrics"}, Doc: "Package state."},
+		"internal/metrics":    {Imports: []string{"github.com/prometheus/client_golang/prometheus"}, Doc: "Package metrics."},
+		"internal/api":        {Imports: []string{"internal/api/route"}, Doc: "Package api."},
+		"internal/api/route":  {Imports: []string{"internal/helper"}, Doc: "Package route."},
+		"internal/helper":     {Imports: []string{"internal/pageserver"}, Doc: "Package helper."},
+		"internal/pageserver": {Doc: "Package pageserver."},
+		"internal/storagetest": {
+			Imports: []string{"internal/pageserver"}, Doc: "Package storagetest.",
+		},
+		"internal/monitor":      {Imports: []string{"internal/apply"}},
+		"internal/apply":        {Doc: "Package apply."},
+		"internal/sysd":         {Imports: []string{"github.com/coreos/go-systemd/v22/dbus"}, Doc: "Package sysd."},
+		"internal/units":        {TestImports: []string{"github.com/coreos/go-systemd/v22/daemon"}, Doc: "Package units."},
+		"internal/flags":        {Imports: []string{"github.com/alecthomas/kong"}, Doc: "Package flags."},
+		"internal/sysdish":      {Imports: []string{"github.com/coreos/go-systemdx"}, Doc: "Package sysdish."},
+		"test/system":           {},
+		"internal/apiserver":    {Imports: []string{"internal/apply"}, Doc: "Package apiserver."},
+		"internal/vmmonitor/cg": {Imports: []string{"internal/storage/lease"}, Doc: "Package cg."},
+		"internal/storage/lease": {
+			Doc: "Package lease.",
+		},
+	}
+}
+
+func TestRulesFailOnViolations(t *testing.T) {
+	g := fakeGraph()
+	for _, tc := range []struct {
+		name string
+		rule func(graph) []string
+		want []string
+	}{
+		{"serving packages never reach apply or storage", servingImportsMutator, []string{
+			"internal/api -> internal/api/route -> internal/helper -> internal/pageserver",
+			"internal/api/route -> internal/helper -> internal/pageserver",
+			"internal/monitor -> internal/apply",
+			"internal/vmmonitor/cg -> internal/storage/lease",
+		}},
+		{"only sysd imports go-systemd", goSystemdOutsideSysd, []string{
+			"internal/units imports github.com/coreos/go-systemd/v22/daemon",
+		}},
+		{"nothing in internal imports kong", kongInInternal, []string{
+			"internal/flags imports github.com/alecthomas/kong",
+		}},
+		{"compute-init carries no JOSE or Prometheus", heavyInComputeInit, []string{
+			"cmd/compute-init -> internal/state -> internal/metrics -> github.com/prometheus/client_golang/prometheus",
+		}},
+		{"every package has a doc comment", missingDocs, []string{"internal/monitor"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.rule(g); !slices.Equal(got, tc.want) {
+				t.Errorf("violations\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestImportRules(t *testing.T) {
+	g := repoGraph(t)
+	for _, tc := range []struct {
+		name string
+		rule func(graph) []string
+	}{
+		{"api and the monitors never depend on apply or the pageserver client", servingImportsMutator},
+		{"only internal/sysd imports go-systemd", goSystemdOutsideSysd},
+		{"nothing in internal/ imports kong", kongInInternal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, v := range tc.rule(g) {
+				t.Error(v)
+			}
+		})
+	}
+}
+
+func TestComputeInitCarriesNoJOSEOrPrometheus(t *testing.T) {
+	g := repoGraph(t)
+	bad := heavyInComputeInit(g)
+	if len(bad) == 0 {
+		return
+	}
+	if _, viaAPI := reach(g, "cmd/compute-init")["internal/api"]; viaAPI {
+		// Known today: compute-init imports internal/api for the status view. Issue 8 §2
+		// moves that view out; then this skip no longer applies and the rule holds.
+		t.Skipf("compute-init still imports internal/api (issue 8 §2):\n%s", strings.Join(bad, "\n"))
+	}
+	for _, v := range bad {
+		t.Error(v)
+	}
+}
+
+func TestPackageDocs(t *testing.T) {
+	for _, p := range missingDocs(repoGraph(t)) {
+		t.Errorf("%s has no package doc comment", p)
+	}
+}
