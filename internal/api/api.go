@@ -30,12 +30,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Store is the part of the state store the handlers use (*state.Store implements it).
-// Update runs fn under the store's lock, so a handler can check the status and change it
-// in one step.
+// Store is the part of the state store the handlers use (*state.Store implements it):
+// reading and waiting, and the lifecycle operations of the API (state.ActorAPI), each
+// of which checks the status and changes it in one step under the store's lock.
 type Store interface {
 	Load() (state.Record, error)
-	Update(fn func(*state.Record) error) (state.Record, error)
+	AcceptConfig(from []state.Status, fn func(*state.Record) error) (state.Status, state.Record, error)
+	BeginTermination(immediate bool) (state.Status, state.Record, error)
+	CompleteTermination(a state.Actor, lsn *string) (state.Record, bool, error)
+	Fail(a state.Actor, msg string, during ...state.Status) (state.Record, bool, error)
 	Wait(ctx context.Context, wake <-chan struct{}, recheck time.Duration, pred func(state.Record) bool) (state.Record, error)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -134,7 +135,7 @@ func (noSpec) CurrentSpec() (*spec.ComputeSpec, error) { return nil, nil }
 // then terminated with the LSN.
 func neonStopHook(store *state.Store, lsn string) func() error {
 	return func() error {
-		_, err := store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = &lsn })
+		_, err := statetest.Set(store, state.Terminated, func(r *state.Record) { r.TerminateLSN = &lsn })
 		return err
 	}
 }
@@ -355,7 +356,7 @@ func (h *harness) status() state.Status {
 func (h *harness) moveTo(path ...state.Status) {
 	h.t.Helper()
 	for _, st := range path {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			h.t.Fatal(err)
 		}
 	}
@@ -364,7 +365,7 @@ func (h *harness) moveTo(path ...state.Status) {
 func (h *harness) toRunning(storage string) {
 	h.t.Helper()
 	h.moveTo(state.Init)
-	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.Storage = storage }); err != nil {
+	if _, err := statetest.Set(h.store, state.Running, func(r *state.Record) { r.Storage, r.Mode = storage, "primary" }); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/computetools/compute-tools/internal/spec"
@@ -124,17 +123,12 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 // configuration_pending, if the status is one of from and check (if set) passes, both
 // under the state lock; it returns the status it left.
 func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, check func() error, from ...state.Status) (state.Status, state.Record, error) {
-	var was state.Status
-	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
-		if !slices.Contains(from, rec.Status) {
-			return &state.WrongStatusError{Status: rec.Status}
-		}
+	return s.cfg.Store.AcceptConfig(from, func(rec *state.Record) error {
 		if check != nil {
 			if err := check(); err != nil {
 				return err
 			}
 		}
-		was = rec.Status
 		if s.cfg.WritePendingConfig == nil {
 			return &pendingConfigError{errors.New("no pending config writer")}
 		}
@@ -143,7 +137,6 @@ func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, check func() err
 		if err := s.cfg.WritePendingConfig(body); err != nil {
 			return &pendingConfigError{err}
 		}
-		rec.Status = state.ConfigurationPending
 		if parsed.TenantID != "" {
 			rec.Tenant = &parsed.TenantID
 		}
@@ -152,7 +145,6 @@ func (s *Server) submitConfig(body []byte, parsed *spec.Parsed, check func() err
 		}
 		return nil
 	})
-	return was, rec, err
 }
 
 // reconfigure runs the configure step again for a pending config on a compute that was
@@ -165,14 +157,7 @@ func (s *Server) reconfigure(ctx context.Context) string {
 		return ""
 	}
 	msg := "reconfigure: " + err.Error()
-	cur, _ := s.cfg.Store.Update(func(rec *state.Record) error {
-		if rec.Status != state.ConfigurationPending && rec.Status != state.Configuration {
-			return errors.New("status moved")
-		}
-		rec.Status = state.Failed
-		rec.SetError(msg)
-		return nil
-	})
+	cur, _, _ := s.cfg.Store.Fail(state.ActorAPI, msg, state.ConfigurationPending, state.Configuration)
 	if cur.Status == state.Failed && cur.Error != nil {
 		// The configure step recorded why it failed: that is the better answer.
 		msg = *cur.Error

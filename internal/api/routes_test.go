@@ -12,6 +12,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 const neonSpec = `{"format_version":1.0,"suspend_timeout_seconds":-1,"cluster":{"roles":[],"databases":[]},` +
@@ -105,7 +106,7 @@ func TestStatusFields(t *testing.T) {
 	h.moveTo(state.Init)
 	start := time.Date(2025, 7, 17, 12, 0, 1, 123456789, time.UTC)
 	active := time.Date(2025, 7, 17, 12, 5, 0, 0, time.FixedZone("CEST", 2*3600))
-	_, err := h.store.Transition(state.Failed, func(r *state.Record) {
+	_, err := statetest.Set(h.store, state.Failed, func(r *state.Record) {
 		r.StartTime = start
 		r.LastActive = &active
 		tenant := testTenant
@@ -189,7 +190,7 @@ func TestPrometheusMetrics(t *testing.T) {
 	if body := scrape(); !strings.Contains(body, `compute_ctl_up{build_tag="v1.2.3",status="empty"} 1`) {
 		t.Fatalf("no compute_ctl_up for empty in:\n%s", body)
 	}
-	if _, err := h.store.Transition(state.ConfigurationPending, nil); err != nil {
+	if _, err := statetest.Set(h.store, state.ConfigurationPending, nil); err != nil {
 		t.Fatal(err)
 	}
 	body := scrape()
@@ -223,7 +224,7 @@ func TestPrometheusMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.store.Reset(); err != nil {
+	if _, err := statetest.Reset(h.store); err != nil {
 		t.Fatal(err)
 	}
 	body = scrape()
@@ -449,7 +450,7 @@ func TestConfigureFailure(t *testing.T) {
 			resp := h.async(context.Background(), "POST", "/configure", configBody(neonSpec), withToken(h.computeToken()), jsonBody())
 			h.waitStatus(state.ConfigurationPending)
 			h.moveTo(state.Init)
-			if _, err := h.store.Transition(state.Failed, func(r *state.Record) { r.SetError(tc.errText) }); err != nil {
+			if _, err := statetest.Set(h.store, state.Failed, func(r *state.Record) { r.SetError(tc.errText) }); err != nil {
 				t.Fatal(err)
 			}
 			expect(t, <-resp, 500, tc.want)
@@ -579,7 +580,7 @@ func TestTerminateFromEmpty(t *testing.T) {
 	for _, withRecord := range []bool{false, true} {
 		h := newHarness(t)
 		if withRecord {
-			if _, err := h.store.Reset(); err != nil {
+			if _, err := statetest.Reset(h.store); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -656,7 +657,7 @@ func TestTerminateUnitFailure(t *testing.T) {
 		h := newHarness(t)
 		h.toRunning("neon")
 		h.units.hook = func() error {
-			_, err := h.store.Transition(state.Failed, func(r *state.Record) { r.SetError("sync safekeepers: timeout") })
+			_, err := statetest.Set(h.store, state.Failed, func(r *state.Record) { r.SetError("sync safekeepers: timeout") })
 			return err
 		}
 		expect(t, h.do(h.srv.External(), "POST", "/terminate", "", withToken(h.adminToken())), 500, "sync safekeepers: timeout")

@@ -7,11 +7,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
-
-var errAlreadyTerminated = errors.New("already terminated")
 
 // terminateMode reads ?mode=fast|immediate. No query string means fast; a query string
 // without exactly one valid mode is refused. (compute_ctl answers that 400 with axum's
@@ -51,27 +48,11 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	target := state.TerminationPendingFast
-	if immediate {
-		target = state.TerminationPendingImmediate
-	}
-
 	wake, cancel := s.subscribe()
 	defer cancel()
 
-	var from state.Status
-	rec, err := s.cfg.Store.Update(func(rec *state.Record) error {
-		switch rec.Status {
-		case state.Terminated:
-			return errAlreadyTerminated
-		case state.Empty, state.Running:
-			from = rec.Status
-			rec.Status = target
-			return nil
-		}
-		return &state.WrongStatusError{Status: rec.Status}
-	})
-	if errors.Is(err, errAlreadyTerminated) {
+	from, rec, err := s.cfg.Store.BeginTermination(immediate)
+	if errors.Is(err, state.ErrAlreadyTerminated) {
 		writeJSON(w, http.StatusCreated, terminateResponse{LSN: rec.TerminateLSN})
 		return
 	}
@@ -92,7 +73,7 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// Nothing ran, so there is no final LSN.
-		if err := s.finishTermination(func(state.Record) bool { return true }); err != nil {
+		if _, _, err := s.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
 			s.stateChangeError(w, err)
 			return
 		}
@@ -101,10 +82,10 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 			s.failTermination(w, "stop postgres", err)
 			return
 		}
-		// In neon mode the Postgres unit's stop hook syncs the safekeepers and sets
-		// terminated with the LSN. Elsewhere there is no LSN to wait for; finish here if
-		// no hook did.
-		if err := s.finishTermination(func(rec state.Record) bool { return rec.Storage != spec.StorageNeon }); err != nil {
+		// For a neon primary the Postgres unit's stop hook syncs the safekeepers and sets
+		// terminated with the LSN (state.Record.NeedsFinalSync). Elsewhere there is no
+		// LSN to wait for; finish here if no hook did.
+		if _, _, err := s.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
 			s.stateChangeError(w, err)
 			return
 		}
@@ -132,30 +113,11 @@ func (s *Server) unitsCall(fn func(Units) error) error {
 	return fn(s.cfg.Units)
 }
 
-// finishTermination sets terminated (LSN null) if the status is still
-// termination_pending_* and ok approves the record.
-func (s *Server) finishTermination(ok func(state.Record) bool) error {
-	_, err := s.cfg.Store.Update(func(rec *state.Record) error {
-		if rec.Status.TerminationPending() && ok(*rec) {
-			rec.Status = state.Terminated
-			rec.TerminateLSN = nil
-		}
-		return nil
-	})
-	return err
-}
-
 // failTermination records a failed termination step and answers 500.
 func (s *Server) failTermination(w http.ResponseWriter, what string, err error) {
 	msg := fmt.Sprintf("terminate: %s: %v", what, err)
 	s.log.Error("termination failed", "step", what, "err", err)
-	if _, uerr := s.cfg.Store.Update(func(rec *state.Record) error {
-		if rec.Status.TerminationPending() {
-			rec.Status = state.Failed
-			rec.SetError(msg)
-		}
-		return nil
-	}); uerr != nil {
+	if _, _, uerr := s.cfg.Store.Fail(state.ActorAPI, msg, state.TerminationPendingFast, state.TerminationPendingImmediate); uerr != nil {
 		s.log.Error("record failed termination", "err", uerr)
 	}
 	writeError(w, http.StatusInternalServerError, msg)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // The certificate watcher reconfigures a running compute when the certificate file no
@@ -34,10 +35,10 @@ func TestWatchTLS(t *testing.T) {
 			features, cert, filepath.Join(dir, "tls.key"))), nil
 	}
 	h := newHarness(t, func(c *Config) { c.ReadAppliedConfig = config })
-	if _, err := h.store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(h.store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.TLSCertDigest = installed }); err != nil {
+	if _, err := statetest.Set(h.store, state.Running, func(r *state.Record) { r.TLSCertDigest = installed }); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -65,7 +66,7 @@ func TestWatchTLS(t *testing.T) {
 	// The reconfiguration could not install it (the digest did not move): the same file
 	// is not tried again, a newer one is.
 	for _, st := range []state.Status{state.Configuration, state.Running} {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,7 +78,7 @@ func TestWatchTLS(t *testing.T) {
 		t.Fatal("a newer certificate was not tried")
 	}
 	for _, st := range []state.Status{state.Configuration, state.Running} {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

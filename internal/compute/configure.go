@@ -31,6 +31,7 @@ import (
 // the migrations. When POST /configure reconfigures a running compute (status
 // configuration_pending), it applies the new config to the running Postgres.
 func Configure(ctx context.Context, cfg Config, d *Deps) error {
+	d = d.as(state.ActorConfigure)
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
@@ -162,11 +163,10 @@ func firstConfigure(ctx context.Context, cfg Config, d *Deps, rec state.Record) 
 
 	end := d.now().UTC()
 	pgStartMs := <-pgStart
-	rec, err = d.Store.Transition(state.Running, func(r *state.Record) {
+	rec, err = d.Store.MarkRunning(func(r *state.Record) {
 		r.Metrics.StartPostgresMs = pgStartMs
 		r.Metrics.ConfigMs = ms(end.Sub(start))
 		r.Metrics.TotalStartupMs = ms(end.Sub(r.StartTime))
-		r.SetError("")
 	})
 	if err != nil {
 		return d.fail(err)
@@ -280,7 +280,7 @@ func runMigrations(ctx context.Context, cfg Config, d *Deps, conn *pgx.Conn) {
 // configuration_pending -> configuration -> running (or failed with the reason; a later
 // /configure with a good config recovers).
 func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
-	if _, err := d.Store.Transition(state.Configuration, nil); err != nil {
+	if _, err := d.Store.BeginReconfiguration(); err != nil {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
@@ -324,10 +324,9 @@ func reconfigure(ctx context.Context, cfg Config, d *Deps) error {
 	if err := writeSpecFile(cfg, raw); err != nil {
 		return d.fail(err)
 	}
-	if _, err := d.Store.Transition(state.Running, func(r *state.Record) {
+	if _, err := d.Store.MarkRunning(func(r *state.Record) {
 		r.Tenant = optional(parsed.TenantID)
 		r.Timeline = optional(parsed.TimelineID)
-		r.SetError("")
 	}); err != nil {
 		return d.fail(err)
 	}
