@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,7 +194,7 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 		if e := s.verifier.Load().Authorize(r.Header.Get("Authorization")); e != nil {
 			s.log.Warn("request refused", "path", r.URL.Path, "status", e.Status, "reason", e.Message,
 				"request_id", r.Header.Get(requestIDHeader))
-			writeError(w, e.Status, e.Message)
+			httpjson.Error(w, e.Status, e.Message)
 			return
 		}
 		h(w, r)

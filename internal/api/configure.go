@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -38,39 +39,39 @@ func (e *pendingConfigError) Error() string { return "store pending config: " + 
 func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	body, status, msg := s.readJSONBody(w, r)
 	if status != 0 {
-		writeError(w, status, msg)
+		httpjson.Error(w, status, msg)
 		return
 	}
 	// compute_ctl's ConfigurationRequest requires both fields (the OpenAPI document only
 	// lists spec; the code wins).
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		writeError(w, http.StatusUnprocessableEntity, prefixData+"invalid type: expected an object")
+		httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"invalid type: expected an object")
 		return
 	}
 	for _, f := range []string{"spec", "compute_ctl_config"} {
 		raw, ok := top[f]
 		if !ok {
-			writeError(w, http.StatusUnprocessableEntity, prefixData+"missing field `"+f+"`")
+			httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"missing field `"+f+"`")
 			return
 		}
 		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-			writeError(w, http.StatusUnprocessableEntity, prefixData+"invalid type: null for field `"+f+"`")
+			httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"invalid type: null for field `"+f+"`")
 			return
 		}
 	}
 	cfg, err := s.cfg.ParseConfig(body)
 	if err != nil {
-		writeError(w, http.StatusUnprocessableEntity, strings.ToLower(prefixData+err.Error()))
+		httpjson.Error(w, http.StatusUnprocessableEntity, strings.ToLower(prefixData+err.Error()))
 		return
 	}
 	if cfg.Spec == nil || cfg.ComputeCtlConfig == nil {
-		writeError(w, http.StatusUnprocessableEntity, prefixData+"missing spec or compute_ctl_config")
+		httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"missing spec or compute_ctl_config")
 		return
 	}
 	parsed, err := s.cfg.ParseSpec(cfg.Spec)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 
@@ -81,7 +82,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("could not tell whether postgres runs", "err", aerr)
 		}
 		if !active {
-			writeError(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: cur.Status}).Error())
+			httpjson.Error(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: cur.Status}).Error())
 			return
 		}
 	}
@@ -99,7 +100,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		"storage", parsed.Storage, "request_id", r.Header.Get(requestIDHeader))
 	if from != state.Empty {
 		if msg := s.reconfigure(context.WithoutCancel(r.Context())); msg != "" {
-			writeError(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", msg))
+			httpjson.Error(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", msg))
 			return
 		}
 	}
@@ -112,11 +113,11 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rec.Status == state.Failed {
-		writeError(w, http.StatusInternalServerError,
+		httpjson.Error(w, http.StatusInternalServerError,
 			fmt.Sprintf("compute configuration failed: %q", errorText(rec)))
 		return
 	}
-	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+	httpjson.Write(w, http.StatusOK, newStatusResponse(rec))
 }
 
 // submitConfig stores body as the pending config and moves the status to
@@ -207,16 +208,16 @@ func (s *Server) stateChangeError(w http.ResponseWriter, err error) {
 	var pending *pendingConfigError
 	switch {
 	case errors.As(err, &wrong):
-		writeError(w, http.StatusPreconditionFailed, wrong.Error())
+		httpjson.Error(w, http.StatusPreconditionFailed, wrong.Error())
 	case errors.As(err, &illegal):
 		// The status moved under us; answer as for a wrong status.
-		writeError(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: illegal.From}).Error())
+		httpjson.Error(w, http.StatusPreconditionFailed, (&state.WrongStatusError{Status: illegal.From}).Error())
 	case errors.As(err, &pending):
 		s.log.Error("store pending config", "err", pending.err)
-		writeError(w, http.StatusInternalServerError, pending.Error())
+		httpjson.Error(w, http.StatusInternalServerError, pending.Error())
 	default:
 		s.log.Error("update state", "err", err)
-		writeError(w, http.StatusInternalServerError, internalError("update state", err))
+		httpjson.Error(w, http.StatusInternalServerError, internalError("update state", err))
 	}
 }
 
@@ -225,9 +226,9 @@ func (s *Server) stateChangeError(w http.ResponseWriter, err error) {
 func (s *Server) waitError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		s.log.Info("client gave up waiting", "path", r.URL.Path, "request_id", r.Header.Get(requestIDHeader))
-		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+		httpjson.Error(w, http.StatusServiceUnavailable, "request cancelled")
 		return
 	}
 	s.log.Error("wait for state", "err", err)
-	writeError(w, http.StatusInternalServerError, internalError("wait for state", err))
+	httpjson.Error(w, http.StatusInternalServerError, internalError("wait for state", err))
 }

@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+
+	"github.com/computetools/compute-tools/internal/httpjson"
 )
 
 // handleStatus answers GET /status with ComputeStatusResponse.
@@ -9,10 +11,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	rec, err := s.load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
-		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, newStatusResponse(rec))
+	httpjson.Write(w, http.StatusOK, newStatusResponse(rec))
 }
 
 // handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).
@@ -20,8 +22,8 @@ func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
 	rec, err := s.load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
-		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, rec.Metrics)
+	httpjson.Write(w, http.StatusOK, rec.Metrics)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -45,7 +46,7 @@ func terminateMode(r *http.Request) (immediate bool, err error) {
 func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 	immediate, err := terminateMode(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	wake, cancel := s.subscribe()
@@ -53,7 +54,7 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 
 	from, rec, err := s.cfg.Store.BeginTermination(immediate)
 	if errors.Is(err, state.ErrAlreadyTerminated) {
-		writeJSON(w, http.StatusCreated, terminateResponse{LSN: rec.TerminateLSN})
+		httpjson.Write(w, http.StatusCreated, terminateResponse{LSN: rec.TerminateLSN})
 		return
 	}
 	if err != nil {
@@ -99,11 +100,11 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rec.Status == state.Failed {
-		writeError(w, http.StatusInternalServerError, errorText(rec))
+		httpjson.Error(w, http.StatusInternalServerError, errorText(rec))
 		return
 	}
 	s.log.Info("terminated", "request_id", reqID)
-	writeJSON(w, http.StatusOK, terminateResponse{LSN: rec.TerminateLSN})
+	httpjson.Write(w, http.StatusOK, terminateResponse{LSN: rec.TerminateLSN})
 }
 
 func (s *Server) unitsCall(fn func(Units) error) error {
@@ -120,5 +121,5 @@ func (s *Server) failTermination(w http.ResponseWriter, what string, err error) 
 	if _, _, uerr := s.cfg.Store.Fail(state.ActorAPI, msg, state.TerminationPendingFast, state.TerminationPendingImmediate); uerr != nil {
 		s.log.Error("record failed termination", "err", uerr)
 	}
-	writeError(w, http.StatusInternalServerError, msg)
+	httpjson.Error(w, http.StatusInternalServerError, msg)
 }
