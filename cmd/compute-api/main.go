@@ -22,6 +22,7 @@ import (
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/logx"
@@ -155,21 +156,23 @@ func (s serveCmd) Run(ctx context.Context) error {
 			PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: 5 * time.Minute},
 			OnRequest: store.RemoteExtRequestHook()}
 	}
-	srv := api.New(api.Config{
-		InternalRoutes: func(mux *http.ServeMux) {
-			extensions.Routes(mux, specFile(paths.SpecFile(s.StateDir)), dl)
-		},
+	ctl := control.New(control.Config{
 		Store: store, Waker: conn, Units: units{mgr},
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
 		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.SpecFile(s.StateDir)) },
-		Verifier:          verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
+		Logger:            slog.Default(),
+	})
+	srv := api.New(api.Config{
+		Control:         ctl,
+		ExtensionServer: extensions.NewHandler(specFile(paths.SpecFile(s.StateDir)), dl),
+		Verifier:        verifier, ComputeID: s.ComputeID, BuildTag: version.BuildTag,
 		Logger: slog.Default(),
 	})
 
 	go watchJWKS(ctx, conn, srv, paths.JWKSFile(s.StateDir))
-	go srv.WatchTLS(ctx, s.TLSPoll)
+	go ctl.WatchTLS(ctx, s.TLSPoll)
 
 	extLn, err := net.Listen("tcp", net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)))
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 
 const neonSpec = `{"format_version":1.0,"suspend_timeout_seconds":-1,"cluster":{"roles":[],"databases":[]},` +
 	`"tenant_id":"` + testTenant + `","timeline_id":"` + testTimeline + `",` +
-	`"pageserver_connstring":"postgresql://no_user@localhost:64000"}`
+	`"pageserver_connstring":"postgresql://no_user@localhost:64000","safekeeper_connstrings":["localhost:5454"]}`
 
 func configBody(specJSON string) string {
 	return `{"spec":` + specJSON + `,"compute_ctl_config":{"jwks":{"keys":[]}}}`
@@ -332,13 +332,13 @@ func TestConfigureRejectsBadRequests(t *testing.T) {
 		{"missing compute_ctl_config", "application/json", `{"spec":` + neonSpec + `}`, 422, prefixData + "missing field `compute_ctl_config`"},
 		{"missing spec", "application/json", `{"compute_ctl_config":{"jwks":{"keys":[]}}}`, 422, prefixData + "missing field `spec`"},
 		{"null spec", "application/json", `{"spec":null,"compute_ctl_config":{"jwks":{"keys":[]}}}`, 422, prefixData + "*"},
-		{"wrong type in spec", "application/json", configBody(`{"cluster":5}`), 422, prefixData + "config: json: cannot unmarshal*"},
-		{"invalid spec", "application/json", configBody(`{"pageserver_connstring":"postgresql://x","timeline_id":"` + testTimeline + `"}`), 400, "tenant id should be provided"},
+		{"wrong type in spec", "application/json", configBody(`{"cluster":5}`), 422, prefixData + "spec: cluster: cannot use a json number as an object*"},
+		{"invalid spec", "application/json", configBody(strings.Replace(neonSpec, `"tenant_id":"`+testTenant+`",`, "", 1)), 400, "tenant id should be provided"},
 		{"too large", "application/json", big, 413, msgBodyTooBig},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.MaxBodyBytes = 1024 })
+			h := newHarness(t, func(c *harnessConfig) { c.api.MaxBodyBytes = 1024 })
 			opts := []reqOpt{withToken(h.computeToken())}
 			if tc.ctype != "" {
 				opts = append(opts, withHeader("Content-Type", tc.ctype))
@@ -430,7 +430,7 @@ func TestConfigureBlocksUntilRunning(t *testing.T) {
 
 // Without a Waker the request still completes, through the periodic recheck.
 func TestConfigureWithoutWaker(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Waker = nil; c.Recheck = 20 * time.Millisecond })
+	h := newHarness(t, func(c *harnessConfig) { c.ctl.Waker = nil; c.ctl.Recheck = 20 * time.Millisecond })
 	resp := h.async(context.Background(), "POST", "/configure", configBody(neonSpec), withToken(h.computeToken()), jsonBody())
 	h.waitStatus(state.ConfigurationPending)
 	h.moveTo(state.Init, state.Running)
@@ -487,9 +487,9 @@ func TestConfigureClientGoesAway(t *testing.T) {
 	}
 }
 
-// The real parsers are the defaults.
+// The body is decoded by the real spec package.
 func TestConfigureDefaultParsers(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.ParseConfig = nil; c.ParseSpec = nil })
+	h := newHarness(t)
 	w := h.do(h.srv.External(), "POST", "/configure", configBody(`{"cluster":5}`), withToken(h.computeToken()), jsonBody())
 	expect(t, w, 422, "")
 	if msg := errorBody(t, w); !strings.HasPrefix(msg, prefixData) || !strings.Contains(msg, "cluster") {

@@ -8,7 +8,7 @@ import (
 
 // handleStatus answers GET /status with ComputeStatusResponse.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.load()
+	rec, err := s.cfg.Control.Load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
 		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
@@ -19,7 +19,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 // handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).
 func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.load()
+	rec, err := s.cfg.Control.Load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
 		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))

@@ -1,14 +1,13 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
-	"github.com/computetools/compute-tools/internal/state"
 )
 
 // terminateMode reads ?mode=fast|immediate. No query string means fast; a query string
@@ -38,10 +37,8 @@ func terminateMode(r *http.Request) (immediate bool, err error) {
 	return false, fmt.Errorf("failed to deserialize query string: unknown variant %q, expected `fast` or `immediate`", modes[0])
 }
 
-// handleTerminate answers POST /terminate. An already terminated compute answers 201
-// with the final LSN. An empty or running compute moves to termination_pending_*; then
-// a waiting compute-init is stopped (empty; compute_ctl would hang here) or Postgres is
-// stopped through systemd (running), and the request blocks until the status is
+// handleTerminate answers POST /terminate through control.Terminate: 201 with the final
+// LSN for an already terminated compute; otherwise it blocks until the compute is
 // terminated (200 {"lsn": ...}) or failed (500).
 func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 	immediate, err := terminateMode(r)
@@ -49,77 +46,16 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	wake, cancel := s.subscribe()
-	defer cancel()
-
-	from, rec, err := s.cfg.Store.BeginTermination(immediate)
-	if errors.Is(err, state.ErrAlreadyTerminated) {
-		httpjson.Write(w, http.StatusCreated, terminateResponse{LSN: rec.TerminateLSN})
-		return
+	t, err := s.cfg.Control.Terminate(s.controlContext(r), immediate)
+	var failed *control.FailedError
+	switch {
+	case errors.As(err, &failed):
+		httpjson.Error(w, http.StatusInternalServerError, failed.Msg)
+	case err != nil:
+		s.controlError(w, r, err)
+	case t.Already:
+		httpjson.Write(w, http.StatusCreated, terminateResponse{LSN: t.LSN})
+	default:
+		httpjson.Write(w, http.StatusOK, terminateResponse{LSN: t.LSN})
 	}
-	if err != nil {
-		s.stateChangeError(w, err)
-		return
-	}
-	reqID := r.Header.Get(requestIDHeader)
-	s.log.Info("terminating", "from", from, "status", rec.Status, "request_id", reqID)
-
-	// The work below must finish even if the client goes away; only the final wait
-	// follows the request.
-	ctx := context.WithoutCancel(r.Context())
-	switch from {
-	case state.Empty:
-		if err := s.unitsCall(func(u Units) error { return u.CancelStartup(ctx) }); err != nil {
-			s.failTermination(w, "cancel startup", err)
-			return
-		}
-		// Nothing ran, so there is no final LSN.
-		if _, _, err := s.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
-			s.stateChangeError(w, err)
-			return
-		}
-	case state.Running:
-		if err := s.unitsCall(func(u Units) error { return u.StopPostgres(ctx, immediate) }); err != nil {
-			s.failTermination(w, "stop postgres", err)
-			return
-		}
-		// For a neon primary the Postgres unit's stop hook syncs the safekeepers and sets
-		// terminated with the LSN (state.Record.NeedsFinalSync). Elsewhere there is no
-		// LSN to wait for; finish here if no hook did.
-		if _, _, err := s.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
-			s.stateChangeError(w, err)
-			return
-		}
-	}
-
-	rec, err = s.cfg.Store.Wait(r.Context(), wake, s.cfg.Recheck, func(rec state.Record) bool {
-		return rec.Status == state.Terminated || rec.Status == state.Failed
-	})
-	if err != nil {
-		s.waitError(w, r, err)
-		return
-	}
-	if rec.Status == state.Failed {
-		httpjson.Error(w, http.StatusInternalServerError, errorText(rec))
-		return
-	}
-	s.log.Info("terminated", "request_id", reqID)
-	httpjson.Write(w, http.StatusOK, terminateResponse{LSN: rec.TerminateLSN})
-}
-
-func (s *Server) unitsCall(fn func(Units) error) error {
-	if s.cfg.Units == nil {
-		return errors.New("no systemd units configured")
-	}
-	return fn(s.cfg.Units)
-}
-
-// failTermination records a failed termination step and answers 500.
-func (s *Server) failTermination(w http.ResponseWriter, what string, err error) {
-	msg := fmt.Sprintf("terminate: %s: %v", what, err)
-	s.log.Error("termination failed", "step", what, "err", err)
-	if _, _, uerr := s.cfg.Store.Fail(state.ActorAPI, msg, state.TerminationPendingFast, state.TerminationPendingImmediate); uerr != nil {
-		s.log.Error("record failed termination", "err", uerr)
-	}
-	httpjson.Error(w, http.StatusInternalServerError, msg)
 }

@@ -16,24 +16,15 @@ type SpecSource interface {
 	CurrentSpec() (*spec.ComputeSpec, error)
 }
 
-// Pattern is the route served by Handler and Routes.
-const Pattern = "POST /extension_server/{filename...}"
-
-// Routes registers POST /extension_server/{filename...} on mux (the internal port's).
-func Routes(mux *http.ServeMux, src SpecSource, d *Downloader) {
-	mux.Handle(Pattern, &handler{src: src, d: d})
-}
-
-// Handler serves POST /extension_server/{filename...}[?is_library=true|false], the call
-// the neon extension makes when Postgres lacks a file: 200 with an empty body once the
-// archive is unpacked; 412 without remote storage; 409 when the spec has no
-// remote_extensions (or there is no spec yet, where compute_ctl panics); 404 for an
-// unknown or disallowed file; 500 when the download fails; 400 for a bad is_library.
-// Errors are {"error": "..."}.
-func Handler(src SpecSource, d *Downloader) http.Handler {
-	mux := http.NewServeMux()
-	Routes(mux, src, d)
-	return mux
+// NewHandler serves POST /extension_server/{filename...}[?is_library=true|false] on the
+// internal port, where internal/api's route table mounts it (the {filename...} wildcard
+// must be in the route's pattern): the call the neon extension makes when Postgres lacks
+// a file: 200 with an empty body once the archive is unpacked; 412 without remote
+// storage; 409 when the spec has no remote_extensions (or there is no spec yet, where
+// compute_ctl panics); 404 for an unknown or disallowed file; 500 when the download
+// fails; 400 for a bad is_library. Errors are {"error": "..."}.
+func NewHandler(src SpecSource, d *Downloader) http.Handler {
+	return &handler{src: src, d: d}
 }
 
 type handler struct {
