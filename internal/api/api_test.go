@@ -136,7 +136,7 @@ func (noSpec) CurrentSpec() (*spec.ComputeSpec, error) { return nil, nil }
 // then terminated with the LSN.
 func neonStopHook(store *state.Store, lsn string) func() error {
 	return func() error {
-		_, err := statetest.Set(store, state.Terminated, func(r *state.Record) { r.TerminateLSN = &lsn })
+		_, _, err := store.CompleteTermination(state.ActorStopHook, &lsn)
 		return err
 	}
 }
@@ -327,7 +327,7 @@ func (h *harness) status() state.Status {
 	return rec.Status
 }
 
-// moveTo walks the store along legal transitions to st.
+// moveTo gives the store each status of path in turn (statetest: any move is allowed).
 func (h *harness) moveTo(path ...state.Status) {
 	h.t.Helper()
 	for _, st := range path {

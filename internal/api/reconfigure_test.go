@@ -8,22 +8,21 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
-	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // configureUnit does what compute-configure does on a restart: configuration, then
 // running (or failed with msg).
 func configureUnit(store *state.Store, failMsg string) func() error {
 	return func() error {
-		if _, err := statetest.Set(store, state.Configuration, nil); err != nil {
+		if _, err := store.BeginReconfiguration(); err != nil {
 			return err
 		}
 		time.Sleep(50 * time.Millisecond)
 		if failMsg != "" {
-			_, err := statetest.Set(store, state.Failed, func(r *state.Record) { r.SetError(failMsg) })
+			_, _, err := store.Fail(state.ActorConfigure, failMsg)
 			return err
 		}
-		_, err := statetest.Set(store, state.Running, func(r *state.Record) { r.SetError("") })
+		_, err := store.MarkRunning(nil)
 		return err
 	}
 }
