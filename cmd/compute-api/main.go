@@ -43,7 +43,7 @@ type serveCmd struct {
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
-	return apiserver.Run(ctx, apiserver.Config{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
+	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)

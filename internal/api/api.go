@@ -1,13 +1,10 @@
-// Package api serves compute-api's two HTTP ports with Neon compute_ctl's contract
-// (inventory §3): the external port (JWT-protected, plus the open /metrics) and the
-// internal port (no auth). Handlers work over narrow interfaces declared here: the state
-// store, a wake-up source for state changes (D-Bus signals in production), the systemd
-// units, and the writer of the pending config. The package never starts processes or
-// touches Postgres itself; it changes the state record and asks systemd to act.
-//
-// Routes so far: GET /status, GET /metrics.json, GET /metrics, POST /configure (first
-// configuration of an empty compute) and POST /terminate. Other routes of Neon's API are
-// added by registering them in buildExternal or buildInternal.
+// Package api serves compute-api's two HTTP ports with Neon compute_ctl's contract: the
+// external port (JWT-protected, plus the open /metrics) and the internal port (no auth).
+// It owns routing (the one route table of both ports, routes.go), authentication, the
+// rules for request bodies (content type, size, JSON decoding of the wire types),
+// the mapping of outcomes and errors to HTTP status codes, and metrics exposition. What
+// a route does is internal/control's, reached through the Control interface declared
+// here; a new route is one handler here plus one control method.
 //
 // /metrics is served with Prometheus' client_golang (a private registry) rather than
 // hand-written text, for a correct exposition format and content negotiation with the
@@ -17,7 +14,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -25,53 +21,30 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/control"
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Store is the part of the state store the handlers use (*state.Store implements it).
-// Update runs fn under the store's lock, so a handler can check the status and change it
-// in one step.
-type Store interface {
+// Control carries out what the routes do (*control.Controller implements it).
+type Control interface {
+	// Load reads the state record (an empty one before any was written).
 	Load() (state.Record, error)
-	Update(fn func(*state.Record) error) (state.Record, error)
-	Wait(ctx context.Context, wake <-chan struct{}, recheck time.Duration, pred func(state.Record) bool) (state.Record, error)
+	// Configure stores a decoded and validated config and blocks until the compute is
+	// running or failed.
+	Configure(ctx context.Context, raw []byte, parsed *spec.Parsed) (state.Record, error)
+	// Terminate terminates the compute and blocks until it is terminated or failed.
+	Terminate(ctx context.Context, immediate bool) (control.Termination, error)
 }
 
-// Waker delivers a wake-up whenever the state record may have changed (the D-Bus status
-// signal). Subscribe must not miss a change that happens after it returns; cancel
-// releases the subscription. Wake-ups may be coalesced.
-type Waker interface {
-	Subscribe() (wake <-chan struct{}, cancel func())
-}
-
-// Units drives the compute's systemd units.
-type Units interface {
-	// StopPostgres stops the Postgres unit and returns when the stop job is done. Its
-	// stop hook moves the status to terminated (after the final safekeeper sync).
-	StopPostgres(ctx context.Context, immediate bool) error
-	// CancelStartup stops compute-init while it waits for a config.
-	CancelStartup(ctx context.Context) error
-	// Reconfigure re-runs the configure step (compute-configure.service), which applies
-	// the pending config to the running Postgres.
-	Reconfigure(ctx context.Context) error
-	// PostgresActive reports whether the Postgres unit is running, which a failed compute
-	// needs to be reconfigured.
-	PostgresActive(ctx context.Context) (bool, error)
-}
-
-// ConfigWriter stores the raw body of POST /configure for compute-init, atomically.
-type ConfigWriter func(raw []byte) error
-
-// Options hold the dependencies and settings of a Server.
+// Options holds the dependencies of a Server.
 type Options struct {
-	Store Store
-	// Waker may be nil: then state changes are noticed only by rechecking.
-	Waker Waker
-	Units Units
-	// WritePendingConfig is called under the state lock, before the status leaves empty.
-	WritePendingConfig ConfigWriter
+	Control Control
+	// ExtensionServer serves the internal port's POST /extension_server/{filename...}
+	// (extensions.NewHandler); nil answers 404 there.
+	ExtensionServer http.Handler
 	// Verifier checks tokens on the external port. Nil refuses every token (401), as
 	// compute_ctl does with an empty key set. It can be replaced with SetVerifier.
 	Verifier *auth.Verifier
@@ -79,24 +52,11 @@ type Options struct {
 	ComputeID string
 	// BuildTag is the build_tag label of compute_ctl_up.
 	BuildTag string
-	// ParseConfig parses a ComputeConfig (default spec.ParseConfig); its errors are
-	// answered with 422, as compute_ctl answers body deserialization errors.
-	ParseConfig func([]byte) (*spec.ComputeConfig, error)
-	// ParseSpec validates a spec (default spec.Parse); its errors are answered with 400.
-	ParseSpec func(*spec.ComputeSpec) (*spec.Parsed, error)
-	Logger    *slog.Logger
-	// Recheck is how often a blocked request re-reads the state even without a wake-up
-	// (a safety net against a lost signal). Default 3 s.
-	Recheck time.Duration
+	Logger   *slog.Logger
 	// MaxBodyBytes limits request bodies (default 16 MiB; larger → 413).
 	MaxBodyBytes int64
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// InternalRoutes, if set, registers more routes on the internal port's mux (e.g.
-	// extensions.Routes for /extension_server); they get the port's middleware.
-	InternalRoutes func(mux *http.ServeMux)
-	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
-	ReadAppliedConfig func() ([]byte, error)
 }
 
 // DefaultMaxBodyBytes is the default request body limit.
@@ -111,24 +71,12 @@ type Server struct {
 	registry *prometheus.Registry
 	external http.Handler
 	internal http.Handler
-	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
-	// only).
-	tlsTried string
 }
 
 // New builds a Server. Nil optional fields get their defaults.
 func New(cfg Options) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.ParseConfig == nil {
-		cfg.ParseConfig = spec.ParseConfig
-	}
-	if cfg.ParseSpec == nil {
-		cfg.ParseSpec = spec.Parse
-	}
-	if cfg.Recheck <= 0 {
-		cfg.Recheck = 3 * time.Second
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -139,8 +87,7 @@ func New(cfg Options) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}
 	s.verifier.Store(cfg.Verifier)
 	s.registry = s.newRegistry()
-	s.external = s.buildExternal()
-	s.internal = s.buildInternal()
+	s.external, s.internal = s.routes()
 	return s
 }
 
@@ -164,70 +111,17 @@ func (s *Server) SetJWKS(jwks json.RawMessage) error {
 	return nil
 }
 
-func (s *Server) buildExternal() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /status", s.authed(s.handleStatus))
-	mux.Handle("GET /metrics.json", s.authed(s.handleMetricsJSON))
-	mux.Handle("GET /metrics", s.metricsHandler())
-	mux.Handle("POST /configure", s.authed(s.handleConfigure))
-	mux.Handle("POST /terminate", s.authed(s.handleTerminate))
-	return s.middleware("external", mux)
-}
-
-func (s *Server) buildInternal() http.Handler {
-	// Routes without authentication. /extension_server comes through cfg.InternalRoutes;
-	// /extensions, /grants and /failpoints will be registered here.
-	mux := http.NewServeMux()
-	if s.cfg.InternalRoutes != nil {
-		s.cfg.InternalRoutes(mux)
-	}
-	return s.middleware("internal", mux)
-}
-
 // authed wraps a handler with the JWT check.
-func (s *Server) authed(h http.HandlerFunc) http.Handler {
+func (s *Server) authed(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if e := s.verifier.Load().Authorize(r.Header.Get("Authorization")); e != nil {
 			s.log.Warn("request refused", "path", r.URL.Path, "status", e.Status, "reason", e.Message,
 				"request_id", r.Header.Get(requestIDHeader))
-			writeError(w, e.Status, e.Message)
+			httpjson.Error(w, e.Status, e.Message)
 			return
 		}
-		h(w, r)
+		h.ServeHTTP(w, r)
 	})
-}
-
-// load reads the record; before compute-init wrote one, the compute is empty since the
-// API started.
-func (s *Server) load() (state.Record, error) {
-	rec, err := s.cfg.Store.Load()
-	if errors.Is(err, state.ErrNoState) {
-		return state.Record{Status: state.Empty, StartTime: s.started}, nil
-	}
-	return rec, err
-}
-
-// subscribe returns a wake-up channel (nil, which never fires, without a Waker).
-func (s *Server) postgresActive(ctx context.Context) (bool, error) {
-	if s.cfg.Units == nil {
-		return false, errors.New("no systemd units configured")
-	}
-	return s.cfg.Units.PostgresActive(ctx)
-}
-
-func (s *Server) subscribe() (<-chan struct{}, func()) {
-	if s.cfg.Waker == nil {
-		return nil, func() {}
-	}
-	return s.cfg.Waker.Subscribe()
-}
-
-// errorText is the record's error, or "unknown error".
-func errorText(r state.Record) string {
-	if r.Error == nil {
-		return "unknown error"
-	}
-	return *r.Error
 }
 
 func internalError(what string, err error) string { return fmt.Sprintf("%s: %v", what, err) }

@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -134,7 +136,7 @@ func (noSpec) CurrentSpec() (*spec.ComputeSpec, error) { return nil, nil }
 // then terminated with the LSN.
 func neonStopHook(store *state.Store, lsn string) func() error {
 	return func() error {
-		_, err := store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = &lsn })
+		_, _, err := store.CompleteTermination(state.ActorStopHook, &lsn)
 		return err
 	}
 }
@@ -166,42 +168,6 @@ func (p *pendingSink) count() int {
 	return len(p.calls)
 }
 
-// standInParseConfig plays spec.ParseConfig: encoding/json plus the required fields.
-func standInParseConfig(b []byte) (*spec.ComputeConfig, error) {
-	var c spec.ComputeConfig
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	if c.ComputeCtlConfig == nil {
-		return nil, errors.New(`config: missing field "compute_ctl_config"`)
-	}
-	if c.Spec == nil {
-		return nil, errors.New(`config: missing field "spec"`)
-	}
-	return &c, nil
-}
-
-// standInParseSpec plays spec.Parse with two of Neon's checks.
-func standInParseSpec(s *spec.ComputeSpec) (*spec.Parsed, error) {
-	p := &spec.Parsed{Spec: s, Storage: spec.StorageStandalone}
-	if s.PageserverConnstring != nil {
-		p.Storage = spec.StorageNeon
-		if s.TenantID == nil {
-			return nil, errors.New("tenant id should be provided")
-		}
-		if s.TimelineID == nil {
-			return nil, errors.New("timeline id should be provided")
-		}
-	}
-	if s.TenantID != nil {
-		p.TenantID = *s.TenantID
-	}
-	if s.TimelineID != nil {
-		p.TimelineID = *s.TimelineID
-	}
-	return p, nil
-}
-
 type harness struct {
 	t       *testing.T
 	store   *state.Store
@@ -231,7 +197,14 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-type option func(*Options)
+// harnessConfig is what an option may change: the server's and the controller's
+// configuration.
+type harnessConfig struct {
+	api Options
+	ctl control.Deps
+}
+
+type option func(*harnessConfig)
 
 func newHarness(t *testing.T, opts ...option) *harness {
 	t.Helper()
@@ -259,26 +232,29 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		started: time.Date(2025, 7, 17, 12, 0, 0, 520_000_000, time.UTC),
 	}
 	h.units.hook = neonStopHook(store, testLSN)
-	cfg := Options{
-		Store:              store,
-		Waker:              waker,
-		Units:              h.units,
-		WritePendingConfig: h.pending.write,
-		Verifier:           v,
-		ComputeID:          testComputeID,
-		BuildTag:           "v1.2.3",
-		ParseConfig:        standInParseConfig,
-		ParseSpec:          standInParseSpec,
-		Logger:             log,
-		Now:                func() time.Time { return h.started },
-		InternalRoutes: func(mux *http.ServeMux) {
-			extensions.Routes(mux, noSpec{}, &extensions.Downloader{})
+	cfg := harnessConfig{
+		ctl: control.Deps{
+			Store:              store,
+			Waker:              waker,
+			Units:              h.units,
+			WritePendingConfig: h.pending.write,
+			Logger:             log,
+			Now:                func() time.Time { return h.started },
+		},
+		api: Options{
+			Verifier:        v,
+			ComputeID:       testComputeID,
+			BuildTag:        "v1.2.3",
+			Logger:          log,
+			Now:             func() time.Time { return h.started },
+			ExtensionServer: extensions.NewHandler(noSpec{}, &extensions.Downloader{}),
 		},
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h.srv = New(cfg)
+	cfg.api.Control = control.New(cfg.ctl)
+	h.srv = New(cfg.api)
 	return h
 }
 
@@ -351,11 +327,11 @@ func (h *harness) status() state.Status {
 	return rec.Status
 }
 
-// moveTo walks the store along legal transitions to st.
+// moveTo gives the store each status of path in turn (statetest: any move is allowed).
 func (h *harness) moveTo(path ...state.Status) {
 	h.t.Helper()
 	for _, st := range path {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			h.t.Fatal(err)
 		}
 	}
@@ -364,7 +340,7 @@ func (h *harness) moveTo(path ...state.Status) {
 func (h *harness) toRunning(storage spec.StorageMode) {
 	h.t.Helper()
 	h.moveTo(state.Init)
-	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.Storage = storage }); err != nil {
+	if _, err := statetest.Set(h.store, state.Running, func(r *state.Record) { r.Storage, r.Mode = storage, "primary" }); err != nil {
 		h.t.Fatal(err)
 	}
 }

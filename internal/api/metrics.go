@@ -30,7 +30,7 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
-	rec, err := c.s.load()
+	rec, err := c.s.cfg.Control.Load()
 	if err != nil {
 		c.s.log.Warn("metrics: read state", "err", err)
 		return

@@ -14,15 +14,15 @@ import (
 // running (or failed with msg).
 func configureUnit(store *state.Store, failMsg string) func() error {
 	return func() error {
-		if _, err := store.Transition(state.Configuration, nil); err != nil {
+		if _, err := store.BeginReconfiguration(); err != nil {
 			return err
 		}
 		time.Sleep(50 * time.Millisecond)
 		if failMsg != "" {
-			_, err := store.Transition(state.Failed, func(r *state.Record) { r.SetError(failMsg) })
+			_, _, err := store.Fail(state.ActorConfigure, failMsg)
 			return err
 		}
-		_, err := store.Transition(state.Running, func(r *state.Record) { r.SetError("") })
+		_, err := store.MarkRunning(nil)
 		return err
 	}
 }

@@ -3,27 +3,28 @@ package api
 import (
 	"net/http"
 
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/statusview"
 )
 
 // handleStatus answers GET /status with ComputeStatusResponse.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.load()
+	rec, err := s.cfg.Control.Load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
-		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, statusview.Of(rec))
+	httpjson.Write(w, http.StatusOK, statusview.Of(rec))
 }
 
 // handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).
 func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.load()
+	rec, err := s.cfg.Control.Load()
 	if err != nil {
 		s.log.Error("read state", "err", err)
-		writeError(w, http.StatusInternalServerError, internalError("read state", err))
+		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, rec.Metrics)
+	httpjson.Write(w, http.StatusOK, rec.Metrics)
 }

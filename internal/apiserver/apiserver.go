@@ -21,6 +21,7 @@ import (
 	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -29,8 +30,8 @@ import (
 	"github.com/computetools/compute-tools/internal/version"
 )
 
-// Config is the settings of the serve command.
-type Config struct {
+// Settings are the settings of the serve command.
+type Settings struct {
 	// StateDir holds the state record, the pending and applied configs and jwks.json.
 	StateDir string
 	// ConfigFile is the ComputeConfig file whose compute_ctl_config.jwks verifies tokens.
@@ -66,7 +67,7 @@ type Notifier interface {
 type Deps struct {
 	Store *state.Store
 	// Bus wakes waiters on status changes (*bus.Conn); required.
-	Bus     api.Waker
+	Bus     control.Waker
 	Systemd Systemd
 	// Notify defaults to sd_notify.
 	Notify Notifier
@@ -78,7 +79,7 @@ type Deps struct {
 
 // Run connects (Connect), serves until ctx ends (Serve) and disconnects; log is the
 // component's logger (nil: slog.Default()).
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Settings, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -172,20 +173,20 @@ const shutdownTimeout = 5 * time.Second
 
 // Serve runs the API until ctx ends or a port fails, and returns only once every
 // goroutine it started (servers and watchers) has stopped.
-func Serve(ctx context.Context, cfg Config, d Deps) error {
+func Serve(ctx context.Context, cfg Settings, d Deps) error {
 	return newServer(cfg, d).serve(ctx)
 }
 
 // server is one run of Serve.
 type server struct {
-	cfg Config
+	cfg Settings
 	d   Deps
 	log *slog.Logger
 	// tasks are the goroutines of the run; serve waits for them.
 	tasks group
 }
 
-func newServer(cfg Config, d Deps) *server {
+func newServer(cfg Settings, d Deps) *server {
 	if d.Notify == nil {
 		d.Notify = sdNotify{}
 	}
@@ -219,16 +220,18 @@ func (s *server) serve(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	srv := api.New(api.Options{
-		InternalRoutes: func(mux *http.ServeMux) {
-			extensions.Routes(mux, appliedConfigFile(paths.AppliedConfigFile(s.cfg.StateDir)), dl)
-		},
+	ctl := control.New(control.Deps{
 		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd},
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
 		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir)) },
-		Verifier:          verifier, ComputeID: s.cfg.ComputeID, BuildTag: version.BuildTag,
+		Logger:            s.log,
+	})
+	srv := api.New(api.Options{
+		Control:         ctl,
+		ExtensionServer: extensions.NewHandler(appliedConfigFile(paths.AppliedConfigFile(s.cfg.StateDir)), dl),
+		Verifier:        verifier, ComputeID: s.cfg.ComputeID, BuildTag: version.BuildTag,
 		Logger: s.log,
 	})
 
@@ -238,7 +241,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 		s.tasks.Wait()
 	}()
 	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
-	s.tasks.Go(func() { srv.WatchTLS(bgctx, s.cfg.TLSPoll) })
+	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
 
 	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/bus/bustest"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // closingSystemd is a fakeSystemd that records Close.
@@ -58,7 +59,7 @@ func TestConnectOverPrivateBus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	if _, err := d.Store.Transition(state.ConfigurationPending, nil); err != nil {
+	if _, err := statetest.Set(d.Store, state.ConfigurationPending, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -40,12 +40,12 @@ type running struct {
 	errc     chan error
 }
 
-func testConfig(t *testing.T) Config {
-	return Config{StateDir: t.TempDir(), ConfigFile: filepath.Join(t.TempDir(), "none.json"), ComputeID: "c1",
+func testConfig(t *testing.T) Settings {
+	return Settings{StateDir: t.TempDir(), ConfigFile: filepath.Join(t.TempDir(), "none.json"), ComputeID: "c1",
 		ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", PGBin: "/nonexistent/postgres", TLSPoll: 5 * time.Millisecond}
 }
 
-func testDeps(t *testing.T, cfg Config) (Deps, *fakeWaker, *fakeNotify) {
+func testDeps(t *testing.T, cfg Settings) (Deps, *fakeWaker, *fakeNotify) {
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func testDeps(t *testing.T, cfg Config) (Deps, *fakeWaker, *fakeNotify) {
 	return Deps{Store: store, Bus: w, Systemd: &fakeSystemd{}, Notify: n, Logger: quiet()}, w, n
 }
 
-func start(t *testing.T, cfg Config) *running {
+func start(t *testing.T, cfg Settings) *running {
 	t.Helper()
 	d, w, n := testDeps(t, cfg)
 	var addrs []string

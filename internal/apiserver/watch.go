@@ -9,8 +9,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/api"
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -30,7 +30,7 @@ type lifecycleUnits interface {
 
 // waitForLifecycle waits (at most timeout) until compute-init has marked the state record
 // as its own, re-checking on every status signal and every 20 ms.
-func waitForLifecycle(ctx context.Context, store *state.Store, w api.Waker, mgr lifecycleUnits, timeout time.Duration, log *slog.Logger) {
+func waitForLifecycle(ctx context.Context, store *state.Store, w control.Waker, mgr lifecycleUnits, timeout time.Duration, log *slog.Logger) {
 	wake, cancel := w.Subscribe()
 	defer cancel()
 	wctx, stop := context.WithTimeout(ctx, timeout)
@@ -54,7 +54,7 @@ func waitForLifecycle(ctx context.Context, store *state.Store, w api.Waker, mgr 
 // watchJWKS installs the key set compute-init leaves in the state directory when the
 // config comes from the control plane (there is no config file with keys then). It checks
 // at start and whenever the state changes, and returns when ctx ends.
-func watchJWKS(ctx context.Context, w api.Waker, install func(json.RawMessage) error, path string, log *slog.Logger) {
+func watchJWKS(ctx context.Context, w control.Waker, install func(json.RawMessage) error, path string, log *slog.Logger) {
 	wake, cancel := w.Subscribe()
 	defer cancel()
 	var loaded time.Time

@@ -62,6 +62,15 @@ type Deps struct {
 	Notifier Notifier
 	Units    UnitTimes
 	Now      func() time.Time
+	// actor is the step on whose behalf the status moves (set by each step's entry point).
+	actor state.Actor
+}
+
+// as returns a copy of d that moves the status on behalf of actor a.
+func (d *Deps) as(a state.Actor) *Deps {
+	c := *d
+	c.actor = a
+	return &c
 }
 
 func (d *Deps) now() time.Time {
@@ -108,29 +117,17 @@ func parseConnstr(s string) (connInfo, error) {
 	return ci, nil
 }
 
-// fail records err as the compute's error and moves the status to failed (when that is a
-// legal move from where it is), then returns err.
+// fail records err as the compute's error and moves the status to failed (state.Fail's
+// guard: from any status the step may fail from; a compute already failed, terminated or
+// being terminated is left alone), then returns err.
 func (d *Deps) fail(err error) error {
 	msg := err.Error()
-	_, terr := d.Store.Update(func(r *state.Record) error {
-		if r.Status == state.Failed || r.Status == state.Terminated || r.Status.TerminationPending() {
-			return errKeep
-		}
-		if !state.CanTransition(r.Status, state.Failed) {
-			return &state.TransitionError{From: r.Status, To: state.Failed}
-		}
-		r.Status = state.Failed
-		r.SetError(msg)
-		return nil
-	})
-	if terr != nil && terr != errKeep {
+	if _, _, terr := d.Store.Fail(d.actor, msg); terr != nil {
 		return fmt.Errorf("%w (and recording the failure: %v)", err, terr)
 	}
 	d.status("failed: " + msg)
 	return err
 }
-
-var errKeep = fmt.Errorf("keep record")
 
 func ms(d time.Duration) uint64 {
 	if d < 0 {

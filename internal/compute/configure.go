@@ -28,6 +28,7 @@ import (
 // the migrations. When POST /configure reconfigures a running compute (status
 // configuration_pending), it applies the new config to the running Postgres.
 func Configure(ctx context.Context, cfg Settings, d *Deps) error {
+	d = d.as(state.ActorConfigure)
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
@@ -122,11 +123,10 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 
 	end := d.now().UTC()
 	pgStartMs := <-pgStart
-	rec, err = d.Store.Transition(state.Running, func(r *state.Record) {
+	rec, err = d.Store.MarkRunning(func(r *state.Record) {
 		r.Metrics.StartPostgresMs = pgStartMs
 		r.Metrics.ConfigMs = ms(end.Sub(start))
 		r.Metrics.TotalStartupMs = ms(end.Sub(r.StartTime))
-		r.SetError("")
 	})
 	if err != nil {
 		return d.fail(err)
@@ -240,7 +240,7 @@ func runMigrations(ctx context.Context, cfg Settings, d *Deps, conn *pgx.Conn) {
 // configuration_pending -> configuration -> running (or failed with the reason; a later
 // /configure with a good config recovers).
 func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
-	if _, err := d.Store.Transition(state.Configuration, nil); err != nil {
+	if _, err := d.Store.BeginReconfiguration(); err != nil {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
@@ -285,10 +285,9 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
-	if _, err := d.Store.Transition(state.Running, func(r *state.Record) {
+	if _, err := d.Store.MarkRunning(func(r *state.Record) {
 		r.Tenant = optional(parsed.TenantID)
 		r.Timeline = optional(parsed.TimelineID)
-		r.SetError("")
 	}); err != nil {
 		return d.fail(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // configureRig is compute-configure's world at a first start: a real PostgreSQL 15 as the
@@ -54,7 +55,7 @@ func newConfigureRig(t *testing.T, halted bool) *configureRig {
 	if !halted {
 		done = time.Now().Add(-time.Minute)
 	}
-	if _, err := st.Transition(state.Init, func(rec *state.Record) { rec.PrepareDoneAt = &done }); err != nil {
+	if _, err := statetest.Set(st, state.Init, func(rec *state.Record) { rec.PrepareDoneAt = &done }); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -152,7 +153,7 @@ func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 	done := r.configureAsync()
 	const reason = "postgres exited with status 1: FATAL:  invalid value for parameter"
 	time.Sleep(100 * time.Millisecond)
-	if err := r.deps.fail(errors.New(reason)); err == nil {
+	if err := r.deps.as(state.ActorStopHook).fail(errors.New(reason)); err == nil {
 		t.Fatal("fail returned nil")
 	}
 	select {

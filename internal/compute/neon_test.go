@@ -15,6 +15,7 @@ import (
 	"github.com/computetools/compute-tools/internal/sktest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 const (
@@ -134,10 +135,10 @@ func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
 
 	// Termination: the final sync's LSN is what /terminate answers.
 	sktest.SetShimLSN(t, r.shim, "0/2A3B4D0")
-	if _, err := r.store.Transition(state.Running, nil); err != nil {
+	if _, err := statetest.Set(r.store, state.Running, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.store.Transition(state.TerminationPendingFast, nil); err != nil {
+	if _, err := statetest.Set(r.store, state.TerminationPendingFast, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := PostgresStopped(context.Background(), r.cfg, StopInfo{ServiceResult: "success"}, r.deps); err != nil {
@@ -201,8 +202,8 @@ func TestNeonFinalSyncFailureFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	sktest.SetShimFail(t, r.shim, "no quorum")
-	r.store.Transition(state.Running, nil)
-	r.store.Transition(state.TerminationPendingImmediate, nil)
+	statetest.Set(r.store, state.Running, nil)
+	statetest.Set(r.store, state.TerminationPendingImmediate, nil)
 	if err := PostgresStopped(context.Background(), r.cfg, StopInfo{ServiceResult: "success"}, r.deps); err == nil {
 		t.Fatal("no error from a failed final sync")
 	}

@@ -23,6 +23,7 @@ import (
 // config file, or from POST /configure through the state directory), prepares PGDATA and
 // writes the Postgres configuration. On any error the status becomes failed with the reason.
 func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
+	d = d.as(state.ActorInit)
 	ci, err := parseConnstr(cfg.Connstr)
 	if err != nil {
 		return err
@@ -40,7 +41,7 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	now := d.now().UTC()
-	if _, err := d.Store.Transition(state.Init, func(r *state.Record) {
+	if _, err := d.Store.BeginInit(func(r *state.Record) {
 		if waited {
 			r.Metrics.WaitForSpecMs = ms(now.Sub(r.StartTime))
 			r.StartTime = now // as Neon: total_startup_ms excludes the wait
@@ -94,9 +95,7 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error)
 	// A record of an earlier lifecycle is reset; one that is fresh (empty, reset by
 	// compute-api when compute.target started) or already has news for this lifecycle
 	// (a /configure or a /terminate that came before we started) is kept.
-	cur, reset, err := d.Store.ResetUnless(func(r state.Record) bool {
-		return r.Status == state.Empty || r.Status == state.ConfigurationPending || r.Status.TerminationPending()
-	}, func() error {
+	cur, reset, err := d.Store.BeginLifecycle(func() error {
 		for _, f := range []string{pending, paths.AppliedConfigFile(cfg.StateDir)} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", f, err)

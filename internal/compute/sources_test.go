@@ -13,6 +13,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 const srcConfig = `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "cluster": {
@@ -133,7 +134,7 @@ func TestWaitForConfigureSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := st.ResetUnless(func(state.Record) bool { return false }, nil); err != nil {
+			if _, err := statetest.Reset(st); err != nil {
 				t.Fatal(err)
 			}
 			pending := filepath.Join(st.Dir(), "config.pending.json")
@@ -146,7 +147,7 @@ func TestWaitForConfigureSource(t *testing.T) {
 				if tc.to == state.ConfigurationPending {
 					_ = os.WriteFile(pending, []byte(srcConfig), 0o600)
 				}
-				_, _ = st.Transition(tc.to, nil)
+				_, _ = statetest.Set(st, tc.to, nil)
 				wake <- struct{}{}
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -25,6 +25,7 @@ type StopInfo struct {
 // standalone mode). Otherwise Postgres ended on its own or failed to start: the status
 // becomes failed with the reason, taken from systemd and the unit's journal.
 func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) error {
+	d = d.as(state.ActorStopHook)
 	rec, err := d.Store.Load()
 	if err != nil {
 		return fmt.Errorf("postgres-stopped: %w", err)
@@ -32,14 +33,18 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 	switch {
 	case rec.Status.TerminationPending():
 		var lsn *string
-		if rec.Storage == "neon" && rec.Mode == "primary" {
+		if rec.NeedsFinalSync() {
 			// The safekeepers' LSN after the shutdown is what /terminate answers. If the
 			// sync fails the compute is failed with the reason (compute_ctl exits without
 			// ever reporting terminated).
 			l, err := finalSync(ctx, cfg)
 			if err != nil {
 				err = fmt.Errorf("terminate: final safekeeper sync: %w", err)
-				if _, terr := d.Store.Transition(state.Failed, func(r *state.Record) { r.SetError(err.Error()) }); terr != nil {
+				cur, failed, terr := d.Store.Fail(d.actor, err.Error(), state.TerminationPendingFast, state.TerminationPendingImmediate)
+				if terr == nil && !failed {
+					terr = &state.TransitionError{From: cur.Status, To: state.Failed}
+				}
+				if terr != nil {
 					return fmt.Errorf("%w (and recording it: %v)", err, terr)
 				}
 				d.status("failed: " + err.Error())
@@ -47,8 +52,10 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 			}
 			lsn = &l
 		}
-		if _, err := d.Store.Transition(state.Terminated, func(r *state.Record) { r.TerminateLSN = lsn }); err != nil {
+		if cur, done, err := d.Store.CompleteTermination(d.actor, lsn); err != nil {
 			return fmt.Errorf("postgres-stopped: %w", err)
+		} else if !done {
+			return fmt.Errorf("postgres-stopped: %w", &state.TransitionError{From: cur.Status, To: state.Terminated})
 		}
 		// Log the LSN itself: a *string would be printed as a pointer address.
 		lsnText := "null"

@@ -2,11 +2,11 @@ package extensions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
 
+	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -16,24 +16,15 @@ type SpecSource interface {
 	CurrentSpec() (*spec.ComputeSpec, error)
 }
 
-// Pattern is the route served by Handler and Routes.
-const Pattern = "POST /extension_server/{filename...}"
-
-// Routes registers POST /extension_server/{filename...} on mux (the internal port's).
-func Routes(mux *http.ServeMux, src SpecSource, d *Downloader) {
-	mux.Handle(Pattern, &handler{src: src, d: d})
-}
-
-// Handler serves POST /extension_server/{filename...}[?is_library=true|false], the call
-// the neon extension makes when Postgres lacks a file: 200 with an empty body once the
-// archive is unpacked; 412 without remote storage; 409 when the spec has no
-// remote_extensions (or there is no spec yet, where compute_ctl panics); 404 for an
-// unknown or disallowed file; 500 when the download fails; 400 for a bad is_library.
-// Errors are {"error": "..."}.
-func Handler(src SpecSource, d *Downloader) http.Handler {
-	mux := http.NewServeMux()
-	Routes(mux, src, d)
-	return mux
+// NewHandler serves POST /extension_server/{filename...}[?is_library=true|false] on the
+// internal port, where internal/api's route table mounts it (the {filename...} wildcard
+// must be in the route's pattern): the call the neon extension makes when Postgres lacks
+// a file: 200 with an empty body once the archive is unpacked; 412 without remote
+// storage; 409 when the spec has no remote_extensions (or there is no spec yet, where
+// compute_ctl panics); 404 for an unknown or disallowed file; 500 when the download
+// fails; 400 for a bad is_library. Errors are {"error": "..."}.
+func NewHandler(src SpecSource, d *Downloader) http.Handler {
+	return &handler{src: src, d: d}
 }
 
 type handler struct {
@@ -50,11 +41,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		isLibrary = true
 	case len(v) == 1 && v[0] == "false":
 	default:
-		writeError(w, http.StatusBadRequest, "failed to deserialize query string: is_library: provided string was not `true` or `false`")
+		httpjson.Error(w, http.StatusBadRequest, "failed to deserialize query string: is_library: provided string was not `true` or `false`")
 		return
 	}
 	if h.d == nil || h.d.BaseURL == "" {
-		writeError(w, http.StatusPreconditionFailed, ErrNoRemoteStorage.Error())
+		httpjson.Error(w, http.StatusPreconditionFailed, ErrNoRemoteStorage.Error())
 		return
 	}
 	var rs *spec.RemoteExtSpec
@@ -66,7 +57,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		h.d.logger().Error("extension server: read spec", "err", err)
-		writeError(w, http.StatusInternalServerError, "read spec: "+err.Error())
+		httpjson.Error(w, http.StatusInternalServerError, "read spec: "+err.Error())
 		return
 	case err == nil && s != nil:
 		rs = s.RemoteExtensions
@@ -79,27 +70,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		w.WriteHeader(http.StatusOK)
 	case errors.Is(err, ErrNoRemoteStorage):
-		writeError(w, http.StatusPreconditionFailed, err.Error())
+		httpjson.Error(w, http.StatusPreconditionFailed, err.Error())
 	case errors.Is(err, ErrNoRemoteSpec):
-		writeError(w, http.StatusConflict, err.Error())
+		httpjson.Error(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrNotFound):
 		log.Warn("extension server: not found", "err", err)
-		writeError(w, http.StatusNotFound, err.Error())
+		httpjson.Error(w, http.StatusNotFound, err.Error())
 	default:
 		log.Error("extension server: download failed", "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		httpjson.Error(w, http.StatusInternalServerError, err.Error())
 	}
-}
-
-// writeError answers with the API's error shape {"error": msg}.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	b, err := json.Marshal(struct {
-		Error string `json:"error"`
-	}{msg})
-	if err != nil {
-		b = []byte(`{"error":"encode response"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
 }

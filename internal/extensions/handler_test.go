@@ -62,7 +62,7 @@ func TestHandler(t *testing.T) {
 				method = http.MethodPost
 			}
 			rec := httptest.NewRecorder()
-			Handler(tt.src, d).ServeHTTP(rec, httptest.NewRequest(method, tt.target, nil))
+			testMux(tt.src, d).ServeHTTP(rec, httptest.NewRequest(method, tt.target, nil))
 			if rec.Code != tt.want {
 				t.Fatalf("status = %d, want %d; body %q", rec.Code, tt.want, rec.Body)
 			}
@@ -85,15 +85,26 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-// TestRoutesOnSharedMux checks Routes on a mux that serves other routes too, as the
-// internal port's does.
+// testMux routes the extension server's pattern (as internal/api's route table does) to
+// NewHandler.
+func testMux(src SpecSource, d *Downloader) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(routePattern, NewHandler(src, d))
+	return mux
+}
+
+// routePattern is internal/api's route for the handler.
+const routePattern = "POST /extension_server/{filename...}"
+
+// TestRoutesOnSharedMux checks the handler on a mux that serves other routes too, as
+// the internal port's does.
 func TestRoutesOnSharedMux(t *testing.T) {
 	g := newGateway(t)
 	g.set("foo", fooArchive(t))
 	d := newDownloader(t, g)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /extensions", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) })
-	Routes(mux, fakeSource{spec: &spec.ComputeSpec{RemoteExtensions: remoteSpec()}}, d)
+	mux.Handle(routePattern, NewHandler(fakeSource{spec: &spec.ComputeSpec{RemoteExtensions: remoteSpec()}}, d))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	for target, want := range map[string]int{"/extension_server/foo": 200, "/extensions": 201, "/extension_server/": 404} {

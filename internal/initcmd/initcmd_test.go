@@ -18,6 +18,7 @@ import (
 	"github.com/computetools/compute-tools/internal/compute"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 func testHost(t *testing.T) Host {
@@ -133,10 +134,10 @@ func TestDepsAnnounceStatusChanges(t *testing.T) {
 	if d.Waker == nil || d.Units != nil {
 		t.Fatalf("waker %v units %v: want the bus and no units", d.Waker, d.Units)
 	}
-	if _, err := d.Store.Transition(state.ConfigurationPending, nil); err != nil {
+	if _, err := statetest.Set(d.Store, state.ConfigurationPending, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(d.Store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	done()
@@ -157,7 +158,7 @@ func TestDepsWithoutBus(t *testing.T) {
 	if d.Waker != nil || d.Store.OnChange != nil {
 		t.Error("a bus that is not there is used")
 	}
-	if _, err := d.Store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(d.Store, state.Init, nil); err != nil {
 		t.Fatalf("the store does not work without the bus: %v", err)
 	}
 	if !strings.Contains(logged.String(), "no D-Bus: status changes are not announced") {
@@ -288,7 +289,7 @@ func TestDepsOverRealBus(t *testing.T) {
 	if d.Waker == nil {
 		t.Fatal("no bus connection")
 	}
-	if _, err := d.Store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(d.Store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -318,7 +319,7 @@ func TestStatusWithoutState(t *testing.T) {
 func TestStatusFull(t *testing.T) {
 	dir := t.TempDir()
 	store, _ := state.Open(dir)
-	if _, err := store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
@@ -349,7 +350,7 @@ func TestStatusWaitWokenByBus(t *testing.T) {
 	go func() {
 		time.Sleep(20 * time.Millisecond)
 		for _, s := range []state.Status{state.Init, state.Running} {
-			if _, err := store.Transition(s, nil); err != nil {
+			if _, err := statetest.Set(store, s, nil); err != nil {
 				t.Error(err)
 			}
 		}
@@ -372,7 +373,7 @@ func TestStatusWaitWokenByBus(t *testing.T) {
 func TestStatusWaitEndsOnFailed(t *testing.T) {
 	dir := t.TempDir()
 	store, _ := state.Open(dir)
-	if _, err := store.Transition(state.Failed, func(r *state.Record) { r.SetError("boom") }); err != nil {
+	if _, err := statetest.Set(store, state.Failed, func(r *state.Record) { r.SetError("boom") }); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
@@ -388,7 +389,7 @@ func TestStatusWaitEndsOnFailed(t *testing.T) {
 func TestStatusWaitTimeout(t *testing.T) {
 	dir := t.TempDir()
 	store, _ := state.Open(dir)
-	if _, err := store.Transition(state.Init, nil); err != nil {
+	if _, err := statetest.Set(store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer

@@ -153,14 +153,14 @@ func TestStoreRoundTrip(t *testing.T) {
 	if r.Status != Empty || r.Seq != 1 || r.StartTime.IsZero() || r.UpdatedAt.IsZero() {
 		t.Fatalf("first record = %+v", r)
 	}
-	r, err = s.Transition(Init, func(r *Record) { r.Mode = "primary"; r.Storage = "standalone" })
+	r, err = s.transition(Init, func(r *Record) { r.Mode = "primary"; r.Storage = "standalone" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Status != Init || r.Seq != 2 || r.Mode != "primary" {
 		t.Fatalf("after Init: %+v", r)
 	}
-	r, err = s.Transition(Running, nil)
+	r, err = s.transition(Running, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 
 	// Reset starts over but keeps counting.
-	r, err = s.Reset()
+	r, err = s.reset()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestIllegalTransitionLeavesRecord(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, err = s.Transition(to, func(r *Record) { r.Mode = "changed" })
+				_, err = s.transition(to, func(r *Record) { r.Mode = "changed" })
 				var te *TransitionError
 				if !errors.As(err, &te) || te.From != from || te.To != to {
 					t.Fatalf("Transition error = %v, want TransitionError %s->%s", err, from, to)
@@ -307,7 +307,7 @@ func TestLoadCorruptFile(t *testing.T) {
 				t.Fatal("Update overwrote the corrupt record")
 			}
 			// Reset starts over.
-			if r, err := s.Reset(); err != nil || r.Status != Empty || r.Seq != 1 {
+			if r, err := s.reset(); err != nil || r.Status != Empty || r.Seq != 1 {
 				t.Fatalf("Reset over a corrupt record: %+v, %v", r, err)
 			}
 		})
@@ -316,12 +316,12 @@ func TestLoadCorruptFile(t *testing.T) {
 
 func TestWaitWakesOnTransition(t *testing.T) {
 	s := open(t)
-	if _, err := s.Transition(Init, nil); err != nil {
+	if _, err := s.transition(Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	wake := make(chan struct{})
 	go func() {
-		if _, err := s.Transition(Running, nil); err != nil {
+		if _, err := s.transition(Running, nil); err != nil {
 			t.Error(err)
 		}
 		wake <- struct{}{} // as a D-Bus status signal would
@@ -342,7 +342,7 @@ func TestWaitWithoutRecordYet(t *testing.T) {
 	s := open(t)
 	wake := make(chan struct{})
 	go func() {
-		s.Transition(ConfigurationPending, nil)
+		s.transition(ConfigurationPending, nil)
 		wake <- struct{}{}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -355,7 +355,7 @@ func TestWaitWithoutRecordYet(t *testing.T) {
 
 func TestWaitHonoursCancel(t *testing.T) {
 	s := open(t)
-	if _, err := s.Reset(); err != nil {
+	if _, err := s.reset(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -375,7 +375,7 @@ func TestWaitHonoursCancel(t *testing.T) {
 // is in group postgres, so units running as postgres can read and replace it.
 func TestFileModesAndOwnership(t *testing.T) {
 	s := open(t)
-	if _, err := s.Reset(); err != nil {
+	if _, err := s.reset(); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{StateFile, LockFile} {
@@ -401,7 +401,7 @@ func TestFileModesAndOwnership(t *testing.T) {
 	if err := os.Chmod(s.Dir(), 0o770|os.ModeSetgid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Transition(Init, nil); err != nil {
+	if _, err := s.transition(Init, nil); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(s.Path())
@@ -427,7 +427,7 @@ func TestHelperUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := s.Transition(Running, func(r *Record) { r.Metrics.ConfigMs = 42 })
+	r, err := s.transition(Running, func(r *Record) { r.Metrics.ConfigMs = 42 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +477,7 @@ func TestUpdateAsNonRoot(t *testing.T) {
 	if err := os.Chmod(dir, 0o770|os.ModeSetgid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Transition(Init, nil); err != nil { // written by root, lock file created by root
+	if _, err := s.transition(Init, nil); err != nil { // written by root, lock file created by root
 		t.Fatal(err)
 	}
 
@@ -503,7 +503,7 @@ func TestUpdateAsNonRoot(t *testing.T) {
 		t.Fatalf("record after the postgres update: %+v", r)
 	}
 	// And root can still update what postgres wrote.
-	if _, err := s.Transition(TerminationPendingFast, nil); err != nil {
+	if _, err := s.transition(TerminationPendingFast, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -528,26 +528,26 @@ func copyFile(src, dst string, mode os.FileMode) error {
 func TestResetUnless(t *testing.T) {
 	s := open(t)
 	keepPending := func(r Record) bool { return r.Status == ConfigurationPending }
-	if _, err := s.Transition(ConfigurationPending, nil); err != nil {
+	if _, err := s.transition(ConfigurationPending, nil); err != nil {
 		t.Fatal(err)
 	}
 	cleaned := false
-	r, reset, err := s.ResetUnless(keepPending, func() error { cleaned = true; return nil })
+	r, reset, err := s.resetUnless(keepPending, func() error { cleaned = true; return nil })
 	if err != nil || reset || cleaned || r.Status != ConfigurationPending {
 		t.Fatalf("kept record: %+v reset=%v cleaned=%v err=%v", r, reset, cleaned, err)
 	}
-	if _, err := s.Transition(Init, nil); err != nil {
+	if _, err := s.transition(Init, nil); err != nil {
 		t.Fatal(err)
 	}
-	r, reset, err = s.ResetUnless(keepPending, func() error { cleaned = true; return nil })
+	r, reset, err = s.resetUnless(keepPending, func() error { cleaned = true; return nil })
 	if err != nil || !reset || !cleaned || r.Status != Empty {
 		t.Fatalf("reset record: %+v reset=%v cleaned=%v err=%v", r, reset, cleaned, err)
 	}
 	// A failing cleanup leaves the record as it was.
-	if _, err := s.Transition(Init, nil); err != nil {
+	if _, err := s.transition(Init, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ResetUnless(nil, func() error { return errors.New("boom") }); err == nil {
+	if _, _, err := s.resetUnless(nil, func() error { return errors.New("boom") }); err == nil {
 		t.Fatal("cleanup error not returned")
 	}
 	if cur, _ := s.Load(); cur.Status != Init {

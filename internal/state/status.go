@@ -1,6 +1,8 @@
 // Package state owns the compute's one state record: the status enum with Neon's exact
-// JSON spellings, the single table of legal transitions, and the store that keeps the
-// record in <state-dir>/state.json under a lock with atomic writes.
+// JSON spellings, the single table of legal transitions, the table of which actor (unit)
+// may make which move (actors.go), the lifecycle operations that are the only way the
+// status changes (lifecycle.go), and the store that keeps the record in
+// <state-dir>/state.json under a lock with atomic writes.
 package state
 
 import (

@@ -204,10 +204,33 @@ func (s *Store) Load() (Record, error) {
 	return r, nil
 }
 
-// Update applies fn to the current record under the lock and writes the result. If fn
-// changes the status, the change must be legal (see CanTransition). With no record yet,
-// fn starts from a fresh empty record.
+// Update applies fn to the current record under the lock and writes the result: for the
+// fields other than the status (metrics, counters, tenant, ...). A change of the status is
+// refused (a TransitionError for a move the table forbids, ErrStatusByUpdate otherwise):
+// the status moves only through the lifecycle operations (lifecycle.go). With no record
+// yet, fn starts from a fresh empty record.
 func (s *Store) Update(fn func(*Record) error) (Record, error) {
+	return s.update(func(r *Record) error {
+		from := r.Status
+		if err := fn(r); err != nil {
+			return err
+		}
+		if r.Status != from {
+			if !CanTransition(from, r.Status) {
+				return &TransitionError{From: from, To: r.Status}
+			}
+			return fmt.Errorf("%w (%s -> %s)", ErrStatusByUpdate, from, r.Status)
+		}
+		return nil
+	})
+}
+
+// ErrStatusByUpdate refuses a status change made through Update.
+var ErrStatusByUpdate = errors.New("the status changes only through a lifecycle operation")
+
+// update applies fn under the lock and writes the result; a change of the status must be
+// legal (see CanTransition). The lifecycle operations build on it.
+func (s *Store) update(fn func(*Record) error) (Record, error) {
 	unlock, err := s.lock()
 	if err != nil {
 		return Record{}, err
@@ -239,9 +262,11 @@ func (s *Store) Update(fn func(*Record) error) (Record, error) {
 	return next, nil
 }
 
-// Transition moves the record to status to, applying fn (may be nil) to the other fields.
-func (s *Store) Transition(to Status, fn func(*Record)) (Record, error) {
-	return s.Update(func(r *Record) error {
+// transition moves the record to status to, applying fn (may be nil) to the other
+// fields, for any actor: the raw primitive under the operations, kept for this package's
+// tests.
+func (s *Store) transition(to Status, fn func(*Record)) (Record, error) {
+	return s.update(func(r *Record) error {
 		if !CanTransition(r.Status, to) {
 			return &TransitionError{From: r.Status, To: to}
 		}
@@ -253,18 +278,18 @@ func (s *Store) Transition(to Status, fn func(*Record)) (Record, error) {
 	})
 }
 
-// Reset starts a new lifecycle: the record becomes a fresh "empty" one, whatever the
+// reset starts a new lifecycle: the record becomes a fresh "empty" one, whatever the
 // status was.
-func (s *Store) Reset() (Record, error) {
-	r, _, err := s.ResetUnless(nil, nil)
+func (s *Store) reset() (Record, error) {
+	r, _, err := s.resetUnless(nil, nil)
 	return r, err
 }
 
-// ResetUnless starts a new lifecycle unless keep approves the current record; all under
+// resetUnless starts a new lifecycle unless keep approves the current record; all under
 // the lock, so that no other writer can slip in between the check and the reset. cleanup,
 // when set, runs under the lock just before a reset is written (to remove files that
 // belong to the old lifecycle). It returns the resulting record and whether it reset.
-func (s *Store) ResetUnless(keep func(Record) bool, cleanup func() error) (Record, bool, error) {
+func (s *Store) resetUnless(keep func(Record) bool, cleanup func() error) (Record, bool, error) {
 	unlock, err := s.lock()
 	if err != nil {
 		return Record{}, false, err

@@ -1,11 +1,10 @@
-package api
+package control
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
 )
@@ -20,8 +19,8 @@ const DefaultTLSPoll = time.Minute
 // the config it runs with, as a POST /configure would: configuration_pending, then
 // compute-configure copies the new certificate and key into PGDATA (once they match)
 // and reloads Postgres. It returns when ctx ends.
-func (s *Server) WatchTLS(ctx context.Context, interval time.Duration) {
-	if s.cfg.ReadAppliedConfig == nil {
+func (c *Controller) WatchTLS(ctx context.Context, interval time.Duration) {
+	if c.cfg.ReadAppliedConfig == nil {
 		return
 	}
 	if interval <= 0 {
@@ -34,7 +33,7 @@ func (s *Server) WatchTLS(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.checkTLS(ctx)
+			c.checkTLS(ctx)
 		}
 	}
 }
@@ -43,64 +42,53 @@ func (s *Server) WatchTLS(ctx context.Context, interval time.Duration) {
 // A certificate file is tried once: if its reconfiguration could not install it (a key
 // that does not match yet, say), the watcher waits for the file to change again instead
 // of reconfiguring at every look.
-func (s *Server) checkTLS(ctx context.Context) bool {
-	rec, err := s.load()
+func (c *Controller) checkTLS(ctx context.Context) bool {
+	rec, err := c.Load()
 	if err != nil || rec.Status != state.Running {
 		return false
 	}
-	raw, err := s.cfg.ReadAppliedConfig()
+	raw, err := c.cfg.ReadAppliedConfig()
 	if err != nil {
-		s.log.Warn("tls watcher: read the applied config", "err", err)
+		c.log.Warn("tls watcher: read the applied config", "err", err)
 		return false
 	}
-	cc, err := s.cfg.ParseConfig(raw)
+	cc, err := spec.ParseConfig(raw)
 	if err != nil {
-		s.log.Warn("tls watcher: parse the applied config", "err", err)
+		c.log.Warn("tls watcher: parse the applied config", "err", err)
 		return false
 	}
-	c := tlsfiles.Enabled(cc)
-	if c == nil {
+	tc := tlsfiles.Enabled(cc)
+	if tc == nil {
 		return false
 	}
-	digest, err := tlsfiles.FileDigest(c.CertPath)
+	digest, err := tlsfiles.FileDigest(tc.CertPath)
 	if err != nil {
-		s.log.Warn("tls watcher: cannot read the certificate; keeping the installed one", "err", err)
+		c.log.Warn("tls watcher: cannot read the certificate; keeping the installed one", "err", err)
 		return false
 	}
 	if digest == rec.TLSCertDigest {
-		s.tlsTried = ""
+		c.tlsTried = ""
 		return false
 	}
-	if digest == s.tlsTried {
+	if digest == c.tlsTried {
 		return false
 	}
-	parsed, err := s.cfg.ParseSpec(cc.Spec)
+	parsed, err := spec.Parse(cc.Spec)
 	if err != nil {
-		s.log.Warn("tls watcher: the applied spec does not validate", "err", err)
+		c.log.Warn("tls watcher: the applied spec does not validate", "err", err)
 		return false
 	}
 	// Under the state lock, the config must still be the one read above: a /configure
 	// that came and went meanwhile is not rolled back.
-	unchanged := func() error {
-		now, err := s.cfg.ReadAppliedConfig()
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(now, raw) {
-			return errConfigMoved
-		}
-		return nil
-	}
-	if _, _, err := s.submitConfig(raw, parsed, unchanged, state.Running); err != nil {
-		s.log.Info("tls watcher: certificate changed, but the compute is busy; trying again later", "err", err)
+	unchanged := c.unchangedConfig(raw)
+	if _, _, err := c.submitConfig(raw, parsed, unchanged, state.Running); err != nil {
+		c.log.Info("tls watcher: certificate changed, but the compute is busy; trying again later", "err", err)
 		return false
 	}
-	s.tlsTried = digest
-	s.log.Info("TLS certificate changed: reconfiguring", "cert", c.CertPath, "sha256", digest)
-	if msg := s.reconfigure(context.WithoutCancel(ctx)); msg != "" {
-		s.log.Error("tls watcher: reconfiguration did not start", "err", msg)
+	c.tlsTried = digest
+	c.log.Info("TLS certificate changed: reconfiguring", "cert", tc.CertPath, "sha256", digest)
+	if msg := c.reconfigure(context.WithoutCancel(ctx)); msg != "" {
+		c.log.Error("tls watcher: reconfiguration did not start", "err", msg)
 	}
 	return true
 }
-
-var errConfigMoved = errors.New("the applied config changed meanwhile")

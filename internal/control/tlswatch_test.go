@@ -1,4 +1,4 @@
-package api
+package control
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // The certificate watcher reconfigures a running compute when the certificate file no
@@ -29,25 +30,25 @@ func TestWatchTLS(t *testing.T) {
 	installed := write("certificate one")
 	features := `["tls_experimental"]`
 	config := func() ([]byte, error) {
-		return []byte(fmt.Sprintf(`{"spec": {"format_version": 1.0, "features": %s, "cluster": {"roles": [], "databases": []}},
+		return []byte(fmt.Sprintf(`{"spec": {"format_version": 1.0, "suspend_timeout_seconds": -1, "features": %s, "cluster": {"roles": [], "databases": []}},
 		  "compute_ctl_config": {"jwks": {"keys": []}, "tls": {"cert_path": %q, "key_path": %q}}}`,
 			features, cert, filepath.Join(dir, "tls.key"))), nil
 	}
-	h := newHarness(t, func(c *Options) { c.ReadAppliedConfig = config })
-	if _, err := h.store.Transition(state.Init, nil); err != nil {
+	h := newRig(t, func(c *Deps) { c.ReadAppliedConfig = config })
+	if _, err := statetest.Set(h.store, state.Init, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.Transition(state.Running, func(r *state.Record) { r.TLSCertDigest = installed }); err != nil {
+	if _, err := statetest.Set(h.store, state.Running, func(r *state.Record) { r.TLSCertDigest = installed }); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if h.srv.checkTLS(ctx) {
+	if h.ctl.checkTLS(ctx) {
 		t.Fatal("reconfigured although the certificate did not change")
 	}
 
 	// Renewed: a reconfiguration with the config the compute runs with.
 	write("certificate two")
-	if !h.srv.checkTLS(ctx) {
+	if !h.ctl.checkTLS(ctx) {
 		t.Fatal("a renewed certificate did not start a reconfiguration")
 	}
 	rec, _ := h.store.Load()
@@ -58,26 +59,26 @@ func TestWatchTLS(t *testing.T) {
 		t.Errorf("pending config %q is not the applied one", got)
 	}
 	// While that runs, nothing more is started.
-	if h.srv.checkTLS(ctx) {
+	if h.ctl.checkTLS(ctx) {
 		t.Error("a second reconfiguration while the first is pending")
 	}
 
 	// The reconfiguration could not install it (the digest did not move): the same file
 	// is not tried again, a newer one is.
 	for _, st := range []state.Status{state.Configuration, state.Running} {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if h.srv.checkTLS(ctx) {
+	if h.ctl.checkTLS(ctx) {
 		t.Error("the same unusable certificate was tried again")
 	}
 	write("certificate three")
-	if !h.srv.checkTLS(ctx) {
+	if !h.ctl.checkTLS(ctx) {
 		t.Fatal("a newer certificate was not tried")
 	}
 	for _, st := range []state.Status{state.Configuration, state.Running} {
-		if _, err := h.store.Transition(st, nil); err != nil {
+		if _, err := statetest.Set(h.store, st, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,7 +87,7 @@ func TestWatchTLS(t *testing.T) {
 	// not rolled back.
 	write("certificate four")
 	calls := 0
-	h.srv.cfg.ReadAppliedConfig = func() ([]byte, error) {
+	h.ctl.cfg.ReadAppliedConfig = func() ([]byte, error) {
 		calls++
 		b, err := config()
 		if calls > 1 {
@@ -94,27 +95,27 @@ func TestWatchTLS(t *testing.T) {
 		}
 		return b, err
 	}
-	if h.srv.checkTLS(ctx) {
+	if h.ctl.checkTLS(ctx) {
 		t.Error("reconfigured with a config that was replaced meanwhile")
 	}
 	if rec, _ := h.store.Load(); rec.Status != state.Running {
 		t.Errorf("status %s", rec.Status)
 	}
-	h.srv.cfg.ReadAppliedConfig = config
+	h.ctl.cfg.ReadAppliedConfig = config
 
 	// Without the feature, nothing is watched.
 	features = `[]`
-	if h.srv.checkTLS(ctx) {
+	if h.ctl.checkTLS(ctx) {
 		t.Error("reconfigured without the tls_experimental feature")
 	}
 }
 
 // WatchTLS returns when its context ends and does nothing without a config reader.
 func TestWatchTLSStops(t *testing.T) {
-	h := newHarness(t, func(c *Options) { c.ReadAppliedConfig = func() ([]byte, error) { return nil, os.ErrNotExist } })
+	h := newRig(t, func(c *Deps) { c.ReadAppliedConfig = func() ([]byte, error) { return nil, os.ErrNotExist } })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { h.srv.WatchTLS(ctx, time.Millisecond); close(done) }()
+	go func() { h.ctl.WatchTLS(ctx, time.Millisecond); close(done) }()
 	time.Sleep(20 * time.Millisecond)
 	cancel()
 	select {
@@ -122,5 +123,5 @@ func TestWatchTLSStops(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("WatchTLS did not return")
 	}
-	newHarness(t).srv.WatchTLS(context.Background(), time.Millisecond) // returns at once
+	newRig(t).ctl.WatchTLS(context.Background(), time.Millisecond) // returns at once
 }

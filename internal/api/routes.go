@@ -1,0 +1,44 @@
+package api
+
+import "net/http"
+
+// routeEntry is one entry of the route table.
+type routeEntry struct {
+	// port is "external" or "internal".
+	port    string
+	pattern string
+	// open: no token needed (external port only; the internal port has no auth).
+	open    bool
+	handler http.Handler
+}
+
+// routeTable lists every route of both ports. A new route is a line here, its handler in
+// this package and its behaviour in internal/control.
+func (s *Server) routeTable() []routeEntry {
+	return []routeEntry{
+		{port: "external", pattern: "GET /status", handler: http.HandlerFunc(s.handleStatus)},
+		{port: "external", pattern: "GET /metrics.json", handler: http.HandlerFunc(s.handleMetricsJSON)},
+		{port: "external", pattern: "GET /metrics", open: true, handler: s.metricsHandler()},
+		{port: "external", pattern: "POST /configure", handler: http.HandlerFunc(s.handleConfigure)},
+		{port: "external", pattern: "POST /terminate", handler: http.HandlerFunc(s.handleTerminate)},
+		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
+		// which reads the {filename...} wildcard). Not served without a handler.
+		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},
+	}
+}
+
+// routes builds the handlers of the external and the internal port from routeTable.
+func (s *Server) routes() (external, internal http.Handler) {
+	muxes := map[string]*http.ServeMux{"external": http.NewServeMux(), "internal": http.NewServeMux()}
+	for _, r := range s.routeTable() {
+		if r.handler == nil {
+			continue
+		}
+		h := r.handler
+		if r.port == "external" && !r.open {
+			h = s.authed(h)
+		}
+		muxes[r.port].Handle(r.pattern, h)
+	}
+	return s.middleware("external", muxes["external"]), s.middleware("internal", muxes["internal"])
+}
