@@ -74,7 +74,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	d.status("init: basebackup")
 	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
-		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: string(s.Mode.Type()),
+		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
 		Attempts: cfg.BasebackupAttempts,
 	})
 	if err != nil {

@@ -19,13 +19,6 @@ import (
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
-// Compute modes, as in the neon.compute_mode setting.
-const (
-	ModePrimary = "primary"
-	ModeStatic  = "static"
-	ModeReplica = "replica"
-)
-
 // Defaults of BasebackupOptions, those of compute_ctl: 11 attempts (10 retries), the
 // pause growing from 500 ms by half each time.
 const (
@@ -53,7 +46,7 @@ type BasebackupOptions struct {
 	// LSN is "HI/LO"; "" or "0/0" means the latest, and is left out of the query.
 	LSN string
 	// Mode is primary, static or replica; any non-primary mode adds --replica.
-	Mode string
+	Mode spec.ModeType
 	// Attempts is how many times to try (DefaultAttempts when <= 0).
 	Attempts int
 	// Backoff is the first pause between attempts (DefaultBackoff when <= 0); each next
@@ -164,15 +157,15 @@ func basebackupQuery(opts BasebackupOptions) (string, error) {
 		}
 	}
 	q += " --gzip"
-	if opts.Mode != ModePrimary {
+	if opts.Mode != spec.ModeTypePrimary {
 		q += " --replica"
 	}
 	return q, nil
 }
 
-func checkMode(mode string) error {
+func checkMode(mode spec.ModeType) error {
 	switch mode {
-	case ModePrimary, ModeStatic, ModeReplica:
+	case spec.ModeTypePrimary, spec.ModeTypeStatic, spec.ModeTypeReplica:
 		return nil
 	}
 	return fmt.Errorf("unknown compute mode %q (want primary, static or replica)", mode)
@@ -205,7 +198,7 @@ func FirstShard(connstrs string) string {
 // `-c neon.compute_mode=<mode>` (replacing options from the connstring, as compute_ctl
 // does). Like compute_ctl (tokio-postgres with NoTls), TLS is not tried unless the
 // connstring asks for it with sslmode.
-func connConfig(connstrs, token, mode string) (*pgconn.Config, error) {
+func connConfig(connstrs, token string, mode spec.ModeType) (*pgconn.Config, error) {
 	connstr := FirstShard(connstrs)
 	if connstr == "" {
 		return nil, errors.New("empty pageserver connstring")
@@ -239,7 +232,7 @@ func connConfig(connstrs, token, mode string) (*pgconn.Config, error) {
 	}
 	cfg.RuntimeParams["application_name"] = "compute_ctl"
 	if mode != "" {
-		cfg.RuntimeParams["options"] = "-c neon.compute_mode=" + mode
+		cfg.RuntimeParams["options"] = "-c neon.compute_mode=" + string(mode)
 	}
 	return cfg, nil
 }

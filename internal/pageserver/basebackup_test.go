@@ -20,6 +20,7 @@ import (
 	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/pgtest"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 const (
@@ -43,7 +44,7 @@ func smallArchive(t *testing.T) []byte {
 func opts(f *pageservertest.FakePageserver, dir string) pageserver.BasebackupOptions {
 	return pageserver.BasebackupOptions{
 		PGData: dir, Connstr: f.Connstr(), Token: token,
-		TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary,
+		TenantID: tenant, TimelineID: timeline, Mode: spec.ModeTypePrimary,
 		Attempts: 1, Backoff: time.Millisecond,
 	}
 }
@@ -51,12 +52,14 @@ func opts(f *pageservertest.FakePageserver, dir string) pageserver.BasebackupOpt
 func TestQueryTextAndStartup(t *testing.T) {
 	archive := smallArchive(t)
 	tests := []struct {
-		name, mode, lsn, want string
+		name      string
+		mode      spec.ModeType
+		lsn, want string
 	}{
-		{"primary latest", pageserver.ModePrimary, "", "basebackup " + tenant + " " + timeline + " --gzip"},
-		{"primary at lsn", pageserver.ModePrimary, "0/169ad58", "basebackup " + tenant + " " + timeline + " 0/169AD58 --gzip"},
-		{"static at lsn", pageserver.ModeStatic, "1/2A", "basebackup " + tenant + " " + timeline + " 1/2A --gzip --replica"},
-		{"replica latest", pageserver.ModeReplica, "0/0", "basebackup " + tenant + " " + timeline + " --gzip --replica"},
+		{"primary latest", spec.ModeTypePrimary, "", "basebackup " + tenant + " " + timeline + " --gzip"},
+		{"primary at lsn", spec.ModeTypePrimary, "0/169ad58", "basebackup " + tenant + " " + timeline + " 0/169AD58 --gzip"},
+		{"static at lsn", spec.ModeTypeStatic, "1/2A", "basebackup " + tenant + " " + timeline + " 1/2A --gzip --replica"},
+		{"replica latest", spec.ModeTypeReplica, "0/0", "basebackup " + tenant + " " + timeline + " --gzip --replica"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +84,7 @@ func TestQueryTextAndStartup(t *testing.T) {
 			if s.Password != token {
 				t.Errorf("password %q, want the token", s.Password)
 			}
-			if got, want := s.Params["options"], "-c neon.compute_mode="+tc.mode; got != want {
+			if got, want := s.Params["options"], "-c neon.compute_mode="+string(tc.mode); got != want {
 				t.Errorf("options %q, want %q", got, want)
 			}
 			if s.Params["application_name"] != "compute_ctl" {
@@ -244,7 +247,7 @@ func TestSlowStartHonoursContext(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
-	base := pageserver.BasebackupOptions{PGData: t.TempDir(), Connstr: "postgresql://no_user@127.0.0.1:1", TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary, Attempts: 1}
+	base := pageserver.BasebackupOptions{PGData: t.TempDir(), Connstr: "postgresql://no_user@127.0.0.1:1", TenantID: tenant, TimelineID: timeline, Mode: spec.ModeTypePrimary, Attempts: 1}
 	tests := []struct {
 		name   string
 		change func(*pageserver.BasebackupOptions)
@@ -317,7 +320,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (pgdata.Dir{Path: pgdir, NoSync: true}).FinishNeon(pageserver.ModePrimary); err != nil {
+	if err := (pgdata.Dir{Path: pgdir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err != nil {
 		t.Fatal(err)
 	}
 

@@ -17,6 +17,7 @@ import (
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pageservertest"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // benchArchive makes a gzip'd tar of about size bytes of relation-like files: 8 KiB
@@ -83,7 +84,7 @@ func BenchmarkIngest(b *testing.B) {
 		defer f.Close()
 		for i := 0; i < b.N; i++ {
 			dir := filepath.Join(work, fmt.Sprint("b", i))
-			o := pageserver.BasebackupOptions{PGData: dir, Connstr: f.Connstr(), Token: token, TenantID: tenant, TimelineID: timeline, Mode: pageserver.ModePrimary, Attempts: 1, Logger: slog.New(slog.DiscardHandler)}
+			o := pageserver.BasebackupOptions{PGData: dir, Connstr: f.Connstr(), Token: token, TenantID: tenant, TimelineID: timeline, Mode: spec.ModeTypePrimary, Attempts: 1, Logger: slog.New(slog.DiscardHandler)}
 			if _, err := pageserver.Basebackup(context.Background(), o); err != nil {
 				b.Fatal(err)
 			}

@@ -3,6 +3,8 @@ package state
 import (
 	"errors"
 	"slices"
+
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // The lifecycle operations below are the only way the status changes. Each names its
@@ -129,7 +131,9 @@ func (s *Store) BeginTermination(immediate bool) (Status, Record, error) {
 // NeedsFinalSync reports whether terminating this compute needs the final safekeeper sync
 // (a primary in neon mode): its termination completes with the LSN the sync gives, which
 // only the Postgres stop hook knows.
-func (r Record) NeedsFinalSync() bool { return r.Storage == "neon" && r.Mode == "primary" }
+func (r Record) NeedsFinalSync() bool {
+	return r.Storage == spec.StorageNeon && r.Mode == spec.ModeTypePrimary
+}
 
 // CompleteTermination moves termination_pending_* to terminated with the final LSN, on
 // behalf of a (the API or the stop hook). The one condition for who may complete: a
