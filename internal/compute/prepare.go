@@ -95,7 +95,7 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error)
 	// A record of an earlier lifecycle is reset; one that is fresh (empty, reset by
 	// compute-api when compute.target started) or already has news for this lifecycle
 	// (a /configure or a /terminate that came before we started) is kept.
-	cur, reset, err := d.Store.BeginLifecycle(func() error {
+	cur, reset, err := d.Store.BeginLifecycle(d.actor, func() error {
 		for _, f := range []string{pending, paths.AppliedConfigFile(cfg.StateDir)} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove %s: %w", f, err)

@@ -16,9 +16,9 @@ const (
 	DefaultPGData     = "/var/db/postgres/compute"
 	DefaultPGBin      = "/usr/lib/postgresql/15/bin/postgres"
 	DefaultSocketDir  = "/run/compute-postgres"
-	DefaultPGPort     = 55432
+	DefaultPGPort     = "55432"
 	DefaultAdminRole  = "cloud_admin"
-	DefaultConnstr    = "postgresql://" + DefaultAdminRole + "@localhost:55432/postgres?host=" + DefaultSocketDir
+	DefaultConnstr    = "postgresql://" + DefaultAdminRole + "@localhost:" + DefaultPGPort + "/postgres?host=" + DefaultSocketDir
 	DefaultPGUser     = "postgres"
 	DefaultPrivRole   = "neon_superuser"
 	DefaultComputeID  = "compute-local"

@@ -94,5 +94,8 @@ type ActorError struct {
 }
 
 func (e *ActorError) Error() string {
+	if e.From == "" && e.To == Empty {
+		return fmt.Sprintf("%s may not begin a lifecycle", e.Actor)
+	}
 	return fmt.Sprintf("%s may not move the status from %s to %s", e.Actor, e.From, e.To)
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/computetools/compute-tools/internal/spec"
@@ -54,8 +55,12 @@ func moveRecord(r *Record, a Actor, to Status, fn func(*Record) error) error {
 // this one: empty (fresh), configuration_pending (a POST /configure came first) or
 // termination_pending_* (a /terminate came first). cleanup, when set, runs under the lock
 // just before a reset is written (to remove the files of the old lifecycle). It returns
-// the resulting record and whether it reset.
-func (s *Store) BeginLifecycle(cleanup func() error) (Record, bool, error) {
+// the resulting record and whether it reset. Only an actor of lifecycleStarters
+// (compute-init) may begin a lifecycle.
+func (s *Store) BeginLifecycle(a Actor, cleanup func() error) (Record, bool, error) {
+	if !MayBeginLifecycle(a) {
+		return Record{}, false, &ActorError{Actor: a, To: Empty}
+	}
 	return s.resetUnless(keepForNewLifecycle, cleanup)
 }
 
@@ -159,6 +164,11 @@ func (s *Store) CompleteTermination(a Actor, lsn *string) (Record, bool, error) 
 // guard (already failed or terminated, say) is left alone: that is not an error. It
 // returns the current record and whether it failed it.
 func (s *Store) Fail(a Actor, msg string, during ...Status) (Record, bool, error) {
+	if _, known := actorMoves[a]; !known {
+		// An actor without a row could never fail anything: say so rather than record
+		// nothing in silence.
+		return Record{}, false, fmt.Errorf("record failure: unknown actor %q", a)
+	}
 	if len(during) == 0 {
 		during = failableByDefault(a)
 	}

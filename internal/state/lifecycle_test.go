@@ -293,7 +293,7 @@ func TestBeginLifecycle(t *testing.T) {
 		s := at(t, st)
 		s.Update(func(r *Record) error { r.Counters.MigrationFailures = map[string]uint64{"1": 2}; return nil })
 		cleaned := false
-		r, reset, err := s.BeginLifecycle(func() error { cleaned = true; return nil })
+		r, reset, err := s.BeginLifecycle(ActorInit, func() error { cleaned = true; return nil })
 		keep := st == Empty || st == ConfigurationPending || st.TerminationPending()
 		if err != nil || reset == keep || cleaned == keep {
 			t.Fatalf("%s: reset %v cleaned %v err %v", st, reset, cleaned, err)
@@ -317,5 +317,31 @@ func TestUpdateRefusesEveryStatusChange(t *testing.T) {
 		if r, _ := s.Load(); r.Status != m[0] || r.Seq != 1 {
 			t.Errorf("Update %s -> %s changed the record: %+v", m[0], m[1], r)
 		}
+	}
+}
+
+// Only compute-init begins a lifecycle, and a failure recorded by an actor the table does
+// not know is an error, never a silent no-op.
+func TestLifecycleActorChecks(t *testing.T) {
+	s := at(t, Failed)
+	for _, a := range []Actor{ActorAPI, ActorConfigure, ActorStopHook, ActorMonitor, ""} {
+		var ae *ActorError
+		if _, _, err := s.BeginLifecycle(a, nil); !errors.As(err, &ae) || err.Error() != string(a)+" may not begin a lifecycle" {
+			t.Errorf("BeginLifecycle(%q): %v, want an ActorError", a, err)
+		}
+	}
+	if _, reset, err := s.BeginLifecycle(ActorInit, nil); err != nil || !reset {
+		t.Fatalf("BeginLifecycle(compute-init): reset %v, %v", reset, err)
+	}
+	if _, err := s.BeginInit(nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []Actor{"", "someone"} {
+		if _, failed, err := s.Fail(a, "boom"); err == nil || failed {
+			t.Errorf("Fail by %q: failed %v, err %v; want an error", a, failed, err)
+		}
+	}
+	if r, _ := s.Load(); r.Status != Init {
+		t.Errorf("status %s after refused failures, want init", r.Status)
 	}
 }

@@ -111,6 +111,18 @@ func statusWrites(fset *token.FileSet, imp types.Importer, path string, files []
 		n, ok := t.(*types.Named)
 		return ok && n.Obj().Pkg() != nil && n.Obj().Pkg().Path() == statePkgPath && n.Obj().Name() == "Record"
 	}
+	isRecordPointer := func(e ast.Expr) bool {
+		tv, ok := info.Types[e]
+		if !ok {
+			return false
+		}
+		p, ok := tv.Type.(*types.Pointer)
+		if !ok {
+			return false
+		}
+		n, ok := p.Elem().(*types.Named)
+		return ok && n.Obj().Pkg() != nil && n.Obj().Pkg().Path() == statePkgPath && n.Obj().Name() == "Record"
+	}
 	for _, f := range files {
 		for _, imp := range f.Imports {
 			if strings.Trim(imp.Path.Value, `"`) == statetestPath {
@@ -123,6 +135,17 @@ func statusWrites(fset *token.FileSet, imp types.Importer, path string, files []
 				for _, l := range n.Lhs {
 					if isRecordStatus(l) {
 						report(l, "assigns state.Record.Status")
+					}
+					// *r = ... through a *state.Record replaces the whole record,
+					// status included (as inside a Store.Update closure).
+					if star, ok := ast.Unparen(l).(*ast.StarExpr); ok && isRecordPointer(star.X) {
+						report(l, "replaces a whole state.Record through a pointer")
+					}
+				}
+			case *ast.RangeStmt:
+				for _, e := range []ast.Expr{n.Key, n.Value} {
+					if e != nil && n.Tok == token.ASSIGN && isRecordStatus(e) {
+						report(e, "assigns state.Record.Status")
 					}
 				}
 			case *ast.UnaryExpr:
@@ -207,6 +230,12 @@ func f(r *state.Record, v state.Record, o *other) {
 	_ = state.Record{Status: state.Empty}
 	var s state.Status = r.Status
 	_ = s
+	*r = v
+	for _, r.Status = range []state.Status{state.Failed} {
+	}
+	var q state.Record
+	q = v
+	_ = q
 }
 `
 	f, err := parser.ParseFile(fset, "bad.go", bad, 0)
@@ -222,6 +251,8 @@ func f(r *state.Record, v state.Record, o *other) {
 		"bad.go:11:2: assigns state.Record.Status",
 		"bad.go:12:2: assigns state.Record.Status",
 		"bad.go:13:7: takes the address of state.Record.Status",
+		"bad.go:19:2: replaces a whole state.Record through a pointer",
+		"bad.go:20:9: assigns state.Record.Status",
 	}
 	if strings.Join(found, "\n") != strings.Join(want, "\n") {
 		t.Errorf("found:\n%s\nwant:\n%s", strings.Join(found, "\n"), strings.Join(want, "\n"))
