@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
@@ -55,8 +54,6 @@ type Options struct {
 	Logger   *slog.Logger
 	// MaxBodyBytes limits request bodies (default 16 MiB; larger → 413).
 	MaxBodyBytes int64
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }
 
 // DefaultMaxBodyBytes is the default request body limit.
@@ -67,7 +64,6 @@ type Server struct {
 	cfg      Options
 	log      *slog.Logger
 	verifier atomic.Pointer[auth.Verifier]
-	started  time.Time
 	registry *prometheus.Registry
 	external http.Handler
 	internal http.Handler
@@ -81,10 +77,7 @@ func New(cfg Options) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	s := &Server{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}
+	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.verifier.Store(cfg.Verifier)
 	s.registry = s.newRegistry()
 	s.external, s.internal = s.routes()

@@ -246,7 +246,6 @@ func newHarness(t *testing.T, opts ...option) *harness {
 			ComputeID:       testComputeID,
 			BuildTag:        "v1.2.3",
 			Logger:          log,
-			Now:             func() time.Time { return h.started },
 			ExtensionServer: extensions.NewHandler(noSpec{}, &extensions.Downloader{}),
 		},
 	}

@@ -22,7 +22,7 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "POST /configure", handler: http.HandlerFunc(s.handleConfigure)},
 		{port: "external", pattern: "POST /terminate", handler: http.HandlerFunc(s.handleTerminate)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
-		// which reads the {filename...} wildcard). Not served without a handler.
+		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 )
@@ -640,4 +641,21 @@ func TestTerminateUnitFailure(t *testing.T) {
 		}
 		expect(t, h.do(h.srv.External(), "POST", "/terminate", "", withToken(h.adminToken())), 500, "sync safekeepers: timeout")
 	})
+}
+
+// The extension server's route declares the wildcard its handler reads.
+func TestExtensionServerRouteWildcard(t *testing.T) {
+	h := newHarness(t)
+	found := false
+	for _, r := range h.srv.routeTable() {
+		if r.port == "internal" && strings.HasPrefix(r.pattern, "POST /extension_server/") {
+			found = true
+			if want := "{" + extensions.FilenameParam + "...}"; !strings.HasSuffix(r.pattern, want) {
+				t.Errorf("pattern %q does not end with %q", r.pattern, want)
+			}
+		}
+	}
+	if !found {
+		t.Error("no POST /extension_server route on the internal port")
+	}
 }

@@ -15,7 +15,7 @@ type unitManager interface {
 	ActiveState(ctx context.Context, name string) (string, error)
 }
 
-// units implements api.Units: it stops and starts the compute units through systemd.
+// units implements control.Units: it stops and starts the compute units through systemd.
 type units struct{ m unitManager }
 
 // StopPostgres stops compute-postgres.service; immediate first sends SIGQUIT, Postgres's

@@ -16,6 +16,10 @@ type SpecSource interface {
 	CurrentSpec() (*spec.ComputeSpec, error)
 }
 
+// FilenameParam is the path wildcard that names the requested file; the route that
+// mounts the handler must declare it (as "{filename...}", which may hold slashes).
+const FilenameParam = "filename"
+
 // NewHandler serves POST /extension_server/{filename...}[?is_library=true|false] on the
 // internal port, where internal/api's route table mounts it (the {filename...} wildcard
 // must be in the route's pattern): the call the neon extension makes when Postgres lacks
@@ -33,7 +37,7 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	filename := r.PathValue("filename")
+	filename := r.PathValue(FilenameParam)
 	isLibrary := false
 	switch v := r.URL.Query()["is_library"]; {
 	case len(v) == 0:

@@ -94,7 +94,7 @@ func testMux(src SpecSource, d *Downloader) http.Handler {
 }
 
 // routePattern is internal/api's route for the handler.
-const routePattern = "POST /extension_server/{filename...}"
+const routePattern = "POST /extension_server/{" + FilenameParam + "...}"
 
 // TestRoutesOnSharedMux checks the handler on a mux that serves other routes too, as
 // the internal port's does.

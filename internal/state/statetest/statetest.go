@@ -20,8 +20,7 @@ import (
 
 // Set gives the record status st, with fn (may be nil) applied to the other fields,
 // whatever the status was and whether or not the move is legal. It returns the record
-// written. It has Store.Update's shape, so it can stand in for the store's own writers in
-// fakes of the units.
+// written. Fakes of the units use it to stand in for the units' own writes.
 func Set(s *state.Store, st state.Status, fn func(*state.Record)) (state.Record, error) {
 	return put(s, func(r *state.Record) {
 		r.Status = st
