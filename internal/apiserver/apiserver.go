@@ -238,7 +238,14 @@ func (s *server) serve(ctx context.Context) (err error) {
 	bgctx, stopBackground := context.WithCancel(ctx)
 	defer func() {
 		stopBackground()
-		s.tasks.Wait()
+		// A watcher may be in the middle of a reconfiguration it started (the TLS
+		// watcher waits for compute-configure's job, which it must not cancel: that
+		// would record a failure while the step still runs). Wait for it, but not
+		// past shutdownTimeout: systemd would kill us anyway, and the step goes on.
+		if !s.tasks.WaitTimeout(shutdownTimeout) {
+			_, running := s.tasks.counts()
+			s.log.Warn("background tasks still running at shutdown; not waiting longer", "running", running)
+		}
 	}()
 	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
@@ -323,6 +330,20 @@ func (g *group) Go(fn func()) {
 
 // Wait returns when every goroutine of the group has returned.
 func (g *group) Wait() { g.wg.Wait() }
+
+// WaitTimeout is Wait bounded by d; it reports whether every goroutine returned.
+func (g *group) WaitTimeout(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
 // counts reports how many goroutines were started and how many still run.
 func (g *group) counts() (started, running int) {

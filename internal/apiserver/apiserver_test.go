@@ -357,3 +357,16 @@ func TestGroupWaits(t *testing.T) {
 		t.Errorf("%d still running after Wait", r)
 	}
 }
+
+func TestGroupWaitTimeout(t *testing.T) {
+	var g group
+	release := make(chan struct{})
+	g.Go(func() { <-release })
+	if g.WaitTimeout(10 * time.Millisecond) {
+		t.Fatal("WaitTimeout reported done while a goroutine runs")
+	}
+	close(release)
+	if !g.WaitTimeout(5 * time.Second) {
+		t.Fatal("WaitTimeout timed out after the goroutine returned")
+	}
+}

@@ -95,11 +95,23 @@ func (c *Controller) submitConfig(raw []byte, parsed *spec.Parsed, check func() 
 // (a later /configure can try again); the returned text says why, empty on success of
 // the start (the outcome of the step itself is the status it records).
 func (c *Controller) reconfigure(ctx context.Context) string {
+	return c.reconfigureUnless(ctx, nil)
+}
+
+// reconfigureUnless is reconfigure for a caller that may be shut down while it waits
+// (the TLS watcher): once stopping is done, a failed wait for the unit's job records
+// nothing, since the configure step goes on without us and records its own outcome.
+func (c *Controller) reconfigureUnless(ctx context.Context, stopping <-chan struct{}) string {
 	err := c.unitsCall(func(u Units) error { return u.Reconfigure(ctx) })
 	if err == nil {
 		return ""
 	}
 	msg := "reconfigure: " + err.Error()
+	select {
+	case <-stopping:
+		return msg
+	default:
+	}
 	cur, _, _ := c.cfg.Store.Fail(state.ActorAPI, msg, state.ConfigurationPending, state.Configuration)
 	if cur.Status == state.Failed && cur.Error != nil {
 		// The configure step recorded why it failed: that is the better answer.

@@ -465,3 +465,32 @@ func TestNoHTTPImport(t *testing.T) {
 		}
 	}
 }
+
+// A reconfiguration whose wait for the unit fails records failed, unless the caller is
+// being stopped (the TLS watcher at shutdown): the step goes on and records its outcome.
+func TestReconfigureUnlessStopping(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stopping bool
+		want     state.Status
+	}{
+		{"running caller", false, state.Failed},
+		{"caller stopping", true, state.ConfigurationPending},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.units.reconfigureErr = errors.New("connection closed")
+			r.set(state.ConfigurationPending, nil)
+			stopping := make(chan struct{})
+			if tc.stopping {
+				close(stopping)
+			}
+			if msg := r.ctl.reconfigureUnless(context.Background(), stopping); !strings.Contains(msg, "connection closed") {
+				t.Errorf("message %q", msg)
+			}
+			if got := r.status(); got != tc.want {
+				t.Errorf("status %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

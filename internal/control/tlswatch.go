@@ -87,7 +87,7 @@ func (c *Controller) checkTLS(ctx context.Context) bool {
 	}
 	c.tlsTried = digest
 	c.log.Info("TLS certificate changed: reconfiguring", "cert", tc.CertPath, "sha256", digest)
-	if msg := c.reconfigure(context.WithoutCancel(ctx)); msg != "" {
+	if msg := c.reconfigureUnless(context.WithoutCancel(ctx), ctx.Done()); msg != "" {
 		c.log.Error("tls watcher: reconfiguration did not start", "err", msg)
 	}
 	return true
