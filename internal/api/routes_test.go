@@ -12,6 +12,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/extensions"
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 )
@@ -429,8 +430,8 @@ func TestConfigureFailure(t *testing.T) {
 			resp := h.async(context.Background(), "POST", "/configure", configBody(neonSpec), withToken(h.computeToken()), jsonBody())
 			h.waitStatus(state.ConfigurationPending)
 			h.moveTo(state.Init)
-			if _, err := statetest.Set(h.store, state.Failed, func(r *state.Record) { r.SetError(tc.errText) }); err != nil {
-				t.Fatal(err)
+			if _, failed, err := h.store.Fail(state.ActorConfigure, tc.errText); err != nil || !failed {
+				t.Fatalf("fail: %v %v", failed, err)
 			}
 			expect(t, <-resp, 500, tc.want)
 		})
@@ -527,7 +528,8 @@ func TestTerminateImmediate(t *testing.T) {
 	}
 }
 
-// In neon mode the answer waits for the stop hook, however late it comes.
+// A neon primary's answer waits for the stop hook (its final safekeeper sync gives the
+// LSN), however late it comes.
 func TestTerminateWaitsForStopHook(t *testing.T) {
 	h := newHarness(t)
 	h.toRunning("neon")
@@ -543,6 +545,24 @@ func TestTerminateWaitsForStopHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	terminateOK(t, <-resp, 200, "0/AB")
+}
+
+// A neon replica or static compute has no final sync: like a standalone one, the API
+// completes the termination (LSN null) once the stop job is done, whether or not the stop
+// hook recorded it first (docs/architecture.md: one condition, Record.NeedsFinalSync).
+func TestTerminateNeonSecondaryFinalizes(t *testing.T) {
+	for _, mode := range []spec.ModeType{spec.ModeTypeReplica, spec.ModeTypeStatic} {
+		h := newHarness(t)
+		h.toRunning(spec.StorageNeon)
+		if _, err := h.store.Update(func(r *state.Record) error { r.Mode = mode; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		h.units.hook = nil
+		terminateOK(t, h.do(h.srv.External(), "POST", "/terminate", "", withToken(h.adminToken())), 200, "")
+		if st := h.status(); st != state.Terminated {
+			t.Fatalf("%s: status = %s", mode, st)
+		}
+	}
 }
 
 func TestTerminateStandaloneFinalizes(t *testing.T) {
@@ -636,7 +656,8 @@ func TestTerminateUnitFailure(t *testing.T) {
 		h := newHarness(t)
 		h.toRunning("neon")
 		h.units.hook = func() error {
-			_, err := statetest.Set(h.store, state.Failed, func(r *state.Record) { r.SetError("sync safekeepers: timeout") })
+			_, _, err := h.store.Fail(state.ActorStopHook, "sync safekeepers: timeout",
+				state.TerminationPendingFast, state.TerminationPendingImmediate)
 			return err
 		}
 		expect(t, h.do(h.srv.External(), "POST", "/terminate", "", withToken(h.adminToken())), 500, "sync safekeepers: timeout")
