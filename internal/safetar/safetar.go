@@ -111,11 +111,17 @@ func (d *Dir) Path() string { return d.path }
 
 // Close releases the directory.
 func (d *Dir) Close() error {
-	for _, r := range d.subs {
-		_ = r.Close()
-	}
+	d.closeSubs()
 	d.subs = nil
 	return d.root.Close()
+}
+
+// closeSubs closes the cached directory handles.
+func (d *Dir) closeSubs() {
+	for k, r := range d.subs {
+		_ = r.Close()
+		delete(d.subs, k)
+	}
 }
 
 // Lstat describes rel without following a final symbolic link.
@@ -228,9 +234,18 @@ func (d *Dir) in(rel string) (*os.Root, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if len(d.subs) >= maxOpenSubdirs {
+		// An archive's entries come directory by directory, so dropping the whole cache
+		// now and then costs little, and the open descriptors stay bounded however many
+		// directories (databases) the archive has.
+		d.closeSubs()
+	}
 	d.subs[dir] = r
 	return r, base, nil
 }
+
+// maxOpenSubdirs bounds the directory handles a Dir keeps open between entries.
+const maxOpenSubdirs = 64
 
 // CreateFile creates rel as a new regular file with perm (the caller's umask applies),
 // after removing a file or symbolic link at rel; the parents must exist. The file is

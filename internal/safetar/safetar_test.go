@@ -2,6 +2,7 @@ package safetar
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -229,6 +230,43 @@ func TestDirWrites(t *testing.T) {
 	for rel, want := range map[string]fs.FileMode{"a": fs.ModeDir | 0o700, "a/b": fs.ModeDir | 0o700} {
 		if fi, err := d.Lstat(rel); err != nil || fi.Mode() != want {
 			t.Errorf("%s: %v, %v; want %v", rel, fi.Mode(), err, want)
+		}
+	}
+}
+
+// However many directories an archive writes into, the handles kept open stay bounded,
+// and every file still lands where it belongs.
+func TestDirBoundsOpenHandles(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const n = 3*maxOpenSubdirs + 5
+	for i := range n {
+		sub := fmt.Sprintf("base/%d", i)
+		if err := d.MkdirAll(sub); err != nil {
+			t.Fatal(err)
+		}
+		f, err := d.CreateFile(sub+"/PG_VERSION", 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Fprintf(f, "%d", i); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.subs) > maxOpenSubdirs {
+			t.Fatalf("%d directory handles open after %d directories", len(d.subs), i+1)
+		}
+	}
+	for i := range n {
+		b, err := os.ReadFile(filepath.Join(dir, "base", fmt.Sprint(i), "PG_VERSION"))
+		if err != nil || string(b) != fmt.Sprint(i) {
+			t.Fatalf("base/%d: %q, %v", i, b, err)
 		}
 	}
 }
