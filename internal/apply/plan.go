@@ -67,6 +67,8 @@ type Options struct {
 	// privileges revoked) is not undone; false does full work everywhere, and every
 	// successful Apply records what it did either way.
 	SkipUnchanged bool
+	// Logger receives the plan and every action (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // Action is one SQL statement (or one short sequence of statements sent as one simple

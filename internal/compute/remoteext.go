@@ -3,7 +3,6 @@ package compute
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -24,8 +23,9 @@ func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeS
 	if err != nil {
 		return fmt.Errorf("remote extensions: %w", err)
 	}
+	dl.Logger = d.Log
 	if !writable(filepath.Join(dl.ShareDir, "extension")) {
-		slog.Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
+		d.logger().Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
 			"dir", filepath.Join(dl.ShareDir, "extension"))
 		return nil
 	}
