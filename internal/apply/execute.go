@@ -176,7 +176,8 @@ func (r *recorder) execute(ctx context.Context, conn *pgx.Conn, actions []Action
 	return err
 }
 
-// Apply brings the server in line with s, in Neon's order (inventory §6.3):
+// Apply brings the server in line with s, in Neon's order (apply_spec_sql in
+// compute_tools/src/spec_apply.rs):
 //
 //  1. read the catalog and plan every main-connection phase; a planning error runs
 //     nothing;

@@ -126,8 +126,8 @@ type phase struct {
 	plan  func(p *planner) error
 }
 
-// phases in Neon's order (inventory §6.3 steps 4 and 6; the per-database work of step 5
-// runs between the two stages).
+// phases in Neon's order (the main-connection steps of apply_spec_sql in
+// compute_tools/src/spec_apply.rs; the per-database work runs between the two stages).
 var phases = []phase{
 	{PhaseCreatePrivilegedRole, stageMain, (*planner).createPrivilegedRole},
 	{PhaseDropInvalidDatabases, stageMain, (*planner).dropInvalidDatabases},

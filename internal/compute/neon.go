@@ -15,7 +15,7 @@ import (
 	"github.com/computetools/compute-tools/internal/state"
 )
 
-// prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
+// prepareNeon does compute_ctl's prepare_pgdata for neon storage (compute_tools/src/compute.rs):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
 func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {

@@ -12,7 +12,8 @@ import (
 )
 
 // prepareRemoteExtensions writes the spec's extension control files and downloads its
-// preload libraries (inventory §5 step 6, §10.2), recording the load_ext_* metrics. The
+// preload libraries (a pre-start task of start_compute in compute_tools/src/compute.rs;
+// compute_tools/src/extension_server.rs), recording the load_ext_* metrics. The
 // Postgres directories belong to root in a Debian install: when they are not writable for
 // this unit, the step is skipped with a warning rather than failing the start.
 func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps) error {
