@@ -33,13 +33,16 @@ type common struct {
 	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal API port (written as neon.extension_server_port)."`
 	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
+
+	// log is the binary's logger (set in main; kong ignores unexported fields).
+	log *slog.Logger
 }
 
 func (c *common) host() initcmd.Host {
 	return initcmd.Host{StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, ComputeID: c.ComputeID, PrivilegedRole: c.PrivilegedRoleName,
 		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL,
-		ControlPlaneURI: c.ControlPlaneURI, ControlPlaneToken: os.Getenv("NEON_CONTROL_PLANE_TOKEN")}
+		ControlPlaneURI: c.ControlPlaneURI, ControlPlaneToken: os.Getenv("NEON_CONTROL_PLANE_TOKEN"), Log: c.log}
 }
 
 type cli struct {
@@ -92,8 +95,8 @@ func (s statusCmd) Run(ctx context.Context, c *common) error {
 }
 
 func main() {
-	logx.Setup(os.Stderr, "compute-init")
-	var c cli
+	log := logx.Setup(os.Stderr, "compute-init")
+	c := cli{common: common{log: log}}
 	kctx := kong.Parse(&c, kong.Name("compute-init"), kong.Vars(paths.Vars()),
 		kong.Description("Prepares and configures a serverless Postgres compute (Neon compute_ctl compatible)."),
 		kong.UsageOnError())
@@ -101,7 +104,7 @@ func main() {
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(&c.common); err != nil {
-		slog.Error("compute-init "+kctx.Command()+" failed", "err", err)
+		log.Error("compute-init "+kctx.Command()+" failed", "err", err)
 		os.Exit(1)
 	}
 }

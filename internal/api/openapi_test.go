@@ -33,7 +33,7 @@ const (
 	internalPort = "3081"
 )
 
-// neonRoutes are compute_ctl's routes (inventory §3.3), probed so that a route we add
+// neonRoutes are compute_ctl's routes (compute_tools/src/http/server.rs), probed so that a route we add
 // later cannot go undocumented.
 var neonRoutes = []string{
 	"/status", "/metrics", "/metrics.json", "/configure", "/terminate",

@@ -115,6 +115,7 @@ func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd
 	if err != nil {
 		return Deps{}, nil, err
 	}
+	store.Log = log
 	// Connect to systemd while the bus name is being claimed: both are on the start path.
 	type mgrResult struct {
 		m   systemdConn
@@ -135,6 +136,7 @@ func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd
 		closeMgr()
 		return Deps{}, nil, fmt.Errorf("connect to the system bus: %w", err)
 	}
+	conn.Log = log
 	fail := func(err error) (Deps, func(), error) {
 		closeMgr()
 		conn.Close()
@@ -295,13 +297,18 @@ func (s *server) serve(ctx context.Context) (err error) {
 // the route answers 412 (remote storage is not configured) and pg_config is not even run.
 func (s *server) downloader(ctx context.Context) (*extensions.Downloader, error) {
 	if s.cfg.RemoteExtBaseURL == "" {
-		return &extensions.Downloader{}, nil
+		return &extensions.Downloader{Logger: s.log}, nil
 	}
 	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("--remote-ext-base-url: %w", err)
 	}
-	return extensions.NewDownloader(ctx, s.cfg.PGBin, u, s.d.Store.RemoteExtRequestHook())
+	dl, err := extensions.NewDownloader(ctx, s.cfg.PGBin, u, s.d.Store.RemoteExtRequestHook())
+	if err != nil {
+		return nil, err
+	}
+	dl.Logger = s.log
+	return dl, nil
 }
 
 // group runs goroutines and waits for them; it counts the ones still running.

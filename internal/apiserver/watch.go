@@ -83,7 +83,7 @@ func loadVerifier(path, computeID string, log *slog.Logger) (*auth.Verifier, err
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		log.Warn("no config file: no keys, every token is refused", "path", path)
-		return auth.NewVerifier(nil, computeID)
+		return auth.NewVerifier(nil, computeID, auth.WithLogger(log))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -92,9 +92,9 @@ func loadVerifier(path, computeID string, log *slog.Logger) (*auth.Verifier, err
 	if err != nil {
 		// The API must still come up to report the failure compute-init records.
 		log.Error("config file has no usable compute_ctl_config.jwks: every token is refused", "path", path, "err", err)
-		return auth.NewVerifier(nil, computeID)
+		return auth.NewVerifier(nil, computeID, auth.WithLogger(log))
 	}
-	return auth.NewVerifier(jwks, computeID)
+	return auth.NewVerifier(jwks, computeID, auth.WithLogger(log))
 }
 
 // extractJWKS pulls compute_ctl_config.jwks out of a config file without judging the

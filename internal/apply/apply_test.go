@@ -247,7 +247,7 @@ func TestApplyNeonLikeSpec(t *testing.T) {
 	if len(a) != 1 || !strings.HasPrefix(a[0].SQL, `ALTER ROLE "postgres" LOGIN PASSWORD 'md5`) || !a[0].Secret {
 		t.Fatalf("password change plans:\n%s", dumpSQL(a))
 	}
-	if err := Execute(ctx, conn, a); err != nil {
+	if err := Execute(ctx, conn, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkLogin(t, inst, md5Role, "new-pass", true)
@@ -348,7 +348,7 @@ func TestApplyKeepsPasswordsOutOfTheLog(t *testing.T) {
 		}
 	}
 	conn2 := connect(t, inst.Connstr())
-	err = Execute(ctx, conn2, roleActions)
+	err = Execute(ctx, conn2, roleActions, nil)
 	var ae *ActionError
 	if !errors.As(err, &ae) || ae.Code != "42710" || ae.Index != 0 || ae.Phase != PhaseCreateAndAlterRoles {
 		t.Fatalf("Execute with a stale plan: %v, want an ActionError with SQLSTATE 42710 at index 0", err)
@@ -423,7 +423,7 @@ func TestExecuteStopsAtFirstError(t *testing.T) {
 		{Phase: "P1", SQL: `CREATE ROLE stop_a`, Describe: "a again"},
 		{Phase: "P2", SQL: `CREATE ROLE stop_c`, Describe: "c"},
 	}
-	err := Execute(ctx, conn, actions)
+	err := Execute(ctx, conn, actions, nil)
 	var ae *ActionError
 	if !errors.As(err, &ae) || ae.Index != 1 || ae.Describe != "a again" {
 		t.Fatalf("Execute: %v, want the failure of action 1", err)
@@ -518,7 +518,7 @@ func TestExecuteRefusesSecretsWithoutQuietSession(t *testing.T) {
 		{Phase: "P", SQL: `CREATE ROLE nq_plain`, Describe: "plain"},
 		{Phase: "P", SQL: `CREATE ROLE nq_secret PASSWORD 'md5` + md5A + `'`, Secret: true, Describe: "secret", redact: []string{md5A}},
 	}
-	err := Execute(ctx, conn, actions)
+	err := Execute(ctx, conn, actions, nil)
 	var ae *ActionError
 	if !errors.As(err, &ae) || ae.Index != 1 || !strings.Contains(err.Error(), "quiet session") {
 		t.Fatalf("Execute as a non-superuser: %v, want a quiet-session failure at action 1", err)

@@ -1,6 +1,6 @@
 // Package apply brings the roles, databases and per-database state of a running Postgres
 // in line with a ComputeSpec, following every phase of Neon's compute_ctl in its order
-// (inventory §6.3). It separates reading, planning and executing:
+// (apply_spec_sql in compute_tools/src/spec_apply.rs). It separates reading, planning and executing:
 //
 //   - ReadCatalog reads what exists on the main connection (one snapshot, before anything
 //     changes); ReadDBCatalog reads the per-database facts inside one database;

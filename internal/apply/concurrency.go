@@ -12,7 +12,7 @@ import (
 const DefaultConcurrency = 10
 
 // StartupConcurrency is the number of databases worked on at once during the first apply
-// at startup, derived from max_connections as Neon does (inventory §6.1): the value of
+// at startup, derived from max_connections as Neon does (compute_tools/src/spec_apply.rs): the value of
 // cluster.settings, else the first `max_connections = N` line of cluster.postgresql_conf;
 // N < 10 → N, 10–29 → 10, N ≥ 30 → N/3; not found → 10. (Neon's later cap of 100 for
 // N ≥ 300 is not in the reference and not applied.)

@@ -64,7 +64,11 @@ func newActionError(ctx context.Context, a Action, err error) *ActionError {
 // CREATE DATABASE runs outside a transaction block). Before the first Secret action it
 // makes the session quiet (pg.QuietSession) and refuses to go on if it cannot. It stops at
 // the first failing action and returns an *ActionError whose Index says how many ran.
-func Execute(ctx context.Context, conn *pgx.Conn, actions []Action) error {
+// log receives one line per action (nil: slog.Default()).
+func Execute(ctx context.Context, conn *pgx.Conn, actions []Action, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
 	quiet := false
 	for i, a := range actions {
 		if a.Secret && !quiet {
@@ -75,15 +79,15 @@ func Execute(ctx context.Context, conn *pgx.Conn, actions []Action) error {
 		}
 		start := time.Now()
 		_, err := conn.Exec(ctx, a.SQL, pgx.QueryExecModeSimpleProtocol)
-		took := time.Since(start)
+		tookMs := time.Since(start).Milliseconds()
 		if err != nil {
 			ae := newActionError(ctx, a, err)
 			ae.Index = i
-			slog.Error("apply action failed", "phase", a.Phase, "action", a.Describe,
-				"duration", took, "error", ae.msg)
+			log.Error("apply action failed", "phase", a.Phase, "action", a.Describe,
+				"action_ms", tookMs, "err", ae.msg)
 			return ae
 		}
-		slog.Info("apply action", "phase", a.Phase, "database", a.Database, "action", a.Describe, "duration", took)
+		log.Info("apply action", "phase", a.Phase, "database", a.Database, "action", a.Describe, "action_ms", tookMs)
 	}
 	return nil
 }
@@ -120,9 +124,15 @@ type Result struct {
 type recorder struct {
 	mu  sync.Mutex
 	res Result
+	log *slog.Logger
 }
 
-func newRecorder() *recorder { return &recorder{res: Result{PerPhase: map[string]int{}}} }
+func newRecorder(log *slog.Logger) *recorder {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &recorder{res: Result{PerPhase: map[string]int{}}, log: log}
+}
 
 func (r *recorder) add(actions []Action) {
 	r.mu.Lock()
@@ -148,14 +158,14 @@ func (r *recorder) result() Result {
 }
 
 func count(actions []Action) Result {
-	r := newRecorder()
+	r := newRecorder(nil)
 	r.add(actions)
 	return r.result()
 }
 
 // execute runs actions and records those that ran.
 func (r *recorder) execute(ctx context.Context, conn *pgx.Conn, actions []Action) error {
-	err := Execute(ctx, conn, actions)
+	err := Execute(ctx, conn, actions, r.log)
 	var ae *ActionError
 	switch {
 	case err == nil:
@@ -166,7 +176,8 @@ func (r *recorder) execute(ctx context.Context, conn *pgx.Conn, actions []Action
 	return err
 }
 
-// Apply brings the server in line with s, in Neon's order (inventory §6.3):
+// Apply brings the server in line with s, in Neon's order (apply_spec_sql in
+// compute_tools/src/spec_apply.rs):
 //
 //  1. read the catalog and plan every main-connection phase; a planning error runs
 //     nothing;
@@ -179,7 +190,8 @@ func (r *recorder) execute(ctx context.Context, conn *pgx.Conn, actions []Action
 //
 // The Result counts the actions that ran, also when one failed.
 func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Options) (Result, error) {
-	rec := newRecorder()
+	rec := newRecorder(opts.Logger)
+	log := rec.log
 	cat, err := ReadCatalog(ctx, conn)
 	if err != nil {
 		return rec.result(), fmt.Errorf("apply: %w", err)
@@ -194,16 +206,16 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 		return rec.result(), fmt.Errorf("apply: %w", err)
 	}
 	if !NeonExtensionAvailable(cat) {
-		slog.Info("extension neon is not available (vanilla PostgreSQL): skipping phase " + PhaseHandleNeonExtension)
+		log.Info("extension neon is not available (vanilla PostgreSQL): skipping phase " + PhaseHandleNeonExtension)
 	}
 	for _, sk := range skipped {
-		slog.Warn("apply: skipping per-database work", "database", sk.Name, "reason", sk.Reason)
+		log.Warn("apply: skipping per-database work", "database", sk.Name, "reason", sk.Reason)
 	}
 	conc := opts.Concurrency
 	if conc <= 0 {
 		conc = StartupConcurrency(s)
 	}
-	slog.Info("apply plan", "main_actions", len(mainActions), "final_actions", len(final),
+	log.Info("apply plan", "main_actions", len(mainActions), "final_actions", len(final),
 		"databases", len(targets), "concurrency", conc)
 
 	if drop := droppingTargets(s, cat); len(drop) > 0 {
@@ -245,7 +257,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 		todo = append(todo, t)
 	}
 	if unchanged > 0 || idle > 0 {
-		slog.Info("apply: per-database work skipped", "unchanged_since_last_apply", unchanged, "nothing_to_do", idle)
+		log.Info("apply: per-database work skipped", "unchanged_since_last_apply", unchanged, "nothing_to_do", idle)
 	}
 	if err := forEachDB(ctx, conn, opts, todo, conc, rec, nil); err != nil {
 		return rec.result(), err
@@ -256,7 +268,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, s *spec.ComputeSpec, opts Option
 	if !maps.Equal(prints, cat.AppliedDBs) {
 		if err := recordAppliedDBs(ctx, conn, prints); err != nil {
 			// Only an optimisation is lost: the next apply does full per-database work.
-			slog.Warn("apply: could not record the applied databases", "table", AppliedDBsTable, "err", err)
+			log.Warn("apply: could not record the applied databases", "table", AppliedDBsTable, "err", err)
 		}
 	}
 	res := rec.result()

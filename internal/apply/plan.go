@@ -67,6 +67,8 @@ type Options struct {
 	// privileges revoked) is not undone; false does full work everywhere, and every
 	// successful Apply records what it did either way.
 	SkipUnchanged bool
+	// Logger receives the plan and every action (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // Action is one SQL statement (or one short sequence of statements sent as one simple
@@ -124,8 +126,8 @@ type phase struct {
 	plan  func(p *planner) error
 }
 
-// phases in Neon's order (inventory §6.3 steps 4 and 6; the per-database work of step 5
-// runs between the two stages).
+// phases in Neon's order (the main-connection steps of apply_spec_sql in
+// compute_tools/src/spec_apply.rs; the per-database work runs between the two stages).
 var phases = []phase{
 	{PhaseCreatePrivilegedRole, stageMain, (*planner).createPrivilegedRole},
 	{PhaseDropInvalidDatabases, stageMain, (*planner).dropInvalidDatabases},

@@ -10,7 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Per-database phase names (inventory §6.3 steps 3 and 5).
+// Per-database phase names (the per-database steps of apply_spec_sql,
+// compute_tools/src/spec_apply.rs).
 const (
 	// PhaseDropSubscriptionsOfDeletedDatabases runs before the main phases in each
 	// database that a delete_db operation drops: Postgres refuses to drop a database

@@ -1,7 +1,8 @@
 // Package auth verifies the JWTs that guard compute-api's external port, following
-// compute_ctl's rules exactly (inventory §3.2): EdDSA keys from the JWKS of
-// compute_ctl_config, every key tried in turn, exp checked only when present with 60 s
-// of leeway, nbf ignored, then the compute_id or the admin scope + audience claims.
+// compute_ctl's rules exactly (compute_tools/src/http/middleware/authorize.rs): EdDSA
+// keys from the JWKS of compute_ctl_config, every key tried in turn, exp checked only
+// when present with 60 s of leeway, nbf ignored, then the compute_id or the admin scope +
+// audience claims.
 //
 // Signature checking and JOSE parsing are done by github.com/go-jose/go-jose/v4, a
 // well-kept, widely used library; this package writes no cryptography of its own. It

@@ -39,6 +39,8 @@ type StatusSignal struct {
 // Conn is a private connection to the bus.
 type Conn struct {
 	c *dbus.Conn
+	// Log receives what Close and Subscribe cannot report (nil: slog.Default()).
+	Log *slog.Logger
 
 	mu       sync.Mutex
 	exported bool
@@ -69,8 +71,15 @@ func Connect(ctx context.Context) (*Conn, error) {
 // and an owned name is released.
 func (c *Conn) Close() {
 	if err := c.c.Close(); err != nil {
-		slog.Debug("close d-bus connection", "error", err)
+		c.logger().Debug("close d-bus connection", "err", err)
 	}
+}
+
+func (c *Conn) logger() *slog.Logger {
+	if c.Log != nil {
+		return c.Log
+	}
+	return slog.Default()
 }
 
 // UniqueName is the connection's unique bus name (":1.42").
@@ -155,7 +164,7 @@ func parseStatus(s *dbus.Signal) (StatusSignal, bool) {
 func (c *Conn) Subscribe() (ch <-chan struct{}, cancel func()) {
 	ch, cancel, err := c.SubscribeErr()
 	if err != nil {
-		slog.Warn("no d-bus wake-ups, falling back to polling", "error", err)
+		c.logger().Warn("no d-bus wake-ups, falling back to polling", "err", err)
 		return make(chan struct{}), func() {}
 	}
 	return ch, cancel

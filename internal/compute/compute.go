@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -62,6 +64,8 @@ type Deps struct {
 	Notifier Notifier
 	Units    UnitTimes
 	Now      func() time.Time
+	// Log is the step's logger (nil: slog.Default()).
+	Log *slog.Logger
 	// actor is the step on whose behalf the status moves (set by each step's entry point).
 	actor state.Actor
 }
@@ -71,6 +75,16 @@ func (d *Deps) as(a state.Actor) *Deps {
 	c := *d
 	c.actor = a
 	return &c
+}
+
+func (d *Deps) logger() *slog.Logger { return orDefault(d.Log) }
+
+// orDefault is l, or slog.Default() for nil.
+func orDefault(l *slog.Logger) *slog.Logger {
+	if l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 func (d *Deps) now() time.Time {
@@ -122,8 +136,12 @@ func parseConnstr(s string) (connInfo, error) {
 // being terminated is left alone), then returns err.
 func (d *Deps) fail(err error) error {
 	msg := err.Error()
-	if _, _, terr := d.Store.Fail(d.actor, msg); terr != nil {
+	_, failed, terr := d.Store.Fail(d.actor, msg)
+	if terr != nil {
 		return fmt.Errorf("%w (and recording the failure: %v)", err, terr)
+	}
+	if failed {
+		logx.Milestone(d.logger(), logx.MsgFailed, "compute failed", "err", msg)
 	}
 	d.status("failed: " + msg)
 	return err

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/apply"
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/migrations"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
@@ -57,9 +58,10 @@ func readConfig(path string) (*spec.Loaded, error) {
 
 // applyAndRecord applies the spec, with unchanged databases skipped (as recorded in the
 // cluster, see apply.AppliedDBsTable) and, in neon mode, the cluster size limit lifted.
-func applyAndRecord(ctx context.Context, cfg Settings, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int) error {
+func applyAndRecord(ctx context.Context, cfg Settings, conn *pgx.Conn, s *spec.ComputeSpec, parsed *spec.Parsed, concurrency int, log *slog.Logger) error {
 	opts := applyOptions(cfg, parsed, concurrency)
 	opts.SkipUnchanged = true
+	opts.Logger = log
 	enabled := false
 	err := withClusterSizeLifted(ctx, cfg, parsed, conn, func() error {
 		if _, err := apply.Apply(ctx, conn, s, opts); err != nil {
@@ -108,17 +110,17 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 			// back in the file (a reload needs the connection we do not have).
 			if parsed.Storage == spec.StorageNeon {
 				if werr := pgdataDir(cfg, parsed).WriteTempOverride(""); werr != nil {
-					slog.Warn("could not empty the temp override", "err", werr)
+					d.logger().Warn("could not empty the temp override", "err", werr)
 				}
 			}
 			return d.fail(err)
 		}
 		defer conn.Close(context.Background())
-		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.StartupConcurrency(s)); err != nil {
+		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.StartupConcurrency(s), d.Log); err != nil {
 			return d.fail(err)
 		}
 	} else if s.SkipPgCatalogUpdates {
-		slog.Info("skip_pg_catalog_updates is set: catalog left as it is")
+		d.logger().Info("skip_pg_catalog_updates is set: catalog left as it is")
 	}
 
 	end := d.now().UTC()
@@ -132,7 +134,7 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		return d.fail(err)
 	}
 	d.status("running")
-	slog.Info("compute is running", "start_postgres_ms", rec.Metrics.StartPostgresMs,
+	logx.Milestone(d.logger(), logx.MsgRunning, "compute is running", "start_postgres_ms", rec.Metrics.StartPostgresMs,
 		"config_ms", rec.Metrics.ConfigMs, "total_startup_ms", rec.Metrics.TotalStartupMs,
 		"wait_for_spec_ms", rec.Metrics.WaitForSpecMs)
 
@@ -142,7 +144,7 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		runMigrations(ctx, cfg, d, conn)
 	}
 	if parsed.Storage == spec.StorageNeon {
-		removeOldPGData(pgdataDir(cfg, parsed))
+		removeOldPGData(pgdataDir(cfg, parsed), d.logger())
 	}
 	return nil
 }
@@ -171,7 +173,7 @@ func waitPostgres(ctx context.Context, cfg Settings, d *Deps, since time.Time) e
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	slog.Info("postgres accepts connections", "pid", pf.PID)
+	d.logger().Info("postgres accepts connections", "pid", pf.PID)
 	return nil
 }
 
@@ -189,10 +191,10 @@ func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-c
 		s, _, err := d.Units.UnitTimestamps(ctx, paths.UnitPostgres)
 		switch {
 		case err != nil:
-			slog.Warn("could not read postgres unit timestamps", "err", err)
+			d.logger().Warn("could not read postgres unit timestamps", "err", err)
 			ch <- 0
 		case s.Before(since) || s.After(ready):
-			slog.Warn("postgres unit start time is not of this lifecycle", "exec_main_start", s, "ready", ready)
+			d.logger().Warn("postgres unit start time is not of this lifecycle", "exec_main_start", s, "ready", ready)
 			ch <- 0
 		default:
 			ch <- ms(ready.Sub(s))
@@ -203,15 +205,15 @@ func postgresStartTime(ctx context.Context, d *Deps, since, ready time.Time) <-c
 
 // removeOldPGData deletes the PGDATAs of earlier lifecycles that prepare set aside (neon
 // mode), now that nothing waits for it.
-func removeOldPGData(dir pgdata.Dir) {
+func removeOldPGData(dir pgdata.Dir, log *slog.Logger) {
 	start := time.Now()
 	n, err := dir.RemoveOld()
 	if err != nil {
-		slog.Warn("could not remove an old PGDATA", "err", err)
+		log.Warn("could not remove an old PGDATA", "err", err)
 		return
 	}
 	if n > 0 {
-		slog.Info("old PGDATA removed", "count", n, "duration_ms", time.Since(start).Milliseconds())
+		log.Info("old PGDATA removed", "count", n, "remove_ms", time.Since(start).Milliseconds())
 	}
 }
 
@@ -220,20 +222,21 @@ func runMigrations(ctx context.Context, cfg Settings, d *Deps, conn *pgx.Conn) {
 	res, err := migrations.Run(ctx, conn, migrations.Options{
 		PrivilegedRole: cfg.PrivilegedRole,
 		AdminRole:      ci.User,
+		Logger:         d.Log,
 		OnFailure: func(id int) {
 			if err := d.Store.CountMigrationFailure(strconv.Itoa(id)); err != nil {
-				slog.Warn("record migration failure", "err", err)
+				d.logger().Warn("record migration failure", "err", err)
 			}
 		},
 	})
 	if err != nil {
-		slog.Error("migrations not run", "err", err)
+		d.logger().Error("migrations not run", "err", err)
 		return
 	}
 	if _, err := d.Store.Update(func(r *state.Record) error { r.MigrationID = res.To; return nil }); err != nil {
-		slog.Warn("record migration id", "err", err)
+		d.logger().Warn("record migration id", "err", err)
 	}
-	slog.Info("migrations done", "from", res.From, "to", res.To, "applied", res.Applied, "skipped", res.Skipped)
+	d.logger().Info("migrations done", "from", res.From, "to", res.To, "applied", res.Applied, "skipped", res.Skipped)
 }
 
 // reconfigure applies the config sent with POST /configure to the running compute:
@@ -278,7 +281,7 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 	start := d.now()
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
-		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.ReconfigureConcurrency(s)); err != nil {
+		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.ReconfigureConcurrency(s), d.Log); err != nil {
 			return d.fail(err)
 		}
 	}
@@ -292,7 +295,7 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("running")
-	slog.Info("reconfigured", "apply_ms", time.Since(start).Milliseconds(),
+	logx.Milestone(d.logger(), logx.MsgReconfigured, "reconfigured", "apply_ms", time.Since(start).Milliseconds(),
 		"roles", len(s.Cluster.Roles), "databases", len(s.Cluster.Databases))
 	return nil
 }
@@ -325,8 +328,9 @@ func DryRun(ctx context.Context, cfg Settings, raw []byte) ([]string, error) {
 }
 
 // ApplyByHand applies a config file's spec to any running Postgres, outside systemd and
-// without touching the compute's state.
-func ApplyByHand(ctx context.Context, cfg Settings, raw []byte) (apply.Result, error) {
+// without touching the compute's state; log receives the apply's progress (nil:
+// slog.Default()).
+func ApplyByHand(ctx context.Context, cfg Settings, raw []byte, log *slog.Logger) (apply.Result, error) {
 	s, parsed, err := parseForApply(raw)
 	if err != nil {
 		return apply.Result{}, err
@@ -336,7 +340,9 @@ func ApplyByHand(ctx context.Context, cfg Settings, raw []byte) (apply.Result, e
 		return apply.Result{}, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	return apply.Apply(ctx, conn, s, applyOptions(cfg, parsed, apply.StartupConcurrency(s)))
+	opts := applyOptions(cfg, parsed, apply.StartupConcurrency(s))
+	opts.Logger = log
+	return apply.Apply(ctx, conn, s, opts)
 }
 
 func parseForApply(raw []byte) (*spec.ComputeSpec, *spec.Parsed, error) {

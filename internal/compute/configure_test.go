@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/state"
@@ -83,8 +85,14 @@ func (r *configureRig) hasDatabase(t *testing.T, name string) bool {
 
 func TestFirstConfigureRunningPostgres(t *testing.T) {
 	r := newConfigureRig(t, false)
+	log, logged := newRecordLogger()
+	r.deps.Log = log
 	if err := <-r.configureAsync(); err != nil {
 		t.Fatal(err)
+	}
+	// The running milestone, once, with its MESSAGE_ID (`journalctl MESSAGE_ID=...`).
+	if n, lv := logged.milestones(); n[logx.MsgRunning] != 1 || lv[logx.MsgRunning] != slog.LevelInfo || len(n) != 1 {
+		t.Errorf("milestones %v, want one %s at info", n, logx.MsgRunning)
 	}
 	rec, _ := r.store.Load()
 	if rec.Status != state.Running || rec.MigrationID == 0 {
@@ -150,6 +158,8 @@ func TestFirstConfigureWaitsForPostgres(t *testing.T) {
 // reason instead of waiting forever, leaving the recorded error as it is.
 func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 	r := newConfigureRig(t, true)
+	log, logged := newRecordLogger()
+	r.deps.Log = log
 	done := r.configureAsync()
 	const reason = "postgres exited with status 1: FATAL:  invalid value for parameter"
 	time.Sleep(100 * time.Millisecond)
@@ -167,6 +177,15 @@ func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 	rec, _ := r.store.Load()
 	if rec.Status != state.Failed || rec.Error == nil || *rec.Error != reason {
 		t.Errorf("status %s error %v", rec.Status, rec.Error)
+	}
+	// The stop hook's failure is the one failed milestone; configure giving up adds none.
+	if n, lv := logged.milestones(); n[logx.MsgFailed] != 1 || lv[logx.MsgFailed] != slog.LevelError || len(n) != 1 {
+		t.Errorf("milestones %v, want one %s at error", n, logx.MsgFailed)
+	}
+	// Failing again (already failed) is no new occurrence.
+	_ = r.deps.as(state.ActorConfigure).fail(errors.New("again"))
+	if n, _ := logged.milestones(); n[logx.MsgFailed] != 1 {
+		t.Errorf("a second fail logged the milestone again: %v", n)
 	}
 }
 

@@ -34,6 +34,7 @@ func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 			return t, err
 		},
 		Wake: wake,
+		Log:  d.Log,
 	}
 	return loop.Run(ctx)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/computetools/compute-tools/internal/state"
 )
 
-// prepareNeon does compute_ctl's prepare_pgdata for neon storage (inventory §5 step 6):
+// prepareNeon does compute_ctl's prepare_pgdata for neon storage (compute_tools/src/compute.rs):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
 // the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
 func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
@@ -40,7 +40,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	case s.Mode.IsPrimary():
 		d.status("init: syncing safekeepers")
 		start := time.Now()
-		synced, ok, err := safekeeper.CheckSynced(ctx, p.SafekeeperConnstrings, p.TenantID, p.TimelineID, p.StorageAuthToken)
+		synced, ok, err := safekeeper.CheckSynced(ctx, p.SafekeeperConnstrings, p.TenantID, p.TimelineID, p.StorageAuthToken, d.Log)
 		if err != nil {
 			return fmt.Errorf("safekeeper check: %w", err)
 		}
@@ -48,15 +48,15 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 		var syncMs uint64
 		if ok {
 			lsn = synced
-			slog.Info("safekeepers are in sync", "lsn", lsn, "check_ms", checkMs)
+			d.logger().Info("safekeepers are in sync", "lsn", lsn, "check_ms", checkMs)
 		} else {
 			start = time.Now()
-			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken)
+			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken, d.Log)
 			if err != nil {
 				return fmt.Errorf("sync safekeepers: %w", err)
 			}
 			syncMs = ms(time.Since(start))
-			slog.Info("safekeepers synced", "lsn", lsn, "sync_ms", syncMs)
+			d.logger().Info("safekeepers synced", "lsn", lsn, "sync_ms", syncMs)
 		}
 		if _, err := d.Store.Update(func(r *state.Record) error {
 			r.Metrics.SyncSKCheckMs = checkMs
@@ -75,12 +75,12 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
 		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
-		Attempts: cfg.BasebackupAttempts,
+		Attempts: cfg.BasebackupAttempts, Logger: d.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("basebackup: %w", err)
 	}
-	slog.Info("basebackup done", "bytes", st.Bytes, "ms", st.Duration.Milliseconds(),
+	d.logger().Info("basebackup done", "bytes", st.Bytes, "basebackup_ms", st.Duration.Milliseconds(),
 		"connect_us", st.ConnectMicros, "attempts", st.Attempts, "lsn", lsn)
 	if _, err := d.Store.Update(func(r *state.Record) error {
 		r.Metrics.PageserverConnectMicros = uint64(st.ConnectMicros)
@@ -111,7 +111,7 @@ func writePostgresEnv(cfg Settings, token string) error {
 
 // finalSync is the last step of a primary's termination in neon mode: the safekeepers'
 // LSN after Postgres stopped, which /terminate answers with.
-func finalSync(ctx context.Context, cfg Settings) (string, error) {
+func finalSync(ctx context.Context, cfg Settings, log *slog.Logger) (string, error) {
 	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
 	if err != nil {
 		return "", fmt.Errorf("read applied config: %w", err)
@@ -120,5 +120,5 @@ func finalSync(ctx context.Context, cfg Settings) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, parsed.StorageAuthToken)
+	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, parsed.StorageAuthToken, log)
 }

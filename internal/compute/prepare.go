@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/pgdata"
@@ -54,15 +55,21 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	}); err != nil {
 		return d.fail(err)
 	}
-	slog.Info("spec accepted", "storage", parsed.Storage, "mode", cc.Spec.Mode.Type(),
-		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited)
+	attrs := []any{"storage", parsed.Storage, "mode", cc.Spec.Mode.Type(),
+		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited}
+	if waited {
+		// compute-api logged the milestone when POST /configure accepted this config.
+		d.logger().Info("spec accepted", attrs...)
+	} else {
+		logx.Milestone(d.logger(), logx.MsgConfigAccepted, "spec accepted", attrs...)
+	}
 	d.status("init: preparing PGDATA")
 
 	tlsc := tlsfiles.Enabled(cc)
 	if parsed.Storage == spec.StorageNeon {
 		err = prepareNeon(ctx, cfg, ci, cc.Spec, parsed, tlsc != nil, d)
 	} else {
-		err = prepareStandalone(ctx, cfg, ci, parsed, tlsc != nil)
+		err = prepareStandalone(ctx, cfg, ci, parsed, tlsc != nil, d.logger())
 	}
 	if err == nil && tlsc != nil {
 		err = installTLS(ctx, cfg, *tlsc, parsed, d, waitForCertificate)
@@ -81,7 +88,7 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("init: PGDATA ready, starting postgres")
-	slog.Info("prepare done", "pgdata", cfg.PGData, "duration_ms", done.Sub(now).Milliseconds())
+	d.logger().Info("prepare done", "pgdata", cfg.PGData, "prepare_ms", done.Sub(now).Milliseconds())
 	return nil
 }
 
@@ -107,7 +114,7 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error)
 		return nil, err
 	}
 	if reset {
-		slog.Info("state of an earlier lifecycle reset")
+		d.logger().Info("state of an earlier lifecycle reset")
 	}
 	// Mark the record as this run's, so that compute-api (starting in parallel) knows the
 	// lifecycle has begun and stops holding back its readiness.
@@ -124,8 +131,8 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error)
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and
 // writes the Postgres configuration.
-func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
-	if err := ensureInitdb(ctx, cfg, ci); err != nil {
+func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.Parsed, tls bool, log *slog.Logger) error {
+	if err := ensureInitdb(ctx, cfg, ci, log); err != nil {
 		return err
 	}
 	if err := writePostgresEnv(cfg, ""); err != nil {
@@ -166,20 +173,20 @@ func writePGConfig(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 }
 
 // ensureInitdb creates the standalone cluster on first start; an existing one is kept.
-func ensureInitdb(ctx context.Context, cfg Settings, ci connInfo) error {
+func ensureInitdb(ctx context.Context, cfg Settings, ci connInfo, log *slog.Logger) error {
 	dir := pgdata.Dir{Path: cfg.PGData}
 	if dir.Initialized() {
-		slog.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
+		log.Info("PGDATA exists, keeping it", "pgdata", cfg.PGData)
 		return nil
 	}
 	start := time.Now()
-	slog.Info("running initdb", "pgdata", cfg.PGData, "superuser", ci.User)
+	log.Info("running initdb", "pgdata", cfg.PGData, "superuser", ci.User)
 	if err := dir.Initdb(ctx, pgdata.InitdbOptions{
 		Initdb: paths.Sibling(cfg.PGBin, "initdb"), Superuser: ci.User, OSUser: cfg.OSUser,
 	}); err != nil {
 		return err
 	}
-	slog.Info("initdb done", "duration_ms", time.Since(start).Milliseconds())
+	log.Info("initdb done", "initdb_ms", time.Since(start).Milliseconds())
 	return nil
 }
 

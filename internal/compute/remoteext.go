@@ -3,7 +3,6 @@ package compute
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -13,7 +12,8 @@ import (
 )
 
 // prepareRemoteExtensions writes the spec's extension control files and downloads its
-// preload libraries (inventory §5 step 6, §10.2), recording the load_ext_* metrics. The
+// preload libraries (a pre-start task of start_compute in compute_tools/src/compute.rs;
+// compute_tools/src/extension_server.rs), recording the load_ext_* metrics. The
 // Postgres directories belong to root in a Debian install: when they are not writable for
 // this unit, the step is skipped with a warning rather than failing the start.
 func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps) error {
@@ -24,8 +24,9 @@ func prepareRemoteExtensions(ctx context.Context, cfg Settings, s *spec.ComputeS
 	if err != nil {
 		return fmt.Errorf("remote extensions: %w", err)
 	}
+	dl.Logger = d.Log
 	if !writable(filepath.Join(dl.ShareDir, "extension")) {
-		slog.Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
+		d.logger().Warn("remote extensions: the Postgres extension directory is not writable for this unit; control files and libraries are not installed",
 			"dir", filepath.Join(dl.ShareDir, "extension"))
 		return nil
 	}

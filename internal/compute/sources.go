@@ -35,20 +35,23 @@ type configSource interface {
 // else the config file; and last, waiting for POST /configure.
 func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 	pending := paths.PendingConfigFile(cfg.StateDir)
-	srcs := []configSource{pendingConfig{path: pending}}
+	log := d.logger()
+	srcs := []configSource{pendingConfig{path: pending, log: log}}
 	switch {
 	case cfg.ControlPlaneURI != "":
 		client := &http.Client{Timeout: 30 * time.Second}
 		srcs = append(srcs, controlPlaneConfig{
 			uri: cfg.ControlPlaneURI,
+			log: log,
 			fetch: func(ctx context.Context) (*spec.ComputeConfig, error) {
 				return controlplane.FetchConfig(ctx, client, cfg.ControlPlaneURI, cfg.ComputeID, cfg.ControlPlaneToken,
-					controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)))
+					controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
+					controlplane.WithLogger(log))
 			},
 			saveJWKS: func(cc *spec.ComputeConfig) error { return writeJWKS(cfg, cc) },
 		})
 	case cfg.ConfigFile != "":
-		srcs = append(srcs, fileConfig{path: cfg.ConfigFile})
+		srcs = append(srcs, fileConfig{path: cfg.ConfigFile, log: log})
 	}
 	return append(srcs, waitForConfigure{
 		store: d.Store, wake: wake, recheck: 10 * time.Second, status: d.status, path: pending,
@@ -81,13 +84,16 @@ func loadPending(path string) (*acquired, error) {
 
 // pendingConfig is a POST /configure that arrived before compute-init started (the
 // record is configuration_pending).
-type pendingConfig struct{ path string }
+type pendingConfig struct {
+	path string
+	log  *slog.Logger
+}
 
 func (s pendingConfig) obtain(_ context.Context, cur state.Record) (*acquired, error) {
 	if cur.Status != state.ConfigurationPending {
 		return nil, nil
 	}
-	slog.Info("using the config sent with POST /configure")
+	orDefault(s.log).Info("using the config sent with POST /configure")
 	return loadPending(s.path)
 }
 
@@ -95,6 +101,7 @@ func (s pendingConfig) obtain(_ context.Context, cur state.Record) (*acquired, e
 // when it has no spec for this compute yet (then the start waits for POST /configure).
 type controlPlaneConfig struct {
 	uri      string // for the logs
+	log      *slog.Logger
 	fetch    func(ctx context.Context) (*spec.ComputeConfig, error)
 	saveJWKS func(*spec.ComputeConfig) error
 }
@@ -108,26 +115,29 @@ func (s controlPlaneConfig) obtain(ctx context.Context, _ state.Record) (*acquir
 		return nil, err
 	}
 	if cc.Spec == nil {
-		slog.Info("the control plane has no spec for this compute yet; waiting for POST /configure")
+		orDefault(s.log).Info("the control plane has no spec for this compute yet; waiting for POST /configure")
 		return nil, nil
 	}
 	l, err := spec.Encode(cc)
 	if err != nil {
 		return nil, err
 	}
-	slog.Info("spec received from the control plane", "uri", s.uri)
+	orDefault(s.log).Info("spec received from the control plane", "uri", s.uri)
 	return &acquired{Loaded: l}, nil
 }
 
 // fileConfig reads the config file; a missing file or one without a spec means wait
 // for POST /configure.
-type fileConfig struct{ path string }
+type fileConfig struct {
+	path string
+	log  *slog.Logger
+}
 
 func (s fileConfig) obtain(_ context.Context, _ state.Record) (*acquired, error) {
 	b, err := os.ReadFile(s.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		slog.Info("no config file; waiting for POST /configure", "path", s.path)
+		orDefault(s.log).Info("no config file; waiting for POST /configure", "path", s.path)
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("read config file: %w", err)
@@ -137,14 +147,14 @@ func (s fileConfig) obtain(_ context.Context, _ state.Record) (*acquired, error)
 		return nil, fmt.Errorf("invalid config file %s: %w", s.path, err)
 	}
 	if cc.Spec == nil {
-		slog.Info("config file has no spec; waiting for POST /configure", "path", s.path)
+		orDefault(s.log).Info("config file has no spec; waiting for POST /configure", "path", s.path)
 		return nil, nil
 	}
 	l, err := spec.FromConfig(b, cc)
 	if err != nil {
 		return nil, err
 	}
-	slog.Info("spec read from the config file", "path", s.path)
+	orDefault(s.log).Info("spec read from the config file", "path", s.path)
 	return &acquired{Loaded: l}, nil
 }
 

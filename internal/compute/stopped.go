@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -37,7 +38,7 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 			// The safekeepers' LSN after the shutdown is what /terminate answers. If the
 			// sync fails the compute is failed with the reason (compute_ctl exits without
 			// ever reporting terminated).
-			l, err := finalSync(ctx, cfg)
+			l, err := finalSync(ctx, cfg, d.Log)
 			if err != nil {
 				err = fmt.Errorf("terminate: final safekeeper sync: %w", err)
 				cur, failed, terr := d.Store.Fail(d.actor, err.Error(), state.TerminationPendingFast, state.TerminationPendingImmediate)
@@ -47,6 +48,7 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 				if terr != nil {
 					return fmt.Errorf("%w (and recording it: %v)", err, terr)
 				}
+				logx.Milestone(d.logger(), logx.MsgFailed, "compute failed", "err", err)
 				d.status("failed: " + err.Error())
 				return err
 			}
@@ -62,20 +64,20 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 		if lsn != nil {
 			lsnText = *lsn
 		}
-		slog.Info("postgres stopped after /terminate; compute terminated", "result", info.ServiceResult, "lsn", lsnText)
+		logx.Milestone(d.logger(), logx.MsgTerminated, "postgres stopped after /terminate; compute terminated", "result", info.ServiceResult, "lsn", lsnText)
 		return nil
 	case rec.Status == state.Empty || rec.Status == state.Failed || rec.Status == state.Terminated:
-		slog.Info("postgres stopped", "status", rec.Status, "result", info.ServiceResult)
+		d.logger().Info("postgres stopped", "status", rec.Status, "result", info.ServiceResult)
 		return nil
 	}
 	reason := describeStop(info)
 	if info.ServiceResult != "success" && info.ServiceResult != "" {
-		if detail := journalErrors(ctx, info.InvocationID); detail != "" {
+		if detail := journalErrors(ctx, info.InvocationID, d.logger()); detail != "" {
 			reason += ": " + detail
 		}
-		slog.Error("postgres failed", "status", rec.Status, "reason", reason)
+		d.logger().Error("postgres failed", "status", rec.Status, "reason", reason)
 	} else {
-		slog.Warn("postgres stopped outside /terminate", "status", rec.Status)
+		d.logger().Warn("postgres stopped outside /terminate", "status", rec.Status)
 	}
 	_ = d.fail(fmt.Errorf("%s", reason))
 	return nil
@@ -95,14 +97,14 @@ func describeStop(i StopInfo) string {
 // journalErrors returns the FATAL/PANIC lines Postgres logged in this run of the unit,
 // each with the line before it (which usually says what was wrong, e.g. `invalid value for
 // parameter`), if the journal can be read (the unit's user is in group systemd-journal).
-func journalErrors(ctx context.Context, invocation string) string {
+func journalErrors(ctx context.Context, invocation string, log *slog.Logger) string {
 	if invocation == "" {
 		return ""
 	}
 	res, err := execx.Run(ctx, execx.Cmd{Path: "/usr/bin/journalctl",
-		Args: []string{"--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID=" + invocation}})
+		Args: []string{"--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID=" + invocation}, Log: log})
 	if err != nil {
-		slog.Debug("could not read the postgres journal", "err", err)
+		log.Debug("could not read the postgres journal", "err", err)
 		return ""
 	}
 	return fatalLines(string(res.Stdout))

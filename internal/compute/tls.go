@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/retry"
@@ -43,14 +42,14 @@ func installTLS(ctx context.Context, cfg Settings, c spec.TLSConfig, p *spec.Par
 			if _, err := d.Store.Update(func(r *state.Record) error { r.TLSCertDigest = digest; return nil }); err != nil {
 				return retry.Permanent(err)
 			}
-			slog.Info("TLS certificate installed", "cert", c.CertPath, "sha256", digest)
+			d.logger().Info("TLS certificate installed", "cert", c.CertPath, "sha256", digest)
 			return nil
 		}
 		if wait > 0 && time.Since(start) >= wait {
 			return retry.Permanent(fmt.Errorf("no usable TLS certificate after %s: %w", wait, err))
 		}
 		if time.Since(lastLog) >= time.Minute {
-			slog.Warn("waiting for a usable TLS certificate", "err", err)
+			d.logger().Warn("waiting for a usable TLS certificate", "err", err)
 			d.status("init: waiting for the TLS certificate: " + err.Error())
 			lastLog = time.Now()
 		}
@@ -73,9 +72,9 @@ func reinstallTLS(ctx context.Context, cfg Settings, c spec.TLSConfig, p *spec.P
 		return true
 	}
 	if pgdataDir(cfg, p).HasTLSCert() {
-		slog.Warn("TLS: keeping the installed certificate", "err", err)
+		d.logger().Warn("TLS: keeping the installed certificate", "err", err)
 		return true
 	}
-	slog.Warn("TLS: no usable certificate; Postgres serves without TLS until there is one", "err", err)
+	d.logger().Warn("TLS: no usable certificate; Postgres serves without TLS until there is one", "err", err)
 	return false
 }

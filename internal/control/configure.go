@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -38,7 +39,7 @@ func (c *Controller) Configure(ctx context.Context, raw []byte, parsed *spec.Par
 	if err != nil {
 		return rec, stateError(err)
 	}
-	log.Info("configuration received", "from", from, "status", rec.Status, "storage", parsed.Storage)
+	logx.Milestone(log, logx.MsgConfigAccepted, "configuration received", "from", from, "status", rec.Status, "storage", parsed.Storage)
 	if from != state.Empty {
 		if msg := c.reconfigure(context.WithoutCancel(ctx)); msg != "" {
 			return rec, &FailedError{Msg: msg}
@@ -112,7 +113,10 @@ func (c *Controller) reconfigureUnless(ctx context.Context, stopping <-chan stru
 		return msg
 	default:
 	}
-	cur, _, _ := c.cfg.Store.Fail(state.ActorAPI, msg, state.ConfigurationPending, state.Configuration)
+	cur, failed, _ := c.cfg.Store.Fail(state.ActorAPI, msg, state.ConfigurationPending, state.Configuration)
+	if failed {
+		logx.Milestone(c.logger(ctx), logx.MsgFailed, "compute failed", "err", msg)
+	}
 	if cur.Status == state.Failed && cur.Error != nil {
 		// The configure step recorded why it failed: that is the better answer.
 		msg = *cur.Error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -46,8 +47,8 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 			return Termination{}, c.failTermination(log, "cancel startup", err)
 		}
 		// Nothing ran, so there is no final LSN.
-		if _, _, err := c.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
-			return Termination{}, stateError(err)
+		if err := c.completeTermination(log); err != nil {
+			return Termination{}, err
 		}
 	case state.Running:
 		if err := c.unitsCall(func(u Units) error { return u.StopPostgres(wctx, immediate) }); err != nil {
@@ -56,8 +57,8 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 		// For a neon primary the Postgres unit's stop hook syncs the safekeepers and sets
 		// terminated with the LSN (state.Record.NeedsFinalSync). Elsewhere there is no
 		// LSN to wait for; finish here if no hook did.
-		if _, _, err := c.cfg.Store.CompleteTermination(state.ActorAPI, nil); err != nil {
-			return Termination{}, stateError(err)
+		if err := c.completeTermination(log); err != nil {
+			return Termination{}, err
 		}
 	}
 
@@ -72,12 +73,27 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 	return Termination{LSN: rec.TerminateLSN}, nil
 }
 
+// completeTermination moves termination_pending_* to terminated without an LSN when the
+// API may (state.Store.CompleteTermination), logging the milestone if it did.
+func (c *Controller) completeTermination(log *slog.Logger) error {
+	_, done, err := c.cfg.Store.CompleteTermination(state.ActorAPI, nil)
+	if err != nil {
+		return stateError(err)
+	}
+	if done {
+		logx.Milestone(log, logx.MsgTerminated, "compute terminated")
+	}
+	return nil
+}
+
 // failTermination records a failed termination step and returns it as a FailedError.
 func (c *Controller) failTermination(log *slog.Logger, what string, err error) error {
 	msg := fmt.Sprintf("terminate: %s: %v", what, err)
 	log.Error("termination failed", "step", what, "err", err)
-	if _, _, uerr := c.cfg.Store.Fail(state.ActorAPI, msg, state.TerminationPendingFast, state.TerminationPendingImmediate); uerr != nil {
+	if _, failed, uerr := c.cfg.Store.Fail(state.ActorAPI, msg, state.TerminationPendingFast, state.TerminationPendingImmediate); uerr != nil {
 		log.Error("record failed termination", "err", uerr)
+	} else if failed {
+		logx.Milestone(log, logx.MsgFailed, "compute failed", "err", msg)
 	}
 	return &FailedError{Msg: msg}
 }

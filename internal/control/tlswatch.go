@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/tlsfiles"
@@ -86,7 +87,7 @@ func (c *Controller) checkTLS(ctx context.Context) bool {
 		return false
 	}
 	c.tlsTried = digest
-	c.log.Info("TLS certificate changed: reconfiguring", "cert", tc.CertPath, "sha256", digest)
+	logx.Milestone(c.log, logx.MsgConfigAccepted, "TLS certificate changed: reconfiguring", "cert", tc.CertPath, "sha256", digest)
 	if msg := c.reconfigureUnless(context.WithoutCancel(ctx), ctx.Done()); msg != "" {
 		c.log.Error("tls watcher: reconfiguration did not start", "err", msg)
 	}

@@ -45,6 +45,12 @@ type Option func(*options)
 type options struct {
 	onRequest  func(httpStatus string)
 	retryDelay time.Duration
+	log        *slog.Logger
+}
+
+// WithLogger sets the logger of FetchConfig (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
 }
 
 // WithOnRequest calls f after every attempt with the http_status label of
@@ -65,6 +71,9 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -72,11 +81,11 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		return nil, errors.New("fetch config: empty compute id")
 	}
 	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
-	slog.Info("getting config from control plane", "url", u)
+	o.log.Info("getting config from control plane", "url", u)
 
 	var cfg *spec.ComputeConfig
 	err := retry.Do(ctx, retry.Policy{Attempts: Attempts, Delay: o.retryDelay}, func(ctx context.Context, attempt int) error {
-		c, status, again, err := fetchOnce(ctx, client, u, token)
+		c, status, again, err := fetchOnce(ctx, client, u, token, o.log)
 		if o.onRequest != nil {
 			o.onRequest(status)
 		}
@@ -89,7 +98,7 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		case !again:
 			return retry.Permanent(err)
 		}
-		slog.Warn("control plane config request failed", "attempt", attempt, "http_status", status, "err", err)
+		o.log.Warn("control plane config request failed", "attempt", attempt, "http_status", status, "err", err)
 		return err
 	})
 	var re *retry.Error
@@ -104,7 +113,7 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 
 // fetchOnce makes one request. It returns the metric label of the answer and whether a
 // failure is worth retrying.
-func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *spec.ComputeConfig, status string, retry bool, err error) {
+func fetchOnce(ctx context.Context, client *http.Client, u, token string, log *slog.Logger) (cfg *spec.ComputeConfig, status string, retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, UnknownHTTPStatus, false, fmt.Errorf("build request: %w", err)
@@ -124,7 +133,7 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *
 		if readErr != nil {
 			return nil, status, true, fmt.Errorf("read control plane response: %w", readErr)
 		}
-		cfg, permanent, err := decode(body)
+		cfg, permanent, err := decode(body, log)
 		if err != nil {
 			return nil, status, !permanent, err
 		}
@@ -139,7 +148,7 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token string) (cfg *
 // decode turns a 200 answer into a ComputeConfig. A body that does not decode (bad JSON,
 // unknown status, invalid spec or compute_ctl_config) is retryable, as a decode error is
 // in Neon; "attached" without a spec is permanent.
-func decode(body []byte) (cfg *spec.ComputeConfig, permanent bool, err error) {
+func decode(body []byte, log *slog.Logger) (cfg *spec.ComputeConfig, permanent bool, err error) {
 	var head struct {
 		Status *string         `json:"status"`
 		Spec   json.RawMessage `json:"spec"`
@@ -164,7 +173,7 @@ func decode(body []byte) (cfg *spec.ComputeConfig, permanent bool, err error) {
 		}
 	case StatusEmpty:
 		if cfg.Spec != nil {
-			slog.Warn("control plane says the compute is empty but sent a spec; ignoring the spec")
+			log.Warn("control plane says the compute is empty but sent a spec; ignoring the spec")
 			cfg.Spec = nil
 		}
 	}

@@ -33,6 +33,8 @@ type Cmd struct {
 	Stdin []byte
 	// Secrets are replaced by "<redacted>" wherever they appear in logs and errors.
 	Secrets []string
+	// Log receives the command line and its duration at debug level (nil: slog.Default()).
+	Log *slog.Logger
 }
 
 // Result is what a finished process left behind.
@@ -63,7 +65,11 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	argv := redact.String(strings.Join(append([]string{c.Path}, c.Args...), " "), c.Secrets...)
-	slog.Debug("exec", "argv", argv, "user", c.User)
+	log := c.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Debug("exec", "argv", argv, "user", c.User)
 	start := time.Now()
 	err := cmd.Run()
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(start)}
@@ -79,7 +85,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		}
 		return res, fmt.Errorf("%s: %w", argv, err)
 	}
-	slog.Debug("exec done", "argv", argv, "duration_ms", res.Duration.Milliseconds())
+	log.Debug("exec done", "argv", argv, "exec_ms", res.Duration.Milliseconds())
 	return res, nil
 }
 

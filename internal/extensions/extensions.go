@@ -1,4 +1,4 @@
-// Package extensions implements Neon's remote extensions (inventory §10.2): the control
+// Package extensions implements Neon's remote extensions (compute_tools/src/extension_server.rs): the control
 // files of the extensions a spec allows are written into Postgres's share directory, and
 // extension archives (zstd-compressed tarballs) are fetched from the extension storage
 // gateway and unpacked into the share and library directories, either at startup for

@@ -32,7 +32,7 @@ func ConfigureByHand(ctx context.Context, h Host, dryRun bool, out io.Writer) er
 		fmt.Fprintf(out, "%d actions (dry run: nothing was changed)\n", len(plan))
 		return nil
 	}
-	res, err := compute.ApplyByHand(ctx, cfg, raw)
+	res, err := compute.ApplyByHand(ctx, cfg, raw, h.Log)
 	if err != nil {
 		return err
 	}

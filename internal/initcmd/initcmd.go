@@ -36,6 +36,8 @@ type Host struct {
 	RemoteExtBaseURL  string
 	ControlPlaneURI   string
 	ControlPlaneToken string
+	// Log is the binary's logger (nil: slog.Default()).
+	Log *slog.Logger
 }
 
 var privRoleRe = regexp.MustCompile(`^[a-z_]+$`)
@@ -136,6 +138,9 @@ func (e env) step(ctx context.Context, h Host, withUnits bool, fn func(compute.S
 	if err != nil {
 		return err
 	}
+	if h.Log != nil {
+		e.log = h.Log
+	}
 	d, done, err := e.deps(ctx, h.StateDir, withUnits)
 	if err != nil {
 		return err
@@ -153,14 +158,18 @@ func (e env) deps(ctx context.Context, stateDir string, withUnits bool) (d *comp
 	if err != nil {
 		return nil, nil, err
 	}
-	d = &compute.Deps{Store: store, Notifier: e.notifier}
+	log := e.logger()
+	store.Log = log
+	d = &compute.Deps{Store: store, Notifier: e.notifier, Log: log}
 	var closers []func()
 	if conn, err := e.connectBus(ctx); err != nil {
-		e.logger().Warn("no D-Bus: status changes are not announced", "err", err)
+		log.Warn("no D-Bus: status changes are not announced", "err", err)
 	} else {
+		if bc, ok := conn.(*bus.Conn); ok {
+			bc.Log = log
+		}
 		closers = append(closers, conn.Close)
 		d.Waker = conn
-		log := e.logger()
 		store.OnChange = func(r state.Record) {
 			if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
 				log.Warn("announce status", "err", err)

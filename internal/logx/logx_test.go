@@ -255,3 +255,18 @@ func TestLevelFromEnv(t *testing.T) {
 		}
 	}
 }
+
+// The milestone ids are documented where operators look for them.
+func TestMilestonesDocumented(t *testing.T) {
+	for _, doc := range []string{"../../docs/architecture.md", "../../README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range Milestones {
+			if !bytes.Contains(b, []byte(id)) {
+				t.Errorf("%s does not list MESSAGE_ID %s", doc, id)
+			}
+		}
+	}
+}

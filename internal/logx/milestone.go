@@ -15,7 +15,8 @@ const MessageIDKey = "MESSAGE_ID"
 // The lifecycle milestones (`journalctl MESSAGE_ID=<id>`). Never change an id: operators
 // and alerts keep them.
 const (
-	// MsgConfigAccepted: a config was accepted (file, control plane or POST /configure).
+	// MsgConfigAccepted: a config was accepted (file, control plane, POST /configure, or
+	// the TLS renewal watcher resubmitting the applied config).
 	MsgConfigAccepted MessageID = "87f0458e1acd2593d3edd685cd8fdd21"
 	// MsgRunning: the compute reached running.
 	MsgRunning MessageID = "1325aea684b4e765625f17bf516ac4b2"

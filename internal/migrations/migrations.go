@@ -108,7 +108,7 @@ func runList(ctx context.Context, conn *pgx.Conn, list []Migration, opts Options
 			}
 			id := m.ID
 			res.Failed, res.Err = &id, err
-			log.Error("migration failed; later migrations not run", "id", m.ID, "name", m.Name, "error", err)
+			log.Error("migration failed; later migrations not run", "id", m.ID, "name", m.Name, "err", err)
 			if opts.OnFailure != nil {
 				opts.OnFailure(m.ID)
 			}

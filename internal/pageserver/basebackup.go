@@ -114,7 +114,7 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 		s, err := basebackupOnce(ctx, cfg, query, opts.PGData)
 		if err != nil {
 			log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
-				"host", cfg.Host, "port", cfg.Port, "error", err)
+				"host", cfg.Host, "port", cfg.Port, "err", err)
 			return err
 		}
 		st = s
@@ -125,7 +125,7 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	case err == nil:
 		st.Attempts = n
 		log.Info("basebackup done", "attempt", n, "bytes", st.Bytes,
-			"duration_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
+			"basebackup_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
 		return st, nil
 	case !errors.As(err, &re):
 		return Stats{Attempts: n}, err // an entry that would escape PGDATA: not retried

@@ -1,5 +1,5 @@
 // Package pgconf renders the configuration files of the compute's Postgres:
-// postgresql.conf in exactly the order Neon's compute_ctl writes it (inventory §5.1),
+// postgresql.conf in exactly the order Neon's compute_ctl writes it (compute_tools/src/config.rs),
 // preceded by a small block of our own host settings, and the pg_hba.conf /
 // pg_ident.conf of standalone mode. Everything here is a pure function of its inputs:
 // the caller reads the host facts (e.g. /proc/sys/vm/overcommit_memory), and package

@@ -178,7 +178,7 @@ func watch(dir string) (<-chan struct{}, func()) {
 			}
 		}
 	}()
-	// Closing an inotify descriptor waits for the kernel's fsnotify grace period (5-15 ms
-	// on a busy machine here): not on the caller's time.
+	// Closing an inotify descriptor waits for the kernel's fsnotify grace period (see
+	// bench/README.md): not on the caller's time.
 	return ch, func() { go f.Close() }
 }

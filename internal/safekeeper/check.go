@@ -56,12 +56,16 @@ func Decide(n int, answers []TimelineStatus) (spec.Lsn, bool) {
 // timeline, as user no_user with token as the password, each ping limited to PingTimeout.
 // It stops as soon as a quorum answered or a quorum can no longer be reached, and reports
 // the common LSN when the answers agree (see Decide). A safekeeper that fails or is slow
-// only counts as missing; the error is for a cancelled ctx.
-func CheckSynced(ctx context.Context, connstrs []string, tenant, timeline, token string) (lsn string, synced bool, err error) {
-	return checkSynced(ctx, connstrs, tenant, timeline, token, PingTimeout)
+// only counts as missing; the error is for a cancelled ctx. log receives the outcome
+// (nil: slog.Default()).
+func CheckSynced(ctx context.Context, connstrs []string, tenant, timeline, token string, log *slog.Logger) (lsn string, synced bool, err error) {
+	return checkSynced(ctx, connstrs, tenant, timeline, token, PingTimeout, log)
 }
 
-func checkSynced(ctx context.Context, connstrs []string, tenant, timeline, token string, timeout time.Duration) (string, bool, error) {
+func checkSynced(ctx context.Context, connstrs []string, tenant, timeline, token string, timeout time.Duration, log *slog.Logger) (string, bool, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	n := len(connstrs)
 	if n == 0 {
 		return "", false, nil
@@ -93,7 +97,7 @@ func checkSynced(ctx context.Context, connstrs []string, tenant, timeline, token
 		case r := <-results:
 			if r.err != nil {
 				failures++
-				slog.Warn("safekeeper ping failed", "safekeeper", r.addr, "err", r.err)
+				log.Warn("safekeeper ping failed", "safekeeper", r.addr, "err", r.err)
 				continue
 			}
 			answers = append(answers, r.st)
@@ -105,10 +109,10 @@ func checkSynced(ctx context.Context, connstrs []string, tenant, timeline, token
 	}
 	l, ok := Decide(n, answers)
 	if !ok {
-		slog.Info("safekeepers not synced", "safekeepers", n, "answers", len(answers), "failures", failures)
+		log.Info("safekeepers not synced", "safekeepers", n, "answers", len(answers), "failures", failures)
 		return "", false, nil
 	}
-	slog.Info("safekeepers synced", "safekeepers", n, "answers", len(answers), "lsn", l.String())
+	log.Info("safekeepers synced", "safekeepers", n, "answers", len(answers), "lsn", l.String())
 	return l.String(), true, nil
 }
 

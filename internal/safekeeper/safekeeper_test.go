@@ -135,7 +135,7 @@ func TestCheckSynced(t *testing.T) {
 			t.Parallel()
 			sks, addrs := fakes(t, tc.n, at)
 			tc.setup(sks)
-			got, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, tc.token)
+			got, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, tc.token, nil)
 			if err != nil {
 				t.Fatalf("CheckSynced: %v", err)
 			}
@@ -154,10 +154,10 @@ func TestCheckSynced(t *testing.T) {
 
 func TestCheckSyncedFakesVerifyCredentials(t *testing.T) {
 	sks, addrs := fakes(t, 3, "0/100")
-	if _, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, "bad"); err != nil || ok {
+	if _, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, "bad", nil); err != nil || ok {
 		t.Fatalf("wrong token: synced=%v err=%v", ok, err)
 	}
-	if _, ok, err := CheckSynced(context.Background(), addrs, tenant, strings.Repeat("0", 32), token); err != nil || ok {
+	if _, ok, err := CheckSynced(context.Background(), addrs, tenant, strings.Repeat("0", 32), token, nil); err != nil || ok {
 		t.Fatalf("wrong timeline: synced=%v err=%v", ok, err)
 	}
 	auth, opts := 0, 0
@@ -172,7 +172,7 @@ func TestCheckSyncedFakesVerifyCredentials(t *testing.T) {
 	if auth < 2 || opts < 2 {
 		t.Fatalf("auth failures %d, option failures %d; want at least 2 each", auth, opts)
 	}
-	if got, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, token); err != nil || !ok || got != "0/100" {
+	if got, ok, err := CheckSynced(context.Background(), addrs, tenant, timeline, token, nil); err != nil || !ok || got != "0/100" {
 		t.Fatalf("right credentials: lsn=%q synced=%v err=%v", got, ok, err)
 	}
 }
@@ -181,13 +181,13 @@ func TestCheckSyncedCancelled(t *testing.T) {
 	_, addrs := fakes(t, 3, "0/100")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, ok, err := CheckSynced(ctx, addrs, tenant, timeline, token); err == nil || ok {
+	if _, ok, err := CheckSynced(ctx, addrs, tenant, timeline, token, nil); err == nil || ok {
 		t.Fatalf("cancelled: synced=%v err=%v, want an error", ok, err)
 	}
 }
 
 func TestCheckSyncedNoSafekeepers(t *testing.T) {
-	if _, ok, err := CheckSynced(context.Background(), nil, tenant, timeline, token); err != nil || ok {
+	if _, ok, err := CheckSynced(context.Background(), nil, tenant, timeline, token, nil); err != nil || ok {
 		t.Fatalf("synced=%v err=%v", ok, err)
 	}
 }
@@ -217,7 +217,7 @@ func TestSync(t *testing.T) {
 			sktest.SetShimLSN(t, shim, tc.lsn)
 			sktest.SetShimFail(t, shim, tc.fail)
 			before := sktest.ShimSyncCalls(t, shim)
-			got, err := Sync(context.Background(), shim, pgdata, tc.token)
+			got, err := Sync(context.Background(), shim, pgdata, tc.token, nil)
 			if calls := sktest.ShimSyncCalls(t, shim); calls != before+1 {
 				t.Fatalf("shim ran %d times, want 1", calls-before)
 			}
@@ -260,7 +260,7 @@ func TestSync(t *testing.T) {
 }
 
 func TestSyncMissingBinary(t *testing.T) {
-	_, err := Sync(context.Background(), filepath.Join(t.TempDir(), "no-such-postgres"), t.TempDir(), "")
+	_, err := Sync(context.Background(), filepath.Join(t.TempDir(), "no-such-postgres"), t.TempDir(), "", nil)
 	if err == nil {
 		t.Fatal("want an error for a missing binary")
 	}

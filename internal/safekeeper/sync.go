@@ -14,8 +14,12 @@ import (
 // Sync runs `<pgbin> --sync-safekeepers` as the current user with PGDATA=pgdata (the
 // binary takes no -D) and NEON_AUTH_TOKEN=token when token is set, and returns the LSN the
 // safekeepers agreed on: the process's trimmed stdout. A non-zero exit is an error that
-// quotes stdout; the token never appears in logs or errors.
-func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err error) {
+// quotes stdout; the token never appears in logs or errors. log receives the progress
+// (nil: slog.Default()).
+func Sync(ctx context.Context, pgbin, pgdata, token string, log *slog.Logger) (lsn string, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	env := []string{"PGDATA=" + pgdata}
 	var secrets []string
 	if token != "" {
@@ -27,10 +31,11 @@ func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err err
 		Args:    []string{"--sync-safekeepers"},
 		Env:     env,
 		Secrets: secrets,
+		Log:     log,
 	})
 	out := excerpt(redact.String(strings.TrimSpace(string(res.Stdout)), secrets...))
 	if stderr := redact.String(strings.TrimSpace(string(res.Stderr)), secrets...); stderr != "" {
-		slog.Info("sync-safekeepers output", "stderr", stderr)
+		log.Info("sync-safekeepers output", "stderr", stderr)
 	}
 	if err != nil {
 		return "", fmt.Errorf("sync safekeepers: %w (stdout: %q)", err, out)
@@ -39,7 +44,7 @@ func Sync(ctx context.Context, pgbin, pgdata, token string) (lsn string, err err
 	if err != nil {
 		return "", fmt.Errorf("sync safekeepers: bad output: %w", err)
 	}
-	slog.Info("sync-safekeepers done", "lsn", l.String(), "duration_ms", res.Duration.Milliseconds())
+	log.Info("sync-safekeepers done", "lsn", l.String(), "sync_ms", res.Duration.Milliseconds())
 	return l.String(), nil
 }
 

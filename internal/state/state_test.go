@@ -21,8 +21,8 @@ import (
 )
 
 // allowed is the transition table written out independently of the code's table
-// (inventory §4 plus the fixes in docs/architecture.md). Self-transitions are listed
-// separately below.
+// (compute_ctl's ComputeStatus moves, compute_tools/src/compute.rs, plus the fixes in
+// docs/architecture.md). Self-transitions are listed separately below.
 var allowed = map[[2]Status]bool{
 	{Empty, ConfigurationPending}:        true,
 	{Empty, Init}:                        true,

@@ -49,7 +49,9 @@ func (s Status) TerminationPending() bool {
 }
 
 // transitions is the one table of legal status changes. It follows the state diagram of
-// compute_ctl's README and inventory §4, with the fixes recorded in docs/architecture.md:
+// compute_ctl's README (compute_tools/README.md) and its ComputeStatus moves
+// (libs/compute_api/src/responses.rs, compute_tools/src/compute.rs), with the fixes
+// recorded in docs/architecture.md:
 //   - empty -> termination_pending_* is followed by terminated (Neon hangs there);
 //   - empty -> failed when the config file is unusable (Neon exits the process);
 //   - running -> failed when Postgres dies on its own (Neon exits the process);

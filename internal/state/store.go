@@ -73,7 +73,7 @@ func (s *Store) CountMigrationFailure(id string) error {
 // of rpc with CountCplaneRequest; a failure to count is logged, never the request's
 // failure.
 func (s *Store) CplaneRequestHook(rpc string) func(httpStatus string) {
-	return func(httpStatus string) { warnIf("control plane request", s.CountCplaneRequest(rpc, httpStatus)) }
+	return func(httpStatus string) { s.warnIf("control plane request", s.CountCplaneRequest(rpc, httpStatus)) }
 }
 
 // RemoteExtRequestHook returns a hook for the extension downloader that counts each
@@ -81,7 +81,7 @@ func (s *Store) CplaneRequestHook(rpc string) func(httpStatus string) {
 // request's failure.
 func (s *Store) RemoteExtRequestHook() func(httpStatus, filename string) {
 	return func(httpStatus, filename string) {
-		warnIf("extension gateway request", s.CountRemoteExtRequest(httpStatus, filename))
+		s.warnIf("extension gateway request", s.CountRemoteExtRequest(httpStatus, filename))
 	}
 }
 
@@ -93,9 +93,13 @@ func (s *Store) count(fn func(*Counters)) error {
 	return err
 }
 
-func warnIf(what string, err error) {
+func (s *Store) warnIf(what string, err error) {
 	if err != nil {
-		slog.Warn("could not count the "+what, "err", err)
+		log := s.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("could not count the "+what, "err", err)
 	}
 }
 
@@ -165,7 +169,9 @@ type Store struct {
 	// OnChange, when set, is called after every successful write with the new record
 	// (outside the lock). Units use it to announce the change on D-Bus.
 	OnChange func(Record)
-	now      func() time.Time
+	// Log receives the failures of the request hooks to count (nil: slog.Default()).
+	Log *slog.Logger
+	now func() time.Time
 }
 
 // Open returns a store in dir, creating the directory (0750) if needed.

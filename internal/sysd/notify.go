@@ -46,18 +46,21 @@ func Stopping() error {
 }
 
 // Watchdog pings the service watchdog (WATCHDOG=1). Call it only after a successful
-// health check, at most every WatchdogInterval()/2.
+// health check, at most every WatchdogInterval(log)/2.
 func Watchdog() error {
 	return Notify(daemon.SdNotifyWatchdog)
 }
 
 // WatchdogInterval reports the unit's watchdog timeout (WATCHDOG_USEC) and whether the
 // watchdog is enabled for this process (WATCHDOG_PID, when set, must be our PID). A
-// malformed environment is logged and treated as disabled.
-func WatchdogInterval() (time.Duration, bool) {
+// malformed environment is logged to log (nil: slog.Default()) and treated as disabled.
+func WatchdogInterval(log *slog.Logger) (time.Duration, bool) {
 	d, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
-		slog.Warn("ignoring invalid watchdog environment", "error", err)
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("ignoring invalid watchdog environment", "err", err)
 		return 0, false
 	}
 	return d, d > 0

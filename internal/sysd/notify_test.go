@@ -131,7 +131,7 @@ func TestWatchdogInterval(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("WATCHDOG_USEC", tt.usec)
 			t.Setenv("WATCHDOG_PID", tt.pid)
-			got, ok := WatchdogInterval()
+			got, ok := WatchdogInterval(nil)
 			if got != tt.want || ok != tt.wantEnable {
 				t.Errorf("WatchdogInterval() = %v, %v; want %v, %v", got, ok, tt.want, tt.wantEnable)
 			}

@@ -160,7 +160,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("make basebackup archive: %w", err)
 	}
-	slog.Info("basebackup archive ready", "bytes", len(archive), "ms", time.Since(start).Milliseconds())
+	slog.Info("basebackup archive ready", "bytes", len(archive), "build_ms", time.Since(start).Milliseconds())
 
 	ps, err := pageservertest.New(pageservertest.Options{Password: o.token, Archive: archive})
 	if err != nil {
@@ -398,7 +398,7 @@ func (f *fakes) handleTakeArchive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.ps.SetArchive(b)
-	slog.Info("serving a basebackup of the running compute", "bytes", len(b), "ms", time.Since(start).Milliseconds())
+	slog.Info("serving a basebackup of the running compute", "bytes", len(b), "basebackup_ms", time.Since(start).Milliseconds())
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -99,11 +99,11 @@ func (l *Loop) Run(ctx context.Context) error {
 					return nil
 				}
 				wait = backoff.Next()
-				log.Warn("lsn lease failed; retrying", "err", err, "retry_in", wait)
+				log.Warn("lsn lease failed; retrying", "err", err, "retry_in_ms", wait.Milliseconds())
 			default:
 				backoff.Reset()
 				wait = RenewAfter(expiry.Sub(now()))
-				log.Info("lsn lease granted", "lsn", t.LSN, "valid_until", expiry.UTC().Format(time.RFC3339), "renew_in", wait.Round(time.Second))
+				log.Info("lsn lease granted", "lsn", t.LSN, "valid_until", expiry.UTC().Format(time.RFC3339), "renew_in_ms", wait.Milliseconds())
 				if l.OnLease != nil {
 					l.OnLease(expiry)
 				}
