@@ -207,7 +207,7 @@ func writeJWKS(cfg Settings, cc *spec.ComputeConfig) error {
 	return nil
 }
 
-// writeSpecFile stores the effective config for the configure step (0640: it holds
+// writeAppliedConfig stores the effective config for the configure step (0640: it holds
 // password hashes).
 func writeAppliedConfig(cfg Settings, raw []byte) error {
 	if err := atomicfile.Write(paths.AppliedConfigFile(cfg.StateDir), raw, atomicfile.Options{Mode: 0o640}); err != nil {
