@@ -79,7 +79,9 @@ func Execute(ctx context.Context, conn *pgx.Conn, actions []Action, log *slog.Lo
 		}
 		start := time.Now()
 		_, err := conn.Exec(ctx, a.SQL, pgx.QueryExecModeSimpleProtocol)
-		tookMs := time.Since(start).Milliseconds()
+		// Milliseconds with microsecond precision: most statements take less than one, and
+		// the neon start benchmark sums them (test/system/bench_test.go).
+		tookMs := float64(time.Since(start).Microseconds()) / 1000
 		if err != nil {
 			ae := newActionError(ctx, a, err)
 			ae.Index = i
