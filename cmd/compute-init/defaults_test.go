@@ -5,6 +5,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/computetools/compute-tools/cmd/internal/flagtest"
 	"github.com/computetools/compute-tools/internal/paths"
 )
 
@@ -16,7 +17,7 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFlagDefaults(t, k.Model.Node, paths.Vars(), map[string]string{
+	flagtest.CheckDefaults(t, k.Model.Node, paths.Vars(), map[string]string{
 		"state-dir":            "/run/compute",
 		"config":               "/etc/compute/config.json",
 		"pgdata":               "/var/db/postgres/compute",
@@ -26,38 +27,4 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 		"privileged-role-name": "neon_superuser",
 		"internal-http-port":   "3081",
 	})
-}
-
-func checkFlagDefaults(t *testing.T, root *kong.Node, vars map[string]string, want map[string]string) {
-	t.Helper()
-	seen := map[string]bool{}
-	var walk func(n *kong.Node)
-	walk = func(n *kong.Node) {
-		for _, f := range n.Flags {
-			if len(f.Envs) == 0 || !f.HasDefault || f.Default == "" {
-				continue
-			}
-			seen[f.Name] = true
-			v, ok := vars[f.Envs[0]]
-			if !ok {
-				t.Errorf("--%s (%s) has default %q that is not in paths.Vars", f.Name, f.Envs[0], f.Default)
-				continue
-			}
-			if f.Default != v {
-				t.Errorf("--%s default %q, paths.Vars()[%s] = %q", f.Name, f.Default, f.Envs[0], v)
-			}
-			if w, ok := want[f.Name]; ok && f.Default != w {
-				t.Errorf("--%s default %q, want %q", f.Name, f.Default, w)
-			}
-		}
-		for _, ch := range n.Children {
-			walk(ch)
-		}
-	}
-	walk(root)
-	for name := range want {
-		if !seen[name] {
-			t.Errorf("no flag --%s with an environment variable and a default", name)
-		}
-	}
 }

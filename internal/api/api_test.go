@@ -34,41 +34,6 @@ const (
 	testLSN       = "0/16B5A50"
 )
 
-// fakeWaker broadcasts a wake-up to every subscriber, as the D-Bus status signal does.
-type fakeWaker struct {
-	mu   sync.Mutex
-	subs map[int]chan struct{}
-	next int
-}
-
-func (w *fakeWaker) Subscribe() (<-chan struct{}, func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.subs == nil {
-		w.subs = map[int]chan struct{}{}
-	}
-	id := w.next
-	w.next++
-	ch := make(chan struct{}, 1)
-	w.subs[id] = ch
-	return ch, func() {
-		w.mu.Lock()
-		delete(w.subs, id)
-		w.mu.Unlock()
-	}
-}
-
-func (w *fakeWaker) notify() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ch := range w.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // fakeUnits drives the store the way systemd and our unit hooks do.
 type fakeUnits struct {
 	store *state.Store
@@ -171,7 +136,7 @@ func (p *pendingSink) count() int {
 type harness struct {
 	t       *testing.T
 	store   *state.Store
-	waker   *fakeWaker
+	waker   *statetest.Waker
 	units   *fakeUnits
 	pending *pendingSink
 	srv     *Server
@@ -212,8 +177,8 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waker := &fakeWaker{}
-	store.OnChange = func(state.Record) { waker.notify() }
+	waker := &statetest.Waker{}
+	store.OnChange = func(state.Record) { waker.Notify() }
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -81,40 +82,6 @@ func (f *fakeSystemd) StartWaiting(_ context.Context, name string) (bool, error)
 
 func (f *fakeSystemd) InvocationID(_ context.Context, name string) (string, error) {
 	return f.inv, f.errAlways
-}
-
-// fakeWaker hands out wake-up subscriptions and counts the open ones.
-type fakeWaker struct {
-	mu   sync.Mutex
-	open int
-	subs []chan struct{}
-}
-
-func (w *fakeWaker) Subscribe() (<-chan struct{}, func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	ch := make(chan struct{}, 1)
-	w.subs = append(w.subs, ch)
-	w.open++
-	var once sync.Once
-	return ch, func() { once.Do(func() { w.mu.Lock(); w.open--; w.mu.Unlock() }) }
-}
-
-func (w *fakeWaker) wake() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ch := range w.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (w *fakeWaker) openSubs() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.open
 }
 
 func TestUnits(t *testing.T) {
@@ -238,7 +205,7 @@ func TestSpecFile(t *testing.T) {
 
 func TestWatchJWKS(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	w := &fakeWaker{}
+	w := &statetest.Waker{}
 	installed := make(chan string, 4)
 	install := func(b json.RawMessage) error {
 		installed <- string(b)
@@ -252,7 +219,7 @@ func TestWatchJWKS(t *testing.T) {
 	go func() { watchJWKS(ctx, w, install, path, quiet()); close(done) }()
 
 	waitSub := time.Now().Add(5 * time.Second)
-	for w.openSubs() == 0 && time.Now().Before(waitSub) {
+	for w.Open() == 0 && time.Now().Before(waitSub) {
 		time.Sleep(time.Millisecond)
 	}
 	write := func(s string, mtime time.Time) {
@@ -260,7 +227,7 @@ func TestWatchJWKS(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = os.Chtimes(path, mtime, mtime)
-		w.wake()
+		w.Notify()
 	}
 	expect := func(want string) {
 		t.Helper()
@@ -277,10 +244,10 @@ func TestWatchJWKS(t *testing.T) {
 	write("bad", base)
 	expect("bad")
 	// An unchanged file is not installed again, even when woken.
-	w.wake()
+	w.Notify()
 	write("keys-1", base.Add(time.Second))
 	expect("keys-1")
-	w.wake()
+	w.Notify()
 	select {
 	case got := <-installed:
 		t.Errorf("unchanged file installed again: %q", got)
@@ -288,7 +255,7 @@ func TestWatchJWKS(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if w.openSubs() != 0 {
+	if w.Open() != 0 {
 		t.Error("the subscription is left open")
 	}
 }
@@ -299,14 +266,14 @@ func TestWaitForLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &fakeSystemd{inv: "inv-2", waiting: 2}
-	w := &fakeWaker{}
+	w := &statetest.Waker{}
 	go func() {
 		time.Sleep(30 * time.Millisecond)
 		_, err := store.Update(func(r *state.Record) error { r.InitInvocation = "inv-2"; return nil })
 		if err != nil {
 			t.Error(err)
 		}
-		w.wake()
+		w.Notify()
 	}()
 	start := time.Now()
 	waitForLifecycle(context.Background(), store, w, f, 5*time.Second, quiet())
@@ -316,7 +283,7 @@ func TestWaitForLifecycle(t *testing.T) {
 	if r, _ := store.Load(); r.InitInvocation != "inv-2" {
 		t.Error("returned before compute-init marked the record")
 	}
-	if w.openSubs() != 0 {
+	if w.Open() != 0 {
 		t.Error("the subscription is left open")
 	}
 }
@@ -326,7 +293,7 @@ func TestWaitForLifecycleGivesUp(t *testing.T) {
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	start := time.Now()
-	waitForLifecycle(context.Background(), store, &fakeWaker{}, &fakeSystemd{inv: "inv-9"}, 100*time.Millisecond, log)
+	waitForLifecycle(context.Background(), store, &statetest.Waker{}, &fakeSystemd{inv: "inv-9"}, 100*time.Millisecond, log)
 	if el := time.Since(start); el < 100*time.Millisecond || el > 3*time.Second {
 		t.Errorf("gave up after %s", el)
 	}

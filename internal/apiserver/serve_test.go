@@ -15,6 +15,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // fakeNotify records sd_notify calls.
@@ -33,7 +34,7 @@ func (n *fakeNotify) Stopping() error           { n.stopping <- struct{}{}; retu
 // running is a Serve in progress.
 type running struct {
 	s        *server
-	waker    *fakeWaker
+	waker    *statetest.Waker
 	notify   *fakeNotify
 	ext, int string // base URLs
 	cancel   context.CancelFunc
@@ -45,12 +46,12 @@ func testConfig(t *testing.T) Settings {
 		ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", PGBin: "/nonexistent/postgres", TLSPoll: 5 * time.Millisecond}
 }
 
-func testDeps(t *testing.T, cfg Settings) (Deps, *fakeWaker, *fakeNotify) {
+func testDeps(t *testing.T, cfg Settings) (Deps, *statetest.Waker, *fakeNotify) {
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, n := &fakeWaker{}, newFakeNotify()
+	w, n := &statetest.Waker{}, newFakeNotify()
 	return Deps{Store: store, Bus: w, Systemd: &fakeSystemd{}, Notify: n, Logger: quiet()}, w, n
 }
 
@@ -108,7 +109,7 @@ func (r *running) stop(t *testing.T) {
 	if started != 4 || stillRunning != 0 {
 		t.Errorf("goroutines: %d started, %d still running after Serve returned; want 4 and 0", started, stillRunning)
 	}
-	if n := r.waker.openSubs(); n != 0 {
+	if n := r.waker.Open(); n != 0 {
 		t.Errorf("%d subscriptions still open: the JWKS watcher was not joined", n)
 	}
 	select {
@@ -172,7 +173,7 @@ func TestServeInstallsJWKSFromStateDir(t *testing.T) {
 	if err := os.WriteFile(paths.JWKSFile(cfg.StateDir), jwks, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r.waker.wake()
+	r.waker.Notify()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		code, _ := get(t, r.ext+"/status", tok)
@@ -202,7 +203,7 @@ func TestServeWaitsForTheNewLifecycle(t *testing.T) {
 	if _, err := d.Store.Update(func(r *state.Record) error { r.InitInvocation = "inv-7"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	w.wake()
+	w.Notify()
 	select {
 	case <-n.ready:
 	case <-time.After(5 * time.Second):
@@ -237,7 +238,7 @@ func TestServeListenFailure(t *testing.T) {
 	if started, stillRunning := s.tasks.counts(); started != 2 || stillRunning != 0 {
 		t.Errorf("watchers: %d started, %d still running after serve returned", started, stillRunning)
 	}
-	if w.openSubs() != 0 {
+	if w.Open() != 0 {
 		t.Error("the JWKS watcher was not joined")
 	}
 	select {

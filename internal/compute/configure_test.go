@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/logx"
+	"github.com/computetools/compute-tools/internal/logx/logxtest"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/state"
@@ -85,13 +86,13 @@ func (r *configureRig) hasDatabase(t *testing.T, name string) bool {
 
 func TestFirstConfigureRunningPostgres(t *testing.T) {
 	r := newConfigureRig(t, false)
-	log, logged := newRecordLogger()
+	log, logged := logxtest.NewRecorder()
 	r.deps.Log = log
 	if err := <-r.configureAsync(); err != nil {
 		t.Fatal(err)
 	}
 	// The running milestone, once, with its MESSAGE_ID (`journalctl MESSAGE_ID=...`).
-	if n, lv := logged.milestones(); n[logx.MsgRunning] != 1 || lv[logx.MsgRunning] != slog.LevelInfo || len(n) != 1 {
+	if n, lv := logged.Milestones(); n[logx.MsgRunning] != 1 || lv[logx.MsgRunning] != slog.LevelInfo || len(n) != 1 {
 		t.Errorf("milestones %v, want one %s at info", n, logx.MsgRunning)
 	}
 	rec, _ := r.store.Load()
@@ -158,7 +159,7 @@ func TestFirstConfigureWaitsForPostgres(t *testing.T) {
 // reason instead of waiting forever, leaving the recorded error as it is.
 func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 	r := newConfigureRig(t, true)
-	log, logged := newRecordLogger()
+	log, logged := logxtest.NewRecorder()
 	r.deps.Log = log
 	done := r.configureAsync()
 	const reason = "postgres exited with status 1: FATAL:  invalid value for parameter"
@@ -179,12 +180,12 @@ func TestFirstConfigureGivesUpWhenPostgresFails(t *testing.T) {
 		t.Errorf("status %s error %v", rec.Status, rec.Error)
 	}
 	// The stop hook's failure is the one failed milestone; configure giving up adds none.
-	if n, lv := logged.milestones(); n[logx.MsgFailed] != 1 || lv[logx.MsgFailed] != slog.LevelError || len(n) != 1 {
+	if n, lv := logged.Milestones(); n[logx.MsgFailed] != 1 || lv[logx.MsgFailed] != slog.LevelError || len(n) != 1 {
 		t.Errorf("milestones %v, want one %s at error", n, logx.MsgFailed)
 	}
 	// Failing again (already failed) is no new occurrence.
 	_ = r.deps.as(state.ActorConfigure).fail(errors.New("again"))
-	if n, _ := logged.milestones(); n[logx.MsgFailed] != 1 {
+	if n, _ := logged.Milestones(); n[logx.MsgFailed] != 1 {
 		t.Errorf("a second fail logged the milestone again: %v", n)
 	}
 }

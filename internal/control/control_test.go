@@ -24,41 +24,6 @@ const (
 	testLSN      = "0/16B5A50"
 )
 
-// fakeWaker broadcasts a wake-up to every subscriber, as the D-Bus status signal does.
-type fakeWaker struct {
-	mu   sync.Mutex
-	subs map[int]chan struct{}
-	next int
-}
-
-func (w *fakeWaker) Subscribe() (<-chan struct{}, func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.subs == nil {
-		w.subs = map[int]chan struct{}{}
-	}
-	id := w.next
-	w.next++
-	ch := make(chan struct{}, 1)
-	w.subs[id] = ch
-	return ch, func() {
-		w.mu.Lock()
-		delete(w.subs, id)
-		w.mu.Unlock()
-	}
-}
-
-func (w *fakeWaker) notify() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ch := range w.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // fakeUnits drives the store the way systemd and our unit hooks do.
 type fakeUnits struct {
 	store *state.Store
@@ -135,7 +100,7 @@ func (p *pendingSink) count() int {
 type rig struct {
 	t       *testing.T
 	store   *state.Store
-	waker   *fakeWaker
+	waker   *statetest.Waker
 	units   *fakeUnits
 	pending *pendingSink
 	ctl     *Controller
@@ -148,8 +113,8 @@ func newRig(t *testing.T, opts ...func(*Deps)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, store: store, waker: &fakeWaker{}, units: &fakeUnits{store: store}, pending: &pendingSink{}, logs: &bytes.Buffer{}}
-	store.OnChange = func(state.Record) { r.waker.notify() }
+	r := &rig{t: t, store: store, waker: &statetest.Waker{}, units: &fakeUnits{store: store}, pending: &pendingSink{}, logs: &bytes.Buffer{}}
+	store.OnChange = func(state.Record) { r.waker.Notify() }
 	cfg := Deps{Store: store, Waker: r.waker, Units: r.units, WritePendingConfig: r.pending.write,
 		Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Recheck: time.Minute}
 	for _, o := range opts {
