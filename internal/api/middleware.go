@@ -34,7 +34,7 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 		}
 		// Method, path, status and timing only: never headers (tokens) or bodies.
 		s.log.Info("http request", "port", port, "method", r.Method, "path", r.URL.Path,
-			"status", rw.status, "latency_ms", time.Since(start).Milliseconds(),
+			"status", rw.status, "latency_ms", float64(time.Since(start).Microseconds())/1000,
 			"request_id", id)
 	})
 }

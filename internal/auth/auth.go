@@ -67,7 +67,11 @@ type Option func(*Verifier)
 
 // WithLogger sets the logger that reports skipped keys (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
-	return func(v *Verifier) { v.log = l }
+	return func(v *Verifier) {
+		if l != nil {
+			v.log = l
+		}
+	}
 }
 
 // WithClock sets the clock used for exp (tests).

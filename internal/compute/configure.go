@@ -295,7 +295,7 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("running")
-	logx.Milestone(d.logger(), logx.MsgReconfigured, "reconfigured", "apply_ms", time.Since(start).Milliseconds(),
+	logx.Milestone(d.logger(), logx.MsgReconfigured, "reconfigured", "apply_ms", d.now().Sub(start).Milliseconds(),
 		"roles", len(s.Cluster.Roles), "databases", len(s.Cluster.Databases))
 	return nil
 }

@@ -42,7 +42,9 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	now := d.now().UTC()
+	var from state.Status
 	if _, err := d.Store.BeginInit(func(r *state.Record) {
+		from = r.Status
 		if waited {
 			r.Metrics.WaitForSpecMs = ms(now.Sub(r.StartTime))
 			r.StartTime = now // as Neon: total_startup_ms excludes the wait
@@ -57,8 +59,10 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 	attrs := []any{"storage", parsed.Storage, "mode", cc.Spec.Mode.Type(),
 		"roles", len(cc.Spec.Cluster.Roles), "databases", len(cc.Spec.Cluster.Databases), "from_configure", waited}
-	if waited {
-		// compute-api logged the milestone when POST /configure accepted this config.
+	if from != state.Empty {
+		// compute-api logged the milestone when POST /configure moved the status to
+		// configuration_pending (whichever config won a race with the file or the
+		// control plane: one acceptance, one milestone).
 		d.logger().Info("spec accepted", attrs...)
 	} else {
 		logx.Milestone(d.logger(), logx.MsgConfigAccepted, "spec accepted", attrs...)

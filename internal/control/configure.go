@@ -110,6 +110,8 @@ func (c *Controller) reconfigureUnless(ctx context.Context, stopping <-chan stru
 	msg := "reconfigure: " + err.Error()
 	select {
 	case <-stopping:
+		c.logger(ctx).Warn("stopped waiting for the configure step at shutdown; it records its own outcome",
+			"err", err)
 		return msg
 	default:
 	}

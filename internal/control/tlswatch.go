@@ -88,7 +88,7 @@ func (c *Controller) checkTLS(ctx context.Context) bool {
 	}
 	c.tlsTried = digest
 	logx.Milestone(c.log, logx.MsgConfigAccepted, "TLS certificate changed: reconfiguring", "cert", tc.CertPath, "sha256", digest)
-	if msg := c.reconfigureUnless(context.WithoutCancel(ctx), ctx.Done()); msg != "" {
+	if msg := c.reconfigureUnless(context.WithoutCancel(ctx), ctx.Done()); msg != "" && ctx.Err() == nil {
 		c.log.Error("tls watcher: reconfiguration did not start", "err", msg)
 	}
 	return true

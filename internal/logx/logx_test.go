@@ -270,3 +270,17 @@ func TestMilestonesDocumented(t *testing.T) {
 		}
 	}
 }
+
+// A milestone is logged whatever the level: with COMPUTE_LOG_LEVEL=error the running
+// milestone still shows, while ordinary info and warning lines do not.
+func TestMilestoneIgnoresLevel(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, "compute-x", Options{Journal: JournalOff, Level: slog.LevelError})
+	l.Info("hidden")
+	l.Warn("hidden too")
+	Milestone(l, MsgRunning, "compute is running")
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `msg="compute is running"`) {
+		t.Errorf("lines %q, want only the milestone", lines)
+	}
+}

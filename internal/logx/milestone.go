@@ -3,6 +3,7 @@ package logx
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // MessageID is a journal MESSAGE_ID: a fixed 128-bit id in hex, one per kind of event.
@@ -43,7 +44,12 @@ func (id MessageID) Level() slog.Level {
 }
 
 // Milestone logs a lifecycle milestone with its MESSAGE_ID, at id.Level(); args are
-// key-value pairs or attributes as for slog.Logger.Info.
+// key-value pairs or attributes as for slog.Logger.Info. A milestone is logged whatever
+// the logger's level (COMPUTE_LOG_LEVEL=warning still shows when the compute ran):
+// the record goes to the handler without the level check.
 func Milestone(l *slog.Logger, id MessageID, msg string, args ...any) {
-	l.Log(context.Background(), id.Level(), msg, append(args, id.Attr())...)
+	r := slog.NewRecord(time.Now(), id.Level(), msg, 0)
+	r.Add(args...)
+	r.AddAttrs(id.Attr())
+	_ = l.Handler().Handle(context.Background(), r)
 }

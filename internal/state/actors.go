@@ -94,6 +94,11 @@ type ActorError struct {
 }
 
 func (e *ActorError) Error() string {
+	if e.Actor == "" {
+		e := *e
+		e.Actor = "an unnamed actor"
+		return e.Error()
+	}
 	if e.From == "" && e.To == Empty {
 		return fmt.Sprintf("%s may not begin a lifecycle", e.Actor)
 	}

@@ -171,6 +171,10 @@ func (s *Store) Fail(a Actor, msg string, during ...Status) (Record, bool, error
 	}
 	if len(during) == 0 {
 		during = failableByDefault(a)
+		if len(during) == 0 {
+			// The monitor, say: its row has no move to failed.
+			return Record{}, false, fmt.Errorf("record failure: %s may not fail the compute", a)
+		}
 	}
 	return s.unlessNoop(s.update(func(r *Record) error {
 		if !slices.Contains(during, r.Status) {

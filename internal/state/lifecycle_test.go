@@ -141,7 +141,8 @@ func TestOperationsFromEveryStatus(t *testing.T) {
 				_, _, err := s.Fail(ActorStopHook, "boom", TerminationPendingFast, TerminationPendingImmediate)
 				return err
 			}},
-		{name: "Fail(monitor)", noop: All, run: func(s *Store) error { _, _, err := s.Fail(ActorMonitor, "boom"); return err }},
+		// The monitor has no move to failed: refused, the record left alone.
+		{name: "Fail(monitor)", run: func(s *Store) error { _, _, err := s.Fail(ActorMonitor, "boom"); return err }},
 	}
 	for _, o := range ops {
 		for _, st := range All {
@@ -326,7 +327,11 @@ func TestLifecycleActorChecks(t *testing.T) {
 	s := at(t, Failed)
 	for _, a := range []Actor{ActorAPI, ActorConfigure, ActorStopHook, ActorMonitor, ""} {
 		var ae *ActorError
-		if _, _, err := s.BeginLifecycle(a, nil); !errors.As(err, &ae) || err.Error() != string(a)+" may not begin a lifecycle" {
+		name := string(a)
+		if a == "" {
+			name = "an unnamed actor"
+		}
+		if _, _, err := s.BeginLifecycle(a, nil); !errors.As(err, &ae) || err.Error() != name+" may not begin a lifecycle" {
 			t.Errorf("BeginLifecycle(%q): %v, want an ActorError", a, err)
 		}
 	}
@@ -336,7 +341,7 @@ func TestLifecycleActorChecks(t *testing.T) {
 	if _, err := s.BeginInit(nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []Actor{"", "someone"} {
+	for _, a := range []Actor{"", "someone", ActorMonitor} {
 		if _, failed, err := s.Fail(a, "boom"); err == nil || failed {
 			t.Errorf("Fail by %q: failed %v, err %v; want an error", a, failed, err)
 		}
