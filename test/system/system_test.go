@@ -29,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/logx"
 )
 
 var computeID = "compute-local"
@@ -299,6 +300,38 @@ func journal(t *testing.T, unit string) string {
 	return run(t, "/bin/journalctl", "--no-pager", "-o", "cat", "-u", unit)
 }
 
+// milestones counts the journal entries of units with MESSAGE_ID id (the entries our
+// binaries send to the journal's native socket for lifecycle milestones).
+func milestones(id logx.MessageID, units ...string) int {
+	args := []string{"--no-pager", "-o", "cat", "MESSAGE_ID=" + string(id)}
+	for _, u := range units {
+		args = append(args, "-u", u)
+	}
+	out, _ := runMayFail("/bin/journalctl", args...)
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "-- ") {
+			n++
+		}
+	}
+	return n
+}
+
+// expectMilestone waits (journald is asynchronous) until units have logged exactly one
+// more milestone id than before, as `journalctl -u UNIT MESSAGE_ID=...` shows it, even
+// when the process exited right after logging it.
+func expectMilestone(t *testing.T, id logx.MessageID, before int, units ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for milestones(id, units...) <= before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive about now
+	if n := milestones(id, units...); n != before+1 {
+		t.Errorf("journalctl MESSAGE_ID=%s -u %v: %d entries, want %d", id, units, n, before+1)
+	}
+}
+
 func TestUnitsVerify(t *testing.T) {
 	out, err := runMayFail("/usr/bin/systemd-analyze", "verify", "--man=no", "compute.target",
 		"compute-api.service", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-lsn-lease.service")
@@ -308,12 +341,17 @@ func TestUnitsVerify(t *testing.T) {
 }
 
 func TestStandaloneLifecycle(t *testing.T) {
+	accepted := milestones(logx.MsgConfigAccepted, "compute-init.service")
+	running := milestones(logx.MsgRunning, "compute-configure.service")
 	writeConfig(t, defaultSpec())
 	restart(t)
 	s := waitStatus(t, "running", "failed")
 	if s.Status != "running" {
 		t.Fatalf("status %s: %s\njournal:\n%s", s.Status, deref(s.Error), journal(t, "compute-init.service"))
 	}
+	// The milestones are in the journal with their MESSAGE_ID, under their units.
+	expectMilestone(t, logx.MsgConfigAccepted, accepted, "compute-init.service")
+	expectMilestone(t, logx.MsgRunning, running, "compute-configure.service")
 	// No unit of the compute failed, the lease unit included (it exits at once for a
 	// standalone compute).
 	if out, _ := runMayFail("/bin/systemctl", "list-units", "--failed", "--plain", "--no-legend", "compute*"); strings.TrimSpace(out) != "" {
@@ -391,6 +429,7 @@ func TestStandaloneLifecycle(t *testing.T) {
 	}
 
 	// Terminate (immediate), then again.
+	terminated := milestones(logx.MsgTerminated, "compute-postgres.service", "compute-api.service")
 	code, b = call(t, "POST", "/terminate?mode=immediate", adminToken(t), nil)
 	if code != 200 || strings.TrimSpace(string(b)) != `{"lsn":null}` {
 		t.Fatalf("/terminate: %d %s", code, b)
@@ -401,6 +440,8 @@ func TestStandaloneLifecycle(t *testing.T) {
 	if st, _ := runMayFail("/bin/systemctl", "is-active", "compute-postgres.service"); strings.TrimSpace(st) != "inactive" {
 		t.Errorf("compute-postgres is %q after /terminate", st)
 	}
+	// Once, by the stop hook (which exits right after) or the API.
+	expectMilestone(t, logx.MsgTerminated, terminated, "compute-postgres.service", "compute-api.service")
 	code, b = call(t, "POST", "/terminate", adminToken(t), nil)
 	if code != 201 || strings.TrimSpace(string(b)) != `{"lsn":null}` {
 		t.Errorf("second /terminate: %d %s", code, b)
@@ -566,9 +607,12 @@ func TestMalformedConfigFails(t *testing.T) {
 		{"invalid spec", string(invalidBody), "owner"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			failed := milestones(logx.MsgFailed, "compute-init.service")
 			writeRaw(t, []byte(tc.body))
 			restart(t)
 			s := waitStatus(t, "failed")
+			// compute-init exits right after logging it.
+			expectMilestone(t, logx.MsgFailed, failed, "compute-init.service")
 			if !strings.Contains(deref(s.Error), tc.want) {
 				t.Errorf("error %q does not mention %q", deref(s.Error), tc.want)
 			}
