@@ -1,0 +1,76 @@
+package monitor
+
+import (
+	"sync"
+	"time"
+)
+
+// The Prometheus names the reference gives the downtime figures (compute_tools/src/metrics.rs).
+const (
+	MetricCurrentDowntime = "compute_pg_current_downtime_ms" // gauge
+	MetricTotalDowntime   = "compute_pg_downtime_ms_total"   // counter
+)
+
+// Downtime computes how long Postgres could not be checked, as the reference does
+// (report_up / report_down in compute_tools/src/monitor.rs), from the outcome of each
+// round on the caller's clock:
+//
+//   - current: at a failed round, now minus the end of the last successful round (or the
+//     start, if none succeeded yet); 0 after a successful round;
+//   - total: at each failed round, plus now minus the end of the previous round (success
+//     or failure), so a stretch of failed rounds adds up to its wall time, counted from
+//     the end of the last good round.
+//
+// It is safe for concurrent use (the loop records, a metrics reader reads).
+type Downtime struct {
+	mu          sync.Mutex
+	lastUp      time.Time
+	lastChecked time.Time
+	current     time.Duration
+	total       time.Duration
+}
+
+// NewDowntime starts the bookkeeping at start (the monitor's start: Postgres unreachable
+// from the first round on counts from there).
+func NewDowntime(start time.Time) *Downtime {
+	return &Downtime{lastUp: start, lastChecked: start}
+}
+
+// Round records the outcome of a round that ended at now. It returns the time since the
+// previous successful round (or the start): after failed rounds, a successful one
+// returns the length of the outage it ends.
+func (d *Downtime) Round(ok bool, now time.Time) (sinceUp time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	sinceUp = nonNegative(now.Sub(d.lastUp))
+	if ok {
+		d.lastUp = now
+		d.current = 0
+	} else {
+		d.current = sinceUp
+		d.total += nonNegative(now.Sub(d.lastChecked))
+	}
+	d.lastChecked = now
+	return sinceUp
+}
+
+func nonNegative(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// CurrentMs is compute_pg_current_downtime_ms: 0 while Postgres is up.
+func (d *Downtime) CurrentMs() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.current.Milliseconds()
+}
+
+// TotalMs is compute_pg_downtime_ms_total since the monitor started.
+func (d *Downtime) TotalMs() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.total.Milliseconds()
+}
