@@ -19,7 +19,9 @@
 //     WATCHDOG=1 only after a successful round.
 //
 // The package knows nothing of systemd, D-Bus or the state record; the caller wires
-// them. It imports neither internal/apply nor the pageserver client (internal/archtest).
+// them. The caller starts the loop once the compute is running, as the reference waits
+// for Running (wait_for_postgres_start): the per-database connections of a start would
+// otherwise count as activity through the stats rule. It imports neither internal/apply nor the pageserver client (internal/archtest).
 //
 // # Which sessions are seen
 //

@@ -97,6 +97,7 @@ type Loop struct {
 	Clock Clock
 	// OnRound is called after each round, in the loop's goroutine, with whether it
 	// succeeded and its sample (zero when it failed): a unit sends WATCHDOG=1 only when ok.
+	// Tracker has observed the sample by then, so a publisher can ask Tracker.Due here.
 	OnRound func(ok bool, s Sample)
 	// Log; nil means slog.Default().
 	Log *slog.Logger
