@@ -259,6 +259,15 @@ func TestPGStatsDelta(t *testing.T) {
 		run(t, c, "SELECT 1")
 		c.Close(ctx)
 		waitFor(t, "the session's statistics", func() bool { return sessions(db) > before })
+		// The statistics are flushed while the backend exits, before its entry leaves
+		// pg_stat_activity: wait for that too, or a sample may still see it idle.
+		waitFor(t, "the session's backend to be gone", func() bool {
+			var n int
+			if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 0
+		})
 	}
 
 	// The first sample records; a quiet one after it sees nothing.
