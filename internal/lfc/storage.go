@@ -119,7 +119,7 @@ func (c *Client) Get(ctx context.Context, endpointID string) ([]byte, error) {
 		return nil, fmt.Errorf("querying endpoint storage: %w", redact.Error(err, c.ep.Token))
 	}
 	req.Header.Set("Authorization", "Bearer "+c.ep.Token)
-	c.log.Info("requesting LFC state from endpoint storage", "url", u)
+	c.log.Info("requesting LFC state from endpoint storage", "url", redact.String(u, c.ep.Token))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("querying endpoint storage: %w", c.clean(err))
@@ -154,7 +154,7 @@ func (c *Client) Put(ctx context.Context, body []byte) error {
 		return fmt.Errorf("writing to endpoint storage: %w", redact.Error(err, c.ep.Token))
 	}
 	req.Header.Set("Authorization", "Bearer "+c.ep.Token)
-	c.log.Info("writing LFC state to endpoint storage", "url", u, "bytes", len(body))
+	c.log.Info("writing LFC state to endpoint storage", "url", redact.String(u, c.ep.Token), "bytes", len(body))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("writing to endpoint storage: %w", c.clean(err))
