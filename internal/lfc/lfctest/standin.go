@@ -60,7 +60,7 @@ BEGIN
 	SELECT * INTO r FROM neon.lfc_standin;
 	IF r.prewarm_sleep > 0 THEN PERFORM pg_catalog.pg_sleep(r.prewarm_sleep); END IF;
 	IF r.prewarm_error IS NOT NULL THEN RAISE EXCEPTION '%', r.prewarm_error; END IF;
-	UPDATE neon.lfc_standin SET last_prewarmed = state, prewarm_calls = prewarm_calls + 1,
+	UPDATE neon.lfc_standin SET last_prewarmed = prewarm_local_cache.state, prewarm_calls = prewarm_calls + 1,
 		prewarmed_pages = total_pages - skipped_pages;
 END $f$;
 
