@@ -389,3 +389,36 @@ func TestCorePrewarmStatusProgress(t *testing.T) {
 		t.Errorf("progress without the extension %+v, want zeros", st.Progress)
 	}
 }
+
+// cancellingStore cancels the prewarm while it answers: the prewarm ends cancelled
+// before Postgres is asked.
+type cancellingStore struct {
+	lfc.Store
+	core **lfc.Core
+}
+
+func (s cancellingStore) Get(ctx context.Context, ep string) ([]byte, error) {
+	b, err := s.Store.Get(ctx, ep)
+	(*s.core).CancelPrewarm()
+	return b, err
+}
+
+func TestCoreCancelBetweenDownloadAndQuery(t *testing.T) {
+	r := newRig(t)
+	r.store.Put(objPath, zstdOf(t, []byte("s")))
+	var core *lfc.Core
+	client := lfc.NewClient(endpointOf(r.store), lfc.ClientOptions{Logger: slog.New(slog.DiscardHandler)})
+	core = lfc.NewCore(lfc.NewMachine(lfc.MachineOptions{Now: r.clk.Now}), cancellingStore{Store: client, core: &core}, r.pg,
+		lfc.CoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	run, err := core.StartPrewarm(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run()
+	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmCancelled {
+		t.Errorf("prewarm %+v", st)
+	}
+	if r.pg.got != nil {
+		t.Error("Postgres was asked after the cancel")
+	}
+}

@@ -25,15 +25,18 @@
 // completed, not_prewarmed or skipped; never while a prewarm runs, never after a failed
 // (or cancelled) one, because the incomplete state it would upload is what the next start
 // prewarms from. A manual offload is refused while a prewarm runs (ErrPrewarmInProgress,
-// the API's 429 with that reason) and allowed after a failed one.
+// the API's 429 with that reason) and allowed after a failed one. A cancelled prewarm
+// stays prewarming until its run has ended (its Postgres query cancelled), so a new
+// prewarm never overlaps the old query, as in Neon.
 //
 // Where this package differs from the reference, on purpose:
 //   - A manual offload while a prewarm is in progress is refused (Neon's POST
 //     /lfc/offload does not look at the prewarm state), for the rule above.
 //   - CancelPrewarm with no prewarm running does nothing. Neon cancels a token that stays
 //     cancelled, so its next prewarm would end cancelled at once.
-//   - A cancelled prewarm stays prewarming until its run has ended (the Postgres query
-//     cancelled), so a new prewarm never overlaps the old query; Neon does the same.
+//   - A prewarm or offload that was running when the process restarted
+//     (MachineOptions.Restore) is recorded failed with Interrupted; Neon's state dies
+//     with compute_ctl. So no periodic offload follows a prewarm cut short.
 //   - A prewarm that was cancelled but whose query had already completed ends completed
 //     (what happened), not cancelled.
 //   - compute_ctl_lfc_prewarms_total counts prewarms taken, as Neon's main branch; at the

@@ -23,10 +23,10 @@ type Counters struct {
 // Snapshot is the machine's state at one moment. Seq grows with every change, so a
 // consumer of OnChange can drop a snapshot older than one it already has.
 type Snapshot struct {
-	Seq      uint64
-	Prewarm  PrewarmState
-	Offload  OffloadState
-	Counters Counters
+	Seq      uint64       `json:"seq"`
+	Prewarm  PrewarmState `json:"prewarm"`
+	Offload  OffloadState `json:"offload"`
+	Counters Counters     `json:"counters"`
 }
 
 // MachineOptions configures NewMachine.
@@ -39,7 +39,16 @@ type MachineOptions struct {
 	// OnChange, if set, is called after every change (outside the machine's lock; calls
 	// may overlap, hence Snapshot.Seq). It must not block for long.
 	OnChange func(Snapshot)
+	// Restore, if set, is the snapshot a previous process published (the monitor
+	// restarted): states, counters and Seq carry on. A prewarm or offload it shows running
+	// did not survive the restart: it is recorded failed (and counted), since a prewarm
+	// cut short leaves an incomplete LFC that the periodic offload must not upload.
+	Restore *Snapshot
 }
+
+// Interrupted is the error of a prewarm or offload that was running when the process
+// that ran it ended (MachineOptions.Restore).
+const Interrupted = "interrupted: the process running it restarted"
 
 // Machine is the prewarm/offload state machine. It does no I/O: Core (or a test) asks it
 // whether an operation may start, runs the operation, and reports the outcome. It is safe
@@ -75,6 +84,23 @@ func NewMachine(o MachineOptions) *Machine {
 	m := &Machine{now: now, interval: o.OffloadInterval, onChange: o.OnChange}
 	m.snap.Prewarm.Status = PrewarmNotPrewarmed
 	m.snap.Offload.Status = OffloadNotOffloaded
+	if r := o.Restore; r != nil {
+		m.snap = *r
+		if !m.snap.Prewarm.Status.valid() {
+			m.snap.Prewarm = PrewarmState{Status: PrewarmNotPrewarmed}
+		}
+		if !m.snap.Offload.Status.valid() {
+			m.snap.Offload = OffloadState{Status: OffloadNotOffloaded}
+		}
+		if m.snap.Prewarm.Status == PrewarmPrewarming {
+			m.snap.Prewarm = PrewarmState{Status: PrewarmFailed, Error: Interrupted}
+			m.snap.Counters.PrewarmErrors++
+		}
+		if m.snap.Offload.Status == OffloadOffloading {
+			m.snap.Offload = OffloadState{Status: OffloadFailed, Error: Interrupted}
+			m.snap.Counters.OffloadErrors++
+		}
+	}
 	if m.interval > 0 {
 		m.nextTick = now().Add(m.interval)
 	}

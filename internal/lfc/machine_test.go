@@ -487,3 +487,64 @@ func TestMs(t *testing.T) {
 		}
 	}
 }
+
+func TestRestore(t *testing.T) {
+	clk := newClock()
+	prev := Snapshot{Seq: 41,
+		Prewarm:  PrewarmState{Status: PrewarmPrewarming},
+		Offload:  OffloadState{Status: OffloadOffloading},
+		Counters: Counters{Prewarms: 3, PrewarmErrors: 1, Offloads: 7, OffloadErrors: 2}}
+	var got []Snapshot
+	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, Restore: &prev, OnChange: func(s Snapshot) { got = append(got, s) }})
+	s := m.Snapshot()
+	want := Snapshot{Seq: 41,
+		Prewarm:  PrewarmState{Status: PrewarmFailed, Error: Interrupted},
+		Offload:  OffloadState{Status: OffloadFailed, Error: Interrupted},
+		Counters: Counters{Prewarms: 3, PrewarmErrors: 2, Offloads: 7, OffloadErrors: 3}}
+	if s != want {
+		t.Fatalf("restored %+v\nwant %+v", s, want)
+	}
+	// No periodic offload after the interrupted prewarm; nothing runs, so both may start.
+	clk.Advance(interval)
+	if r, why := m.StartPeriodicOffload(); r != nil || why != "the last prewarm ended failed" {
+		t.Errorf("tick after an interrupted prewarm: %q", why)
+	}
+	if _, err := m.StartPrewarm(context.Background()); err != nil {
+		t.Errorf("prewarm after restore: %v", err)
+	}
+	if len(got) != 1 || got[0].Seq != 42 {
+		t.Errorf("announcements %+v, want one with seq 42", got)
+	}
+	// Finished states and garbage.
+	done := Snapshot{Prewarm: PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}, Offload: OffloadState{Status: "bogus"}}
+	m2 := NewMachine(MachineOptions{Restore: &done})
+	if s := m2.Snapshot(); s.Prewarm != done.Prewarm || s.Offload.Status != OffloadNotOffloaded {
+		t.Errorf("restored %+v", s)
+	}
+	m3 := NewMachine(MachineOptions{Restore: &Snapshot{}})
+	if s := m3.Snapshot(); s.Prewarm.Status != PrewarmNotPrewarmed || s.Offload.Status != OffloadNotOffloaded {
+		t.Errorf("restored from zero %+v", s)
+	}
+}
+
+// A snapshot survives a JSON round trip (the form a state record keeps).
+func TestSnapshotJSON(t *testing.T) {
+	s := Snapshot{Seq: 9,
+		Prewarm:  PrewarmState{Status: PrewarmCompleted, Progress: Progress{4, 3, 1}, Timings: PrewarmTimings{1, 2, 3}},
+		Offload:  OffloadState{Status: OffloadFailed, Error: "boom"},
+		Counters: Counters{1, 2, 3, 4}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Snapshot
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back != s {
+		t.Errorf("round trip of %s gave %+v", b, back)
+	}
+	if !strings.Contains(string(b), `"compute_ctl_lfc_offload_errors_total":4`) {
+		t.Errorf("counter names: %s", b)
+	}
+}

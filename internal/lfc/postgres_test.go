@@ -297,3 +297,23 @@ func TestCancelPrewarmOnPostgres(t *testing.T) {
 		t.Errorf("the cancelled query completed (%d calls)", calls)
 	}
 }
+
+// The extension check can fail too (here: pg_extension locked by another session, and
+// the call's context ends).
+func TestPGExtensionCheckFails(t *testing.T) {
+	p, ctl := withNeon(t)
+	ctx := context.Background()
+	tx, err := ctl.Conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE pg_catalog.pg_extension IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := p.PrewarmInfo(cctx); err == nil || !strings.HasPrefix(err.Error(), "looking for the neon extension: ") {
+		t.Errorf("PrewarmInfo: %v", err)
+	}
+}

@@ -240,3 +240,41 @@ func TestClientRedactsTheToken(t *testing.T) {
 		noToken(t, "log", logs.String())
 	}
 }
+
+// A cancelled request whose error would quote the token stays recognisable as a cancel.
+func TestClientRedactedCancel(t *testing.T) {
+	s := lfctest.NewStorage(t)
+	s.SetMode(lfctest.Hang)
+	ep := endpointOf(s)
+	ep.EndpointID = token // a misconfiguration that puts the token in the URL
+	c := lfc.NewClient(ep, lfc.ClientOptions{Logger: slog.New(slog.DiscardHandler)})
+	for _, tc := range []struct {
+		name string
+		want error
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"cancel", context.Canceled, func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
+		{"deadline", context.DeadlineExceeded, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			n := len(s.Requests())
+			done := make(chan error, 1)
+			go func() { done <- c.Put(ctx, []byte("x")) }()
+			for len(s.Requests()) == n {
+				time.Sleep(time.Millisecond)
+			}
+			if tc.want == context.Canceled {
+				cancel()
+			}
+			err := <-done
+			if !errors.Is(err, tc.want) {
+				t.Errorf("Put: %v, want %v", err, tc.want)
+			}
+			noToken(t, "error", err.Error())
+		})
+	}
+}
