@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -63,7 +64,8 @@ func (c *Core) Machine() *Machine { return c.m }
 // StartPrewarm takes a prewarm from fromEndpoint's state ("" = this compute's) and
 // returns the function that runs it to its end and records the outcome; the caller runs
 // it, normally in a goroutine, so that the request is answered at once. It returns
-// ErrPrewarmRunning while one runs. ctx bounds the run (CancelPrewarm cancels it too).
+// ErrPrewarmRunning while one runs. ctx bounds the run (CancelPrewarm cancels it too): pass
+// the process's context, not an HTTP request's, which ends with the answer.
 func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(), err error) {
 	r, err := c.m.StartPrewarm(ctx)
 	if err != nil {
@@ -128,6 +130,9 @@ func (c *Core) prewarm(ctx context.Context, from string) PrewarmState {
 	}
 }
 
+// InfoTimeout bounds the progress query of PrewarmStatus.
+const InfoTimeout = 5 * time.Second
+
 // PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
 // neon.get_prewarm_info() unless it is completed (which carries its final count).
 // Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
@@ -136,6 +141,8 @@ func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
 	if st.Status == PrewarmCompleted {
 		return st
 	}
+	ctx, cancel := context.WithTimeout(ctx, InfoTimeout)
+	defer cancel()
 	p, err := c.pg.PrewarmInfo(ctx)
 	if err != nil {
 		c.log.Debug("no LFC prewarm progress", "err", err)
@@ -145,7 +152,7 @@ func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
 }
 
 // StartOffload takes a manual offload (POST /lfc/offload) and returns the function that
-// runs it; see Machine.StartOffload for the refusals.
+// runs it; see Machine.StartOffload for the refusals. ctx is as for StartPrewarm.
 func (c *Core) StartOffload(ctx context.Context) (run func(), err error) {
 	r, err := c.m.StartOffload()
 	if err != nil {

@@ -422,3 +422,23 @@ func TestCoreCancelBetweenDownloadAndQuery(t *testing.T) {
 		t.Error("Postgres was asked after the cancel")
 	}
 }
+
+// deadlinePG reports whether the progress query had a bound.
+type deadlinePG struct {
+	fakePG
+	bounded bool
+}
+
+func (p *deadlinePG) PrewarmInfo(ctx context.Context) (lfc.Progress, error) {
+	_, p.bounded = ctx.Deadline()
+	return lfc.Progress{}, nil
+}
+
+func TestCorePrewarmStatusIsBounded(t *testing.T) {
+	pg := &deadlinePG{}
+	core := lfc.NewCore(lfc.NewMachine(lfc.MachineOptions{}), nil, pg, lfc.CoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	core.PrewarmStatus(context.Background())
+	if !pg.bounded {
+		t.Error("the progress query has no deadline")
+	}
+}

@@ -39,8 +39,9 @@ func (p PG) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		// Cancel the query on the server at once; drop the connection if it does not end
-		// within a few seconds.
+		// Send a cancel request at once, and drop the connection only if the query has
+		// not ended a few seconds later (pgx's default drops it first, cancelling on the
+		// way out).
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
