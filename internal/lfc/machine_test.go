@@ -37,20 +37,22 @@ const interval = 300 * time.Second
 // operations.
 var events = []string{
 	"prewarm", "prewarm-ok", "prewarm-fail", "prewarm-404", "cancel",
-	"tick", "offload", "offload-ok", "offload-fail", "offload-empty",
+	"tick", "half-tick", "offload", "offload-ok", "offload-fail", "offload-empty",
 }
 
 // model is what the rules say, kept independently of Machine.
 type model struct {
 	prewarmRunning, offloadRunning, cancelRequested bool
 	prewarm                                         PrewarmStatus
+	now, next                                       time.Duration // since the start
 	offload                                         OffloadStatus
 	counters                                        Counters
 }
 
 // TestEveryInterleaving replays every sequence of five events (a running prewarm, the
-// periodic tick, API calls, the ends of the operations) on the controllable clock and
-// checks each answer and each state against the rules.
+// periodic tick (due, or half an interval later, not yet due), API calls, the ends of the
+// operations) on the controllable clock and checks each answer, each state, the counters
+// and the announcements against the rules.
 func TestEveryInterleaving(t *testing.T) {
 	const depth = 5
 	seq := make([]int, depth)
@@ -74,13 +76,14 @@ func TestEveryInterleaving(t *testing.T) {
 		}
 	}
 	rec(0)
-	if want := 100000; n != want {
+	if want := 161051; n != want {
 		t.Fatalf("replayed %d sequences, want %d", n, want)
 	}
 }
 
 func replay(seq []int) error {
 	clk := newClock()
+	start := clk.Now()
 	var lastSeq uint64
 	var announced int
 	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, OnChange: func(s Snapshot) {
@@ -89,6 +92,7 @@ func replay(seq []int) error {
 	}})
 	var md model
 	md.prewarm, md.offload = PrewarmNotPrewarmed, OffloadNotOffloaded
+	md.next = interval
 	var prun *PrewarmRun
 	var orun *OffloadRun
 	changes := 0
@@ -152,9 +156,24 @@ func replay(seq []int) error {
 			if md.prewarmRunning {
 				md.cancelRequested = true
 			}
-		case "tick":
-			clk.Advance(interval)
+		case "tick", "half-tick":
+			d := interval
+			if events[e] == "half-tick" {
+				d = interval / 2
+			}
+			clk.Advance(d)
+			md.now += d
+			due := md.now >= md.next
+			for md.now >= md.next {
+				md.next += interval
+			}
 			r, why := m.StartPeriodicOffload()
+			if !due {
+				if r != nil || why != "not due" {
+					return fmt.Errorf("step %d: tick before its time: %v %q", step, r != nil, why)
+				}
+				break
+			}
 			allowed := !md.offloadRunning && (md.prewarm == PrewarmCompleted || md.prewarm == PrewarmNotPrewarmed || md.prewarm == PrewarmSkipped)
 			if allowed != (r != nil) {
 				return fmt.Errorf("step %d: periodic offload started = %v (%q) with prewarm %s, offload running %v",
@@ -217,6 +236,9 @@ func replay(seq []int) error {
 		s := m.Snapshot()
 		if s.Prewarm.Status != md.prewarm || s.Offload.Status != md.offload {
 			return fmt.Errorf("step %d: state %s/%s, want %s/%s", step, s.Prewarm.Status, s.Offload.Status, md.prewarm, md.offload)
+		}
+		if got := m.NextPeriodicOffload(); !got.Equal(start.Add(md.next)) {
+			return fmt.Errorf("step %d: next tick at %v, want %v", step, got.Sub(start), md.next)
 		}
 		if s.Counters != md.counters {
 			return fmt.Errorf("step %d: counters %+v, want %+v", step, s.Counters, md.counters)
