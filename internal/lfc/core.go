@@ -1,0 +1,241 @@
+package lfc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Store is the endpoint storage Core needs (Client implements it).
+type Store interface {
+	// Get returns the compressed state of endpointID ("" = this compute's), or
+	// ErrNotFound.
+	Get(ctx context.Context, endpointID string) ([]byte, error)
+	// Put stores this compute's compressed state.
+	Put(ctx context.Context, body []byte) error
+}
+
+// Postgres is the Postgres side Core needs (PG implements it).
+type Postgres interface {
+	// LocalCacheState returns the LFC state, nil when it is empty.
+	LocalCacheState(ctx context.Context) ([]byte, error)
+	// PrewarmLocalCache loads a state into the LFC; cancelling ctx cancels the query.
+	PrewarmLocalCache(ctx context.Context, state []byte) error
+	// PrewarmInfo returns the prewarm progress.
+	PrewarmInfo(ctx context.Context) (Progress, error)
+}
+
+// CoreOptions configures NewCore.
+type CoreOptions struct {
+	// MaxStateBytes bounds a decompressed state; DefaultMaxBytes if zero.
+	MaxStateBytes int64
+	// Logger: slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Core runs prewarms and offloads: it asks the Machine, does the I/O (endpoint storage,
+// zstd, Postgres) timed on the Machine's clock, and reports the outcome to the Machine.
+type Core struct {
+	m        *Machine
+	store    Store
+	pg       Postgres
+	maxState int64
+	log      *slog.Logger
+}
+
+// NewCore returns a Core over m, store and pg.
+func NewCore(m *Machine, store Store, pg Postgres, o CoreOptions) *Core {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxStateBytes <= 0 {
+		o.MaxStateBytes = DefaultMaxBytes
+	}
+	return &Core{m: m, store: store, pg: pg, maxState: o.MaxStateBytes, log: o.Logger}
+}
+
+// Machine returns the state machine.
+func (c *Core) Machine() *Machine { return c.m }
+
+// StartPrewarm takes a prewarm from fromEndpoint's state ("" = this compute's) and
+// returns the function that runs it to its end and records the outcome; the caller runs
+// it, normally in a goroutine, so that the request is answered at once. It returns
+// ErrPrewarmRunning while one runs. ctx bounds the run (CancelPrewarm cancels it too): pass
+// the process's context, not an HTTP request's, which ends with the answer.
+func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(), err error) {
+	r, err := c.m.StartPrewarm(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		res := c.prewarm(r.Context(), fromEndpoint)
+		c.m.FinishPrewarm(r, res)
+		st := c.m.Prewarm()
+		switch st.Status {
+		case PrewarmFailed:
+			c.log.Error("LFC prewarm failed", "err", st.Error)
+		case PrewarmCompleted:
+			c.log.Info("LFC prewarm completed", "total", st.Progress.Total, "prewarmed", st.Progress.Prewarmed,
+				"skipped", st.Progress.Skipped, "state_download_ms", st.Timings.StateDownloadMs,
+				"uncompress_ms", st.Timings.UncompressMs, "prewarm_ms", st.Timings.PrewarmMs)
+		default:
+			c.log.Info("LFC prewarm ended", "status", string(st.Status))
+		}
+	}, nil
+}
+
+// CancelPrewarm cancels a running prewarm (its Postgres query too) and reports whether
+// one was running.
+func (c *Core) CancelPrewarm() bool { return c.m.CancelPrewarm() }
+
+func (c *Core) prewarm(ctx context.Context, from string) PrewarmState {
+	now := c.m.now
+	fail := func(err error) PrewarmState { return PrewarmState{Status: PrewarmFailed, Error: err.Error()} }
+
+	t0 := now()
+	body, err := c.store.Get(ctx, from)
+	if errors.Is(err, ErrNotFound) {
+		c.log.Info("no LFC state in endpoint storage, prewarm skipped", "from_endpoint", from)
+		return PrewarmState{Status: PrewarmSkipped}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	t1 := now()
+	state, err := decompress(body, c.maxState)
+	if err != nil {
+		return fail(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	t2 := now()
+	c.log.Info("downloaded LFC state, loading into postgres", "compressed_bytes", len(body), "bytes", len(state))
+	if err := c.pg.PrewarmLocalCache(ctx, state); err != nil {
+		return fail(err)
+	}
+	t3 := now()
+	info, err := c.pg.PrewarmInfo(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	return PrewarmState{
+		Status:   PrewarmCompleted,
+		Progress: info,
+		Timings:  PrewarmTimings{StateDownloadMs: ms(t1.Sub(t0)), UncompressMs: ms(t2.Sub(t1)), PrewarmMs: ms(t3.Sub(t2))},
+	}
+}
+
+// InfoTimeout bounds the progress query of PrewarmStatus.
+const InfoTimeout = 5 * time.Second
+
+// PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
+// neon.get_prewarm_info() unless it is completed (which carries its final count).
+// Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
+func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
+	st := c.m.Prewarm()
+	if st.Status == PrewarmCompleted {
+		return st
+	}
+	ctx, cancel := context.WithTimeout(ctx, InfoTimeout)
+	defer cancel()
+	p, err := c.pg.PrewarmInfo(ctx)
+	if err != nil {
+		c.log.Debug("no LFC prewarm progress", "err", err)
+		return st.WithProgress(Progress{})
+	}
+	return st.WithProgress(p)
+}
+
+// StartOffload takes a manual offload (POST /lfc/offload) and returns the function that
+// runs it; see Machine.StartOffload for the refusals. ctx is as for StartPrewarm.
+func (c *Core) StartOffload(ctx context.Context) (run func(), err error) {
+	r, err := c.m.StartOffload()
+	if err != nil {
+		return nil, err
+	}
+	return func() { c.runOffload(ctx, r) }, nil
+}
+
+// StartPeriodicOffload is the periodic tick: the function that runs the offload, or nil
+// and why none starts (see Machine.StartPeriodicOffload).
+func (c *Core) StartPeriodicOffload(ctx context.Context) (run func(), why string) {
+	r, why := c.m.StartPeriodicOffload()
+	if r == nil {
+		return nil, why
+	}
+	return func() { c.runOffload(ctx, r) }, ""
+}
+
+func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
+	res := c.offload(ctx)
+	c.m.FinishOffload(r, res)
+	switch res.Status {
+	case OffloadFailed:
+		c.log.Error("LFC offload failed", "err", res.Error, "periodic", r.Periodic)
+	case OffloadCompleted:
+		c.log.Info("LFC offload completed", "periodic", r.Periodic, "state_query_ms", res.Timings.StateQueryMs,
+			"compress_ms", res.Timings.CompressMs, "state_upload_ms", res.Timings.StateUploadMs)
+	default:
+		c.log.Info("LFC offload ended", "status", string(res.Status), "periodic", r.Periodic)
+	}
+}
+
+func (c *Core) offload(ctx context.Context) OffloadState {
+	now := c.m.now
+	fail := func(err error) OffloadState { return OffloadState{Status: OffloadFailed, Error: err.Error()} }
+	t0 := now()
+	state, err := c.pg.LocalCacheState(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if len(state) == 0 {
+		c.log.Info("empty LFC state, not uploaded")
+		return OffloadState{Status: OffloadSkipped}
+	}
+	t1 := now()
+	body, err := compress(state)
+	if err != nil {
+		return fail(err)
+	}
+	t2 := now()
+	if err := c.store.Put(ctx, body); err != nil {
+		return fail(err)
+	}
+	t3 := now()
+	return OffloadState{Status: OffloadCompleted, Timings: OffloadTimings{
+		StateQueryMs: ms(t1.Sub(t0)), CompressMs: ms(t2.Sub(t1)), StateUploadMs: ms(t3.Sub(t2)),
+	}}
+}
+
+// compress is zstd at the default level, one frame.
+func compress(state []byte) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		return nil, fmt.Errorf("compressing LFC state: %w", err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(state, nil), nil
+}
+
+// decompress undoes compress; a body that is not zstd, is truncated, or decompresses to
+// more than max bytes is an error.
+func decompress(body []byte, max int64) ([]byte, error) {
+	if len(body) == 0 {
+		return nil, errors.New("decoding LFC state: empty body")
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
+	if err != nil {
+		return nil, fmt.Errorf("decoding LFC state: %w", err)
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(body, nil)
+	if err != nil {
+		return nil, fmt.Errorf("decoding LFC state: %w", err)
+	}
+	return out, nil
+}

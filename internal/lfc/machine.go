@@ -1,0 +1,331 @@
+package lfc
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Counters are the plain counts behind compute_ctl_lfc_prewarms_total,
+// compute_ctl_lfc_prewarm_errors_total, compute_ctl_lfc_offloads_total and
+// compute_ctl_lfc_offload_errors_total.
+type Counters struct {
+	// Prewarms counts prewarms taken (a refused request is not counted).
+	Prewarms uint64 `json:"compute_ctl_lfc_prewarms_total"`
+	// PrewarmErrors counts prewarms that ended failed (not skipped, not cancelled).
+	PrewarmErrors uint64 `json:"compute_ctl_lfc_prewarm_errors_total"`
+	// Offloads counts offloads taken, manual and periodic.
+	Offloads uint64 `json:"compute_ctl_lfc_offloads_total"`
+	// OffloadErrors counts offloads that ended failed.
+	OffloadErrors uint64 `json:"compute_ctl_lfc_offload_errors_total"`
+}
+
+// Snapshot is the machine's state at one moment. Seq grows with every change, so a
+// consumer of OnChange can drop a snapshot older than one it already has.
+type Snapshot struct {
+	Seq      uint64       `json:"seq"`
+	Prewarm  PrewarmState `json:"prewarm"`
+	Offload  OffloadState `json:"offload"`
+	Counters Counters     `json:"counters"`
+}
+
+// MachineOptions configures NewMachine.
+type MachineOptions struct {
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// OffloadInterval is offload_lfc_interval_seconds; zero means no periodic offload.
+	// The first periodic offload is due one interval after NewMachine, as Neon's.
+	OffloadInterval time.Duration
+	// OnChange, if set, is called after every change (outside the machine's lock; calls
+	// may overlap, hence Snapshot.Seq). It must not block for long.
+	OnChange func(Snapshot)
+	// Restore, if set, is the snapshot a previous process published (the monitor
+	// restarted): states, counters and Seq carry on. A prewarm or offload it shows running
+	// did not survive the restart: it is recorded failed (and counted), since a prewarm
+	// cut short leaves an incomplete LFC that the periodic offload must not upload.
+	Restore *Snapshot
+}
+
+// Interrupted is the error of a prewarm or offload that was running when the process
+// that ran it ended (MachineOptions.Restore).
+const Interrupted = "interrupted: the process running it restarted"
+
+// Machine is the prewarm/offload state machine. It does no I/O: Core (or a test) asks it
+// whether an operation may start, runs the operation, and reports the outcome. It is safe
+// for concurrent use.
+//
+// The rules:
+//   - a prewarm starts unless one is running (ErrPrewarmRunning);
+//   - a manual offload starts unless one is running (ErrOffloadRunning) or a prewarm is
+//     running (ErrPrewarmInProgress); after a failed or cancelled prewarm it starts;
+//   - a periodic offload starts only when it is due and the prewarm state is completed,
+//     not_prewarmed or skipped, and no offload is running;
+//   - CancelPrewarm cancels a running prewarm's context; the prewarm ends cancelled when
+//     its run reports back (until then it is still prewarming, so no second prewarm can
+//     overlap the first one's query).
+type Machine struct {
+	now      func() time.Time
+	interval time.Duration
+	onChange func(Snapshot)
+
+	mu         sync.Mutex
+	snap       Snapshot
+	nextTick   time.Time
+	prewarmRun *PrewarmRun
+	offloadRun *OffloadRun
+}
+
+// NewMachine returns a machine in not_prewarmed / not_offloaded.
+func NewMachine(o MachineOptions) *Machine {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	m := &Machine{now: now, interval: o.OffloadInterval, onChange: o.OnChange}
+	m.snap.Prewarm.Status = PrewarmNotPrewarmed
+	m.snap.Offload.Status = OffloadNotOffloaded
+	if r := o.Restore; r != nil {
+		m.snap = *r
+		if !m.snap.Prewarm.Status.valid() {
+			m.snap.Prewarm = PrewarmState{Status: PrewarmNotPrewarmed}
+		}
+		if !m.snap.Offload.Status.valid() {
+			m.snap.Offload = OffloadState{Status: OffloadNotOffloaded}
+		}
+		if m.snap.Prewarm.Status == PrewarmPrewarming {
+			m.snap.Prewarm = PrewarmState{Status: PrewarmFailed, Error: Interrupted}
+			m.snap.Counters.PrewarmErrors++
+		}
+		if m.snap.Offload.Status == OffloadOffloading {
+			m.snap.Offload = OffloadState{Status: OffloadFailed, Error: Interrupted}
+			m.snap.Counters.OffloadErrors++
+		}
+	}
+	if m.interval > 0 {
+		m.nextTick = now().Add(m.interval)
+	}
+	return m
+}
+
+// Snapshot returns the current state.
+func (m *Machine) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
+
+// Prewarm returns the prewarm state.
+func (m *Machine) Prewarm() PrewarmState { return m.Snapshot().Prewarm }
+
+// Offload returns the offload state.
+func (m *Machine) Offload() OffloadState { return m.Snapshot().Offload }
+
+// Counters returns the counters.
+func (m *Machine) Counters() Counters { return m.Snapshot().Counters }
+
+// changed bumps Seq and returns the snapshot to announce; call with mu held.
+func (m *Machine) changed() Snapshot {
+	m.snap.Seq++
+	return m.snap
+}
+
+func (m *Machine) announce(s Snapshot) {
+	if m.onChange != nil {
+		m.onChange(s)
+	}
+}
+
+// PrewarmRun is a prewarm that was started; its Context is cancelled by CancelPrewarm.
+type PrewarmRun struct {
+	ctx       context.Context
+	cancel    context.CancelFunc
+	cancelled bool // by CancelPrewarm; guarded by Machine.mu
+}
+
+// Context is the run's context: done when the prewarm is cancelled (or its parent is).
+func (r *PrewarmRun) Context() context.Context { return r.ctx }
+
+// StartPrewarm takes a prewarm: the state becomes prewarming and Prewarms counts it. It
+// returns ErrPrewarmRunning while one runs. The run's context derives from parent.
+func (m *Machine) StartPrewarm(parent context.Context) (*PrewarmRun, error) {
+	m.mu.Lock()
+	if m.prewarmRun != nil {
+		m.mu.Unlock()
+		return nil, ErrPrewarmRunning
+	}
+	ctx, cancel := context.WithCancel(parent)
+	r := &PrewarmRun{ctx: ctx, cancel: cancel}
+	m.prewarmRun = r
+	m.snap.Prewarm = PrewarmState{Status: PrewarmPrewarming}
+	m.snap.Counters.Prewarms++
+	s := m.changed()
+	m.mu.Unlock()
+	m.announce(s)
+	return r, nil
+}
+
+// CancelPrewarm cancels the running prewarm and reports whether one was running. The
+// state stays prewarming until the run finishes (FinishPrewarm then records cancelled).
+// With no prewarm running it does nothing (Neon would cancel the next prewarm instead).
+func (m *Machine) CancelPrewarm() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.prewarmRun
+	if r == nil {
+		return false
+	}
+	r.cancelled = true
+	r.cancel()
+	return true
+}
+
+// FinishPrewarm records the outcome of run: result must be completed, skipped or failed.
+// A run cancelled by CancelPrewarm that did not complete ends cancelled, whatever result
+// says (its error is the cancellation). A failed result counts in PrewarmErrors. A run
+// that is not the current one is ignored.
+func (m *Machine) FinishPrewarm(run *PrewarmRun, result PrewarmState) {
+	m.mu.Lock()
+	if run == nil || m.prewarmRun != run {
+		m.mu.Unlock()
+		return
+	}
+	m.prewarmRun = nil
+	run.cancel()
+	switch {
+	case run.cancelled && result.Status != PrewarmCompleted:
+		result = PrewarmState{Status: PrewarmCancelled}
+	case result.Status == PrewarmCompleted, result.Status == PrewarmSkipped:
+	default:
+		if result.Status != PrewarmFailed {
+			result = PrewarmState{Status: PrewarmFailed, Error: "prewarm ended in state " + string(result.Status)}
+		}
+		m.snap.Counters.PrewarmErrors++
+	}
+	m.snap.Prewarm = result
+	s := m.changed()
+	m.mu.Unlock()
+	m.announce(s)
+}
+
+// OffloadRun is an offload that was started.
+type OffloadRun struct {
+	// Periodic is true for an offload started by StartPeriodicOffload.
+	Periodic bool
+}
+
+// StartOffload takes a manual offload (POST /lfc/offload): the state becomes offloading
+// and Offloads counts it. It returns ErrOffloadRunning while an offload runs and
+// ErrPrewarmInProgress while a prewarm runs. After a failed prewarm it is allowed: it is
+// the operator's way out.
+func (m *Machine) StartOffload() (*OffloadRun, error) {
+	m.mu.Lock()
+	switch {
+	case m.offloadRun != nil:
+		m.mu.Unlock()
+		return nil, ErrOffloadRunning
+	case m.prewarmRun != nil:
+		m.mu.Unlock()
+		return nil, ErrPrewarmInProgress
+	}
+	r := m.beginOffload(false)
+	s := m.changed()
+	m.mu.Unlock()
+	m.announce(s)
+	return r, nil
+}
+
+// beginOffload marks an offload running; call with mu held.
+func (m *Machine) beginOffload(periodic bool) *OffloadRun {
+	r := &OffloadRun{Periodic: periodic}
+	m.offloadRun = r
+	m.snap.Offload = OffloadState{Status: OffloadOffloading}
+	m.snap.Counters.Offloads++
+	return r
+}
+
+// periodicAllowed says whether the prewarm state allows a periodic offload; call with mu
+// held.
+func (m *Machine) periodicAllowed() (bool, string) {
+	switch m.snap.Prewarm.Status {
+	case PrewarmCompleted, PrewarmNotPrewarmed, PrewarmSkipped:
+	case PrewarmPrewarming:
+		return false, "a prewarm is in progress"
+	default:
+		return false, "the last prewarm ended " + string(m.snap.Prewarm.Status)
+	}
+	if m.offloadRun != nil {
+		return false, "an offload is running"
+	}
+	return true, ""
+}
+
+// NextPeriodicOffload is when the next periodic offload tick is due (zero without a
+// periodic offload).
+func (m *Machine) NextPeriodicOffload() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nextTick
+}
+
+// PeriodicOffloadDue reports whether StartPeriodicOffload would start an offload now.
+func (m *Machine) PeriodicOffloadDue() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.interval <= 0 || m.now().Before(m.nextTick) {
+		return false
+	}
+	ok, _ := m.periodicAllowed()
+	return ok
+}
+
+// StartPeriodicOffload is the periodic tick. When the tick is due it moves the schedule
+// to the next tick after now (ticks missed meanwhile are not made up), and then starts an
+// offload if the prewarm state is completed, not_prewarmed or skipped and none runs. It
+// returns the run, or nil and why not ("not due", "a prewarm is in progress", ...).
+func (m *Machine) StartPeriodicOffload() (*OffloadRun, string) {
+	m.mu.Lock()
+	if m.interval <= 0 {
+		m.mu.Unlock()
+		return nil, "no periodic offload configured"
+	}
+	now := m.now()
+	if now.Before(m.nextTick) {
+		m.mu.Unlock()
+		return nil, "not due"
+	}
+	for !now.Before(m.nextTick) {
+		m.nextTick = m.nextTick.Add(m.interval)
+	}
+	if ok, why := m.periodicAllowed(); !ok {
+		m.mu.Unlock()
+		return nil, why
+	}
+	r := m.beginOffload(true)
+	s := m.changed()
+	m.mu.Unlock()
+	m.announce(s)
+	return r, ""
+}
+
+// FinishOffload records the outcome of run: completed, skipped (empty LFC state) or
+// failed (counted in OffloadErrors). A run that is not the current one is ignored.
+func (m *Machine) FinishOffload(run *OffloadRun, result OffloadState) {
+	m.mu.Lock()
+	if run == nil || m.offloadRun != run {
+		m.mu.Unlock()
+		return
+	}
+	m.offloadRun = nil
+	switch result.Status {
+	case OffloadCompleted, OffloadSkipped:
+	default:
+		if result.Status != OffloadFailed {
+			result = OffloadState{Status: OffloadFailed, Error: "offload ended in state " + string(result.Status)}
+		}
+		m.snap.Counters.OffloadErrors++
+	}
+	m.snap.Offload = result
+	s := m.changed()
+	m.mu.Unlock()
+	m.announce(s)
+}

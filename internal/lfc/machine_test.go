@@ -1,0 +1,572 @@
+package lfc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a controllable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+const interval = 300 * time.Second
+
+// events of the interleaving test: API calls, the periodic tick, and the ends of running
+// operations.
+var events = []string{
+	"prewarm", "prewarm-ok", "prewarm-fail", "prewarm-404", "cancel",
+	"tick", "half-tick", "offload", "offload-ok", "offload-fail", "offload-empty",
+}
+
+// model is what the rules say, kept independently of Machine.
+type model struct {
+	prewarmRunning, offloadRunning, cancelRequested bool
+	prewarm                                         PrewarmStatus
+	now, next                                       time.Duration // since the start
+	offload                                         OffloadStatus
+	counters                                        Counters
+}
+
+// TestEveryInterleaving replays every sequence of five events (a running prewarm, the
+// periodic tick (due, or half an interval later, not yet due), API calls, the ends of the
+// operations) on the controllable clock and checks each answer, each state, the counters
+// and the announcements against the rules.
+func TestEveryInterleaving(t *testing.T) {
+	const depth = 5
+	seq := make([]int, depth)
+	var n int
+	var rec func(i int)
+	rec = func(i int) {
+		if i == depth {
+			n++
+			if err := replay(seq); err != nil {
+				names := make([]string, len(seq))
+				for k, e := range seq {
+					names[k] = events[e]
+				}
+				t.Fatalf("%s: %v", strings.Join(names, " "), err)
+			}
+			return
+		}
+		for e := range events {
+			seq[i] = e
+			rec(i + 1)
+		}
+	}
+	rec(0)
+	if want := 161051; n != want {
+		t.Fatalf("replayed %d sequences, want %d", n, want)
+	}
+}
+
+func replay(seq []int) error {
+	clk := newClock()
+	start := clk.Now()
+	var lastSeq uint64
+	var announced int
+	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, OnChange: func(s Snapshot) {
+		announced++
+		lastSeq = s.Seq
+	}})
+	var md model
+	md.prewarm, md.offload = PrewarmNotPrewarmed, OffloadNotOffloaded
+	md.next = interval
+	var prun *PrewarmRun
+	var orun *OffloadRun
+	changes := 0
+	for step, e := range seq {
+		switch events[e] {
+		case "prewarm":
+			r, err := m.StartPrewarm(context.Background())
+			if md.prewarmRunning {
+				if !errors.Is(err, ErrPrewarmRunning) || r != nil {
+					return fmt.Errorf("step %d: second prewarm: %v, want ErrPrewarmRunning", step, err)
+				}
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("step %d: prewarm refused: %v", step, err)
+			}
+			prun = r
+			md.prewarmRunning, md.cancelRequested, md.prewarm = true, false, PrewarmPrewarming
+			md.counters.Prewarms++
+			changes++
+		case "prewarm-ok", "prewarm-fail", "prewarm-404":
+			if !md.prewarmRunning {
+				m.FinishPrewarm(prun, PrewarmState{Status: PrewarmCompleted}) // stale or nil: ignored
+				break
+			}
+			var res PrewarmState
+			switch events[e] {
+			case "prewarm-ok":
+				res = PrewarmState{Status: PrewarmCompleted, Progress: Progress{Total: 3, Prewarmed: 2, Skipped: 1}}
+			case "prewarm-fail":
+				res = PrewarmState{Status: PrewarmFailed, Error: "boom"}
+				if md.cancelRequested {
+					res.Error = context.Canceled.Error()
+				}
+			default:
+				res = PrewarmState{Status: PrewarmSkipped}
+			}
+			if md.cancelRequested && prun.Context().Err() == nil {
+				return fmt.Errorf("step %d: cancelled run's context not done", step)
+			}
+			m.FinishPrewarm(prun, res)
+			if prun.Context().Err() == nil {
+				return fmt.Errorf("step %d: finished run's context not done", step)
+			}
+			md.prewarmRunning = false
+			switch {
+			case md.cancelRequested && res.Status != PrewarmCompleted:
+				md.prewarm = PrewarmCancelled
+			default:
+				md.prewarm = res.Status
+				if res.Status == PrewarmFailed {
+					md.counters.PrewarmErrors++
+				}
+			}
+			changes++
+		case "cancel":
+			got := m.CancelPrewarm()
+			if got != md.prewarmRunning {
+				return fmt.Errorf("step %d: CancelPrewarm = %v with a prewarm running = %v", step, got, md.prewarmRunning)
+			}
+			if md.prewarmRunning {
+				md.cancelRequested = true
+			}
+		case "tick", "half-tick":
+			d := interval
+			if events[e] == "half-tick" {
+				d = interval / 2
+			}
+			clk.Advance(d)
+			md.now += d
+			due := md.now >= md.next
+			for md.now >= md.next {
+				md.next += interval
+			}
+			r, why := m.StartPeriodicOffload()
+			if !due {
+				if r != nil || why != "not due" {
+					return fmt.Errorf("step %d: tick before its time: %v %q", step, r != nil, why)
+				}
+				break
+			}
+			allowed := !md.offloadRunning && (md.prewarm == PrewarmCompleted || md.prewarm == PrewarmNotPrewarmed || md.prewarm == PrewarmSkipped)
+			if allowed != (r != nil) {
+				return fmt.Errorf("step %d: periodic offload started = %v (%q) with prewarm %s, offload running %v",
+					step, r != nil, why, md.prewarm, md.offloadRunning)
+			}
+			if r != nil {
+				if !r.Periodic {
+					return fmt.Errorf("step %d: periodic run not marked periodic", step)
+				}
+				orun = r
+				md.offloadRunning, md.offload = true, OffloadOffloading
+				md.counters.Offloads++
+				changes++
+			} else if why == "" || why == "not due" {
+				return fmt.Errorf("step %d: refused periodic offload says %q", step, why)
+			}
+		case "offload":
+			r, err := m.StartOffload()
+			switch {
+			case md.offloadRunning:
+				if !errors.Is(err, ErrOffloadRunning) {
+					return fmt.Errorf("step %d: offload while one runs: %v", step, err)
+				}
+			case md.prewarmRunning:
+				if !errors.Is(err, ErrPrewarmInProgress) {
+					return fmt.Errorf("step %d: offload while a prewarm runs: %v", step, err)
+				}
+			default:
+				if err != nil {
+					return fmt.Errorf("step %d: offload refused with prewarm %s: %v", step, md.prewarm, err)
+				}
+				if r.Periodic {
+					return fmt.Errorf("step %d: manual run marked periodic", step)
+				}
+				orun = r
+				md.offloadRunning, md.offload = true, OffloadOffloading
+				md.counters.Offloads++
+				changes++
+			}
+			if err != nil && r != nil {
+				return fmt.Errorf("step %d: a run with an error", step)
+			}
+		case "offload-ok", "offload-fail", "offload-empty":
+			if !md.offloadRunning {
+				m.FinishOffload(orun, OffloadState{Status: OffloadCompleted}) // stale or nil: ignored
+				break
+			}
+			res := map[string]OffloadState{
+				"offload-ok":    {Status: OffloadCompleted, Timings: OffloadTimings{StateQueryMs: 1}},
+				"offload-fail":  {Status: OffloadFailed, Error: "boom"},
+				"offload-empty": {Status: OffloadSkipped},
+			}[events[e]]
+			m.FinishOffload(orun, res)
+			md.offloadRunning, md.offload = false, res.Status
+			if res.Status == OffloadFailed {
+				md.counters.OffloadErrors++
+			}
+			changes++
+		}
+		s := m.Snapshot()
+		if s.Prewarm.Status != md.prewarm || s.Offload.Status != md.offload {
+			return fmt.Errorf("step %d: state %s/%s, want %s/%s", step, s.Prewarm.Status, s.Offload.Status, md.prewarm, md.offload)
+		}
+		if got := m.NextPeriodicOffload(); !got.Equal(start.Add(md.next)) {
+			return fmt.Errorf("step %d: next tick at %v, want %v", step, got.Sub(start), md.next)
+		}
+		if s.Counters != md.counters {
+			return fmt.Errorf("step %d: counters %+v, want %+v", step, s.Counters, md.counters)
+		}
+		if s.Seq != uint64(changes) || announced != changes || lastSeq != s.Seq {
+			return fmt.Errorf("step %d: seq %d, %d announcements (last %d), want %d", step, s.Seq, announced, lastSeq, changes)
+		}
+		if _, err := json.Marshal(s.Prewarm); err != nil {
+			return fmt.Errorf("step %d: %v", step, err)
+		}
+		if _, err := json.Marshal(s.Offload); err != nil {
+			return fmt.Errorf("step %d: %v", step, err)
+		}
+	}
+	return nil
+}
+
+// The rule that matters most, spelled out: never an offload tick during a prewarm or after
+// a failed one, but a manual offload after a failed one.
+func TestPeriodicOffloadNeverOffloadsAnIncompleteState(t *testing.T) {
+	clk := newClock()
+	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval})
+	run, err := m.StartPrewarm(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(interval)
+	if m.PeriodicOffloadDue() {
+		t.Error("due during a prewarm")
+	}
+	if r, why := m.StartPeriodicOffload(); r != nil || why != "a prewarm is in progress" {
+		t.Errorf("tick during a prewarm: %v %q", r, why)
+	}
+	if _, err := m.StartOffload(); !errors.Is(err, ErrPrewarmInProgress) {
+		t.Errorf("manual offload during a prewarm: %v", err)
+	}
+	m.FinishPrewarm(run, PrewarmState{Status: PrewarmFailed, Error: "boom"})
+	clk.Advance(interval)
+	if m.PeriodicOffloadDue() {
+		t.Error("due after a failed prewarm")
+	}
+	if r, why := m.StartPeriodicOffload(); r != nil || why != "the last prewarm ended failed" {
+		t.Errorf("tick after a failed prewarm: %v %q", r, why)
+	}
+	r, err := m.StartOffload()
+	if err != nil {
+		t.Fatalf("manual offload after a failed prewarm: %v", err)
+	}
+	m.FinishOffload(r, OffloadState{Status: OffloadCompleted})
+	if got := m.Counters(); got != (Counters{Prewarms: 1, PrewarmErrors: 1, Offloads: 1}) {
+		t.Errorf("counters %+v", got)
+	}
+}
+
+func TestPeriodicSchedule(t *testing.T) {
+	clk := newClock()
+	start := clk.Now()
+	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval})
+	if got := m.NextPeriodicOffload(); !got.Equal(start.Add(interval)) {
+		t.Fatalf("first tick at %v, want one interval after start", got)
+	}
+	clk.Advance(interval - time.Second)
+	if m.PeriodicOffloadDue() {
+		t.Error("due before the first interval")
+	}
+	if r, why := m.StartPeriodicOffload(); r != nil || why != "not due" {
+		t.Errorf("early tick: %v %q", r, why)
+	}
+	clk.Advance(time.Second)
+	if !m.PeriodicOffloadDue() {
+		t.Error("not due after one interval")
+	}
+	r, _ := m.StartPeriodicOffload()
+	if r == nil {
+		t.Fatal("no offload at the first tick")
+	}
+	// While it runs, the next tick is refused and still moves the schedule on; missed
+	// ticks are not made up.
+	clk.Advance(3*interval + time.Second)
+	if m.PeriodicOffloadDue() {
+		t.Error("due while an offload runs")
+	}
+	if r2, why := m.StartPeriodicOffload(); r2 != nil || why != "an offload is running" {
+		t.Errorf("tick during an offload: %v %q", r2, why)
+	}
+	if got, want := m.NextPeriodicOffload(), start.Add(5*interval); !got.Equal(want) {
+		t.Errorf("next tick %v, want %v", got, want)
+	}
+	m.FinishOffload(r, OffloadState{Status: OffloadSkipped})
+	if r3, why := m.StartPeriodicOffload(); r3 != nil || why != "not due" {
+		t.Errorf("missed tick made up: %v %q", r3, why)
+	}
+	if m.Offload().Status != OffloadSkipped || m.Counters().OffloadErrors != 0 {
+		t.Errorf("skipped offload: %+v %+v", m.Offload(), m.Counters())
+	}
+
+	off := NewMachine(MachineOptions{Now: clk.Now})
+	clk.Advance(100 * interval)
+	if off.PeriodicOffloadDue() || !off.NextPeriodicOffload().IsZero() {
+		t.Error("periodic offload without an interval")
+	}
+	if r, why := off.StartPeriodicOffload(); r != nil || why != "no periodic offload configured" {
+		t.Errorf("tick without an interval: %v %q", r, why)
+	}
+}
+
+func TestCancelPrewarm(t *testing.T) {
+	m := NewMachine(MachineOptions{})
+	if m.CancelPrewarm() {
+		t.Error("cancel with nothing running said true")
+	}
+	// Nothing was left cancelled for the next prewarm (Neon's token would be).
+	run, err := m.StartPrewarm(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Context().Err() != nil {
+		t.Fatal("a fresh prewarm starts cancelled")
+	}
+	if !m.CancelPrewarm() {
+		t.Fatal("cancel of a running prewarm said false")
+	}
+	if m.Prewarm().Status != PrewarmPrewarming {
+		t.Error("cancelled before the run ended")
+	}
+	if _, err := m.StartPrewarm(context.Background()); !errors.Is(err, ErrPrewarmRunning) {
+		t.Errorf("a second prewarm overlaps the cancelled one: %v", err)
+	}
+	m.FinishPrewarm(run, PrewarmState{Status: PrewarmFailed, Error: "context canceled"})
+	if got := m.Prewarm(); got.Status != PrewarmCancelled || got.Error != "" {
+		t.Errorf("state %+v, want cancelled", got)
+	}
+	if m.Counters().PrewarmErrors != 0 {
+		t.Error("a cancel counted as an error")
+	}
+	// A stale finish of the old run changes nothing.
+	run2, err := m.StartPrewarm(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.FinishPrewarm(run, PrewarmState{Status: PrewarmCompleted})
+	if m.Prewarm().Status != PrewarmPrewarming {
+		t.Error("a stale run finished the new one")
+	}
+	// A cancel that came too late for a completed query: completed.
+	m.CancelPrewarm()
+	m.FinishPrewarm(run2, PrewarmState{Status: PrewarmCompleted})
+	if m.Prewarm().Status != PrewarmCompleted {
+		t.Errorf("late cancel: %s", m.Prewarm().Status)
+	}
+	// A parent context ending (shutdown) is a failure, not a cancel.
+	ctx, cancel := context.WithCancel(context.Background())
+	run3, _ := m.StartPrewarm(ctx)
+	cancel()
+	m.FinishPrewarm(run3, PrewarmState{Status: PrewarmFailed, Error: "context canceled"})
+	if m.Prewarm().Status != PrewarmFailed {
+		t.Errorf("shutdown: %s", m.Prewarm().Status)
+	}
+}
+
+// A result in a state that is not an end state is recorded as failed.
+func TestFinishWithANonFinalState(t *testing.T) {
+	m := NewMachine(MachineOptions{})
+	run, _ := m.StartPrewarm(context.Background())
+	m.FinishPrewarm(run, PrewarmState{Status: PrewarmPrewarming})
+	if got := m.Prewarm(); got.Status != PrewarmFailed || got.Error != "prewarm ended in state prewarming" {
+		t.Errorf("prewarm %+v", got)
+	}
+	orun, _ := m.StartOffload()
+	m.FinishOffload(orun, OffloadState{Status: OffloadNotOffloaded})
+	if got := m.Offload(); got.Status != OffloadFailed || got.Error != "offload ended in state not_offloaded" {
+		t.Errorf("offload %+v", got)
+	}
+	if got := m.Counters(); got.PrewarmErrors != 1 || got.OffloadErrors != 1 {
+		t.Errorf("counters %+v", got)
+	}
+}
+
+func TestJSON(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{
+		{PrewarmState{}, `{"status":"not_prewarmed","total":0,"prewarmed":0,"skipped":0}`},
+		{PrewarmState{Status: PrewarmPrewarming, Progress: Progress{5, 2, 1}}, `{"status":"prewarming","total":5,"prewarmed":2,"skipped":1}`},
+		{PrewarmState{Status: PrewarmCompleted, Progress: Progress{5, 4, 1}, Timings: PrewarmTimings{10, 20, 30}},
+			`{"status":"completed","total":5,"prewarmed":4,"skipped":1,"state_download_time_ms":10,"uncompress_time_ms":20,"prewarm_time_ms":30}`},
+		{PrewarmState{Status: PrewarmFailed, Error: "boom"}, `{"status":"failed","error":"boom","total":0,"prewarmed":0,"skipped":0}`},
+		{PrewarmState{Status: PrewarmFailed}, `{"status":"failed","error":"","total":0,"prewarmed":0,"skipped":0}`},
+		{PrewarmState{Status: PrewarmSkipped, Error: "ignored", Timings: PrewarmTimings{1, 2, 3}}, `{"status":"skipped","total":0,"prewarmed":0,"skipped":0}`},
+		{PrewarmState{Status: PrewarmCancelled}, `{"status":"cancelled","total":0,"prewarmed":0,"skipped":0}`},
+		{OffloadState{}, `{"status":"not_offloaded"}`},
+		{OffloadState{Status: OffloadOffloading}, `{"status":"offloading"}`},
+		{OffloadState{Status: OffloadCompleted, Timings: OffloadTimings{1, 2, 3}}, `{"status":"completed","state_query_time_ms":1,"compress_time_ms":2,"state_upload_time_ms":3}`},
+		{OffloadState{Status: OffloadFailed, Error: "x"}, `{"status":"failed","error":"x"}`},
+		{OffloadState{Status: OffloadSkipped}, `{"status":"skipped"}`},
+	} {
+		b, err := json.Marshal(tc.v)
+		if err != nil {
+			t.Errorf("%+v: %v", tc.v, err)
+			continue
+		}
+		if string(b) != tc.want {
+			t.Errorf("%+v:\n got %s\nwant %s", tc.v, b, tc.want)
+		}
+		// Round trip.
+		switch v := tc.v.(type) {
+		case PrewarmState:
+			var back PrewarmState
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Errorf("%s: %v", b, err)
+			}
+			b2, _ := json.Marshal(back)
+			if string(b2) != string(b) {
+				t.Errorf("round trip of %s gave %s", b, b2)
+			}
+			_ = v
+		case OffloadState:
+			var back OffloadState
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Errorf("%s: %v", b, err)
+			}
+			b2, _ := json.Marshal(back)
+			if string(b2) != string(b) {
+				t.Errorf("round trip of %s gave %s", b, b2)
+			}
+		}
+	}
+	if _, err := json.Marshal(PrewarmState{Status: "bogus"}); err == nil {
+		t.Error("unknown prewarm status marshalled")
+	}
+	if _, err := json.Marshal(OffloadState{Status: "bogus"}); err == nil {
+		t.Error("unknown offload status marshalled")
+	}
+	var p PrewarmState
+	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &p); err == nil {
+		t.Error("unknown prewarm status unmarshalled")
+	}
+	if err := json.Unmarshal([]byte(`[1]`), &p); err == nil {
+		t.Error("prewarm from an array")
+	}
+	var o OffloadState
+	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &o); err == nil {
+		t.Error("unknown offload status unmarshalled")
+	}
+	if err := json.Unmarshal([]byte(`"x"`), &o); err == nil {
+		t.Error("offload from a string")
+	}
+	// WithProgress keeps a completed prewarm's own count.
+	c := PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}
+	if got := c.WithProgress(Progress{9, 9, 9}); got.Progress != (Progress{1, 1, 0}) {
+		t.Errorf("completed progress replaced: %+v", got)
+	}
+	if got := (PrewarmState{Status: PrewarmFailed}).WithProgress(Progress{9, 3, 1}); got.Progress != (Progress{9, 3, 1}) {
+		t.Errorf("failed progress not set: %+v", got)
+	}
+}
+
+func TestMs(t *testing.T) {
+	for d, want := range map[time.Duration]uint32{
+		-time.Second:            0,
+		1500 * time.Microsecond: 1,
+		3 * time.Second:         3000,
+		time.Duration(1 << 62):  ^uint32(0),
+	} {
+		if got := ms(d); got != want {
+			t.Errorf("ms(%v) = %d, want %d", d, got, want)
+		}
+	}
+}
+
+func TestRestore(t *testing.T) {
+	clk := newClock()
+	prev := Snapshot{Seq: 41,
+		Prewarm:  PrewarmState{Status: PrewarmPrewarming},
+		Offload:  OffloadState{Status: OffloadOffloading},
+		Counters: Counters{Prewarms: 3, PrewarmErrors: 1, Offloads: 7, OffloadErrors: 2}}
+	var got []Snapshot
+	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, Restore: &prev, OnChange: func(s Snapshot) { got = append(got, s) }})
+	s := m.Snapshot()
+	want := Snapshot{Seq: 41,
+		Prewarm:  PrewarmState{Status: PrewarmFailed, Error: Interrupted},
+		Offload:  OffloadState{Status: OffloadFailed, Error: Interrupted},
+		Counters: Counters{Prewarms: 3, PrewarmErrors: 2, Offloads: 7, OffloadErrors: 3}}
+	if s != want {
+		t.Fatalf("restored %+v\nwant %+v", s, want)
+	}
+	// No periodic offload after the interrupted prewarm; nothing runs, so both may start.
+	clk.Advance(interval)
+	if r, why := m.StartPeriodicOffload(); r != nil || why != "the last prewarm ended failed" {
+		t.Errorf("tick after an interrupted prewarm: %q", why)
+	}
+	if _, err := m.StartPrewarm(context.Background()); err != nil {
+		t.Errorf("prewarm after restore: %v", err)
+	}
+	if len(got) != 1 || got[0].Seq != 42 {
+		t.Errorf("announcements %+v, want one with seq 42", got)
+	}
+	// Finished states and garbage.
+	done := Snapshot{Prewarm: PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}, Offload: OffloadState{Status: "bogus"}}
+	m2 := NewMachine(MachineOptions{Restore: &done})
+	if s := m2.Snapshot(); s.Prewarm != done.Prewarm || s.Offload.Status != OffloadNotOffloaded {
+		t.Errorf("restored %+v", s)
+	}
+	m3 := NewMachine(MachineOptions{Restore: &Snapshot{}})
+	if s := m3.Snapshot(); s.Prewarm.Status != PrewarmNotPrewarmed || s.Offload.Status != OffloadNotOffloaded {
+		t.Errorf("restored from zero %+v", s)
+	}
+}
+
+// A snapshot survives a JSON round trip (the form a state record keeps).
+func TestSnapshotJSON(t *testing.T) {
+	s := Snapshot{Seq: 9,
+		Prewarm:  PrewarmState{Status: PrewarmCompleted, Progress: Progress{4, 3, 1}, Timings: PrewarmTimings{1, 2, 3}},
+		Offload:  OffloadState{Status: OffloadFailed, Error: "boom"},
+		Counters: Counters{1, 2, 3, 4}}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Snapshot
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back != s {
+		t.Errorf("round trip of %s gave %+v", b, back)
+	}
+	if !strings.Contains(string(b), `"compute_ctl_lfc_offload_errors_total":4`) {
+		t.Errorf("counter names: %s", b)
+	}
+}

@@ -1,0 +1,115 @@
+package lfc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/computetools/compute-tools/internal/pg"
+)
+
+// ErrNoNeonExtension: the LFC functions live in the neon extension, which this Postgres
+// does not have (vanilla PostgreSQL, or the extension not created).
+var ErrNoNeonExtension = errors.New("neon extension not installed")
+
+// AppName is the application_name of the LFC connections.
+const AppName = "compute_ctl:lfc"
+
+// PG calls the neon extension's LFC functions, each call on a connection of its own (as
+// Neon's maintenance client), after checking that the extension exists. A call's
+// context cancels the running query on the server (a cancel request), not only the
+// client's wait.
+type PG struct {
+	// Connstr reaches the compute's Postgres as the admin role.
+	Connstr string
+}
+
+const neonExists = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'neon')`
+
+// connect opens a connection whose context cancellation sends a cancel request, and
+// checks for the neon extension.
+func (p PG) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pg.Config(p.Connstr, AppName)
+	if err != nil {
+		return nil, err
+	}
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		// Send a cancel request at once, and drop the connection only if the query has
+		// not ended a few seconds later (pgx's default drops it first, cancelling on the
+		// way out).
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, neonExists).Scan(&ok); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("looking for the neon extension: %w", err)
+	}
+	if !ok {
+		conn.Close(context.Background())
+		return nil, ErrNoNeonExtension
+	}
+	return conn, nil
+}
+
+// LocalCacheState returns neon.get_local_cache_state(): nil when the LFC is empty (the
+// function returns NULL) or the state has no bytes.
+func (p PG) LocalCacheState(ctx context.Context) ([]byte, error) {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	var state []byte
+	if err := conn.QueryRow(ctx, "SELECT neon.get_local_cache_state()").Scan(&state); err != nil {
+		return nil, fmt.Errorf("querying LFC state: %w", err)
+	}
+	if len(state) == 0 {
+		return nil, nil
+	}
+	return state, nil
+}
+
+// PrewarmLocalCache runs neon.prewarm_local_cache(state). Cancelling ctx cancels the
+// query on the server.
+func (p PG) PrewarmLocalCache(ctx context.Context, state []byte) error {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "SELECT neon.prewarm_local_cache($1::bytea)", state); err != nil {
+		return fmt.Errorf("loading LFC state into postgres: %w", err)
+	}
+	return nil
+}
+
+// PrewarmInfo returns the first three columns of neon.get_prewarm_info(): total,
+// prewarmed and skipped pages (NULLs read as zero).
+func (p PG) PrewarmInfo(ctx context.Context) (Progress, error) {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return Progress{}, err
+	}
+	defer conn.Close(context.Background())
+	var total, prewarmed, skipped *int32
+	if err := conn.QueryRow(ctx, "SELECT total_pages, prewarmed_pages, skipped_pages FROM neon.get_prewarm_info()").
+		Scan(&total, &prewarmed, &skipped); err != nil {
+		return Progress{}, fmt.Errorf("querying prewarm info: %w", err)
+	}
+	val := func(p *int32) int32 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	return Progress{Total: val(total), Prewarmed: val(prewarmed), Skipped: val(skipped)}, nil
+}
