@@ -2,6 +2,7 @@ package lfctest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -23,10 +24,12 @@ func TestInstallAndControlErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE lfctest_standin"); err != nil {
+	// A name of its own per run: the shared server outlives one run of the test (-count).
+	db := fmt.Sprintf("lfctest_standin_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, inst.ConnstrDB("lfctest_standin"))
+	conn, err := pgx.Connect(ctx, inst.ConnstrDB(db))
 	if err != nil {
 		t.Fatal(err)
 	}
