@@ -65,4 +65,7 @@
 //     that is fsynced, so Tracker coalesces (at most one write per second); /status lags
 //     the monitor by at most a second plus a round. A Tracker is seeded from the record,
 //     so a restarted monitor never moves last_active back.
+//   - Rounds run at a fixed rate (a ticker; the ticks during a long round coalesce into
+//     one), where the reference sleeps a fixed delay after each round: the same while
+//     rounds are much shorter than the interval.
 package monitor

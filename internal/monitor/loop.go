@@ -80,8 +80,10 @@ func (p pgConn) Close(ctx context.Context) error { return p.c.Close(ctx) }
 
 // Loop runs a round every Interval: (re)connect if it has no connection, take a sample,
 // record the outcome in Downtime and Tracker, and call OnRound. A failed round drops the
-// connection, so the next one reconnects. Rounds never overlap: a tick that comes while a
-// round runs is dropped.
+// connection, so the next one reconnects. Rounds never overlap: the ticks that come while
+// a round runs are coalesced into one, so the round after a long one starts at once. That
+// is a fixed rate, where the reference sleeps a fixed delay after each round; with rounds
+// far shorter than the interval the two are the same.
 type Loop struct {
 	Connect Connector // required
 	Sampler *Sampler  // required; its Now is set to Clock.Now when nil
