@@ -66,12 +66,23 @@ func (c *Core) Machine() *Machine { return c.m }
 // it, normally in a goroutine, so that the request is answered at once. It returns
 // ErrPrewarmRunning while one runs. ctx bounds the run (CancelPrewarm cancels it too): pass
 // the process's context, not an HTTP request's, which ends with the answer.
+//
+// run must be called exactly once: until it returns the machine stays prewarming (no
+// other prewarm, no offload), so a run that is never called wedges it. A panic inside run
+// records the prewarm failed ("panic: ...") and is then re-raised.
 func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(), err error) {
 	r, err := c.m.StartPrewarm(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return func() {
+		defer func() {
+			if p := recover(); p != nil {
+				c.m.FinishPrewarm(r, PrewarmState{Status: PrewarmFailed, Error: fmt.Sprintf("panic: %v", p)})
+				c.log.Error("LFC prewarm panicked", "panic", fmt.Sprint(p))
+				panic(p)
+			}
+		}()
 		res := c.prewarm(r.Context(), fromEndpoint)
 		c.m.FinishPrewarm(r, res)
 		st := c.m.Prewarm()
@@ -119,7 +130,12 @@ func (c *Core) prewarm(ctx context.Context, from string) PrewarmState {
 		return fail(err)
 	}
 	t3 := now()
-	info, err := c.pg.PrewarmInfo(ctx)
+	// The query completed: the prewarm did, whatever happens to ctx now. The final count
+	// is read on a context that a cancel arriving now does not end (else the completed
+	// prewarm would end cancelled), bounded as PrewarmStatus's.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), InfoTimeout)
+	defer cancel()
+	info, err := c.pg.PrewarmInfo(ictx)
 	if err != nil {
 		return fail(err)
 	}
@@ -152,7 +168,13 @@ func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
 }
 
 // StartOffload takes a manual offload (POST /lfc/offload) and returns the function that
-// runs it; see Machine.StartOffload for the refusals. ctx is as for StartPrewarm.
+// runs it; see Machine.StartOffload for the refusals. ctx is as for StartPrewarm, and run
+// must be called exactly once, as StartPrewarm's (a panic inside it records the offload
+// failed and is re-raised).
+//
+// A prewarm taken while the offload runs (POST /lfc/prewarm does not wait for it) makes
+// the offload end failed with ErrPrewarmDuringOffload, without uploading: Core checks
+// after reading the LFC state and again right before the upload.
 func (c *Core) StartOffload(ctx context.Context) (run func(), err error) {
 	r, err := c.m.StartOffload()
 	if err != nil {
@@ -172,7 +194,14 @@ func (c *Core) StartPeriodicOffload(ctx context.Context) (run func(), why string
 }
 
 func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
-	res := c.offload(ctx)
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.FinishOffload(r, OffloadState{Status: OffloadFailed, Error: fmt.Sprintf("panic: %v", p)})
+			c.log.Error("LFC offload panicked", "panic", fmt.Sprint(p), "periodic", r.Periodic)
+			panic(p)
+		}
+	}()
+	res := c.offload(ctx, r)
 	c.m.FinishOffload(r, res)
 	switch res.Status {
 	case OffloadFailed:
@@ -185,13 +214,16 @@ func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
 	}
 }
 
-func (c *Core) offload(ctx context.Context) OffloadState {
+func (c *Core) offload(ctx context.Context, r *OffloadRun) OffloadState {
 	now := c.m.now
 	fail := func(err error) OffloadState { return OffloadState{Status: OffloadFailed, Error: err.Error()} }
 	t0 := now()
 	state, err := c.pg.LocalCacheState(ctx)
 	if err != nil {
 		return fail(err)
+	}
+	if c.m.PrewarmStartedDuring(r) {
+		return fail(ErrPrewarmDuringOffload)
 	}
 	if len(state) == 0 {
 		c.log.Info("empty LFC state, not uploaded")
@@ -203,6 +235,9 @@ func (c *Core) offload(ctx context.Context) OffloadState {
 		return fail(err)
 	}
 	t2 := now()
+	if c.m.PrewarmStartedDuring(r) {
+		return fail(ErrPrewarmDuringOffload)
+	}
 	if err := c.store.Put(ctx, body); err != nil {
 		return fail(err)
 	}

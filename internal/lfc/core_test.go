@@ -42,14 +42,23 @@ type fakePG struct {
 	cost                         time.Duration
 	block                        chan struct{} // PrewarmLocalCache waits for ctx (closed when entered)
 	got                          []byte
+	// onState and onPrewarm, if set, run inside LocalCacheState and PrewarmLocalCache
+	// (before they answer): what happens meanwhile elsewhere.
+	onState, onPrewarm func()
 }
 
 func (p *fakePG) LocalCacheState(ctx context.Context) ([]byte, error) {
 	p.clk.Advance(p.cost)
+	if p.onState != nil {
+		p.onState()
+	}
 	return p.state, p.stateErr
 }
 
 func (p *fakePG) PrewarmLocalCache(ctx context.Context, state []byte) error {
+	if p.onPrewarm != nil {
+		p.onPrewarm()
+	}
 	if p.block != nil {
 		close(p.block)
 		<-ctx.Done()
@@ -60,7 +69,11 @@ func (p *fakePG) PrewarmLocalCache(ctx context.Context, state []byte) error {
 	return p.prewarmErr
 }
 
+// PrewarmInfo fails on a done context, as a query would.
 func (p *fakePG) PrewarmInfo(ctx context.Context) (lfc.Progress, error) {
+	if err := ctx.Err(); err != nil {
+		return lfc.Progress{}, errors.New("querying prewarm info: " + err.Error())
+	}
 	return p.info, p.infErr
 }
 
@@ -441,4 +454,168 @@ func TestCorePrewarmStatusIsBounded(t *testing.T) {
 	if !pg.bounded {
 		t.Error("the progress query has no deadline")
 	}
+}
+
+// A prewarm taken while an offload reads the LFC state (POST /lfc/prewarm does not wait
+// for the offload): the state read may be one of the prewarm's incomplete states, so the
+// offload ends failed and uploads nothing.
+func TestCoreOffloadOvertakenByAPrewarm(t *testing.T) {
+	for _, periodic := range []bool{false, true} {
+		t.Run(map[bool]string{false: "manual", true: "periodic"}[periodic], func(t *testing.T) {
+			r := newRig(t)
+			r.pg.state = []byte("a state read mid-prewarm")
+			r.store.Put(objPath, zstdOf(t, []byte("the last complete state")))
+			var prewarm func()
+			r.pg.onState = func() {
+				run, err := r.core.StartPrewarm(context.Background(), "")
+				if err != nil {
+					t.Errorf("prewarm during the offload refused: %v", err)
+				}
+				prewarm = run
+			}
+			var run func()
+			if periodic {
+				r.clk.Advance(time.Minute)
+				run, _ = r.core.StartPeriodicOffload(context.Background())
+			} else {
+				var err error
+				run, err = r.core.StartOffload(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if run == nil {
+				t.Fatal("no offload")
+			}
+			run()
+			want := lfc.OffloadState{Status: lfc.OffloadFailed, Error: lfc.ErrPrewarmDuringOffload.Error()}
+			if got := r.core.Machine().Offload(); got != want {
+				t.Errorf("offload %+v, want %+v", got, want)
+			}
+			if !strings.Contains(want.Error, "a prewarm started during the offload") {
+				t.Errorf("reason %q", want.Error)
+			}
+			for _, req := range r.store.Requests() {
+				if req.Method == "PUT" {
+					t.Errorf("uploaded %q", req.Body)
+				}
+			}
+			if c := r.core.Machine().Counters(); c.Offloads != 1 || c.OffloadErrors != 1 || c.Prewarms != 1 {
+				t.Errorf("counters %+v", c)
+			}
+			// The prewarm runs on from the last complete state.
+			r.pg.onState = nil
+			prewarm()
+			if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmCompleted || string(r.pg.got) != "the last complete state" {
+				t.Errorf("prewarm %+v from %q", st, r.pg.got)
+			}
+			// The next offload, with no prewarm meanwhile, uploads.
+			if st := r.offload(t); st.Status != lfc.OffloadCompleted {
+				t.Errorf("next offload %+v", st)
+			}
+		})
+	}
+}
+
+// A cancel that arrives after the prewarm query completed does not turn the completed
+// prewarm into a cancelled one: its final count is read on a context the cancel does not
+// end.
+func TestCoreCancelAfterTheQueryCompleted(t *testing.T) {
+	r := newRig(t)
+	r.store.Put(objPath, zstdOf(t, []byte("s")))
+	r.pg.info = lfc.Progress{Total: 5, Prewarmed: 5}
+	r.pg.onPrewarm = func() {
+		if !r.core.CancelPrewarm() {
+			t.Error("CancelPrewarm said nothing runs")
+		}
+	}
+	st := r.prewarm(t, "")
+	if st.Status != lfc.PrewarmCompleted || st.Progress != r.pg.info {
+		t.Errorf("prewarm %+v, want completed with %+v", st, r.pg.info)
+	}
+	if c := r.core.Machine().Counters(); c.PrewarmErrors != 0 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// The final count of a prewarm is read with a bound.
+func TestCorePrewarmInfoIsBounded(t *testing.T) {
+	r := newRig(t)
+	r.store.Put(objPath, zstdOf(t, []byte("s")))
+	pg := &deadlinePG{fakePG: fakePG{clk: r.clk}}
+	core := lfc.NewCore(lfc.NewMachine(lfc.MachineOptions{Now: r.clk.Now}),
+		lfc.NewClient(endpointOf(r.store), lfc.ClientOptions{Logger: slog.New(slog.DiscardHandler)}), pg,
+		lfc.CoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	run, err := core.StartPrewarm(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run()
+	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmCompleted || !pg.bounded {
+		t.Errorf("prewarm %+v, progress query bounded: %v", st, pg.bounded)
+	}
+}
+
+// mustPanic runs f and returns what it panicked with.
+func mustPanic(t *testing.T, f func()) (p any) {
+	t.Helper()
+	defer func() { p = recover() }()
+	f()
+	t.Fatal("no panic")
+	return nil
+}
+
+// A run that panics does not wedge the machine: it is recorded failed, and the panic goes
+// on.
+func TestCoreRunPanics(t *testing.T) {
+	t.Run("prewarm", func(t *testing.T) {
+		r := newRig(t)
+		r.store.Put(objPath, zstdOf(t, []byte("s")))
+		r.pg.onPrewarm = func() { panic("boom") }
+		run, err := r.core.StartPrewarm(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := mustPanic(t, run); p != "boom" {
+			t.Errorf("re-panicked with %v", p)
+		}
+		if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmFailed || st.Error != "panic: boom" {
+			t.Errorf("prewarm %+v", st)
+		}
+		if c := r.core.Machine().Counters(); c.PrewarmErrors != 1 {
+			t.Errorf("counters %+v", c)
+		}
+		r.pg.onPrewarm = nil
+		if st := r.prewarm(t, ""); st.Status != lfc.PrewarmCompleted {
+			t.Errorf("next prewarm %+v", st)
+		}
+		if st := r.offload(t); st.Status != lfc.OffloadSkipped {
+			t.Errorf("offload after it %+v", st)
+		}
+	})
+	t.Run("offload", func(t *testing.T) {
+		r := newRig(t)
+		r.pg.onState = func() { panic("boom") }
+		run, err := r.core.StartOffload(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := mustPanic(t, run); p != "boom" {
+			t.Errorf("re-panicked with %v", p)
+		}
+		if st := r.core.Machine().Offload(); st.Status != lfc.OffloadFailed || st.Error != "panic: boom" {
+			t.Errorf("offload %+v", st)
+		}
+		if c := r.core.Machine().Counters(); c.OffloadErrors != 1 {
+			t.Errorf("counters %+v", c)
+		}
+		r.pg.onState = nil
+		r.pg.state = []byte("s")
+		if st := r.offload(t); st.Status != lfc.OffloadCompleted {
+			t.Errorf("next offload %+v", st)
+		}
+		if _, err := r.core.StartPrewarm(context.Background(), ""); err != nil {
+			t.Errorf("prewarm after it: %v", err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package lfc
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -42,7 +43,11 @@ type MachineOptions struct {
 	// Restore, if set, is the snapshot a previous process published (the monitor
 	// restarted): states, counters and Seq carry on. A prewarm or offload it shows running
 	// did not survive the restart: it is recorded failed (and counted), since a prewarm
-	// cut short leaves an incomplete LFC that the periodic offload must not upload.
+	// cut short leaves an incomplete LFC that the periodic offload must not upload. A
+	// status that is not one of this package's is replaced by the initial one. When
+	// restoring changed anything, that is a change like any other: Seq grows by one and
+	// OnChange is called once, from NewMachine, with the new snapshot (so the caller need
+	// not publish it itself).
 	Restore *Snapshot
 }
 
@@ -60,6 +65,8 @@ const Interrupted = "interrupted: the process running it restarted"
 //     running (ErrPrewarmInProgress); after a failed or cancelled prewarm it starts;
 //   - a periodic offload starts only when it is due and the prewarm state is completed,
 //     not_prewarmed or skipped, and no offload is running;
+//   - a prewarm taken while an offload runs marks that offload overtaken
+//     (PrewarmStartedDuring): Core then ends it failed without uploading;
 //   - CancelPrewarm cancels a running prewarm's context; the prewarm ends cancelled when
 //     its run reports back (until then it is still prewarming, so no second prewarm can
 //     overlap the first one's query).
@@ -73,6 +80,9 @@ type Machine struct {
 	nextTick   time.Time
 	prewarmRun *PrewarmRun
 	offloadRun *OffloadRun
+	// prewarmGen counts the prewarms taken by this machine; an OffloadRun records it at
+	// its start (see PrewarmStartedDuring).
+	prewarmGen uint64
 }
 
 // NewMachine returns a machine in not_prewarmed / not_offloaded.
@@ -84,6 +94,7 @@ func NewMachine(o MachineOptions) *Machine {
 	m := &Machine{now: now, interval: o.OffloadInterval, onChange: o.OnChange}
 	m.snap.Prewarm.Status = PrewarmNotPrewarmed
 	m.snap.Offload.Status = OffloadNotOffloaded
+	changed := false
 	if r := o.Restore; r != nil {
 		m.snap = *r
 		if !m.snap.Prewarm.Status.valid() {
@@ -100,9 +111,15 @@ func NewMachine(o MachineOptions) *Machine {
 			m.snap.Offload = OffloadState{Status: OffloadFailed, Error: Interrupted}
 			m.snap.Counters.OffloadErrors++
 		}
+		changed = m.snap != *r
 	}
 	if m.interval > 0 {
 		m.nextTick = now().Add(m.interval)
+	}
+	if changed {
+		// The interrupted runs (or a state replaced) are recorded now: a new Seq,
+		// announced like any change (no one else holds m yet, so no lock is needed).
+		m.announce(m.changed())
 	}
 	return m
 }
@@ -156,6 +173,7 @@ func (m *Machine) StartPrewarm(parent context.Context) (*PrewarmRun, error) {
 	ctx, cancel := context.WithCancel(parent)
 	r := &PrewarmRun{ctx: ctx, cancel: cancel}
 	m.prewarmRun = r
+	m.prewarmGen++
 	m.snap.Prewarm = PrewarmState{Status: PrewarmPrewarming}
 	m.snap.Counters.Prewarms++
 	s := m.changed()
@@ -211,6 +229,23 @@ func (m *Machine) FinishPrewarm(run *PrewarmRun, result PrewarmState) {
 type OffloadRun struct {
 	// Periodic is true for an offload started by StartPeriodicOffload.
 	Periodic bool
+	// prewarmGen is Machine.prewarmGen when the offload started.
+	prewarmGen uint64
+}
+
+// ErrPrewarmDuringOffload is the error of an offload that a prewarm overtook: the
+// prewarm was taken after the offload started (an offload never starts while a prewarm
+// runs), so the LFC state the offload read may be incomplete, and it is not uploaded.
+var ErrPrewarmDuringOffload = errors.New("LFC offload not uploaded: a prewarm started during the offload, and an incomplete LFC state must not be uploaded")
+
+// PrewarmStartedDuring reports whether a prewarm was taken since run started (it may
+// have ended since: the LFC state read meanwhile may still be one of its incomplete
+// states). Core asks after reading the LFC state and again right before uploading it,
+// and then ends the offload failed with ErrPrewarmDuringOffload instead of uploading.
+func (m *Machine) PrewarmStartedDuring(run *OffloadRun) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return run != nil && m.prewarmGen != run.prewarmGen
 }
 
 // StartOffload takes a manual offload (POST /lfc/offload): the state becomes offloading
@@ -236,7 +271,7 @@ func (m *Machine) StartOffload() (*OffloadRun, error) {
 
 // beginOffload marks an offload running; call with mu held.
 func (m *Machine) beginOffload(periodic bool) *OffloadRun {
-	r := &OffloadRun{Periodic: periodic}
+	r := &OffloadRun{Periodic: periodic, prewarmGen: m.prewarmGen}
 	m.offloadRun = r
 	m.snap.Offload = OffloadState{Status: OffloadOffloading}
 	m.snap.Counters.Offloads++

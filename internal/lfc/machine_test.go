@@ -43,16 +43,23 @@ var events = []string{
 // model is what the rules say, kept independently of Machine.
 type model struct {
 	prewarmRunning, offloadRunning, cancelRequested bool
-	prewarm                                         PrewarmStatus
-	now, next                                       time.Duration // since the start
-	offload                                         OffloadStatus
-	counters                                        Counters
+	// prewarmDuringOffload: a prewarm was taken while the running offload ran (the
+	// offload may have read an incomplete LFC state: Core must not upload it).
+	prewarmDuringOffload bool
+	prewarm              PrewarmStatus
+	now, next            time.Duration // since the start
+	offload              OffloadStatus
+	counters             Counters
 }
 
 // TestEveryInterleaving replays every sequence of five events (a running prewarm, the
 // periodic tick (due, or half an interval later, not yet due), API calls, the ends of the
 // operations) on the controllable clock and checks each answer, each state, the counters
-// and the announcements against the rules.
+// and the announcements against the rules. Among them: an offload taken, then a prewarm
+// accepted (POST /lfc/prewarm does not wait for offloads), then the offload's end: after
+// every step Machine.PrewarmStartedDuring must say whether the running offload was
+// overtaken, and an offload whose upload would have succeeded ends as Core ends it then
+// (failed, ErrPrewarmDuringOffload, nothing uploaded).
 func TestEveryInterleaving(t *testing.T) {
 	const depth = 5
 	seq := make([]int, depth)
@@ -111,6 +118,9 @@ func replay(seq []int) error {
 			}
 			prun = r
 			md.prewarmRunning, md.cancelRequested, md.prewarm = true, false, PrewarmPrewarming
+			if md.offloadRunning {
+				md.prewarmDuringOffload = true
+			}
 			md.counters.Prewarms++
 			changes++
 		case "prewarm-ok", "prewarm-fail", "prewarm-404":
@@ -184,7 +194,7 @@ func replay(seq []int) error {
 					return fmt.Errorf("step %d: periodic run not marked periodic", step)
 				}
 				orun = r
-				md.offloadRunning, md.offload = true, OffloadOffloading
+				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, OffloadOffloading, false
 				md.counters.Offloads++
 				changes++
 			} else if why == "" || why == "not due" {
@@ -209,7 +219,7 @@ func replay(seq []int) error {
 					return fmt.Errorf("step %d: manual run marked periodic", step)
 				}
 				orun = r
-				md.offloadRunning, md.offload = true, OffloadOffloading
+				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, OffloadOffloading, false
 				md.counters.Offloads++
 				changes++
 			}
@@ -226,12 +236,21 @@ func replay(seq []int) error {
 				"offload-fail":  {Status: OffloadFailed, Error: "boom"},
 				"offload-empty": {Status: OffloadSkipped},
 			}[events[e]]
+			// What Core does before the upload: an offload overtaken by a prewarm
+			// uploads nothing and ends failed.
+			// (The model decides; the check after each step holds the machine to it.)
+			if md.prewarmDuringOffload && res.Status == OffloadCompleted {
+				res = OffloadState{Status: OffloadFailed, Error: ErrPrewarmDuringOffload.Error()}
+			}
 			m.FinishOffload(orun, res)
 			md.offloadRunning, md.offload = false, res.Status
 			if res.Status == OffloadFailed {
 				md.counters.OffloadErrors++
 			}
 			changes++
+		}
+		if md.offloadRunning && m.PrewarmStartedDuring(orun) != md.prewarmDuringOffload {
+			return fmt.Errorf("step %d: PrewarmStartedDuring = %v, want %v", step, !md.prewarmDuringOffload, md.prewarmDuringOffload)
 		}
 		s := m.Snapshot()
 		if s.Prewarm.Status != md.prewarm || s.Offload.Status != md.offload {
@@ -290,6 +309,49 @@ func TestPeriodicOffloadNeverOffloadsAnIncompleteState(t *testing.T) {
 	m.FinishOffload(r, OffloadState{Status: OffloadCompleted})
 	if got := m.Counters(); got != (Counters{Prewarms: 1, PrewarmErrors: 1, Offloads: 1}) {
 		t.Errorf("counters %+v", got)
+	}
+}
+
+// The order the interleaving test also covers, spelled out: an offload taken, a prewarm
+// accepted while it runs, then the offload about to read or upload the LFC state. The
+// machine says the offload was overtaken (Core then uploads nothing), even once that
+// prewarm has ended; the next offload starts clean.
+func TestPrewarmDuringOffload(t *testing.T) {
+	for _, periodic := range []bool{false, true} {
+		clk := newClock()
+		m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval})
+		var o *OffloadRun
+		if periodic {
+			clk.Advance(interval)
+			o, _ = m.StartPeriodicOffload()
+		} else {
+			o, _ = m.StartOffload()
+		}
+		if o == nil || m.PrewarmStartedDuring(o) {
+			t.Fatalf("periodic %v: offload %v, overtaken before any prewarm", periodic, o)
+		}
+		p, err := m.StartPrewarm(context.Background())
+		if err != nil {
+			t.Fatalf("prewarm during an offload refused: %v", err)
+		}
+		if !m.PrewarmStartedDuring(o) {
+			t.Errorf("periodic %v: the offload is not overtaken by the prewarm", periodic)
+		}
+		m.FinishPrewarm(p, PrewarmState{Status: PrewarmCompleted})
+		if !m.PrewarmStartedDuring(o) {
+			t.Errorf("periodic %v: the overtaken offload is forgotten once the prewarm ends", periodic)
+		}
+		m.FinishOffload(o, OffloadState{Status: OffloadFailed, Error: ErrPrewarmDuringOffload.Error()})
+		if c := m.Counters(); c.OffloadErrors != 1 {
+			t.Errorf("counters %+v", c)
+		}
+		o2, err := m.StartOffload()
+		if err != nil || m.PrewarmStartedDuring(o2) {
+			t.Errorf("next offload: %v, overtaken %v", err, m.PrewarmStartedDuring(o2))
+		}
+	}
+	if (&Machine{}).PrewarmStartedDuring(nil) {
+		t.Error("a nil run is overtaken")
 	}
 }
 
@@ -519,7 +581,7 @@ func TestRestore(t *testing.T) {
 	var got []Snapshot
 	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, Restore: &prev, OnChange: func(s Snapshot) { got = append(got, s) }})
 	s := m.Snapshot()
-	want := Snapshot{Seq: 41,
+	want := Snapshot{Seq: 42,
 		Prewarm:  PrewarmState{Status: PrewarmFailed, Error: Interrupted},
 		Offload:  OffloadState{Status: OffloadFailed, Error: Interrupted},
 		Counters: Counters{Prewarms: 3, PrewarmErrors: 2, Offloads: 7, OffloadErrors: 3}}
@@ -534,14 +596,29 @@ func TestRestore(t *testing.T) {
 	if _, err := m.StartPrewarm(context.Background()); err != nil {
 		t.Errorf("prewarm after restore: %v", err)
 	}
-	if len(got) != 1 || got[0].Seq != 42 {
-		t.Errorf("announcements %+v, want one with seq 42", got)
+	// The restore's own change is announced (from NewMachine), then the prewarm.
+	if len(got) != 2 || got[0] != want || got[1].Seq != 43 {
+		t.Errorf("announcements %+v, want the restored snapshot (seq 42), then seq 43", got)
 	}
-	// Finished states and garbage.
-	done := Snapshot{Prewarm: PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}, Offload: OffloadState{Status: "bogus"}}
-	m2 := NewMachine(MachineOptions{Restore: &done})
-	if s := m2.Snapshot(); s.Prewarm != done.Prewarm || s.Offload.Status != OffloadNotOffloaded {
+	// Finished states: nothing changes, Seq carries on unannounced.
+	var got2 []Snapshot
+	record := func(s Snapshot) { got2 = append(got2, s) }
+	done := Snapshot{Seq: 7, Prewarm: PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}, Offload: OffloadState{Status: OffloadSkipped}}
+	if s := NewMachine(MachineOptions{Restore: &done, OnChange: record}).Snapshot(); s != done {
+		t.Errorf("restored %+v, want %+v", s, done)
+	}
+	if len(got2) != 0 {
+		t.Errorf("announcements %+v for a restore that changed nothing", got2)
+	}
+	// Garbage is replaced: a change, announced.
+	bogus := done
+	bogus.Offload.Status = "bogus"
+	m2 := NewMachine(MachineOptions{Restore: &bogus, OnChange: record})
+	if s := m2.Snapshot(); s.Seq != 8 || s.Prewarm != done.Prewarm || s.Offload.Status != OffloadNotOffloaded {
 		t.Errorf("restored %+v", s)
+	}
+	if len(got2) != 1 || got2[0] != m2.Snapshot() {
+		t.Errorf("announcements %+v, want the restored snapshot", got2)
 	}
 	m3 := NewMachine(MachineOptions{Restore: &Snapshot{}})
 	if s := m3.Snapshot(); s.Prewarm.Status != PrewarmNotPrewarmed || s.Offload.Status != OffloadNotOffloaded {

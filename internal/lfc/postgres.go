@@ -50,14 +50,25 @@ func (p PG) connect(ctx context.Context) (*pgx.Conn, error) {
 	}
 	var ok bool
 	if err := conn.QueryRow(ctx, neonExists).Scan(&ok); err != nil {
-		conn.Close(context.Background())
+		closeConn(conn)
 		return nil, fmt.Errorf("looking for the neon extension: %w", err)
 	}
 	if !ok {
-		conn.Close(context.Background())
+		closeConn(conn)
 		return nil, ErrNoNeonExtension
 	}
 	return conn, nil
+}
+
+// closeTimeout bounds the goodbye of a connection (a Postgres that stopped answering
+// must not hold the caller).
+const closeTimeout = time.Second
+
+// closeConn closes conn, waiting at most closeTimeout.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = conn.Close(ctx)
 }
 
 // LocalCacheState returns neon.get_local_cache_state(): nil when the LFC is empty (the
@@ -67,7 +78,7 @@ func (p PG) LocalCacheState(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var state []byte
 	if err := conn.QueryRow(ctx, "SELECT neon.get_local_cache_state()").Scan(&state); err != nil {
 		return nil, fmt.Errorf("querying LFC state: %w", err)
@@ -85,7 +96,7 @@ func (p PG) PrewarmLocalCache(ctx context.Context, state []byte) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	if _, err := conn.Exec(ctx, "SELECT neon.prewarm_local_cache($1::bytea)", state); err != nil {
 		return fmt.Errorf("loading LFC state into postgres: %w", err)
 	}
@@ -99,7 +110,7 @@ func (p PG) PrewarmInfo(ctx context.Context) (Progress, error) {
 	if err != nil {
 		return Progress{}, err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var total, prewarmed, skipped *int32
 	if err := conn.QueryRow(ctx, "SELECT total_pages, prewarmed_pages, skipped_pages FROM neon.get_prewarm_info()").
 		Scan(&total, &prewarmed, &skipped); err != nil {

@@ -79,7 +79,8 @@ func NewClient(ep Endpoint, o ClientOptions) *Client {
 	return &Client{ep: ep, http: hc, maxBytes: o.MaxBytes, log: o.Logger}
 }
 
-// URL returns the state's URL for endpointID, or this compute's endpoint when empty.
+// URL returns the state's URL for endpointID, or this compute's endpoint when empty. An
+// endpoint id other than letters, digits, '-' and '_' is refused ("invalid endpoint id").
 func (c *Client) URL(endpointID string) (string, error) {
 	if endpointID == "" {
 		endpointID = c.ep.EndpointID
@@ -95,6 +96,9 @@ func (c *Client) URL(endpointID string) (string, error) {
 		return "", errors.New("tenant_id missing")
 	case c.ep.TimelineID == "":
 		return "", errors.New("timeline_id missing")
+	case !validEndpointID(endpointID):
+		return "", fmt.Errorf("invalid endpoint id %q: only letters, digits, '-' and '_' are allowed",
+			redact.String(endpointID, c.ep.Token))
 	}
 	u := &url.URL{
 		Scheme: "http",
@@ -104,6 +108,23 @@ func (c *Client) URL(endpointID string) (string, error) {
 			url.PathEscape(endpointID) + "/" + Key,
 	}
 	return u.String(), nil
+}
+
+// validEndpointID: an endpoint id is a non-empty run of ASCII letters, digits, '-' and
+// '_' (Neon's are "ep-<words>-<digits>"), so that from_endpoint can never name another
+// path ("..", "a/b") in endpoint storage.
+func validEndpointID(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Get downloads the (compressed) state of endpointID, or of this compute's endpoint when

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,11 +72,6 @@ func TestClientPutGet(t *testing.T) {
 	}
 	if string(reqs[0].Body) != "frame" {
 		t.Errorf("PUT body %q", reqs[0].Body)
-	}
-	// An endpoint id that is not a plain name stays one path segment.
-	u, err := c.URL("a/b?c")
-	if err != nil || !strings.HasSuffix(u, "/a%2Fb%3Fc/lfc_state") {
-		t.Errorf("URL = %q, %v", u, err)
 	}
 	noToken(t, "log", logs.String())
 	if !strings.Contains(logs.String(), objPath) {
@@ -165,8 +161,8 @@ func TestClientBounds(t *testing.T) {
 
 // A redirect is not followed: it could take the bearer token to another host.
 func TestClientDoesNotFollowRedirects(t *testing.T) {
-	var followed bool
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { followed = true }))
+	var followed atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { followed.Store(true) }))
 	defer other.Close()
 	redir := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
@@ -180,8 +176,41 @@ func TestClientDoesNotFollowRedirects(t *testing.T) {
 	if err := c.Put(context.Background(), []byte("x")); err == nil || err.Error() != "request to endpoint storage failed: 302 Found" {
 		t.Errorf("Put: %v", err)
 	}
-	if followed {
+	if followed.Load() {
 		t.Error("the redirect was followed")
+	}
+}
+
+// An endpoint id that is not a plain name is refused: from_endpoint must not reach
+// another path in endpoint storage.
+func TestClientRefusesInvalidEndpointIDs(t *testing.T) {
+	s := lfctest.NewStorage(t)
+	c := lfc.NewClient(endpointOf(s), lfc.ClientOptions{Logger: slog.New(slog.DiscardHandler)})
+	for _, id := range []string{"..", ".", "a/b", "a/b?c", "../" + endpoint, "ep%2F..", "ep x", "ep.1", "é", token + "/.."} {
+		if u, err := c.URL(id); err == nil || !strings.HasPrefix(err.Error(), "invalid endpoint id ") {
+			t.Errorf("URL(%q) = %q, %v", id, u, err)
+		}
+		_, err := c.Get(context.Background(), id)
+		if err == nil || !strings.HasPrefix(err.Error(), "invalid endpoint id ") {
+			t.Errorf("Get(%q): %v", id, err)
+		} else {
+			noToken(t, "error", err.Error())
+		}
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("%d requests for invalid endpoint ids", n)
+	}
+	// This compute's own endpoint id is checked too.
+	ep := endpointOf(s)
+	ep.EndpointID = "../x"
+	if err := lfc.NewClient(ep, lfc.ClientOptions{Logger: slog.New(slog.DiscardHandler)}).Put(context.Background(), []byte("x")); err == nil ||
+		!strings.HasPrefix(err.Error(), "invalid endpoint id ") {
+		t.Errorf("Put with endpoint_id ../x: %v", err)
+	}
+	for _, id := range []string{"ep-quiet-bird-123", "EP_1", "x"} {
+		if u, err := c.URL(id); err != nil || !strings.HasSuffix(u, "/"+id+"/lfc_state") {
+			t.Errorf("URL(%q) = %q, %v", id, u, err)
+		}
 	}
 }
 

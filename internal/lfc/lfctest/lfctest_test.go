@@ -33,6 +33,7 @@ func TestInstallAndControlErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
 	if err := Install(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,6 @@ func TestInstallAndControlErrors(t *testing.T) {
 			t.Errorf("%s without the stand-in: %v", name, err)
 		}
 	}
-	conn.Close(ctx)
 }
 
 func TestStorageModes(t *testing.T) {
