@@ -36,6 +36,19 @@ func NewDowntime(start time.Time) *Downtime {
 	return &Downtime{lastUp: start, lastChecked: start}
 }
 
+// ResumeDowntime starts the bookkeeping at start as NewDowntime does, for a monitor that
+// takes over an outage already current ms long (a restarted monitor reads it from the
+// state record): the current downtime goes on from there instead of from zero. The total
+// is the caller's to carry (it counts only what this Downtime sees).
+func ResumeDowntime(start time.Time, current time.Duration) *Downtime {
+	d := NewDowntime(start)
+	if current > 0 {
+		d.lastUp = start.Add(-current)
+		d.current = current
+	}
+	return d
+}
+
 // Round records the outcome of a round that ended at now. It returns the time since the
 // previous successful round (or the start): after failed rounds, a successful one
 // returns the length of the outage it ends.

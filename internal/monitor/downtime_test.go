@@ -63,3 +63,21 @@ func TestDowntimeSubMillisecond(t *testing.T) {
 		t.Errorf("total %d, want 1", d.TotalMs())
 	}
 }
+
+func TestResumeDowntime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := ResumeDowntime(t0, 3*time.Second)
+	if got := d.CurrentMs(); got != 3000 {
+		t.Fatalf("current at resume = %d, want 3000", got)
+	}
+	d.Round(false, t0.Add(time.Second))
+	if got, tot := d.CurrentMs(), d.TotalMs(); got != 4000 || tot != 1000 {
+		t.Fatalf("after a failed round: current %d total %d, want 4000 1000", got, tot)
+	}
+	if out := d.Round(true, t0.Add(2*time.Second)); out != 5*time.Second || d.CurrentMs() != 0 {
+		t.Fatalf("recovery: outage %s current %d", out, d.CurrentMs())
+	}
+	if d := ResumeDowntime(t0, 0); d.CurrentMs() != 0 {
+		t.Fatal("no outage to resume")
+	}
+}

@@ -45,6 +45,9 @@ type Counters struct {
 	// RemoteExtRequests: compute_ctl_remote_ext_requests_total, by http_status, then
 	// filename.
 	RemoteExtRequests map[string]map[string]uint64 `json:"remote_ext_requests,omitempty"`
+	// PGDowntimeMsTotal: compute_pg_downtime_ms_total, the time Postgres could not be
+	// reached by compute-monitor's rounds (written by the monitor, coalesced).
+	PGDowntimeMsTotal uint64 `json:"pg_downtime_ms_total,omitempty"`
 }
 
 // CountCplaneRequest counts one control-plane request (compute_ctl_cplane_requests_total).
@@ -142,6 +145,10 @@ type Record struct {
 	TLSCertDigest string `json:"tls_cert_digest,omitempty"`
 	// PrepareDoneAt is when compute-init finished; used for the startup breakdown.
 	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
+	// PGCurrentDowntimeMs is compute_pg_current_downtime_ms: how long Postgres has been
+	// unreachable for compute-monitor's rounds (0 while it answers); written by the monitor
+	// at the first failed round, at most once a second during an outage, and at recovery.
+	PGCurrentDowntimeMs uint64 `json:"pg_current_downtime_ms,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`

@@ -1,0 +1,409 @@
+package monitord
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/monitor"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeClock is moved by the test; each ticker it makes ticks when the test says so.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	tickers chan *fakeTicker
+}
+
+type fakeTicker struct{ c chan time.Time }
+
+func (t *fakeTicker) C() <-chan time.Time { return t.c }
+func (t *fakeTicker) Stop()               {}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTicker(time.Duration) monitor.Ticker {
+	t := &fakeTicker{c: make(chan time.Time)}
+	c.tickers <- t
+	return t
+}
+
+func (c *fakeClock) advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// fakeNotifier counts what the monitor tells systemd.
+type fakeNotifier struct {
+	mu        sync.Mutex
+	ready     int
+	watchdogs int
+	statuses  []string
+}
+
+func (n *fakeNotifier) Ready(s string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ready++
+	n.statuses = append(n.statuses, s)
+	return nil
+}
+
+func (n *fakeNotifier) Status(s string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.statuses = append(n.statuses, s)
+	return nil
+}
+
+func (n *fakeNotifier) Watchdog() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.watchdogs++
+	return nil
+}
+
+func (n *fakeNotifier) counts() (ready, watchdogs int, last string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.statuses) > 0 {
+		last = n.statuses[len(n.statuses)-1]
+	}
+	return n.ready, n.watchdogs, last
+}
+
+// fakePG is a Postgres that is up (with an active session of a user) or down.
+type fakePG struct {
+	mu   sync.Mutex
+	down bool
+	idle bool
+}
+
+func (f *fakePG) set(down, idle bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down, f.idle = down, idle
+}
+
+func (f *fakePG) connect(context.Context) (monitor.Conn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("connection refused")
+	}
+	return fakeConn{f}, nil
+}
+
+type fakeConn struct{ f *fakePG }
+
+func (c fakeConn) err() error {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.f.down {
+		return errors.New("connection closed")
+	}
+	return nil
+}
+
+func (c fakeConn) DatabaseStats(context.Context) (monitor.DatabaseStats, error) {
+	return monitor.DatabaseStats{}, c.err()
+}
+
+func (c fakeConn) Backends(context.Context) ([]monitor.Backend, error) {
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.f.idle {
+		return nil, nil
+	}
+	active := "active"
+	return []monitor.Backend{{State: &active}}, nil
+}
+func (c fakeConn) Walsenders(context.Context) (int64, error)        { return 0, c.err() }
+func (c fakeConn) Subscriptions(context.Context) (int64, error)     { return 0, c.err() }
+func (c fakeConn) AutovacuumWorkers(context.Context) (int64, error) { return 0, c.err() }
+func (c fakeConn) Close(context.Context) error                      { return nil }
+
+type rig struct {
+	t      *testing.T
+	store  *state.Store
+	waker  *statetest.Waker
+	clock  *fakeClock
+	notif  *fakeNotifier
+	pg     *fakePG
+	cancel context.CancelFunc
+	done   chan error
+	ticker *fakeTicker
+	rounds chan struct{}
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, store: store, waker: &statetest.Waker{}, clock: &fakeClock{now: t0, tickers: make(chan *fakeTicker)},
+		notif: &fakeNotifier{}, pg: &fakePG{}, done: make(chan error, 1), rounds: make(chan struct{}, 100)}
+	store.OnChange = func(state.Record) { r.waker.Notify() }
+	statetest.MustSet(t, store, state.Init, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.done <- Run(ctx, Settings{StateDir: t.TempDir(), Recheck: time.Hour, Watchdog: time.Hour},
+			Deps{Store: store, Subscribe: r.waker.Subscribe, Connect: r.pg.connect, Notifier: r.notif, Clock: r.clock,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), afterRound: func() { r.rounds <- struct{}{} }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+	return r
+}
+
+// setStatus puts the record into st (a test shortcut past the lifecycle) and wakes.
+func (r *rig) setStatus(st state.Status) {
+	statetest.MustSet(r.t, r.store, st, nil)
+	r.waker.Notify()
+}
+
+// started waits for the loop's ticker and its first round.
+func (r *rig) started() {
+	select {
+	case r.ticker = <-r.clock.tickers:
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("the loop did not start")
+	}
+	r.roundDone()
+}
+
+func (r *rig) roundDone() {
+	select {
+	case <-r.rounds:
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("no round ended")
+	}
+}
+
+// tick moves the clock by a round and ticks; it returns once that round ended.
+func (r *rig) tick() {
+	now := r.clock.advance(500 * time.Millisecond)
+	select {
+	case r.ticker.c <- now:
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("the loop did not take a tick")
+	}
+	r.roundDone()
+}
+
+func (r *rig) load() state.Record {
+	rec, err := r.store.Load()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return rec
+}
+
+func TestReadyBeforeRunningAndWatchdogOnlyAfterGoodRounds(t *testing.T) {
+	r := newRig(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ready, _, _ := r.notif.counts(); ready == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no READY=1 while waiting for running")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-r.clock.tickers:
+		t.Fatal("the loop started before running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	_, waitPings, _ := r.notif.counts() // the waiting process feeds the watchdog itself
+	r.setStatus(state.Running)
+	r.started()
+	r.tick() // round 2 ok (round 1 was at the start)
+	_, w, st := r.notif.counts()
+	if w-waitPings != 2 {
+		t.Fatalf("watchdog pings after 2 good rounds: %d", w-waitPings)
+	}
+	if st != statusMonitoring {
+		t.Fatalf("STATUS=%q", st)
+	}
+	r.pg.set(true, false)
+	r.tick() // rounds 3 to 5 fail
+	r.tick()
+	r.tick()
+	_, w, st = r.notif.counts()
+	if w-waitPings != 2 {
+		t.Fatalf("watchdog pings after 2 good and 3 failed rounds: %d", w-waitPings)
+	}
+	if st != statusDown {
+		t.Fatalf("STATUS=%q while down", st)
+	}
+	r.pg.set(false, false)
+	r.tick() // up again
+	_, w2, _ := r.notif.counts()
+	if w2-w != 1 {
+		t.Fatalf("%d watchdog pings after one good round", w2-w)
+	}
+}
+
+func TestPublishesLastActiveAndDowntime(t *testing.T) {
+	r := newRig(t)
+	r.setStatus(state.Running)
+	r.started()
+	rec := r.load() // round 1 (at t0) is published at once
+	if rec.LastActive == nil || !rec.LastActive.Equal(t0) {
+		t.Fatalf("last_active after the first round: %v", rec.LastActive)
+	}
+	seq := rec.Seq
+	r.tick() // round 2 ended at +0.5 s: not due (1 s)
+	if got := r.load(); got.Seq != seq {
+		t.Fatalf("a write within the publish interval (seq %d -> %d)", seq, got.Seq)
+	}
+	r.tick() // round 3 at +1 s: due
+	rec = r.load()
+	if rec.LastActive == nil || !rec.LastActive.Equal(t0.Add(time.Second)) {
+		t.Fatalf("last_active after 1 s: %v", rec.LastActive)
+	}
+	// Idle: last_active stays.
+	r.pg.set(false, true)
+	r.tick()
+	r.tick()
+	r.tick()
+	la := *r.load().LastActive
+	// Down: the downtime is written at the first failed round, then once a second.
+	r.pg.set(true, false)
+	r.tick() // a failed round
+	rec = r.load()
+	if rec.PGCurrentDowntimeMs == 0 || rec.Counters.PGDowntimeMsTotal == 0 {
+		t.Fatalf("downtime not published at the first failed round: %+v", rec)
+	}
+	for range 4 {
+		r.tick()
+	}
+	rec = r.load()
+	if rec.PGCurrentDowntimeMs < 2000 {
+		t.Fatalf("current downtime after 2.5 s down: %d", rec.PGCurrentDowntimeMs)
+	}
+	r.pg.set(false, true)
+	r.tick()
+	r.tick()
+	rec = r.load()
+	if rec.PGCurrentDowntimeMs != 0 {
+		t.Fatalf("current downtime after recovery: %d", rec.PGCurrentDowntimeMs)
+	}
+	if rec.Counters.PGDowntimeMsTotal < 2500 || rec.Counters.PGDowntimeMsTotal > 3500 {
+		t.Fatalf("total downtime %d ms, want about 3000", rec.Counters.PGDowntimeMsTotal)
+	}
+	if !rec.LastActive.Equal(la) {
+		t.Fatalf("last_active moved while idle: %v -> %v", la, rec.LastActive)
+	}
+	if rec.Status != state.Running {
+		t.Fatalf("status %s", rec.Status)
+	}
+}
+
+func TestStopsWhenTheComputeLeavesRunningAndWaitsAgain(t *testing.T) {
+	r := newRig(t)
+	r.setStatus(state.Running)
+	r.started()
+	r.tick()
+	r.setStatus(state.Failed)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, st := r.notif.counts(); st == statusWaiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not go back to waiting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	seq := r.load().Seq
+	time.Sleep(20 * time.Millisecond)
+	if got := r.load(); got.Seq != seq || got.Status != state.Failed {
+		t.Fatalf("the monitor wrote into a failed compute's record: %+v", got)
+	}
+	// A new lifecycle: the monitor starts again from a fresh record.
+	if _, err := statetest.Reset(r.store); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.advance(time.Minute)
+	r.setStatus(state.Running)
+	r.started()
+	r.tick()
+	rec := r.load()
+	if rec.LastActive == nil || !rec.LastActive.After(t0.Add(time.Minute)) {
+		t.Fatalf("last_active of the new lifecycle: %v", rec.LastActive)
+	}
+}
+
+func TestAReconfigurationKeepsMonitoring(t *testing.T) {
+	r := newRig(t)
+	r.setStatus(state.Running)
+	r.started()
+	r.tick()
+	r.setStatus(state.ConfigurationPending)
+	time.Sleep(20 * time.Millisecond) // the watcher re-reads
+	r.tick()
+	r.tick()
+	r.tick()
+	if la := r.load().LastActive; la == nil || !la.After(t0) {
+		t.Fatalf("last_active during a reconfiguration: %v", la)
+	}
+	select {
+	case <-r.clock.tickers:
+		t.Fatal("the loop restarted during a reconfiguration")
+	default:
+	}
+}
+
+func TestPublisherRefusesAStaleRecord(t *testing.T) {
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := statetest.MustSet(t, store, state.Running, nil)
+	p := &publisher{store: store, log: slog.New(slog.NewTextHandler(io.Discard, nil)), notifier: nopNotifier{},
+		start: rec.StartTime, tracker: monitor.NewTracker(time.Time{}, time.Second),
+		downtime: monitor.NewDowntime(t0), interval: time.Second}
+	if _, err := statetest.Reset(store); err != nil { // a new lifecycle began
+		t.Fatal(err)
+	}
+	statetest.MustSet(t, store, state.Running, nil)
+	p.tracker.Observe(t0)
+	p.round(true, t0)
+	if got, _ := store.Load(); got.LastActive != nil {
+		t.Fatalf("last_active written into another lifecycle: %v", got.LastActive)
+	}
+	if !p.stale {
+		t.Fatal("publisher not stale")
+	}
+}
