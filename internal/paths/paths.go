@@ -27,6 +27,8 @@ const (
 	DefaultInternalHTTPPort = 3081
 	DefaultInternalHTTPAddr = "127.0.0.1"
 	DefaultTLSPollInterval  = "60s"
+	// DefaultMonitorInterval is compute-monitor's round interval (the reference's 500 ms).
+	DefaultMonitorInterval = "500ms"
 )
 
 // Unit names.
@@ -34,6 +36,7 @@ const (
 	UnitInit      = "compute-init.service"
 	UnitPostgres  = "compute-postgres.service"
 	UnitConfigure = "compute-configure.service"
+	UnitMonitor   = "compute-monitor.service"
 )
 
 // Environment variables that carry a default, as the flags and
@@ -50,6 +53,7 @@ const (
 	EnvInternalHTTPPort = "INTERNAL_HTTP_PORT"
 	EnvInternalHTTPAddr = "INTERNAL_HTTP_ADDR"
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
+	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
 )
 
 // Vars are the defaults as text by environment variable name. The flag definitions take
@@ -67,6 +71,7 @@ func Vars() map[string]string {
 		EnvInternalHTTPPort: strconv.Itoa(DefaultInternalHTTPPort),
 		EnvInternalHTTPAddr: DefaultInternalHTTPAddr,
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
+		EnvMonitorInterval:  DefaultMonitorInterval,
 	}
 }
 

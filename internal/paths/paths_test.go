@@ -179,6 +179,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"INTERNAL_HTTP_PORT":        "3081",
 		"INTERNAL_HTTP_ADDR":        "127.0.0.1",
 		"COMPUTE_TLS_POLL_INTERVAL": "60s",
+		"COMPUTE_MONITOR_INTERVAL":  "500ms",
 	}
 	got := Vars()
 	if len(got) != len(want) {

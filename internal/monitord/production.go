@@ -1,0 +1,50 @@
+package monitord
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/sysd"
+)
+
+// Main runs compute-monitor with its production collaborators: the state store in
+// s.StateDir, a best-effort D-Bus connection (its StatusChanged signals wake the waits;
+// the monitor's own writes are announced on it), sd_notify, and systemd's watchdog
+// interval from the environment (WATCHDOG_USEC).
+func Main(ctx context.Context, s Settings, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	store, err := state.Open(s.StateDir)
+	if err != nil {
+		return err
+	}
+	store.Log = log
+	d := Deps{Store: store, Notifier: sdNotifier{}, Log: log}
+	if conn, err := bus.Connect(ctx); err != nil {
+		log.Warn("no D-Bus: waits re-read the state record every few seconds", "err", err)
+	} else {
+		defer conn.Close()
+		conn.Log = log
+		d.Subscribe = conn.Subscribe
+		store.OnChange = func(r state.Record) {
+			if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
+				log.Warn("announce status", "err", err)
+			}
+		}
+	}
+	if w, ok := sysd.WatchdogInterval(log); ok {
+		s.Watchdog = w
+	}
+	log.Info("compute-monitor started", "interval_ms", s.Interval.Milliseconds(), "watchdog_ms", s.Watchdog.Milliseconds())
+	return Run(ctx, s, d)
+}
+
+// sdNotifier tells systemd through internal/sysd.
+type sdNotifier struct{}
+
+func (sdNotifier) Ready(status string) error  { return sysd.Ready(status) }
+func (sdNotifier) Status(status string) error { return sysd.Status(status) }
+func (sdNotifier) Watchdog() error            { return sysd.Watchdog() }
