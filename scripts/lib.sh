@@ -63,7 +63,7 @@ build() {
   log "building binaries"
   mkdir -p "$REPO/bin"
   (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/computetools/compute-tools/internal/version.Version=$(version)" \
-    -o bin/ ./cmd/compute-init ./cmd/compute-api) || die "go build failed"
+    -o bin/ ./cmd/compute-init ./cmd/compute-api ./cmd/compute-monitor) || die "go build failed"
 }
 
 version() { echo "${VERSION:-0.1.0}"; }
@@ -74,7 +74,7 @@ package() {
   log "packaging with nfpm $NFPM_VERSION"
   mkdir -p "$REPO/dist"; rm -rf "$REPO"/dist/*
   gzip -9n -c "$REPO/packaging/changelog" >"$REPO/bin/changelog.gz"
-  for m in compute-init compute-api; do gzip -9n -c "$REPO/packaging/man/$m.8" >"$REPO/bin/$m.8.gz"; done
+  for m in compute-init compute-api compute-monitor; do gzip -9n -c "$REPO/packaging/man/$m.8" >"$REPO/bin/$m.8.gz"; done
   (cd "$REPO" && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager deb --target dist/ >/dev/null \
     && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager rpm --target dist/ >/dev/null) || die "nfpm failed"
   ls "$REPO"/dist >&2
