@@ -27,6 +27,8 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- migrationFailedDesc
 	ch <- cplaneRequestsDesc
 	ch <- remoteExtRequestsDesc
+	ch <- pgCurrentDowntimeDesc
+	ch <- pgDowntimeTotalDesc
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
@@ -47,6 +49,11 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	cs := rec.Counters
+	// Neon registers both at start, so they are always there (0 until an outage).
+	if m, err := prometheus.NewConstMetric(pgCurrentDowntimeDesc, prometheus.GaugeValue, float64(rec.PGCurrentDowntimeMs)); err == nil {
+		ch <- m
+	}
+	counter(pgDowntimeTotalDesc, cs.PGDowntimeMsTotal)
 	for id, n := range cs.MigrationFailures {
 		counter(migrationFailedDesc, n, id)
 	}
@@ -71,6 +78,12 @@ var (
 		[]string{"rpc", "http_status"}, nil)
 	remoteExtRequestsDesc = prometheus.NewDesc("compute_ctl_remote_ext_requests_total",
 		"Requests to the extension gateway, by HTTP status and file.", []string{"http_status", "filename"}, nil)
+	// The downtime figures compute-monitor writes (coalesced: at most once a second during
+	// an outage, and at recovery); names and types as Neon's compute_tools/src/metrics.rs.
+	pgCurrentDowntimeDesc = prometheus.NewDesc("compute_pg_current_downtime_ms",
+		"Time since the last successful check of Postgres by the monitor, while it is unreachable (0 when it answers).", nil, nil)
+	pgDowntimeTotalDesc = prometheus.NewDesc("compute_pg_downtime_ms_total",
+		"Total time Postgres could not be reached by the monitor.", nil, nil)
 )
 
 func (s *Server) newRegistry() *prometheus.Registry {

@@ -204,11 +204,34 @@ func TestPrometheusMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The downtime figures compute-monitor writes: the gauge of this lifecycle, the counter
+	// across lifecycles.
+	body = scrape()
+	for _, m := range []string{
+		"# TYPE compute_pg_current_downtime_ms gauge", "compute_pg_current_downtime_ms 0\n",
+		"# TYPE compute_pg_downtime_ms_total counter", "compute_pg_downtime_ms_total 0\n",
+	} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q in:\n%s", m, body)
+		}
+	}
+	if _, err := h.store.Update(func(r *state.Record) error {
+		r.PGCurrentDowntimeMs = 1500
+		r.Counters.PGDowntimeMsTotal = 4000
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if body = scrape(); !strings.Contains(body, "compute_pg_current_downtime_ms 1500\n") || !strings.Contains(body, "compute_pg_downtime_ms_total 4000\n") {
+		t.Errorf("downtime metrics not served from the record:\n%s", body)
+	}
 	if _, err := statetest.Reset(h.store); err != nil {
 		t.Fatal(err)
 	}
 	body = scrape()
 	for _, m := range []string{
+		"compute_pg_current_downtime_ms 0\n",
+		"compute_pg_downtime_ms_total 4000\n",
 		"# TYPE compute_ctl_cplane_requests_total counter",
 		`compute_ctl_cplane_requests_total{http_status="503 Service Unavailable",rpc="GetConfig"} 2`,
 		`compute_ctl_cplane_requests_total{http_status="200 OK",rpc="GetConfig"} 1`,
