@@ -288,7 +288,7 @@ func neonSetup(t *testing.T) (*neonFakes, []byte) {
 	installNeonStub(t)
 	t.Cleanup(func() {
 		runMayFail("/bin/systemctl", "stop", "compute.target", "compute-lsn-lease.service", "compute-configure.service",
-			"compute-postgres.service", "compute-init.service", "compute-api.service")
+			"compute-postgres.service", "compute-init.service", "compute-api.service", "compute-monitor.service")
 		if err := os.WriteFile(defaultsFile, orig, 0o644); err != nil {
 			t.Errorf("restore %s: %v", defaultsFile, err)
 		}

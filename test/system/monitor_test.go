@@ -1,0 +1,156 @@
+package system
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const monitorUnit = "compute-monitor.service"
+
+// unitProp reads one property of a unit (systemctl show -p NAME --value).
+func unitProp(t *testing.T, unit, name string) string {
+	t.Helper()
+	return strings.TrimSpace(run(t, "/bin/systemctl", "show", "-p", name, "--value", unit))
+}
+
+// waitUnitActive waits until unit is active.
+func waitUnitActive(t *testing.T, unit string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	st := ""
+	for time.Now().Before(deadline) {
+		out, _ := runMayFail("/bin/systemctl", "is-active", unit)
+		if st = strings.TrimSpace(out); st == "active" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s is %q after %s\njournal:\n%s", unit, st, within, journal(t, unit))
+}
+
+// lastActiveRe is the reference's format of last_active: chrono's to_rfc3339 in UTC.
+var lastActiveRe = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6}|\.\d{9})?\+00:00$`)
+
+func TestMonitor(t *testing.T) {
+	writeConfig(t, defaultSpec())
+	restart(t)
+	s := waitStatus(t, "running", "failed")
+	if s.Status != "running" {
+		t.Fatalf("status %s: %s", s.Status, deref(s.Error))
+	}
+	// The monitor comes up with the compute (it is ready while it waits for running).
+	waitUnitActive(t, monitorUnit, 10*time.Second)
+
+	// A session of a spec role is activity: /status shows last_active, in the reference's
+	// format, no older than the session. The session stays open (idle) for a few rounds so
+	// that a sample sees it.
+	before := time.Now().Add(-time.Second)
+	c, err := login(t, "alice", alicePass, "appdb")
+	if err != nil {
+		t.Fatalf("alice login: %v", err)
+	}
+	if _, err := c.Exec(context.Background(), "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	c.Close(context.Background())
+	var la string
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if s := status(t); s.LastActive != nil {
+			la = *s.LastActive
+			if ts, err := time.Parse(time.RFC3339Nano, la); err == nil && !ts.Before(before) {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if la == "" {
+		t.Fatalf("/status has no last_active after a session of alice\njournal:\n%s", journal(t, monitorUnit))
+	}
+	if !lastActiveRe.MatchString(la) {
+		t.Errorf("last_active %q is not in the reference's format (RFC 3339, +00:00)", la)
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, la); err != nil || ts.Before(before) || ts.After(time.Now().Add(time.Minute)) {
+		t.Errorf("last_active %q is not the time of the session (after %s): %v", la, before.UTC().Format(time.RFC3339Nano), err)
+	}
+
+	// The downtime figures are on /metrics (Postgres answers: no current downtime).
+	code, b := call(t, "GET", "/metrics", "", nil)
+	body := string(b)
+	if code != 200 || !strings.Contains(body, "# TYPE compute_pg_current_downtime_ms gauge") ||
+		!strings.Contains(body, "compute_pg_current_downtime_ms 0\n") ||
+		!strings.Contains(body, "# TYPE compute_pg_downtime_ms_total counter") {
+		t.Errorf("/metrics: %d, downtime metrics missing or not 0:\n%s", code, body)
+	}
+
+	// The watchdog: a monitor that stops (SIGSTOP) sends no WATCHDOG=1, and systemd
+	// restarts it. A drop-in shortens WatchdogSec= (and bounds the abort).
+	dropDir := "/run/systemd/system/" + monitorUnit + ".d"
+	if err := os.MkdirAll(dropDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := dropDir + "/zz-watchdog-test.conf"
+	if err := os.WriteFile(dropIn, []byte("[Service]\nWatchdogSec=2s\nTimeoutAbortSec=5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(dropIn)
+		runMayFail("/bin/systemctl", "daemon-reload")
+		runMayFail("/bin/systemctl", "try-restart", monitorUnit)
+	})
+	run(t, "/bin/systemctl", "daemon-reload")
+	run(t, "/bin/systemctl", "restart", monitorUnit) // the new WatchdogSec= reaches the process at its start
+	waitUnitActive(t, monitorUnit, 10*time.Second)
+	if w := unitProp(t, monitorUnit, "WatchdogUSec"); w != "2s" {
+		t.Fatalf("WatchdogUSec=%q after the drop-in", w)
+	}
+	time.Sleep(3 * time.Second) // well past one watchdog interval: a healthy monitor is not restarted
+	restarts0, err := strconv.Atoi(unitProp(t, monitorUnit, "NRestarts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := unitProp(t, monitorUnit, "MainPID")
+	if pid == "" || pid == "0" {
+		t.Fatalf("no MainPID for %s", monitorUnit)
+	}
+	time.Sleep(3 * time.Second)
+	if n, _ := strconv.Atoi(unitProp(t, monitorUnit, "NRestarts")); n != restarts0 || unitProp(t, monitorUnit, "MainPID") != pid {
+		t.Fatalf("a healthy monitor was restarted (NRestarts %d -> %d)\njournal:\n%s", restarts0, n, journal(t, monitorUnit))
+	}
+	run(t, "/bin/kill", "-STOP", pid)
+	t.Cleanup(func() { runMayFail("/bin/kill", "-CONT", pid) })
+	deadline = time.Now().Add(30 * time.Second)
+	restarted := false
+	for time.Now().Before(deadline) {
+		n, _ := strconv.Atoi(unitProp(t, monitorUnit, "NRestarts"))
+		newPID := unitProp(t, monitorUnit, "MainPID")
+		st, _ := runMayFail("/bin/systemctl", "is-active", monitorUnit)
+		if n > restarts0 && newPID != pid && newPID != "0" && strings.TrimSpace(st) == "active" {
+			restarted = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !restarted {
+		t.Fatalf("systemd did not restart the stopped monitor within 30 s (NRestarts %s, MainPID %s)\njournal:\n%s",
+			unitProp(t, monitorUnit, "NRestarts"), unitProp(t, monitorUnit, "MainPID"), journal(t, monitorUnit))
+	}
+	if j := journal(t, monitorUnit); !strings.Contains(j, "atchdog timeout") {
+		t.Logf("the journal of %s does not name the watchdog:\n%s", monitorUnit, j)
+	}
+	// The restarted monitor keeps what was published: last_active does not go back.
+	if s := status(t); s.LastActive == nil || *s.LastActive < la {
+		t.Errorf("last_active after the restart: %v, before %s", s.LastActive, la)
+	}
+
+	code, b = call(t, "POST", "/terminate", adminToken(t), nil)
+	if code != 200 {
+		t.Errorf("/terminate: %d %s", code, b)
+	}
+}
