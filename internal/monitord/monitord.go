@@ -56,7 +56,7 @@ type Deps struct {
 	// Connect opens a monitoring connection; nil: monitor.PGConnector with Connstr and
 	// the admin role named in it.
 	Connect  monitor.Connector
-	Notifier Notifier     // nil: nothing is told
+	Notifier Notifier      // nil: nothing is told
 	Clock    monitor.Clock // nil: the system clock
 	Log      *slog.Logger  // nil: slog.Default()
 
@@ -234,7 +234,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 				m.d.afterRound()
 			}
 		},
-		Log:      m.log,
+		Log: m.log,
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
