@@ -105,7 +105,6 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 		}
 		m.d.Connect = monitor.PGConnector(s.Connstr, cfg.User)
 	}
-	m.notify(m.d.Notifier.Ready(statusWaiting))
 	for {
 		rec, err := m.waitRunning(ctx)
 		if ctx.Err() != nil {
@@ -120,7 +119,6 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 			m.log.Info("activity monitor stopped")
 			return nil
 		}
-		m.notify(m.d.Notifier.Status(statusWaiting))
 	}
 }
 
@@ -131,9 +129,10 @@ const (
 )
 
 type runner struct {
-	s   Settings
-	d   Deps
-	log *slog.Logger
+	s     Settings
+	d     Deps
+	log   *slog.Logger
+	ready bool // READY=1 was sent
 }
 
 func (m *runner) notify(err error) {
@@ -156,9 +155,14 @@ func (m *runner) waitRunning(ctx context.Context) (state.Record, error) {
 	defer cancel()
 	stop := m.feedWatchdog(ctx)
 	defer stop()
-	return m.d.Store.Wait(ctx, wake, m.s.Recheck, func(r state.Record) bool {
-		return monitored(r, r.StartTime) && r.Status == state.Running
-	})
+	// Ready once the wait is set up: readiness never waits for Postgres or for running.
+	if !m.ready {
+		m.ready = true
+		m.notify(m.d.Notifier.Ready(statusWaiting))
+	} else {
+		m.notify(m.d.Notifier.Status(statusWaiting))
+	}
+	return m.d.Store.Wait(ctx, wake, m.s.Recheck, func(r state.Record) bool { return r.Status == state.Running })
 }
 
 // feedWatchdog sends WATCHDOG=1 at half the watchdog interval until stop is called.
