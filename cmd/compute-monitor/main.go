@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,16 +25,42 @@ type cli struct {
 	Interval time.Duration `name:"interval" env:"COMPUTE_MONITOR_INTERVAL" default:"${COMPUTE_MONITOR_INTERVAL}" help:"How often to check activity and whether Postgres answers."`
 }
 
+// exitConfig is EX_CONFIG (sysexits.h): the configuration cannot work, so a restart would
+// fail the same way; the unit's RestartPreventExitStatus=78 keeps systemd from restarting
+// the monitor twice a second forever (a watchdog restart is a signal, not this code).
+const exitConfig = 78
+
+// exitCode maps Run's error to the exit status: EX_CONFIG for a configuration error, 1
+// for anything else (restarted by the unit).
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, monitord.ErrConfig):
+		return exitConfig
+	}
+	return 1
+}
+
+// cliExitCode maps kong's exit status: a command line (or environment) it cannot parse
+// is a configuration error; --help exits 0.
+func cliExitCode(code int) int {
+	if code != 0 {
+		return exitConfig
+	}
+	return 0
+}
+
 func main() {
 	log := logx.Setup(os.Stderr, "compute-monitor")
 	var c cli
 	kong.Parse(&c, kong.Name("compute-monitor"), kong.Vars(paths.Vars()),
 		kong.Description("Activity and downtime monitor of a serverless Postgres compute (Neon compute_ctl compatible)."),
-		kong.UsageOnError())
+		kong.UsageOnError(), kong.Exit(func(code int) { os.Exit(cliExitCode(code)) }))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Interval}, log); err != nil {
 		log.Error("compute-monitor failed", "err", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

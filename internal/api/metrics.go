@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/computetools/compute-tools/internal/state"
 )
 
 // The /metrics endpoint uses Prometheus' own client library rather than hand-written
@@ -50,7 +52,7 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	cs := rec.Counters
 	// Neon registers both at start, so they are always there (0 until an outage).
-	if m, err := prometheus.NewConstMetric(pgCurrentDowntimeDesc, prometheus.GaugeValue, float64(rec.PGCurrentDowntimeMs)); err == nil {
+	if m, err := prometheus.NewConstMetric(pgCurrentDowntimeDesc, prometheus.GaugeValue, float64(currentDowntimeMs(rec))); err == nil {
 		ch <- m
 	}
 	counter(pgDowntimeTotalDesc, cs.PGDowntimeMsTotal)
@@ -107,4 +109,16 @@ func (s *Server) metricsHandler() http.Handler {
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})
+}
+
+// currentDowntimeMs is compute_pg_current_downtime_ms: the monitor's figure while it
+// monitors (running, or being reconfigured), 0 otherwise. The monitor stops writing when
+// the compute leaves running, so the record may still hold the last figure of an outage
+// that ended with a failed or terminated compute: that is not a current downtime.
+func currentDowntimeMs(rec state.Record) uint64 {
+	switch rec.Status {
+	case state.Running, state.ConfigurationPending, state.Configuration:
+		return rec.PGCurrentDowntimeMs
+	}
+	return 0
 }

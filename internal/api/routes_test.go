@@ -225,6 +225,16 @@ func TestPrometheusMetrics(t *testing.T) {
 	if body = scrape(); !strings.Contains(body, "compute_pg_current_downtime_ms 1500\n") || !strings.Contains(body, "compute_pg_downtime_ms_total 4000\n") {
 		t.Errorf("downtime metrics not served from the record:\n%s", body)
 	}
+	// A compute that failed (or stopped) during an outage: the monitor stopped writing, the
+	// record keeps its last figure, which is no current downtime.
+	statetest.MustSet(t, h.store, state.Failed, nil)
+	if body = scrape(); !strings.Contains(body, "compute_pg_current_downtime_ms 0\n") || !strings.Contains(body, "compute_pg_downtime_ms_total 4000\n") {
+		t.Errorf("current downtime of a failed compute not 0:\n%s", body)
+	}
+	statetest.MustSet(t, h.store, state.Running, nil)
+	if body = scrape(); !strings.Contains(body, "compute_pg_current_downtime_ms 1500\n") {
+		t.Errorf("current downtime of a running compute not served:\n%s", body)
+	}
 	if _, err := statetest.Reset(h.store); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ type Downtime struct {
 	lastChecked time.Time
 	current     time.Duration
 	total       time.Duration
+	down        bool // the last round failed (or an outage was resumed)
 }
 
 // NewDowntime starts the bookkeeping at start (the monitor's start: Postgres unreachable
@@ -45,7 +46,22 @@ func ResumeDowntime(start time.Time, current time.Duration) *Downtime {
 	if current > 0 {
 		d.lastUp = start.Add(-current)
 		d.current = current
+		d.down = true
 	}
+	return d
+}
+
+// ResumeOutage starts the bookkeeping at now for a monitor that takes over an outage that
+// began at since (wall time, kept in the state record by the monitor that saw it begin):
+// the current downtime is now minus since, whatever the restart in between cost, and the
+// bookkeeping starts down. A since after now (the clock went back) is taken as now. The
+// total is the caller's to carry, as for ResumeDowntime.
+func ResumeOutage(now, since time.Time) *Downtime {
+	d := NewDowntime(now)
+	cur := nonNegative(now.Sub(since))
+	d.lastUp = now.Add(-cur)
+	d.current = cur
+	d.down = true
 	return d
 }
 
@@ -56,6 +72,7 @@ func (d *Downtime) Round(ok bool, now time.Time) (sinceUp time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sinceUp = nonNegative(now.Sub(d.lastUp))
+	d.down = !ok
 	if ok {
 		d.lastUp = now
 		d.current = 0
@@ -86,4 +103,20 @@ func (d *Downtime) TotalMs() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.total.Milliseconds()
+}
+
+// Down says whether Postgres is down for the bookkeeping: the last round failed, or an
+// outage was resumed and no round succeeded since.
+func (d *Downtime) Down() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.down
+}
+
+// DownSince is when the current outage began (the end of the last successful round, or
+// the start), and whether there is one.
+func (d *Downtime) DownSince() (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastUp, d.down
 }

@@ -81,3 +81,32 @@ func TestResumeDowntime(t *testing.T) {
 		t.Fatal("no outage to resume")
 	}
 }
+
+func TestResumeOutage(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	since := t0.Add(-11 * time.Second)
+	d := ResumeOutage(t0, since)
+	if got := d.CurrentMs(); got != 11000 || !d.Down() {
+		t.Fatalf("at resume: current %d down %v, want 11000 true", got, d.Down())
+	}
+	if s, down := d.DownSince(); !down || !s.Equal(since) {
+		t.Fatalf("DownSince %v %v", s, down)
+	}
+	d.Round(false, t0.Add(time.Second))
+	if got, tot := d.CurrentMs(), d.TotalMs(); got != 12000 || tot != 1000 {
+		t.Fatalf("after a failed round: current %d total %d, want 12000 1000", got, tot)
+	}
+	if out := d.Round(true, t0.Add(2*time.Second)); out != 13*time.Second || d.Down() {
+		t.Fatalf("recovery: outage %s down %v", out, d.Down())
+	}
+	if _, down := d.DownSince(); down {
+		t.Fatal("DownSince after recovery")
+	}
+	// The clock went back past the outage's start: an outage of 0, still down.
+	if d := ResumeOutage(t0, t0.Add(time.Minute)); d.CurrentMs() != 0 || !d.Down() {
+		t.Fatalf("since after now: current %d down %v", d.CurrentMs(), d.Down())
+	}
+	if NewDowntime(t0).Down() {
+		t.Fatal("a new Downtime is down")
+	}
+}

@@ -132,6 +132,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	if l.Downtime == nil {
 		l.Downtime = NewDowntime(l.Clock.Now())
 	}
+	// A resumed outage is down from the first round on: its recovery is logged.
+	l.down = l.Downtime.Down()
 	defer l.closeConn()
 	tick := l.Clock.NewTicker(l.Interval)
 	defer tick.Stop()

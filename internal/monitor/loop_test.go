@@ -378,3 +378,19 @@ func TestLoopDefaults(t *testing.T) {
 		t.Errorf("defaults not set: %+v", l)
 	}
 }
+
+// A loop that resumes an outage (a monitor restarted while Postgres was down) starts down:
+// its first successful round logs the recovery with the whole outage's length.
+func TestLoopResumedOutageLogsRecovery(t *testing.T) {
+	conns := &fakeConns{}
+	r := startLoop(t, conns, func(l *Loop) { l.Downtime = ResumeOutage(t0, t0.Add(-12*time.Second)) })
+	if rd := r.next(t); !rd.ok {
+		t.Fatal("first round failed")
+	}
+	if d := r.loop.Downtime; d.CurrentMs() != 0 || d.Down() {
+		t.Errorf("after recovery: current %d down %v", d.CurrentMs(), d.Down())
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "level=INFO msg=\"postgres reachable again\" downtime_ms=12000\n") {
+		t.Errorf("recovery of a resumed outage not logged:\n%s", logs)
+	}
+}

@@ -37,8 +37,16 @@ type Settings struct {
 	// D-Bus signal (0: 5 s).
 	Recheck time.Duration
 	// Watchdog is systemd's watchdog interval (WatchdogSec=); 0: no watchdog asked for.
+	// With one, Interval plus RoundTimeout must stay below it (Run refuses otherwise).
 	Watchdog time.Duration
+	// RoundTimeout bounds a round (0: monitor.DefaultRoundTimeout); with a watchdog it is
+	// at most half the watchdog interval.
+	RoundTimeout time.Duration
 }
+
+// ErrConfig marks the errors of a configuration that cannot work (compute-monitor exits
+// with EX_CONFIG, 78, and the unit does not restart it for those).
+var ErrConfig = errors.New("configuration error")
 
 // Notifier is what the monitor tells systemd (sd_notify); internal/sysd in production.
 type Notifier interface {
@@ -98,10 +106,13 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 	if m.s.Recheck <= 0 {
 		m.s.Recheck = 5 * time.Second
 	}
+	if err := m.s.bound(); err != nil {
+		return err
+	}
 	if m.d.Connect == nil {
 		cfg, err := pg.Config(s.Connstr, monitor.AppName)
 		if err != nil {
-			return fmt.Errorf("--connstr: %w", err)
+			return fmt.Errorf("%w: --connstr: %w", ErrConfig, err)
 		}
 		m.d.Connect = monitor.PGConnector(s.Connstr, cfg.User)
 	}
@@ -120,6 +131,28 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 			return nil
 		}
 	}
+}
+
+// bound applies the defaults of Interval and RoundTimeout and checks them against the
+// watchdog: a round that may take Interval plus RoundTimeout (a tick coalesced behind a
+// round that timed out) must end, and feed the watchdog when Postgres answers, before
+// the watchdog fires. RoundTimeout is clamped to half the watchdog interval.
+func (s *Settings) bound() error {
+	if s.Interval <= 0 {
+		s.Interval = monitor.DefaultInterval
+	}
+	if s.RoundTimeout <= 0 {
+		s.RoundTimeout = monitor.DefaultRoundTimeout
+	}
+	if s.Watchdog <= 0 {
+		return nil
+	}
+	s.RoundTimeout = min(s.RoundTimeout, s.Watchdog/2)
+	if s.Interval+s.RoundTimeout >= s.Watchdog {
+		return fmt.Errorf("%w: the interval (--interval, COMPUTE_MONITOR_INTERVAL) %s plus the round timeout %s must stay below the watchdog interval (WatchdogSec=) %s",
+			ErrConfig, s.Interval, s.RoundTimeout, s.Watchdog)
+	}
+	return nil
 }
 
 const (
@@ -215,10 +248,11 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	if rec.LastActive != nil {
 		seed = *rec.LastActive
 	}
+	downtime, carry := resumeDowntime(rec, now)
 	p := &publisher{
 		store: m.d.Store, log: m.log, start: start, notifier: m.d.Notifier,
 		tracker:  monitor.NewTracker(seed, m.s.PublishInterval),
-		downtime: monitor.ResumeDowntime(now, time.Duration(rec.PGCurrentDowntimeMs)*time.Millisecond),
+		downtime: downtime, carry: carry, down: downtime.Down(),
 		interval: m.s.PublishInterval, watchdog: m.s.Watchdog > 0,
 		pubCurrent: rec.PGCurrentDowntimeMs,
 	}
@@ -231,7 +265,9 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		Tracker:  p.tracker,
 		Downtime: p.downtime,
 		Interval: m.s.Interval,
-		Clock:    m.d.Clock,
+		// RoundTimeout as bound by Run (the watchdog).
+		RoundTimeout: m.s.RoundTimeout,
+		Clock:        m.d.Clock,
 		OnRound: func(ok bool, _ monitor.Sample) {
 			p.round(ok, m.d.Clock.Now())
 			if m.d.afterRound != nil {
@@ -253,7 +289,12 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		}
 		cancel()
 	}()
-	m.notify(m.d.Notifier.Status(statusMonitoring))
+	if p.down {
+		m.log.Info("resuming an outage of postgres", "current_downtime_ms", downtime.CurrentMs())
+		m.notify(m.d.Notifier.Status(statusDown))
+	} else {
+		m.notify(m.d.Notifier.Status(statusMonitoring))
+	}
 	_ = loop.Run(lctx)
 	cancel()
 	select {
@@ -262,6 +303,25 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	default:
 	}
 	p.flush(m.d.Clock.Now())
+}
+
+// resumeDowntime takes over the downtime of rec at now (the monitor was restarted, by the
+// watchdog during an outage, or the rounds stopped and started again): an outage in the
+// record goes on from its start, pg_down_since, so the restart's own time counts. carry is
+// the part of the outage not yet in the record's total (now minus pg_down_since, less
+// pg_current_downtime_ms, which is what the total already holds of it): the publisher adds
+// it at the first round if that round fails too, as the reference counts an interval as
+// downtime only when the round that ends it fails.
+func resumeDowntime(rec state.Record, now time.Time) (d *monitor.Downtime, carry uint64) {
+	if rec.PGDownSince == nil {
+		// No outage, or one written by a monitor that did not keep its start.
+		return monitor.ResumeDowntime(now, time.Duration(rec.PGCurrentDowntimeMs)*time.Millisecond), 0
+	}
+	d = monitor.ResumeOutage(now, *rec.PGDownSince)
+	if cur := uint64(d.CurrentMs()); cur > rec.PGCurrentDowntimeMs {
+		carry = cur - rec.PGCurrentDowntimeMs
+	}
+	return d, carry
 }
 
 // publisher writes what the rounds learn into the state record, coalesced.
@@ -275,11 +335,16 @@ type publisher struct {
 	interval time.Duration
 	watchdog bool
 
+	// carry is downtime of a resumed outage not in the record's total yet: added with
+	// the loop's total if the first round fails, dropped if it succeeds.
+	carry       uint64
+	rounds      int       // rounds seen
 	pubCurrent  uint64    // the current downtime last written
-	pubTotal    uint64    // the loop's total downtime last added to the record's counter
+	pubTotal    uint64    // carry plus the loop's total downtime last added to the record's counter
 	downWritten time.Time // when the downtime figures were last written
-	down        bool      // the last round failed
+	down        bool      // the last round failed (or an outage was resumed)
 	stale       bool      // the record is not ours anymore: write nothing
+	failing     bool      // the last write failed (logged once per run of failures)
 }
 
 // round follows every round of the loop (now is the loop's clock).
@@ -296,6 +361,10 @@ func (p *publisher) round(ok bool, now time.Time) {
 	} else if !p.down {
 		_ = p.notifier.Status(statusDown)
 	}
+	if p.rounds == 0 && ok {
+		p.carry = 0
+	}
+	p.rounds++
 	p.down = !ok
 	p.publish(now, false)
 }
@@ -311,7 +380,8 @@ func (p *publisher) publish(now time.Time, force bool) {
 	if force {
 		la, laDue = p.tracker.Pending()
 	}
-	cur, total := uint64(p.downtime.CurrentMs()), uint64(p.downtime.TotalMs())
+	cur, total := uint64(p.downtime.CurrentMs()), p.carry+uint64(p.downtime.TotalMs())
+	since, down := p.downtime.DownSince()
 	dtChanged := cur != p.pubCurrent || total != p.pubTotal
 	recovered := cur == 0 && p.pubCurrent != 0
 	dtDue := dtChanged && (force || recovered || p.downWritten.IsZero() || now.Sub(p.downWritten) >= p.interval)
@@ -329,6 +399,11 @@ func (p *publisher) publish(now time.Time, force bool) {
 		if dtDue {
 			r.PGCurrentDowntimeMs = cur
 			r.Counters.PGDowntimeMsTotal += total - p.pubTotal
+			r.PGDownSince = nil
+			if down {
+				v := since.UTC()
+				r.PGDownSince = &v
+			}
 		}
 		return nil
 	})
@@ -337,8 +412,17 @@ func (p *publisher) publish(now time.Time, force bool) {
 		return
 	}
 	if err != nil {
-		p.log.Warn("could not publish the activity into the state record", "err", err)
+		if !p.failing {
+			p.failing = true
+			p.log.Warn("could not publish the activity into the state record; retrying at each round", "err", err)
+		} else {
+			p.log.Debug("could not publish the activity into the state record", "err", err)
+		}
 		return // due again at the next round
+	}
+	if p.failing {
+		p.failing = false
+		p.log.Info("published the activity into the state record again")
 	}
 	if laDue {
 		p.tracker.Published(la, now)

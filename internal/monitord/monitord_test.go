@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -335,7 +337,8 @@ func TestStopsWhenTheComputeLeavesRunningAndWaitsAgain(t *testing.T) {
 	r.setStatus(state.Running)
 	r.started()
 	r.tick()
-	r.setStatus(state.Failed)
+	failed := statetest.MustSet(t, r.store, state.Failed, nil)
+	r.waker.Notify()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, _, st := r.notif.counts(); st == statusWaiting {
@@ -346,9 +349,9 @@ func TestStopsWhenTheComputeLeavesRunningAndWaitsAgain(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	seq := r.load().Seq
-	time.Sleep(20 * time.Millisecond)
-	if got := r.load(); got.Seq != seq || got.Status != state.Failed {
+	// The monitor flushes before it waits again: once it waits, nothing more is written,
+	// so the record is still the failed one MustSet wrote.
+	if got := r.load(); got.Seq != failed.Seq || got.Status != state.Failed {
 		t.Fatalf("the monitor wrote into a failed compute's record: %+v", got)
 	}
 	// A new lifecycle: the monitor starts again from a fresh record.
@@ -405,5 +408,156 @@ func TestPublisherRefusesAStaleRecord(t *testing.T) {
 	}
 	if !p.stale {
 		t.Fatal("publisher not stale")
+	}
+}
+
+// A monitor restarted during an outage (the watchdog restarts it every WatchdogSec= while
+// Postgres does not answer): the killed monitor last wrote 9 s of an outage that began 10 s
+// ago (at t0-10s), and wrote nothing more. The restarted one goes on from pg_down_since:
+// the second lost to the kill and the restart counts, in the current downtime and in the
+// total, and the recovery is seen.
+func TestResumesAnOutageAfterARestart(t *testing.T) {
+	for _, upAtOnce := range []bool{false, true} {
+		r := newRig(t)
+		r.pg.set(true, false)
+		since := t0.Add(-10 * time.Second)
+		statetest.MustSet(t, r.store, state.Running, func(rec *state.Record) {
+			rec.PGDownSince = &since
+			rec.PGCurrentDowntimeMs = 9000
+			rec.Counters.PGDowntimeMsTotal = 20000 // 11 s of an earlier outage, 9 s of this one
+		})
+		if upAtOnce {
+			r.pg.set(false, false)
+		}
+		r.waker.Notify()
+		r.started() // the first round, at t0
+		rec := r.load()
+		if upAtOnce {
+			// Postgres came back during the restart: recovered, the unseen gap not counted
+			// (as the reference counts no interval that a successful round ends).
+			if rec.PGCurrentDowntimeMs != 0 || rec.PGDownSince != nil || rec.Counters.PGDowntimeMsTotal != 20000 {
+				t.Fatalf("up at the first round: current %d since %v total %d, want 0 nil 20000",
+					rec.PGCurrentDowntimeMs, rec.PGDownSince, rec.Counters.PGDowntimeMsTotal)
+			}
+			if _, _, st := r.notif.counts(); st != statusMonitoring {
+				t.Fatalf("STATUS=%q after recovery", st)
+			}
+			r.cancel()
+			continue
+		}
+		if rec.PGCurrentDowntimeMs != 10000 || rec.Counters.PGDowntimeMsTotal != 21000 {
+			t.Fatalf("first round of a resumed outage: current %d total %d, want 10000 21000",
+				rec.PGCurrentDowntimeMs, rec.Counters.PGDowntimeMsTotal)
+		}
+		if rec.PGDownSince == nil || !rec.PGDownSince.Equal(since) {
+			t.Fatalf("pg_down_since %v, want %v", rec.PGDownSince, since)
+		}
+		if _, _, st := r.notif.counts(); st != statusDown {
+			t.Fatalf("STATUS=%q while resuming an outage", st)
+		}
+		r.tick()
+		r.tick() // t0+1s
+		rec = r.load()
+		if rec.PGCurrentDowntimeMs != 11000 || rec.Counters.PGDowntimeMsTotal != 22000 {
+			t.Fatalf("a second later: current %d total %d, want 11000 22000", rec.PGCurrentDowntimeMs, rec.Counters.PGDowntimeMsTotal)
+		}
+		r.pg.set(false, false)
+		r.tick()
+		rec = r.load()
+		if rec.PGCurrentDowntimeMs != 0 || rec.PGDownSince != nil || rec.Counters.PGDowntimeMsTotal != 22000 {
+			t.Fatalf("after recovery: current %d since %v total %d, want 0 nil 22000",
+				rec.PGCurrentDowntimeMs, rec.PGDownSince, rec.Counters.PGDowntimeMsTotal)
+		}
+		if _, _, st := r.notif.counts(); st != statusMonitoring {
+			t.Fatalf("STATUS=%q after recovery", st)
+		}
+		r.cancel()
+	}
+}
+
+// The outage's start is kept in the record while it lasts, so a restart can resume it.
+func TestRecordsTheOutageStart(t *testing.T) {
+	r := newRig(t)
+	r.setStatus(state.Running)
+	r.started() // up at t0
+	r.tick()    // up at t0+0.5s: the end of the last good round
+	r.pg.set(true, false)
+	r.tick() // down at t0+1s
+	rec := r.load()
+	if rec.PGDownSince == nil || !rec.PGDownSince.Equal(t0.Add(500*time.Millisecond)) || rec.PGCurrentDowntimeMs != 500 {
+		t.Fatalf("pg_down_since %v current %d, want %v 500", rec.PGDownSince, rec.PGCurrentDowntimeMs, t0.Add(500*time.Millisecond))
+	}
+}
+
+func TestIntervalBoundByTheWatchdog(t *testing.T) {
+	for _, c := range []struct {
+		s       Settings
+		wantErr bool
+		timeout time.Duration
+	}{
+		{Settings{Watchdog: 10 * time.Second}, false, 5 * time.Second},
+		{Settings{}, false, 5 * time.Second},
+		{Settings{Watchdog: 2 * time.Second}, false, time.Second}, // clamped to half
+		{Settings{Watchdog: 2 * time.Second, Interval: time.Second}, true, time.Second},
+		{Settings{Watchdog: 10 * time.Second, Interval: 6 * time.Second}, true, 5 * time.Second},
+		{Settings{Watchdog: 10 * time.Second, Interval: 4 * time.Second}, false, 5 * time.Second},
+	} {
+		s := c.s
+		err := s.bound()
+		if (err != nil) != c.wantErr || (err != nil && !errors.Is(err, ErrConfig)) {
+			t.Errorf("%+v: %v", c.s, err)
+		}
+		if s.RoundTimeout != c.timeout {
+			t.Errorf("%+v: round timeout %s, want %s", c.s, s.RoundTimeout, c.timeout)
+		}
+	}
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Settings{Watchdog: time.Second, Interval: time.Second}, Deps{Store: store, Connect: (&fakePG{}).connect})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "WatchdogSec=") {
+		t.Fatalf("Run with an interval past the watchdog: %v", err)
+	}
+	if err := Run(context.Background(), Settings{Connstr: "postgres://%zz"}, Deps{Store: store}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("Run with a bad connstr: %v", err)
+	}
+}
+
+// A write that keeps failing is logged once (warning), and its end once (info).
+func TestPublishFailuresLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	store, err := state.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := statetest.MustSet(t, store, state.Running, nil)
+	var logs strings.Builder
+	p := &publisher{store: store, log: slog.New(slog.NewTextHandler(&logs, nil)), notifier: nopNotifier{},
+		start: rec.StartTime, tracker: monitor.NewTracker(time.Time{}, time.Second),
+		downtime: monitor.NewDowntime(t0), interval: time.Second}
+	if err := os.Rename(dir, dir+".away"); err != nil { // the state directory is gone
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		now := t0.Add(time.Duration(i) * time.Second)
+		p.tracker.Observe(now)
+		p.round(true, now)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(5 * time.Second)
+	p.tracker.Observe(now)
+	p.round(true, now)
+	if got, _ := store.Load(); got.LastActive == nil || !got.LastActive.Equal(now) {
+		t.Fatalf("last_active after the failures: %v", got.LastActive)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for a run of 5 failed writes, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "published the activity into the state record again"); n != 1 {
+		t.Errorf("the end of the failures logged %d times, want 1:\n%s", n, out)
 	}
 }

@@ -18,8 +18,9 @@ const (
 	// ActorStopHook is the ExecStopPost= hook of compute-postgres.service
 	// (`compute-init postgres-stopped`).
 	ActorStopHook Actor = "stop-hook"
-	// ActorMonitor is the coming compute-monitor: it writes last_active and the LFC state
-	// (Store.Update) but moves no status.
+	// ActorMonitor is compute-monitor: it writes last_active and the downtime figures
+	// (Store.Update, only into the running record of the lifecycle it monitors) but moves
+	// no status.
 	ActorMonitor Actor = "monitor"
 )
 

@@ -147,8 +147,15 @@ type Record struct {
 	PrepareDoneAt *time.Time `json:"prepare_done_at,omitempty"`
 	// PGCurrentDowntimeMs is compute_pg_current_downtime_ms: how long Postgres has been
 	// unreachable for compute-monitor's rounds (0 while it answers); written by the monitor
-	// at the first failed round, at most once a second during an outage, and at recovery.
+	// during an outage at most once a second (the first failed round is written at once
+	// unless the downtime figures were written less than a second before), and at
+	// recovery. It is also the part of the current outage already added to
+	// Counters.PGDowntimeMsTotal (both are written together).
 	PGCurrentDowntimeMs uint64 `json:"pg_current_downtime_ms,omitempty"`
+	// PGDownSince is when the current outage began (wall time: the end of the monitor's
+	// last successful round, or its start); nil while Postgres answers. A restarted
+	// monitor (the watchdog restarts it during an outage) resumes the outage from it.
+	PGDownSince *time.Time `json:"pg_down_since,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`
