@@ -49,9 +49,19 @@ func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 
 // readConfig reads and validates a stored config (pending or applied), once.
 func readConfig(path string) (*spec.Loaded, error) {
+	return readConfigAs(path, "read config")
+}
+
+// readAppliedConfig is readConfig of the running compute's config, for the steps that
+// come after the start (the final sync, the lease loop).
+func readAppliedConfig(cfg Settings) (*spec.Loaded, error) {
+	return readConfigAs(paths.AppliedConfigFile(cfg.StateDir), "read applied config")
+}
+
+func readConfigAs(path, what string) (*spec.Loaded, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return spec.Load(raw)
 }

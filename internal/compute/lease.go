@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pageserver/lsnlease"
-	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -40,14 +38,11 @@ func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 }
 
 func leaseTarget(cfg Settings) (lsnlease.Target, bool, error) {
-	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
-	if err != nil {
-		return lsnlease.Target{}, false, fmt.Errorf("read applied config: %w", err)
-	}
-	s, p, err := parseForApply(raw)
+	l, err := readAppliedConfig(cfg)
 	if err != nil {
 		return lsnlease.Target{}, false, err
 	}
+	s, p := l.ComputeSpec(), l.Spec
 	lsn, static := s.Mode.StaticLSN()
 	if !static || p.Storage != spec.StorageNeon {
 		return lsnlease.Target{}, false, nil

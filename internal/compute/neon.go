@@ -112,13 +112,9 @@ func writePostgresEnv(cfg Settings, token string) error {
 // finalSync is the last step of a primary's termination in neon mode: the safekeepers'
 // LSN after Postgres stopped, which /terminate answers with.
 func finalSync(ctx context.Context, cfg Settings, log *slog.Logger) (string, error) {
-	raw, err := os.ReadFile(paths.AppliedConfigFile(cfg.StateDir))
-	if err != nil {
-		return "", fmt.Errorf("read applied config: %w", err)
-	}
-	_, parsed, err := parseForApply(raw)
+	l, err := readAppliedConfig(cfg)
 	if err != nil {
 		return "", err
 	}
-	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, parsed.StorageAuthToken, log)
+	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, l.Spec.StorageAuthToken, log)
 }
