@@ -145,11 +145,7 @@ func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd
 	if err := conn.ClaimName(); err != nil {
 		return fail(err)
 	}
-	store.OnChange = func(r state.Record) {
-		if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
-			log.Warn("announce status", "err", err)
-		}
-	}
+	store.Announce(conn.EmitStatusChanged)
 	if err := conn.ServeStatus(func() string {
 		r, err := store.Load()
 		if err != nil {

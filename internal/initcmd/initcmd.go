@@ -170,11 +170,7 @@ func (e env) deps(ctx context.Context, stateDir string, withUnits bool) (d *comp
 		}
 		closers = append(closers, conn.Close)
 		d.Waker = conn
-		store.OnChange = func(r state.Record) {
-			if err := conn.EmitStatusChanged(string(r.Status), r.Seq); err != nil {
-				log.Warn("announce status", "err", err)
-			}
-		}
+		store.Announce(conn.EmitStatusChanged)
 	}
 	if withUnits {
 		u := connectUnits(ctx, e.dialSystemd)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -552,5 +553,38 @@ func TestResetUnless(t *testing.T) {
 	}
 	if cur, _ := s.Load(); cur.Status != Init {
 		t.Fatalf("status %s after a failed cleanup, want init", cur.Status)
+	}
+}
+
+// Announce emits every write with its status and seq; a failed emit is logged and the
+// write still succeeds.
+func TestAnnounce(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	s.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	var got []string
+	fail := false
+	s.Announce(func(status string, seq uint64) error {
+		got = append(got, fmt.Sprintf("%s/%d", status, seq))
+		if fail {
+			return errors.New("bus gone")
+		}
+		return nil
+	})
+	if _, err := s.Update(func(r *Record) error { r.MigrationID = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	fail = true
+	if _, err := s.Update(func(r *Record) error { r.MigrationID = 2; return nil }); err != nil {
+		t.Fatalf("a failed announcement failed the write: %v", err)
+	}
+	if strings.Join(got, ",") != "empty/1,empty/2" {
+		t.Errorf("announced %v", got)
+	}
+	if !strings.Contains(logged.String(), "announce status") || !strings.Contains(logged.String(), "bus gone") {
+		t.Errorf("log %q", logged.String())
 	}
 }

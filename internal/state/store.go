@@ -98,11 +98,25 @@ func (s *Store) count(fn func(*Counters)) error {
 
 func (s *Store) warnIf(what string, err error) {
 	if err != nil {
-		log := s.Log
-		if log == nil {
-			log = slog.Default()
+		s.logger().Warn("could not count the "+what, "err", err)
+	}
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
+// Announce makes every write announced through emit (the D-Bus StatusChanged signal, with
+// the record's status and seq): it sets OnChange. A failed announcement is logged, never
+// the write's failure (a signal is only a wake-up hint; waiters re-read the record).
+func (s *Store) Announce(emit func(status string, seq uint64) error) {
+	s.OnChange = func(r Record) {
+		if err := emit(string(r.Status), r.Seq); err != nil {
+			s.logger().Warn("announce status", "err", err)
 		}
-		log.Warn("could not count the "+what, "err", err)
 	}
 }
 
