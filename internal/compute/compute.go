@@ -12,10 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -114,14 +113,14 @@ type connInfo struct {
 	SocketDir string
 }
 
-// parseConnstr reads the admin connection string with pgconn, as pg.Connect does, so
-// that postgresql.conf's port and socket directory and the initdb user are where the
-// maintenance connections go (a URL or a key=value list; pgconn's defaults and PG*
+// parseConnstr reads the admin connection string with pg.Config, the parser pg.Connect
+// uses, so that postgresql.conf's port and socket directory and the initdb user are where
+// the maintenance connections go (a URL or a key=value list; libpq's defaults and PG*
 // environment apply). A TCP host leaves the socket directory at its default.
 func parseConnstr(s string) (connInfo, error) {
-	cfg, err := pgconn.ParseConfig(s)
+	cfg, err := pg.Config(s, "")
 	if err != nil {
-		// pgconn's errors quote the connection string; say nothing about the text.
+		// pg.Config says nothing about the text (it could hold a password).
 		return connInfo{}, errors.New("connstr: not a valid postgres URL or key=value list")
 	}
 	ci := connInfo{User: cfg.User, Port: int(cfg.Port), SocketDir: paths.DefaultSocketDir}
