@@ -1,6 +1,8 @@
 package lfc
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +28,7 @@ type Postgres interface {
 	// PrewarmLocalCache loads a state into the LFC; cancelling ctx cancels the query.
 	PrewarmLocalCache(ctx context.Context, state []byte) error
 	// PrewarmInfo returns the prewarm progress.
-	PrewarmInfo(ctx context.Context) (Progress, error)
+	PrewarmInfo(ctx context.Context) (lfcstate.Progress, error)
 }
 
 // CoreOptions configures NewCore.
@@ -78,7 +80,7 @@ func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(
 	return func() {
 		defer func() {
 			if p := recover(); p != nil {
-				c.m.FinishPrewarm(r, PrewarmState{Status: PrewarmFailed, Error: fmt.Sprintf("panic: %v", p)})
+				c.m.FinishPrewarm(r, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: fmt.Sprintf("panic: %v", p)})
 				c.log.Error("LFC prewarm panicked", "panic", fmt.Sprint(p))
 				panic(p)
 			}
@@ -87,9 +89,9 @@ func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(
 		c.m.FinishPrewarm(r, res)
 		st := c.m.Prewarm()
 		switch st.Status {
-		case PrewarmFailed:
+		case lfcstate.PrewarmFailed:
 			c.log.Error("LFC prewarm failed", "err", st.Error)
-		case PrewarmCompleted:
+		case lfcstate.PrewarmCompleted:
 			c.log.Info("LFC prewarm completed", "total", st.Progress.Total, "prewarmed", st.Progress.Prewarmed,
 				"skipped", st.Progress.Skipped, "state_download_ms", st.Timings.StateDownloadMs,
 				"uncompress_ms", st.Timings.UncompressMs, "prewarm_ms", st.Timings.PrewarmMs)
@@ -103,15 +105,17 @@ func (c *Core) StartPrewarm(ctx context.Context, fromEndpoint string) (run func(
 // one was running.
 func (c *Core) CancelPrewarm() bool { return c.m.CancelPrewarm() }
 
-func (c *Core) prewarm(ctx context.Context, from string) PrewarmState {
+func (c *Core) prewarm(ctx context.Context, from string) lfcstate.PrewarmState {
 	now := c.m.now
-	fail := func(err error) PrewarmState { return PrewarmState{Status: PrewarmFailed, Error: err.Error()} }
+	fail := func(err error) lfcstate.PrewarmState {
+		return lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: err.Error()}
+	}
 
 	t0 := now()
 	body, err := c.store.Get(ctx, from)
 	if errors.Is(err, ErrNotFound) {
 		c.log.Info("no LFC state in endpoint storage, prewarm skipped", "from_endpoint", from)
-		return PrewarmState{Status: PrewarmSkipped}
+		return lfcstate.PrewarmState{Status: lfcstate.PrewarmSkipped}
 	}
 	if err != nil {
 		return fail(err)
@@ -132,29 +136,29 @@ func (c *Core) prewarm(ctx context.Context, from string) PrewarmState {
 	t3 := now()
 	// The query completed: the prewarm did, whatever happens to ctx now. The final count
 	// is read on a context that a cancel arriving now does not end (else the completed
-	// prewarm would end cancelled), bounded as PrewarmStatus's.
+	// prewarm would end cancelled), bounded as lfcstate.PrewarmStatus's.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), InfoTimeout)
 	defer cancel()
 	info, err := c.pg.PrewarmInfo(ictx)
 	if err != nil {
 		return fail(err)
 	}
-	return PrewarmState{
-		Status:   PrewarmCompleted,
+	return lfcstate.PrewarmState{
+		Status:   lfcstate.PrewarmCompleted,
 		Progress: info,
-		Timings:  PrewarmTimings{StateDownloadMs: ms(t1.Sub(t0)), UncompressMs: ms(t2.Sub(t1)), PrewarmMs: ms(t3.Sub(t2))},
+		Timings:  lfcstate.PrewarmTimings{StateDownloadMs: ms(t1.Sub(t0)), UncompressMs: ms(t2.Sub(t1)), PrewarmMs: ms(t3.Sub(t2))},
 	}
 }
 
-// InfoTimeout bounds the progress query of PrewarmStatus.
+// InfoTimeout bounds the progress query of lfcstate.PrewarmStatus.
 const InfoTimeout = 5 * time.Second
 
-// PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
+// lfcstate.PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
 // neon.get_prewarm_info() unless it is completed (which carries its final count).
-// Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
-func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
+// lfcstate.Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
+func (c *Core) PrewarmStatus(ctx context.Context) lfcstate.PrewarmState {
 	st := c.m.Prewarm()
-	if st.Status == PrewarmCompleted {
+	if st.Status == lfcstate.PrewarmCompleted {
 		return st
 	}
 	ctx, cancel := context.WithTimeout(ctx, InfoTimeout)
@@ -162,7 +166,7 @@ func (c *Core) PrewarmStatus(ctx context.Context) PrewarmState {
 	p, err := c.pg.PrewarmInfo(ctx)
 	if err != nil {
 		c.log.Debug("no LFC prewarm progress", "err", err)
-		return st.WithProgress(Progress{})
+		return st.WithProgress(lfcstate.Progress{})
 	}
 	return st.WithProgress(p)
 }
@@ -196,7 +200,7 @@ func (c *Core) StartPeriodicOffload(ctx context.Context) (run func(), why string
 func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
 	defer func() {
 		if p := recover(); p != nil {
-			c.m.FinishOffload(r, OffloadState{Status: OffloadFailed, Error: fmt.Sprintf("panic: %v", p)})
+			c.m.FinishOffload(r, lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: fmt.Sprintf("panic: %v", p)})
 			c.log.Error("LFC offload panicked", "panic", fmt.Sprint(p), "periodic", r.Periodic)
 			panic(p)
 		}
@@ -204,9 +208,9 @@ func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
 	res := c.offload(ctx, r)
 	c.m.FinishOffload(r, res)
 	switch res.Status {
-	case OffloadFailed:
+	case lfcstate.OffloadFailed:
 		c.log.Error("LFC offload failed", "err", res.Error, "periodic", r.Periodic)
-	case OffloadCompleted:
+	case lfcstate.OffloadCompleted:
 		c.log.Info("LFC offload completed", "periodic", r.Periodic, "state_query_ms", res.Timings.StateQueryMs,
 			"compress_ms", res.Timings.CompressMs, "state_upload_ms", res.Timings.StateUploadMs)
 	default:
@@ -214,9 +218,11 @@ func (c *Core) runOffload(ctx context.Context, r *OffloadRun) {
 	}
 }
 
-func (c *Core) offload(ctx context.Context, r *OffloadRun) OffloadState {
+func (c *Core) offload(ctx context.Context, r *OffloadRun) lfcstate.OffloadState {
 	now := c.m.now
-	fail := func(err error) OffloadState { return OffloadState{Status: OffloadFailed, Error: err.Error()} }
+	fail := func(err error) lfcstate.OffloadState {
+		return lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: err.Error()}
+	}
 	t0 := now()
 	state, err := c.pg.LocalCacheState(ctx)
 	if err != nil {
@@ -227,7 +233,7 @@ func (c *Core) offload(ctx context.Context, r *OffloadRun) OffloadState {
 	}
 	if len(state) == 0 {
 		c.log.Info("empty LFC state, not uploaded")
-		return OffloadState{Status: OffloadSkipped}
+		return lfcstate.OffloadState{Status: lfcstate.OffloadSkipped}
 	}
 	t1 := now()
 	body, err := compress(state)
@@ -242,7 +248,7 @@ func (c *Core) offload(ctx context.Context, r *OffloadRun) OffloadState {
 		return fail(err)
 	}
 	t3 := now()
-	return OffloadState{Status: OffloadCompleted, Timings: OffloadTimings{
+	return lfcstate.OffloadState{Status: lfcstate.OffloadCompleted, Timings: lfcstate.OffloadTimings{
 		StateQueryMs: ms(t1.Sub(t0)), CompressMs: ms(t2.Sub(t1)), StateUploadMs: ms(t3.Sub(t2)),
 	}}
 }

@@ -1,6 +1,8 @@
 package lfc_test
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"bytes"
 	"context"
 	"errors"
@@ -38,7 +40,7 @@ type fakePG struct {
 	clk                          *fakeClock
 	state                        []byte
 	stateErr, prewarmErr, infErr error
-	info                         lfc.Progress
+	info                         lfcstate.Progress
 	cost                         time.Duration
 	block                        chan struct{} // PrewarmLocalCache waits for ctx (closed when entered)
 	got                          []byte
@@ -70,9 +72,9 @@ func (p *fakePG) PrewarmLocalCache(ctx context.Context, state []byte) error {
 }
 
 // PrewarmInfo fails on a done context, as a query would.
-func (p *fakePG) PrewarmInfo(ctx context.Context) (lfc.Progress, error) {
+func (p *fakePG) PrewarmInfo(ctx context.Context) (lfcstate.Progress, error) {
 	if err := ctx.Err(); err != nil {
-		return lfc.Progress{}, errors.New("querying prewarm info: " + err.Error())
+		return lfcstate.Progress{}, errors.New("querying prewarm info: " + err.Error())
 	}
 	return p.info, p.infErr
 }
@@ -124,7 +126,7 @@ func newRig(t *testing.T) *rig {
 	return &rig{clk: clk, store: s, pg: pg, core: core, logs: logs}
 }
 
-func (r *rig) prewarm(t *testing.T, from string) lfc.PrewarmState {
+func (r *rig) prewarm(t *testing.T, from string) lfcstate.PrewarmState {
 	t.Helper()
 	run, err := r.core.StartPrewarm(context.Background(), from)
 	if err != nil {
@@ -134,7 +136,7 @@ func (r *rig) prewarm(t *testing.T, from string) lfc.PrewarmState {
 	return r.core.Machine().Prewarm()
 }
 
-func (r *rig) offload(t *testing.T) lfc.OffloadState {
+func (r *rig) offload(t *testing.T) lfcstate.OffloadState {
 	t.Helper()
 	run, err := r.core.StartOffload(context.Background())
 	if err != nil {
@@ -149,7 +151,7 @@ func TestCoreOffloadThenPrewarm(t *testing.T) {
 	state := bytes.Repeat([]byte("lfc chunk "), 1000)
 	r.pg.state = state
 	got := r.offload(t)
-	want := lfc.OffloadState{Status: lfc.OffloadCompleted, Timings: lfc.OffloadTimings{StateQueryMs: 30, CompressMs: 0, StateUploadMs: 70}}
+	want := lfcstate.OffloadState{Status: lfcstate.OffloadCompleted, Timings: lfcstate.OffloadTimings{StateQueryMs: 30, CompressMs: 0, StateUploadMs: 70}}
 	if got != want {
 		t.Fatalf("offload %+v, want %+v", got, want)
 	}
@@ -157,10 +159,10 @@ func TestCoreOffloadThenPrewarm(t *testing.T) {
 	if !ok || len(stored) >= len(state) {
 		t.Fatalf("stored %d bytes (%v) for a %d-byte state", len(stored), ok, len(state))
 	}
-	r.pg.info = lfc.Progress{Total: 10, Prewarmed: 9, Skipped: 1}
+	r.pg.info = lfcstate.Progress{Total: 10, Prewarmed: 9, Skipped: 1}
 	pw := r.prewarm(t, "")
-	wantPW := lfc.PrewarmState{Status: lfc.PrewarmCompleted, Progress: lfc.Progress{Total: 10, Prewarmed: 9, Skipped: 1},
-		Timings: lfc.PrewarmTimings{StateDownloadMs: 70, UncompressMs: 0, PrewarmMs: 30}}
+	wantPW := lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted, Progress: lfcstate.Progress{Total: 10, Prewarmed: 9, Skipped: 1},
+		Timings: lfcstate.PrewarmTimings{StateDownloadMs: 70, UncompressMs: 0, PrewarmMs: 30}}
 	if pw != wantPW {
 		t.Fatalf("prewarm %+v, want %+v", pw, wantPW)
 	}
@@ -168,11 +170,11 @@ func TestCoreOffloadThenPrewarm(t *testing.T) {
 		t.Error("Postgres did not get the state that was offloaded")
 	}
 	// GET /lfc/prewarm of a completed prewarm keeps its final count.
-	r.pg.info = lfc.Progress{Total: 99}
+	r.pg.info = lfcstate.Progress{Total: 99}
 	if st := r.core.PrewarmStatus(context.Background()); st.Progress != wantPW.Progress {
 		t.Errorf("status progress %+v", st.Progress)
 	}
-	if got := r.core.Machine().Counters(); got != (lfc.Counters{Prewarms: 1, Offloads: 1}) {
+	if got := r.core.Machine().Counters(); got != (lfcstate.Counters{Prewarms: 1, Offloads: 1}) {
 		t.Errorf("counters %+v", got)
 	}
 	noToken(t, "log", r.logs.String())
@@ -186,7 +188,7 @@ func TestCoreOffloadThenPrewarm(t *testing.T) {
 func TestCorePrewarmFromAnotherEndpoint(t *testing.T) {
 	r := newRig(t)
 	r.store.Put("/"+tenant+"/"+timeline+"/ep-parent/lfc_state", zstdOf(t, []byte("parent state")))
-	if st := r.prewarm(t, "ep-parent"); st.Status != lfc.PrewarmCompleted {
+	if st := r.prewarm(t, "ep-parent"); st.Status != lfcstate.PrewarmCompleted {
 		t.Fatalf("prewarm %+v", st)
 	}
 	if string(r.pg.got) != "parent state" {
@@ -198,30 +200,30 @@ func TestCorePrewarmFaults(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setup func(*rig)
-		want  lfc.PrewarmState
+		want  lfcstate.PrewarmState
 	}{
-		{"404 is skipped", func(r *rig) { r.store.SetMode(lfctest.NotFound) }, lfc.PrewarmState{Status: lfc.PrewarmSkipped}},
-		{"no state yet is skipped", func(r *rig) {}, lfc.PrewarmState{Status: lfc.PrewarmSkipped}},
+		{"404 is skipped", func(r *rig) { r.store.SetMode(lfctest.NotFound) }, lfcstate.PrewarmState{Status: lfcstate.PrewarmSkipped}},
+		{"no state yet is skipped", func(r *rig) {}, lfcstate.PrewarmState{Status: lfcstate.PrewarmSkipped}},
 		{"500", func(r *rig) { r.store.SetMode(lfctest.ServerError) },
-			lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "500 Internal Server Error querying endpoint storage"}},
+			lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "500 Internal Server Error querying endpoint storage"}},
 		{"corrupt body", func(r *rig) { r.store.SetMode(lfctest.Corrupt) },
-			lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "decoding LFC state: invalid input: magic number mismatch"}},
+			lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "decoding LFC state: invalid input: magic number mismatch"}},
 		{"empty body", func(r *rig) { r.store.Put(objPath, nil) },
-			lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "decoding LFC state: empty body"}},
+			lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "decoding LFC state: empty body"}},
 		{"truncated frame", func(r *rig) { r.store.Put(objPath, zstdOf(r.tb, bytes.Repeat([]byte("abc"), 100))[:10]) },
-			lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "decoding LFC state: "}},
+			lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "decoding LFC state: "}},
 		{"postgres", func(r *rig) {
 			r.store.Put(objPath, zstdOf(r.tb, []byte("s")))
 			r.pg.prewarmErr = errors.New("loading LFC state into postgres: boom")
-		}, lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "loading LFC state into postgres: boom"}},
+		}, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "loading LFC state into postgres: boom"}},
 		{"no neon extension", func(r *rig) {
 			r.store.Put(objPath, zstdOf(r.tb, []byte("s")))
 			r.pg.prewarmErr = lfc.ErrNoNeonExtension
-		}, lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "neon extension not installed"}},
+		}, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "neon extension not installed"}},
 		{"prewarm info", func(r *rig) {
 			r.store.Put(objPath, zstdOf(r.tb, []byte("s")))
 			r.pg.infErr = errors.New("querying prewarm info: nope")
-		}, lfc.PrewarmState{Status: lfc.PrewarmFailed, Error: "querying prewarm info: nope"}},
+		}, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "querying prewarm info: nope"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -232,7 +234,7 @@ func TestCorePrewarmFaults(t *testing.T) {
 				t.Errorf("prewarm %+v, want %+v", got, tc.want)
 			}
 			wantErrs := uint64(0)
-			if tc.want.Status == lfc.PrewarmFailed {
+			if tc.want.Status == lfcstate.PrewarmFailed {
 				wantErrs = 1
 			}
 			if c := r.core.Machine().Counters(); c.Prewarms != 1 || c.PrewarmErrors != wantErrs {
@@ -240,7 +242,7 @@ func TestCorePrewarmFaults(t *testing.T) {
 			}
 			noToken(t, "state", got.Error)
 			noToken(t, "log", r.logs.String())
-			if tc.want.Status == lfc.PrewarmFailed && !strings.Contains(r.logs.String(), "LFC prewarm failed") {
+			if tc.want.Status == lfcstate.PrewarmFailed && !strings.Contains(r.logs.String(), "LFC prewarm failed") {
 				t.Errorf("failure not logged:\n%s", r.logs)
 			}
 		})
@@ -259,7 +261,7 @@ func TestCorePrewarmDecompressedBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := m.Prewarm(); st.Status != lfc.PrewarmFailed || !strings.HasPrefix(st.Error, "decoding LFC state: ") {
+	if st := m.Prewarm(); st.Status != lfcstate.PrewarmFailed || !strings.HasPrefix(st.Error, "decoding LFC state: ") {
 		t.Errorf("prewarm %+v", st)
 	}
 	if r.pg.got != nil {
@@ -284,7 +286,7 @@ func TestCoreCancelPrewarm(t *testing.T) {
 			t.Fatal("CancelPrewarm said nothing runs")
 		}
 		<-done
-		if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmCancelled {
+		if st := r.core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCancelled {
 			t.Errorf("prewarm %+v", st)
 		}
 	})
@@ -311,7 +313,7 @@ func TestCoreCancelPrewarm(t *testing.T) {
 		}
 		r.core.CancelPrewarm()
 		<-done
-		if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmCancelled {
+		if st := r.core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCancelled {
 			t.Errorf("prewarm %+v", st)
 		}
 		if c := r.core.Machine().Counters(); c.PrewarmErrors != 0 {
@@ -324,17 +326,17 @@ func TestCoreOffloadFaults(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setup func(*rig)
-		want  lfc.OffloadState
+		want  lfcstate.OffloadState
 	}{
-		{"empty state is not uploaded", func(r *rig) { r.pg.state = nil }, lfc.OffloadState{Status: lfc.OffloadSkipped}},
+		{"empty state is not uploaded", func(r *rig) { r.pg.state = nil }, lfcstate.OffloadState{Status: lfcstate.OffloadSkipped}},
 		{"state query", func(r *rig) { r.pg.stateErr = errors.New("querying LFC state: boom") },
-			lfc.OffloadState{Status: lfc.OffloadFailed, Error: "querying LFC state: boom"}},
+			lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "querying LFC state: boom"}},
 		{"no neon extension", func(r *rig) { r.pg.stateErr = lfc.ErrNoNeonExtension },
-			lfc.OffloadState{Status: lfc.OffloadFailed, Error: "neon extension not installed"}},
+			lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "neon extension not installed"}},
 		{"500", func(r *rig) { r.pg.state = []byte("s"); r.store.SetMode(lfctest.ServerError) },
-			lfc.OffloadState{Status: lfc.OffloadFailed, Error: "request to endpoint storage failed: 500 Internal Server Error"}},
+			lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "request to endpoint storage failed: 500 Internal Server Error"}},
 		{"404", func(r *rig) { r.pg.state = []byte("s"); r.store.SetMode(lfctest.NotFound) },
-			lfc.OffloadState{Status: lfc.OffloadFailed, Error: "request to endpoint storage failed: 404 Not Found"}},
+			lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "request to endpoint storage failed: 404 Not Found"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -343,13 +345,13 @@ func TestCoreOffloadFaults(t *testing.T) {
 				t.Errorf("offload %+v, want %+v", got, tc.want)
 			}
 			wantErrs := uint64(0)
-			if tc.want.Status == lfc.OffloadFailed {
+			if tc.want.Status == lfcstate.OffloadFailed {
 				wantErrs = 1
 			}
 			if c := r.core.Machine().Counters(); c.Offloads != 1 || c.OffloadErrors != wantErrs {
 				t.Errorf("counters %+v", c)
 			}
-			if tc.want.Status == lfc.OffloadSkipped {
+			if tc.want.Status == lfcstate.OffloadSkipped {
 				if n := len(r.store.Requests()); n != 0 {
 					t.Errorf("%d requests for an empty state", n)
 				}
@@ -370,7 +372,7 @@ func TestCorePeriodicOffload(t *testing.T) {
 		t.Fatalf("tick refused: %q", why)
 	}
 	run()
-	if st := r.core.Machine().Offload(); st.Status != lfc.OffloadCompleted {
+	if st := r.core.Machine().Offload(); st.Status != lfcstate.OffloadCompleted {
 		t.Errorf("offload %+v", st)
 	}
 	if !strings.Contains(r.logs.String(), "periodic=true") {
@@ -378,7 +380,7 @@ func TestCorePeriodicOffload(t *testing.T) {
 	}
 	// After a failed prewarm: no periodic offload, but a manual one.
 	r.store.SetMode(lfctest.ServerError)
-	if st := r.prewarm(t, ""); st.Status != lfc.PrewarmFailed {
+	if st := r.prewarm(t, ""); st.Status != lfcstate.PrewarmFailed {
 		t.Fatalf("prewarm %+v", st)
 	}
 	r.store.SetMode(lfctest.OK)
@@ -386,19 +388,19 @@ func TestCorePeriodicOffload(t *testing.T) {
 	if run, why := r.core.StartPeriodicOffload(context.Background()); run != nil || why != "the last prewarm ended failed" {
 		t.Errorf("tick after a failed prewarm: %q", why)
 	}
-	if st := r.offload(t); st.Status != lfc.OffloadCompleted {
+	if st := r.offload(t); st.Status != lfcstate.OffloadCompleted {
 		t.Errorf("manual offload after a failed prewarm: %+v", st)
 	}
 }
 
 func TestCorePrewarmStatusProgress(t *testing.T) {
 	r := newRig(t)
-	r.pg.info = lfc.Progress{Total: 8, Prewarmed: 3, Skipped: 1}
-	if st := r.core.PrewarmStatus(context.Background()); st.Status != lfc.PrewarmNotPrewarmed || st.Progress != r.pg.info {
+	r.pg.info = lfcstate.Progress{Total: 8, Prewarmed: 3, Skipped: 1}
+	if st := r.core.PrewarmStatus(context.Background()); st.Status != lfcstate.PrewarmNotPrewarmed || st.Progress != r.pg.info {
 		t.Errorf("status %+v", st)
 	}
 	r.pg.infErr = lfc.ErrNoNeonExtension
-	if st := r.core.PrewarmStatus(context.Background()); st.Progress != (lfc.Progress{}) {
+	if st := r.core.PrewarmStatus(context.Background()); st.Progress != (lfcstate.Progress{}) {
 		t.Errorf("progress without the extension %+v, want zeros", st.Progress)
 	}
 }
@@ -428,7 +430,7 @@ func TestCoreCancelBetweenDownloadAndQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmCancelled {
+	if st := core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCancelled {
 		t.Errorf("prewarm %+v", st)
 	}
 	if r.pg.got != nil {
@@ -442,9 +444,9 @@ type deadlinePG struct {
 	bounded bool
 }
 
-func (p *deadlinePG) PrewarmInfo(ctx context.Context) (lfc.Progress, error) {
+func (p *deadlinePG) PrewarmInfo(ctx context.Context) (lfcstate.Progress, error) {
 	_, p.bounded = ctx.Deadline()
-	return lfc.Progress{}, nil
+	return lfcstate.Progress{}, nil
 }
 
 func TestCorePrewarmStatusIsBounded(t *testing.T) {
@@ -488,7 +490,7 @@ func TestCoreOffloadOvertakenByAPrewarm(t *testing.T) {
 				t.Fatal("no offload")
 			}
 			run()
-			want := lfc.OffloadState{Status: lfc.OffloadFailed, Error: lfc.ErrPrewarmDuringOffload.Error()}
+			want := lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: lfc.ErrPrewarmDuringOffload.Error()}
 			if got := r.core.Machine().Offload(); got != want {
 				t.Errorf("offload %+v, want %+v", got, want)
 			}
@@ -506,11 +508,11 @@ func TestCoreOffloadOvertakenByAPrewarm(t *testing.T) {
 			// The prewarm runs on from the last complete state.
 			r.pg.onState = nil
 			prewarm()
-			if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmCompleted || string(r.pg.got) != "the last complete state" {
+			if st := r.core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCompleted || string(r.pg.got) != "the last complete state" {
 				t.Errorf("prewarm %+v from %q", st, r.pg.got)
 			}
 			// The next offload, with no prewarm meanwhile, uploads.
-			if st := r.offload(t); st.Status != lfc.OffloadCompleted {
+			if st := r.offload(t); st.Status != lfcstate.OffloadCompleted {
 				t.Errorf("next offload %+v", st)
 			}
 		})
@@ -523,14 +525,14 @@ func TestCoreOffloadOvertakenByAPrewarm(t *testing.T) {
 func TestCoreCancelAfterTheQueryCompleted(t *testing.T) {
 	r := newRig(t)
 	r.store.Put(objPath, zstdOf(t, []byte("s")))
-	r.pg.info = lfc.Progress{Total: 5, Prewarmed: 5}
+	r.pg.info = lfcstate.Progress{Total: 5, Prewarmed: 5}
 	r.pg.onPrewarm = func() {
 		if !r.core.CancelPrewarm() {
 			t.Error("CancelPrewarm said nothing runs")
 		}
 	}
 	st := r.prewarm(t, "")
-	if st.Status != lfc.PrewarmCompleted || st.Progress != r.pg.info {
+	if st.Status != lfcstate.PrewarmCompleted || st.Progress != r.pg.info {
 		t.Errorf("prewarm %+v, want completed with %+v", st, r.pg.info)
 	}
 	if c := r.core.Machine().Counters(); c.PrewarmErrors != 0 {
@@ -551,7 +553,7 @@ func TestCorePrewarmInfoIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmCompleted || !pg.bounded {
+	if st := core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCompleted || !pg.bounded {
 		t.Errorf("prewarm %+v, progress query bounded: %v", st, pg.bounded)
 	}
 }
@@ -579,17 +581,17 @@ func TestCoreRunPanics(t *testing.T) {
 		if p := mustPanic(t, run); p != "boom" {
 			t.Errorf("re-panicked with %v", p)
 		}
-		if st := r.core.Machine().Prewarm(); st.Status != lfc.PrewarmFailed || st.Error != "panic: boom" {
+		if st := r.core.Machine().Prewarm(); st.Status != lfcstate.PrewarmFailed || st.Error != "panic: boom" {
 			t.Errorf("prewarm %+v", st)
 		}
 		if c := r.core.Machine().Counters(); c.PrewarmErrors != 1 {
 			t.Errorf("counters %+v", c)
 		}
 		r.pg.onPrewarm = nil
-		if st := r.prewarm(t, ""); st.Status != lfc.PrewarmCompleted {
+		if st := r.prewarm(t, ""); st.Status != lfcstate.PrewarmCompleted {
 			t.Errorf("next prewarm %+v", st)
 		}
-		if st := r.offload(t); st.Status != lfc.OffloadSkipped {
+		if st := r.offload(t); st.Status != lfcstate.OffloadSkipped {
 			t.Errorf("offload after it %+v", st)
 		}
 	})
@@ -603,7 +605,7 @@ func TestCoreRunPanics(t *testing.T) {
 		if p := mustPanic(t, run); p != "boom" {
 			t.Errorf("re-panicked with %v", p)
 		}
-		if st := r.core.Machine().Offload(); st.Status != lfc.OffloadFailed || st.Error != "panic: boom" {
+		if st := r.core.Machine().Offload(); st.Status != lfcstate.OffloadFailed || st.Error != "panic: boom" {
 			t.Errorf("offload %+v", st)
 		}
 		if c := r.core.Machine().Counters(); c.OffloadErrors != 1 {
@@ -611,7 +613,7 @@ func TestCoreRunPanics(t *testing.T) {
 		}
 		r.pg.onState = nil
 		r.pg.state = []byte("s")
-		if st := r.offload(t); st.Status != lfc.OffloadCompleted {
+		if st := r.offload(t); st.Status != lfcstate.OffloadCompleted {
 			t.Errorf("next offload %+v", st)
 		}
 		if _, err := r.core.StartPrewarm(context.Background(), ""); err != nil {

@@ -7,7 +7,8 @@
 // It serves, it does not mutate a cluster: it never imports internal/apply or the
 // pageserver client.
 //
-// States and JSON are Neon's LfcPrewarmState and LfcOffloadState (tagged by `status`),
+// States and JSON (in internal/lfc/lfcstate, which the state record and compute-api share)
+// are Neon's LfcPrewarmState and LfcOffloadState (tagged by `status`),
 // with what Neon added after the reference commit: a cancelled prewarm (CancelPrewarm,
 // which also cancels the Postgres query), an offload skipped for an empty LFC state, and
 // the timings of the completed states (state_download_time_ms, uncompress_time_ms,

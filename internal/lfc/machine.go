@@ -1,33 +1,21 @@
 package lfc
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"context"
 	"errors"
 	"sync"
 	"time"
 )
 
-// Counters are the plain counts behind compute_ctl_lfc_prewarms_total,
-// compute_ctl_lfc_prewarm_errors_total, compute_ctl_lfc_offloads_total and
-// compute_ctl_lfc_offload_errors_total.
-type Counters struct {
-	// Prewarms counts prewarms taken (a refused request is not counted).
-	Prewarms uint64 `json:"compute_ctl_lfc_prewarms_total"`
-	// PrewarmErrors counts prewarms that ended failed (not skipped, not cancelled).
-	PrewarmErrors uint64 `json:"compute_ctl_lfc_prewarm_errors_total"`
-	// Offloads counts offloads taken, manual and periodic.
-	Offloads uint64 `json:"compute_ctl_lfc_offloads_total"`
-	// OffloadErrors counts offloads that ended failed.
-	OffloadErrors uint64 `json:"compute_ctl_lfc_offload_errors_total"`
-}
-
 // Snapshot is the machine's state at one moment. Seq grows with every change, so a
 // consumer of OnChange can drop a snapshot older than one it already has.
 type Snapshot struct {
-	Seq      uint64       `json:"seq"`
-	Prewarm  PrewarmState `json:"prewarm"`
-	Offload  OffloadState `json:"offload"`
-	Counters Counters     `json:"counters"`
+	Seq      uint64                `json:"seq"`
+	Prewarm  lfcstate.PrewarmState `json:"prewarm"`
+	Offload  lfcstate.OffloadState `json:"offload"`
+	Counters lfcstate.Counters     `json:"counters"`
 }
 
 // MachineOptions configures NewMachine.
@@ -92,23 +80,23 @@ func NewMachine(o MachineOptions) *Machine {
 		now = time.Now
 	}
 	m := &Machine{now: now, interval: o.OffloadInterval, onChange: o.OnChange}
-	m.snap.Prewarm.Status = PrewarmNotPrewarmed
-	m.snap.Offload.Status = OffloadNotOffloaded
+	m.snap.Prewarm.Status = lfcstate.PrewarmNotPrewarmed
+	m.snap.Offload.Status = lfcstate.OffloadNotOffloaded
 	changed := false
 	if r := o.Restore; r != nil {
 		m.snap = *r
-		if !m.snap.Prewarm.Status.valid() {
-			m.snap.Prewarm = PrewarmState{Status: PrewarmNotPrewarmed}
+		if !m.snap.Prewarm.Status.Valid() {
+			m.snap.Prewarm = lfcstate.PrewarmState{Status: lfcstate.PrewarmNotPrewarmed}
 		}
-		if !m.snap.Offload.Status.valid() {
-			m.snap.Offload = OffloadState{Status: OffloadNotOffloaded}
+		if !m.snap.Offload.Status.Valid() {
+			m.snap.Offload = lfcstate.OffloadState{Status: lfcstate.OffloadNotOffloaded}
 		}
-		if m.snap.Prewarm.Status == PrewarmPrewarming {
-			m.snap.Prewarm = PrewarmState{Status: PrewarmFailed, Error: Interrupted}
+		if m.snap.Prewarm.Status == lfcstate.PrewarmPrewarming {
+			m.snap.Prewarm = lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: Interrupted}
 			m.snap.Counters.PrewarmErrors++
 		}
-		if m.snap.Offload.Status == OffloadOffloading {
-			m.snap.Offload = OffloadState{Status: OffloadFailed, Error: Interrupted}
+		if m.snap.Offload.Status == lfcstate.OffloadOffloading {
+			m.snap.Offload = lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: Interrupted}
 			m.snap.Counters.OffloadErrors++
 		}
 		changed = m.snap != *r
@@ -132,13 +120,13 @@ func (m *Machine) Snapshot() Snapshot {
 }
 
 // Prewarm returns the prewarm state.
-func (m *Machine) Prewarm() PrewarmState { return m.Snapshot().Prewarm }
+func (m *Machine) Prewarm() lfcstate.PrewarmState { return m.Snapshot().Prewarm }
 
 // Offload returns the offload state.
-func (m *Machine) Offload() OffloadState { return m.Snapshot().Offload }
+func (m *Machine) Offload() lfcstate.OffloadState { return m.Snapshot().Offload }
 
-// Counters returns the counters.
-func (m *Machine) Counters() Counters { return m.Snapshot().Counters }
+// lfcstate.Counters returns the counters.
+func (m *Machine) Counters() lfcstate.Counters { return m.Snapshot().Counters }
 
 // changed bumps Seq and returns the snapshot to announce; call with mu held.
 func (m *Machine) changed() Snapshot {
@@ -174,7 +162,7 @@ func (m *Machine) StartPrewarm(parent context.Context) (*PrewarmRun, error) {
 	r := &PrewarmRun{ctx: ctx, cancel: cancel}
 	m.prewarmRun = r
 	m.prewarmGen++
-	m.snap.Prewarm = PrewarmState{Status: PrewarmPrewarming}
+	m.snap.Prewarm = lfcstate.PrewarmState{Status: lfcstate.PrewarmPrewarming}
 	m.snap.Counters.Prewarms++
 	s := m.changed()
 	m.mu.Unlock()
@@ -201,7 +189,7 @@ func (m *Machine) CancelPrewarm() bool {
 // A run cancelled by CancelPrewarm that did not complete ends cancelled, whatever result
 // says (its error is the cancellation). A failed result counts in PrewarmErrors. A run
 // that is not the current one is ignored.
-func (m *Machine) FinishPrewarm(run *PrewarmRun, result PrewarmState) {
+func (m *Machine) FinishPrewarm(run *PrewarmRun, result lfcstate.PrewarmState) {
 	m.mu.Lock()
 	if run == nil || m.prewarmRun != run {
 		m.mu.Unlock()
@@ -210,12 +198,12 @@ func (m *Machine) FinishPrewarm(run *PrewarmRun, result PrewarmState) {
 	m.prewarmRun = nil
 	run.cancel()
 	switch {
-	case run.cancelled && result.Status != PrewarmCompleted:
-		result = PrewarmState{Status: PrewarmCancelled}
-	case result.Status == PrewarmCompleted, result.Status == PrewarmSkipped:
+	case run.cancelled && result.Status != lfcstate.PrewarmCompleted:
+		result = lfcstate.PrewarmState{Status: lfcstate.PrewarmCancelled}
+	case result.Status == lfcstate.PrewarmCompleted, result.Status == lfcstate.PrewarmSkipped:
 	default:
-		if result.Status != PrewarmFailed {
-			result = PrewarmState{Status: PrewarmFailed, Error: "prewarm ended in state " + string(result.Status)}
+		if result.Status != lfcstate.PrewarmFailed {
+			result = lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "prewarm ended in state " + string(result.Status)}
 		}
 		m.snap.Counters.PrewarmErrors++
 	}
@@ -273,7 +261,7 @@ func (m *Machine) StartOffload() (*OffloadRun, error) {
 func (m *Machine) beginOffload(periodic bool) *OffloadRun {
 	r := &OffloadRun{Periodic: periodic, prewarmGen: m.prewarmGen}
 	m.offloadRun = r
-	m.snap.Offload = OffloadState{Status: OffloadOffloading}
+	m.snap.Offload = lfcstate.OffloadState{Status: lfcstate.OffloadOffloading}
 	m.snap.Counters.Offloads++
 	return r
 }
@@ -282,8 +270,8 @@ func (m *Machine) beginOffload(periodic bool) *OffloadRun {
 // held.
 func (m *Machine) periodicAllowed() (bool, string) {
 	switch m.snap.Prewarm.Status {
-	case PrewarmCompleted, PrewarmNotPrewarmed, PrewarmSkipped:
-	case PrewarmPrewarming:
+	case lfcstate.PrewarmCompleted, lfcstate.PrewarmNotPrewarmed, lfcstate.PrewarmSkipped:
+	case lfcstate.PrewarmPrewarming:
 		return false, "a prewarm is in progress"
 	default:
 		return false, "the last prewarm ended " + string(m.snap.Prewarm.Status)
@@ -344,7 +332,7 @@ func (m *Machine) StartPeriodicOffload() (*OffloadRun, string) {
 
 // FinishOffload records the outcome of run: completed, skipped (empty LFC state) or
 // failed (counted in OffloadErrors). A run that is not the current one is ignored.
-func (m *Machine) FinishOffload(run *OffloadRun, result OffloadState) {
+func (m *Machine) FinishOffload(run *OffloadRun, result lfcstate.OffloadState) {
 	m.mu.Lock()
 	if run == nil || m.offloadRun != run {
 		m.mu.Unlock()
@@ -352,10 +340,10 @@ func (m *Machine) FinishOffload(run *OffloadRun, result OffloadState) {
 	}
 	m.offloadRun = nil
 	switch result.Status {
-	case OffloadCompleted, OffloadSkipped:
+	case lfcstate.OffloadCompleted, lfcstate.OffloadSkipped:
 	default:
-		if result.Status != OffloadFailed {
-			result = OffloadState{Status: OffloadFailed, Error: "offload ended in state " + string(result.Status)}
+		if result.Status != lfcstate.OffloadFailed {
+			result = lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "offload ended in state " + string(result.Status)}
 		}
 		m.snap.Counters.OffloadErrors++
 	}

@@ -1,6 +1,8 @@
 package lfc
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,10 +48,10 @@ type model struct {
 	// prewarmDuringOffload: a prewarm was taken while the running offload ran (the
 	// offload may have read an incomplete LFC state: Core must not upload it).
 	prewarmDuringOffload bool
-	prewarm              PrewarmStatus
+	prewarm              lfcstate.PrewarmStatus
 	now, next            time.Duration // since the start
-	offload              OffloadStatus
-	counters             Counters
+	offload              lfcstate.OffloadStatus
+	counters             lfcstate.Counters
 }
 
 // TestEveryInterleaving replays every sequence of five events (a running prewarm, the
@@ -98,7 +100,7 @@ func replay(seq []int) error {
 		lastSeq = s.Seq
 	}})
 	var md model
-	md.prewarm, md.offload = PrewarmNotPrewarmed, OffloadNotOffloaded
+	md.prewarm, md.offload = lfcstate.PrewarmNotPrewarmed, lfcstate.OffloadNotOffloaded
 	md.next = interval
 	var prun *PrewarmRun
 	var orun *OffloadRun
@@ -117,7 +119,7 @@ func replay(seq []int) error {
 				return fmt.Errorf("step %d: prewarm refused: %v", step, err)
 			}
 			prun = r
-			md.prewarmRunning, md.cancelRequested, md.prewarm = true, false, PrewarmPrewarming
+			md.prewarmRunning, md.cancelRequested, md.prewarm = true, false, lfcstate.PrewarmPrewarming
 			if md.offloadRunning {
 				md.prewarmDuringOffload = true
 			}
@@ -125,20 +127,20 @@ func replay(seq []int) error {
 			changes++
 		case "prewarm-ok", "prewarm-fail", "prewarm-404":
 			if !md.prewarmRunning {
-				m.FinishPrewarm(prun, PrewarmState{Status: PrewarmCompleted}) // stale or nil: ignored
+				m.FinishPrewarm(prun, lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted}) // stale or nil: ignored
 				break
 			}
-			var res PrewarmState
+			var res lfcstate.PrewarmState
 			switch events[e] {
 			case "prewarm-ok":
-				res = PrewarmState{Status: PrewarmCompleted, Progress: Progress{Total: 3, Prewarmed: 2, Skipped: 1}}
+				res = lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted, Progress: lfcstate.Progress{Total: 3, Prewarmed: 2, Skipped: 1}}
 			case "prewarm-fail":
-				res = PrewarmState{Status: PrewarmFailed, Error: "boom"}
+				res = lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "boom"}
 				if md.cancelRequested {
 					res.Error = context.Canceled.Error()
 				}
 			default:
-				res = PrewarmState{Status: PrewarmSkipped}
+				res = lfcstate.PrewarmState{Status: lfcstate.PrewarmSkipped}
 			}
 			if md.cancelRequested && prun.Context().Err() == nil {
 				return fmt.Errorf("step %d: cancelled run's context not done", step)
@@ -149,11 +151,11 @@ func replay(seq []int) error {
 			}
 			md.prewarmRunning = false
 			switch {
-			case md.cancelRequested && res.Status != PrewarmCompleted:
-				md.prewarm = PrewarmCancelled
+			case md.cancelRequested && res.Status != lfcstate.PrewarmCompleted:
+				md.prewarm = lfcstate.PrewarmCancelled
 			default:
 				md.prewarm = res.Status
-				if res.Status == PrewarmFailed {
+				if res.Status == lfcstate.PrewarmFailed {
 					md.counters.PrewarmErrors++
 				}
 			}
@@ -184,7 +186,7 @@ func replay(seq []int) error {
 				}
 				break
 			}
-			allowed := !md.offloadRunning && (md.prewarm == PrewarmCompleted || md.prewarm == PrewarmNotPrewarmed || md.prewarm == PrewarmSkipped)
+			allowed := !md.offloadRunning && (md.prewarm == lfcstate.PrewarmCompleted || md.prewarm == lfcstate.PrewarmNotPrewarmed || md.prewarm == lfcstate.PrewarmSkipped)
 			if allowed != (r != nil) {
 				return fmt.Errorf("step %d: periodic offload started = %v (%q) with prewarm %s, offload running %v",
 					step, r != nil, why, md.prewarm, md.offloadRunning)
@@ -194,7 +196,7 @@ func replay(seq []int) error {
 					return fmt.Errorf("step %d: periodic run not marked periodic", step)
 				}
 				orun = r
-				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, OffloadOffloading, false
+				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, lfcstate.OffloadOffloading, false
 				md.counters.Offloads++
 				changes++
 			} else if why == "" || why == "not due" {
@@ -219,7 +221,7 @@ func replay(seq []int) error {
 					return fmt.Errorf("step %d: manual run marked periodic", step)
 				}
 				orun = r
-				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, OffloadOffloading, false
+				md.offloadRunning, md.offload, md.prewarmDuringOffload = true, lfcstate.OffloadOffloading, false
 				md.counters.Offloads++
 				changes++
 			}
@@ -228,23 +230,23 @@ func replay(seq []int) error {
 			}
 		case "offload-ok", "offload-fail", "offload-empty":
 			if !md.offloadRunning {
-				m.FinishOffload(orun, OffloadState{Status: OffloadCompleted}) // stale or nil: ignored
+				m.FinishOffload(orun, lfcstate.OffloadState{Status: lfcstate.OffloadCompleted}) // stale or nil: ignored
 				break
 			}
-			res := map[string]OffloadState{
-				"offload-ok":    {Status: OffloadCompleted, Timings: OffloadTimings{StateQueryMs: 1}},
-				"offload-fail":  {Status: OffloadFailed, Error: "boom"},
-				"offload-empty": {Status: OffloadSkipped},
+			res := map[string]lfcstate.OffloadState{
+				"offload-ok":    {Status: lfcstate.OffloadCompleted, Timings: lfcstate.OffloadTimings{StateQueryMs: 1}},
+				"offload-fail":  {Status: lfcstate.OffloadFailed, Error: "boom"},
+				"offload-empty": {Status: lfcstate.OffloadSkipped},
 			}[events[e]]
 			// What Core does before the upload: an offload overtaken by a prewarm
 			// uploads nothing and ends failed.
 			// (The model decides; the check after each step holds the machine to it.)
-			if md.prewarmDuringOffload && res.Status == OffloadCompleted {
-				res = OffloadState{Status: OffloadFailed, Error: ErrPrewarmDuringOffload.Error()}
+			if md.prewarmDuringOffload && res.Status == lfcstate.OffloadCompleted {
+				res = lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: ErrPrewarmDuringOffload.Error()}
 			}
 			m.FinishOffload(orun, res)
 			md.offloadRunning, md.offload = false, res.Status
-			if res.Status == OffloadFailed {
+			if res.Status == lfcstate.OffloadFailed {
 				md.counters.OffloadErrors++
 			}
 			changes++
@@ -294,7 +296,7 @@ func TestPeriodicOffloadNeverOffloadsAnIncompleteState(t *testing.T) {
 	if _, err := m.StartOffload(); !errors.Is(err, ErrPrewarmInProgress) {
 		t.Errorf("manual offload during a prewarm: %v", err)
 	}
-	m.FinishPrewarm(run, PrewarmState{Status: PrewarmFailed, Error: "boom"})
+	m.FinishPrewarm(run, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "boom"})
 	clk.Advance(interval)
 	if m.PeriodicOffloadDue() {
 		t.Error("due after a failed prewarm")
@@ -306,8 +308,8 @@ func TestPeriodicOffloadNeverOffloadsAnIncompleteState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("manual offload after a failed prewarm: %v", err)
 	}
-	m.FinishOffload(r, OffloadState{Status: OffloadCompleted})
-	if got := m.Counters(); got != (Counters{Prewarms: 1, PrewarmErrors: 1, Offloads: 1}) {
+	m.FinishOffload(r, lfcstate.OffloadState{Status: lfcstate.OffloadCompleted})
+	if got := m.Counters(); got != (lfcstate.Counters{Prewarms: 1, PrewarmErrors: 1, Offloads: 1}) {
 		t.Errorf("counters %+v", got)
 	}
 }
@@ -337,11 +339,11 @@ func TestPrewarmDuringOffload(t *testing.T) {
 		if !m.PrewarmStartedDuring(o) {
 			t.Errorf("periodic %v: the offload is not overtaken by the prewarm", periodic)
 		}
-		m.FinishPrewarm(p, PrewarmState{Status: PrewarmCompleted})
+		m.FinishPrewarm(p, lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted})
 		if !m.PrewarmStartedDuring(o) {
 			t.Errorf("periodic %v: the overtaken offload is forgotten once the prewarm ends", periodic)
 		}
-		m.FinishOffload(o, OffloadState{Status: OffloadFailed, Error: ErrPrewarmDuringOffload.Error()})
+		m.FinishOffload(o, lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: ErrPrewarmDuringOffload.Error()})
 		if c := m.Counters(); c.OffloadErrors != 1 {
 			t.Errorf("counters %+v", c)
 		}
@@ -389,11 +391,11 @@ func TestPeriodicSchedule(t *testing.T) {
 	if got, want := m.NextPeriodicOffload(), start.Add(5*interval); !got.Equal(want) {
 		t.Errorf("next tick %v, want %v", got, want)
 	}
-	m.FinishOffload(r, OffloadState{Status: OffloadSkipped})
+	m.FinishOffload(r, lfcstate.OffloadState{Status: lfcstate.OffloadSkipped})
 	if r3, why := m.StartPeriodicOffload(); r3 != nil || why != "not due" {
 		t.Errorf("missed tick made up: %v %q", r3, why)
 	}
-	if m.Offload().Status != OffloadSkipped || m.Counters().OffloadErrors != 0 {
+	if m.Offload().Status != lfcstate.OffloadSkipped || m.Counters().OffloadErrors != 0 {
 		t.Errorf("skipped offload: %+v %+v", m.Offload(), m.Counters())
 	}
 
@@ -423,14 +425,14 @@ func TestCancelPrewarm(t *testing.T) {
 	if !m.CancelPrewarm() {
 		t.Fatal("cancel of a running prewarm said false")
 	}
-	if m.Prewarm().Status != PrewarmPrewarming {
+	if m.Prewarm().Status != lfcstate.PrewarmPrewarming {
 		t.Error("cancelled before the run ended")
 	}
 	if _, err := m.StartPrewarm(context.Background()); !errors.Is(err, ErrPrewarmRunning) {
 		t.Errorf("a second prewarm overlaps the cancelled one: %v", err)
 	}
-	m.FinishPrewarm(run, PrewarmState{Status: PrewarmFailed, Error: "context canceled"})
-	if got := m.Prewarm(); got.Status != PrewarmCancelled || got.Error != "" {
+	m.FinishPrewarm(run, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "context canceled"})
+	if got := m.Prewarm(); got.Status != lfcstate.PrewarmCancelled || got.Error != "" {
 		t.Errorf("state %+v, want cancelled", got)
 	}
 	if m.Counters().PrewarmErrors != 0 {
@@ -441,22 +443,22 @@ func TestCancelPrewarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.FinishPrewarm(run, PrewarmState{Status: PrewarmCompleted})
-	if m.Prewarm().Status != PrewarmPrewarming {
+	m.FinishPrewarm(run, lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted})
+	if m.Prewarm().Status != lfcstate.PrewarmPrewarming {
 		t.Error("a stale run finished the new one")
 	}
 	// A cancel that came too late for a completed query: completed.
 	m.CancelPrewarm()
-	m.FinishPrewarm(run2, PrewarmState{Status: PrewarmCompleted})
-	if m.Prewarm().Status != PrewarmCompleted {
+	m.FinishPrewarm(run2, lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted})
+	if m.Prewarm().Status != lfcstate.PrewarmCompleted {
 		t.Errorf("late cancel: %s", m.Prewarm().Status)
 	}
 	// A parent context ending (shutdown) is a failure, not a cancel.
 	ctx, cancel := context.WithCancel(context.Background())
 	run3, _ := m.StartPrewarm(ctx)
 	cancel()
-	m.FinishPrewarm(run3, PrewarmState{Status: PrewarmFailed, Error: "context canceled"})
-	if m.Prewarm().Status != PrewarmFailed {
+	m.FinishPrewarm(run3, lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "context canceled"})
+	if m.Prewarm().Status != lfcstate.PrewarmFailed {
 		t.Errorf("shutdown: %s", m.Prewarm().Status)
 	}
 }
@@ -465,97 +467,17 @@ func TestCancelPrewarm(t *testing.T) {
 func TestFinishWithANonFinalState(t *testing.T) {
 	m := NewMachine(MachineOptions{})
 	run, _ := m.StartPrewarm(context.Background())
-	m.FinishPrewarm(run, PrewarmState{Status: PrewarmPrewarming})
-	if got := m.Prewarm(); got.Status != PrewarmFailed || got.Error != "prewarm ended in state prewarming" {
+	m.FinishPrewarm(run, lfcstate.PrewarmState{Status: lfcstate.PrewarmPrewarming})
+	if got := m.Prewarm(); got.Status != lfcstate.PrewarmFailed || got.Error != "prewarm ended in state prewarming" {
 		t.Errorf("prewarm %+v", got)
 	}
 	orun, _ := m.StartOffload()
-	m.FinishOffload(orun, OffloadState{Status: OffloadNotOffloaded})
-	if got := m.Offload(); got.Status != OffloadFailed || got.Error != "offload ended in state not_offloaded" {
+	m.FinishOffload(orun, lfcstate.OffloadState{Status: lfcstate.OffloadNotOffloaded})
+	if got := m.Offload(); got.Status != lfcstate.OffloadFailed || got.Error != "offload ended in state not_offloaded" {
 		t.Errorf("offload %+v", got)
 	}
 	if got := m.Counters(); got.PrewarmErrors != 1 || got.OffloadErrors != 1 {
 		t.Errorf("counters %+v", got)
-	}
-}
-
-func TestJSON(t *testing.T) {
-	for _, tc := range []struct {
-		v    any
-		want string
-	}{
-		{PrewarmState{}, `{"status":"not_prewarmed","total":0,"prewarmed":0,"skipped":0}`},
-		{PrewarmState{Status: PrewarmPrewarming, Progress: Progress{5, 2, 1}}, `{"status":"prewarming","total":5,"prewarmed":2,"skipped":1}`},
-		{PrewarmState{Status: PrewarmCompleted, Progress: Progress{5, 4, 1}, Timings: PrewarmTimings{10, 20, 30}},
-			`{"status":"completed","total":5,"prewarmed":4,"skipped":1,"state_download_time_ms":10,"uncompress_time_ms":20,"prewarm_time_ms":30}`},
-		{PrewarmState{Status: PrewarmFailed, Error: "boom"}, `{"status":"failed","error":"boom","total":0,"prewarmed":0,"skipped":0}`},
-		{PrewarmState{Status: PrewarmFailed}, `{"status":"failed","error":"","total":0,"prewarmed":0,"skipped":0}`},
-		{PrewarmState{Status: PrewarmSkipped, Error: "ignored", Timings: PrewarmTimings{1, 2, 3}}, `{"status":"skipped","total":0,"prewarmed":0,"skipped":0}`},
-		{PrewarmState{Status: PrewarmCancelled}, `{"status":"cancelled","total":0,"prewarmed":0,"skipped":0}`},
-		{OffloadState{}, `{"status":"not_offloaded"}`},
-		{OffloadState{Status: OffloadOffloading}, `{"status":"offloading"}`},
-		{OffloadState{Status: OffloadCompleted, Timings: OffloadTimings{1, 2, 3}}, `{"status":"completed","state_query_time_ms":1,"compress_time_ms":2,"state_upload_time_ms":3}`},
-		{OffloadState{Status: OffloadFailed, Error: "x"}, `{"status":"failed","error":"x"}`},
-		{OffloadState{Status: OffloadSkipped}, `{"status":"skipped"}`},
-	} {
-		b, err := json.Marshal(tc.v)
-		if err != nil {
-			t.Errorf("%+v: %v", tc.v, err)
-			continue
-		}
-		if string(b) != tc.want {
-			t.Errorf("%+v:\n got %s\nwant %s", tc.v, b, tc.want)
-		}
-		// Round trip.
-		switch v := tc.v.(type) {
-		case PrewarmState:
-			var back PrewarmState
-			if err := json.Unmarshal(b, &back); err != nil {
-				t.Errorf("%s: %v", b, err)
-			}
-			b2, _ := json.Marshal(back)
-			if string(b2) != string(b) {
-				t.Errorf("round trip of %s gave %s", b, b2)
-			}
-			_ = v
-		case OffloadState:
-			var back OffloadState
-			if err := json.Unmarshal(b, &back); err != nil {
-				t.Errorf("%s: %v", b, err)
-			}
-			b2, _ := json.Marshal(back)
-			if string(b2) != string(b) {
-				t.Errorf("round trip of %s gave %s", b, b2)
-			}
-		}
-	}
-	if _, err := json.Marshal(PrewarmState{Status: "bogus"}); err == nil {
-		t.Error("unknown prewarm status marshalled")
-	}
-	if _, err := json.Marshal(OffloadState{Status: "bogus"}); err == nil {
-		t.Error("unknown offload status marshalled")
-	}
-	var p PrewarmState
-	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &p); err == nil {
-		t.Error("unknown prewarm status unmarshalled")
-	}
-	if err := json.Unmarshal([]byte(`[1]`), &p); err == nil {
-		t.Error("prewarm from an array")
-	}
-	var o OffloadState
-	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &o); err == nil {
-		t.Error("unknown offload status unmarshalled")
-	}
-	if err := json.Unmarshal([]byte(`"x"`), &o); err == nil {
-		t.Error("offload from a string")
-	}
-	// WithProgress keeps a completed prewarm's own count.
-	c := PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}
-	if got := c.WithProgress(Progress{9, 9, 9}); got.Progress != (Progress{1, 1, 0}) {
-		t.Errorf("completed progress replaced: %+v", got)
-	}
-	if got := (PrewarmState{Status: PrewarmFailed}).WithProgress(Progress{9, 3, 1}); got.Progress != (Progress{9, 3, 1}) {
-		t.Errorf("failed progress not set: %+v", got)
 	}
 }
 
@@ -575,16 +497,16 @@ func TestMs(t *testing.T) {
 func TestRestore(t *testing.T) {
 	clk := newClock()
 	prev := Snapshot{Seq: 41,
-		Prewarm:  PrewarmState{Status: PrewarmPrewarming},
-		Offload:  OffloadState{Status: OffloadOffloading},
-		Counters: Counters{Prewarms: 3, PrewarmErrors: 1, Offloads: 7, OffloadErrors: 2}}
+		Prewarm:  lfcstate.PrewarmState{Status: lfcstate.PrewarmPrewarming},
+		Offload:  lfcstate.OffloadState{Status: lfcstate.OffloadOffloading},
+		Counters: lfcstate.Counters{Prewarms: 3, PrewarmErrors: 1, Offloads: 7, OffloadErrors: 2}}
 	var got []Snapshot
 	m := NewMachine(MachineOptions{Now: clk.Now, OffloadInterval: interval, Restore: &prev, OnChange: func(s Snapshot) { got = append(got, s) }})
 	s := m.Snapshot()
 	want := Snapshot{Seq: 42,
-		Prewarm:  PrewarmState{Status: PrewarmFailed, Error: Interrupted},
-		Offload:  OffloadState{Status: OffloadFailed, Error: Interrupted},
-		Counters: Counters{Prewarms: 3, PrewarmErrors: 2, Offloads: 7, OffloadErrors: 3}}
+		Prewarm:  lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: Interrupted},
+		Offload:  lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: Interrupted},
+		Counters: lfcstate.Counters{Prewarms: 3, PrewarmErrors: 2, Offloads: 7, OffloadErrors: 3}}
 	if s != want {
 		t.Fatalf("restored %+v\nwant %+v", s, want)
 	}
@@ -603,7 +525,7 @@ func TestRestore(t *testing.T) {
 	// Finished states: nothing changes, Seq carries on unannounced.
 	var got2 []Snapshot
 	record := func(s Snapshot) { got2 = append(got2, s) }
-	done := Snapshot{Seq: 7, Prewarm: PrewarmState{Status: PrewarmCompleted, Progress: Progress{1, 1, 0}}, Offload: OffloadState{Status: OffloadSkipped}}
+	done := Snapshot{Seq: 7, Prewarm: lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted, Progress: lfcstate.Progress{Total: 1, Prewarmed: 1}}, Offload: lfcstate.OffloadState{Status: lfcstate.OffloadSkipped}}
 	if s := NewMachine(MachineOptions{Restore: &done, OnChange: record}).Snapshot(); s != done {
 		t.Errorf("restored %+v, want %+v", s, done)
 	}
@@ -614,14 +536,14 @@ func TestRestore(t *testing.T) {
 	bogus := done
 	bogus.Offload.Status = "bogus"
 	m2 := NewMachine(MachineOptions{Restore: &bogus, OnChange: record})
-	if s := m2.Snapshot(); s.Seq != 8 || s.Prewarm != done.Prewarm || s.Offload.Status != OffloadNotOffloaded {
+	if s := m2.Snapshot(); s.Seq != 8 || s.Prewarm != done.Prewarm || s.Offload.Status != lfcstate.OffloadNotOffloaded {
 		t.Errorf("restored %+v", s)
 	}
 	if len(got2) != 1 || got2[0] != m2.Snapshot() {
 		t.Errorf("announcements %+v, want the restored snapshot", got2)
 	}
 	m3 := NewMachine(MachineOptions{Restore: &Snapshot{}})
-	if s := m3.Snapshot(); s.Prewarm.Status != PrewarmNotPrewarmed || s.Offload.Status != OffloadNotOffloaded {
+	if s := m3.Snapshot(); s.Prewarm.Status != lfcstate.PrewarmNotPrewarmed || s.Offload.Status != lfcstate.OffloadNotOffloaded {
 		t.Errorf("restored from zero %+v", s)
 	}
 }
@@ -629,9 +551,9 @@ func TestRestore(t *testing.T) {
 // A snapshot survives a JSON round trip (the form a state record keeps).
 func TestSnapshotJSON(t *testing.T) {
 	s := Snapshot{Seq: 9,
-		Prewarm:  PrewarmState{Status: PrewarmCompleted, Progress: Progress{4, 3, 1}, Timings: PrewarmTimings{1, 2, 3}},
-		Offload:  OffloadState{Status: OffloadFailed, Error: "boom"},
-		Counters: Counters{1, 2, 3, 4}}
+		Prewarm:  lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted, Progress: lfcstate.Progress{Total: 4, Prewarmed: 3, Skipped: 1}, Timings: lfcstate.PrewarmTimings{StateDownloadMs: 1, UncompressMs: 2, PrewarmMs: 3}},
+		Offload:  lfcstate.OffloadState{Status: lfcstate.OffloadFailed, Error: "boom"},
+		Counters: lfcstate.Counters{Prewarms: 1, PrewarmErrors: 2, Offloads: 3, OffloadErrors: 4}}
 	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package lfc
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"context"
 	"errors"
 	"fmt"
@@ -105,16 +107,16 @@ func (p PG) PrewarmLocalCache(ctx context.Context, state []byte) error {
 
 // PrewarmInfo returns the first three columns of neon.get_prewarm_info(): total,
 // prewarmed and skipped pages (NULLs read as zero).
-func (p PG) PrewarmInfo(ctx context.Context) (Progress, error) {
+func (p PG) PrewarmInfo(ctx context.Context) (lfcstate.Progress, error) {
 	conn, err := p.connect(ctx)
 	if err != nil {
-		return Progress{}, err
+		return lfcstate.Progress{}, err
 	}
 	defer closeConn(conn)
 	var total, prewarmed, skipped *int32
 	if err := conn.QueryRow(ctx, "SELECT total_pages, prewarmed_pages, skipped_pages FROM neon.get_prewarm_info()").
 		Scan(&total, &prewarmed, &skipped); err != nil {
-		return Progress{}, fmt.Errorf("querying prewarm info: %w", err)
+		return lfcstate.Progress{}, fmt.Errorf("querying prewarm info: %w", err)
 	}
 	val := func(p *int32) int32 {
 		if p == nil {
@@ -122,5 +124,5 @@ func (p PG) PrewarmInfo(ctx context.Context) (Progress, error) {
 		}
 		return *p
 	}
-	return Progress{Total: val(total), Prewarmed: val(prewarmed), Skipped: val(skipped)}, nil
+	return lfcstate.Progress{Total: val(total), Prewarmed: val(prewarmed), Skipped: val(skipped)}, nil
 }

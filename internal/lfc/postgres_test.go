@@ -1,6 +1,8 @@
 package lfc_test
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"bytes"
 	"context"
 	"errors"
@@ -115,7 +117,7 @@ func TestPGStandIn(t *testing.T) {
 	if err != nil || !bytes.Equal(got, state) || calls != 1 {
 		t.Fatalf("stand-in got %q (%d calls), %v", got, calls, err)
 	}
-	if pr, err := p.PrewarmInfo(ctx); err != nil || pr != (lfc.Progress{Total: 10, Prewarmed: 8, Skipped: 2}) {
+	if pr, err := p.PrewarmInfo(ctx); err != nil || pr != (lfcstate.Progress{Total: 10, Prewarmed: 8, Skipped: 2}) {
 		t.Fatalf("info %+v, %v", pr, err)
 	}
 	// Errors raised by the functions.
@@ -181,7 +183,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := core.Machine().Offload(); st.Status != lfc.OffloadSkipped || len(s.Requests()) != 0 {
+	if st := core.Machine().Offload(); st.Status != lfcstate.OffloadSkipped || len(s.Requests()) != 0 {
 		t.Fatalf("offload of an empty LFC: %+v, %d requests", st, len(s.Requests()))
 	}
 	// A first start has no state: skipped.
@@ -190,7 +192,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmSkipped {
+	if st := core.Machine().Prewarm(); st.Status != lfcstate.PrewarmSkipped {
 		t.Fatalf("prewarm without a state: %+v", st)
 	}
 
@@ -203,7 +205,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	if st := core.Machine().Offload(); st.Status != lfc.OffloadCompleted {
+	if st := core.Machine().Offload(); st.Status != lfcstate.OffloadCompleted {
 		t.Fatalf("offload: %+v", st)
 	}
 	stored, ok := s.Object(objPath)
@@ -220,14 +222,14 @@ func TestEndToEnd(t *testing.T) {
 	}
 	run()
 	st := core.PrewarmStatus(ctx)
-	if st.Status != lfc.PrewarmCompleted || st.Progress != (lfc.Progress{Total: 100, Prewarmed: 95, Skipped: 5}) {
+	if st.Status != lfcstate.PrewarmCompleted || st.Progress != (lfcstate.Progress{Total: 100, Prewarmed: 95, Skipped: 5}) {
 		t.Fatalf("prewarm: %+v", st)
 	}
 	got, calls, err := ctl.LastPrewarmed(ctx)
 	if err != nil || !bytes.Equal(got, state) || calls != 1 {
 		t.Fatalf("Postgres got %d bytes in %d calls (%v), want the offloaded state", len(got), calls, err)
 	}
-	if c := core.Machine().Counters(); c != (lfc.Counters{Prewarms: 2, Offloads: 2}) {
+	if c := core.Machine().Counters(); c != (lfcstate.Counters{Prewarms: 2, Offloads: 2}) {
 		t.Errorf("counters %+v", c)
 	}
 
@@ -237,7 +239,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	run, _ = core.StartPrewarm(ctx, "")
 	run()
-	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmFailed || !strings.Contains(st.Error, "no room in the LFC") {
+	if st := core.Machine().Prewarm(); st.Status != lfcstate.PrewarmFailed || !strings.Contains(st.Error, "no room in the LFC") {
 		t.Fatalf("failed prewarm: %+v", st)
 	}
 	noToken(t, "log", logs.String())
@@ -289,7 +291,7 @@ func TestCancelPrewarmOnPostgres(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the prewarm did not end after its cancel")
 	}
-	if st := core.Machine().Prewarm(); st.Status != lfc.PrewarmCancelled {
+	if st := core.Machine().Prewarm(); st.Status != lfcstate.PrewarmCancelled {
 		t.Errorf("prewarm %+v", st)
 	}
 	waitFor("after the cancel", 0)
