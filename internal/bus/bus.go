@@ -2,7 +2,8 @@
 // StatusChanged signal on the system bus, and any unit can wait for one instead of
 // polling the state file. A signal is only a wake-up hint (any bus client may emit one);
 // the state file stays the source of truth. compute-api may also own the well-known name
-// and serve a read-only GetStatus method. The system bus needs the policy file
+// and serve a read-only GetStatus method. compute-monitor owns MonitorBusName and serves
+// the LFC object (lfc.go): Prewarm, Offload and CancelPrewarm, and the Changed signal. The system bus needs the policy file
 // packaging/dbus/org.computetools.Compute1.conf for owning the name.
 package bus
 
@@ -218,18 +219,21 @@ var ErrNameTaken = errors.New("bus name " + BusName + " is owned by another conn
 // ClaimName requests the well-known name BusName without queueing. On the system bus this
 // needs the policy file /usr/share/dbus-1/system.d/org.computetools.Compute1.conf.
 // Call ServeStatus first if the name should answer GetStatus from the start.
-func (c *Conn) ClaimName() error {
-	r, err := c.c.RequestName(BusName, dbus.NameFlagDoNotQueue)
+func (c *Conn) ClaimName() error { return c.claim(BusName, ErrNameTaken) }
+
+// claim requests name without queueing; taken is the error when another connection owns it.
+func (c *Conn) claim(name string, taken error) error {
+	r, err := c.c.RequestName(name, dbus.NameFlagDoNotQueue)
 	if err != nil {
-		return fmt.Errorf("request bus name %s (is the D-Bus policy file %s.conf installed?): %w", BusName, BusName, err)
+		return fmt.Errorf("request bus name %s (is the D-Bus policy file %s.conf installed?): %w", name, BusName, err)
 	}
 	switch r {
 	case dbus.RequestNameReplyPrimaryOwner, dbus.RequestNameReplyAlreadyOwner:
 		return nil
 	case dbus.RequestNameReplyExists, dbus.RequestNameReplyInQueue:
-		return ErrNameTaken
+		return taken
 	default:
-		return fmt.Errorf("request bus name %s: unexpected reply %d", BusName, r)
+		return fmt.Errorf("request bus name %s: unexpected reply %d", name, r)
 	}
 }
 

@@ -43,6 +43,10 @@ func runHelper(mode string) error {
 	switch mode {
 	case "claim":
 		return c.ClaimName()
+	case "claim-monitor":
+		return c.ClaimMonitorName()
+	case "offload":
+		return c.LFCOffload(ctx)
 	case "emit":
 		return c.EmitStatusChanged("from-"+os.Getenv("USER_NAME"), 5)
 	case "getstatus":
@@ -170,6 +174,32 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 		if err != nil || out != "running" {
 			t.Errorf("GetStatus as %s = %q, %v; want running", u, out, err)
 		}
+	}
+
+	// The monitor's name: postgres may own it, nobody may not.
+	if out, err := runAs(ctx, bin, addr, "postgres", "claim-monitor"); err != nil {
+		t.Errorf("postgres claim monitor: %v %s", err, out)
+	}
+	if _, err := runAs(ctx, bin, addr, "nobody", "claim-monitor"); err == nil || !strings.Contains(err.Error(), "not allowed to own") {
+		t.Errorf("nobody claim monitor = %v, want a policy denial", err)
+	}
+	// Its LFC methods start work: postgres may call them, nobody may not.
+	mon := connect(t)
+	offloads := &fakeLFC{}
+	if err := mon.ServeLFC(offloads); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.ClaimMonitorName(); err != nil {
+		t.Fatalf("root claim monitor: %v", err)
+	}
+	if out, err := runAs(ctx, bin, addr, "postgres", "offload"); err != nil {
+		t.Errorf("Offload as postgres: %v %s", err, out)
+	}
+	if _, err := runAs(ctx, bin, addr, "nobody", "offload"); err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Errorf("Offload as nobody = %v, want an access denial", err)
+	}
+	if n := offloads.offloads.Load(); n != 1 {
+		t.Errorf("offloads taken = %d, want 1 (postgres's only)", n)
 	}
 
 	// Any user may emit StatusChanged, and root hears it.

@@ -1,6 +1,8 @@
 package state
 
 import (
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +50,9 @@ type Counters struct {
 	// PGDowntimeMsTotal: compute_pg_downtime_ms_total, the time Postgres could not be
 	// reached by compute-monitor's rounds (written by the monitor, coalesced).
 	PGDowntimeMsTotal uint64 `json:"pg_downtime_ms_total,omitempty"`
+	// LFC: compute_ctl_lfc_prewarms_total, ..._prewarm_errors_total, ..._offloads_total
+	// and ..._offload_errors_total, written by compute-monitor with Record.LFC.
+	LFC lfcstate.Counters `json:"lfc"`
 }
 
 // CountCplaneRequest counts one control-plane request (compute_ctl_cplane_requests_total).
@@ -170,6 +175,12 @@ type Record struct {
 	// last successful round, or its start); nil while Postgres answers. A restarted
 	// monitor (the watchdog restarts it during an outage) resumes the outage from it.
 	PGDownSince *time.Time `json:"pg_down_since,omitempty"`
+	// LFC is this lifecycle's LFC prewarm and offload state (GET /lfc/prewarm and
+	// /lfc/offload), published by compute-monitor at every change and, while a prewarm
+	// runs, with its progress at most once a second; nil until the monitor published one
+	// (the initial states: not_prewarmed, not_offloaded). A new lifecycle starts without
+	// it (a new Postgres has an empty LFC); its counters are in Counters.LFC.
+	LFC *lfcstate.States `json:"lfc,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`

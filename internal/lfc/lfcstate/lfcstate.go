@@ -214,3 +214,12 @@ type Counters struct {
 	// OffloadErrors counts offloads that ended failed.
 	OffloadErrors uint64 `json:"compute_ctl_lfc_offload_errors_total"`
 }
+
+// States are the prewarm and offload states of one lifecycle, as compute-monitor
+// publishes them into the state record. Seq is the publishing machine's (internal/lfc
+// Snapshot.Seq): a writer never replaces a record's States by older ones.
+type States struct {
+	Seq     uint64       `json:"seq"`
+	Prewarm PrewarmState `json:"prewarm"`
+	Offload OffloadState `json:"offload"`
+}
