@@ -1,8 +1,6 @@
 package lfc
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +8,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // Store is the endpoint storage Core needs (Client implements it).
@@ -136,7 +136,7 @@ func (c *Core) prewarm(ctx context.Context, from string) lfcstate.PrewarmState {
 	t3 := now()
 	// The query completed: the prewarm did, whatever happens to ctx now. The final count
 	// is read on a context that a cancel arriving now does not end (else the completed
-	// prewarm would end cancelled), bounded as lfcstate.PrewarmStatus's.
+	// prewarm would end cancelled), bounded as PrewarmStatus's.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), InfoTimeout)
 	defer cancel()
 	info, err := c.pg.PrewarmInfo(ictx)
@@ -150,12 +150,12 @@ func (c *Core) prewarm(ctx context.Context, from string) lfcstate.PrewarmState {
 	}
 }
 
-// InfoTimeout bounds the progress query of lfcstate.PrewarmStatus.
+// InfoTimeout bounds the progress query of PrewarmStatus.
 const InfoTimeout = 5 * time.Second
 
-// lfcstate.PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
+// PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
 // neon.get_prewarm_info() unless it is completed (which carries its final count).
-// lfcstate.Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
+// Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
 func (c *Core) PrewarmStatus(ctx context.Context) lfcstate.PrewarmState {
 	st := c.m.Prewarm()
 	if st.Status == lfcstate.PrewarmCompleted {

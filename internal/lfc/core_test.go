@@ -1,8 +1,6 @@
 package lfc_test
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/computetools/compute-tools/internal/lfc"
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/lfc/lfctest"
 )
 

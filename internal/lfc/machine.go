@@ -1,12 +1,12 @@
 package lfc
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"context"
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // Snapshot is the machine's state at one moment. Seq grows with every change, so a
@@ -125,7 +125,7 @@ func (m *Machine) Prewarm() lfcstate.PrewarmState { return m.Snapshot().Prewarm 
 // Offload returns the offload state.
 func (m *Machine) Offload() lfcstate.OffloadState { return m.Snapshot().Offload }
 
-// lfcstate.Counters returns the counters.
+// Counters returns the counters.
 func (m *Machine) Counters() lfcstate.Counters { return m.Snapshot().Counters }
 
 // changed bumps Seq and returns the snapshot to announce; call with mu held.

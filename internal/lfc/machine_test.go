@@ -1,8 +1,6 @@
 package lfc
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // clock is a controllable clock.

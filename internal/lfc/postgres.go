@@ -1,8 +1,6 @@
 package lfc
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/pg"
 )
 

@@ -1,8 +1,6 @@
 package lfc_test
 
 import (
-	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/lfc"
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/lfc/lfctest"
 	"github.com/computetools/compute-tools/internal/pgtest"
 )

@@ -96,7 +96,7 @@ func (c *Client) URL(endpointID string) (string, error) {
 		return "", errors.New("tenant_id missing")
 	case c.ep.TimelineID == "":
 		return "", errors.New("timeline_id missing")
-	case !validEndpointID(endpointID):
+	case !ValidEndpointID(endpointID):
 		return "", fmt.Errorf("invalid endpoint id %q: only letters, digits, '-' and '_' are allowed",
 			redact.String(endpointID, c.ep.Token))
 	}
@@ -110,10 +110,10 @@ func (c *Client) URL(endpointID string) (string, error) {
 	return u.String(), nil
 }
 
-// validEndpointID: an endpoint id is a non-empty run of ASCII letters, digits, '-' and
+// ValidEndpointID reports whether id is an endpoint id: a non-empty run of ASCII letters, digits, '-' and
 // '_' (Neon's are "ep-<words>-<digits>"), so that from_endpoint can never name another
 // path ("..", "a/b") in endpoint storage.
-func validEndpointID(id string) bool {
+func ValidEndpointID(id string) bool {
 	if id == "" {
 		return false
 	}

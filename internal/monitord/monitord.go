@@ -3,7 +3,10 @@
 // then runs internal/monitor's round loop against the local Postgres until the compute
 // leaves running; it publishes last_active and the downtime figures into the state
 // record (coalesced: at most once a second) and pings the systemd watchdog after each
-// successful round only. It never moves the status (it writes through state.Store.Update).
+// successful round only. While the compute runs it also carries out LFC prewarm and
+// offload (internal/lfc; lfc.go): the D-Bus methods compute-api calls, autoprewarm, the
+// periodic offload, each change written into the state record. It never moves the
+// status (it writes through state.Store.Update).
 package monitord
 
 import (
@@ -15,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/lfc"
 	"github.com/computetools/compute-tools/internal/monitor"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
@@ -42,6 +46,9 @@ type Settings struct {
 	// RoundTimeout bounds a round (0: monitor.DefaultRoundTimeout); with a watchdog it is
 	// at most half the watchdog interval.
 	RoundTimeout time.Duration
+	// LFCTick is how often the periodic LFC offload is looked at and a running prewarm's
+	// progress published (0: DefaultLFCTick).
+	LFCTick time.Duration
 }
 
 // ErrConfig marks the errors of a configuration that cannot work (compute-monitor exits
@@ -67,6 +74,17 @@ type Deps struct {
 	Notifier Notifier      // nil: nothing is told
 	Clock    monitor.Clock // nil: the system clock
 	Log      *slog.Logger  // nil: slog.Default()
+	// LFC receives the D-Bus LFC methods (Main serves it); nil: Run makes one that no
+	// one calls.
+	LFC *LFC
+	// LFCPostgres is the neon extension's LFC functions; nil: lfc.PG with Connstr.
+	LFCPostgres lfc.Postgres
+	// LFCStorage is endpoint storage; nil: the one the applied config names, read again
+	// at each call.
+	LFCStorage lfc.Store
+	// LFCChanged is called after each LFC state written into the record (the D-Bus
+	// Changed signal); nil: nothing.
+	LFCChanged func(seq uint64)
 
 	afterRound func() // tests: called after each round is published
 }
@@ -102,6 +120,9 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 	}
 	if m.d.Notifier == nil {
 		m.d.Notifier = nopNotifier{}
+	}
+	if m.d.LFC == nil {
+		m.d.LFC = NewLFC()
 	}
 	if m.s.Recheck <= 0 {
 		m.s.Recheck = 5 * time.Second
@@ -222,27 +243,36 @@ func (m *runner) feedWatchdog(ctx context.Context) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
-// features reads the spec features of the applied config; without one (or with one that
-// does not load) the stats-delta rule is off.
-func (m *runner) features() []string {
+// appliedConfig reads the applied config: the config the running compute was configured
+// with.
+func (m *runner) appliedConfig() (*spec.Loaded, error) {
 	p := paths.AppliedConfigFile(m.s.StateDir)
 	raw, err := os.ReadFile(p)
 	if err != nil {
-		m.log.Warn("no applied config: the stats-delta rule is off", "path", p, "err", err)
-		return nil
+		return nil, fmt.Errorf("no applied config: %w", err)
 	}
 	l, err := spec.Load(raw)
 	if err != nil {
-		m.log.Warn("applied config does not load: the stats-delta rule is off", "path", p, "err", err)
-		return nil
+		return nil, fmt.Errorf("applied config %s: %w", p, err)
 	}
-	return l.ComputeSpec().Features
+	return l, nil
 }
 
 // monitor runs the round loop for the lifecycle of rec until the compute leaves running
 // (or ctx ends).
 func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	start := rec.StartTime
+	// Without an applied config (or with one that does not load) the stats-delta rule,
+	// autoprewarm and the periodic offload are off.
+	applied, err := m.appliedConfig()
+	if err != nil {
+		m.log.Warn("the stats-delta rule, autoprewarm and the periodic LFC offload are off", "err", err)
+		applied = nil
+	}
+	var features []string
+	if applied != nil {
+		features = applied.ComputeSpec().Features
+	}
 	now := m.d.Clock.Now()
 	var seed time.Time
 	if rec.LastActive != nil {
@@ -261,7 +291,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	}
 	loop := &monitor.Loop{
 		Connect:  m.d.Connect,
-		Sampler:  &monitor.Sampler{StatsDelta: monitor.StatsDeltaEnabled(m.features())},
+		Sampler:  &monitor.Sampler{StatsDelta: monitor.StatsDeltaEnabled(features)},
 		Tracker:  p.tracker,
 		Downtime: p.downtime,
 		Interval: m.s.Interval,
@@ -288,6 +318,13 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 			watched <- r
 		}
 		cancel()
+	}()
+	lr := m.startLFC(lctx, rec, lfcOptionsOf(applied))
+	m.d.LFC.set(lr)
+	defer func() {
+		m.d.LFC.set(nil)
+		cancel()
+		lr.stop()
 	}()
 	if p.down {
 		m.log.Info("resuming an outage of postgres", "current_downtime_ms", downtime.CurrentMs())
