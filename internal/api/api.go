@@ -22,6 +22,7 @@ import (
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,13 @@ type Control interface {
 	Configure(ctx context.Context, raw []byte, parsed *spec.Parsed) (state.Record, error)
 	// Terminate terminates the compute and blocks until it is terminated or failed.
 	Terminate(ctx context.Context, immediate bool) (control.Termination, error)
+	// LFCStates returns the LFC prewarm and offload states compute-monitor published.
+	LFCStates() (lfcstate.States, error)
+	// LFCPrewarm, LFCOffload and LFCCancelPrewarm ask compute-monitor; a refusal is a
+	// *bus.LFCError, no monitor bus.ErrMonitorUnavailable.
+	LFCPrewarm(ctx context.Context, fromEndpoint string) error
+	LFCOffload(ctx context.Context) error
+	LFCCancelPrewarm(ctx context.Context) (bool, error)
 }
 
 // Options holds the dependencies of a Server.

@@ -31,6 +31,10 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- remoteExtRequestsDesc
 	ch <- pgCurrentDowntimeDesc
 	ch <- pgDowntimeTotalDesc
+	ch <- lfcPrewarmsDesc
+	ch <- lfcPrewarmErrorsDesc
+	ch <- lfcOffloadsDesc
+	ch <- lfcOffloadErrorsDesc
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
@@ -56,6 +60,11 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- m
 	}
 	counter(pgDowntimeTotalDesc, cs.PGDowntimeMsTotal)
+	// Neon registers the LFC counters at start too.
+	counter(lfcPrewarmsDesc, cs.LFC.Prewarms)
+	counter(lfcPrewarmErrorsDesc, cs.LFC.PrewarmErrors)
+	counter(lfcOffloadsDesc, cs.LFC.Offloads)
+	counter(lfcOffloadErrorsDesc, cs.LFC.OffloadErrors)
 	for id, n := range cs.MigrationFailures {
 		counter(migrationFailedDesc, n, id)
 	}
@@ -86,6 +95,15 @@ var (
 		"Time since the last successful check of Postgres by the monitor, while it is unreachable (0 when it answers).", nil, nil)
 	pgDowntimeTotalDesc = prometheus.NewDesc("compute_pg_downtime_ms_total",
 		"Total time Postgres could not be reached by the monitor.", nil, nil)
+	// The LFC counters compute-monitor writes with each LFC state change.
+	lfcPrewarmsDesc = prometheus.NewDesc("compute_ctl_lfc_prewarms_total",
+		"LFC prewarms taken.", nil, nil)
+	lfcPrewarmErrorsDesc = prometheus.NewDesc("compute_ctl_lfc_prewarm_errors_total",
+		"LFC prewarms that failed.", nil, nil)
+	lfcOffloadsDesc = prometheus.NewDesc("compute_ctl_lfc_offloads_total",
+		"LFC offloads taken, manual and periodic.", nil, nil)
+	lfcOffloadErrorsDesc = prometheus.NewDesc("compute_ctl_lfc_offload_errors_total",
+		"LFC offloads that failed.", nil, nil)
 )
 
 func (s *Server) newRegistry() *prometheus.Registry {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/statusview"
 )
@@ -403,6 +404,40 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 	}
 	if got := d.schemaEnum(t, "ComputeStatus"); !slices.Equal(got, want) {
 		t.Errorf("ComputeStatus enum = %v, want %v", got, want)
+	}
+	// The LFC states: the union of a failed and a completed state's keys (error only when
+	// failed, the timings only when completed), and the status enums.
+	union := func(vs ...any) []string {
+		var all []string
+		for _, v := range vs {
+			all = append(all, jsonKeys(t, v)...)
+		}
+		slices.Sort(all)
+		return slices.Compact(all)
+	}
+	for _, tc := range []struct {
+		schema string
+		keys   []string
+	}{
+		{"LfcPrewarmState", union(lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed}, lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted})},
+		{"LfcOffloadState", union(lfcstate.OffloadState{Status: lfcstate.OffloadFailed}, lfcstate.OffloadState{Status: lfcstate.OffloadCompleted})},
+	} {
+		if got := d.schemaProperties(t, tc.schema); !slices.Equal(got, tc.keys) {
+			t.Errorf("schema %s has properties %v; the code encodes %v", tc.schema, got, tc.keys)
+		}
+	}
+	var prewarm, offload []string
+	for _, s := range lfcstate.PrewarmStatuses {
+		prewarm = append(prewarm, string(s))
+	}
+	for _, s := range lfcstate.OffloadStatuses {
+		offload = append(offload, string(s))
+	}
+	if got := d.schemaEnum(t, "LfcPrewarmState"); !slices.Equal(got, prewarm) {
+		t.Errorf("LfcPrewarmState status enum = %v, want %v", got, prewarm)
+	}
+	if got := d.schemaEnum(t, "LfcOffloadState"); !slices.Equal(got, offload) {
+		t.Errorf("LfcOffloadState status enum = %v, want %v", got, offload)
 	}
 	if got := fmt.Sprint(d.schemaProperties(t, "GenericError")); got != "[error]" {
 		t.Errorf("GenericError properties = %s, want [error]", got)

@@ -21,6 +21,11 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "GET /metrics", open: true, handler: s.metricsHandler()},
 		{port: "external", pattern: "POST /configure", handler: http.HandlerFunc(s.handleConfigure)},
 		{port: "external", pattern: "POST /terminate", handler: http.HandlerFunc(s.handleTerminate)},
+		{port: "external", pattern: "GET /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCPrewarmStatus)},
+		{port: "external", pattern: "POST /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCPrewarm)},
+		{port: "external", pattern: "DELETE /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCCancelPrewarm)},
+		{port: "external", pattern: "GET /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffloadStatus)},
+		{port: "external", pattern: "POST /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffload)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
 		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},

@@ -67,7 +67,10 @@ type Notifier interface {
 type Deps struct {
 	Store *state.Store
 	// Bus wakes waiters on status changes (*bus.Conn); required.
-	Bus     control.Waker
+	Bus control.Waker
+	// LFC reaches compute-monitor's LFC methods (*bus.Conn); nil: the LFC routes answer
+	// 503.
+	LFC     control.LFC
 	Systemd Systemd
 	// Notify defaults to sd_notify.
 	Notify Notifier
@@ -219,7 +222,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 		return err
 	}
 	ctl := control.New(control.Deps{
-		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd},
+		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd}, LFC: s.d.LFC,
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},

@@ -61,6 +61,9 @@ type Deps struct {
 	// WritePendingConfig stores the raw config for compute-init, atomically. It is
 	// called under the state lock, before the status leaves empty.
 	WritePendingConfig func(raw []byte) error
+	// LFC reaches compute-monitor's LFC methods; nil: the LFC routes answer that the
+	// monitor is unavailable.
+	LFC LFC
 	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
 	ReadAppliedConfig func() ([]byte, error)
 	Logger            *slog.Logger

@@ -8,6 +8,7 @@ package lfcstate
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 )
 
 // PrewarmStatus is the `status` of GET /lfc/prewarm (Neon's LfcPrewarmState tag).
@@ -36,23 +37,17 @@ const (
 	OffloadSkipped      OffloadStatus = "skipped"
 )
 
+// PrewarmStatuses are all the prewarm statuses, in the order of Neon's OpenAPI enum.
+var PrewarmStatuses = []PrewarmStatus{PrewarmNotPrewarmed, PrewarmPrewarming, PrewarmCompleted, PrewarmFailed, PrewarmSkipped, PrewarmCancelled}
+
+// OffloadStatuses are all the offload statuses, in the order of Neon's OpenAPI enum.
+var OffloadStatuses = []OffloadStatus{OffloadNotOffloaded, OffloadOffloading, OffloadCompleted, OffloadFailed, OffloadSkipped}
+
 // Valid reports whether s is one of the prewarm statuses.
-func (s PrewarmStatus) Valid() bool {
-	switch s {
-	case PrewarmNotPrewarmed, PrewarmPrewarming, PrewarmCompleted, PrewarmFailed, PrewarmSkipped, PrewarmCancelled:
-		return true
-	}
-	return false
-}
+func (s PrewarmStatus) Valid() bool { return slices.Contains(PrewarmStatuses, s) }
 
 // Valid reports whether s is one of the offload statuses.
-func (s OffloadStatus) Valid() bool {
-	switch s {
-	case OffloadNotOffloaded, OffloadOffloading, OffloadCompleted, OffloadFailed, OffloadSkipped:
-		return true
-	}
-	return false
-}
+func (s OffloadStatus) Valid() bool { return slices.Contains(OffloadStatuses, s) }
 
 // Progress is what neon.get_prewarm_info() reports (its first three columns).
 type Progress struct {
