@@ -275,10 +275,10 @@ type lfcPublisher struct {
 	log     *slog.Logger
 	changed func(seq uint64)
 
-	mu       sync.Mutex
-	written  uint64            // the Seq in the record
+	mu           sync.Mutex
+	written      uint64            // the Seq in the record
 	lastProgress lfcstate.Progress // the progress last published of the running prewarm
-	failing  bool
+	failing      bool
 }
 
 // errOtherLifecycle: the record belongs to another lifecycle now.

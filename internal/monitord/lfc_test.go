@@ -79,8 +79,8 @@ func newLFCRig(t *testing.T, autoprewarm bool, interval uint64, seed func(*state
 	r.store.OnChange = func(state.Record) { r.waker.Notify() }
 	sp := map[string]any{
 		"format_version": 1.0, "suspend_timeout_seconds": -1,
-		"cluster":     map[string]any{"roles": []any{}, "databases": []any{}},
-		"tenant_id":   lfcTenant, "timeline_id": lfcTimeline, "endpoint_id": lfcEndpoint,
+		"cluster":   map[string]any{"roles": []any{}, "databases": []any{}},
+		"tenant_id": lfcTenant, "timeline_id": lfcTimeline, "endpoint_id": lfcEndpoint,
 		"endpoint_storage_addr": r.storage.Addr(), "endpoint_storage_token": lfcToken,
 		"autoprewarm": autoprewarm,
 	}
