@@ -135,6 +135,33 @@ func heavyInComputeInit(g graph) []string {
 	return bad
 }
 
+// stdlibOnlyPkgs import the standard library only (not even the module's other
+// packages): their types live in the state record or the spec that every binary reads,
+// so a dependency of theirs would be carried by all (compute-init carries no Prometheus,
+// compute-api no pgx). Subpackages are not covered (internal/extstats/pgcollect uses
+// pgx, internal/extstats/extprom Prometheus).
+var stdlibOnlyPkgs = []string{"internal/spec", "internal/extstats"}
+
+// notStdlibOnly lists the imports of stdlibOnlyPkgs outside the standard library: module
+// packages, and paths whose first element has a dot (a module path).
+func notStdlibOnly(g graph) []string {
+	var bad []string
+	for _, p := range stdlibOnlyPkgs {
+		pk := g[p]
+		if pk == nil {
+			continue
+		}
+		for _, imp := range pk.Imports {
+			first, _, _ := strings.Cut(imp, "/")
+			if g[imp] != nil || imp == "." || strings.Contains(first, ".") {
+				bad = append(bad, fmt.Sprintf("%s imports %s", p, imp))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
 // missingDocs lists the packages under internal/ and cmd/ without a package comment.
 func missingDocs(g graph) []string {
 	var bad []string
@@ -174,6 +201,10 @@ func fakeGraph() graph {
 		},
 		"internal/control":      {Imports: []string{"net/http/httptest"}, TestImports: []string{"net/http"}, Doc: "Package control."},
 		"internal/controlplane": {Imports: []string{"net/http"}, Doc: "Package controlplane."},
+		"internal/extstats": {
+			Imports: []string{"encoding/json", "github.com/jackc/pgx/v5", "internal/helper"}, Doc: "Package extstats.",
+		},
+		"internal/extstats/pgcollect": {Imports: []string{"github.com/jackc/pgx/v5"}, Doc: "Package pgcollect."},
 	}
 }
 
@@ -203,6 +234,10 @@ func TestRulesFailOnViolations(t *testing.T) {
 			"cmd/compute-init -> internal/state -> internal/metrics -> github.com/prometheus/client_golang/prometheus",
 		}},
 		{"every package has a doc comment", missingDocs, []string{"internal/monitor"}},
+		{"stdlib-only packages import the standard library only", notStdlibOnly, []string{
+			"internal/extstats imports github.com/jackc/pgx/v5",
+			"internal/extstats imports internal/helper",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.rule(g); !slices.Equal(got, tc.want) {
@@ -222,6 +257,7 @@ func TestImportRules(t *testing.T) {
 		{"only internal/sysd imports go-systemd", goSystemdOutsideSysd},
 		{"nothing in internal/ imports kong", kongInInternal},
 		{"internal/control does not import net/http", httpInControl},
+		{"internal/spec and internal/extstats import the standard library only", notStdlibOnly},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, v := range tc.rule(g) {
