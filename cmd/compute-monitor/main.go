@@ -23,6 +23,7 @@ type cli struct {
 	StateDir string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
 	Connstr  string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity)."`
 	Interval time.Duration `name:"interval" env:"COMPUTE_MONITOR_INTERVAL" default:"${COMPUTE_MONITOR_INTERVAL}" help:"How often to check activity and whether Postgres answers."`
+	ExtStats time.Duration `name:"installed-extensions-collection-interval" env:"COMPUTE_INSTALLED_EXTENSIONS_INTERVAL" default:"${COMPUTE_INSTALLED_EXTENSIONS_INTERVAL}" help:"Base interval of the installed extensions collection when the spec's suspend_timeout_seconds is -1 or 0 (collections are twice it apart)."`
 }
 
 // exitConfig is EX_CONFIG (sysexits.h): the configuration cannot work, so a restart would
@@ -59,7 +60,7 @@ func main() {
 		kong.UsageOnError(), kong.Exit(func(code int) { os.Exit(cliExitCode(code)) }))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Interval}, log); err != nil {
+	if err := monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Interval, ExtStatsInterval: c.ExtStats}, log); err != nil {
 		log.Error("compute-monitor failed", "err", err)
 		os.Exit(exitCode(err))
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/extstats"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
@@ -185,5 +186,28 @@ func TestLFCWithoutMonitor(t *testing.T) {
 	}
 	if w := h.do(h.srv.External(), "GET", "/lfc/prewarm", "", tok); w.Code != 200 {
 		t.Errorf("GET /lfc/prewarm = %d", w.Code)
+	}
+}
+
+// compute_installed_extensions comes from the latest collection in the record.
+func TestInstalledExtensionsMetric(t *testing.T) {
+	h := newHarness(t)
+	if w := h.do(h.srv.External(), "GET", "/metrics", ""); strings.Contains(w.Body.String(), "compute_installed_extensions{") {
+		t.Errorf("a series before any collection:\n%s", w.Body)
+	}
+	statetest.MustSet(t, h.store, state.Running, func(r *state.Record) {
+		r.InstalledExtensions = &extstats.Stats{Extensions: []extstats.Extension{
+			{Name: "neon", Version: "1.6", NDatabases: 3, OwnedBySuperuser: extstats.Superuser},
+			{Name: "pg_trgm", Version: "1.6", NDatabases: 1, OwnedBySuperuser: extstats.NotSuperuser},
+		}}
+	})
+	w := h.do(h.srv.External(), "GET", "/metrics", "")
+	for _, line := range []string{
+		`compute_installed_extensions{extension_name="neon",owned_by_superuser="1",version="1.6"} 3`,
+		`compute_installed_extensions{extension_name="pg_trgm",owned_by_superuser="0",version="1.6"} 1`,
+	} {
+		if !strings.Contains(w.Body.String(), "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %s", line)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/computetools/compute-tools/internal/extstats/extprom"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -35,6 +36,7 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lfcPrewarmErrorsDesc
 	ch <- lfcOffloadsDesc
 	ch <- lfcOffloadErrorsDesc
+	ch <- extprom.Desc
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
@@ -65,6 +67,14 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(lfcPrewarmErrorsDesc, cs.LFC.PrewarmErrors)
 	counter(lfcOffloadsDesc, cs.LFC.Offloads)
 	counter(lfcOffloadErrorsDesc, cs.LFC.OffloadErrors)
+	// The latest installed extensions collection of this lifecycle (none before it).
+	ms, err := extprom.Metrics(rec.InstalledExtensions)
+	if err != nil {
+		c.s.log.Warn("metrics: compute_installed_extensions", "err", err)
+	}
+	for _, m := range ms {
+		ch <- m
+	}
 	for id, n := range cs.MigrationFailures {
 		counter(migrationFailedDesc, n, id)
 	}

@@ -54,6 +54,9 @@ type Scheduler struct {
 	// AtStart collects at once (the reference does on a primary's start). Ignored when
 	// Last is set.
 	AtStart bool
+	// StartDelay delays the AtStart collection (compute-monitor: so that it does not
+	// compete with the compute's first clients the moment it is running).
+	StartDelay time.Duration
 	// Last is when the previous collection of this compute's life ended (a restarted
 	// monitor reads it from the state record); when set, the first collection is due
 	// 2 x Base() after it (at once if that is past).
@@ -87,7 +90,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	case !s.Last.IsZero():
 		wait = max(0, s.Last.Add(interval).Sub(s.Clock.Now()))
 	case s.AtStart:
-		wait = 0
+		wait = max(0, s.StartDelay)
 	}
 	s.Log.Info("installed extensions collector started", "interval_ms", interval.Milliseconds(), "first_in_ms", wait.Milliseconds())
 	for {

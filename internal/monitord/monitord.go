@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/extstats"
 	"github.com/computetools/compute-tools/internal/lfc"
 	"github.com/computetools/compute-tools/internal/monitor"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -49,6 +50,12 @@ type Settings struct {
 	// LFCTick is how often the periodic LFC offload is looked at and a running prewarm's
 	// progress published (0: DefaultLFCTick).
 	LFCTick time.Duration
+	// ExtStatsInterval is the base interval of the installed extensions collection when
+	// the spec's suspend_timeout_seconds gives none (0: extstats.DefaultInterval).
+	ExtStatsInterval time.Duration
+	// ExtStatsStartDelay delays a primary's first collection after running (0:
+	// DefaultExtStatsStartDelay).
+	ExtStatsStartDelay time.Duration
 }
 
 // ErrConfig marks the errors of a configuration that cannot work (compute-monitor exits
@@ -85,6 +92,11 @@ type Deps struct {
 	// LFCChanged is called after each LFC state written into the record (the D-Bus
 	// Changed signal); nil: nothing.
 	LFCChanged func(seq uint64)
+	// CollectExtensions collects the installed extensions; nil: pgcollect.Collect with
+	// Connstr.
+	CollectExtensions func(ctx context.Context) (extstats.Stats, error)
+	// ExtStatsClock is the installed extensions scheduler's clock; nil: the system clock.
+	ExtStatsClock extstats.Clock
 
 	afterRound func() // tests: called after each round is published
 }
@@ -321,10 +333,12 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	}()
 	lr := m.startLFC(lctx, rec, lfcOptionsOf(applied))
 	m.d.LFC.set(lr)
+	waitExtStats := m.startExtStats(lctx, rec)
 	defer func() {
 		m.d.LFC.set(nil)
 		cancel()
 		lr.stop()
+		waitExtStats()
 	}()
 	if p.down {
 		m.log.Info("resuming an outage of postgres", "current_downtime_ms", downtime.CurrentMs())

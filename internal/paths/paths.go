@@ -29,6 +29,11 @@ const (
 	DefaultTLSPollInterval  = "60s"
 	// DefaultMonitorInterval is compute-monitor's round interval (the reference's 500 ms).
 	DefaultMonitorInterval = "500ms"
+	// DefaultExtStatsInterval is the base interval of compute-monitor's installed
+	// extensions collection when the spec's suspend_timeout_seconds gives none (the
+	// reference's --installed-extensions-collection-interval, 3600 s); collections are
+	// twice it apart.
+	DefaultExtStatsInterval = "1h"
 )
 
 // Unit names.
@@ -54,6 +59,7 @@ const (
 	EnvInternalHTTPAddr = "INTERNAL_HTTP_ADDR"
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
 	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
+	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
 )
 
 // Vars are the defaults as text by environment variable name. The flag definitions take
@@ -72,6 +78,7 @@ func Vars() map[string]string {
 		EnvInternalHTTPAddr: DefaultInternalHTTPAddr,
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
 		EnvMonitorInterval:  DefaultMonitorInterval,
+		EnvExtStatsInterval: DefaultExtStatsInterval,
 	}
 }
 

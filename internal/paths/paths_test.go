@@ -168,18 +168,19 @@ func TestFileNames(t *testing.T) {
 // interface (flags, /etc/default/compute-tools, the README).
 func TestDefaultsUnchanged(t *testing.T) {
 	want := map[string]string{
-		"COMPUTE_STATE_DIR":         "/run/compute",
-		"COMPUTE_CONFIG":            "/etc/compute/config.json",
-		"PGDATA":                    "/var/db/postgres/compute",
-		"PGBIN":                     "/usr/lib/postgresql/15/bin/postgres",
-		"COMPUTE_CONNSTR":           "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
-		"COMPUTE_ID":                "compute-local",
-		"PRIVILEGED_ROLE_NAME":      "neon_superuser",
-		"EXTERNAL_HTTP_PORT":        "3080",
-		"INTERNAL_HTTP_PORT":        "3081",
-		"INTERNAL_HTTP_ADDR":        "127.0.0.1",
-		"COMPUTE_TLS_POLL_INTERVAL": "60s",
-		"COMPUTE_MONITOR_INTERVAL":  "500ms",
+		"COMPUTE_STATE_DIR":                     "/run/compute",
+		"COMPUTE_CONFIG":                        "/etc/compute/config.json",
+		"PGDATA":                                "/var/db/postgres/compute",
+		"PGBIN":                                 "/usr/lib/postgresql/15/bin/postgres",
+		"COMPUTE_CONNSTR":                       "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
+		"COMPUTE_ID":                            "compute-local",
+		"PRIVILEGED_ROLE_NAME":                  "neon_superuser",
+		"EXTERNAL_HTTP_PORT":                    "3080",
+		"INTERNAL_HTTP_PORT":                    "3081",
+		"INTERNAL_HTTP_ADDR":                    "127.0.0.1",
+		"COMPUTE_TLS_POLL_INTERVAL":             "60s",
+		"COMPUTE_MONITOR_INTERVAL":              "500ms",
+		"COMPUTE_INSTALLED_EXTENSIONS_INTERVAL": "1h",
 	}
 	got := Vars()
 	if len(got) != len(want) {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"github.com/computetools/compute-tools/internal/extstats"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 
 	"context"
@@ -181,6 +182,10 @@ type Record struct {
 	// (the initial states: not_prewarmed, not_offloaded). A new lifecycle starts without
 	// it (a new Postgres has an empty LFC); its counters are in Counters.LFC.
 	LFC *lfcstate.States `json:"lfc,omitempty"`
+	// InstalledExtensions is compute-monitor's latest collection of the extensions
+	// installed in the databases (compute_installed_extensions); nil until the first
+	// one of this lifecycle.
+	InstalledExtensions *extstats.Stats `json:"installed_extensions,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`
