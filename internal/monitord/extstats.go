@@ -67,7 +67,8 @@ func (m *runner) startExtStats(ctx context.Context, rec state.Record) (wait func
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := sch.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		// Run returns only when ctx ends (or without Collect, which is set).
+		if err := sch.Run(ctx); !errors.Is(err, context.Canceled) {
 			log.Warn("installed extensions collector stopped", "err", err)
 		}
 	}()
