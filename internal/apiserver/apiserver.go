@@ -163,7 +163,7 @@ func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd
 		conn.Close()
 		return Deps{}, nil, fmt.Errorf("connect to systemd: %w", mr.err)
 	}
-	return Deps{Store: store, Bus: conn, Systemd: mr.m, Logger: log}, func() {
+	return Deps{Store: store, Bus: conn, LFC: conn, Systemd: mr.m, Logger: log}, func() {
 		mr.m.Close()
 		conn.Close()
 	}, nil

@@ -28,7 +28,7 @@ import (
 // ALTER EXTENSION ... ADD), since PostgreSQL 15 finds control files only in its share
 // directory, which tests must not touch: the entry lives in the test database alone.
 const standinSQL = `
-CREATE SCHEMA neon;
+CREATE SCHEMA IF NOT EXISTS neon;
 CREATE TABLE neon.lfc_standin (
 	id boolean PRIMARY KEY DEFAULT true CHECK (id),
 	state bytea,
@@ -87,7 +87,8 @@ ALTER EXTENSION neon ADD FUNCTION neon.get_prewarm_info();
 `
 
 // Install creates the stand-in neon extension in the database conn is connected to (as
-// a superuser). The database must not have a schema neon yet.
+// a superuser). A schema neon may exist already (a compute creates one), but not the
+// stand-in's objects or a neon extension.
 func Install(ctx context.Context, conn *pgx.Conn) error {
 	if _, err := conn.Exec(ctx, standinSQL); err != nil {
 		return fmt.Errorf("lfctest: install the stand-in neon extension: %w", err)
