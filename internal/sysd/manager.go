@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"strings"
 	"syscall"
 	"time"
 
@@ -209,4 +211,71 @@ func (m *Manager) InvocationID(ctx context.Context, name string) (string, error)
 		return "", fmt.Errorf("invocation id of %s: unexpected type %T", name, p.Value.Value())
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// MemoryHighInfinity is MemoryHigh=infinity: no limit.
+const MemoryHighInfinity = math.MaxUint64
+
+// unitInterface is the D-Bus interface of the unit's type ("Service" for
+// "compute-postgres.service"), which carries the cgroup and resource-control properties.
+func unitInterface(unit string) (string, error) {
+	i := strings.LastIndexByte(unit, '.')
+	if i < 0 {
+		return "", fmt.Errorf("unit %q has no type suffix", unit)
+	}
+	switch t := unit[i+1:]; t {
+	case "service", "scope", "slice", "socket", "mount", "swap":
+		return strings.ToUpper(t[:1]) + t[1:], nil
+	default:
+		return "", fmt.Errorf("unit %q: type %q has no control group", unit, t)
+	}
+}
+
+// ControlGroup returns the unit's control group, as a path below the root of the
+// cgroup hierarchy ("/system.slice/compute-postgres.service"); "" when the unit has
+// none (it is not running).
+func (m *Manager) ControlGroup(ctx context.Context, unit string) (string, error) {
+	iface, err := unitInterface(unit)
+	if err != nil {
+		return "", fmt.Errorf("control group of %s: %w", unit, err)
+	}
+	p, err := m.conn.GetUnitTypePropertyContext(ctx, unit, iface, "ControlGroup")
+	if err != nil {
+		return "", fmt.Errorf("control group of %s: %w", unit, err)
+	}
+	s, ok := p.Value.Value().(string)
+	if !ok {
+		return "", fmt.Errorf("control group of %s: unexpected type %s", unit, p.Value.Signature())
+	}
+	return s, nil
+}
+
+// SetMemoryHigh sets the unit's MemoryHigh= to bytes (MemoryHighInfinity: no limit) at
+// runtime only, as `systemctl set-property --runtime <unit> MemoryHigh=<bytes>`: systemd
+// writes the unit's cgroup memory.high and keeps the setting until reboot (a drop-in
+// under /run/systemd/system.control), also across restarts of the unit. The limit is
+// never written into cgroup files behind systemd's back.
+func (m *Manager) SetMemoryHigh(ctx context.Context, unit string, bytes uint64) error {
+	if err := m.conn.SetUnitPropertiesContext(ctx, unit, true, sddbus.Property{Name: "MemoryHigh", Value: godbus.MakeVariant(bytes)}); err != nil {
+		return fmt.Errorf("set MemoryHigh of %s: %w", unit, err)
+	}
+	return nil
+}
+
+// MemoryHigh returns the unit's MemoryHigh= in bytes (MemoryHighInfinity when it has
+// no limit), what `systemctl show <unit> -p MemoryHigh` shows.
+func (m *Manager) MemoryHigh(ctx context.Context, unit string) (uint64, error) {
+	iface, err := unitInterface(unit)
+	if err != nil {
+		return 0, fmt.Errorf("MemoryHigh of %s: %w", unit, err)
+	}
+	p, err := m.conn.GetUnitTypePropertyContext(ctx, unit, iface, "MemoryHigh")
+	if err != nil {
+		return 0, fmt.Errorf("MemoryHigh of %s: %w", unit, err)
+	}
+	v, ok := p.Value.Value().(uint64)
+	if !ok {
+		return 0, fmt.Errorf("MemoryHigh of %s: unexpected type %s", unit, p.Value.Signature())
+	}
+	return v, nil
 }

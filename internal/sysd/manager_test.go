@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,12 +125,31 @@ func (f *fakeSystemd) KillUnit(name, who string, sig int32) *godbus.Error {
 	return nil
 }
 
+// SetUnitProperties records the call and stores the properties on the unit's
+// Service interface, so that a Get reads them back.
+func (f *fakeSystemd) SetUnitProperties(name string, runtime bool, props []sddbus.Property) *godbus.Error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	unit, ok := f.props[name]
+	if !ok {
+		return godbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit " + name + " not loaded."})
+	}
+	for _, p := range props {
+		f.calls = append(f.calls, fmt.Sprintf("SetUnitProperties %s runtime=%v %s=%v", name, runtime, p.Name, p.Value))
+		unit["org.freedesktop.systemd1.Service."+p.Name] = p.Value
+	}
+	return nil
+}
+
 // unitProps serves org.freedesktop.DBus.Properties.Get on one unit object.
 type unitProps struct {
+	mu    *sync.Mutex
 	props map[string]godbus.Variant // "interface.property" -> value
 }
 
 func (u unitProps) Get(iface, prop string) (godbus.Variant, *godbus.Error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	v, ok := u.props[iface+"."+prop]
 	if !ok {
 		return godbus.Variant{}, godbus.NewError("org.freedesktop.DBus.Error.UnknownProperty", []any{"no " + prop})
@@ -151,7 +171,7 @@ func startFakeSystemd(t *testing.T, f *fakeSystemd) *Manager {
 	}
 	for unit, props := range f.props {
 		path := godbus.ObjectPath("/org/freedesktop/systemd1/unit/" + sddbus.PathBusEscape(unit))
-		if err := conn.Export(unitProps{props}, path, "org.freedesktop.DBus.Properties"); err != nil {
+		if err := conn.Export(unitProps{&f.mu, props}, path, "org.freedesktop.DBus.Properties"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -330,5 +350,131 @@ func TestHasStartJob(t *testing.T) {
 	}
 	if hasStartJob(nil, "x") {
 		t.Error("no jobs, yet a start")
+	}
+}
+
+func TestManagerControlGroupAndMemoryHigh(t *testing.T) {
+	f := &fakeSystemd{
+		results: map[string]string{},
+		props: map[string]map[string]godbus.Variant{
+			"compute-postgres.service": {
+				"org.freedesktop.systemd1.Service.ControlGroup": godbus.MakeVariant("/system.slice/compute-postgres.service"),
+				"org.freedesktop.systemd1.Service.MemoryHigh":   godbus.MakeVariant(uint64(MemoryHighInfinity)),
+			},
+			"stopped.service": {
+				"org.freedesktop.systemd1.Service.ControlGroup": godbus.MakeVariant(""),
+			},
+			"odd.service": {
+				"org.freedesktop.systemd1.Service.ControlGroup": godbus.MakeVariant(uint32(7)),
+				"org.freedesktop.systemd1.Service.MemoryHigh":   godbus.MakeVariant("lots"),
+			},
+			"postgres.scope": {
+				"org.freedesktop.systemd1.Scope.ControlGroup": godbus.MakeVariant("/machine.slice/postgres.scope"),
+			},
+		},
+	}
+	m := startFakeSystemd(t, f)
+	ctx := context.Background()
+
+	for unit, want := range map[string]string{
+		"compute-postgres.service": "/system.slice/compute-postgres.service",
+		"stopped.service":          "",
+		"postgres.scope":           "/machine.slice/postgres.scope", // the Scope interface, not Service
+	} {
+		got, err := m.ControlGroup(ctx, unit)
+		if err != nil || got != want {
+			t.Errorf("ControlGroup(%s) = %q, %v; want %q", unit, got, err, want)
+		}
+	}
+	for _, unit := range []string{"odd.service", "unknown.service", "compute.target", "nosuffix"} {
+		if got, err := m.ControlGroup(ctx, unit); err == nil {
+			t.Errorf("ControlGroup(%s) = %q, want an error", unit, got)
+		}
+	}
+
+	if got, err := m.MemoryHigh(ctx, "compute-postgres.service"); err != nil || got != MemoryHighInfinity {
+		t.Errorf("MemoryHigh before = %d, %v; want infinity", got, err)
+	}
+	if err := m.SetMemoryHigh(ctx, "compute-postgres.service", 1736232140); err != nil {
+		t.Fatalf("SetMemoryHigh: %v", err)
+	}
+	if got, err := m.MemoryHigh(ctx, "compute-postgres.service"); err != nil || got != 1736232140 {
+		t.Errorf("MemoryHigh after = %d, %v; want 1736232140", got, err)
+	}
+	if err := m.SetMemoryHigh(ctx, "compute-postgres.service", MemoryHighInfinity); err != nil {
+		t.Fatalf("SetMemoryHigh(infinity): %v", err)
+	}
+	err := m.SetMemoryHigh(ctx, "gone.service", 1<<30)
+	if err == nil || err.Error() != "set MemoryHigh of gone.service: Unit gone.service not loaded." {
+		t.Errorf("SetMemoryHigh of an unknown unit = %v", err)
+	}
+	if _, err := m.MemoryHigh(ctx, "odd.service"); err == nil {
+		t.Error("MemoryHigh with a string value succeeded")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Runtime only (the D-Bus "runtime" flag true), and the value a uint64 ("t").
+	want := []string{
+		"SetUnitProperties compute-postgres.service runtime=true MemoryHigh=@t 1736232140",
+		"SetUnitProperties compute-postgres.service runtime=true MemoryHigh=@t 18446744073709551615",
+	}
+	if fmt.Sprint(f.calls) != fmt.Sprint(want) {
+		t.Errorf("calls = %q, want %q", f.calls, want)
+	}
+}
+
+// TestRealSystemdMemoryHigh runs a transient service under the system's systemd, reads
+// its control group and sets its MemoryHigh= at runtime, when there is a systemd.
+func TestRealSystemdMemoryHigh(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/private"); err != nil {
+		t.Skip("no running systemd (/run/systemd/private missing); the nspawn system test covers it")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := NewManager(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	unit := fmt.Sprintf("compute-tools-sysd-test-%d.service", os.Getpid())
+	ch := make(chan string, 1)
+	props := []sddbus.Property{
+		sddbus.PropDescription("compute-tools sysd test"),
+		sddbus.PropExecStart([]string{"/bin/sleep", "300"}, false),
+	}
+	if _, err := m.conn.StartTransientUnitContext(ctx, unit, "replace", props, ch); err != nil {
+		t.Fatalf("start transient %s: %v", unit, err)
+	}
+	t.Cleanup(func() { _ = m.StopUnit(context.Background(), unit) })
+	if err := waitJob(ctx, "start", unit, ch); err != nil {
+		t.Fatal(err)
+	}
+
+	cg, err := m.ControlGroup(ctx, unit)
+	if err != nil || !strings.HasSuffix(cg, "/"+unit) {
+		t.Fatalf("ControlGroup(%s) = %q, %v; want a path ending in /%s", unit, cg, err, unit)
+	}
+	if err := m.SetMemoryHigh(ctx, unit, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.MemoryHigh(ctx, unit); err != nil || got != 64<<20 {
+		t.Errorf("MemoryHigh = %d, %v; want %d", got, err, 64<<20)
+	}
+	// On a unified hierarchy, systemd wrote the cgroup's memory.high.
+	if b, err := os.ReadFile("/sys/fs/cgroup" + cg + "/memory.high"); err == nil {
+		if got := strings.TrimSpace(string(b)); got != "67108864" {
+			t.Errorf("memory.high = %q, want 67108864", got)
+		}
+	} else {
+		t.Logf("no cgroup v2 memory.high to check: %v", err)
+	}
+	if err := m.SetMemoryHigh(ctx, unit, MemoryHighInfinity); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.MemoryHigh(ctx, unit); err != nil || got != MemoryHighInfinity {
+		t.Errorf("MemoryHigh after infinity = %d, %v", got, err)
 	}
 }

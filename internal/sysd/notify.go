@@ -1,7 +1,8 @@
 // Package sysd is the project's only bridge to systemd: sd_notify readiness, status and
 // watchdog messages, and the systemd manager API over D-Bus (start, stop, restart and kill
-// units, read their state), with job results checked. It is the only package that imports
-// go-systemd; consumers declare the narrow interfaces they need and get a *Manager.
+// units, read their state and control group, set MemoryHigh= at runtime), with job results
+// checked. It is the only package that imports go-systemd; consumers declare the narrow
+// interfaces they need and get a *Manager.
 package sysd
 
 import (
