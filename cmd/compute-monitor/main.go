@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/computetools/compute-tools/internal/logx"
+	"github.com/computetools/compute-tools/internal/memtrim"
 	"github.com/computetools/compute-tools/internal/monitord"
 	"github.com/computetools/compute-tools/internal/paths"
 )
@@ -58,6 +59,13 @@ func main() {
 	kong.Parse(&c, kong.Name("compute-monitor"), kong.Vars(paths.Vars()),
 		kong.Description("Activity and downtime monitor of a serverless Postgres compute (Neon compute_ctl compatible)."),
 		kong.UsageOnError(), kong.Exit(func(code int) { os.Exit(cliExitCode(code)) }))
+	// The monitor lives as long as the compute and runs a small part of its binary: keep
+	// only the pages it uses mapped (bench/README.md has the figures).
+	if r, err := memtrim.TrimExecutable(); err != nil {
+		log.Debug("memtrim", "err", err)
+	} else {
+		log.Debug("trimmed the executable's mappings", "mappings", r.Mappings, "bytes", r.Bytes)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Interval, ExtStatsInterval: c.ExtStats}, log); err != nil {
