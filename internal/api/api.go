@@ -40,7 +40,7 @@ type Control interface {
 	// LFCStates returns the LFC prewarm and offload states compute-monitor published.
 	LFCStates() (lfcstate.States, error)
 	// LFCPrewarm, LFCOffload and LFCCancelPrewarm ask compute-monitor; a refusal is a
-	// *bus.LFCError, no monitor bus.ErrMonitorUnavailable.
+	// *lfcstate.RefusedError, no monitor lfcstate.ErrUnavailable.
 	LFCPrewarm(ctx context.Context, fromEndpoint string) error
 	LFCOffload(ctx context.Context) error
 	LFCCancelPrewarm(ctx context.Context) (bool, error)

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/httpjson"
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // The LFC routes (Neon's http/routes/lfc.rs): the states are read from the state record,
@@ -93,22 +93,23 @@ func (s *Server) handleLFCOffload(w http.ResponseWriter, r *http.Request) {
 }
 
 // lfcError maps compute-monitor's answer: its refusals to 429 (busy), 412 (the compute is
-// not running) and 400 (an invalid endpoint id), no monitor to 503, anything else to 500.
+// not running, or the neon extension is not installed) and 400 (an invalid endpoint id),
+// no monitor to 503, anything else (no answer in time included) to 500.
 func (s *Server) lfcError(w http.ResponseWriter, r *http.Request, op string, err error) {
-	var refused *bus.LFCError
+	var refused *lfcstate.RefusedError
 	switch {
 	case errors.As(err, &refused):
 		code := http.StatusInternalServerError
 		switch refused.Refusal {
-		case bus.RefusedBusy:
+		case lfcstate.RefusedBusy:
 			code = http.StatusTooManyRequests
-		case bus.RefusedNotRunning:
+		case lfcstate.RefusedNotRunning, lfcstate.RefusedNoExtension:
 			code = http.StatusPreconditionFailed
-		case bus.RefusedInvalid:
+		case lfcstate.RefusedInvalid:
 			code = http.StatusBadRequest
 		}
 		httpjson.Error(w, code, refused.Msg)
-	case errors.Is(err, bus.ErrMonitorUnavailable):
+	case errors.Is(err, lfcstate.ErrUnavailable):
 		s.log.Warn("LFC "+op+": compute-monitor unavailable", "err", err, "request_id", r.Header.Get(requestIDHeader))
 		httpjson.Error(w, http.StatusServiceUnavailable, err.Error())
 	default:

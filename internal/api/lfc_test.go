@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/extstats"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/state"
@@ -126,13 +125,15 @@ func TestLFCRequests(t *testing.T) {
 		{"POST", "/lfc/prewarm?unrelated=1", nil, 202, "", "prewarm()"},
 		{"POST", "/lfc/prewarm?from_endpoint=a&from_endpoint=b", nil, 400, "failed to deserialize query string: duplicate field `from_endpoint`", ""},
 		{"POST", "/lfc/prewarm?from_endpoint=%zz", nil, 400, "failed to deserialize query string: malformed query", ""},
-		{"POST", "/lfc/prewarm", &bus.LFCError{Refusal: bus.RefusedBusy, Msg: "Multiple requests for prewarm are not allowed"}, 429, "Multiple requests for prewarm are not allowed", "prewarm()"},
-		{"POST", "/lfc/prewarm?from_endpoint=..", &bus.LFCError{Refusal: bus.RefusedInvalid, Msg: "invalid endpoint id: x"}, 400, "invalid endpoint id: x", "prewarm(..)"},
+		{"POST", "/lfc/prewarm", &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: "Multiple requests for prewarm are not allowed"}, 429, "Multiple requests for prewarm are not allowed", "prewarm()"},
+		{"POST", "/lfc/prewarm?from_endpoint=..", &lfcstate.RefusedError{Refusal: lfcstate.RefusedInvalid, Msg: "invalid endpoint id: x"}, 400, "invalid endpoint id: x", "prewarm(..)"},
 		{"POST", "/lfc/offload", nil, 202, "", "offload"},
-		{"POST", "/lfc/offload", &bus.LFCError{Refusal: bus.RefusedBusy, Msg: "LFC offload refused: a prewarm is in progress"}, 429, "LFC offload refused: a prewarm is in progress", "offload"},
-		{"POST", "/lfc/offload", &bus.LFCError{Refusal: bus.RefusedNotRunning, Msg: "compute is not running"}, 412, "compute is not running", "offload"},
-		{"POST", "/lfc/offload", fmt.Errorf("%w: gone", bus.ErrMonitorUnavailable), 503, "compute-monitor is not available on D-Bus: gone", "offload"},
+		{"POST", "/lfc/offload", &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: "LFC offload refused: a prewarm is in progress"}, 429, "LFC offload refused: a prewarm is in progress", "offload"},
+		{"POST", "/lfc/offload", &lfcstate.RefusedError{Refusal: lfcstate.RefusedNotRunning, Msg: "compute is not running"}, 412, "compute is not running", "offload"},
+		{"POST", "/lfc/offload", fmt.Errorf("%w: gone", lfcstate.ErrUnavailable), 503, "compute-monitor is not available: gone", "offload"},
 		{"POST", "/lfc/offload", errors.New("boom"), 500, "LFC offload: boom", "offload"},
+		{"POST", "/lfc/offload", &lfcstate.RefusedError{Refusal: lfcstate.RefusedNoExtension, Msg: "neon extension not installed"}, 412, "neon extension not installed", "offload"},
+		{"POST", "/lfc/prewarm", fmt.Errorf("%w: timeout", lfcstate.ErrNoAnswer), 500, "LFC prewarm: " + lfcstate.ErrNoAnswer.Error() + ": timeout", "prewarm()"},
 		{"DELETE", "/lfc/prewarm", nil, 202, "", "cancel"},
 	} {
 		m.set(tc.err)

@@ -140,7 +140,7 @@ func heavyInComputeInit(g graph) []string {
 // so a dependency of theirs would be carried by all (compute-init carries no Prometheus,
 // compute-api no pgx). Subpackages are not covered (internal/extstats/pgcollect uses
 // pgx, internal/extstats/extprom Prometheus).
-var stdlibOnlyPkgs = []string{"internal/spec", "internal/extstats"}
+var stdlibOnlyPkgs = []string{"internal/spec", "internal/extstats", "internal/lfc/lfcstate"}
 
 // notStdlibOnly lists the imports of stdlibOnlyPkgs outside the standard library: module
 // packages, and paths whose first element has a dot (a module path).

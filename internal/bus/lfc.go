@@ -8,11 +8,14 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
+
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // compute-monitor's LFC object. The monitor owns MonitorBusName and serves LFCPath: the
 // methods start a prewarm or an offload and answer at once whether it was taken (a
-// refusal is a D-Bus error named LFCErrorBusy, LFCErrorNotRunning or LFCErrorInvalid);
+// refusal is a D-Bus error named LFCErrorBusy, LFCErrorNotRunning, LFCErrorNoExtension or
+// LFCErrorInvalid);
 // the Changed signal follows each LFC state change the monitor published into the state
 // record (a hint, as StatusChanged: the record is the source of truth). Calls are
 // allowed to root and postgres only (packaging/dbus/org.computetools.Compute1.conf).
@@ -22,45 +25,22 @@ const (
 	LFCInterface   = "org.computetools.Compute1.LFC"
 	SignalLFC      = "Changed"
 
-	LFCErrorBusy       = LFCInterface + ".Error.Busy"
-	LFCErrorNotRunning = LFCInterface + ".Error.NotRunning"
-	LFCErrorInvalid    = LFCInterface + ".Error.InvalidArgument"
-	LFCErrorFailed     = LFCInterface + ".Error.Failed"
+	LFCErrorBusy        = LFCInterface + ".Error.Busy"
+	LFCErrorNotRunning  = LFCInterface + ".Error.NotRunning"
+	LFCErrorNoExtension = LFCInterface + ".Error.NoExtension"
+	LFCErrorInvalid     = LFCInterface + ".Error.InvalidArgument"
+	LFCErrorFailed      = LFCInterface + ".Error.Failed"
 )
 
-// LFCRefusal says why the monitor did not take a request.
-type LFCRefusal int
-
-// The refusals; the API answers 429, 412 and 400.
-const (
-	// RefusedBusy: the operation (or one that excludes it) is running.
-	RefusedBusy LFCRefusal = iota + 1
-	// RefusedNotRunning: the compute is not running, so there is no LFC to work on.
-	RefusedNotRunning
-	// RefusedInvalid: an argument is invalid (an endpoint id).
-	RefusedInvalid
-)
-
-var refusalNames = map[LFCRefusal]string{
-	RefusedBusy:       LFCErrorBusy,
-	RefusedNotRunning: LFCErrorNotRunning,
-	RefusedInvalid:    LFCErrorInvalid,
+var refusalNames = map[lfcstate.Refusal]string{
+	lfcstate.RefusedBusy:        LFCErrorBusy,
+	lfcstate.RefusedNotRunning:  LFCErrorNotRunning,
+	lfcstate.RefusedNoExtension: LFCErrorNoExtension,
+	lfcstate.RefusedInvalid:     LFCErrorInvalid,
 }
 
-// LFCError is a request the monitor refused; Msg is the reason, fit for the API's answer.
-type LFCError struct {
-	Refusal LFCRefusal
-	Msg     string
-}
-
-func (e *LFCError) Error() string { return e.Msg }
-
-// ErrMonitorUnavailable is a call that found no monitor on the bus (the unit is stopped or
-// restarting) or got no answer from it.
-var ErrMonitorUnavailable = errors.New("compute-monitor is not available on D-Bus")
-
-// LFCHandler carries out the LFC methods (compute-monitor). A refusal is an *LFCError;
-// any other error is reported to the caller as a failure.
+// LFCHandler carries out the LFC methods (compute-monitor). A refusal is a
+// *lfcstate.RefusedError; any other error is reported to the caller as a failure.
 type LFCHandler interface {
 	Prewarm(fromEndpoint string) error
 	Offload() error
@@ -74,7 +54,7 @@ func toDBusError(err error) *dbus.Error {
 	if err == nil {
 		return nil
 	}
-	var r *LFCError
+	var r *lfcstate.RefusedError
 	if errors.As(err, &r) {
 		if name, ok := refusalNames[r.Refusal]; ok {
 			return dbus.NewError(name, []any{r.Msg})
@@ -135,8 +115,9 @@ func (c *Conn) EmitLFCChanged(seq uint64) error {
 	return nil
 }
 
-// LFCPrewarm asks the monitor to take a prewarm. A refusal is an *LFCError; no monitor is
-// ErrMonitorUnavailable (wrapped).
+// LFCPrewarm asks the monitor to take a prewarm. A refusal is a *lfcstate.RefusedError; no
+// monitor on the bus is lfcstate.ErrUnavailable, no answer in time lfcstate.ErrNoAnswer
+// (both wrapped).
 func (c *Conn) LFCPrewarm(ctx context.Context, fromEndpoint string) error {
 	return c.lfcCall(ctx, "Prewarm", nil, fromEndpoint)
 }
@@ -165,8 +146,9 @@ func (c *Conn) lfcCall(ctx context.Context, method string, out *bool, args ...an
 	return fromDBusError(method, err)
 }
 
-// fromDBusError maps a failed call: the monitor's refusals to *LFCError, a missing or
-// silent monitor to ErrMonitorUnavailable.
+// fromDBusError maps a failed call: the monitor's refusals to *lfcstate.RefusedError, a
+// missing monitor to lfcstate.ErrUnavailable, a silent one (or the caller's deadline) to
+// lfcstate.ErrNoAnswer.
 func fromDBusError(method string, err error) error {
 	var de dbus.Error
 	var dep *dbus.Error
@@ -176,7 +158,7 @@ func fromDBusError(method string, err error) error {
 	case errors.As(err, &dep):
 	default:
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return fmt.Errorf("%w: call %s: %w", ErrMonitorUnavailable, method, err)
+			return fmt.Errorf("%w: call %s: %w", lfcstate.ErrNoAnswer, method, err)
 		}
 		return fmt.Errorf("call %s.%s: %w", LFCInterface, method, err)
 	}
@@ -186,14 +168,15 @@ func fromDBusError(method string, err error) error {
 	}
 	for r, name := range refusalNames {
 		if dep.Name == name {
-			return &LFCError{Refusal: r, Msg: msg}
+			return &lfcstate.RefusedError{Refusal: r, Msg: msg}
 		}
 	}
 	switch dep.Name {
 	case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner",
-		"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout",
 		"org.freedesktop.DBus.Error.UnknownObject", "org.freedesktop.DBus.Error.UnknownMethod":
-		return fmt.Errorf("%w: %s", ErrMonitorUnavailable, strings.TrimSpace(dbusText(dep)))
+		return fmt.Errorf("%w on D-Bus: %s", lfcstate.ErrUnavailable, strings.TrimSpace(dbusText(dep)))
+	case "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout":
+		return fmt.Errorf("%w: %s", lfcstate.ErrNoAnswer, strings.TrimSpace(dbusText(dep)))
 	case LFCErrorFailed:
 		return fmt.Errorf("compute-monitor: %s: %s", method, msg)
 	}

@@ -4,35 +4,54 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 )
 
 // fakeLFC answers the LFC methods as told.
 type fakeLFC struct {
 	offloads    atomic.Int64
 	prewarmFrom atomic.Value // string
-	prewarmErr  error
-	offloadErr  error
-	cancelled   bool
+
+	mu         sync.Mutex // the answers are set by the test, read on godbus's goroutine
+	prewarmErr error
+	offloadErr error
+	cancelled  bool
+}
+
+func (f *fakeLFC) set(fn func(*fakeLFC)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
 }
 
 func (f *fakeLFC) Prewarm(from string) error {
 	f.prewarmFrom.Store(from)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return f.prewarmErr
 }
 
 func (f *fakeLFC) Offload() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.offloadErr == nil {
 		f.offloads.Add(1)
 	}
 	return f.offloadErr
 }
 
-func (f *fakeLFC) CancelPrewarm() (bool, error) { return f.cancelled, nil }
+func (f *fakeLFC) CancelPrewarm() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cancelled, nil
+}
 
 func TestLFCMethods(t *testing.T) {
 	mon, api := sessionPair(t)
@@ -41,8 +60,8 @@ func TestLFCMethods(t *testing.T) {
 
 	// No monitor on the bus yet: unavailable, not a refusal.
 	err := api.LFCOffload(ctx)
-	if !errors.Is(err, ErrMonitorUnavailable) {
-		t.Fatalf("offload without a monitor = %v, want ErrMonitorUnavailable", err)
+	if !errors.Is(err, lfcstate.ErrUnavailable) {
+		t.Fatalf("offload without a monitor = %v, want lfcstate.ErrUnavailable", err)
 	}
 
 	f := &fakeLFC{cancelled: true}
@@ -66,19 +85,19 @@ func TestLFCMethods(t *testing.T) {
 	}
 
 	// Each refusal comes back as itself, with its reason.
-	for _, r := range []LFCRefusal{RefusedBusy, RefusedNotRunning, RefusedInvalid} {
-		f.prewarmErr = &LFCError{Refusal: r, Msg: "why " + refusalNames[r]}
+	for _, r := range []lfcstate.Refusal{lfcstate.RefusedBusy, lfcstate.RefusedNotRunning, lfcstate.RefusedNoExtension, lfcstate.RefusedInvalid} {
+		f.set(func(f *fakeLFC) { f.prewarmErr = &lfcstate.RefusedError{Refusal: r, Msg: "why " + refusalNames[r]} })
 		err := api.LFCPrewarm(ctx, "")
-		var le *LFCError
+		var le *lfcstate.RefusedError
 		if !errors.As(err, &le) || le.Refusal != r || le.Msg != "why "+refusalNames[r] {
 			t.Errorf("refusal %d came back as %#v", r, err)
 		}
 	}
 	// Another error is a failure with its text, neither a refusal nor unavailable.
-	f.offloadErr = errors.New("disk on fire")
+	f.set(func(f *fakeLFC) { f.offloadErr = errors.New("disk on fire") })
 	err = api.LFCOffload(ctx)
-	var le *LFCError
-	if err == nil || errors.As(err, &le) || errors.Is(err, ErrMonitorUnavailable) || !strings.Contains(err.Error(), "disk on fire") {
+	var le *lfcstate.RefusedError
+	if err == nil || errors.As(err, &le) || errors.Is(err, lfcstate.ErrUnavailable) || !strings.Contains(err.Error(), "disk on fire") {
 		t.Errorf("failure = %v", err)
 	}
 
@@ -92,13 +111,13 @@ func TestLFCMethods(t *testing.T) {
 	deadline := time.Now().Add(guard)
 	for {
 		err = api.LFCOffload(ctx)
-		if errors.Is(err, ErrMonitorUnavailable) || time.Now().After(deadline) {
+		if errors.Is(err, lfcstate.ErrUnavailable) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !errors.Is(err, ErrMonitorUnavailable) {
-		t.Errorf("offload after the monitor left = %v, want ErrMonitorUnavailable", err)
+	if !errors.Is(err, lfcstate.ErrUnavailable) {
+		t.Errorf("offload after the monitor left = %v, want lfcstate.ErrUnavailable", err)
 	}
 }
 

@@ -136,7 +136,7 @@ func (c *Core) prewarm(ctx context.Context, from string) lfcstate.PrewarmState {
 	t3 := now()
 	// The query completed: the prewarm did, whatever happens to ctx now. The final count
 	// is read on a context that a cancel arriving now does not end (else the completed
-	// prewarm would end cancelled), bounded as PrewarmStatus's.
+	// prewarm would end cancelled), bounded by InfoTimeout.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), InfoTimeout)
 	defer cancel()
 	info, err := c.pg.PrewarmInfo(ictx)
@@ -150,26 +150,8 @@ func (c *Core) prewarm(ctx context.Context, from string) lfcstate.PrewarmState {
 	}
 }
 
-// InfoTimeout bounds the progress query of PrewarmStatus.
+// InfoTimeout bounds a query of the prewarm progress (neon.get_prewarm_info()).
 const InfoTimeout = 5 * time.Second
-
-// PrewarmStatus is GET /lfc/prewarm's answer: the state, with live progress from
-// neon.get_prewarm_info() unless it is completed (which carries its final count).
-// Progress that cannot be read is zeros, as Neon's; the reason is logged at debug level.
-func (c *Core) PrewarmStatus(ctx context.Context) lfcstate.PrewarmState {
-	st := c.m.Prewarm()
-	if st.Status == lfcstate.PrewarmCompleted {
-		return st
-	}
-	ctx, cancel := context.WithTimeout(ctx, InfoTimeout)
-	defer cancel()
-	p, err := c.pg.PrewarmInfo(ctx)
-	if err != nil {
-		c.log.Debug("no LFC prewarm progress", "err", err)
-		return st.WithProgress(lfcstate.Progress{})
-	}
-	return st.WithProgress(p)
-}
 
 // StartOffload takes a manual offload (POST /lfc/offload) and returns the function that
 // runs it; see Machine.StartOffload for the refusals. ctx is as for StartPrewarm, and run

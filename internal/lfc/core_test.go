@@ -168,11 +168,6 @@ func TestCoreOffloadThenPrewarm(t *testing.T) {
 	if !bytes.Equal(r.pg.got, state) {
 		t.Error("Postgres did not get the state that was offloaded")
 	}
-	// GET /lfc/prewarm of a completed prewarm keeps its final count.
-	r.pg.info = lfcstate.Progress{Total: 99}
-	if st := r.core.PrewarmStatus(context.Background()); st.Progress != wantPW.Progress {
-		t.Errorf("status progress %+v", st.Progress)
-	}
 	if got := r.core.Machine().Counters(); got != (lfcstate.Counters{Prewarms: 1, Offloads: 1}) {
 		t.Errorf("counters %+v", got)
 	}
@@ -392,18 +387,6 @@ func TestCorePeriodicOffload(t *testing.T) {
 	}
 }
 
-func TestCorePrewarmStatusProgress(t *testing.T) {
-	r := newRig(t)
-	r.pg.info = lfcstate.Progress{Total: 8, Prewarmed: 3, Skipped: 1}
-	if st := r.core.PrewarmStatus(context.Background()); st.Status != lfcstate.PrewarmNotPrewarmed || st.Progress != r.pg.info {
-		t.Errorf("status %+v", st)
-	}
-	r.pg.infErr = lfc.ErrNoNeonExtension
-	if st := r.core.PrewarmStatus(context.Background()); st.Progress != (lfcstate.Progress{}) {
-		t.Errorf("progress without the extension %+v, want zeros", st.Progress)
-	}
-}
-
 // cancellingStore cancels the prewarm while it answers: the prewarm ends cancelled
 // before Postgres is asked.
 type cancellingStore struct {
@@ -434,26 +417,6 @@ func TestCoreCancelBetweenDownloadAndQuery(t *testing.T) {
 	}
 	if r.pg.got != nil {
 		t.Error("Postgres was asked after the cancel")
-	}
-}
-
-// deadlinePG reports whether the progress query had a bound.
-type deadlinePG struct {
-	fakePG
-	bounded bool
-}
-
-func (p *deadlinePG) PrewarmInfo(ctx context.Context) (lfcstate.Progress, error) {
-	_, p.bounded = ctx.Deadline()
-	return lfcstate.Progress{}, nil
-}
-
-func TestCorePrewarmStatusIsBounded(t *testing.T) {
-	pg := &deadlinePG{}
-	core := lfc.NewCore(lfc.NewMachine(lfc.MachineOptions{}), nil, pg, lfc.CoreOptions{Logger: slog.New(slog.DiscardHandler)})
-	core.PrewarmStatus(context.Background())
-	if !pg.bounded {
-		t.Error("the progress query has no deadline")
 	}
 }
 
@@ -537,6 +500,17 @@ func TestCoreCancelAfterTheQueryCompleted(t *testing.T) {
 	if c := r.core.Machine().Counters(); c.PrewarmErrors != 0 {
 		t.Errorf("counters %+v", c)
 	}
+}
+
+// deadlinePG reports whether the progress query had a bound.
+type deadlinePG struct {
+	fakePG
+	bounded bool
+}
+
+func (p *deadlinePG) PrewarmInfo(ctx context.Context) (lfcstate.Progress, error) {
+	_, p.bounded = ctx.Deadline()
+	return lfcstate.Progress{}, nil
 }
 
 // The final count of a prewarm is read with a bound.

@@ -67,10 +67,12 @@
 //     response headers, and its uncompress time covers reading the body and decoding it.
 //   - compute_ctl_lfc_prewarms_total counts prewarms taken, as Neon's main branch; at the
 //     reference commit it also counted refused requests.
-//   - GET /lfc/prewarm (Core.PrewarmStatus) carries the final count of a completed
-//     prewarm, as Neon's main branch, and live progress from neon.get_prewarm_info() in
-//     every other state, as the reference commit (zeros when it cannot be read), so that
-//     total, prewarmed and skipped are always present, as Neon's OpenAPI document requires.
+//   - GET /lfc/prewarm (compute-api, from the state record compute-monitor writes) carries
+//     the final count of a completed prewarm, as Neon's main branch, and the progress
+//     from neon.get_prewarm_info() of a running one, published at most once a second (the
+//     reference commit reads it live at each GET); a failed or cancelled prewarm keeps the
+//     progress it reached, other states show zeros. total, prewarmed and skipped are
+//     always present, as Neon's OpenAPI document requires.
 //   - The neon extension is looked for first; without it a call fails with "neon
 //     extension not installed" rather than a missing-function error.
 //   - Requests are bounded (ClientOptions.Timeout), bodies and decompressed states are

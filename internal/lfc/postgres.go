@@ -35,6 +35,24 @@ const neonExists = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE e
 // connect opens a connection whose context cancellation sends a cancel request, and
 // checks for the neon extension.
 func (p PG) connect(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := p.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, neonExists).Scan(&ok); err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("looking for the neon extension: %w", err)
+	}
+	if !ok {
+		closeConn(conn)
+		return nil, ErrNoNeonExtension
+	}
+	return conn, nil
+}
+
+// dial opens a connection whose context cancellation sends a cancel request.
+func (p PG) dial(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pg.Config(p.Connstr, AppName)
 	if err != nil {
 		return nil, err
@@ -49,16 +67,38 @@ func (p PG) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to postgres: %w", err)
 	}
-	var ok bool
-	if err := conn.QueryRow(ctx, neonExists).Scan(&ok); err != nil {
-		closeConn(conn)
-		return nil, fmt.Errorf("looking for the neon extension: %w", err)
-	}
-	if !ok {
-		closeConn(conn)
-		return nil, ErrNoNeonExtension
-	}
 	return conn, nil
+}
+
+// CheckExtension returns ErrNoNeonExtension when the neon extension is not installed (an
+// LFC operation would fail with it), nil when it is.
+func (p PG) CheckExtension(ctx context.Context) error {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return err
+	}
+	closeConn(conn)
+	return nil
+}
+
+// CancelOrphans cancels the queries of other LFC connections (application_name AppName)
+// and returns how many it cancelled: a process that ran a prewarm and was killed (a
+// watchdog restart sends SIGABRT) left its query running, and nothing else would end it
+// until it completes.
+func (p PG) CancelOrphans(ctx context.Context) (int, error) {
+	conn, err := p.dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeConn(conn)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_catalog.pg_cancel_backend(pid))
+		FROM pg_catalog.pg_stat_activity
+		WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid() AND state = 'active'`, AppName).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("cancelling leftover LFC queries: %w", err)
+	}
+	return n, nil
 }
 
 // closeTimeout bounds the goodbye of a connection (a Postgres that stopped answering

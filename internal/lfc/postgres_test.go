@@ -220,7 +220,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
-	st := core.PrewarmStatus(ctx)
+	st := core.Machine().Prewarm()
 	if st.Status != lfcstate.PrewarmCompleted || st.Progress != (lfcstate.Progress{Total: 100, Prewarmed: 95, Skipped: 5}) {
 		t.Fatalf("prewarm: %+v", st)
 	}
@@ -316,5 +316,57 @@ func TestPGExtensionCheckFails(t *testing.T) {
 	defer cancel()
 	if _, err := p.PrewarmInfo(cctx); err == nil || !strings.HasPrefix(err.Error(), "looking for the neon extension: ") {
 		t.Errorf("PrewarmInfo: %v", err)
+	}
+}
+
+func TestPGCheckExtension(t *testing.T) {
+	connstr, _ := newDB(t)
+	if err := (lfc.PG{Connstr: connstr}).CheckExtension(context.Background()); !errors.Is(err, lfc.ErrNoNeonExtension) {
+		t.Errorf("without the extension: %v", err)
+	}
+	p, _ := withNeon(t)
+	if err := p.CheckExtension(context.Background()); err != nil {
+		t.Errorf("with the extension: %v", err)
+	}
+}
+
+// A prewarm query left running by a process that died is cancelled by the next one.
+func TestPGCancelOrphans(t *testing.T) {
+	p, ctl := withNeon(t)
+	ctx := context.Background()
+	if err := ctl.PrewarmSleep(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.PrewarmLocalCache(ctx, []byte("x")) }()
+	// Wait until the query runs.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := ctl.Conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", lfc.AppName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the prewarm query did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n, err := p.CancelOrphans(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("CancelOrphans = %d, %v; want 1", n, err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "canceling statement") {
+			t.Errorf("the orphaned prewarm ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the orphaned prewarm was not cancelled")
+	}
+	if n, err := p.CancelOrphans(ctx); err != nil || n != 0 {
+		t.Errorf("second CancelOrphans = %d, %v; want 0", n, err)
 	}
 }

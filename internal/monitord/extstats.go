@@ -16,6 +16,21 @@ import (
 // compute's first clients (the reference collects in the background during the start).
 const DefaultExtStatsStartDelay = 10 * time.Second
 
+// publishExtStats writes a collection into the record of the lifecycle that began at
+// start, and nowhere else.
+func publishExtStats(store *state.Store, start time.Time) func(context.Context, extstats.Stats) error {
+	return func(_ context.Context, s extstats.Stats) error {
+		_, err := store.Update(func(r *state.Record) error {
+			if !r.StartTime.Equal(start) {
+				return errOtherLifecycle
+			}
+			r.InstalledExtensions = &s
+			return nil
+		})
+		return err
+	}
+}
+
 // startExtStats runs the installed-extensions collector of the lifecycle of rec until
 // ctx ends (the compute leaves running); the returned function waits for it. A restarted
 // monitor (or a new stretch of running in the same lifecycle) keeps the schedule from
@@ -39,16 +54,7 @@ func (m *runner) startExtStats(ctx context.Context, rec state.Record) (wait func
 	}
 	sch := &extstats.Scheduler{
 		Collect: collect,
-		Publish: func(_ context.Context, s extstats.Stats) error {
-			_, err := m.d.Store.Update(func(r *state.Record) error {
-				if !r.StartTime.Equal(rec.StartTime) {
-					return errOtherLifecycle
-				}
-				r.InstalledExtensions = &s
-				return nil
-			})
-			return err
-		},
+		Publish: publishExtStats(m.d.Store, rec.StartTime),
 		Base: func() time.Duration {
 			var suspend int64 = -1
 			if l, err := m.appliedConfig(); err == nil {

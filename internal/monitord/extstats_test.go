@@ -2,6 +2,7 @@ package monitord
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -83,5 +84,31 @@ func TestExtStatsNotAtStart(t *testing.T) {
 				t.Errorf("%d collections at start", n)
 			}
 		})
+	}
+}
+
+// A collection that ends after the compute began a new lifecycle is not written into it.
+func TestExtStatsStayInTheirLifecycle(t *testing.T) {
+	store, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := statetest.MustSet(t, store, state.Running, nil)
+	publish := publishExtStats(store, rec.StartTime)
+	if err := publish(context.Background(), extstats.Stats{Databases: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := store.Load(); r.InstalledExtensions == nil || r.InstalledExtensions.Databases != 1 {
+		t.Fatalf("not published: %+v", r.InstalledExtensions)
+	}
+	time.Sleep(2 * time.Millisecond) // a new start_time
+	if _, err := statetest.Reset(store); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(context.Background(), extstats.Stats{Databases: 2}); !errors.Is(err, errOtherLifecycle) {
+		t.Errorf("publish into a new lifecycle = %v", err)
+	}
+	if r, _ := store.Load(); r.InstalledExtensions != nil {
+		t.Errorf("the old lifecycle's collection is in the new record: %+v", r.InstalledExtensions)
 	}
 }

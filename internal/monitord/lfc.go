@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/lfc"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -37,7 +36,7 @@ type LFC struct {
 // NewLFC returns an LFC with no lifecycle yet.
 func NewLFC() *LFC { return &LFC{} }
 
-var errNotRunning = &bus.LFCError{Refusal: bus.RefusedNotRunning, Msg: "compute is not running: the LFC can be prewarmed or offloaded only while it runs"}
+var errNotRunning = &lfcstate.RefusedError{Refusal: lfcstate.RefusedNotRunning, Msg: "compute is not running: the LFC can be prewarmed or offloaded only while it runs"}
 
 func (l *LFC) set(r *lfcRun) {
 	l.mu.Lock()
@@ -54,11 +53,14 @@ func (l *LFC) current() *lfcRun {
 // Prewarm takes a prewarm from fromEndpoint's state ("" = this compute's).
 func (l *LFC) Prewarm(fromEndpoint string) error {
 	if fromEndpoint != "" && !lfc.ValidEndpointID(fromEndpoint) {
-		return &bus.LFCError{Refusal: bus.RefusedInvalid, Msg: "invalid endpoint id: only letters, digits, '-' and '_' are allowed"}
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedInvalid, Msg: "invalid endpoint id: only letters, digits, '-' and '_' are allowed"}
 	}
 	r := l.current()
 	if r == nil {
 		return errNotRunning
+	}
+	if err := r.checkExtension(); err != nil {
+		return err
 	}
 	return r.startPrewarm(fromEndpoint)
 }
@@ -69,7 +71,36 @@ func (l *LFC) Offload() error {
 	if r == nil {
 		return errNotRunning
 	}
+	if err := r.checkExtension(); err != nil {
+		return err
+	}
 	return r.startOffload()
+}
+
+// LFCPostgres is the Postgres side of the LFC (lfc.PG in production): the neon extension's
+// functions, whether the extension is there, and the cancel of queries a killed monitor
+// left running.
+type LFCPostgres interface {
+	lfc.Postgres
+	CheckExtension(ctx context.Context) error
+	CancelOrphans(ctx context.Context) (int, error)
+}
+
+// checkTimeout bounds the extension check of a request and the cancel of leftover queries.
+const checkTimeout = 5 * time.Second
+
+var errNoExtension = &lfcstate.RefusedError{Refusal: lfcstate.RefusedNoExtension, Msg: lfc.ErrNoNeonExtension.Error() + ": the LFC functions are Neon's"}
+
+// checkExtension refuses a request when the neon extension is not installed (the
+// operation could only fail; the reference takes it and records it failed).
+func (r *lfcRun) checkExtension() error {
+	ctx, cancel := context.WithTimeout(r.ctx, checkTimeout)
+	defer cancel()
+	err := r.pg.CheckExtension(ctx)
+	if errors.Is(err, lfc.ErrNoNeonExtension) {
+		return errNoExtension
+	}
+	return err
 }
 
 // CancelPrewarm cancels a running prewarm.
@@ -106,7 +137,7 @@ func lfcOptionsOf(l *spec.Loaded) lfcOptions {
 // lfcRun is the LFC side of one monitored lifecycle.
 type lfcRun struct {
 	core  *lfc.Core
-	pg    lfc.Postgres
+	pg    LFCPostgres
 	pub   *lfcPublisher
 	ctx   context.Context // the lifecycle's: ends when the compute leaves running
 	log   *slog.Logger
@@ -128,9 +159,27 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 		Offload:  lfcstate.OffloadState{Status: lfcstate.OffloadNotOffloaded},
 		Counters: rec.Counters.LFC,
 	}
+	var pgc LFCPostgres = lfc.PG{Connstr: m.s.Connstr}
+	if m.d.LFCPostgres != nil {
+		pgc = m.d.LFCPostgres
+	}
 	if rec.LFC != nil {
 		restore.Seq, restore.Prewarm, restore.Offload = rec.LFC.Seq, rec.LFC.Prewarm, rec.LFC.Offload
 		pub.written = rec.LFC.Seq
+		pub.writtenPrewarm = rec.LFC.Prewarm.Status
+		if rec.LFC.Prewarm.Status == lfcstate.PrewarmPrewarming || rec.LFC.Offload.Status == lfcstate.OffloadOffloading {
+			// A monitor that was killed (a watchdog restart) left its query running in
+			// Postgres: a prewarm still loading what the record will call interrupted,
+			// which a new prewarm would overlap and an offload would read half-done.
+			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+			n, err := pgc.CancelOrphans(cctx)
+			cancel()
+			if err != nil {
+				log.Warn("could not cancel the LFC queries of the interrupted run", "err", err)
+			} else if n > 0 {
+				log.Warn("cancelled LFC queries left running by the interrupted run", "queries", n)
+			}
+		}
 	}
 	machine := lfc.NewMachine(lfc.MachineOptions{
 		Now:             m.d.Clock.Now,
@@ -138,10 +187,6 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 		OnChange:        pub.publish,
 		Restore:         &restore,
 	})
-	pgc := m.d.LFCPostgres
-	if pgc == nil {
-		pgc = lfc.PG{Connstr: m.s.Connstr}
-	}
 	store := m.d.LFCStorage
 	if store == nil {
 		store = &appliedStorage{read: m.appliedConfig, log: log}
@@ -159,11 +204,21 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 	}
 	r.wg.Add(1)
 	go r.ticker(tick, opts.offloadInterval > 0)
-	if opts.autoprewarm {
-		if err := r.startPrewarm(""); err != nil {
-			log.Warn("autoprewarm not started", "err", err)
-		} else {
+	// autoprewarm: right after running, once per lifecycle (a record that holds LFC states
+	// is a lifecycle this or an earlier monitor process has entered already: a restarted
+	// monitor must not load an old state over a warm cache).
+	if opts.autoprewarm && rec.LFC == nil {
+		err := r.checkExtension()
+		if err == nil {
+			err = r.startPrewarm("")
+		}
+		switch {
+		case err == nil:
 			log.Info("autoprewarm started")
+		case errors.Is(err, errNoExtension):
+			log.Warn("autoprewarm skipped", "err", err)
+		default:
+			log.Warn("autoprewarm not started", "err", err)
 		}
 	}
 	return r
@@ -201,7 +256,7 @@ func (r *lfcRun) spawn(start func() (func(), error)) error {
 func (r *lfcRun) startPrewarm(from string) error {
 	err := r.spawn(func() (func(), error) { return r.core.StartPrewarm(r.ctx, from) })
 	if errors.Is(err, lfc.ErrPrewarmRunning) {
-		return &bus.LFCError{Refusal: bus.RefusedBusy, Msg: lfc.MsgPrewarmRunning}
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.MsgPrewarmRunning}
 	}
 	return err
 }
@@ -210,9 +265,9 @@ func (r *lfcRun) startOffload() error {
 	err := r.spawn(func() (func(), error) { return r.core.StartOffload(r.ctx) })
 	switch {
 	case errors.Is(err, lfc.ErrOffloadRunning):
-		return &bus.LFCError{Refusal: bus.RefusedBusy, Msg: lfc.MsgOffloadRunning}
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.MsgOffloadRunning}
 	case errors.Is(err, lfc.ErrPrewarmInProgress):
-		return &bus.LFCError{Refusal: bus.RefusedBusy, Msg: lfc.ErrPrewarmInProgress.Error()}
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.ErrPrewarmInProgress.Error()}
 	}
 	return err
 }
@@ -232,6 +287,8 @@ func (r *lfcRun) ticker(every time.Duration, periodic bool) {
 		if periodic {
 			r.periodicOffload()
 		}
+		// A state whose write failed is written again.
+		r.pub.publish(r.core.Machine().Snapshot())
 		if snap := r.core.Machine().Snapshot(); snap.Prewarm.Status == lfcstate.PrewarmPrewarming {
 			ctx, cancel := context.WithTimeout(r.ctx, lfc.InfoTimeout)
 			p, err := r.pg.PrewarmInfo(ctx)
@@ -275,10 +332,11 @@ type lfcPublisher struct {
 	log     *slog.Logger
 	changed func(seq uint64)
 
-	mu           sync.Mutex
-	written      uint64            // the Seq in the record
-	lastProgress lfcstate.Progress // the progress last published of the running prewarm
-	failing      bool
+	mu             sync.Mutex
+	written        uint64                 // the Seq in the record
+	writtenPrewarm lfcstate.PrewarmStatus // the prewarm status in the record
+	lastProgress   lfcstate.Progress      // the progress last published of the running prewarm
+	failing        bool
 }
 
 // errOtherLifecycle: the record belongs to another lifecycle now.
@@ -293,6 +351,9 @@ func (p *lfcPublisher) publish(s lfc.Snapshot) {
 		return
 	}
 	st := lfcstate.States{Seq: s.Seq, Prewarm: s.Prewarm, Offload: s.Offload}
+	if s.Prewarm.Status == lfcstate.PrewarmPrewarming && p.writtenPrewarm != lfcstate.PrewarmPrewarming {
+		p.lastProgress = lfcstate.Progress{} // a new prewarm: nothing of the last one's count
+	}
 	switch s.Prewarm.Status {
 	case lfcstate.PrewarmFailed, lfcstate.PrewarmCancelled:
 		if st.Prewarm.Progress == (lfcstate.Progress{}) {
@@ -305,14 +366,15 @@ func (p *lfcPublisher) publish(s lfc.Snapshot) {
 	default:
 		p.lastProgress = lfcstate.Progress{}
 	}
-	if p.write(func(r *state.Record) {
+	if p.write(func(r *state.Record) bool {
 		if r.LFC != nil && r.LFC.Seq >= st.Seq {
-			return
+			return false
 		}
 		r.LFC = &st
 		r.Counters.LFC = s.Counters
+		return true
 	}) {
-		p.written = s.Seq
+		p.written, p.writtenPrewarm = s.Seq, s.Prewarm.Status
 	}
 }
 
@@ -324,26 +386,37 @@ func (p *lfcPublisher) progress(seq uint64, pr lfcstate.Progress) {
 	if pr == p.lastProgress || seq != p.written {
 		return
 	}
-	if p.write(func(r *state.Record) {
+	if p.write(func(r *state.Record) bool {
 		if r.LFC == nil || r.LFC.Seq != seq || r.LFC.Prewarm.Status != lfcstate.PrewarmPrewarming {
-			return
+			return false
 		}
 		r.LFC.Prewarm.Progress = pr
+		return true
 	}) {
 		p.lastProgress = pr
 	}
 }
 
-// write applies fn to the record of this lifecycle; it reports success. Call with mu held.
-func (p *lfcPublisher) write(fn func(*state.Record)) bool {
+// errNoChange: the record needs no write (it holds newer news).
+var errNoChange = errors.New("no change")
+
+// write applies fn to the record of this lifecycle (fn reports whether it changed
+// anything; if not, nothing is written); it reports whether the record now holds it. Call
+// with mu held.
+func (p *lfcPublisher) write(fn func(*state.Record) bool) bool {
 	rec, err := p.store.Update(func(r *state.Record) error {
 		if !r.StartTime.Equal(p.start) {
 			return errOtherLifecycle
 		}
-		fn(r)
+		if !fn(r) {
+			return errNoChange
+		}
 		return nil
 	})
-	if errors.Is(err, errOtherLifecycle) {
+	switch {
+	case errors.Is(err, errNoChange):
+		return true
+	case errors.Is(err, errOtherLifecycle):
 		p.log.Debug("LFC state not published: the compute began a new lifecycle")
 		return false
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/lfc"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/lfc/lfctest"
@@ -46,10 +45,21 @@ type lfcRig struct {
 	ctl     lfctest.Control
 	storage *lfctest.Storage
 	changed atomic.Int64
+	connstr string
 }
 
-func newLFCRig(t *testing.T, autoprewarm bool, interval uint64, seed func(*state.Record)) *lfcRig {
+// rigOptions configure newLFCRig.
+type rigOptions struct {
+	autoprewarm bool
+	interval    uint64              // offload_lfc_interval_seconds
+	seed        func(*state.Record) // applied to the running record before Run
+	noNeon      bool                // do not install the stand-in neon extension
+	before      func(*lfcRig)       // runs before Run (storage mode, a query to orphan)
+}
+
+func newLFCRig(t *testing.T, o rigOptions) *lfcRig {
 	t.Helper()
+	autoprewarm, interval, seed := o.autoprewarm, o.interval, o.seed
 	inst := pgtest.Shared(t)
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, inst.Connstr())
@@ -66,8 +76,10 @@ func newLFCRig(t *testing.T, autoprewarm bool, interval uint64, seed func(*state
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	if err := lfctest.Install(ctx, conn); err != nil {
-		t.Fatal(err)
+	if !o.noNeon {
+		if err := lfctest.Install(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	r := &lfcRig{t: t, waker: &statetest.Waker{}, lfc: NewLFC(), ctl: lfctest.Control{Conn: conn}, storage: lfctest.NewStorage(t)}
@@ -95,6 +107,10 @@ func newLFCRig(t *testing.T, autoprewarm bool, interval uint64, seed func(*state
 		t.Fatal(err)
 	}
 	statetest.MustSet(t, r.store, state.Running, seed)
+	r.connstr = inst.ConnstrDB(db)
+	if o.before != nil {
+		o.before(r)
+	}
 
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -154,8 +170,8 @@ func (r *lfcRig) waitLFC(what string, cond func(lfcstate.States) bool) lfcstate.
 	return last
 }
 
-func refusal(err error) bus.LFCRefusal {
-	var le *bus.LFCError
+func refusal(err error) lfcstate.Refusal {
+	var le *lfcstate.RefusedError
 	if errors.As(err, &le) {
 		return le.Refusal
 	}
@@ -173,16 +189,16 @@ func zstdOf(t *testing.T, b []byte) []byte {
 
 func TestLFCRefusedBeforeRunning(t *testing.T) {
 	l := NewLFC()
-	if err := l.Prewarm(""); refusal(err) != bus.RefusedNotRunning {
+	if err := l.Prewarm(""); refusal(err) != lfcstate.RefusedNotRunning {
 		t.Errorf("prewarm without a running compute = %v", err)
 	}
-	if err := l.Offload(); refusal(err) != bus.RefusedNotRunning {
+	if err := l.Offload(); refusal(err) != lfcstate.RefusedNotRunning {
 		t.Errorf("offload without a running compute = %v", err)
 	}
 	if ok, err := l.CancelPrewarm(); ok || err != nil {
 		t.Errorf("cancel without a running compute = %v, %v", ok, err)
 	}
-	if err := l.Prewarm("../other"); refusal(err) != bus.RefusedInvalid {
+	if err := l.Prewarm("../other"); refusal(err) != lfcstate.RefusedInvalid {
 		t.Errorf("prewarm from ../other = %v, want invalid", err)
 	}
 }
@@ -192,7 +208,7 @@ func TestLFCRefusedBeforeRunning(t *testing.T) {
 // progress of a running prewarm is published, a cancel ends it cancelled, and leaving
 // running ends what runs.
 func TestLFCMethodsPublishIntoTheRecord(t *testing.T) {
-	r := newLFCRig(t, false, 0, nil)
+	r := newLFCRig(t, rigOptions{})
 	ctx := context.Background()
 	r.monitoring()
 	if rec, _ := r.store.Load(); rec.LFC != nil {
@@ -235,10 +251,10 @@ func TestLFCMethodsPublishIntoTheRecord(t *testing.T) {
 	if st := r.lfcState(); st.Prewarm.Status != lfcstate.PrewarmPrewarming {
 		t.Fatalf("record right after the prewarm was taken: %+v", st.Prewarm)
 	}
-	if err := r.lfc.Prewarm(""); refusal(err) != bus.RefusedBusy || err.Error() != lfc.MsgPrewarmRunning {
+	if err := r.lfc.Prewarm(""); refusal(err) != lfcstate.RefusedBusy || err.Error() != lfc.MsgPrewarmRunning {
 		t.Errorf("second prewarm = %v", err)
 	}
-	if err := r.lfc.Offload(); refusal(err) != bus.RefusedBusy || !strings.Contains(err.Error(), "prewarm is in progress") {
+	if err := r.lfc.Offload(); refusal(err) != lfcstate.RefusedBusy || !strings.Contains(err.Error(), "prewarm is in progress") {
 		t.Errorf("offload during a prewarm = %v", err)
 	}
 	r.waitLFC("progress published", func(s lfcstate.States) bool {
@@ -259,7 +275,7 @@ func TestLFCMethodsPublishIntoTheRecord(t *testing.T) {
 	}
 
 	// A from_endpoint that is not an endpoint id is refused before anything runs.
-	if err := r.lfc.Prewarm("a/../b"); refusal(err) != bus.RefusedInvalid {
+	if err := r.lfc.Prewarm("a/../b"); refusal(err) != lfcstate.RefusedInvalid {
 		t.Errorf("prewarm from a/../b = %v", err)
 	}
 
@@ -289,7 +305,7 @@ func TestLFCMethodsPublishIntoTheRecord(t *testing.T) {
 		t.Errorf("a prewarm cut short recorded %+v", end.Prewarm)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for refusal(r.lfc.Prewarm("")) != bus.RefusedNotRunning {
+	for refusal(r.lfc.Prewarm("")) != lfcstate.RefusedNotRunning {
 		if time.Now().After(deadline) {
 			t.Fatal("prewarm still taken after the compute left running")
 		}
@@ -300,7 +316,7 @@ func TestLFCMethodsPublishIntoTheRecord(t *testing.T) {
 // autoprewarm right after running (a first start: endpoint storage has no state, so the
 // prewarm is skipped), then the periodic offload stores the state.
 func TestLFCAutoprewarmAndPeriodicOffload(t *testing.T) {
-	r := newLFCRig(t, true, 1, nil)
+	r := newLFCRig(t, rigOptions{autoprewarm: true, interval: 1})
 	ctx := context.Background()
 	content := bytes.Repeat([]byte("warm"), 5000)
 	if err := r.ctl.SetState(ctx, content); err != nil {
@@ -316,12 +332,12 @@ func TestLFCAutoprewarmAndPeriodicOffload(t *testing.T) {
 
 // A failed prewarm stops the periodic offload (its incomplete state must not be uploaded).
 func TestLFCNoPeriodicOffloadAfterAFailedPrewarm(t *testing.T) {
-	r := newLFCRig(t, true, 1, nil)
-	ctx := context.Background()
-	if err := r.ctl.SetState(ctx, []byte("partial")); err != nil {
-		t.Fatal(err)
-	}
-	r.storage.SetMode(lfctest.ServerError)
+	r := newLFCRig(t, rigOptions{autoprewarm: true, interval: 1, before: func(r *lfcRig) {
+		if err := r.ctl.SetState(context.Background(), []byte("partial")); err != nil {
+			t.Fatal(err)
+		}
+		r.storage.SetMode(lfctest.ServerError)
+	}})
 	st := r.waitLFC("autoprewarm failed", func(s lfcstate.States) bool { return s.Prewarm.Status == lfcstate.PrewarmFailed })
 	if !strings.Contains(st.Prewarm.Error, "500") {
 		t.Errorf("prewarm error = %q", st.Prewarm.Error)
@@ -345,9 +361,21 @@ func TestLFCNoPeriodicOffloadAfterAFailedPrewarm(t *testing.T) {
 
 // A monitor restarted during a prewarm records it failed (interrupted) and counts it.
 func TestLFCRestoreInterrupted(t *testing.T) {
-	r := newLFCRig(t, false, 0, func(rec *state.Record) {
-		rec.LFC = &lfcstate.States{Seq: 5, Prewarm: lfcstate.PrewarmState{Status: lfcstate.PrewarmPrewarming}, Offload: lfcstate.OffloadState{Status: lfcstate.OffloadCompleted}}
-		rec.Counters.LFC = lfcstate.Counters{Prewarms: 3, Offloads: 2}
+	orphan := make(chan error, 1)
+	r := newLFCRig(t, rigOptions{
+		seed: func(rec *state.Record) {
+			rec.LFC = &lfcstate.States{Seq: 5, Prewarm: lfcstate.PrewarmState{Status: lfcstate.PrewarmPrewarming}, Offload: lfcstate.OffloadState{Status: lfcstate.OffloadCompleted}}
+			rec.Counters.LFC = lfcstate.Counters{Prewarms: 3, Offloads: 2}
+		},
+		// The killed monitor's prewarm query, still running in Postgres.
+		before: func(r *lfcRig) {
+			ctx := context.Background()
+			if err := r.ctl.PrewarmSleep(ctx, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			go func() { orphan <- (lfc.PG{Connstr: r.connstr}).PrewarmLocalCache(ctx, []byte("old")) }()
+			waitActive(t, r.ctl)
+		},
 	})
 	st := r.waitLFC("interrupted prewarm recorded", func(s lfcstate.States) bool { return s.Seq > 5 })
 	if st.Prewarm.Status != lfcstate.PrewarmFailed || st.Prewarm.Error != lfc.Interrupted || st.Offload.Status != lfcstate.OffloadCompleted {
@@ -356,5 +384,153 @@ func TestLFCRestoreInterrupted(t *testing.T) {
 	rec, _ := r.store.Load()
 	if c := rec.Counters.LFC; c != (lfcstate.Counters{Prewarms: 3, PrewarmErrors: 1, Offloads: 2}) {
 		t.Errorf("counters = %+v", c)
+	}
+	select {
+	case err := <-orphan:
+		if err == nil || !strings.Contains(err.Error(), "canceling statement") {
+			t.Errorf("the orphaned prewarm ended with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the interrupted run's prewarm query was not cancelled")
+	}
+}
+
+// waitActive waits until an LFC query runs in Postgres.
+func waitActive(t *testing.T, ctl lfctest.Control) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := ctl.Conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", lfc.AppName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no LFC query started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A monitor that enters a lifecycle it (or an earlier process) has entered before does
+// not prewarm again: the cache is warm, and an old state must not be loaded over it.
+func TestLFCAutoprewarmOncePerLifecycle(t *testing.T) {
+	r := newLFCRig(t, rigOptions{autoprewarm: true, seed: func(rec *state.Record) {
+		rec.LFC = &lfcstate.States{Seq: 3, Prewarm: lfcstate.PrewarmState{Status: lfcstate.PrewarmCompleted}, Offload: lfcstate.OffloadState{Status: lfcstate.OffloadNotOffloaded}}
+		rec.Counters.LFC = lfcstate.Counters{Prewarms: 1}
+	}})
+	r.monitoring()
+	time.Sleep(500 * time.Millisecond)
+	rec, _ := r.store.Load()
+	if rec.LFC == nil || rec.LFC.Seq != 3 || rec.LFC.Prewarm.Status != lfcstate.PrewarmCompleted || rec.Counters.LFC.Prewarms != 1 {
+		t.Errorf("re-entered lifecycle: %+v, counters %+v", rec.LFC, rec.Counters.LFC)
+	}
+	if len(r.storage.Requests()) != 0 {
+		t.Errorf("endpoint storage asked: %+v", r.storage.Requests())
+	}
+}
+
+// Without the neon extension the requests are refused at once (the API's 412), and
+// autoprewarm is skipped rather than recorded failed (which would stop the periodic
+// offload).
+func TestLFCWithoutNeonExtension(t *testing.T) {
+	r := newLFCRig(t, rigOptions{autoprewarm: true, noNeon: true})
+	r.monitoring()
+	if err := r.lfc.Prewarm(""); refusal(err) != lfcstate.RefusedNoExtension || !strings.Contains(err.Error(), "neon extension not installed") {
+		t.Errorf("prewarm without the extension = %v", err)
+	}
+	if err := r.lfc.Offload(); refusal(err) != lfcstate.RefusedNoExtension {
+		t.Errorf("offload without the extension = %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if rec, _ := r.store.Load(); rec.LFC != nil || rec.Counters.LFC != (lfcstate.Counters{}) {
+		t.Errorf("record after refusals: %+v %+v", rec.LFC, rec.Counters.LFC)
+	}
+	if len(r.storage.Requests()) != 0 {
+		t.Errorf("endpoint storage asked: %+v", r.storage.Requests())
+	}
+}
+
+// An operation that ends after the compute began a new lifecycle writes nothing into the
+// new lifecycle's record.
+func TestLFCOutcomeStaysInItsLifecycle(t *testing.T) {
+	r := newLFCRig(t, rigOptions{})
+	r.monitoring()
+	ctx := context.Background()
+	if err := r.ctl.SetState(ctx, []byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.lfc.Offload(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitLFC("offload done", func(s lfcstate.States) bool { return s.Offload.Status == lfcstate.OffloadCompleted })
+	if err := r.ctl.PrewarmSleep(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.lfc.Prewarm(""); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, r.ctl)
+	if _, err := statetest.Reset(r.store); err != nil { // compute-init began a new lifecycle
+		t.Fatal(err)
+	}
+	r.waker.Notify()
+	deadline := time.Now().Add(15 * time.Second)
+	for r.lfc.current() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor kept the old lifecycle")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rec, _ := r.store.Load()
+	if rec.LFC != nil {
+		t.Errorf("the old lifecycle's outcome landed in the new record: %+v", rec.LFC)
+	}
+	if rec.Counters.LFC.Prewarms != 1 || rec.Counters.LFC.Offloads != 1 {
+		t.Errorf("counters carried over: %+v", rec.Counters.LFC)
+	}
+}
+
+// A prewarm that follows a failed one starts from zero progress, not from the count the
+// failed one had reached.
+func TestLFCProgressOfANewPrewarm(t *testing.T) {
+	r := newLFCRig(t, rigOptions{})
+	r.monitoring()
+	ctx := context.Background()
+	if err := r.ctl.SetState(ctx, []byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.lfc.Offload(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitLFC("offload done", func(s lfcstate.States) bool { return s.Offload.Status == lfcstate.OffloadCompleted })
+	for _, f := range []func() error{
+		func() error { return r.ctl.PrewarmSleep(ctx, time.Second) },
+		func() error { return r.ctl.SetProgress(ctx, 100, 50, 1) },
+		func() error { return r.ctl.FailPrewarm(ctx, "boom") },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.lfc.Prewarm(""); err != nil {
+		t.Fatal(err)
+	}
+	st := r.waitLFC("prewarm failed", func(s lfcstate.States) bool { return s.Prewarm.Status == lfcstate.PrewarmFailed })
+	if st.Prewarm.Progress != (lfcstate.Progress{Total: 100, Prewarmed: 50, Skipped: 1}) {
+		t.Errorf("failed prewarm keeps %+v", st.Prewarm.Progress)
+	}
+	// The next one fails at the download: no count of its own.
+	r.storage.SetMode(lfctest.ServerError)
+	if err := r.lfc.Prewarm(""); err != nil {
+		t.Fatal(err)
+	}
+	st = r.waitLFC("second prewarm failed", func(s lfcstate.States) bool {
+		return s.Prewarm.Status == lfcstate.PrewarmFailed && strings.Contains(s.Prewarm.Error, "500")
+	})
+	if st.Prewarm.Progress != (lfcstate.Progress{}) {
+		t.Errorf("a new prewarm shows the last one's progress: %+v", st.Prewarm.Progress)
 	}
 }

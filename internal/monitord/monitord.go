@@ -85,7 +85,7 @@ type Deps struct {
 	// one calls.
 	LFC *LFC
 	// LFCPostgres is the neon extension's LFC functions; nil: lfc.PG with Connstr.
-	LFCPostgres lfc.Postgres
+	LFCPostgres LFCPostgres
 	// LFCStorage is endpoint storage; nil: the one the applied config names, read again
 	// at each call.
 	LFCStorage lfc.Store

@@ -59,24 +59,33 @@ func TestLFC(t *testing.T) {
 		t.Fatalf("status %s: %s", s.Status, deref(s.Error))
 	}
 	tok := computeToken(t)
-	// autoprewarm right after running: a 404 is skipped, not failed.
-	waitLFC(t, "/lfc/prewarm", 20*time.Second, func(p lfcPrewarm) bool { return p.Status == "skipped" })
-
-	// Without the neon extension the operations fail with a clear reason.
-	if code, b := call(t, "POST", "/lfc/offload", tok, nil); code != 202 {
-		t.Fatalf("POST /lfc/offload: %d %s", code, b)
+	// Without the neon extension the requests are refused at once, and autoprewarm is
+	// skipped (not recorded failed).
+	code, b := call(t, "POST", "/lfc/offload", tok, nil)
+	if code != 412 || !strings.Contains(string(b), "neon extension not installed") {
+		t.Fatalf("POST /lfc/offload without the neon extension: %d %s\njournal:\n%s", code, b, journal(t, monitorUnit))
 	}
-	off := waitLFC(t, "/lfc/offload", 20*time.Second, func(p lfcPrewarm) bool { return p.Status == "failed" })
-	if off.Error == nil || !strings.Contains(*off.Error, "neon extension not installed") {
-		t.Errorf("offload without the neon extension: %+v", off)
+	if code, b := call(t, "POST", "/lfc/prewarm", tok, nil); code != 412 {
+		t.Errorf("POST /lfc/prewarm without the neon extension: %d %s", code, b)
+	}
+	if p := waitLFC(t, "/lfc/prewarm", 5*time.Second, func(lfcPrewarm) bool { return true }); p.Status != "not_prewarmed" {
+		t.Errorf("autoprewarm without the neon extension: %+v", p)
 	}
 
-	// The stand-in neon extension in the database the monitor connects to.
+	// The stand-in neon extension in the database the monitor connects to (it stays
+	// across restarts: PGDATA is kept).
 	ctx := context.Background()
 	admin := adminConn(t)
 	if err := lfctest.Install(ctx, admin); err != nil {
 		t.Fatal(err)
 	}
+	restart(t)
+	if s := waitStatus(t, "running", "failed"); s.Status != "running" {
+		t.Fatalf("status %s: %s", s.Status, deref(s.Error))
+	}
+	// autoprewarm right after running: a first start finds no state (404): skipped.
+	waitLFC(t, "/lfc/prewarm", 20*time.Second, func(p lfcPrewarm) bool { return p.Status == "skipped" })
+	admin = adminConn(t)
 	ctl := lfctest.Control{Conn: admin}
 	content := bytes.Repeat([]byte("lfc-pages."), 10000)
 	if err := ctl.SetState(ctx, content); err != nil {
@@ -142,7 +151,7 @@ func TestLFC(t *testing.T) {
 
 	// The counters, and the token never in the journal.
 	_, mb := call(t, "GET", "/metrics", "", nil)
-	for _, line := range []string{"compute_ctl_lfc_prewarms_total 3", "compute_ctl_lfc_offloads_total 2", "compute_ctl_lfc_offload_errors_total 1"} {
+	for _, line := range []string{"compute_ctl_lfc_prewarms_total 3", "compute_ctl_lfc_offloads_total 1", "compute_ctl_lfc_offload_errors_total 0", "compute_ctl_lfc_prewarm_errors_total 0"} {
 		if !strings.Contains(string(mb), "\n"+line+"\n") {
 			t.Errorf("/metrics lacks %q", line)
 		}

@@ -1,13 +1,15 @@
 // Package lfcstate holds the LFC prewarm and offload states as Neon's compute API shows
 // them (LfcPrewarmState and LfcOffloadState, tagged by `status`) and their counters: the
 // vocabulary shared by compute-monitor, which runs prewarms and offloads (internal/lfc)
-// and publishes these into the state record, and compute-api, which serves them. It has
+// and publishes these into the state record, and compute-api, which serves them; and the
+// answers of compute-monitor to compute-api's requests (RefusedError, ErrUnavailable,
+// ErrNoAnswer), whatever carries them (D-Bus, internal/bus). It has
 // no dependencies beyond the standard library, so the state record can hold them.
 package lfcstate
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"slices"
 )
 
@@ -36,6 +38,12 @@ const (
 	OffloadFailed       OffloadStatus = "failed"
 	OffloadSkipped      OffloadStatus = "skipped"
 )
+
+// A status that is not one of these (a state record written by a newer version, read
+// after a downgrade) is kept as it is by the JSON methods rather than refused: the state
+// record holds these states, and a refusal would make the whole record unreadable for
+// every unit. compute-monitor replaces such a status when it restores a machine
+// (internal/lfc MachineOptions.Restore).
 
 // PrewarmStatuses are all the prewarm statuses, in the order of Neon's OpenAPI enum.
 var PrewarmStatuses = []PrewarmStatus{PrewarmNotPrewarmed, PrewarmPrewarming, PrewarmCompleted, PrewarmFailed, PrewarmSkipped, PrewarmCancelled}
@@ -116,9 +124,6 @@ func (s PrewarmState) MarshalJSON() ([]byte, error) {
 	if st == "" {
 		st = PrewarmNotPrewarmed
 	}
-	if !st.Valid() {
-		return nil, fmt.Errorf("unknown prewarm status %q", st)
-	}
 	j := prewarmJSON{Status: st, Total: s.Progress.Total, Prewarmed: s.Progress.Prewarmed, Skipped: s.Progress.Skipped}
 	if st == PrewarmFailed {
 		e := s.Error
@@ -136,9 +141,6 @@ func (s *PrewarmState) UnmarshalJSON(b []byte) error {
 	var j prewarmJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
-	}
-	if !j.Status.Valid() {
-		return fmt.Errorf("unknown prewarm status %q", j.Status)
 	}
 	*s = PrewarmState{Status: j.Status, Progress: Progress{Total: j.Total, Prewarmed: j.Prewarmed, Skipped: j.Skipped}}
 	if j.Error != nil {
@@ -162,9 +164,6 @@ func (s OffloadState) MarshalJSON() ([]byte, error) {
 	if st == "" {
 		st = OffloadNotOffloaded
 	}
-	if !st.Valid() {
-		return nil, fmt.Errorf("unknown offload status %q", st)
-	}
 	j := offloadJSON{Status: st}
 	if st == OffloadFailed {
 		e := s.Error
@@ -182,9 +181,6 @@ func (s *OffloadState) UnmarshalJSON(b []byte) error {
 	var j offloadJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
-	}
-	if !j.Status.Valid() {
-		return fmt.Errorf("unknown offload status %q", j.Status)
 	}
 	*s = OffloadState{Status: j.Status}
 	if j.Error != nil {
@@ -218,3 +214,38 @@ type States struct {
 	Prewarm PrewarmState `json:"prewarm"`
 	Offload OffloadState `json:"offload"`
 }
+
+// Refusal says why compute-monitor did not take an LFC request.
+type Refusal int
+
+// The refusals; compute-api answers 429, 412, 412 and 400.
+const (
+	// RefusedBusy: the operation (or one that excludes it) is running.
+	RefusedBusy Refusal = iota + 1
+	// RefusedNotRunning: the compute is not running, so there is no LFC to work on.
+	RefusedNotRunning
+	// RefusedNoExtension: the neon extension, which has the LFC functions, is not
+	// installed.
+	RefusedNoExtension
+	// RefusedInvalid: an argument is invalid (an endpoint id).
+	RefusedInvalid
+)
+
+// RefusedError is a request compute-monitor refused; Msg is the reason, fit for the API's
+// answer.
+type RefusedError struct {
+	Refusal Refusal
+	Msg     string
+}
+
+func (e *RefusedError) Error() string { return e.Msg }
+
+// The failures of a request to compute-monitor that are not its answer.
+var (
+	// ErrUnavailable: no compute-monitor to ask (its unit is stopped or restarting, or
+	// the caller has no bus connection).
+	ErrUnavailable = errors.New("compute-monitor is not available")
+	// ErrNoAnswer: compute-monitor did not answer in time; it may have taken the request
+	// (the states tell).
+	ErrNoAnswer = errors.New("compute-monitor did not answer in time; the request may have been taken (see the state)")
+)

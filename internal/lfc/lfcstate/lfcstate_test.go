@@ -55,22 +55,24 @@ func TestJSON(t *testing.T) {
 			}
 		}
 	}
-	if _, err := json.Marshal(PrewarmState{Status: "bogus"}); err == nil {
-		t.Error("unknown prewarm status marshalled")
-	}
-	if _, err := json.Marshal(OffloadState{Status: "bogus"}); err == nil {
-		t.Error("unknown offload status marshalled")
-	}
+	// An unknown status (a newer version's record) is kept, never refused: a refusal
+	// would make the whole state record unreadable.
 	var p PrewarmState
-	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &p); err == nil {
-		t.Error("unknown prewarm status unmarshalled")
+	if err := json.Unmarshal([]byte(`{"status":"paused","total":1,"prewarmed":1,"skipped":0}`), &p); err != nil || p.Status != "paused" || p.Status.Valid() {
+		t.Errorf("unknown prewarm status: %+v, %v", p, err)
+	}
+	if b, err := json.Marshal(p); err != nil || string(b) != `{"status":"paused","total":1,"prewarmed":1,"skipped":0}` {
+		t.Errorf("unknown prewarm status written as %s, %v", b, err)
 	}
 	if err := json.Unmarshal([]byte(`[1]`), &p); err == nil {
 		t.Error("prewarm from an array")
 	}
 	var o OffloadState
-	if err := json.Unmarshal([]byte(`{"status":"bogus"}`), &o); err == nil {
-		t.Error("unknown offload status unmarshalled")
+	if err := json.Unmarshal([]byte(`{"status":"paused"}`), &o); err != nil || o.Status != "paused" || o.Status.Valid() {
+		t.Errorf("unknown offload status: %+v, %v", o, err)
+	}
+	if b, err := json.Marshal(o); err != nil || string(b) != `{"status":"paused"}` {
+		t.Errorf("unknown offload status written as %s, %v", b, err)
 	}
 	if err := json.Unmarshal([]byte(`"x"`), &o); err == nil {
 		t.Error("offload from a string")
