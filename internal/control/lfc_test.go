@@ -30,8 +30,8 @@ func (s *scriptedLFC) next() error {
 	return err
 }
 
-func (s *scriptedLFC) LFCPrewarm(context.Context, string) error      { return s.next() }
-func (s *scriptedLFC) LFCOffload(context.Context) error              { return s.next() }
+func (s *scriptedLFC) LFCPrewarm(context.Context, string) error       { return s.next() }
+func (s *scriptedLFC) LFCOffload(context.Context) error               { return s.next() }
 func (s *scriptedLFC) LFCCancelPrewarm(context.Context) (bool, error) { return true, s.next() }
 
 func TestLFCStatesBeforeAnyPublished(t *testing.T) {
