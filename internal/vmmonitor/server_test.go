@@ -504,6 +504,11 @@ func TestServeStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An established connection (a stop during the handshake may drop it without a
+	// close frame).
+	if err := a.HealthCheck(bg); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
