@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/monitord"
+	"github.com/computetools/compute-tools/internal/vmmonitord"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -24,5 +25,11 @@ func TestExitCodes(t *testing.T) {
 	}
 	if cliExitCode(0) != 0 || cliExitCode(1) != 78 || cliExitCode(80) != 78 {
 		t.Errorf("kong exit codes: %d %d %d", cliExitCode(0), cliExitCode(1), cliExitCode(80))
+	}
+}
+
+func TestVMMonitorExitCodes(t *testing.T) {
+	if got := exitCode(fmt.Errorf("listen: %w", vmmonitord.ErrConfig)); got != 78 {
+		t.Errorf("vm-monitor configuration error: exit %d, want 78", got)
 	}
 }

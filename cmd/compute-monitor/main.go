@@ -1,7 +1,9 @@
-// Command compute-monitor watches a running compute (unit compute-monitor.service): its
-// activity (last_active of /status) and whether Postgres answers (the downtime metrics),
-// with the systemd watchdog fed after each successful check. It runs in
-// internal/monitord; this file is the command line.
+// Command compute-monitor watches a running compute. Without a subcommand (or with
+// `activity`) it is compute-monitor.service: its activity (last_active of /status) and
+// whether Postgres answers (the downtime metrics), with the systemd watchdog fed after
+// each successful check, run in internal/monitord. `compute-monitor vm-monitor` is
+// compute-vm-monitor.service: the VM autoscaler agent's peer (internal/vmmonitord). This
+// file is the command line.
 package main
 
 import (
@@ -18,18 +20,31 @@ import (
 	"github.com/computetools/compute-tools/internal/memtrim"
 	"github.com/computetools/compute-tools/internal/monitord"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/vmmonitord"
 )
 
 type cli struct {
-	StateDir string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
-	Connstr  string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity)."`
+	StateDir string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record and the applied config."`
+	Connstr  string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity; the vm-monitor resizes the LFC with it)."`
+
+	Activity  activityCmd  `cmd:"" default:"withargs" help:"Monitor activity and downtime, LFC prewarm and offload, installed extensions (compute-monitor.service; the default)."`
+	VMMonitor vmMonitorCmd `cmd:"" name:"vm-monitor" help:"Serve the VM autoscaler agent: protocol v1.0 over TCP and vsock, memory pressure of the Postgres unit, MemoryHigh= and LFC sizing (compute-vm-monitor.service)."`
+}
+
+type activityCmd struct {
 	Interval time.Duration `name:"interval" env:"COMPUTE_MONITOR_INTERVAL" default:"${COMPUTE_MONITOR_INTERVAL}" help:"How often to check activity and whether Postgres answers."`
 	ExtStats time.Duration `name:"installed-extensions-collection-interval" env:"COMPUTE_INSTALLED_EXTENSIONS_INTERVAL" default:"${COMPUTE_INSTALLED_EXTENSIONS_INTERVAL}" help:"Base interval of the installed extensions collection when the spec's suspend_timeout_seconds is -1 or 0 (collections are twice it apart)."`
 }
 
+type vmMonitorCmd struct {
+	Addr       string `name:"addr" env:"COMPUTE_VM_MONITOR_ADDR" default:"${COMPUTE_VM_MONITOR_ADDR}" help:"TCP address the agent dials (host:port); empty: no TCP listener."`
+	VsockPort  uint32 `name:"vsock-port" env:"COMPUTE_VM_MONITOR_VSOCK_PORT" default:"${COMPUTE_VM_MONITOR_VSOCK_PORT}" help:"vsock port to listen on as well; 0: none. A vsock listener that cannot be opened is a warning."`
+	CgroupUnit string `name:"cgroup-unit" env:"COMPUTE_VM_MONITOR_CGROUP_UNIT" default:"${COMPUTE_VM_MONITOR_CGROUP_UNIT}" help:"Unit whose cgroup memory is watched and whose MemoryHigh= is set through systemd."`
+}
+
 // exitConfig is EX_CONFIG (sysexits.h): the configuration cannot work, so a restart would
-// fail the same way; the unit's RestartPreventExitStatus=78 keeps systemd from restarting
-// the monitor twice a second forever (a watchdog restart is a signal, not this code).
+// fail the same way; the units' RestartPreventExitStatus=78 keeps systemd from restarting
+// them twice a second forever (a watchdog restart is a signal, not this code).
 const exitConfig = 78
 
 // exitCode maps Run's error to the exit status: EX_CONFIG for a configuration error, 1
@@ -38,7 +53,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, monitord.ErrConfig):
+	case errors.Is(err, monitord.ErrConfig), errors.Is(err, vmmonitord.ErrConfig):
 		return exitConfig
 	}
 	return 1
@@ -54,13 +69,18 @@ func cliExitCode(code int) int {
 }
 
 func main() {
-	log := logx.Setup(os.Stderr, "compute-monitor")
 	var c cli
-	kong.Parse(&c, kong.Name("compute-monitor"), kong.Vars(paths.Vars()),
-		kong.Description("Activity and downtime monitor of a serverless Postgres compute (Neon compute_ctl compatible)."),
+	k := kong.Parse(&c, kong.Name("compute-monitor"), kong.Vars(paths.Vars()),
+		kong.Description("Monitors of a serverless Postgres compute (Neon compute_ctl compatible): activity and downtime (the default command), and the VM autoscaler agent's vm-monitor."),
 		kong.UsageOnError(), kong.Exit(func(code int) { os.Exit(cliExitCode(code)) }))
-	// The monitor lives as long as the compute and runs a small part of its binary: keep
-	// only the pages it uses mapped (bench/README.md has the figures).
+	vm := k.Command() == "vm-monitor"
+	component := "compute-monitor"
+	if vm {
+		component = "compute-vm-monitor"
+	}
+	log := logx.Setup(os.Stderr, component)
+	// Both live as long as the compute and run a small part of their binary: keep only
+	// the pages they use mapped (bench/README.md has the figures).
 	if r, err := memtrim.TrimExecutable(); err != nil {
 		log.Debug("memtrim", "err", err)
 	} else {
@@ -68,8 +88,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Interval, ExtStatsInterval: c.ExtStats}, log); err != nil {
-		log.Error("compute-monitor failed", "err", err)
+	var err error
+	if vm {
+		err = vmmonitord.Main(ctx, vmmonitord.Settings{
+			Addr: c.VMMonitor.Addr, VsockPort: c.VMMonitor.VsockPort, CgroupUnit: c.VMMonitor.CgroupUnit,
+			Connstr: c.Connstr, StateDir: c.StateDir,
+		}, log)
+	} else {
+		err = monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Activity.Interval, ExtStatsInterval: c.Activity.ExtStats}, log)
+	}
+	if err != nil {
+		log.Error(component+" failed", "err", err)
 		os.Exit(exitCode(err))
 	}
 }

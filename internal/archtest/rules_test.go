@@ -45,7 +45,7 @@ func reach(g graph, from string) map[string]string {
 // packages below them are covered without an edit; both names of the pageserver client
 // (internal/storage, internal/pageserver) count.
 var (
-	servingDirs = []string{"internal/api", "internal/control", "internal/monitor", "internal/monitord", "internal/vmmonitor"}
+	servingDirs = []string{"internal/api", "internal/control", "internal/monitor", "internal/monitord", "internal/vmmonitor", "internal/vmmonitord"}
 	mutatorDirs = []string{"internal/apply", "internal/storage", "internal/pageserver"}
 )
 

@@ -34,7 +34,24 @@ const (
 	// reference's --installed-extensions-collection-interval, 3600 s); collections are
 	// twice it apart.
 	DefaultExtStatsInterval = "1h"
+
+	// DefaultVMMonitorAddr is the vm-monitor's TCP listener (compute_ctl's
+	// --vm-monitor-addr; what the stock autoscaler agent dials through NeonVM's port
+	// forwarding). Empty: no TCP listener.
+	DefaultVMMonitorAddr = "0.0.0.0:10301"
+	// DefaultVMMonitorVsockPort is the vm-monitor's vsock port (0: no vsock listener).
+	DefaultVMMonitorVsockPort = 10301
+	// DefaultVMMonitorCgroupUnit is the unit whose cgroup the vm-monitor watches and
+	// whose MemoryHigh= it sets.
+	DefaultVMMonitorCgroupUnit = UnitPostgres
+	// DefaultAutoscaling is AUTOSCALING when /etc/default/compute-tools does not say
+	// true: the vm-monitor is off.
+	DefaultAutoscaling = "false"
 )
+
+// EnvironmentFile is the settings file every unit reads (EnvironmentFile=) and the
+// systemd generator parses for AUTOSCALING.
+const EnvironmentFile = "/etc/default/compute-tools"
 
 // Unit names.
 const (
@@ -42,6 +59,10 @@ const (
 	UnitPostgres  = "compute-postgres.service"
 	UnitConfigure = "compute-configure.service"
 	UnitMonitor   = "compute-monitor.service"
+	// UnitVMMonitor runs `compute-monitor vm-monitor`; compute.target wants it only when
+	// AUTOSCALING=true (packaging/systemd/compute-tools-generator).
+	UnitVMMonitor = "compute-vm-monitor.service"
+	UnitTarget    = "compute.target"
 )
 
 // Environment variables that carry a default, as the flags and
@@ -60,10 +81,19 @@ const (
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
 	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
 	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
+
+	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
+	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
+	EnvVMMonitorCgroupUnit = "COMPUTE_VM_MONITOR_CGROUP_UNIT"
+	// EnvAutoscaling is not a flag: the systemd generator reads it from
+	// EnvironmentFile ("true", quoted or not, turns the vm-monitor on).
+	EnvAutoscaling = "AUTOSCALING"
 )
 
 // Vars are the defaults as text by environment variable name. The flag definitions take
 // them by interpolation (kong's `default:"${PGDATA}"` with kong.Vars(paths.Vars())).
+// AUTOSCALING is the one that is no flag's: it is here so that the tests hold
+// packaging/default/compute-tools and the README to it like the others.
 func Vars() map[string]string {
 	return map[string]string{
 		EnvStateDir:         DefaultStateDir,
@@ -79,6 +109,11 @@ func Vars() map[string]string {
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
 		EnvMonitorInterval:  DefaultMonitorInterval,
 		EnvExtStatsInterval: DefaultExtStatsInterval,
+
+		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
+		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),
+		EnvVMMonitorCgroupUnit: DefaultVMMonitorCgroupUnit,
+		EnvAutoscaling:         DefaultAutoscaling,
 	}
 }
 

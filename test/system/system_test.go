@@ -45,6 +45,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(hogEnv) != "" { // run by TestVMMonitor as a unit that holds memory
+		os.Exit(memoryHog())
+	}
+	if os.Getenv(agentEnv) != "" { // run by bench/vm-monitor-usage.sh as the agent
+		os.Exit(benchAgent())
+	}
 	if os.Getenv("COMPUTE_SYSTEM_TEST") != "1" {
 		fmt.Println("system tests skipped: they run inside the systemd container of scripts/e2e.sh (COMPUTE_SYSTEM_TEST=1)")
 		os.Exit(0)
@@ -190,8 +196,8 @@ func restart(t *testing.T) {
 	// Stop every unit explicitly: `systemctl stop compute.target` returns once the target
 	// is down, before the stop jobs of its parts have finished.
 	run(t, "/bin/systemctl", "stop", "compute.target", "compute-lsn-lease.service", "compute-configure.service",
-		"compute-postgres.service", "compute-init.service", "compute-api.service", "compute-monitor.service")
-	runMayFail("/bin/systemctl", "reset-failed", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-api.service", "compute-monitor.service")
+		"compute-postgres.service", "compute-init.service", "compute-api.service", "compute-monitor.service", "compute-vm-monitor.service")
+	runMayFail("/bin/systemctl", "reset-failed", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-api.service", "compute-monitor.service", "compute-vm-monitor.service")
 	run(t, "/bin/systemctl", "start", "compute.target")
 	// The API resets the record when the compute starts: nothing of the previous
 	// lifecycle (a failed or terminated status) may be served once start returned.
@@ -334,7 +340,7 @@ func expectMilestone(t *testing.T, id logx.MessageID, before int, units ...strin
 
 func TestUnitsVerify(t *testing.T) {
 	out, err := runMayFail("/usr/bin/systemd-analyze", "verify", "--man=no", "compute.target",
-		"compute-api.service", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-lsn-lease.service", "compute-monitor.service")
+		"compute-api.service", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-lsn-lease.service", "compute-monitor.service", "compute-vm-monitor.service")
 	if err != nil || strings.TrimSpace(out) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}

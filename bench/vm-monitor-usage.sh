@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The vm-monitor's CPU and memory (`compute-monitor vm-monitor`, compute-vm-monitor.service), in
+# a throwaway systemd container (as the system test), with AUTOSCALING=true and the compute
+# running: for DURATION seconds (default 300) with no agent connected (idle: the cgroup watcher
+# alone), then for DURATION seconds with an agent connected that health-checks every 5 s, the
+# real agent's rate (the system test binary in its agent mode, internal/vmmonitor/agenttest).
+# CPU is the vm-monitor process's own user+system time over the phase (/proc/PID/stat), as a
+# share of one core; memory is its resident set (VmRSS, sampled every 10 s: median and max) and
+# its peak (VmHWM). Figures are reported, never asserted. Run as root, on a quiet machine.
+#
+# Where the units' cgroups have no memory controller (systemd-nspawn on a host whose memory
+# controller is bound to cgroup v1, as the 2-core development VM), the watcher finds no
+# memory.stat and, instead of reading it every 100 ms, asks systemd for the cgroup once a
+# second: the first line of the results says which of the two was measured.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/../scripts/nspawn.sh"
+need_root
+apt_install systemd-container debootstrap ca-certificates
+ensure_tools
+# SKIP_PACKAGE=1 reuses dist/ as it is: the .deb and system.test must be there already.
+if [ "${SKIP_PACKAGE:-}" != 1 ]; then package; build_system_test; fi
+DURATION=${DURATION:-300}
+ROOTFS=$(bash "$REPO/scripts/rootfs.sh")
+OUT="$REPO/out/bench-vm-monitor"; rm -rf "$OUT"; mkdir -p "$OUT"
+boot_container "$ROOTFS" "$OUT" systemd.mask=postgresql@15-main.service
+IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || die "dpkg -i failed"
+
+IN env DURATION="$DURATION" sh -s <<'INNER' | tee "$OUT/results.txt"
+set -e
+compute-api keygen --key-out /root/k --jwks-out /root/jwks.json >/dev/null
+md5=$(printf '%s' 'benchbench' | md5sum | cut -d' ' -f1)
+cat >/etc/compute/config.json <<JSON
+{"compute_ctl_config": {"jwks": $(cat /root/jwks.json)},
+ "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1,
+  "cluster": {"roles": [{"name": "bench", "encrypted_password": "$md5"}],
+              "databases": [{"name": "bench", "owner": "bench"}]}}}
+JSON
+chgrp postgres /etc/compute/config.json
+echo 'AUTOSCALING=true' >>/etc/default/compute-tools
+systemctl daemon-reload
+systemctl start compute.target
+compute-init status --wait running --timeout 120s >/dev/null
+# Nothing waits for the vm-monitor (it is off the start path): wait for it here.
+for _ in $(seq 100); do systemctl is-active --quiet compute-vm-monitor && break; sleep 0.1; done
+systemctl is-active --quiet compute-vm-monitor || { echo "compute-vm-monitor is not active"; systemctl status --no-pager compute-vm-monitor; exit 1; }
+sleep 15   # past the start of every unit of the compute
+cg=$(systemctl show -p ControlGroup --value compute-postgres)
+if [ -r "/sys/fs/cgroup$cg/memory.stat" ]; then
+  echo "watcher: reads /sys/fs/cgroup$cg/memory.stat every 100 ms"
+else
+  echo "watcher: no /sys/fs/cgroup$cg/memory.stat (no memory controller here): it asks systemd for the cgroup once a second instead of reading memory.stat every 100 ms"
+fi
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk -v t="$ticks" '{ printf "%d", ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }  # ms
+rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+hwm() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
+med() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }
+max() { sort -n | tail -1; }
+phase() { # name, then a command to run in the background for the phase (or "")
+  name=$1; shift
+  vm=$(systemctl show -p MainPID --value compute-vm-monitor)
+  c0=$(cpu "$vm"); t0=$(date +%s%N)
+  if [ -n "$1" ]; then sh -c "$1" >/tmp/phase-$name.log 2>&1 & bg=$!; else bg=; fi
+  : >/tmp/rss-$name
+  end=$(( $(date +%s) + DURATION ))
+  while [ "$(date +%s)" -lt "$end" ]; do rss "$vm" >>/tmp/rss-$name; sleep 10; done
+  if [ -n "$bg" ]; then wait "$bg" || echo "WARNING: the $name command failed (see below)"; fi
+  c1=$(cpu "$vm"); t1=$(date +%s%N)
+  wall=$(( (t1 - t0) / 1000000 ))
+  [ "$(systemctl show -p MainPID --value compute-vm-monitor)" = "$vm" ] || echo "WARNING: compute-vm-monitor restarted during $name"
+  echo "$name wall_ms=$wall"
+  echo "  vm-monitor resident: $(awk '/^(Rss|Anonymous):/{printf "%s %s kB; ", $1, $2}' /proc/$vm/smaps_rollup)(the rest is the binary's pages)"
+  printf '  vm-monitor cpu_ms=%d cpu_pct_of_core=%s rss_kb_median=%s rss_kb_max=%s vmhwm_kb=%s\n' $((c1-c0)) \
+    "$(awk -v c=$((c1-c0)) -v w=$wall 'BEGIN{printf "%.3f", 100*c/w}')" "$(med </tmp/rss-$name)" "$(max </tmp/rss-$name)" "$(hwm "$vm")"
+  if [ -n "$bg" ]; then sed 's/^/  agent: /' /tmp/phase-$name.log; fi
+}
+phase idle ""
+phase health-checks "VMMON_AGENT_FOR=${DURATION}s /dist/system.test"
+echo "journal of compute-vm-monitor during the run: $(journalctl -u compute-vm-monitor -o cat --no-pager | wc -l) lines, $(journalctl -u compute-vm-monitor -p warning -o cat --no-pager | wc -l) warnings"
+INNER
+poweroff_container || true

@@ -1,0 +1,158 @@
+package paths
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const generator = "packaging/systemd/compute-tools-generator"
+
+// shells are the POSIX shells the generator is run with: /bin/sh (dash on Debian, what
+// systemd runs it with through its #! line), and the others found here.
+func shells(t *testing.T) [][]string {
+	var out [][]string
+	for _, sh := range [][]string{{"/bin/sh"}, {"dash"}, {"bash", "--posix"}, {"busybox", "sh"}} {
+		if p, err := exec.LookPath(sh[0]); err == nil {
+			out = append(out, append([]string{p}, sh[1:]...))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no POSIX shell found")
+	}
+	return out
+}
+
+// runGenerator runs the generator with the settings file holding content (no file when
+// content is nil) and returns its normal output directory.
+func runGenerator(t *testing.T, sh []string, content *string) string {
+	t.Helper()
+	dir := t.TempDir()
+	env := filepath.Join(dir, "compute-tools")
+	if content != nil {
+		if err := os.WriteFile(env, []byte(*content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	normal, early, late := filepath.Join(dir, "normal"), filepath.Join(dir, "early"), filepath.Join(dir, "late")
+	for _, d := range []string{normal, early, late} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script, err := filepath.Abs(filepath.Join(repoRoot, generator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env}
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
+		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
+	}
+	for _, d := range []string{early, late} {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("the generator wrote into %s", d)
+		}
+	}
+	return normal
+}
+
+func TestGenerator(t *testing.T) {
+	s := func(v string) *string { return &v }
+	for _, c := range []struct {
+		name    string
+		content *string
+		on      bool
+	}{
+		{"no file", nil, false},
+		{"empty file", s(""), false},
+		{"the packaged file", nil, false}, // filled in below
+		{"bare", s("AUTOSCALING=true\n"), true},
+		{"double quotes", s(`AUTOSCALING="true"` + "\n"), true},
+		{"single quotes", s("AUTOSCALING='true'\n"), true},
+		{"no final newline", s("PGDATA=/x\nAUTOSCALING=true"), true},
+		{"leading and trailing blanks, CRLF", s(" \tAUTOSCALING=true \t\r\n"), true},
+		{"among others", s("COMPUTE_ID=c\n# AUTOSCALING=false\nAUTOSCALING=true\nPGDATA=/x\n"), true},
+		{"false", s("AUTOSCALING=false\n"), false},
+		{"commented out", s("#AUTOSCALING=true\n"), false},
+		{"commented out after blanks", s("  # AUTOSCALING=true\n"), false},
+		{"last line wins: off", s("AUTOSCALING=true\nAUTOSCALING=false\n"), false},
+		{"last line wins: on", s("AUTOSCALING=false\nAUTOSCALING=true\n"), true},
+		{"empty value", s("AUTOSCALING=\n"), false},
+		{"capitalised", s("AUTOSCALING=True\n"), false},
+		{"yes", s("AUTOSCALING=yes\n"), false},
+		{"one", s("AUTOSCALING=1\n"), false},
+		{"unbalanced quote", s(`AUTOSCALING="true` + "\n"), false},
+		{"mixed quotes", s(`AUTOSCALING="true'` + "\n"), false},
+		{"a comment after it", s("AUTOSCALING=true # on\n"), false},
+		{"space before =", s("AUTOSCALING =true\n"), false},
+		{"another name", s("XAUTOSCALING=true\nAUTOSCALING_X=true\n"), false},
+		{"a command in it is not run", s("AUTOSCALING=$(touch /tmp/compute-tools-generator-ran)true\n"), false},
+		{"garbage", s("\x00\xff\xfe=true\n'\"\\\n"), false},
+	} {
+		if c.name == "the packaged file" {
+			b, err := os.ReadFile(filepath.Join(repoRoot, "packaging/default/compute-tools"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.content = s(string(b))
+		}
+		for _, sh := range shells(t) {
+			t.Run(c.name+"/"+filepath.Base(sh[0]), func(t *testing.T) {
+				normal := runGenerator(t, sh, c.content)
+				link := filepath.Join(normal, UnitTarget+".wants", UnitVMMonitor)
+				target, err := os.Readlink(link)
+				switch {
+				case c.on && err != nil:
+					t.Errorf("no want: %v", err)
+				case c.on && target != "/usr/lib/systemd/system/"+UnitVMMonitor:
+					t.Errorf("%s -> %s", link, target)
+				case !c.on:
+					if ents, _ := os.ReadDir(normal); len(ents) != 0 {
+						t.Errorf("off, but the generator wrote %s", ents[0].Name())
+					}
+				}
+			})
+		}
+	}
+	if _, err := os.Stat("/tmp/compute-tools-generator-ran"); err == nil {
+		t.Error("the generator ran a command substitution from the settings file")
+	}
+}
+
+// TestGeneratorFiles checks the script's defaults and how it is shipped: executable, the
+// settings file it reads, its place in the package.
+func TestGeneratorFiles(t *testing.T) {
+	st, err := os.Stat(filepath.Join(repoRoot, generator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o111 == 0 {
+		t.Errorf("%s is not executable (%v)", generator, st.Mode())
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot, generator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := string(b)
+	if !strings.HasPrefix(script, "#!/bin/sh\n") {
+		t.Error("the generator does not start with #!/bin/sh")
+	}
+	for _, want := range []string{"${COMPUTE_TOOLS_ENV_FILE:-" + EnvironmentFile + "}", EnvAutoscaling + "=*",
+		UnitTarget + ".wants", "/usr/lib/systemd/system/" + UnitVMMonitor} {
+		if !strings.Contains(script, want) {
+			t.Errorf("the generator does not contain %q", want)
+		}
+	}
+	nfpm := strings.Join(readLines(t, "nfpm.yaml"), "\n")
+	want := "  - src: " + generator + "\n    dst: /usr/lib/systemd/system-generators/compute-tools-generator\n    file_info: {mode: 0755}\n"
+	if !strings.Contains(nfpm+"\n", want) {
+		t.Errorf("nfpm.yaml does not ship the generator as\n%s", want)
+	}
+}

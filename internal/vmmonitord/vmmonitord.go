@@ -1,0 +1,132 @@
+// Package vmmonitord runs the vm-monitor (`compute-monitor vm-monitor`, unit
+// compute-vm-monitor.service): the peer of the VM autoscaler's agent on an autoscaled VM.
+// It binds its listeners (TCP and/or vsock), tells systemd it is ready (READY=1), and
+// serves the agent protocol (internal/vmmonitor) until it is stopped, with the memory side
+// of internal/vmmonitor/{cgroup,filecache,policy} behind the protocol's Policy.
+//
+// Run is the testable part: the listeners, the Policy and the background tasks are given
+// to it. Main is the production wiring: the listeners from Settings, systemd's manager
+// API (internal/sysd: the cgroup of the watched unit, its MemoryHigh=), the cgroup
+// watcher of that unit, the LFC resizer on the admin connection (application_name
+// vm-monitor), and internal/vmmonitor/policy adapted to vmmonitor.Policy (adapter.go).
+//
+// Lifecycle, as the reference's, per agent connection: every connection's Reset reads the
+// applied config's disable_lfc_resizing (compute_ctl passes the vm-monitor no file cache
+// connection string when it is set) and sizes the file cache, MemoryHigh= and the
+// threshold for the memory the machine has (policy.Policy.Start); then the agent's upscale
+// and downscale messages go to that policy.
+//
+// Where this differs from the reference, on purpose:
+//   - It is its own unit, started by compute.target when AUTOSCALING=true (a systemd
+//     generator reads it; the reference's compute_ctl starts the vm-monitor task when the
+//     AUTOSCALING variable is set), and it runs whether Postgres runs or not: the cgroup
+//     watcher looks the unit's cgroup up again until it is there, and a connection whose
+//     Reset cannot reach Postgres (to size the file cache) is closed (1011) and the agent
+//     redials; the reference starts the vm-monitor only once Postgres runs and stops it
+//     with Postgres.
+//   - disable_lfc_resizing is read from the applied config at each new agent connection,
+//     so a reconfiguration that changes it takes effect at the next connection; the
+//     reference reads it once, when it starts the vm-monitor. Without an applied config
+//     (or with one that does not load, a warning) the file cache is resized.
+//   - It listens on vsock as well as on TCP (each optional); a vsock listener that
+//     cannot be opened (no vsock in the kernel) is a warning, not an error.
+package vmmonitord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/computetools/compute-tools/internal/vmmonitor"
+)
+
+// ErrConfig marks the errors of a configuration that cannot work (the command exits with
+// EX_CONFIG, 78, and the unit does not restart it for those).
+var ErrConfig = errors.New("configuration error")
+
+// Notifier is what the vm-monitor tells systemd (sd_notify); internal/sysd in production.
+type Notifier interface {
+	Ready(status string) error
+	Stopping() error
+}
+
+// Deps are what Run serves with.
+type Deps struct {
+	// Listeners are bound already; Run serves the agent on each and closes them. At
+	// least one is required.
+	Listeners []net.Listener
+	// Policy decides and applies the agent's requests (required).
+	Policy vmmonitor.Policy
+	// Background runs beside the server (the cgroup watcher) until the server stops.
+	Background []func(ctx context.Context)
+	// Notifier: nil tells nothing.
+	Notifier Notifier
+	// Log: nil is slog.Default().
+	Log *slog.Logger
+	// Server tunes the protocol server (timeouts, clock); Policy and Logger are set by
+	// Run.
+	Server vmmonitor.Config
+}
+
+// Run serves the agent on every listener until ctx ends (then it returns nil, having
+// closed the listeners and the connection) or a listener fails (then it stops the rest
+// and returns the error). It tells the Notifier it is ready once it serves.
+func Run(ctx context.Context, d Deps) error {
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if d.Policy == nil {
+		return errors.New("vmmonitord: a policy is required")
+	}
+	if len(d.Listeners) == 0 {
+		return fmt.Errorf("%w: no listener: give a TCP address (--addr) or a vsock port (--vsock-port) that can be opened", ErrConfig)
+	}
+	cfg := d.Server
+	cfg.Policy, cfg.Logger = d.Policy, log
+	srv := vmmonitor.New(cfg)
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	for _, f := range d.Background {
+		wg.Go(func() { f(sctx) })
+	}
+	errc := make(chan error, len(d.Listeners))
+	addrs := make([]string, 0, len(d.Listeners))
+	for _, ln := range d.Listeners {
+		addrs = append(addrs, ln.Addr().Network()+" "+ln.Addr().String())
+		wg.Go(func() {
+			if err := srv.Serve(sctx, ln); err != nil {
+				errc <- err
+			}
+		})
+	}
+	where := strings.Join(addrs, ", ")
+	log.Info("vm-monitor listening", "listeners", where, "path", vmmonitor.Path)
+	if d.Notifier != nil {
+		if err := d.Notifier.Ready("serving the autoscaler agent on " + where); err != nil {
+			log.Warn("sd_notify", "err", err)
+		}
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("a listener failed; stopping", "err", err)
+	}
+	if d.Notifier != nil {
+		_ = d.Notifier.Stopping()
+	}
+	stop()
+	wg.Wait()
+	if err == nil {
+		log.Info("vm-monitor stopped")
+	}
+	return err
+}
