@@ -20,8 +20,10 @@ OUT="$REPO/out/bench-monitor"; rm -rf "$OUT"; mkdir -p "$OUT"
 boot_container "$ROOTFS" "$OUT" systemd.mask=postgresql@15-main.service
 IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || die "dpkg -i failed"
 
-IN env DURATION="$DURATION" sh -s <<'INNER' | tee "$OUT/results.txt"
+# MONITOR_ENV: extra lines for /etc/default/compute-tools (e.g. GOGC=50), to compare.
+IN env DURATION="$DURATION" MONITOR_ENV="${MONITOR_ENV:-}" sh -s <<'INNER' | tee "$OUT/results.txt"
 set -e
+[ -z "$MONITOR_ENV" ] || { printf '%s\n' "$MONITOR_ENV" >>/etc/default/compute-tools; echo "with $MONITOR_ENV"; }
 compute-api keygen --key-out /root/k --jwks-out /root/jwks.json >/dev/null
 md5=$(printf '%s' 'benchbench' | md5sum | cut -d' ' -f1)
 cat >/etc/compute/config.json <<JSON
