@@ -44,8 +44,29 @@ func TestMonitor(t *testing.T) {
 	if s.Status != "running" {
 		t.Fatalf("status %s: %s", s.Status, deref(s.Error))
 	}
-	// The monitor comes up with the compute (it is ready while it waits for running).
+	// The monitor comes up with the compute (it is ready while it waits for running),
+	// started by its timer a second after compute.target, off the start path.
 	waitUnitActive(t, monitorUnit, 10*time.Second)
+	offThePath := func(what string) {
+		t.Helper()
+		target, err1 := strconv.ParseInt(unitProp(t, "compute.target", "InactiveExitTimestampMonotonic"), 10, 64)
+		mon, err2 := strconv.ParseInt(unitProp(t, monitorUnit, "ExecMainStartTimestampMonotonic"), 10, 64)
+		if err1 != nil || err2 != nil || mon-target < 900_000 {
+			t.Errorf("%s: compute-monitor started %d µs after compute.target (%v, %v); want about a second", what, mon-target, err1, err2)
+		}
+	}
+	offThePath("start")
+	// Restarting the target leaves the monitor running (nothing of it on the start path): it
+	// follows the compute out of running and into the new lifecycle.
+	inv := unitProp(t, monitorUnit, "InvocationID")
+	run(t, "/bin/systemctl", "restart", "compute.target")
+	if s := waitStatus(t, "running", "failed"); s.Status != "running" {
+		t.Fatalf("status after restarting compute.target: %s: %s", s.Status, deref(s.Error))
+	}
+	time.Sleep(1500 * time.Millisecond) // past the timer
+	if got := unitProp(t, monitorUnit, "InvocationID"); got != inv || unitProp(t, monitorUnit, "ActiveState") != "active" {
+		t.Errorf("compute-monitor after restarting compute.target: invocation %s (was %s), %s", got, inv, unitProp(t, monitorUnit, "ActiveState"))
+	}
 
 	// A session of a spec role is activity: /status shows last_active, in the reference's
 	// format, the time the session went idle (its state_change, read as the admin, whose

@@ -196,7 +196,7 @@ func restart(t *testing.T) {
 	// Stop every unit explicitly: `systemctl stop compute.target` returns once the target
 	// is down, before the stop jobs of its parts have finished.
 	run(t, "/bin/systemctl", "stop", "compute.target", "compute-lsn-lease.service", "compute-configure.service",
-		"compute-postgres.service", "compute-init.service", "compute-api.service", "compute-monitor.service", "compute-vm-monitor.service")
+		"compute-postgres.service", "compute-init.service", "compute-api.service", "compute-monitor.timer", "compute-monitor.service", "compute-vm-monitor.service")
 	runMayFail("/bin/systemctl", "reset-failed", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-api.service", "compute-monitor.service", "compute-vm-monitor.service")
 	run(t, "/bin/systemctl", "start", "compute.target")
 	// The API resets the record when the compute starts: nothing of the previous
@@ -340,7 +340,7 @@ func expectMilestone(t *testing.T, id logx.MessageID, before int, units ...strin
 
 func TestUnitsVerify(t *testing.T) {
 	out, err := runMayFail("/usr/bin/systemd-analyze", "verify", "--man=no", "compute.target",
-		"compute-api.service", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-lsn-lease.service", "compute-monitor.service", "compute-vm-monitor.service")
+		"compute-api.service", "compute-init.service", "compute-postgres.service", "compute-configure.service", "compute-lsn-lease.service", "compute-monitor.service", "compute-monitor.timer", "compute-vm-monitor.service")
 	if err != nil || strings.TrimSpace(out) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
