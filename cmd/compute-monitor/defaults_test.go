@@ -25,6 +25,7 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 		"addr":        "0.0.0.0:10301",
 		"vsock-port":  "10301",
 		"cgroup-unit": "compute-postgres.service",
+		"autoscaling": "false",
 	})
 }
 
@@ -70,6 +71,19 @@ func TestCommands(t *testing.T) {
 		cmd, c := parse(t, map[string]string{"COMPUTE_VM_MONITOR_ADDR": "", "COMPUTE_VM_MONITOR_VSOCK_PORT": "1234", "COMPUTE_STATE_DIR": "/st"}, "vm-monitor")
 		if cmd != "vm-monitor" || c.VMMonitor.Addr != "" || c.VMMonitor.VsockPort != 1234 || c.StateDir != "/st" {
 			t.Errorf("%q %+v", cmd, c)
+		}
+	})
+	// AUTOSCALING: false unless the environment (the unit's EnvironmentFile) says
+	// otherwise; the value is passed on as it is, for vmmonitord.AutoscalingOn.
+	t.Run("vm-monitor AUTOSCALING", func(t *testing.T) {
+		if _, c := parse(t, nil, "vm-monitor"); c.VMMonitor.Autoscaling != "false" {
+			t.Errorf("default AUTOSCALING %q", c.VMMonitor.Autoscaling)
+		}
+		if _, c := parse(t, map[string]string{"AUTOSCALING": "true"}, "vm-monitor"); c.VMMonitor.Autoscaling != "true" {
+			t.Errorf("AUTOSCALING=true read as %q", c.VMMonitor.Autoscaling)
+		}
+		if _, c := parse(t, map[string]string{"AUTOSCALING": "yes"}, "vm-monitor"); c.VMMonitor.Autoscaling != "yes" {
+			t.Errorf("AUTOSCALING=yes read as %q", c.VMMonitor.Autoscaling)
 		}
 	})
 	t.Run("activity flags are not vm-monitor's", func(t *testing.T) {

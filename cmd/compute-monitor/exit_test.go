@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/monitord"
+	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/vmmonitord"
 )
 
@@ -31,5 +34,13 @@ func TestExitCodes(t *testing.T) {
 func TestVMMonitorExitCodes(t *testing.T) {
 	if got := exitCode(fmt.Errorf("listen: %w", vmmonitord.ErrConfig)); got != 78 {
 		t.Errorf("vm-monitor configuration error: exit %d, want 78", got)
+	}
+	// AUTOSCALING not true: refused, not restarted.
+	if got := exitCode(vmmonitord.Main(context.Background(), vmmonitord.Settings{Autoscaling: "false"}, slog.New(slog.DiscardHandler))); got != 78 {
+		t.Errorf("vm-monitor without AUTOSCALING=true: exit %d, want 78", got)
+	}
+	// The connection to systemd lost: an error the unit restarts it for.
+	if got := exitCode(fmt.Errorf("set MemoryHigh of compute-postgres.service: %w: EOF", sysd.ErrDisconnected)); got != 1 {
+		t.Errorf("vm-monitor that lost systemd: exit %d, want 1", got)
 	}
 }

@@ -37,9 +37,10 @@ type activityCmd struct {
 }
 
 type vmMonitorCmd struct {
-	Addr       string `name:"addr" env:"COMPUTE_VM_MONITOR_ADDR" default:"${COMPUTE_VM_MONITOR_ADDR}" help:"TCP address the agent dials (host:port); empty: no TCP listener."`
-	VsockPort  uint32 `name:"vsock-port" env:"COMPUTE_VM_MONITOR_VSOCK_PORT" default:"${COMPUTE_VM_MONITOR_VSOCK_PORT}" help:"vsock port to listen on as well; 0: none. A vsock listener that cannot be opened is a warning."`
-	CgroupUnit string `name:"cgroup-unit" env:"COMPUTE_VM_MONITOR_CGROUP_UNIT" default:"${COMPUTE_VM_MONITOR_CGROUP_UNIT}" help:"Unit whose cgroup memory is watched and whose MemoryHigh= is set through systemd."`
+	Autoscaling string `name:"autoscaling" env:"AUTOSCALING" default:"${AUTOSCALING}" help:"Run only when this says true (bare or quoted), as AUTOSCALING=true in /etc/default/compute-tools does on autoscaled VMs; anything else refuses to run (exit 78)."`
+	Addr        string `name:"addr" env:"COMPUTE_VM_MONITOR_ADDR" default:"${COMPUTE_VM_MONITOR_ADDR}" help:"TCP address the agent dials (host:port); empty: no TCP listener."`
+	VsockPort   uint32 `name:"vsock-port" env:"COMPUTE_VM_MONITOR_VSOCK_PORT" default:"${COMPUTE_VM_MONITOR_VSOCK_PORT}" help:"vsock port to listen on as well; 0: none. A vsock listener that cannot be opened is a warning."`
+	CgroupUnit  string `name:"cgroup-unit" env:"COMPUTE_VM_MONITOR_CGROUP_UNIT" default:"${COMPUTE_VM_MONITOR_CGROUP_UNIT}" help:"Unit whose cgroup memory is watched and whose MemoryHigh= is set through systemd."`
 }
 
 // exitConfig is EX_CONFIG (sysexits.h): the configuration cannot work, so a restart would
@@ -91,8 +92,8 @@ func main() {
 	var err error
 	if vm {
 		err = vmmonitord.Main(ctx, vmmonitord.Settings{
-			Addr: c.VMMonitor.Addr, VsockPort: c.VMMonitor.VsockPort, CgroupUnit: c.VMMonitor.CgroupUnit,
-			Connstr: c.Connstr, StateDir: c.StateDir,
+			Autoscaling: c.VMMonitor.Autoscaling, Addr: c.VMMonitor.Addr, VsockPort: c.VMMonitor.VsockPort,
+			CgroupUnit: c.VMMonitor.CgroupUnit, Connstr: c.Connstr, StateDir: c.StateDir,
 		}, log)
 	} else {
 		err = monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Activity.Interval, ExtStatsInterval: c.Activity.ExtStats}, log)

@@ -85,8 +85,9 @@ const (
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
 	EnvVMMonitorCgroupUnit = "COMPUTE_VM_MONITOR_CGROUP_UNIT"
-	// EnvAutoscaling is not a flag: the systemd generator reads it from
-	// EnvironmentFile ("true", quoted or not, turns the vm-monitor on).
+	// EnvAutoscaling turns the vm-monitor on ("true", quoted or not): the systemd
+	// generator reads it from the EnvironmentFile, the unit's ExecCondition= and
+	// `compute-monitor vm-monitor` (--autoscaling) from the unit's environment.
 	EnvAutoscaling = "AUTOSCALING"
 )
 

@@ -3,6 +3,7 @@ package sysd
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -28,9 +29,27 @@ func (e *JobError) Error() string {
 	return fmt.Sprintf("%s %s: job result %q", e.Op, e.Unit, e.Result)
 }
 
+// ErrDisconnected marks the error of a call that failed because the connection to
+// systemd is gone (the bus or systemd went away, or Close). A Manager does not
+// reconnect: a long-running caller that sees it should exit non-zero and let its unit's
+// Restart= start it again with a new connection, rather than fail every call forever.
+var ErrDisconnected = errors.New("the connection to systemd is lost")
+
 // Manager drives units through the systemd manager API. It is safe for concurrent use.
 type Manager struct {
 	conn *sddbus.Conn
+}
+
+// Connected reports whether the connections to systemd are up.
+func (m *Manager) Connected() bool { return m.conn.Connected() }
+
+// lost marks err, the error of a D-Bus call, with ErrDisconnected when the connection
+// is gone.
+func (m *Manager) lost(err error) error {
+	if !m.conn.Connected() {
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	return err
 }
 
 // NewManager connects to the system's systemd: the system bus, or as root systemd's
@@ -63,25 +82,25 @@ type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int
 
 // StartUnit starts name (mode "replace") and waits for the job to finish with "done".
 func (m *Manager) StartUnit(ctx context.Context, name string) error {
-	return runJob(ctx, "start", name, m.conn.StartUnitContext)
+	return m.runJob(ctx, "start", name, m.conn.StartUnitContext)
 }
 
 // StopUnit stops name (mode "replace") and waits for the job to finish with "done".
 func (m *Manager) StopUnit(ctx context.Context, name string) error {
-	return runJob(ctx, "stop", name, m.conn.StopUnitContext)
+	return m.runJob(ctx, "stop", name, m.conn.StopUnitContext)
 }
 
 // RestartUnit restarts name (mode "replace") and waits for the job to finish with "done".
 func (m *Manager) RestartUnit(ctx context.Context, name string) error {
-	return runJob(ctx, "restart", name, m.conn.RestartUnitContext)
+	return m.runJob(ctx, "restart", name, m.conn.RestartUnitContext)
 }
 
-func runJob(ctx context.Context, op, name string, enqueue jobFunc) error {
+func (m *Manager) runJob(ctx context.Context, op, name string, enqueue jobFunc) error {
 	// Buffered: go-systemd sends the result from its signal loop and would block there
 	// if we stopped waiting because ctx ended.
 	ch := make(chan string, 1)
 	if _, err := enqueue(ctx, name, "replace", ch); err != nil {
-		return fmt.Errorf("%s %s: %w", op, name, err)
+		return fmt.Errorf("%s %s: %w", op, name, m.lost(err))
 	}
 	return waitJob(ctx, op, name, ch)
 }
@@ -112,7 +131,7 @@ func (m *Manager) KillUnit(ctx context.Context, name string, who string, sig sys
 		return fmt.Errorf("kill %s: invalid target %q (want main or all)", name, who)
 	}
 	if err := m.conn.KillUnitWithTarget(ctx, name, sddbus.Who(who), int32(sig)); err != nil {
-		return fmt.Errorf("kill %s (%s, %s): %w", name, who, sig, err)
+		return fmt.Errorf("kill %s (%s, %s): %w", name, who, sig, m.lost(err))
 	}
 	return nil
 }
@@ -122,7 +141,7 @@ func (m *Manager) KillUnit(ctx context.Context, name string, who string, sig sys
 func (m *Manager) ActiveState(ctx context.Context, name string) (string, error) {
 	p, err := m.conn.GetUnitPropertyContext(ctx, name, "ActiveState")
 	if err != nil {
-		return "", fmt.Errorf("get %s ActiveState: %w", name, err)
+		return "", fmt.Errorf("get %s ActiveState: %w", name, m.lost(err))
 	}
 	s, ok := p.Value.Value().(string)
 	if !ok {
@@ -137,14 +156,14 @@ func (m *Manager) ActiveState(ctx context.Context, name string) (string, error) 
 func (m *Manager) UnitTimestamps(ctx context.Context, name string) (execMainStart, activeEnter time.Time, err error) {
 	p, err := m.conn.GetServicePropertyContext(ctx, name, "ExecMainStartTimestamp")
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("get %s ExecMainStartTimestamp: %w", name, err)
+		return time.Time{}, time.Time{}, fmt.Errorf("get %s ExecMainStartTimestamp: %w", name, m.lost(err))
 	}
 	if execMainStart, err = usecTime(p); err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("get %s: %w", name, err)
 	}
 	p, err = m.conn.GetUnitPropertyContext(ctx, name, "ActiveEnterTimestamp")
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("get %s ActiveEnterTimestamp: %w", name, err)
+		return time.Time{}, time.Time{}, fmt.Errorf("get %s ActiveEnterTimestamp: %w", name, m.lost(err))
 	}
 	if activeEnter, err = usecTime(p); err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("get %s: %w", name, err)
@@ -170,7 +189,7 @@ func usecTime(p *sddbus.Property) (time.Time, error) {
 func (m *Manager) PendingStart(ctx context.Context, name string) (bool, error) {
 	jobs, err := m.conn.ListJobsContext(ctx)
 	if err != nil {
-		return false, fmt.Errorf("list jobs: %w", err)
+		return false, fmt.Errorf("list jobs: %w", m.lost(err))
 	}
 	return hasStartJob(jobs, name), nil
 }
@@ -180,7 +199,7 @@ func (m *Manager) PendingStart(ctx context.Context, name string) (bool, error) {
 func (m *Manager) StartWaiting(ctx context.Context, name string) (bool, error) {
 	jobs, err := m.conn.ListJobsContext(ctx)
 	if err != nil {
-		return false, fmt.Errorf("list jobs: %w", err)
+		return false, fmt.Errorf("list jobs: %w", m.lost(err))
 	}
 	for _, j := range jobs {
 		if j.Unit == name && (j.JobType == "start" || j.JobType == "restart") && j.Status == "waiting" {
@@ -204,7 +223,7 @@ func hasStartJob(jobs []sddbus.JobStatus, name string) bool {
 func (m *Manager) InvocationID(ctx context.Context, name string) (string, error) {
 	p, err := m.conn.GetUnitPropertyContext(ctx, name, "InvocationID")
 	if err != nil {
-		return "", fmt.Errorf("invocation id of %s: %w", name, err)
+		return "", fmt.Errorf("invocation id of %s: %w", name, m.lost(err))
 	}
 	b, ok := p.Value.Value().([]byte)
 	if !ok {
@@ -241,7 +260,7 @@ func (m *Manager) ControlGroup(ctx context.Context, unit string) (string, error)
 	}
 	p, err := m.conn.GetUnitTypePropertyContext(ctx, unit, iface, "ControlGroup")
 	if err != nil {
-		return "", fmt.Errorf("control group of %s: %w", unit, err)
+		return "", fmt.Errorf("control group of %s: %w", unit, m.lost(err))
 	}
 	s, ok := p.Value.Value().(string)
 	if !ok {
@@ -257,7 +276,7 @@ func (m *Manager) ControlGroup(ctx context.Context, unit string) (string, error)
 // never written into cgroup files behind systemd's back.
 func (m *Manager) SetMemoryHigh(ctx context.Context, unit string, bytes uint64) error {
 	if err := m.conn.SetUnitPropertiesContext(ctx, unit, true, sddbus.Property{Name: "MemoryHigh", Value: godbus.MakeVariant(bytes)}); err != nil {
-		return fmt.Errorf("set MemoryHigh of %s: %w", unit, err)
+		return fmt.Errorf("set MemoryHigh of %s: %w", unit, m.lost(err))
 	}
 	return nil
 }
@@ -271,7 +290,7 @@ func (m *Manager) MemoryHigh(ctx context.Context, unit string) (uint64, error) {
 	}
 	p, err := m.conn.GetUnitTypePropertyContext(ctx, unit, iface, "MemoryHigh")
 	if err != nil {
-		return 0, fmt.Errorf("MemoryHigh of %s: %w", unit, err)
+		return 0, fmt.Errorf("MemoryHigh of %s: %w", unit, m.lost(err))
 	}
 	v, ok := p.Value.Value().(uint64)
 	if !ok {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,6 +162,19 @@ func (u unitProps) Get(iface, prop string) (godbus.Variant, *godbus.Error) {
 
 func startFakeSystemd(t *testing.T, f *fakeSystemd) *Manager {
 	t.Helper()
+	addr := startFakeBus(t, f)
+	m, err := NewManagerWithDialer(func() (*godbus.Conn, error) { return godbus.Connect(addr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// startFakeBus starts a private bus where f owns org.freedesktop.systemd1, and returns
+// the bus's address.
+func startFakeBus(t *testing.T, f *fakeSystemd) string {
+	t.Helper()
 	addr := bustest.StartSession(t)
 	conn, err := godbus.Connect(addr)
 	if err != nil {
@@ -178,12 +194,106 @@ func startFakeSystemd(t *testing.T, f *fakeSystemd) *Manager {
 	if r, err := conn.RequestName("org.freedesktop.systemd1", godbus.NameFlagDoNotQueue); err != nil || r != godbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("own org.freedesktop.systemd1: %v %v", r, err)
 	}
+	return addr
+}
+
+// cutProxy forwards connections on a unix socket to another until cut, which closes
+// them all: to the client, the bus went away.
+type cutProxy struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	ln    net.Listener
+}
+
+func startCutProxy(t *testing.T, busAddr string) (*cutProxy, string) {
+	t.Helper()
+	target, ok := strings.CutPrefix(busAddr, "unix:path=")
+	if !ok {
+		t.Fatalf("bus address %q is not a unix path", busAddr)
+	}
+	sock := filepath.Join(t.TempDir(), "proxy")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln}
+	t.Cleanup(p.cut)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, b)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(b, c); b.Close() }()
+			go func() { _, _ = io.Copy(c, b); c.Close() }()
+		}
+	}()
+	return p, "unix:path=" + sock
+}
+
+func (p *cutProxy) cut() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// TestManagerDisconnected: once the connection to systemd is gone, the calls fail with
+// ErrDisconnected (the vm-monitor exits on it); before, a failing call is not marked.
+func TestManagerDisconnected(t *testing.T) {
+	f := &fakeSystemd{
+		results: map[string]string{},
+		props: map[string]map[string]godbus.Variant{
+			"compute-postgres.service": {
+				"org.freedesktop.systemd1.Service.ControlGroup": godbus.MakeVariant("/system.slice/compute-postgres.service"),
+				"org.freedesktop.systemd1.Service.MemoryHigh":   godbus.MakeVariant(uint64(MemoryHighInfinity)),
+			},
+		},
+	}
+	proxy, addr := startCutProxy(t, startFakeBus(t, f))
 	m, err := NewManagerWithDialer(func() (*godbus.Conn, error) { return godbus.Connect(addr) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.Close)
-	return m
+	defer m.Close()
+	ctx := context.Background()
+	if cg, err := m.ControlGroup(ctx, "compute-postgres.service"); err != nil || cg == "" {
+		t.Fatalf("ControlGroup = %q, %v", cg, err)
+	}
+	if err := m.SetMemoryHigh(ctx, "gone.service", 1<<30); err == nil || errors.Is(err, ErrDisconnected) {
+		t.Errorf("SetMemoryHigh of an unknown unit = %v, want an error that is not ErrDisconnected", err)
+	}
+	if !m.Connected() {
+		t.Fatal("not connected before the cut")
+	}
+
+	proxy.cut()
+	// godbus notices the end of the stream in its reader goroutine.
+	for deadline := time.Now().Add(10 * time.Second); m.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still connected 10 s after the bus went away")
+		}
+	}
+	err = m.SetMemoryHigh(ctx, "compute-postgres.service", 1<<30)
+	if !errors.Is(err, ErrDisconnected) {
+		t.Errorf("SetMemoryHigh after the bus went away = %v, want ErrDisconnected", err)
+	}
+	if _, err := m.ControlGroup(ctx, "compute-postgres.service"); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("ControlGroup after the bus went away = %v, want ErrDisconnected", err)
+	}
+	if err := m.StartUnit(ctx, "compute-postgres.service"); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("StartUnit after the bus went away = %v, want ErrDisconnected", err)
+	}
 }
 
 func TestManagerJobsOverBus(t *testing.T) {

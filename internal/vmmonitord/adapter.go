@@ -25,8 +25,10 @@ type FileCache interface {
 // AdapterOptions configure NewAdapter.
 type AdapterOptions struct {
 	// Policy holds what every connection's policy.Policy shares: the watcher, the
-	// limit, the rules, the clock. Its FileCache is ignored: the adapter gives each
-	// policy the one below, or none when resizing is off.
+	// limit, the rules, the clock, and the State (what was applied last; NewAdapter
+	// makes one when nil, so that a new connection does not start from a clean slate).
+	// Its FileCache is ignored: the adapter gives each policy the one below, or none
+	// when resizing is off.
 	Policy policy.Options
 	// FileCache is the LFC resizer; nil: never resized.
 	FileCache FileCache
@@ -40,7 +42,10 @@ type AdapterOptions struct {
 // Adapter is internal/vmmonitor/policy behind the protocol's vmmonitor.Policy: Reset
 // makes a policy.Policy for the new connection (with or without the file cache, as the
 // applied spec says) and starts it (policy.Policy.Start: the sizes for the machine's
-// memory); Upscale and Downscale convert the allocation and go to that policy.
+// memory; a limit or file cache that cannot be set is a warning there, so the
+// connection stays); Upscale and Downscale convert the allocation and go to that
+// policy. Every connection's policy shares one policy.State: the guards of the memory
+// limit hold across connections.
 type Adapter struct {
 	o   AdapterOptions
 	log *slog.Logger
@@ -59,6 +64,9 @@ func NewAdapter(o AdapterOptions) *Adapter {
 	}
 	if o.Policy.Log == nil {
 		o.Policy.Log = log
+	}
+	if o.Policy.State == nil {
+		o.Policy.State = policy.NewState()
 	}
 	return &Adapter{o: o, log: log}
 }

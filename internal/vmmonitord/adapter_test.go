@@ -43,18 +43,32 @@ func (c *calls) take() []string {
 	return l
 }
 
-type fakeCache struct{ c *calls }
+// fakeCache records; it fails with *err when err is set.
+type fakeCache struct {
+	c   *calls
+	err *error
+}
 
 func (f fakeCache) Set(_ context.Context, b uint64) (filecache.Result, error) {
 	f.c.add("cache %d MiB", b/mib)
+	if f.err != nil && *f.err != nil {
+		return filecache.Result{}, *f.err
+	}
 	return filecache.Result{Applied: true, Bytes: b}, nil
 }
 func (f fakeCache) Close() { f.c.add("cache closed") }
 
-type fakeLimit struct{ c *calls }
+// fakeLimit records; it fails with *err when err is set.
+type fakeLimit struct {
+	c   *calls
+	err *error
+}
 
 func (f fakeLimit) SetMemoryHigh(_ context.Context, b uint64) error {
 	f.c.add("memory high %d MiB", b/mib)
+	if f.err != nil {
+		return *f.err
+	}
 	return nil
 }
 
@@ -92,6 +106,8 @@ type adapterSetup struct {
 	a   *Adapter
 	off bool
 	err error
+	// cacheErr and limitErr make the file cache and the limit fail.
+	cacheErr, limitErr error
 }
 
 func newAdapterSetup(t *testing.T) *adapterSetup {
@@ -101,11 +117,11 @@ func newAdapterSetup(t *testing.T) *adapterSetup {
 	s.a = NewAdapter(AdapterOptions{
 		Policy: policy.Options{
 			Watcher:  s.w,
-			Limit:    fakeLimit{s.c},
+			Limit:    fakeLimit{c: s.c, err: &s.limitErr},
 			MemTotal: func() (uint64, error) { return 4 * gib, nil },
 			Now:      func() time.Time { return t0 },
 		},
-		FileCache:           fakeCache{s.c},
+		FileCache:           fakeCache{c: s.c, err: &s.cacheErr},
 		LFCResizingDisabled: func() (bool, error) { return s.off, s.err },
 		Log:                 log,
 	})
@@ -143,11 +159,12 @@ func TestAdapter(t *testing.T) {
 	expectCalls(t, s.c.take(), "memory high 4096 MiB", "cache 3072 MiB", "threshold 3650722201")
 
 	// The agent's 512 MiB: usable 412 MiB (the 100 MiB sys buffer off); the cache
-	// (412 - 256) / 1.1 MiB, below 0.75 x 412; the threshold 0.85 x 412 MiB.
+	// (412 - 256) / 1.1 MiB, below 0.75 x 412; the threshold 0.85 x 412 MiB. The limit
+	// stays at the 4 GiB applied: an upscale never lowers it.
 	if err := s.a.Upscale(ctx, vmmonitor.Allocation{CPU: 0.25, Mem: 512 * mib}); err != nil {
 		t.Fatal(err)
 	}
-	expectCalls(t, s.c.take(), "memory high 412 MiB", "cache 141 MiB", "threshold 367211315")
+	expectCalls(t, s.c.take(), "cache 141 MiB", "threshold 367211315")
 
 	// Down to 384 MiB (usable 284) with 50 MiB in use: the cache (284 - 256) / 1.1 MiB
 	// first, then the limit, then the threshold 0.85 x 284 MiB.
@@ -176,6 +193,39 @@ func TestAdapter(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectCalls(t, s.c.take(), "memory high 4096 MiB", "cache 3072 MiB", "threshold 3650722201")
+	// The next connection: the limit applied (4 GiB) is not set again.
+	if err := s.a.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectCalls(t, s.c.take(), "cache 3072 MiB", "threshold 3650722201")
+
+	// What was applied outlives the connection: a new connection's "upscale" below the
+	// allocation applied last (the 384 MiB downscale) is refused.
+	if err := s.a.Upscale(ctx, vmmonitor.Allocation{Mem: 256 * mib}); err == nil || !strings.Contains(err.Error(), "below the allocation applied last") {
+		t.Errorf("Upscale below the last allocation on a new connection = %v", err)
+	}
+	expectCalls(t, s.c.take())
+}
+
+// TestAdapterResetWarns: a Reset whose limit and file cache cannot be set (systemd
+// refuses, Postgres is down) succeeds, so the connection stays and answers health
+// checks; the decisions that need them report the error.
+func TestAdapterResetWarns(t *testing.T) {
+	ctx := context.Background()
+	s := newAdapterSetup(t)
+	s.cacheErr, s.limitErr = errors.New("connection refused"), errors.New("access denied")
+	if err := s.a.Reset(ctx); err != nil {
+		t.Fatalf("Reset with a failing cache and limit = %v, want nil", err)
+	}
+	expectCalls(t, s.c.take(), "memory high 4096 MiB", "cache 3072 MiB", "threshold 3650722201")
+	ok, _, err := s.a.Downscale(ctx, vmmonitor.Allocation{CPU: 0.25, Mem: 384 * mib})
+	if ok || err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Downscale with the cache failing = %v %v", ok, err)
+	}
+	s.cacheErr = nil
+	if err := s.a.Upscale(ctx, vmmonitor.Allocation{Mem: 8 * gib}); err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Errorf("Upscale with the limit failing = %v", err)
+	}
 }
 
 // TestAdapterResetFails: a Reset that fails leaves no policy behind: the connection's

@@ -2,11 +2,13 @@ package vmmonitord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/sysd"
@@ -18,6 +20,9 @@ import (
 
 // Settings are the vm-monitor's host settings, as given on the command line.
 type Settings struct {
+	// Autoscaling is the AUTOSCALING variable (/etc/default/compute-tools, read by the
+	// unit): the vm-monitor runs only when it says true (AutoscalingOn).
+	Autoscaling string
 	// Addr is the TCP listen address (host:port); "": no TCP listener.
 	Addr string
 	// VsockPort is the vsock port; 0: no vsock listener.
@@ -32,8 +37,23 @@ type Settings struct {
 	StateDir string
 }
 
+// AutoscalingOn reads the AUTOSCALING value as the compute-tools generator reads the
+// line: blanks and a CR at the end are ignored, and it must say true, bare or in double
+// or single quotes (systemd's EnvironmentFile= has taken the quotes off already; a shell
+// may not have). Anything else (false, yes, 1, empty) is off.
+func AutoscalingOn(v string) bool {
+	switch strings.TrimRight(v, " \t\r") {
+	case "true", `"true"`, "'true'":
+		return true
+	}
+	return false
+}
+
 // check refuses settings that cannot work, with ErrConfig.
 func (s Settings) check() error {
+	if !AutoscalingOn(s.Autoscaling) {
+		return fmt.Errorf("%w: AUTOSCALING is %q, not true: the vm-monitor runs only on autoscaled VMs (AUTOSCALING=true in /etc/default/compute-tools); not starting", ErrConfig, s.Autoscaling)
+	}
 	if s.Addr == "" && s.VsockPort == 0 {
 		return fmt.Errorf("%w: no listener: --addr (COMPUTE_VM_MONITOR_ADDR) is empty and --vsock-port (COMPUTE_VM_MONITOR_VSOCK_PORT) is 0", ErrConfig)
 	}
@@ -93,9 +113,10 @@ func listeners(s Settings, listenVsock func(port uint32) (net.Listener, error), 
 	return lns, nil
 }
 
-// Main runs the vm-monitor with its production collaborators: it checks s, binds the
-// listeners, connects to systemd (the cgroup of s.CgroupUnit, its MemoryHigh=), then
-// runs the cgroup watcher and serves the agent (Run) until ctx ends.
+// Main runs the vm-monitor with its production collaborators: it checks s (AUTOSCALING
+// first), binds the listeners, connects to systemd (the cgroup of s.CgroupUnit, its
+// MemoryHigh=), then runs the cgroup watcher and serves the agent (Run) until ctx ends
+// or the connection to systemd is lost (an error).
 func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
@@ -118,14 +139,15 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 		return err
 	}
 	defer mgr.Close()
+	sd := newLossWatch(mgr)
 
-	watcher := cgroup.NewWatcher(cgroup.UnitDir(mgr, s.CgroupUnit, ""), cgroup.Options{Log: log})
+	watcher := cgroup.NewWatcher(cgroup.UnitDir(sd, s.CgroupUnit, ""), cgroup.Options{Log: log})
 	cache := filecache.New(s.Connstr, log)
 	defer cache.Close()
 	a := NewAdapter(AdapterOptions{
 		Policy: policy.Options{
 			Watcher: watcher,
-			Limit:   policy.UnitMemoryHigh{Systemd: mgr, Unit: s.CgroupUnit},
+			Limit:   policy.UnitMemoryHigh{Systemd: sd, Unit: s.CgroupUnit},
 			Log:     log,
 		},
 		FileCache:           cache,
@@ -138,8 +160,46 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 		Policy:     a,
 		Background: []func(context.Context){func(ctx context.Context) { _ = watcher.Run(ctx) }},
 		Notifier:   sdNotifier{},
+		Fatal:      sd.lost,
 		Log:        log,
 	})
+}
+
+// systemdAPI is what the vm-monitor asks of systemd (*sysd.Manager).
+type systemdAPI interface {
+	cgroup.UnitResolver
+	policy.UnitMemorySetter
+}
+
+// lossWatch passes the calls to systemd through and reports, once, on lost the first
+// error that says the connection is gone (sysd.ErrDisconnected): the Manager does not
+// reconnect, so Run ends and the unit's Restart= brings a new process and connection.
+type lossWatch struct {
+	sd   systemdAPI
+	lost chan error
+	once sync.Once
+}
+
+func newLossWatch(sd systemdAPI) *lossWatch {
+	return &lossWatch{sd: sd, lost: make(chan error, 1)}
+}
+
+func (w *lossWatch) check(err error) error {
+	if errors.Is(err, sysd.ErrDisconnected) {
+		w.once.Do(func() { w.lost <- err })
+	}
+	return err
+}
+
+// ControlGroup implements cgroup.UnitResolver.
+func (w *lossWatch) ControlGroup(ctx context.Context, unit string) (string, error) {
+	cg, err := w.sd.ControlGroup(ctx, unit)
+	return cg, w.check(err)
+}
+
+// SetMemoryHigh implements policy.UnitMemorySetter.
+func (w *lossWatch) SetMemoryHigh(ctx context.Context, unit string, bytes uint64) error {
+	return w.check(w.sd.SetMemoryHigh(ctx, unit, bytes))
 }
 
 // sdNotifier tells systemd through internal/sysd.

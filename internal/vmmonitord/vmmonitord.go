@@ -21,15 +21,31 @@
 //     generator reads it; the reference's compute_ctl starts the vm-monitor task when the
 //     AUTOSCALING variable is set), and it runs whether Postgres runs or not: the cgroup
 //     watcher looks the unit's cgroup up again until it is there, and a connection whose
-//     Reset cannot reach Postgres (to size the file cache) is closed (1011) and the agent
-//     redials; the reference starts the vm-monitor only once Postgres runs and stops it
-//     with Postgres.
+//     Reset cannot reach Postgres (to size the file cache) stays, with a warning (the
+//     decisions that need Postgres answer the error); the reference starts the
+//     vm-monitor only once Postgres runs and stops it with Postgres.
 //   - disable_lfc_resizing is read from the applied config at each new agent connection,
 //     so a reconfiguration that changes it takes effect at the next connection; the
 //     reference reads it once, when it starts the vm-monitor. Without an applied config
 //     (or with one that does not load, a warning) the file cache is resized.
 //   - It listens on vsock as well as on TCP (each optional); a vsock listener that
 //     cannot be opened (no vsock in the kernel) is a warning, not an error.
+//   - It refuses to run (ErrConfig, exit 78) unless AUTOSCALING says true
+//     (AutoscalingOn, the generator's rule), so that a unit left running, or restarted
+//     with compute.target (it is PartOf= it), after the line was removed does not go on;
+//     the unit's ExecCondition= skips the start before it gets here.
+//   - A lost connection to systemd ends it with an error (sysd.ErrDisconnected, seen
+//     in the calls that fail: the cgroup lookup, MemoryHigh=); the unit restarts it
+//     with a new connection. internal/sysd does not reconnect.
+//   - Every connection's policy shares one policy.State, so the guards of the memory
+//     limit hold across connections and a reconnecting agent costs no repeated systemd
+//     or Postgres writes (see internal/vmmonitor/policy); a limit or file cache that
+//     cannot be set when a connection starts is a warning, and the connection stays.
+//
+// When it stops, for whatever reason, the unit's ExecStopPost= sets MemoryHigh= of the
+// watched unit back to infinity (`systemctl set-property --runtime`): the agent goes on
+// scaling the VM without a vm-monitor, and a limit sized for an old allocation would cap
+// Postgres.
 package vmmonitord
 
 import (
@@ -63,6 +79,9 @@ type Deps struct {
 	Policy vmmonitor.Policy
 	// Background runs beside the server (the cgroup watcher) until the server stops.
 	Background []func(ctx context.Context)
+	// Fatal ends Run with the error it delivers (Main: the connection to systemd is
+	// lost, so the command exits non-zero and Restart= brings a new one); nil: never.
+	Fatal <-chan error
 	// Notifier: nil tells nothing.
 	Notifier Notifier
 	// Log: nil is slog.Default().
@@ -73,14 +92,18 @@ type Deps struct {
 }
 
 // Run serves the agent on every listener until ctx ends (then it returns nil, having
-// closed the listeners and the connection) or a listener fails (then it stops the rest
-// and returns the error). It tells the Notifier it is ready once it serves.
+// closed the listeners and the connection), a listener fails or Fatal delivers (then it
+// stops the rest and returns the error). It tells the Notifier it is ready once it
+// serves. The listeners are closed whatever it returns.
 func Run(ctx context.Context, d Deps) error {
 	log := d.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	if d.Policy == nil {
+		for _, ln := range d.Listeners {
+			ln.Close()
+		}
 		return errors.New("vmmonitord: a policy is required")
 	}
 	if len(d.Listeners) == 0 {
@@ -119,6 +142,8 @@ func Run(ctx context.Context, d Deps) error {
 	case <-ctx.Done():
 	case err = <-errc:
 		log.Error("a listener failed; stopping", "err", err)
+	case err = <-d.Fatal:
+		log.Error("stopping", "err", err)
 	}
 	if d.Notifier != nil {
 		_ = d.Notifier.Stopping()

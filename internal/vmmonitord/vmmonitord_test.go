@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/vmmonitor"
 	"github.com/computetools/compute-tools/internal/vmmonitor/agenttest"
 )
@@ -202,6 +203,50 @@ func TestRunListenerFails(t *testing.T) {
 	}
 }
 
+// TestRunFatal: an error on Fatal (the connection to systemd is lost) stops Run, which
+// returns it, with the listeners closed and the background stopped.
+func TestRunFatal(t *testing.T) {
+	log, logs := newLog()
+	ln := listenTCP(t)
+	fatal := make(chan error, 1)
+	n := newNotes()
+	bgStopped := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Deps{
+			Listeners: []net.Listener{ln}, Policy: &okPolicy{}, Notifier: n, Log: log, Fatal: fatal,
+			Background: []func(context.Context){func(ctx context.Context) { <-ctx.Done(); close(bgStopped) }},
+		})
+	}()
+	<-n.readyc
+	lost := fmt.Errorf("set MemoryHigh of compute-postgres.service: %w", errors.New("the connection to systemd is lost"))
+	fatal <- lost
+	if err := <-done; err != lost {
+		t.Fatalf("Run = %v, want %v", err, lost)
+	}
+	<-bgStopped
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after Run returned")
+	}
+	if !strings.Contains(logs.String(), `level=ERROR msg=stopping err="set MemoryHigh of compute-postgres.service: the connection to systemd is lost"`) {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
+// TestRunNeedsAPolicy: without a policy Run refuses, and closes the listeners it was
+// given.
+func TestRunNeedsAPolicy(t *testing.T) {
+	ln := listenTCP(t)
+	if err := Run(context.Background(), Deps{Listeners: []net.Listener{ln}}); err == nil {
+		t.Fatal("Run without a policy succeeded")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after Run refused")
+	}
+}
+
 func TestRunNeedsAListener(t *testing.T) {
 	err := Run(context.Background(), Deps{Policy: &okPolicy{}})
 	if !errors.Is(err, ErrConfig) {
@@ -210,7 +255,7 @@ func TestRunNeedsAListener(t *testing.T) {
 }
 
 func TestSettingsCheck(t *testing.T) {
-	good := Settings{Addr: paths.DefaultVMMonitorAddr, VsockPort: paths.DefaultVMMonitorVsockPort,
+	good := Settings{Autoscaling: "true", Addr: paths.DefaultVMMonitorAddr, VsockPort: paths.DefaultVMMonitorVsockPort,
 		CgroupUnit: paths.DefaultVMMonitorCgroupUnit, Connstr: paths.DefaultConnstr, StateDir: t.TempDir()}
 	if err := good.check(); err != nil {
 		t.Fatalf("the defaults: %v", err)
@@ -220,6 +265,9 @@ func TestSettingsCheck(t *testing.T) {
 		mod  func(*Settings)
 		want string
 	}{
+		{"autoscaling off", func(s *Settings) { s.Autoscaling = paths.DefaultAutoscaling }, `AUTOSCALING is "false", not true: the vm-monitor runs only on autoscaled VMs`},
+		{"autoscaling unset", func(s *Settings) { s.Autoscaling = "" }, `AUTOSCALING is "", not true`},
+		{"autoscaling yes", func(s *Settings) { s.Autoscaling = "yes" }, `AUTOSCALING is "yes", not true`},
 		{"no listener", func(s *Settings) { s.Addr, s.VsockPort = "", 0 }, "no listener"},
 		{"no port", func(s *Settings) { s.Addr = "0.0.0.0" }, "not host:port"},
 		{"bad port", func(s *Settings) { s.Addr = "0.0.0.0:http" }, "not host:port"},
@@ -244,8 +292,8 @@ func TestSettingsCheck(t *testing.T) {
 		})
 	}
 	for _, s := range []Settings{
-		{Addr: "", VsockPort: 1, CgroupUnit: "a.scope", Connstr: "host=/tmp"},
-		{Addr: "[::1]:0", CgroupUnit: "x.slice", Connstr: "host=/tmp"},
+		{Autoscaling: "true", Addr: "", VsockPort: 1, CgroupUnit: "a.scope", Connstr: "host=/tmp"},
+		{Autoscaling: `"true"`, Addr: "[::1]:0", CgroupUnit: "x.slice", Connstr: "host=/tmp"},
 	} {
 		if err := s.check(); err != nil {
 			t.Errorf("%+v: %v", s, err)
@@ -312,5 +360,66 @@ func TestListeners(t *testing.T) {
 func TestDefaultPort(t *testing.T) {
 	if paths.DefaultVMMonitorVsockPort != vmmonitor.DefaultPort || !strings.HasSuffix(paths.DefaultVMMonitorAddr, fmt.Sprintf(":%d", vmmonitor.DefaultPort)) {
 		t.Errorf("paths defaults %s and %d, the agent dials %d", paths.DefaultVMMonitorAddr, paths.DefaultVMMonitorVsockPort, vmmonitor.DefaultPort)
+	}
+}
+
+// TestAutoscalingOn: the generator's rule (internal/paths' generator test has the same
+// cases for the script).
+func TestAutoscalingOn(t *testing.T) {
+	for v, want := range map[string]bool{
+		"true": true, `"true"`: true, "'true'": true, "true ": true, "true\r": true, "true \t\r": true,
+		"": false, "false": false, "yes": false, "1": false, "TRUE": false, "True": false, " true": false,
+		`"true`: false, `"true'`: false, `"true "`: false, "true # on": false, "truex": false,
+	} {
+		if got := AutoscalingOn(v); got != want {
+			t.Errorf("AutoscalingOn(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// fakeSystemd answers the vm-monitor's systemd calls with the error set.
+type fakeSystemd struct{ err error }
+
+func (f fakeSystemd) ControlGroup(context.Context, string) (string, error) {
+	return "/system.slice/compute-postgres.service", f.err
+}
+func (f fakeSystemd) SetMemoryHigh(context.Context, string, uint64) error { return f.err }
+
+// TestLossWatch: a lost connection to systemd, seen in any call, is reported once; other
+// errors pass through and are not.
+func TestLossWatch(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeSystemd{err: errors.New("Unit compute-postgres.service not loaded.")}
+	w := newLossWatch(f)
+	if err := w.SetMemoryHigh(ctx, "compute-postgres.service", 1); err != f.err {
+		t.Errorf("SetMemoryHigh = %v", err)
+	}
+	if _, err := w.ControlGroup(ctx, "compute-postgres.service"); err != f.err {
+		t.Errorf("ControlGroup = %v", err)
+	}
+	select {
+	case err := <-w.lost:
+		t.Fatalf("an ordinary error reported as a lost connection: %v", err)
+	default:
+	}
+	f.err = fmt.Errorf("control group of compute-postgres.service: %w: %w", sysd.ErrDisconnected, errors.New("dbus: connection closed by user"))
+	if _, err := w.ControlGroup(ctx, "compute-postgres.service"); err != f.err {
+		t.Errorf("ControlGroup = %v", err)
+	}
+	if err := w.SetMemoryHigh(ctx, "compute-postgres.service", 1); err != f.err {
+		t.Errorf("SetMemoryHigh = %v", err)
+	}
+	select {
+	case err := <-w.lost:
+		if !errors.Is(err, sysd.ErrDisconnected) {
+			t.Errorf("reported %v", err)
+		}
+	default:
+		t.Fatal("the lost connection was not reported")
+	}
+	select {
+	case err := <-w.lost:
+		t.Errorf("reported twice: %v", err)
+	default:
 	}
 }

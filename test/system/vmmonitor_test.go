@@ -265,20 +265,50 @@ func TestVMMonitor(t *testing.T) {
 	}
 
 	// The connection's start set MemoryHigh= of compute-postgres, through systemd, at the
-	// machine's memory; the agent's 512 MiB sets it at the usable 412 MiB (512 minus the
-	// 100 MiB sys buffer).
+	// machine's memory; a grant of 2 GiB more than it has sets it at the grant's usable
+	// memory (minus the 100 MiB sys buffer).
 	if got, want := memoryHigh(t, "compute-postgres.service"), strconv.FormatUint(memTotal(t), 10); got != want {
 		t.Errorf("MemoryHigh of compute-postgres after the agent connected: %s, want MemTotal %s", got, want)
 	}
-	if err := agent.NotifyUpscale(ctx, 0.25, 512*mib); err != nil {
+	grant := (memTotal(t)>>30 + 2) << 30
+	if err := agent.NotifyUpscale(ctx, 1, grant); err != nil {
 		t.Fatalf("upscale notification: %v\njournal:\n%s", err, journal(t, vmMonitorUnit))
 	}
-	if got := memoryHigh(t, "compute-postgres.service"); got != strconv.Itoa(412*mib) {
-		t.Errorf("MemoryHigh of compute-postgres after 512 MiB granted: %s, want %d", got, 412*mib)
+	usable := strconv.FormatUint(grant-100*mib, 10)
+	if got := memoryHigh(t, "compute-postgres.service"); got != usable {
+		t.Errorf("MemoryHigh of compute-postgres after %d MiB granted: %s, want %s", grant/mib, got, usable)
+	}
+	// Any client can connect and notify an "upscale": one below the grant is refused,
+	// and the limit stays.
+	var refused *agenttest.InternalError
+	if err := agent.NotifyUpscale(ctx, 0.25, 512*mib); !errors.As(err, &refused) || !strings.Contains(refused.Text, "below the allocation applied last") {
+		t.Errorf("upscale notification of 512 MiB after %d MiB: %v, want an InternalError", grant/mib, err)
+	}
+	if got := memoryHigh(t, "compute-postgres.service"); got != usable {
+		t.Errorf("MemoryHigh of compute-postgres after a smaller \"upscale\": %s, want %s", got, usable)
 	}
 	// Why the unit runs as root: without it (and without polkit) systemd refuses.
 	if out, err := runMayFail("/usr/sbin/runuser", "-u", "postgres", "--", "/bin/systemctl", "set-property", "--runtime", "compute-postgres.service", "MemoryHigh=1G"); err == nil {
 		t.Errorf("postgres may set MemoryHigh (so the vm-monitor need not be root?): %s", out)
+	}
+
+	// The vm-monitor stops: the limit it set goes with it (ExecStopPost=), since the
+	// agent goes on scaling the VM without it.
+	agent.Close()
+	run(t, "/bin/systemctl", "stop", vmMonitorUnit)
+	if got := memoryHigh(t, "compute-postgres.service"); got != "infinity" {
+		t.Errorf("MemoryHigh of compute-postgres after the vm-monitor stopped: %s, want infinity\njournal:\n%s", got, journal(t, vmMonitorUnit))
+	}
+	// Started again (AUTOSCALING is still true), an agent connects: the limit is back.
+	run(t, "/bin/systemctl", "start", vmMonitorUnit)
+	waitUnitActive(t, vmMonitorUnit, 10*time.Second)
+	agent, err = agenttest.Dial(ctx, vmMonitorURL, agenttest.Options{})
+	if err != nil {
+		t.Fatalf("agent after the restart: %v\njournal:\n%s", err, journal(t, vmMonitorUnit))
+	}
+	defer agent.Close()
+	if got, want := memoryHigh(t, "compute-postgres.service"), strconv.FormatUint(memTotal(t), 10); got != want {
+		t.Errorf("MemoryHigh of compute-postgres after the agent reconnected: %s, want MemTotal %s", got, want)
 	}
 
 	if ok, why := hasMemoryController(t, "compute-postgres.service"); !ok {
@@ -302,8 +332,21 @@ func TestVMMonitor(t *testing.T) {
 		t.Run("memory pressure", func(t *testing.T) { testMemoryPressure(t, dropIn) })
 	}
 
-	// AUTOSCALING unset again: after daemon-reload compute.target no longer wants the
-	// vm-monitor, and a restart leaves it stopped.
+	// AUTOSCALING unset again, the vm-monitor still running with an agent (so the limit
+	// is set): after daemon-reload compute.target no longer wants it, and a restart of
+	// the target alone (PartOf= restarts the vm-monitor with it) leaves it inactive (its
+	// ExecCondition= skips the start; not failed) and the limit gone.
+	waitUnitActive(t, vmMonitorUnit, 10*time.Second)
+	octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ocancel()
+	off, err := agenttest.Dial(octx, vmMonitorURL, agenttest.Options{})
+	if err != nil {
+		t.Fatalf("agent: %v\njournal:\n%s", err, journal(t, vmMonitorUnit))
+	}
+	defer off.Close()
+	if got := memoryHigh(t, "compute-postgres.service"); got == "infinity" {
+		t.Errorf("no MemoryHigh on compute-postgres with an agent connected")
+	}
 	if err := os.WriteFile(envFile, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -311,10 +354,24 @@ func TestVMMonitor(t *testing.T) {
 	if wantsVMMonitor(t) {
 		t.Error("compute.target still wants the vm-monitor after AUTOSCALING was removed")
 	}
-	restart(t)
+	run(t, "/bin/systemctl", "restart", "compute.target")
 	waitStatus(t, "running", "failed")
+	// The vm-monitor's restart job may finish after the target's: wait until it has no
+	// job left.
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Contains(run(t, "/bin/systemctl", "list-jobs", "--no-legend", "--no-pager"), vmMonitorUnit) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has a job 15 s after compute.target restarted", vmMonitorUnit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if st, _ := runMayFail("/bin/systemctl", "is-active", vmMonitorUnit); strings.TrimSpace(st) != "inactive" {
-		t.Errorf("%s is %q after AUTOSCALING was removed and compute.target restarted", vmMonitorUnit, strings.TrimSpace(st))
+		t.Errorf("%s is %q after AUTOSCALING was removed and compute.target restarted, want inactive\njournal:\n%s", vmMonitorUnit, strings.TrimSpace(st), journal(t, vmMonitorUnit))
+	}
+	// systemd 252 leaves Result=success for a skipped start; its journal says it.
+	waitJournal(t, vmMonitorUnit, "Skipped due to 'exec-condition'")
+	if got := memoryHigh(t, "compute-postgres.service"); got != "infinity" {
+		t.Errorf("MemoryHigh of compute-postgres after the vm-monitor went: %s, want infinity", got)
 	}
 	if code, b := call(t, "POST", "/terminate", adminToken(t), nil); code != 200 {
 		t.Errorf("/terminate: %d %s", code, b)
@@ -350,13 +407,15 @@ func testMemoryPressure(t *testing.T, dropIn string) {
 		t.Fatalf("agent: %v\njournal:\n%s", err, journal(t, vmMonitorUnit))
 	}
 	defer agent.Close()
-	// 1 GiB granted: the limit at the usable 924 MiB, the threshold at 0.85 of it (785.4
-	// MiB), below the 800 MiB the hog holds: the vm-monitor asks for more.
+	// 1 GiB granted: the threshold at 0.85 of the usable 924 MiB (785.4 MiB), below the
+	// 800 MiB the hog holds: the vm-monitor asks for more. The limit stays at the
+	// container's MemTotal, set when the agent connected: an upscale never lowers it (on
+	// a VM a grant is above MemTotal; here MemTotal is the host's).
 	if err := agent.NotifyUpscale(ctx, 0.25, 1024*mib); err != nil {
 		t.Fatalf("upscale notification: %v", err)
 	}
-	if got := memoryHigh(t, hogUnit); got != strconv.Itoa(924*mib) {
-		t.Errorf("MemoryHigh of %s after 1 GiB granted: %s, want %d", hogUnit, got, 924*mib)
+	if got, want := memoryHigh(t, hogUnit), strconv.FormatUint(memTotal(t), 10); got != want {
+		t.Errorf("MemoryHigh of %s after 1 GiB granted: %s, want MemTotal %s", hogUnit, got, want)
 	}
 	select {
 	case id := <-agent.UpscaleRequests():
@@ -392,4 +451,10 @@ func testMemoryPressure(t *testing.T, dropIn string) {
 		t.Errorf("MemoryHigh of %s after the downscale: %s, want %d", hogUnit, got, 668*mib)
 	}
 	run(t, "/bin/systemctl", "stop", hogUnit)
+	// Back to watching compute-postgres for the rest of the test.
+	if err := os.Remove(dropIn); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "/bin/systemctl", "daemon-reload")
+	run(t, "/bin/systemctl", "restart", vmMonitorUnit)
 }

@@ -22,8 +22,9 @@
 //   - A sample that cannot be read is not taken (the reference's cgroups-rs yields zeros
 //     for a file it cannot read, which looks like an idle Postgres and would approve a
 //     downscale). The history restarts after a failure (a restarted Postgres has a new
-//     cgroup), so a downscale is denied until two samples are in again, and refused as
-//     stale after 5 s without samples.
+//     cgroup), and the published snapshot at once has an empty history (Samples 0) with
+//     the time of the last good sample, so a downscale is denied ("not enough samples")
+//     until two samples are in again, and refused as stale once 5 s passed without one.
 //   - The cgroup directory is looked up again (at most once per RelocateEvery) after it
 //     disappeared, which it does whenever systemd stops the unit; the reference loads
 //     the cgroup once, by name.
@@ -374,9 +375,15 @@ func (w *Watcher) readEvents() Events {
 }
 
 // fail records a sample that could not be taken: the history restarts, and the failure
-// is logged once until a sample succeeds again.
+// is logged once until a sample succeeds again. The published snapshot's history is
+// emptied too, keeping the time of the last sample: a downscale decided meanwhile is
+// denied for too few samples, then refused as stale once that time is 5 s old, and never
+// decided on the figures of a cgroup that is gone.
 func (w *Watcher) fail(what string, err error) {
 	w.n, w.next = 0, 0
+	w.mu.Lock()
+	w.snap.History = History{}
+	w.mu.Unlock()
 	select {
 	case <-w.requests: // no pressure known any more
 	default:

@@ -255,14 +255,15 @@ func TestWatcherFailuresAndRelocation(t *testing.T) {
 		t.Errorf("recovery logged %d times, want 1\n%s", got, logs)
 	}
 
-	// The unit stops: memory.stat is gone with its directory. No sample, the snapshot
-	// keeps its time (it ages), and the directory is looked up again.
+	// The unit stops: memory.stat is gone with its directory. No sample; the snapshot
+	// keeps its time (it ages) but its history is empty at once, so no decision uses the
+	// dead cgroup's average; the directory is looked up again.
 	if err := os.Remove(filepath.Join(c.dir, "memory.stat")); err != nil {
 		t.Fatal(err)
 	}
 	w.step(ctx, at(1200))
-	if s := w.Last(); !s.At.Equal(at(1100)) || s.History.Samples != 2 {
-		t.Errorf("snapshot after a failed read = %+v, want the one of 1.1 s", s)
+	if s := w.Last(); !s.At.Equal(at(1100)) || s.History != (History{}) {
+		t.Errorf("snapshot after a failed read = %+v, want the time of 1.1 s and no history", s)
 	}
 	w.step(ctx, at(1300)) // within a second of the last lookup (at 1 s): none
 	if loc.n() != 2 {

@@ -27,7 +27,28 @@
 //     see the new memory (autoscaling#593).
 //   - Start: the cache and threshold are sized for MemTotal as it is (the reference does
 //     this in Runner::new, at each new agent connection; call Start once at startup, or
-//     at each connection to match).
+//     at each connection to match). Start does not fail when the limit or the file
+//     cache cannot be set (Postgres down, systemd refusing): those are warnings, the
+//     agent's connection stays (its health checks work), and the next Upscale or
+//     Downscale that needs them reports the error; only an unreadable MemTotal fails it.
+//
+// The memory limit is guarded, because any client that reaches the port can connect
+// (a new connection replaces the agent's) and notify an "upscale" of any size:
+//   - An UpscaleNotification whose granted.mem is below the allocation applied last (the
+//     previous grant, or the target of the last approved downscale) is refused with an
+//     error (the agent's InternalError), before anything is changed. Only a downscale,
+//     which the monitor decides itself, lowers the allocation.
+//   - An upscale never lowers MemoryHigh= below the value applied last: it is an upscale.
+//   - MemoryHigh= is never set below the cgroup's current average non-reclaimable memory
+//     plus the downscale buffer (100 MiB), whoever asks (Start, Upscale; a downscale that
+//     would go below it is denied anyway): a floor, applied when the watcher has samples.
+//   - Start sets MemoryHigh= for the larger of MemTotal and the allocation applied last
+//     (hot-plugged memory may not show in MemTotal yet when the agent reconnects).
+//
+// That record (State) belongs to the process, not to a connection: give every Policy of
+// a process the same State. It also makes repeated side effects free: a MemoryHigh= equal
+// to the one applied last is not set again (a reconnecting agent costs no systemd
+// property write); the file cache skips an unchanged size itself (filecache.PG.Set).
 //
 // Where this differs from the reference, on purpose:
 //   - The memory limit. The reference keeps its threshold internal (it stopped writing
@@ -44,6 +65,11 @@
 //     status then says "file cache not resized: <reason>" in place of "set file cache
 //     size to ..." (the reference fails instead).
 //   - The watcher runs for the life of the process, not per agent connection.
+//   - The guards of the memory limit above, and the State behind them, are ours: the
+//     reference trusts every UpscaleNotification (it sizes from granted.mem whatever it
+//     is) and starts each connection from scratch.
+//   - A limit or file cache that cannot be set at Start is a warning; the reference's
+//     Runner::new fails when the file cache cannot be set, which ends the connection.
 package policy
 
 import (
@@ -115,6 +141,9 @@ type Options struct {
 	FileCache FileCache
 	// Limit: MemoryHigh= of the Postgres unit; nil: none set.
 	Limit MemoryLimit
+	// State is what was applied last, shared by the policies of one process (see the
+	// package comment); nil: a State of this Policy's own.
+	State *State
 	// MemTotal reads the machine's memory for Start: /proc/meminfo's MemTotal when nil.
 	MemTotal func() (uint64, error)
 	// Now: time.Now when nil.
@@ -123,9 +152,51 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// State records what the policies of one process applied last: the allocation (an
+// upscale's grant or an approved downscale's target) and MemoryHigh=. Safe for concurrent
+// use.
+type State struct {
+	mu        sync.Mutex
+	alloc     uint64
+	haveAlloc bool
+	high      uint64
+	haveHigh  bool
+}
+
+// NewState returns an empty State: nothing applied yet.
+func NewState() *State { return &State{} }
+
+// Allocation returns the memory of the allocation applied last, and whether there is one.
+func (s *State) Allocation() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alloc, s.haveAlloc
+}
+
+// MemoryHigh returns the MemoryHigh= applied last, and whether it is known (it is not
+// after a failed set).
+func (s *State) MemoryHigh() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.high, s.haveHigh
+}
+
+func (s *State) setAllocation(mem uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alloc, s.haveAlloc = mem, true
+}
+
+func (s *State) setMemoryHigh(b uint64, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.high, s.haveHigh = b, known
+}
+
 // Policy carries out the agent's scaling requests. Its methods run one at a time.
 type Policy struct {
 	o   Options
+	st  *State
 	log *slog.Logger
 	mu  sync.Mutex
 }
@@ -154,7 +225,11 @@ func New(o Options) (*Policy, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Policy{o: o, log: log}, nil
+	st := o.State
+	if st == nil {
+		st = NewState()
+	}
+	return &Policy{o: o, st: st, log: log}, nil
 }
 
 // UpscaleRequests delivers the watcher's "upscale wanted"; without a watcher, a channel
@@ -169,7 +244,10 @@ func (p *Policy) UpscaleRequests() <-chan struct{} {
 // mib is bytes in whole MiB, for log lines.
 func mib(b uint64) uint64 { return b / sizing.MiB }
 
-// Start sizes the cache, the limit and the threshold for the machine's MemTotal.
+// Start sizes the cache, the limit and the threshold for the machine's MemTotal (the
+// limit for the allocation applied last when that is larger). A limit or a file cache
+// that cannot be set is a warning (see the package comment); only a MemTotal that
+// cannot be read is an error.
 func (p *Policy) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -178,15 +256,18 @@ func (p *Policy) Start(ctx context.Context) error {
 		return fmt.Errorf("read total memory: %w", err)
 	}
 	sz := p.o.Rules.ForMemTotal(total)
+	high := sz.MemoryHigh
+	if last, ok := p.st.Allocation(); ok {
+		high = max(high, p.o.Rules.ForAllocation(last).MemoryHigh)
+	}
 	p.log.Info("initial sizing", "mem_total_mib", mib(total), "cache_mib", mib(sz.Cache),
-		"threshold_mib", mib(sz.Threshold), "memory_high_mib", mib(sz.MemoryHigh))
-	if err := p.setLimit(ctx, sz); err != nil {
-		return err
+		"threshold_mib", mib(sz.Threshold), "memory_high_mib", mib(high))
+	if err := p.setLimit(ctx, high); err != nil {
+		p.log.Warn("memory limit not set at the connection's start; the next scaling request tries again", "err", err)
 	}
 	if p.o.FileCache != nil {
-		// Set even when unchanged, as the reference: it also proves the permissions.
 		if _, err := p.o.FileCache.Set(ctx, sz.Cache); err != nil {
-			return fmt.Errorf("failed to set file cache size, possibly due to inadequate permissions: %w", err)
+			p.log.Warn("file cache size not set at the connection's start (Postgres down, or inadequate permissions?); the next scaling request tries again", "err", err)
 		}
 	}
 	if p.o.Watcher != nil {
@@ -195,28 +276,66 @@ func (p *Policy) Start(ctx context.Context) error {
 	return nil
 }
 
-func (p *Policy) setLimit(ctx context.Context, sz Sizes) error {
+// floor is the least MemoryHigh= may be: the cgroup's average non-reclaimable memory
+// plus the downscale buffer; ok false without a watcher or samples.
+func (p *Policy) floor() (uint64, bool) {
+	if p.o.Watcher == nil {
+		return 0, false
+	}
+	h := p.o.Watcher.Last().History
+	if h.Samples == 0 {
+		return 0, false
+	}
+	return h.AvgNonReclaimable + p.o.Rules.Sizing.DownscaleBufferBytes, true
+}
+
+// setLimit sets MemoryHigh= to want, raised to the floor; a value equal to the one
+// applied last is not set again.
+func (p *Policy) setLimit(ctx context.Context, want uint64) error {
 	if p.o.Limit == nil {
 		return nil
 	}
-	if err := p.o.Limit.SetMemoryHigh(ctx, sz.MemoryHigh); err != nil {
+	high := want
+	if f, ok := p.floor(); ok && high < f {
+		p.log.Info("memory limit raised to the current usage plus the downscale buffer", "wanted_mib", mib(want), "floor_mib", mib(f))
+		high = f
+	}
+	if cur, ok := p.st.MemoryHigh(); ok && cur == high {
+		p.log.Debug("memory limit unchanged", "memory_high_mib", mib(high))
+		return nil
+	}
+	if err := p.o.Limit.SetMemoryHigh(ctx, high); err != nil {
+		p.st.setMemoryHigh(0, false)
 		return fmt.Errorf("failed to set the memory limit: %w", err)
 	}
-	p.log.Info("set memory limit", "memory_high_mib", mib(sz.MemoryHigh))
+	p.st.setMemoryHigh(high, true)
+	p.log.Info("set memory limit", "memory_high_mib", mib(high))
 	return nil
 }
 
 // Upscale applies an UpscaleNotification: the memory limit is raised, then the cache
-// resized and the threshold set, all from granted.Mem.
+// resized and the threshold set, all from granted.Mem. A grant below the allocation
+// applied last is refused (an error) with nothing changed, and the limit is never
+// lowered.
 func (p *Policy) Upscale(ctx context.Context, granted Allocation) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if last, ok := p.st.Allocation(); ok && granted.Mem < last {
+		p.log.Warn("refused an upscale below the allocation applied last", "granted_mib", mib(granted.Mem), "applied_mib", mib(last))
+		return fmt.Errorf("upscale refused: granted memory %s MiB is below the allocation applied last, %s MiB",
+			sizing.MiBString(granted.Mem), sizing.MiBString(last))
+	}
 	if p.o.Watcher == nil && p.o.FileCache == nil {
 		p.log.Info("no action needed for upscale (no cgroup or file cache enabled)")
 		return nil
 	}
 	sz := p.o.Rules.ForAllocation(granted.Mem)
-	if err := p.setLimit(ctx, sz); err != nil {
+	high := sz.MemoryHigh
+	if cur, ok := p.st.MemoryHigh(); ok && high < cur {
+		p.log.Info("memory limit kept: an upscale does not lower it", "wanted_mib", mib(high), "memory_high_mib", mib(cur))
+		high = cur
+	}
+	if err := p.setLimit(ctx, high); err != nil {
 		return err
 	}
 	if p.o.FileCache != nil {
@@ -234,6 +353,7 @@ func (p *Policy) Upscale(ctx context.Context, granted Allocation) error {
 		p.o.Watcher.SetThreshold(sz.Threshold)
 		p.log.Info("set cgroup memory threshold", "from_mib", mib(old), "to_mib", mib(sz.Threshold), "total_mib", mib(sz.Total))
 	}
+	p.st.setAllocation(granted.Mem)
 	return nil
 }
 
@@ -267,13 +387,14 @@ func (p *Policy) Downscale(ctx context.Context, target Allocation) (ok bool, sta
 		}
 		a.Cache, a.CacheSet, a.CacheBytes, a.CacheReason = true, res.Applied, res.Bytes, res.Reason
 	}
-	if err := p.setLimit(ctx, d.Sizes); err != nil {
+	if err := p.setLimit(ctx, d.Sizes.MemoryHigh); err != nil {
 		return false, "", err
 	}
 	if p.o.Watcher != nil {
 		a.Cgroup, a.OldThreshold = true, p.o.Watcher.Threshold()
 		p.o.Watcher.SetThreshold(d.Sizes.Threshold)
 	}
+	p.st.setAllocation(target.Mem)
 	status = ApprovedStatus(d.Sizes, a)
 	p.log.Info("downscale", "status", status)
 	return true, status, nil
