@@ -17,7 +17,6 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/computetools/compute-tools/internal/logx"
-	"github.com/computetools/compute-tools/internal/memtrim"
 	"github.com/computetools/compute-tools/internal/monitord"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/vmmonitord"
@@ -80,13 +79,6 @@ func main() {
 		component = "compute-vm-monitor"
 	}
 	log := logx.Setup(os.Stderr, component)
-	// Both live as long as the compute and run a small part of their binary: keep only
-	// the pages they use mapped (bench/README.md has the figures).
-	if r, err := memtrim.TrimExecutable(); err != nil {
-		log.Debug("memtrim", "err", err)
-	} else {
-		log.Debug("trimmed the executable's mappings", "mappings", r.Mappings, "bytes", r.Bytes)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var err error

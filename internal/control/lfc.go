@@ -47,9 +47,10 @@ func (c *Controller) lfc() (LFC, error) {
 }
 
 // lfcRetryWindow: compute-monitor takes a running lifecycle a moment after compute-api can
-// see it running (the monitor unit starts once compute-configure has finished). A request
-// that finds no monitor, or one that answers "not running", while the record says running,
-// is retried for this long before the answer is passed on.
+// see it running (its timer starts it a second after compute.target; a monitor that waits
+// takes the compute at the StatusChanged signal). A request that finds no monitor, or one
+// that answers "not running", while the record says the compute runs, is retried for this
+// long before the answer is passed on.
 const lfcRetryWindow = 5 * time.Second
 
 // lfcRetryEvery is the pause between two tries.
@@ -89,7 +90,14 @@ func (c *Controller) lfcRetryable(err error) bool {
 		return false
 	}
 	rec, lerr := c.Load()
-	return lerr == nil && rec.Status == state.Running
+	if lerr != nil {
+		return false
+	}
+	switch rec.Status {
+	case state.Running, state.ConfigurationPending, state.Configuration:
+		return true // Postgres serves; the monitor serves the LFC in these
+	}
+	return false
 }
 
 // LFCPrewarm asks compute-monitor to prewarm the LFC from fromEndpoint's state ("" = this

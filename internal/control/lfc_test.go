@@ -30,9 +30,19 @@ func (s *scriptedLFC) next() error {
 	return err
 }
 
-func (s *scriptedLFC) LFCPrewarm(context.Context, string) error       { return s.next() }
-func (s *scriptedLFC) LFCOffload(context.Context) error               { return s.next() }
-func (s *scriptedLFC) LFCCancelPrewarm(context.Context) (bool, error) { return true, s.next() }
+// A call on a context that has ended fails, as a D-Bus call would.
+func (s *scriptedLFC) answer(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.next()
+}
+
+func (s *scriptedLFC) LFCPrewarm(ctx context.Context, _ string) error { return s.answer(ctx) }
+func (s *scriptedLFC) LFCOffload(ctx context.Context) error           { return s.answer(ctx) }
+func (s *scriptedLFC) LFCCancelPrewarm(ctx context.Context) (bool, error) {
+	return true, s.answer(ctx)
+}
 
 func TestLFCStatesBeforeAnyPublished(t *testing.T) {
 	r := newRig(t)
@@ -80,6 +90,23 @@ func TestLFCRetriesWhileTheMonitorCatchesUp(t *testing.T) {
 	cancel()
 	if ok, err := r.ctl.LFCCancelPrewarm(ctx); err != nil || !ok {
 		t.Errorf("cancel with a cancelled caller = %v, %v", ok, err)
+	}
+	// During a reconfiguration the monitor serves too: retried as while running.
+	l = &scriptedLFC{answers: []error{unavailable}}
+	r = newRig(t, func(d *Deps) { d.LFC = l })
+	r.set(state.Configuration, nil)
+	if err := r.ctl.LFCOffload(context.Background()); err != nil || l.calls != 2 {
+		t.Errorf("during a reconfiguration = %v after %d calls, want success after 2", err, l.calls)
+	}
+	// No answer in time, or no extension: passed on at once, never retried (the first may
+	// have been taken).
+	for _, e := range []error{fmt.Errorf("%w: timeout", lfcstate.ErrNoAnswer), &lfcstate.RefusedError{Refusal: lfcstate.RefusedNoExtension, Msg: "no"}} {
+		l = &scriptedLFC{answers: []error{e}}
+		r = newRig(t, func(d *Deps) { d.LFC = l })
+		r.set(state.Running, nil)
+		if err := r.ctl.LFCPrewarm(context.Background(), ""); !errors.Is(err, e) || l.calls != 1 {
+			t.Errorf("%v: %v after %d calls, want it passed on after 1", e, err, l.calls)
+		}
 	}
 	// No bus connection at all.
 	r = newRig(t)

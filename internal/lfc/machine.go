@@ -3,6 +3,7 @@ package lfc
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,8 +32,10 @@ type MachineOptions struct {
 	// Restore, if set, is the snapshot a previous process published (the monitor
 	// restarted): states, counters and Seq carry on. A prewarm or offload it shows running
 	// did not survive the restart: it is recorded failed (and counted), since a prewarm
-	// cut short leaves an incomplete LFC that the periodic offload must not upload. A
-	// status that is not one of this package's is replaced by the initial one. When
+	// cut short leaves an incomplete LFC that the periodic offload must not upload. An
+	// empty status is the initial one; an unknown prewarm status (a newer version's record)
+	// becomes failed (its LFC is not known to be complete), an unknown offload status the
+	// initial one. When
 	// restoring changed anything, that is a change like any other: Seq grows by one and
 	// OnChange is called once, from NewMachine, with the new snapshot (so the caller need
 	// not publish it itself).
@@ -85,8 +88,13 @@ func NewMachine(o MachineOptions) *Machine {
 	changed := false
 	if r := o.Restore; r != nil {
 		m.snap = *r
-		if !m.snap.Prewarm.Status.Valid() {
+		switch st := m.snap.Prewarm.Status; {
+		case st == "":
 			m.snap.Prewarm = lfcstate.PrewarmState{Status: lfcstate.PrewarmNotPrewarmed}
+		case !st.Valid():
+			// Not known to be complete: failed, which keeps the periodic offload off (as
+			// not_prewarmed would not).
+			m.snap.Prewarm = lfcstate.PrewarmState{Status: lfcstate.PrewarmFailed, Error: "unknown prewarm status " + strconv.Quote(string(st)) + " in the state record"}
 		}
 		if !m.snap.Offload.Status.Valid() {
 			m.snap.Offload = lfcstate.OffloadState{Status: lfcstate.OffloadNotOffloaded}

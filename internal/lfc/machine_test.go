@@ -542,6 +542,13 @@ func TestRestore(t *testing.T) {
 	if len(got2) != 1 || got2[0] != m2.Snapshot() {
 		t.Errorf("announcements %+v, want the restored snapshot", got2)
 	}
+	// An unknown prewarm status is not known to be complete: failed, no periodic offload.
+	odd := done
+	odd.Prewarm.Status = "paused"
+	m4 := NewMachine(MachineOptions{Restore: &odd, OffloadInterval: time.Minute})
+	if s := m4.Snapshot(); s.Prewarm.Status != lfcstate.PrewarmFailed || !strings.Contains(s.Prewarm.Error, `"paused"`) {
+		t.Errorf("restored an unknown prewarm status as %+v", s.Prewarm)
+	}
 	m3 := NewMachine(MachineOptions{Restore: &Snapshot{}})
 	if s := m3.Snapshot(); s.Prewarm.Status != lfcstate.PrewarmNotPrewarmed || s.Offload.Status != lfcstate.OffloadNotOffloaded {
 		t.Errorf("restored from zero %+v", s)

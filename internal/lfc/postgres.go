@@ -94,7 +94,8 @@ func (p PG) CancelOrphans(ctx context.Context) (int, error) {
 	var n int
 	err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_catalog.pg_cancel_backend(pid))
 		FROM pg_catalog.pg_stat_activity
-		WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid() AND state = 'active'`, AppName).Scan(&n)
+		WHERE application_name = $1 AND usename = current_user AND pid <> pg_catalog.pg_backend_pid()
+			AND state = 'active'`, AppName).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("cancelling leftover LFC queries: %w", err)
 	}

@@ -59,6 +59,10 @@ func (l *LFC) Prewarm(fromEndpoint string) error {
 	if r == nil {
 		return errNotRunning
 	}
+	// A refusal that needs no Postgres comes first (StartPrewarm checks again).
+	if r.core.Machine().Prewarm().Status == lfcstate.PrewarmPrewarming {
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.MsgPrewarmRunning}
+	}
 	if err := r.checkExtension(); err != nil {
 		return err
 	}
@@ -70,6 +74,13 @@ func (l *LFC) Offload() error {
 	r := l.current()
 	if r == nil {
 		return errNotRunning
+	}
+	// Refusals that need no Postgres come first (StartOffload checks again).
+	switch snap := r.core.Machine().Snapshot(); {
+	case snap.Offload.Status == lfcstate.OffloadOffloading:
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.MsgOffloadRunning}
+	case snap.Prewarm.Status == lfcstate.PrewarmPrewarming:
+		return &lfcstate.RefusedError{Refusal: lfcstate.RefusedBusy, Msg: lfc.ErrPrewarmInProgress.Error()}
 	}
 	if err := r.checkExtension(); err != nil {
 		return err
@@ -97,8 +108,11 @@ func (r *lfcRun) checkExtension() error {
 	ctx, cancel := context.WithTimeout(r.ctx, checkTimeout)
 	defer cancel()
 	err := r.pg.CheckExtension(ctx)
-	if errors.Is(err, lfc.ErrNoNeonExtension) {
+	switch {
+	case errors.Is(err, lfc.ErrNoNeonExtension):
 		return errNoExtension
+	case err != nil && r.ctx.Err() != nil:
+		return errNotRunning // the lifecycle ended during the check
 	}
 	return err
 }
@@ -134,6 +148,12 @@ func lfcOptionsOf(l *spec.Loaded) lfcOptions {
 	return o
 }
 
+// interrupted reports whether rec shows a prewarm or an offload running: a monitor that
+// ran it was killed.
+func interrupted(rec state.Record) bool {
+	return rec.LFC != nil && (rec.LFC.Prewarm.Status == lfcstate.PrewarmPrewarming || rec.LFC.Offload.Status == lfcstate.OffloadOffloading)
+}
+
 // lfcRun is the LFC side of one monitored lifecycle.
 type lfcRun struct {
 	core  *lfc.Core
@@ -146,6 +166,10 @@ type lfcRun struct {
 	mu      sync.Mutex
 	stopped bool
 	wg      sync.WaitGroup
+
+	interval    time.Duration // offload_lfc_interval_seconds
+	noExtUntil  time.Time     // the ticker's goroutine only
+	noExtLogged bool          // the ticker's goroutine only
 }
 
 // startLFC builds the LFC side of the lifecycle of rec, restoring what the record holds
@@ -167,7 +191,7 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 		restore.Seq, restore.Prewarm, restore.Offload = rec.LFC.Seq, rec.LFC.Prewarm, rec.LFC.Offload
 		pub.written = rec.LFC.Seq
 		pub.writtenPrewarm = rec.LFC.Prewarm.Status
-		if rec.LFC.Prewarm.Status == lfcstate.PrewarmPrewarming || rec.LFC.Offload.Status == lfcstate.OffloadOffloading {
+		if interrupted(rec) {
 			// A monitor that was killed (a watchdog restart) left its query running in
 			// Postgres: a prewarm still loading what the record will call interrupted,
 			// which a new prewarm would overlap and an offload would read half-done.
@@ -193,7 +217,7 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 	}
 	r := &lfcRun{
 		core: lfc.NewCore(machine, store, pgc, lfc.CoreOptions{Logger: log}),
-		pg:   pgc, pub: pub, ctx: ctx, log: log, clock: m.d.Clock.Now,
+		pg:   pgc, pub: pub, ctx: ctx, log: log, clock: m.d.Clock.Now, interval: opts.offloadInterval,
 	}
 	if opts.offloadInterval > 0 {
 		log.Info("periodic LFC offload", "interval_ms", opts.offloadInterval.Milliseconds())
@@ -202,25 +226,14 @@ func (m *runner) startLFC(ctx context.Context, rec state.Record, opts lfcOptions
 	if tick <= 0 {
 		tick = DefaultLFCTick
 	}
-	r.wg.Add(1)
-	go r.ticker(tick, opts.offloadInterval > 0)
 	// autoprewarm: right after running, once per lifecycle (a record that holds LFC states
 	// is a lifecycle this or an earlier monitor process has entered already: a restarted
-	// monitor must not load an old state over a warm cache).
-	if opts.autoprewarm && rec.LFC == nil {
-		err := r.checkExtension()
-		if err == nil {
-			err = r.startPrewarm("")
-		}
-		switch {
-		case err == nil:
-			log.Info("autoprewarm started")
-		case errors.Is(err, errNoExtension):
-			log.Warn("autoprewarm skipped", "err", err)
-		default:
-			log.Warn("autoprewarm not started", "err", err)
-		}
-	}
+	// monitor must not load an old state over a warm cache). It runs first in the ticker's
+	// goroutine, so that its extension check does not hold up the rounds, and before the
+	// first periodic offload can be considered.
+	autoprewarm := opts.autoprewarm && rec.LFC == nil
+	r.wg.Add(1)
+	go r.ticker(tick, opts.offloadInterval > 0, autoprewarm)
 	return r
 }
 
@@ -272,10 +285,34 @@ func (r *lfcRun) startOffload() error {
 	return err
 }
 
-// ticker runs the periodic offload when it is due and publishes a running prewarm's
-// progress, every tick, until the lifecycle ends.
-func (r *lfcRun) ticker(every time.Duration, periodic bool) {
+// autoprewarm starts the prewarm of autoprewarm. Only a missing neon extension skips it
+// (nothing to prewarm into); any other failure of the check (Postgres slow or out of
+// connections right after running) still takes the prewarm, whose run then ends failed
+// if the trouble lasts: left not_prewarmed, the state would let the periodic offload
+// upload a cold cache over the stored one.
+func (r *lfcRun) autoprewarm() {
+	err := r.checkExtension()
+	if errors.Is(err, errNoExtension) {
+		r.log.Warn("autoprewarm skipped", "err", err)
+		return
+	}
+	if err != nil {
+		r.log.Warn("autoprewarm: could not look for the neon extension; prewarming anyway", "err", err)
+	}
+	if err := r.startPrewarm(""); err != nil {
+		r.log.Warn("autoprewarm not started", "err", err)
+		return
+	}
+	r.log.Info("autoprewarm started")
+}
+
+// ticker runs autoprewarm first when asked, then every tick the periodic offload when it
+// is due and the publication of a running prewarm's progress, until the lifecycle ends.
+func (r *lfcRun) ticker(every time.Duration, periodic, autoprewarm bool) {
 	defer r.wg.Done()
+	if autoprewarm {
+		r.autoprewarm()
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -306,8 +343,21 @@ func (r *lfcRun) ticker(every time.Duration, periodic bool) {
 var errNoOffload = errors.New("no periodic offload")
 
 // periodicOffload starts the periodic offload when it is due and allowed. A due tick
-// that the prewarm state (or a running offload) forbids is logged and skipped.
+// that the prewarm state (or a running offload) forbids is logged and skipped; so is one
+// on a Postgres without the neon extension (it could only fail, every interval).
 func (r *lfcRun) periodicOffload() {
+	now := r.clock()
+	if next := r.core.Machine().NextPeriodicOffload(); next.IsZero() || now.Before(next) || now.Before(r.noExtUntil) {
+		return // not due, or the extension was missing less than an interval ago
+	}
+	if err := r.checkExtension(); errors.Is(err, errNoExtension) {
+		r.noExtUntil = now.Add(r.interval)
+		if !r.noExtLogged {
+			r.noExtLogged = true
+			r.log.Info("periodic LFC offload skipped: the neon extension is not installed (looked for again every interval)")
+		}
+		return
+	}
 	var why string
 	err := r.spawn(func() (func(), error) {
 		run, w := r.core.StartPeriodicOffload(r.ctx)

@@ -50,6 +50,7 @@ type lfcRig struct {
 
 // rigOptions configure newLFCRig.
 type rigOptions struct {
+	pg          func(connstr string) LFCPostgres // nil: lfc.PG
 	autoprewarm bool
 	interval    uint64              // offload_lfc_interval_seconds
 	seed        func(*state.Record) // applied to the running record before Run
@@ -116,7 +117,7 @@ func newLFCRig(t *testing.T, o rigOptions) *lfcRig {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(rctx, Settings{StateDir: dir, Connstr: inst.ConnstrDB(db), Recheck: 100 * time.Millisecond, LFCTick: 20 * time.Millisecond},
-			Deps{Store: r.store, Subscribe: r.waker.Subscribe, LFC: r.lfc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Deps{Store: r.store, Subscribe: r.waker.Subscribe, LFC: r.lfc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), LFCPostgres: pgOf(o, r.connstr),
 				LFCChanged: func(uint64) { r.changed.Add(1) }})
 	}()
 	t.Cleanup(func() {
@@ -484,6 +485,21 @@ func TestLFCOutcomeStaysInItsLifecycle(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The old run ends (its query cancelled) and tries to record its outcome.
+	for {
+		var n int
+		if err := r.ctl.Conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", lfc.AppName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the old prewarm's query did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
 	rec, _ := r.store.Load()
 	if rec.LFC != nil {
 		t.Errorf("the old lifecycle's outcome landed in the new record: %+v", rec.LFC)
@@ -532,5 +548,47 @@ func TestLFCProgressOfANewPrewarm(t *testing.T) {
 	})
 	if st.Prewarm.Progress != (lfcstate.Progress{}) {
 		t.Errorf("a new prewarm shows the last one's progress: %+v", st.Prewarm.Progress)
+	}
+}
+
+func pgOf(o rigOptions, connstr string) LFCPostgres {
+	if o.pg == nil {
+		return nil
+	}
+	return o.pg(connstr)
+}
+
+// flakyPG fails its first extension check (Postgres slow or out of connections right
+// after running).
+type flakyPG struct {
+	lfc.PG
+	failed atomic.Bool
+}
+
+func (p *flakyPG) CheckExtension(ctx context.Context) error {
+	if p.failed.CompareAndSwap(false, true) {
+		return errors.New("connecting to postgres: too many clients")
+	}
+	return p.PG.CheckExtension(ctx)
+}
+
+// An autoprewarm whose extension check fails for another reason than a missing extension
+// still takes the prewarm: left not_prewarmed, the state would let the periodic offload
+// upload a cold cache over the stored one.
+func TestLFCAutoprewarmDespiteAFailedCheck(t *testing.T) {
+	r := newLFCRig(t, rigOptions{autoprewarm: true, interval: 1,
+		pg: func(connstr string) LFCPostgres { return &flakyPG{PG: lfc.PG{Connstr: connstr}} },
+		before: func(r *lfcRig) {
+			if err := r.ctl.SetState(context.Background(), []byte("cold")); err != nil {
+				t.Fatal(err)
+			}
+			r.storage.SetMode(lfctest.ServerError)
+		}})
+	r.waitLFC("autoprewarm failed", func(s lfcstate.States) bool { return s.Prewarm.Status == lfcstate.PrewarmFailed })
+	time.Sleep(2500 * time.Millisecond) // two periodic ticks
+	for _, req := range r.storage.Requests() {
+		if req.Method == "PUT" {
+			t.Fatalf("a cold LFC state was uploaded: %+v", req.Path)
+		}
 	}
 }

@@ -89,6 +89,9 @@ type Deps struct {
 	// LFCStorage is endpoint storage; nil: the one the applied config names, read again
 	// at each call.
 	LFCStorage lfc.Store
+	// NoLFC: this process runs no LFC operation (it does not own the monitor's bus name:
+	// another instance does, or there is no bus); the LFC methods refuse.
+	NoLFC bool
 	// LFCChanged is called after each LFC state written into the record (the D-Bus
 	// Changed signal); nil: nothing.
 	LFCChanged func(seq uint64)
@@ -331,13 +334,26 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		}
 		cancel()
 	}()
-	lr := m.startLFC(lctx, rec, lfcOptionsOf(applied))
-	m.d.LFC.set(lr)
+	var lr *lfcRun
+	if !m.d.NoLFC {
+		// A restored run's leftover queries are cancelled first (bounded work, up to a few
+		// seconds against a slow Postgres): the process is healthy meanwhile, so the
+		// watchdog is fed.
+		stopFeed := func() {}
+		if interrupted(rec) {
+			stopFeed = m.feedWatchdog(ctx)
+		}
+		lr = m.startLFC(lctx, rec, lfcOptionsOf(applied))
+		stopFeed()
+		m.d.LFC.set(lr)
+	}
 	waitExtStats := m.startExtStats(lctx, rec)
 	defer func() {
 		m.d.LFC.set(nil)
 		cancel()
-		lr.stop()
+		if lr != nil {
+			lr.stop()
+		}
 		waitExtStats()
 	}()
 	if p.down {

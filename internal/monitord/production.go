@@ -2,7 +2,9 @@ package monitord
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/state"
@@ -25,14 +27,17 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 		return err
 	}
 	store.Log = log
-	d := Deps{Store: store, Notifier: sdNotifier{}, Log: log, LFC: NewLFC()}
+	// The LFC side runs only in the process that owns the monitor's bus name: a second
+	// instance (run by hand) or one without D-Bus must not prewarm, offload or cancel the
+	// queries of the one that does.
+	d := Deps{Store: store, Notifier: sdNotifier{}, Log: log, LFC: NewLFC(), NoLFC: true}
 	if conn, err := bus.Connect(ctx); err != nil {
-		log.Warn("no D-Bus: waits re-read the state record every few seconds, and the LFC routes of the API are unavailable", "err", err)
+		log.Warn("no D-Bus: waits re-read the state record every few seconds; no LFC prewarm or offload", "err", err)
 	} else {
 		defer conn.Close()
 		conn.Log = log
 		d.Subscribe = conn.Subscribe
-		serveLFC(conn, d.LFC, log)
+		d.NoLFC = !serveLFC(ctx, conn, d.LFC, log)
 		d.LFCChanged = func(seq uint64) {
 			if err := conn.EmitLFCChanged(seq); err != nil {
 				log.Debug("d-bus", "err", err)
@@ -46,16 +51,37 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 	return Run(ctx, s, d)
 }
 
-// serveLFC exports the LFC object and claims the monitor's bus name. Without them the
-// API's LFC routes answer that the monitor is unavailable; the activity monitor goes on.
-func serveLFC(conn *bus.Conn, l *LFC, log *slog.Logger) {
+// claimTries and claimEvery bound the wait for the bus name: a monitor restarted by the
+// watchdog may find the killed process's connection still holding it for a moment.
+const (
+	claimTries = 20
+	claimEvery = 250 * time.Millisecond
+)
+
+// serveLFC exports the LFC object and claims the monitor's bus name; it reports whether
+// this process owns it. Without it the API's LFC routes answer that the monitor is
+// unavailable and this process runs no LFC operation; the activity monitor goes on.
+func serveLFC(ctx context.Context, conn *bus.Conn, l *LFC, log *slog.Logger) bool {
 	if err := conn.ServeLFC(l); err != nil {
-		log.Warn("LFC methods not served on D-Bus", "err", err)
-		return
+		log.Warn("LFC methods not served on D-Bus: no LFC prewarm or offload", "err", err)
+		return false
 	}
-	if err := conn.ClaimMonitorName(); err != nil {
-		log.Warn("LFC methods not served on D-Bus", "err", err)
+	var err error
+	for i := 0; i < claimTries; i++ {
+		if err = conn.ClaimMonitorName(); err == nil {
+			return true
+		}
+		if !errors.Is(err, bus.ErrMonitorNameTaken) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(claimEvery):
+		}
 	}
+	log.Warn("LFC methods not served on D-Bus: no LFC prewarm or offload", "err", err)
+	return false
 }
 
 // sdNotifier tells systemd through internal/sysd.
