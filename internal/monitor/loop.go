@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/clock"
 	"github.com/computetools/compute-tools/internal/pg"
 )
 
@@ -25,10 +26,7 @@ const (
 )
 
 // Ticker is a running ticker of a Clock.
-type Ticker interface {
-	C() <-chan time.Time
-	Stop()
-}
+type Ticker = clock.Ticker
 
 // Clock is the time source of a Loop; tests drive a fake one.
 type Clock interface {
@@ -37,18 +35,7 @@ type Clock interface {
 }
 
 // SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now implements Clock.
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTicker implements Clock.
-func (SystemClock) NewTicker(d time.Duration) Ticker { return sysTicker{time.NewTicker(d)} }
-
-type sysTicker struct{ t *time.Ticker }
-
-func (s sysTicker) C() <-chan time.Time { return s.t.C }
-func (s sysTicker) Stop()               { s.t.Stop() }
+type SystemClock = clock.System
 
 // Conn is one connection to Postgres as the loop uses it.
 type Conn interface {

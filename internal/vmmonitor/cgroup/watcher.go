@@ -52,6 +52,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/computetools/compute-tools/internal/clock"
 )
 
 // DefaultRoot is where the cgroup v2 hierarchy is mounted.
@@ -126,26 +128,13 @@ type Snapshot struct {
 }
 
 // Ticker is a running ticker of a Clock.
-type Ticker interface {
-	C() <-chan time.Time
-	Stop()
-}
+type Ticker = clock.Ticker
 
 // Clock is the watcher's time source; tests drive a fake one.
 type Clock interface {
 	Now() time.Time
 	NewTicker(d time.Duration) Ticker
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                   { return time.Now() }
-func (systemClock) NewTicker(d time.Duration) Ticker { return sysTicker{time.NewTicker(d)} }
-
-type sysTicker struct{ t *time.Ticker }
-
-func (s sysTicker) C() <-chan time.Time { return s.t.C }
-func (s sysTicker) Stop()               { s.t.Stop() }
 
 // Options configure a Watcher; zero fields take the defaults.
 type Options struct {
@@ -214,7 +203,7 @@ func NewWatcher(locate Locator, opts Options) *Watcher {
 		opts.LocateTimeout = 2 * time.Second
 	}
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 	}
 	log := opts.Log
 	if log == nil {
