@@ -23,8 +23,9 @@ import (
 )
 
 type cli struct {
-	StateDir string `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record and the applied config."`
-	Connstr  string `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity; the vm-monitor resizes the LFC with it)."`
+	StateDir  string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record and the applied config."`
+	Connstr   string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity; the vm-monitor resizes the LFC with it)."`
+	TrimAfter time.Duration `name:"trim-after" env:"COMPUTE_TRIM_AFTER" default:"${COMPUTE_TRIM_AFTER}" help:"After this long (a lifecycle's rounds or a wait for running; the vm-monitor's start or an agent connection) give back the pages of the binary that only start-up used; 0: never."`
 
 	Activity  activityCmd  `cmd:"" default:"withargs" help:"Monitor activity and downtime, LFC prewarm and offload, installed extensions (compute-monitor.service; the default)."`
 	VMMonitor vmMonitorCmd `cmd:"" name:"vm-monitor" help:"Serve the VM autoscaler agent: protocol v1.0 over TCP and vsock, memory pressure of the Postgres unit, MemoryHigh= and LFC sizing (compute-vm-monitor.service)."`
@@ -68,6 +69,14 @@ func cliExitCode(code int) int {
 	return 0
 }
 
+// trimAfter maps the flag (0: never) to the settings' (0: the default, negative: never).
+func trimAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 func main() {
 	var c cli
 	k := kong.Parse(&c, kong.Name("compute-monitor"), kong.Vars(paths.Vars()),
@@ -86,9 +95,11 @@ func main() {
 		err = vmmonitord.Main(ctx, vmmonitord.Settings{
 			Autoscaling: c.VMMonitor.Autoscaling, Addr: c.VMMonitor.Addr, VsockPort: c.VMMonitor.VsockPort,
 			CgroupUnit: c.VMMonitor.CgroupUnit, Connstr: c.Connstr, StateDir: c.StateDir,
+			TrimAfter: trimAfter(c.TrimAfter),
 		}, log)
 	} else {
-		err = monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Activity.Interval, ExtStatsInterval: c.Activity.ExtStats}, log)
+		err = monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Activity.Interval,
+			ExtStatsInterval: c.Activity.ExtStats, TrimAfter: trimAfter(c.TrimAfter)}, log)
 	}
 	if err != nil {
 		log.Error(component+" failed", "err", err)

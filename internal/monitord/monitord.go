@@ -56,7 +56,15 @@ type Settings struct {
 	// ExtStatsStartDelay delays a primary's first collection after running (0:
 	// DefaultExtStatsStartDelay).
 	ExtStatsStartDelay time.Duration
+	// TrimAfter is how long the monitor runs (a lifecycle's rounds, or a wait for
+	// running) before Deps.Trim gives back what start-up alone touched (0:
+	// DefaultTrimAfter; negative: never).
+	TrimAfter time.Duration
 }
+
+// DefaultTrimAfter is past a lifecycle's first rounds and its first installed-extensions
+// collection (DefaultExtStatsStartDelay after running).
+const DefaultTrimAfter = 30 * time.Second
 
 // ErrConfig marks the errors of a configuration that cannot work (compute-monitor exits
 // with EX_CONFIG, 78, and the unit does not restart it for those).
@@ -100,6 +108,10 @@ type Deps struct {
 	CollectExtensions func(ctx context.Context) (extstats.Stats, error)
 	// ExtStatsClock is the installed extensions scheduler's clock; nil: the system clock.
 	ExtStatsClock extstats.Clock
+	// Trim gives back the resident pages start-up alone used (memtrim in production),
+	// called once per lifecycle and per wait for running, Settings.TrimAfter into it;
+	// nil: never.
+	Trim func()
 
 	afterRound func() // tests: called after each round is published
 }
@@ -224,6 +236,10 @@ func (m *runner) waitRunning(ctx context.Context) (state.Record, error) {
 	defer cancel()
 	stop := m.feedWatchdog(ctx)
 	defer stop()
+	if after := m.s.trimAfter(); m.d.Trim != nil && after > 0 {
+		t := time.AfterFunc(after, m.d.Trim)
+		defer t.Stop()
+	}
 	// Ready once the wait is set up: readiness never waits for Postgres or for running.
 	if !m.ready {
 		m.ready = true
@@ -304,6 +320,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	if p.interval <= 0 {
 		p.interval = monitor.DefaultPublishInterval
 	}
+	trim := &settleTrim{after: m.s.trimAfter(), trim: m.d.Trim}
 	loop := &monitor.Loop{
 		Connect:  m.d.Connect,
 		Sampler:  &monitor.Sampler{StatsDelta: monitor.StatsDeltaEnabled(features)},
@@ -314,7 +331,9 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		RoundTimeout: m.s.RoundTimeout,
 		Clock:        m.d.Clock,
 		OnRound: func(ok bool, _ monitor.Sample) {
-			p.round(ok, m.d.Clock.Now())
+			now := m.d.Clock.Now()
+			p.round(ok, now)
+			trim.round(now)
 			if m.d.afterRound != nil {
 				m.d.afterRound()
 			}
@@ -370,6 +389,36 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 	default:
 	}
 	p.flush(m.d.Clock.Now())
+}
+
+// settleTrim calls trim once, at the first round at least after past a lifecycle's first
+// round (the loop's goroutine: no timer of its own).
+type settleTrim struct {
+	after time.Duration
+	trim  func()
+	first time.Time
+	done  bool
+}
+
+func (t *settleTrim) round(now time.Time) {
+	if t.done || t.trim == nil || t.after <= 0 {
+		return
+	}
+	if t.first.IsZero() {
+		t.first = now
+		return
+	}
+	if now.Sub(t.first) >= t.after {
+		t.done = true
+		t.trim()
+	}
+}
+
+func (s *Settings) trimAfter() time.Duration {
+	if s.TrimAfter == 0 {
+		return DefaultTrimAfter
+	}
+	return s.TrimAfter
 }
 
 // resumeDowntime takes over the downtime of rec at now (the monitor was restarted, by the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,7 +156,10 @@ type rig struct {
 	rounds chan struct{}
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
+
+// newRigWith lets a test change the settings and deps before Run.
+func newRigWith(t *testing.T, change func(*Settings, *Deps)) *rig {
 	t.Helper()
 	store, err := state.Open(t.TempDir())
 	if err != nil {
@@ -167,11 +171,13 @@ func newRig(t *testing.T) *rig {
 	statetest.MustSet(t, store, state.Init, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	go func() {
-		r.done <- Run(ctx, Settings{StateDir: t.TempDir(), Recheck: time.Hour, Watchdog: time.Hour},
-			Deps{Store: store, Subscribe: r.waker.Subscribe, Connect: r.pg.connect, Notifier: r.notif, Clock: r.clock,
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), afterRound: func() { r.rounds <- struct{}{} }})
-	}()
+	s := Settings{StateDir: t.TempDir(), Recheck: time.Hour, Watchdog: time.Hour}
+	d := Deps{Store: store, Subscribe: r.waker.Subscribe, Connect: r.pg.connect, Notifier: r.notif, Clock: r.clock,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), afterRound: func() { r.rounds <- struct{}{} }}
+	if change != nil {
+		change(&s, &d)
+	}
+	go func() { r.done <- Run(ctx, s, d) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -559,5 +565,91 @@ func TestPublishFailuresLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(out, "published the activity into the state record again"); n != 1 {
 		t.Errorf("the end of the failures logged %d times, want 1:\n%s", n, out)
+	}
+}
+
+// The start-up pages are given back once per lifecycle, TrimAfter after its first round
+// (on the loop's clock), and once per wait for running that lasts TrimAfter.
+func TestTrimOncePerLifecycle(t *testing.T) {
+	var trims atomic.Int32
+	r := newRigWith(t, func(s *Settings, d *Deps) {
+		s.TrimAfter = 10 * time.Second // 20 rounds; the waits below last milliseconds
+		d.Trim = func() { trims.Add(1) }
+	})
+	r.setStatus(state.Running)
+	r.started()
+	for i := 0; i < 19; i++ {
+		r.tick()
+	}
+	if n := trims.Load(); n != 0 {
+		t.Fatalf("%d trims 9.5 s into the lifecycle", n)
+	}
+	r.tick()
+	if n := trims.Load(); n != 1 {
+		t.Fatalf("%d trims 10 s into the lifecycle, want 1", n)
+	}
+	for i := 0; i < 40; i++ {
+		r.tick()
+	}
+	if n := trims.Load(); n != 1 {
+		t.Fatalf("%d trims 30 s into the lifecycle, want still 1", n)
+	}
+	// A new lifecycle trims again.
+	r.setStatus(state.Failed)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, st := r.notif.counts(); st == statusWaiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not go back to waiting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := statetest.Reset(r.store); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.advance(time.Minute)
+	r.setStatus(state.Running)
+	r.started()
+	for i := 0; i < 20; i++ {
+		r.tick()
+	}
+	if n := trims.Load(); n != 2 {
+		t.Fatalf("%d trims after the second lifecycle's 10 s, want 2", n)
+	}
+}
+
+func TestTrimWhileWaiting(t *testing.T) {
+	trimmed := make(chan struct{}, 10)
+	newRigWith(t, func(s *Settings, d *Deps) {
+		s.TrimAfter = 20 * time.Millisecond
+		d.Trim = func() { trimmed <- struct{}{} }
+	})
+	select {
+	case <-trimmed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no trim while waiting for running")
+	}
+	select {
+	case <-trimmed:
+		t.Fatal("a second trim in the same wait")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestTrimNever(t *testing.T) {
+	var trims atomic.Int32
+	r := newRigWith(t, func(s *Settings, d *Deps) {
+		s.TrimAfter = -1
+		d.Trim = func() { trims.Add(1) }
+	})
+	r.setStatus(state.Running)
+	r.started()
+	for i := 0; i < 100; i++ {
+		r.tick()
+	}
+	if n := trims.Load(); n != 0 {
+		t.Fatalf("%d trims with TrimAfter < 0", n)
 	}
 }

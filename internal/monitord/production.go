@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/bus"
+	"github.com/computetools/compute-tools/internal/memtrim"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 )
@@ -47,6 +48,7 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 	if w, ok := sysd.WatchdogInterval(log); ok {
 		s.Watchdog = w
 	}
+	d.Trim = func() { memtrim.TrimLogged(log) }
 	log.Info("compute-monitor started", "interval_ms", s.Interval.Milliseconds(), "watchdog_ms", s.Watchdog.Milliseconds())
 	return Run(ctx, s, d)
 }

@@ -29,6 +29,10 @@ const (
 	DefaultTLSPollInterval  = "60s"
 	// DefaultMonitorInterval is compute-monitor's round interval (the reference's 500 ms).
 	DefaultMonitorInterval = "500ms"
+	// DefaultTrimAfter is how long compute-monitor (a lifecycle's rounds, a wait for
+	// running) and the vm-monitor (its start, an agent connection) run before they give
+	// back the binary's pages that only start-up used (internal/memtrim); 0 never.
+	DefaultTrimAfter = "30s"
 	// DefaultExtStatsInterval is the base interval of compute-monitor's installed
 	// extensions collection when the spec's suspend_timeout_seconds gives none (the
 	// reference's --installed-extensions-collection-interval, 3600 s); collections are
@@ -81,6 +85,7 @@ const (
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
 	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
 	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
+	EnvTrimAfter        = "COMPUTE_TRIM_AFTER"
 
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
@@ -110,6 +115,7 @@ func Vars() map[string]string {
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
 		EnvMonitorInterval:  DefaultMonitorInterval,
 		EnvExtStatsInterval: DefaultExtStatsInterval,
+		EnvTrimAfter:        DefaultTrimAfter,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),

@@ -181,6 +181,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_TLS_POLL_INTERVAL":             "60s",
 		"COMPUTE_MONITOR_INTERVAL":              "500ms",
 		"COMPUTE_INSTALLED_EXTENSIONS_INTERVAL": "1h",
+		"COMPUTE_TRIM_AFTER":                    "30s",
 		"COMPUTE_VM_MONITOR_ADDR":               "0.0.0.0:10301",
 		"COMPUTE_VM_MONITOR_VSOCK_PORT":         "10301",
 		"COMPUTE_VM_MONITOR_CGROUP_UNIT":        "compute-postgres.service",

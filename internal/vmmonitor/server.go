@@ -48,6 +48,8 @@ type Config struct {
 	WriteTimeout           time.Duration
 	// Now is the clock of the upscale request rate limit (time.Now when nil).
 	Now func() time.Time
+	// OnConnect, when set, is called after each agent connection's handshake.
+	OnConnect func()
 }
 
 // Server serves the autoscaler agent: the WebSocket at Path, one agent connection at
@@ -188,6 +190,9 @@ func (s *Server) serveConn(ctx context.Context, ws *websocket.Conn, log *slog.Lo
 		return
 	}
 	log.Info("agent connected", "version", version.String())
+	if s.cfg.OnConnect != nil {
+		s.cfg.OnConnect()
+	}
 
 	rctx, rcancel := context.WithDeadline(c.ctx, deadline)
 	err = s.withPolicy(rctx, func() error { return s.policy.Reset(rctx) })

@@ -9,7 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/computetools/compute-tools/internal/memtrim"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/vmmonitor"
@@ -35,6 +37,8 @@ type Settings struct {
 	Connstr string
 	// StateDir holds the applied config (its spec's disable_lfc_resizing).
 	StateDir string
+	// TrimAfter: see Deps.TrimAfter (0: DefaultTrimAfter, negative: never).
+	TrimAfter time.Duration
 }
 
 // AutoscalingOn reads the AUTOSCALING value as the compute-tools generator reads the
@@ -162,6 +166,8 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 		Notifier:   sdNotifier{},
 		Fatal:      sd.lost,
 		Log:        log,
+		Trim:       func() { memtrim.TrimLogged(log) },
+		TrimAfter:  s.TrimAfter,
 	})
 }
 

@@ -56,6 +56,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/vmmonitor"
 )
@@ -86,10 +87,19 @@ type Deps struct {
 	Notifier Notifier
 	// Log: nil is slog.Default().
 	Log *slog.Logger
-	// Server tunes the protocol server (timeouts, clock); Policy and Logger are set by
-	// Run.
+	// Server tunes the protocol server (timeouts, clock); Policy, Logger and OnConnect
+	// are set by Run.
 	Server vmmonitor.Config
+	// Trim gives back the resident pages start-up alone used (memtrim in production):
+	// Run calls it TrimAfter after it serves and TrimAfter after each agent connection
+	// (the handshake's and the first calls' code paths run once); nil: never.
+	Trim func()
+	// TrimAfter: 0 is DefaultTrimAfter, negative never.
+	TrimAfter time.Duration
 }
+
+// DefaultTrimAfter is past the start and an agent connection's first health checks.
+const DefaultTrimAfter = 30 * time.Second
 
 // Run serves the agent on every listener until ctx ends (then it returns nil, having
 // closed the listeners and the connection), a listener fails or Fatal delivers (then it
@@ -111,6 +121,9 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	cfg := d.Server
 	cfg.Policy, cfg.Logger = d.Policy, log
+	trim := newSettleTrim(d.Trim, d.TrimAfter)
+	defer trim.stop()
+	cfg.OnConnect = trim.schedule
 	srv := vmmonitor.New(cfg)
 
 	sctx, stop := context.WithCancel(ctx)
@@ -129,6 +142,7 @@ func Run(ctx context.Context, d Deps) error {
 			}
 		})
 	}
+	trim.schedule()
 	where := strings.Join(addrs, ", ")
 	log.Info("vm-monitor listening", "listeners", where, "path", vmmonitor.Path)
 	if d.Notifier != nil {
@@ -154,4 +168,46 @@ func Run(ctx context.Context, d Deps) error {
 		log.Info("vm-monitor stopped")
 	}
 	return err
+}
+
+// settleTrim runs trim once, after a quiet period since the last schedule call.
+type settleTrim struct {
+	mu    sync.Mutex
+	trim  func()
+	after time.Duration
+	t     *time.Timer
+	done  bool
+}
+
+func newSettleTrim(trim func(), after time.Duration) *settleTrim {
+	if after == 0 {
+		after = DefaultTrimAfter
+	}
+	return &settleTrim{trim: trim, after: after}
+}
+
+// schedule (re)starts the wait: the trim runs after an agent connection's first calls.
+func (s *settleTrim) schedule() {
+	if s.trim == nil || s.after < 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
+	}
+	if s.t != nil {
+		s.t.Stop()
+	}
+	s.t = time.AfterFunc(s.after, s.trim)
+}
+
+// stop cancels a pending trim; later schedule calls do nothing.
+func (s *settleTrim) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if s.t != nil {
+		s.t.Stop()
+	}
 }

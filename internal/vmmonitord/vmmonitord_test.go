@@ -423,3 +423,55 @@ func TestLossWatch(t *testing.T) {
 	default:
 	}
 }
+
+// TestRunTrims: the start-up pages are given back TrimAfter after Run serves, and again
+// TrimAfter after an agent connection's handshake (the wait restarts with each
+// connection); nothing after Run returned.
+func TestRunTrims(t *testing.T) {
+	log, _ := newLog()
+	ln := listenTCP(t)
+	trims := make(chan time.Time, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	const after = 300 * time.Millisecond
+	go func() {
+		done <- Run(ctx, Deps{Listeners: []net.Listener{ln}, Policy: &okPolicy{}, Log: log,
+			Trim: func() { trims <- time.Now() }, TrimAfter: after})
+	}()
+	select {
+	case <-trims:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no trim after the start")
+	}
+	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer acancel()
+	connected := time.Now()
+	agent, err := agenttest.Dial(actx, wsURL(ln), agenttest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.HealthCheck(actx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-trims:
+		if at.Sub(connected) < after {
+			t.Errorf("trimmed %s after the connection, before TrimAfter (%s)", at.Sub(connected), after)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no trim after an agent connection")
+	}
+	// A connection, then a stop before TrimAfter: no trim after Run returned.
+	if _, err := agenttest.Dial(actx, wsURL(ln), agenttest.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-trims:
+		t.Error("a trim after Run returned")
+	case <-time.After(2 * after):
+	}
+}
