@@ -17,7 +17,8 @@ import (
 
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (compute_tools/src/compute.rs):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
-// the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
+// the finishing touches (signal file, our pg_hba.conf and pg_ident.conf, pg_dynshmem,
+// standby.signal).
 func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
 	dir := pgdataDir(cfg, p)
 	if err := dir.PrepareFresh(); err != nil {
@@ -90,7 +91,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	}); err != nil {
 		return err
 	}
-	return dir.FinishNeon(s.Mode.Type())
+	return dir.FinishNeon(s.Mode.Type(), adminAuth(ci))
 }
 
 // writePostgresEnv writes (neon mode, with a token) or removes the environment file of

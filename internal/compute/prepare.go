@@ -173,7 +173,13 @@ func writePGConfig(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
-	return pgdataDir(cfg, p).WriteStandaloneAuth(ci.User, []string{paths.DefaultPGUser, "root"})
+	return pgdataDir(cfg, p).WriteAuth(adminAuth(ci))
+}
+
+// adminAuth is who may log in as the admin role (both modes): the connection string's
+// user, over the unix socket, as one of paths.AdminOSUsers.
+func adminAuth(ci connInfo) pgdata.Auth {
+	return pgdata.Auth{AdminRole: ci.User, OSUsers: paths.AdminOSUsers()}
 }
 
 // ensureInitdb creates the standalone cluster on first start; an existing one is kept.

@@ -49,6 +49,16 @@ const (
 	DefaultAutoscaling = "false"
 )
 
+// adminOSUsers are the OS users that may act as the admin role over the unix socket
+// (peer authentication through pg_ident.conf's map, both storage modes): postgres runs
+// compute-init, compute-configure, compute-monitor and the stop hook; root runs
+// compute-api and the vm-monitor (and an operator's psql). The one list: a unit that
+// moves to a user of its own adds that user here.
+var adminOSUsers = []string{DefaultPGUser, "root"}
+
+// AdminOSUsers returns a copy of the OS users mapped to the admin role in pg_ident.conf.
+func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
+
 // EnvironmentFile is the settings file every unit reads (EnvironmentFile=) and the
 // systemd generator parses for AUTOSCALING.
 const EnvironmentFile = "/etc/default/compute-tools"
