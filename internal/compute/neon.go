@@ -2,9 +2,11 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
@@ -32,7 +34,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 			return err
 		}
 	}
-	if err := writePostgresEnv(cfg, p.StorageAuthToken); err != nil {
+	if err := writeNeonAuthToken(cfg, p.StorageAuthToken); err != nil {
 		return err
 	}
 
@@ -94,18 +96,21 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	return dir.FinishNeon(s.Mode.Type(), adminAuth(ci))
 }
 
-// writePostgresEnv writes (neon mode, with a token) or removes the environment file of
-// the postgres unit.
-func writePostgresEnv(cfg Settings, token string) error {
-	path := paths.PostgresEnvFile(cfg.StateDir)
+// writeNeonAuthToken writes (neon mode, with a token) or removes the storage token file
+// that compute-postgres.service's start reads as NEON_AUTH_TOKEN (paths.NeonAuthTokenFile).
+func writeNeonAuthToken(cfg Settings, token string) error {
+	path := paths.NeonAuthTokenFile(cfg.StateDir)
 	if token == "" {
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove %s: %w", path, err)
 		}
 		return nil
 	}
-	if err := atomicfile.Write(path, []byte("NEON_AUTH_TOKEN="+token+"\n"), atomicfile.Options{Mode: 0o640}); err != nil {
-		return fmt.Errorf("write postgres environment: %w", err)
+	if strings.ContainsAny(token, "\r\n\x00") {
+		return errors.New("storage auth token: contains a line break or NUL")
+	}
+	if err := atomicfile.Write(path, []byte(token+"\n"), atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("write storage token for postgres: %w", err)
 	}
 	return nil
 }

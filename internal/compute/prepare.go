@@ -139,7 +139,7 @@ func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.P
 	if err := ensureInitdb(ctx, cfg, ci, log); err != nil {
 		return err
 	}
-	if err := writePostgresEnv(cfg, ""); err != nil {
+	if err := writeNeonAuthToken(cfg, ""); err != nil {
 		return err
 	}
 	return writePGConfig(cfg, ci, p, tls)

@@ -142,9 +142,12 @@ func AppliedConfigFile(stateDir string) string {
 	return filepath.Join(stateDir, "config.applied.json")
 }
 
-// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
-// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
-func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
+// NeonAuthTokenFile holds, in neon mode, the storage token that Postgres gets as
+// NEON_AUTH_TOKEN (0600, owned by postgres). compute-postgres.service's ExecStart= shell,
+// running as postgres, reads it: never systemd as root (an EnvironmentFile= here would
+// be read by PID 1, following any symbolic link the postgres user planted in the state
+// directory).
+func NeonAuthTokenFile(stateDir string) string { return filepath.Join(stateDir, "neon-auth-token") }
 
 // JWKSFile is where compute-init leaves the key set of a config fetched from the control
 // plane, for compute-api to verify tokens with.
