@@ -207,16 +207,6 @@ func optional(s string) *string {
 	return &s
 }
 
-func writeJWKS(cfg Settings, cc *spec.ComputeConfig) error {
-	if cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0 {
-		return nil
-	}
-	if err := atomicfile.Write(paths.JWKSFile(cfg.StateDir), cc.ComputeCtlConfig.JWKS, atomicfile.Options{Mode: 0o644}); err != nil {
-		return fmt.Errorf("store jwks: %w", err)
-	}
-	return nil
-}
-
 // writeAppliedConfig stores the effective config for the configure step (0640: it holds
 // password hashes).
 func writeAppliedConfig(cfg Settings, raw []byte) error {

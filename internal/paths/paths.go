@@ -149,9 +149,6 @@ func AppliedConfigFile(stateDir string) string {
 // directory).
 func NeonAuthTokenFile(stateDir string) string { return filepath.Join(stateDir, "neon-auth-token") }
 
-// JWKSFile is where compute-init leaves the key set of a config fetched from the control
-// plane, for compute-api to verify tokens with.
-func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }
 
 // PGBinDir is the directory of the postgres binary; initdb and pg_ctl sit beside it.
 func PGBinDir(pgbin string) string { return filepath.Dir(pgbin) }

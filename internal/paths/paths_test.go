@@ -155,7 +155,6 @@ func TestFileNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{PendingConfigFile("/run/compute"), "/run/compute/config.pending.json"},
 		{AppliedConfigFile("/run/compute"), "/run/compute/config.applied.json"},
-		{JWKSFile("/run/compute"), "/run/compute/jwks.json"},
 		{NeonAuthTokenFile("/run/compute"), "/run/compute/neon-auth-token"},
 		{Sibling(DefaultPGBin, "initdb"), "/usr/lib/postgresql/15/bin/initdb"},
 		{PGBinDir(DefaultPGBin), "/usr/lib/postgresql/15/bin"},
