@@ -97,3 +97,31 @@ func TestApplyKeepsPasswordsOutOfStatistics(t *testing.T) {
 		t.Logf("pg_stat_statements:\n%s\npg_stat_activity:\n%s", statements, activity)
 	}
 }
+
+// TestApplyRefusesTheAdminRoleAsSpecRole: a spec role named like the admin role (the
+// connection's superuser) would get the spec's password, and with it a superuser login
+// over TCP. The spec is refused with a clear error and nothing of it is applied.
+func TestApplyRefusesTheAdminRoleAsSpecRole(t *testing.T) {
+	inst := shared(t)
+	ctx := context.Background()
+	conn := connect(t, inst.Connstr())
+	if _, err := conn.Exec(ctx, "CREATE ROLE other_super SUPERUSER"); err != nil {
+		t.Fatal(err)
+	}
+	for _, admin := range []string{pgtest.AdminUser, "other_super"} {
+		s := specOf([]spec.Role{
+			{Name: "admin_clash_ok", EncryptedPassword: ptr(md5Hash("pw", "admin_clash_ok"))},
+			{Name: admin, EncryptedPassword: ptr(md5Hash("pw", admin))},
+		}, nil)
+		_, err := Apply(ctx, conn, s, Options{})
+		if err == nil || !strings.Contains(err.Error(), `role "`+admin+`": is the admin role (a superuser) and cannot be a spec role`) {
+			t.Errorf("spec role %s: %v", admin, err)
+		}
+		if r, ok := readRole(t, conn, admin); !ok || r.password != nil {
+			t.Errorf("%s got a password", admin)
+		}
+		if _, ok := readRole(t, conn, "admin_clash_ok"); ok {
+			t.Errorf("spec role %s: the rest of the spec was applied", admin)
+		}
+	}
+}
