@@ -256,7 +256,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}()
 	if s.cfg.ControlPlaneURI != "" {
 		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
-			return controlplane.FetchConfig(ctx, &http.Client{Timeout: 30 * time.Second}, s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
+			return controlplane.FetchConfig(ctx, controlplane.NewClient(), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
 				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
 				controlplane.WithLogger(s.log))
 		}

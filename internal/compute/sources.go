@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -39,7 +38,7 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 	srcs := []configSource{pendingConfig{path: pending, log: log}}
 	switch {
 	case cfg.ControlPlaneURI != "":
-		client := &http.Client{Timeout: 30 * time.Second}
+		client := controlplane.NewClient()
 		srcs = append(srcs, controlPlaneConfig{
 			uri: cfg.ControlPlaneURI,
 			log: log,
@@ -118,7 +117,7 @@ func (s controlPlaneConfig) obtain(ctx context.Context, _ state.Record) (*acquir
 	if err != nil {
 		return nil, err
 	}
-	orDefault(s.log).Info("spec received from the control plane", "uri", s.uri)
+	orDefault(s.log).Info("spec received from the control plane", "uri", controlplane.RedactURL(s.uri))
 	return &acquired{Loaded: l}, nil
 }
 

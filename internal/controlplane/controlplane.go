@@ -39,6 +39,41 @@ const (
 	maxExcerpt = 200
 )
 
+// RequestTimeout bounds one request of a client from NewClient.
+const RequestTimeout = 30 * time.Second
+
+// NewClient is the HTTP client for the control plane: one request at most
+// RequestTimeout, and no redirects. A redirect is answered as the response it is (an
+// unexpected status): following it would send the bearer token to wherever the
+// redirect points (Go's client keeps the header for the same host, an https-to-http
+// downgrade included). The reference (reqwest) follows up to 10.
+func NewClient() *http.Client {
+	return &http.Client{
+		Timeout:       RequestTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// RedactURL renders a URL for a log line without its credentials: the password of the
+// user information and the query's values are replaced.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
 // Option changes FetchConfig.
 type Option func(*options)
 
@@ -65,7 +100,7 @@ func WithOnRequest(f func(httpStatus string)) Option {
 // Attempts times, RetryDelay apart, when the request fails in transport, the answer is 502
 // or 503, or the body does not decode into a valid configuration; any other status fails
 // at once, as does an "attached" answer without a spec. An "empty" answer gives a config
-// without a spec. A nil client means http.DefaultClient; ctx bounds the whole call.
+// without a spec. A nil client means NewClient(); ctx bounds the whole call.
 func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, token string, opts ...Option) (*spec.ComputeConfig, error) {
 	o := options{retryDelay: RetryDelay}
 	for _, opt := range opts {
@@ -75,13 +110,13 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		o.log = slog.Default()
 	}
 	if client == nil {
-		client = http.DefaultClient
+		client = NewClient()
 	}
 	if computeID == "" {
 		return nil, errors.New("fetch config: empty compute id")
 	}
 	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
-	o.log.Info("getting config from control plane", "url", u)
+	o.log.Info("getting config from control plane", "url", RedactURL(u))
 
 	var cfg *spec.ComputeConfig
 	err := retry.Do(ctx, retry.Policy{Attempts: Attempts, Delay: o.retryDelay}, func(ctx context.Context, attempt int) error {
