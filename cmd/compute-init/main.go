@@ -32,7 +32,8 @@ type common struct {
 	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID."`
 	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"${PRIVILEGED_ROLE_NAME}" help:"Privileged role given to spec roles (^[a-z_]+$)."`
 	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal API port (written as neon.extension_server_port)."`
-	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
+	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions (https://; http:// only with --remote-ext-allow-http)."`
+	RemoteExtAllowHTTP bool   `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 
 	// log is the binary's logger (set in main; kong ignores unexported fields).
@@ -42,7 +43,7 @@ type common struct {
 func (c *common) host() initcmd.Host {
 	return initcmd.Host{StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, ComputeID: c.ComputeID, PrivilegedRole: c.PrivilegedRoleName,
-		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL,
+		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL, RemoteExtAllowHTTP: c.RemoteExtAllowHTTP,
 		ControlPlaneURI: c.ControlPlaneURI, Log: c.log}
 }
 

@@ -51,6 +51,8 @@ type Settings struct {
 	// RemoteExtBaseURL is the extension gateway as given; empty: /extension_server
 	// answers 412 and pg_config is not run.
 	RemoteExtBaseURL string
+	// RemoteExtAllowHTTP lets RemoteExtBaseURL be plain http://.
+	RemoteExtAllowHTTP bool
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
 }
@@ -311,7 +313,7 @@ func (s *server) downloader(ctx context.Context) (*extensions.Downloader, error)
 	if s.cfg.RemoteExtBaseURL == "" {
 		return &extensions.Downloader{Logger: s.log}, nil
 	}
-	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL)
+	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL, s.cfg.RemoteExtAllowHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("--remote-ext-base-url: %w", err)
 	}

@@ -244,21 +244,34 @@ func truncate(s string) string {
 	return s[:cut] + "..."
 }
 
-// NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute URL whose
-// trailing slashes become exactly one (so that joining a relative path keeps the base
-// path), and which carries no query parameters.
-func NormalizeRemoteExtURL(s string) (string, error) {
+// ErrPlainHTTP refuses an http:// extension gateway that the operator has not allowed.
+var ErrPlainHTTP = errors.New("plain http:// gives the archives no integrity (whoever is on the path can hand Postgres its own code): use https://, or allow plain HTTP with --remote-ext-allow-http (REMOTE_EXT_ALLOW_HTTP=true) for a gateway on a network you trust")
+
+// NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute https:// URL
+// (http:// only with allowHTTP: the archives carry no checksum, so only TLS protects
+// what Postgres will load) whose trailing slashes become exactly one (so that joining a
+// relative path keeps the base path), and which carries no query parameters. The
+// reference takes any URL, Neon's in-cluster gateway being plain http://.
+func NormalizeRemoteExtURL(s string, allowHTTP bool) (string, error) {
 	raw := strings.TrimRight(s, "/") + "/"
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("remote extensions base URL: %w", err)
 	}
 	if u.Scheme == "" || u.Host == "" {
-		return "", fmt.Errorf("remote extensions base URL %q: want an absolute URL like http://host[:port]", s)
+		return "", fmt.Errorf("remote extensions base URL %q: want an absolute URL like https://host[:port]", RedactURL(s))
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && allowHTTP:
+	case u.Scheme == "http":
+		return "", fmt.Errorf("remote extensions base URL %q: %w", RedactURL(s), ErrPlainHTTP)
+	default:
+		return "", fmt.Errorf("remote extensions base URL %q: scheme %q, want https (or http)", RedactURL(s), u.Scheme)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil || len(q) != 0 {
-		return "", fmt.Errorf("remote extensions base URL %q: parameters detected", s)
+		return "", fmt.Errorf("remote extensions base URL %q: parameters detected", RedactURL(s))
 	}
 	return u.String(), nil
 }

@@ -237,9 +237,10 @@ func TestNormalizeRemoteExtURL(t *testing.T) {
 		{in: "/just/a/path", wantErr: true},
 		{in: "", wantErr: true},
 		{in: "http://[::1", wantErr: true},
+		{in: "ftp://ext-gw.local", wantErr: true},
 	}
 	for _, tc := range tests {
-		got, err := NormalizeRemoteExtURL(tc.in)
+		got, err := NormalizeRemoteExtURL(tc.in, true)
 		if tc.wantErr {
 			if err == nil {
 				t.Errorf("NormalizeRemoteExtURL(%q) = %q, want an error", tc.in, got)
@@ -249,6 +250,13 @@ func TestNormalizeRemoteExtURL(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("NormalizeRemoteExtURL(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
+	}
+	// Plain HTTP only when the operator allowed it.
+	if _, err := NormalizeRemoteExtURL("http://ext-gw.local", false); !errors.Is(err, ErrPlainHTTP) {
+		t.Errorf("http:// without the opt-in: %v, want ErrPlainHTTP", err)
+	}
+	if got, err := NormalizeRemoteExtURL("https://ext-gw.local", false); err != nil || got != "https://ext-gw.local/" {
+		t.Errorf("https:// without the opt-in: %q, %v", got, err)
 	}
 }
 
