@@ -43,7 +43,7 @@ func LoadToken(credsDir, envToken string, log *slog.Logger) (string, error) {
 				return "", fmt.Errorf("credential %s: want one line with the token", TokenCredential)
 			}
 			if envToken != "" {
-				log.Warn(TokenEnv+" is set but ignored: the credential "+TokenCredential+" wins; remove the variable from /etc/default/compute-tools")
+				log.Warn(TokenEnv + " is set but ignored: the credential " + TokenCredential + " wins; remove the variable from /etc/default/compute-tools")
 			}
 			return tok, nil
 		case !errors.Is(err, fs.ErrNotExist):

@@ -149,7 +149,6 @@ func AppliedConfigFile(stateDir string) string {
 // directory).
 func NeonAuthTokenFile(stateDir string) string { return filepath.Join(stateDir, "neon-auth-token") }
 
-
 // PGBinDir is the directory of the postgres binary; initdb and pg_ctl sit beside it.
 func PGBinDir(pgbin string) string { return filepath.Dir(pgbin) }
 
