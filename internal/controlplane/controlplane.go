@@ -1,6 +1,12 @@
 // Package controlplane talks to Neon's control plane on behalf of a compute: it fetches the
 // compute's configuration (GET /compute/api/v2/computes/{id}/spec) with Neon's retry rules,
-// and normalises the base URL of the remote-extension gateway given on the command line.
+// loads the control-plane token (a systemd credential; the old environment variable with a
+// warning), and normalises the base URL of the remote-extension gateway given on the
+// command line (https://, or http:// when the operator allows it).
+//
+// Differences from the reference, on purpose: redirects are not followed (the bearer token
+// would go wherever they point; reqwest follows up to 10), URLs are logged without
+// credentials, and a plain-HTTP extension gateway needs the operator's opt-in.
 package controlplane
 
 import (
