@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -234,8 +233,10 @@ func (s *server) serve(ctx context.Context) (err error) {
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
-		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir)) },
-		Logger:            s.log,
+		ReadAppliedConfig: func() ([]byte, error) {
+			return atomicfile.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir), maxConfig)
+		},
+		Logger: s.log,
 	})
 	srv := api.New(api.Options{
 		Control:         ctl,

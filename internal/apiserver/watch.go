@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -126,11 +127,15 @@ func extractJWKS(b []byte) (json.RawMessage, error) {
 	return c.ComputeCtlConfig.JWKS, nil
 }
 
+// maxConfig bounds a config read from the state directory (which postgres writes: it is
+// read without following a symbolic link, atomicfile.ReadFile).
+const maxConfig = 64 << 20
+
 // appliedConfigFile reads the running compute's spec for the extension server.
 type appliedConfigFile string
 
 func (p appliedConfigFile) CurrentSpec() (*spec.ComputeSpec, error) {
-	b, err := os.ReadFile(string(p))
+	b, err := atomicfile.ReadFile(string(p), maxConfig)
 	if err != nil {
 		return nil, err
 	}
