@@ -79,7 +79,7 @@ func keepOwner(f *os.File, path string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path) // the file replaced, never a link's target
 	if err != nil {
 		return nil // a new file
 	}
