@@ -19,6 +19,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/apiserver"
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 )
@@ -37,16 +38,27 @@ type serveCmd struct {
 	InternalHTTPPort int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no auth)."`
 	InternalHTTPAddr string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
 	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
-	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
+	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port; https://, http:// only with --remote-ext-allow-http)."`
+	RemoteExtHTTP    bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+	ControlPlaneURI  string        `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the key set that verifies tokens from the control plane (its answer's compute_ctl_config.jwks), as compute-init gets the spec; bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
+	var token string
+	if s.ControlPlaneURI != "" {
+		t, err := controlplane.LoadToken(os.Getenv("CREDENTIALS_DIRECTORY"), os.Getenv(controlplane.TokenEnv), log)
+		if err != nil {
+			return err
+		}
+		token = t
+	}
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
-		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)
+		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
+		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token}, log)
 }
 
 type keygenCmd struct {

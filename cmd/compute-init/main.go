@@ -16,6 +16,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/computetools/compute-tools/internal/compute"
+	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/initcmd"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -31,8 +32,9 @@ type common struct {
 	ComputeID          string `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID."`
 	PrivilegedRoleName string `name:"privileged-role-name" env:"PRIVILEGED_ROLE_NAME" default:"${PRIVILEGED_ROLE_NAME}" help:"Privileged role given to spec roles (^[a-z_]+$)."`
 	InternalHTTPPort   int    `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal API port (written as neon.extension_server_port)."`
-	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions."`
-	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
+	RemoteExtBaseURL   string `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway for remote extensions (https://; http:// only with --remote-ext-allow-http)."`
+	RemoteExtAllowHTTP bool   `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
+	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 
 	// log is the binary's logger (set in main; kong ignores unexported fields).
 	log *slog.Logger
@@ -41,8 +43,8 @@ type common struct {
 func (c *common) host() initcmd.Host {
 	return initcmd.Host{StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, ComputeID: c.ComputeID, PrivilegedRole: c.PrivilegedRoleName,
-		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL,
-		ControlPlaneURI: c.ControlPlaneURI, ControlPlaneToken: os.Getenv("NEON_CONTROL_PLANE_TOKEN"), Log: c.log}
+		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL, RemoteExtAllowHTTP: c.RemoteExtAllowHTTP,
+		ControlPlaneURI: c.ControlPlaneURI, Log: c.log}
 }
 
 type cli struct {
@@ -56,7 +58,17 @@ type cli struct {
 
 type prepareCmd struct{}
 
-func (prepareCmd) Run(ctx context.Context, c *common) error { return initcmd.Prepare(ctx, c.host()) }
+func (prepareCmd) Run(ctx context.Context, c *common) error {
+	h := c.host()
+	if h.ControlPlaneURI != "" {
+		tok, err := controlplane.LoadToken(os.Getenv("CREDENTIALS_DIRECTORY"), os.Getenv(controlplane.TokenEnv), c.log)
+		if err != nil {
+			return err
+		}
+		h.ControlPlaneToken = tok
+	}
+	return initcmd.Prepare(ctx, h)
+}
 
 type configureCmd struct {
 	Managed bool `help:"Run as compute-configure.service: apply the spec prepare left (or the one POST /configure sent) and record the status. Without it, apply the -c config file to the Postgres at -C by hand, without touching the compute's state."`

@@ -2,7 +2,8 @@
 // name, announcing status changes, serving GetStatus) and to systemd, waits for a starting
 // compute to begin its new lifecycle (the readiness handshake), builds the HTTP API of
 // internal/api with its collaborators (token verifier, unit adapter, extension server),
-// runs the background watchers (JWKS installed by compute-init, renewed TLS certificate),
+// runs the background tasks (the JWKS from the control plane, the renewed TLS certificate
+// watcher),
 // serves both ports, tells systemd READY=1, and on shutdown stops the HTTP servers and
 // joins every goroutine it started before returning.
 package apiserver
@@ -14,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -25,6 +25,7 @@ import (
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/version"
@@ -32,10 +33,14 @@ import (
 
 // Settings are the settings of the serve command.
 type Settings struct {
-	// StateDir holds the state record, the pending and applied configs and jwks.json.
+	// StateDir holds the state record and the pending and applied configs.
 	StateDir string
 	// ConfigFile is the ComputeConfig file whose compute_ctl_config.jwks verifies tokens.
 	ConfigFile string
+	// ControlPlaneURI, when set, is where the key set comes from instead (the
+	// compute_ctl_config.jwks of the control plane's answer, fetched by compute-api
+	// itself), with ControlPlaneToken as the bearer token.
+	ControlPlaneURI, ControlPlaneToken string
 	// ComputeID is the compute ID tokens must name.
 	ComputeID string
 	// ExternalAddr and InternalAddr are the host:port of the two ports.
@@ -45,6 +50,8 @@ type Settings struct {
 	// RemoteExtBaseURL is the extension gateway as given; empty: /extension_server
 	// answers 412 and pg_config is not run.
 	RemoteExtBaseURL string
+	// RemoteExtAllowHTTP lets RemoteExtBaseURL be plain http://.
+	RemoteExtAllowHTTP bool
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
 }
@@ -226,8 +233,10 @@ func (s *server) serve(ctx context.Context) (err error) {
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
-		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir)) },
-		Logger:            s.log,
+		ReadAppliedConfig: func() ([]byte, error) {
+			return atomicfile.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir), maxConfig)
+		},
+		Logger: s.log,
 	})
 	srv := api.New(api.Options{
 		Control:         ctl,
@@ -248,7 +257,14 @@ func (s *server) serve(ctx context.Context) (err error) {
 			s.log.Warn("background tasks still running at shutdown; not waiting longer", "running", running)
 		}
 	}()
-	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
+	if s.cfg.ControlPlaneURI != "" {
+		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
+			return controlplane.FetchConfig(ctx, controlplane.NewClient(), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
+				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
+				controlplane.WithLogger(s.log))
+		}
+		s.tasks.Go(func() { fetchJWKS(bgctx, fetch, srv.SetJWKS, jwksRetry, s.log) })
+	}
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
 
 	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
@@ -298,7 +314,7 @@ func (s *server) downloader(ctx context.Context) (*extensions.Downloader, error)
 	if s.cfg.RemoteExtBaseURL == "" {
 		return &extensions.Downloader{Logger: s.log}, nil
 	}
-	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL)
+	u, err := controlplane.NormalizeRemoteExtURL(s.cfg.RemoteExtBaseURL, s.cfg.RemoteExtAllowHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("--remote-ext-base-url: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 )
@@ -203,60 +204,48 @@ func TestSpecFile(t *testing.T) {
 	}
 }
 
-func TestWatchJWKS(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	w := &statetest.Waker{}
-	installed := make(chan string, 4)
-	install := func(b json.RawMessage) error {
-		installed <- string(b)
-		if string(b) == "bad" {
-			return errors.New("unusable")
-		}
-		return nil
+func TestFetchJWKS(t *testing.T) {
+	withKeys, err := spec.ParseConfig([]byte(`{"spec":null,"compute_ctl_config":{"jwks":{"keys":[]}}}`))
+	if err != nil {
+		t.Fatal(err)
 	}
+	noKeys := &spec.ComputeConfig{}
+	var installed []string
+	install := func(b json.RawMessage) error { installed = append(installed, string(b)); return nil }
+
+	// Failures are retried until an answer comes; its key set is installed once.
+	calls := 0
+	fetch := func(context.Context) (*spec.ComputeConfig, error) {
+		calls++
+		if calls < 3 {
+			return nil, errors.New("503")
+		}
+		return withKeys, nil
+	}
+	fetchJWKS(context.Background(), fetch, install, time.Millisecond, quiet())
+	if calls != 3 || len(installed) != 1 || installed[0] != `{"keys":[]}` {
+		t.Errorf("%d calls, installed %q", calls, installed)
+	}
+
+	// An answer without keys installs nothing and ends the task.
+	installed, calls = nil, 0
+	fetchJWKS(context.Background(), func(context.Context) (*spec.ComputeConfig, error) { calls++; return noKeys, nil }, install, time.Millisecond, quiet())
+	if calls != 1 || len(installed) != 0 {
+		t.Errorf("without keys: %d calls, installed %q", calls, installed)
+	}
+
+	// The end of ctx ends the retries.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { watchJWKS(ctx, w, install, path, quiet()); close(done) }()
-
-	waitSub := time.Now().Add(5 * time.Second)
-	for w.Open() == 0 && time.Now().Before(waitSub) {
-		time.Sleep(time.Millisecond)
-	}
-	write := func(s string, mtime time.Time) {
-		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_ = os.Chtimes(path, mtime, mtime)
-		w.Notify()
-	}
-	expect := func(want string) {
-		t.Helper()
-		select {
-		case got := <-installed:
-			if got != want {
-				t.Errorf("installed %q, want %q", got, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%q not installed", want)
-		}
-	}
-	base := time.Now().Add(-time.Hour)
-	write("bad", base)
-	expect("bad")
-	// An unchanged file is not installed again, even when woken.
-	w.Notify()
-	write("keys-1", base.Add(time.Second))
-	expect("keys-1")
-	w.Notify()
-	select {
-	case got := <-installed:
-		t.Errorf("unchanged file installed again: %q", got)
-	case <-time.After(50 * time.Millisecond):
-	}
+	go func() {
+		fetchJWKS(ctx, func(context.Context) (*spec.ComputeConfig, error) { return nil, errors.New("down") }, install, time.Hour, quiet())
+		close(done)
+	}()
 	cancel()
-	<-done
-	if w.Open() != 0 {
-		t.Error("the subscription is left open")
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fetchJWKS did not return when its context ended")
 	}
 }
 

@@ -7,13 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 )
@@ -105,12 +106,17 @@ func (r *running) stop(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 	r.errc <- nil // for the cleanup
+	// The TLS watcher and the two servers, and the JWKS fetch with a control plane.
+	want := 3
+	if r.s.cfg.ControlPlaneURI != "" {
+		want = 4
+	}
 	started, stillRunning := r.s.tasks.counts()
-	if started != 4 || stillRunning != 0 {
-		t.Errorf("goroutines: %d started, %d still running after Serve returned; want 4 and 0", started, stillRunning)
+	if started != want || stillRunning != 0 {
+		t.Errorf("goroutines: %d started, %d still running after Serve returned; want %d and 0", started, stillRunning, want)
 	}
 	if n := r.waker.Open(); n != 0 {
-		t.Errorf("%d subscriptions still open: the JWKS watcher was not joined", n)
+		t.Errorf("%d subscriptions still open: a watcher was not joined", n)
 	}
 	select {
 	case <-r.notify.stopping:
@@ -162,30 +168,70 @@ func TestServe(t *testing.T) {
 	}
 }
 
-func TestServeInstallsJWKSFromStateDir(t *testing.T) {
+// TestServeIgnoresPlantedJWKS: a key set that the postgres user leaves in the state
+// directory (it may write there) must never verify tokens; only the config file's keys
+// or the control plane's do.
+func TestServeIgnoresPlantedJWKS(t *testing.T) {
 	priv, jwks, _ := keys(t)
-	cfg := testConfig(t) // no config file: every token refused at first
+	cfg := testConfig(t) // no config file, no control plane: every token refused
 	r := start(t, cfg)
 	tok := token(t, priv, "c1")
-	if code, _ := get(t, r.ext+"/status", tok); code != http.StatusUnauthorized {
-		t.Fatalf("token accepted without keys: %d", code)
-	}
-	if err := os.WriteFile(paths.JWKSFile(cfg.StateDir), jwks, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, "jwks.json"), jwks, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r.waker.Notify()
-	deadline := time.Now().Add(5 * time.Second)
+	// A status change wakes every watcher; a second request after it still fails.
+	for range 2 {
+		if code, _ := get(t, r.ext+"/status", tok); code != http.StatusUnauthorized {
+			t.Fatalf("a token signed by a key set planted in the state directory: %d, want 401", code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.stop(t)
+}
+
+// TestServeFetchesJWKSFromControlPlane: with a control plane, compute-api asks it for the
+// key set itself (with the token, counted in compute_ctl_cplane_requests_total).
+func TestServeFetchesJWKSFromControlPlane(t *testing.T) {
+	priv, jwks, _ := keys(t)
+	var mu sync.Mutex
+	var auths []string
+	cp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		mu.Lock()
+		auths = append(auths, req.URL.Path+" "+req.Header.Get("Authorization"))
+		n := len(auths)
+		mu.Unlock()
+		if n == 1 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"empty","spec":null,"compute_ctl_config":{"jwks":` + string(jwks) + `}}`))
+	}))
+	defer cp.Close()
+	cfg := testConfig(t)
+	cfg.ControlPlaneURI, cfg.ControlPlaneToken = cp.URL, "cp-token"
+	r := start(t, cfg)
+	tok := token(t, priv, "c1")
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		code, _ := get(t, r.ext+"/status", tok)
 		if code == 200 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the jwks of the state directory was not installed (%d)", code)
+			t.Fatalf("the control plane's key set was not installed (%d)", code)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range auths {
+		if a != "/compute/api/v2/computes/c1/spec Bearer cp-token" {
+			t.Errorf("control plane request %q", a)
+		}
+	}
 }
 
 func TestServeWaitsForTheNewLifecycle(t *testing.T) {
@@ -235,11 +281,11 @@ func TestServeListenFailure(t *testing.T) {
 	if _, err := ext.Accept(); err == nil {
 		t.Error("the external listener is left open")
 	}
-	if started, stillRunning := s.tasks.counts(); started != 2 || stillRunning != 0 {
+	if started, stillRunning := s.tasks.counts(); started != 1 || stillRunning != 0 {
 		t.Errorf("watchers: %d started, %d still running after serve returned", started, stillRunning)
 	}
 	if w.Open() != 0 {
-		t.Error("the JWKS watcher was not joined")
+		t.Error("a watcher was not joined")
 	}
 	select {
 	case <-n.ready:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -51,28 +52,40 @@ func waitForLifecycle(ctx context.Context, store *state.Store, w control.Waker, 
 	log.Info("compute is starting: new lifecycle begun")
 }
 
-// watchJWKS installs the key set compute-init leaves in the state directory when the
-// config comes from the control plane (there is no config file with keys then). It checks
-// at start and whenever the state changes, and returns when ctx ends.
-func watchJWKS(ctx context.Context, w control.Waker, install func(json.RawMessage) error, path string, log *slog.Logger) {
-	wake, cancel := w.Subscribe()
-	defer cancel()
-	var loaded time.Time
+// jwksRetry separates two rounds of fetchJWKS while the control plane cannot answer.
+const jwksRetry = 5 * time.Second
+
+// fetchJWKS gets the key set from the control plane (the compute_ctl_config.jwks of the
+// answer compute-init gets its spec from) and installs it, retrying every retryEvery
+// while the control plane cannot be asked; it returns once a key set was installed, or
+// the answer has none or an unusable one (tokens are then refused, as compute_ctl does
+// with an empty key set), or ctx ends. The keys never pass through a file: a key set in
+// the state directory, which the postgres user can write, would let it plant its own
+// keys and mint tokens for the API, which runs as root.
+func fetchJWKS(ctx context.Context, fetch func(context.Context) (*spec.ComputeConfig, error), install func(json.RawMessage) error, retryEvery time.Duration, log *slog.Logger) {
 	for {
-		if fi, err := os.Stat(path); err == nil && fi.ModTime().After(loaded) {
-			if b, err := os.ReadFile(path); err == nil {
-				if err := install(b); err != nil {
-					log.Error("jwks from the control plane is unusable", "err", err)
+		cc, err := fetch(ctx)
+		if err == nil {
+			switch {
+			case cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0:
+				log.Error("the control plane sent no compute_ctl_config.jwks: tokens stay refused")
+			default:
+				if err := install(cc.ComputeCtlConfig.JWKS); err != nil {
+					log.Error("jwks from the control plane is unusable: tokens stay refused", "err", err)
 				} else {
-					log.Info("installed the jwks from the control plane", "path", path)
+					log.Info("installed the jwks from the control plane")
 				}
-				loaded = fi.ModTime()
 			}
+			return
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("could not get the jwks from the control plane; trying again", "err", err, "retry_ms", retryEvery.Milliseconds())
 		select {
 		case <-ctx.Done():
 			return
-		case <-wake:
+		case <-time.After(retryEvery):
 		}
 	}
 }
@@ -114,11 +127,15 @@ func extractJWKS(b []byte) (json.RawMessage, error) {
 	return c.ComputeCtlConfig.JWKS, nil
 }
 
+// maxConfig bounds a config read from the state directory (which postgres writes: it is
+// read without following a symbolic link, atomicfile.ReadFile).
+const maxConfig = 64 << 20
+
 // appliedConfigFile reads the running compute's spec for the extension server.
 type appliedConfigFile string
 
 func (p appliedConfigFile) CurrentSpec() (*spec.ComputeSpec, error) {
-	b, err := os.ReadFile(string(p))
+	b, err := atomicfile.ReadFile(string(p), maxConfig)
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,8 @@ type CatalogRole struct {
 	// Password is pg_authid.rolpassword as stored: "md5" + 32 hex digits, a SCRAM-SHA-256
 	// verifier, or nil.
 	Password *string
+	// Superuser is pg_authid.rolsuper.
+	Superuser bool
 }
 
 // CatalogDatabase is an existing database.
@@ -171,7 +173,7 @@ func scanRows(br pgx.BatchResults, r read) error {
 const AppliedDBsTable = "neon.compute_apply_dbs"
 
 const (
-	rolesQuery     = `SELECT rolname, rolpassword FROM pg_catalog.pg_authid`
+	rolesQuery     = `SELECT rolname, rolpassword, rolsuper FROM pg_catalog.pg_authid`
 	databasesQuery = `SELECT d.datname, d.oid, pg_catalog.pg_get_userbyid(d.datdba), NOT d.datallowconn,
 		d.datconnlimit = -2, d.datistemplate,
 		COALESCE((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
@@ -200,7 +202,7 @@ func ReadCatalog(ctx context.Context, q Querier) (*Catalog, error) {
 	err := readAll(ctx, q, []read{
 		{"roles", rolesQuery, func(rows pgx.Rows) error {
 			var r CatalogRole
-			if err := rows.Scan(&r.Name, &r.Password); err != nil {
+			if err := rows.Scan(&r.Name, &r.Password, &r.Superuser); err != nil {
 				return err
 			}
 			cat.Roles[r.Name] = r

@@ -437,6 +437,11 @@ func (p *planner) createAndAlterRoles() error {
 		if r.Name == p.priv {
 			return fmt.Errorf("role %q: is the privileged role and cannot be a spec role", r.Name)
 		}
+		// The admin role (or any superuser) as a spec role would get the spec's password
+		// and could then log in over TCP as a superuser.
+		if r.Name == p.admin || p.cat.Roles[r.Name].Superuser {
+			return fmt.Errorf("role %q: is the admin role (a superuser) and cannot be a spec role", r.Name)
+		}
 		pw, err := rolePassword(r)
 		if err != nil {
 			return err

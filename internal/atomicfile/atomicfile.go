@@ -1,12 +1,14 @@
 // Package atomicfile writes files so that readers see either the old or the new content,
 // never a torn write: temp file in the same directory, fsync, rename, fsync the directory.
-// Options.NoSync drops the two fsyncs for files whose durability does not matter. A
+// Options.NoSync drops the two fsyncs for files whose durability does not matter. ReadFile
+// is the matching read for a privileged reader of a directory others write. A
 // replaced file keeps its owner when the writer is root.
 package atomicfile
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -77,7 +79,7 @@ func keepOwner(f *os.File, path string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path) // the file replaced, never a link's target
 	if err != nil {
 		return nil // a new file
 	}
@@ -101,4 +103,38 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ReadFile reads path the way a privileged reader must read a file in a directory that
+// less privileged users can write (the state directory, which postgres writes and root
+// reads): the last element is never followed if it is a symbolic link (a planted link
+// would make root read any file), it must be a regular file (opened without blocking, so
+// a FIFO does not stall the reader), and at most max bytes are read.
+func ReadFile(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("read %s: is a symbolic link", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: not a regular file", path)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", path, max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", path, max)
+	}
+	return b, nil
 }

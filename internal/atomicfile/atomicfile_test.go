@@ -1,8 +1,11 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -64,5 +67,42 @@ func TestWriteKeepsTheOwner(t *testing.T) {
 	st := fi.Sys().(*syscall.Stat_t)
 	if st.Uid != 4242 || st.Gid != 4343 {
 		t.Errorf("owner %d:%d, want 4242:4343", st.Uid, st.Gid)
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "state.json")
+	if err := Write(ok, []byte(`{"status":"running"}`), Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadFile(ok, 100); err != nil || string(b) != `{"status":"running"}` {
+		t.Fatalf("ReadFile: %q, %v", b, err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("root's secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{link, "symbolic link"},
+		{fifo, "not a regular file"},
+		{dir, "not a regular file"},
+		{ok, "larger than 5 bytes"},
+	} {
+		b, err := ReadFile(tc.path, 5)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ReadFile(%s): %q, %v; want %q", tc.path, b, err, tc.want)
+		}
+	}
+	if _, err := ReadFile(filepath.Join(dir, "none"), 5); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
 	}
 }

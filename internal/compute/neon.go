@@ -2,9 +2,11 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
@@ -17,7 +19,8 @@ import (
 
 // prepareNeon does compute_ctl's prepare_pgdata for neon storage (compute_tools/src/compute.rs):
 // a fresh PGDATA, postgresql.conf, the safekeeper sync for a primary, the basebackup, and
-// the finishing touches (signal file, pg_hba line, pg_dynshmem, standby.signal).
+// the finishing touches (signal file, our pg_hba.conf and pg_ident.conf, pg_dynshmem,
+// standby.signal).
 func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.ComputeSpec, p *spec.Parsed, tls bool, d *Deps) error {
 	dir := pgdataDir(cfg, p)
 	if err := dir.PrepareFresh(); err != nil {
@@ -31,7 +34,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 			return err
 		}
 	}
-	if err := writePostgresEnv(cfg, p.StorageAuthToken); err != nil {
+	if err := writeNeonAuthToken(cfg, p.StorageAuthToken); err != nil {
 		return err
 	}
 
@@ -90,21 +93,24 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	}); err != nil {
 		return err
 	}
-	return dir.FinishNeon(s.Mode.Type())
+	return dir.FinishNeon(s.Mode.Type(), adminAuth(ci))
 }
 
-// writePostgresEnv writes (neon mode, with a token) or removes the environment file of
-// the postgres unit.
-func writePostgresEnv(cfg Settings, token string) error {
-	path := paths.PostgresEnvFile(cfg.StateDir)
+// writeNeonAuthToken writes (neon mode, with a token) or removes the storage token file
+// that compute-postgres.service's start reads as NEON_AUTH_TOKEN (paths.NeonAuthTokenFile).
+func writeNeonAuthToken(cfg Settings, token string) error {
+	path := paths.NeonAuthTokenFile(cfg.StateDir)
 	if token == "" {
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove %s: %w", path, err)
 		}
 		return nil
 	}
-	if err := atomicfile.Write(path, []byte("NEON_AUTH_TOKEN="+token+"\n"), atomicfile.Options{Mode: 0o640}); err != nil {
-		return fmt.Errorf("write postgres environment: %w", err)
+	if strings.ContainsAny(token, "\r\n\x00") {
+		return errors.New("storage auth token: contains a line break or NUL")
+	}
+	if err := atomicfile.Write(path, []byte(token+"\n"), atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("write storage token for postgres: %w", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/pageservertest"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/sktest"
@@ -124,9 +125,12 @@ func TestPrepareNeonPrimaryNotSynced(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(r.cfg.PGData, "compute_ctl_temp_override.conf")); err != nil || string(b) != "neon.max_cluster_size=-1\n" {
 		t.Errorf("temp override %q, %v", b, err)
 	}
-	env2, _ := os.ReadFile(paths.PostgresEnvFile(r.cfg.StateDir))
-	if string(env2) != "NEON_AUTH_TOKEN="+testToken+"\n" {
-		t.Errorf("postgres env file %q", env2)
+	tokFile := paths.NeonAuthTokenFile(r.cfg.StateDir)
+	if tok, _ := os.ReadFile(tokFile); string(tok) != testToken+"\n" {
+		t.Errorf("storage token file %q", tok)
+	}
+	if fi, err := os.Stat(tokFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("storage token file mode: %v, %v", fi, err)
 	}
 	rec, _ := r.store.Load()
 	if rec.Status != state.Init || rec.Storage != spec.StorageNeon || rec.Metrics.BasebackupBytes == 0 || rec.Metrics.PageserverConnectMicros == 0 {
@@ -278,5 +282,62 @@ func TestLeaseLSNNotStatic(t *testing.T) {
 	}
 	if err := LeaseLSN(context.Background(), r.cfg, r.deps); err != nil {
 		t.Fatalf("LeaseLSN on a replica = %v, want a quiet exit", err)
+	}
+}
+
+// TestPostgresUnitReadsTheStorageToken runs the ExecStart= line of
+// compute-postgres.service (the shell, as systemd would, with a shim for postgres) and
+// checks that the storage token compute-init writes reaches Postgres as NEON_AUTH_TOKEN,
+// and that without the file there is none.
+func TestPostgresUnitReadsTheStorageToken(t *testing.T) {
+	unit, err := os.ReadFile("../../units/compute-postgres.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if rest, ok := strings.CutPrefix(l, "ExecStart=/bin/sh -c '"); ok {
+			script = strings.ReplaceAll(strings.TrimSuffix(rest, "'"), "$$", "$")
+		}
+	}
+	if script == "" || strings.Contains(string(unit), "EnvironmentFile=-/run") {
+		t.Fatalf("unexpected unit file:\n%s", unit)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	shim := filepath.Join(dir, "postgres")
+	if err := os.WriteFile(shim, []byte("#!/bin/sh\nprintf 'token=%s args=%s\\n' \"$NEON_AUTH_TOKEN\" \"$*\" >\""+out+"\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Settings{StateDir: filepath.Join(dir, "state")}
+	if err := os.Mkdir(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := func() string {
+		t.Helper()
+		if _, err := execx.Run(context.Background(), execx.Cmd{Path: "/bin/sh", Args: []string{"-c", script},
+			Env: []string{"COMPUTE_STATE_DIR=" + cfg.StateDir, "PGBIN=" + shim, "PGDATA=/pgdata"}}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if err := writeNeonAuthToken(cfg, testToken); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(); got != "token="+testToken+" args=-D /pgdata" {
+		t.Errorf("with the token file: %q", got)
+	}
+	if err := writeNeonAuthToken(cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(); got != "token= args=-D /pgdata" {
+		t.Errorf("without the token file: %q", got)
+	}
+	if err := writeNeonAuthToken(cfg, "a\nNEON_OTHER=b"); err == nil {
+		t.Error("a token with a line break was written")
 	}
 }

@@ -139,7 +139,7 @@ func prepareStandalone(ctx context.Context, cfg Settings, ci connInfo, p *spec.P
 	if err := ensureInitdb(ctx, cfg, ci, log); err != nil {
 		return err
 	}
-	if err := writePostgresEnv(cfg, ""); err != nil {
+	if err := writeNeonAuthToken(cfg, ""); err != nil {
 		return err
 	}
 	return writePGConfig(cfg, ci, p, tls)
@@ -173,7 +173,13 @@ func writePGConfig(cfg Settings, ci connInfo, p *spec.Parsed, tls bool) error {
 	if err := writePostgresConf(cfg, ci, p, tls); err != nil {
 		return err
 	}
-	return pgdataDir(cfg, p).WriteStandaloneAuth(ci.User, []string{paths.DefaultPGUser, "root"})
+	return pgdataDir(cfg, p).WriteAuth(adminAuth(ci))
+}
+
+// adminAuth is who may log in as the admin role (both modes): the connection string's
+// user, over the unix socket, as one of paths.AdminOSUsers.
+func adminAuth(ci connInfo) pgdata.Auth {
+	return pgdata.Auth{AdminRole: ci.User, OSUsers: paths.AdminOSUsers()}
 }
 
 // ensureInitdb creates the standalone cluster on first start; an existing one is kept.
@@ -199,16 +205,6 @@ func optional(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-func writeJWKS(cfg Settings, cc *spec.ComputeConfig) error {
-	if cc.ComputeCtlConfig == nil || len(cc.ComputeCtlConfig.JWKS) == 0 {
-		return nil
-	}
-	if err := atomicfile.Write(paths.JWKSFile(cfg.StateDir), cc.ComputeCtlConfig.JWKS, atomicfile.Options{Mode: 0o644}); err != nil {
-		return fmt.Errorf("store jwks: %w", err)
-	}
-	return nil
 }
 
 // writeAppliedConfig stores the effective config for the configure step (0640: it holds

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -39,7 +38,7 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 	srcs := []configSource{pendingConfig{path: pending, log: log}}
 	switch {
 	case cfg.ControlPlaneURI != "":
-		client := &http.Client{Timeout: 30 * time.Second}
+		client := controlplane.NewClient()
 		srcs = append(srcs, controlPlaneConfig{
 			uri: cfg.ControlPlaneURI,
 			log: log,
@@ -48,7 +47,6 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 					controlplane.WithOnRequest(d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
 					controlplane.WithLogger(log))
 			},
-			saveJWKS: func(cc *spec.ComputeConfig) error { return writeJWKS(cfg, cc) },
 		})
 	case cfg.ConfigFile != "":
 		srcs = append(srcs, fileConfig{path: cfg.ConfigFile, log: log})
@@ -97,22 +95,19 @@ func (s pendingConfig) obtain(_ context.Context, cur state.Record) (*acquired, e
 	return loadPending(s.path)
 }
 
-// controlPlaneConfig asks the control plane. Its key set is stored for compute-api even
-// when it has no spec for this compute yet (then the start waits for POST /configure).
+// controlPlaneConfig asks the control plane. Its key set is not passed on: compute-api
+// asks the control plane for it itself (a file in the state directory would be one the
+// postgres user, which runs this, could replace).
 type controlPlaneConfig struct {
-	uri      string // for the logs
-	log      *slog.Logger
-	fetch    func(ctx context.Context) (*spec.ComputeConfig, error)
-	saveJWKS func(*spec.ComputeConfig) error
+	uri   string // for the logs
+	log   *slog.Logger
+	fetch func(ctx context.Context) (*spec.ComputeConfig, error)
 }
 
 func (s controlPlaneConfig) obtain(ctx context.Context, _ state.Record) (*acquired, error) {
 	cc, err := s.fetch(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("get config from the control plane: %w", err)
-	}
-	if err := s.saveJWKS(cc); err != nil {
-		return nil, err
 	}
 	if cc.Spec == nil {
 		orDefault(s.log).Info("the control plane has no spec for this compute yet; waiting for POST /configure")
@@ -122,7 +117,7 @@ func (s controlPlaneConfig) obtain(ctx context.Context, _ state.Record) (*acquir
 	if err != nil {
 		return nil, err
 	}
-	orDefault(s.log).Info("spec received from the control plane", "uri", s.uri)
+	orDefault(s.log).Info("spec received from the control plane", "uri", controlplane.RedactURL(s.uri))
 	return &acquired{Loaded: l}, nil
 }
 

@@ -73,30 +73,25 @@ func TestControlPlaneConfigSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := func(cc *spec.ComputeConfig, ferr, jerr error, saved *int) controlPlaneConfig {
+	src := func(cc *spec.ComputeConfig, ferr error) controlPlaneConfig {
 		return controlPlaneConfig{
-			uri:      "http://cp",
-			fetch:    func(context.Context) (*spec.ComputeConfig, error) { return cc, ferr },
-			saveJWKS: func(*spec.ComputeConfig) error { *saved++; return jerr },
+			uri:   "http://cp",
+			fetch: func(context.Context) (*spec.ComputeConfig, error) { return cc, ferr },
 		}
 	}
-	var saved int
-	got, err := src(full, nil, nil, &saved).obtain(ctx, state.Record{})
-	if err != nil || got == nil || got.fromConfigure || got.Config != full || saved != 1 {
-		t.Fatalf("with a spec: %+v, %v (jwks saved %d times)", got, err, saved)
+	got, err := src(full, nil).obtain(ctx, state.Record{})
+	if err != nil || got == nil || got.fromConfigure || got.Config != full {
+		t.Fatalf("with a spec: %+v, %v", got, err)
 	}
 	if again, err := spec.Load(got.Raw); err != nil || !reflect.DeepEqual(again.Config, full) {
 		t.Errorf("stored bytes do not load back to the config: %v", err)
 	}
-	saved = 0
-	got, err = src(noSpec, nil, nil, &saved).obtain(ctx, state.Record{})
-	if got != nil || err != nil || saved != 1 {
-		t.Errorf("without a spec: %+v, %v (jwks saved %d times); want none, key set saved", got, err, saved)
+	got, err = src(noSpec, nil).obtain(ctx, state.Record{})
+	if got != nil || err != nil {
+		t.Errorf("without a spec: %+v, %v; want none", got, err)
 	}
-	_, err = src(nil, errors.New("503"), nil, &saved).obtain(ctx, state.Record{})
+	_, err = src(nil, errors.New("503")).obtain(ctx, state.Record{})
 	errHas(t, err, "get config from the control plane: 503")
-	_, err = src(full, nil, errors.New("disk full"), &saved).obtain(ctx, state.Record{})
-	errHas(t, err, "disk full")
 }
 
 func TestFileConfigSource(t *testing.T) {

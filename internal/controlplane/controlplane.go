@@ -1,6 +1,12 @@
 // Package controlplane talks to Neon's control plane on behalf of a compute: it fetches the
 // compute's configuration (GET /compute/api/v2/computes/{id}/spec) with Neon's retry rules,
-// and normalises the base URL of the remote-extension gateway given on the command line.
+// loads the control-plane token (a systemd credential; the old environment variable with a
+// warning), and normalises the base URL of the remote-extension gateway given on the
+// command line (https://, or http:// when the operator allows it).
+//
+// Differences from the reference, on purpose: redirects are not followed (the bearer token
+// would go wherever they point; reqwest follows up to 10), URLs are logged without
+// credentials, and a plain-HTTP extension gateway needs the operator's opt-in.
 package controlplane
 
 import (
@@ -39,6 +45,41 @@ const (
 	maxExcerpt = 200
 )
 
+// RequestTimeout bounds one request of a client from NewClient.
+const RequestTimeout = 30 * time.Second
+
+// NewClient is the HTTP client for the control plane: one request at most
+// RequestTimeout, and no redirects. A redirect is answered as the response it is (an
+// unexpected status): following it would send the bearer token to wherever the
+// redirect points (Go's client keeps the header for the same host, an https-to-http
+// downgrade included). The reference (reqwest) follows up to 10.
+func NewClient() *http.Client {
+	return &http.Client{
+		Timeout:       RequestTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// RedactURL renders a URL for a log line without its credentials: the password of the
+// user information and the query's values are replaced.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
 // Option changes FetchConfig.
 type Option func(*options)
 
@@ -65,7 +106,7 @@ func WithOnRequest(f func(httpStatus string)) Option {
 // Attempts times, RetryDelay apart, when the request fails in transport, the answer is 502
 // or 503, or the body does not decode into a valid configuration; any other status fails
 // at once, as does an "attached" answer without a spec. An "empty" answer gives a config
-// without a spec. A nil client means http.DefaultClient; ctx bounds the whole call.
+// without a spec. A nil client means NewClient(); ctx bounds the whole call.
 func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, token string, opts ...Option) (*spec.ComputeConfig, error) {
 	o := options{retryDelay: RetryDelay}
 	for _, opt := range opts {
@@ -75,13 +116,13 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		o.log = slog.Default()
 	}
 	if client == nil {
-		client = http.DefaultClient
+		client = NewClient()
 	}
 	if computeID == "" {
 		return nil, errors.New("fetch config: empty compute id")
 	}
 	u := strings.TrimRight(baseURI, "/") + "/compute/api/v2/computes/" + url.PathEscape(computeID) + "/spec"
-	o.log.Info("getting config from control plane", "url", u)
+	o.log.Info("getting config from control plane", "url", RedactURL(u))
 
 	var cfg *spec.ComputeConfig
 	err := retry.Do(ctx, retry.Policy{Attempts: Attempts, Delay: o.retryDelay}, func(ctx context.Context, attempt int) error {
@@ -209,21 +250,34 @@ func truncate(s string) string {
 	return s[:cut] + "..."
 }
 
-// NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute URL whose
-// trailing slashes become exactly one (so that joining a relative path keeps the base
-// path), and which carries no query parameters.
-func NormalizeRemoteExtURL(s string) (string, error) {
+// ErrPlainHTTP refuses an http:// extension gateway that the operator has not allowed.
+var ErrPlainHTTP = errors.New("plain http:// gives the archives no integrity (whoever is on the path can hand Postgres its own code): use https://, or allow plain HTTP with --remote-ext-allow-http (REMOTE_EXT_ALLOW_HTTP=true) for a gateway on a network you trust")
+
+// NormalizeRemoteExtURL checks the --remote-ext-base-url flag: an absolute https:// URL
+// (http:// only with allowHTTP: the archives carry no checksum, so only TLS protects
+// what Postgres will load) whose trailing slashes become exactly one (so that joining a
+// relative path keeps the base path), and which carries no query parameters. The
+// reference takes any URL, Neon's in-cluster gateway being plain http://.
+func NormalizeRemoteExtURL(s string, allowHTTP bool) (string, error) {
 	raw := strings.TrimRight(s, "/") + "/"
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("remote extensions base URL: %w", err)
 	}
 	if u.Scheme == "" || u.Host == "" {
-		return "", fmt.Errorf("remote extensions base URL %q: want an absolute URL like http://host[:port]", s)
+		return "", fmt.Errorf("remote extensions base URL %q: want an absolute URL like https://host[:port]", RedactURL(s))
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && allowHTTP:
+	case u.Scheme == "http":
+		return "", fmt.Errorf("remote extensions base URL %q: %w", RedactURL(s), ErrPlainHTTP)
+	default:
+		return "", fmt.Errorf("remote extensions base URL %q: scheme %q, want https (or http)", RedactURL(s), u.Scheme)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil || len(q) != 0 {
-		return "", fmt.Errorf("remote extensions base URL %q: parameters detected", s)
+		return "", fmt.Errorf("remote extensions base URL %q: parameters detected", RedactURL(s))
 	}
 	return u.String(), nil
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -236,9 +237,10 @@ func TestNormalizeRemoteExtURL(t *testing.T) {
 		{in: "/just/a/path", wantErr: true},
 		{in: "", wantErr: true},
 		{in: "http://[::1", wantErr: true},
+		{in: "ftp://ext-gw.local", wantErr: true},
 	}
 	for _, tc := range tests {
-		got, err := NormalizeRemoteExtURL(tc.in)
+		got, err := NormalizeRemoteExtURL(tc.in, true)
 		if tc.wantErr {
 			if err == nil {
 				t.Errorf("NormalizeRemoteExtURL(%q) = %q, want an error", tc.in, got)
@@ -247,6 +249,63 @@ func TestNormalizeRemoteExtURL(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("NormalizeRemoteExtURL(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	// Plain HTTP only when the operator allowed it.
+	if _, err := NormalizeRemoteExtURL("http://ext-gw.local", false); !errors.Is(err, ErrPlainHTTP) {
+		t.Errorf("http:// without the opt-in: %v, want ErrPlainHTTP", err)
+	}
+	if got, err := NormalizeRemoteExtURL("https://ext-gw.local", false); err != nil || got != "https://ext-gw.local/" {
+		t.Errorf("https:// without the opt-in: %q, %v", got, err)
+	}
+}
+
+// TestFetchConfigRefusesRedirects: a redirect (to another host, or to the same host over
+// another scheme) is not followed, so the bearer token goes nowhere else; the redirect is
+// an unexpected status.
+func TestFetchConfigRefusesRedirects(t *testing.T) {
+	var mu sync.Mutex
+	var elsewhere []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		elsewhere = append(elsewhere, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Write([]byte(bodyEmpty))
+	}))
+	defer other.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	_, err := FetchConfig(context.Background(), nil, redirector.URL, computeID, cpToken)
+	if err == nil || !strings.Contains(err.Error(), "307 Temporary Redirect") {
+		t.Errorf("err = %v, want the redirect as an unexpected status", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(elsewhere) != 0 {
+		t.Errorf("the redirect was followed (Authorization %q)", elsewhere)
+	}
+}
+
+func TestFetchConfigLogsNoCredentials(t *testing.T) {
+	cp := newCplane(t, reply{200, bodyEmpty})
+	var logBuf strings.Builder
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	u := strings.Replace(cp.srv.URL, "http://", "http://user:url-secret@", 1) + "/?key=query-secret"
+	if _, err := FetchConfig(context.Background(), nil, u, computeID, cpToken, WithLogger(log)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logBuf.String(), "url-secret") || strings.Contains(logBuf.String(), "query-secret") || !strings.Contains(logBuf.String(), "REDACTED") {
+		t.Errorf("log %q", logBuf.String())
+	}
+	for in, want := range map[string]string{
+		"https://u:p@cp.example/base?token=t&x=1": "https://REDACTED@cp.example/base?token=REDACTED&x=REDACTED",
+		"http://cp.example:8080/":                 "http://cp.example:8080/",
+		"::bad":                                   "(unparsable URL)",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

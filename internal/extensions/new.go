@@ -2,6 +2,8 @@ package extensions
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -24,6 +26,24 @@ func NewDownloader(ctx context.Context, pgbin, baseURL string, onRequest func(ht
 		return nil, err
 	}
 	return &Downloader{BaseURL: baseURL, BuildTag: version.BuildTag, PGMajor: pc.Major,
-		PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: &http.Client{Timeout: DownloadTimeout},
+		PkgLibDir: pc.PkgLibDir, ShareDir: pc.ShareDir, Client: newClient(),
 		OnRequest: onRequest}, nil
+}
+
+// newClient bounds each request by DownloadTimeout and follows a redirect only to the
+// same scheme and host: an https gateway cannot be turned into plain HTTP or another
+// server by a redirect.
+func newClient() *http.Client {
+	return &http.Client{
+		Timeout: DownloadTimeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			if first := via[0].URL; req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+				return fmt.Errorf("redirect from %s://%s to %s://%s refused", first.Scheme, first.Host, req.URL.Scheme, req.URL.Host)
+			}
+			return nil
+		},
+	}
 }

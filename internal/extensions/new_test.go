@@ -2,8 +2,12 @@ package extensions
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/version"
@@ -58,5 +62,36 @@ func TestNewDownloaderBadVersion(t *testing.T) {
 	pgbin := fakePGConfig(t, "/share\n/lib\nPostgreSQL 9.6\n")
 	if _, err := NewDownloader(context.Background(), pgbin, "", nil); err == nil {
 		t.Fatal("PostgreSQL 9.6 accepted")
+	}
+}
+
+// TestClientRedirects: the gateway may redirect within itself, never to another host or
+// scheme (an https gateway turned into plain HTTP, or someone else's server).
+func TestClientRedirects(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("elsewhere")) }))
+	defer other.Close()
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, other.URL+"/x", http.StatusFound)
+		case "/within":
+			http.Redirect(w, r, "/here", http.StatusFound)
+		default:
+			w.Write([]byte("here"))
+		}
+	}))
+	defer gw.Close()
+	c := newClient()
+	if _, err := c.Get(gw.URL + "/away"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("redirect to another host: %v", err)
+	}
+	resp, err := c.Get(gw.URL + "/within")
+	if err != nil {
+		t.Fatalf("redirect within the gateway: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "here" {
+		t.Errorf("body %q", b)
 	}
 }

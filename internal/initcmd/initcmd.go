@@ -33,9 +33,11 @@ type Host struct {
 	InternalHTTPPort int
 	// RemoteExtBaseURL is the extension gateway as given (checked and normalised by
 	// Config).
-	RemoteExtBaseURL  string
-	ControlPlaneURI   string
-	ControlPlaneToken string
+	RemoteExtBaseURL string
+	// RemoteExtAllowHTTP lets RemoteExtBaseURL be plain http://.
+	RemoteExtAllowHTTP bool
+	ControlPlaneURI    string
+	ControlPlaneToken  string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -49,7 +51,7 @@ func (h Host) Config() (compute.Settings, error) {
 	}
 	extURL := ""
 	if h.RemoteExtBaseURL != "" {
-		u, err := controlplane.NormalizeRemoteExtURL(h.RemoteExtBaseURL)
+		u, err := controlplane.NormalizeRemoteExtURL(h.RemoteExtBaseURL, h.RemoteExtAllowHTTP)
 		if err != nil {
 			return compute.Settings{}, fmt.Errorf("--remote-ext-base-url: %w", err)
 		}

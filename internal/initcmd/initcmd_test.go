@@ -30,6 +30,7 @@ func testHost(t *testing.T) Host {
 func TestHostConfig(t *testing.T) {
 	h := testHost(t)
 	h.RemoteExtBaseURL = "http://gw.example:8080"
+	h.RemoteExtAllowHTTP = true
 	cfg, err := h.Config()
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +56,7 @@ func TestHostConfigRejects(t *testing.T) {
 		{"role with capitals", func(h *Host) { h.PrivilegedRole = "Neon" }, `--privileged-role-name "Neon" must match`},
 		{"empty role", func(h *Host) { h.PrivilegedRole = "" }, `--privileged-role-name "" must match`},
 		{"relative gateway", func(h *Host) { h.RemoteExtBaseURL = "gw/path" }, "--remote-ext-base-url:"},
+		{"plain http gateway without the opt-in", func(h *Host) { h.RemoteExtBaseURL = "http://gw.example" }, "--remote-ext-allow-http"},
 	} {
 		h := testHost(t)
 		tc.edit(&h)

@@ -18,6 +18,7 @@ import (
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/pageserver"
 	"github.com/computetools/compute-tools/internal/pageservertest"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -320,7 +321,8 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (pgdata.Dir{Path: pgdir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err != nil {
+	if err := (pgdata.Dir{Path: pgdir, NoSync: true}).FinishNeon(spec.ModeTypePrimary,
+		pgdata.Auth{AdminRole: pgtest.AdminUser, OSUsers: paths.AdminOSUsers()}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -328,7 +330,7 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf("port = %d\nunix_socket_directories = '%s'\nlisten_addresses = ''\nfsync = off\n", port, root)
+	conf := fmt.Sprintf("port = %d\nunix_socket_directories = '%s'\nlisten_addresses = '127.0.0.1'\nfsync = off\n", port, root)
 	if err := os.WriteFile(filepath.Join(pgdir, "postgresql.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -360,6 +362,13 @@ func TestBasebackupOfRealPostgresStarts(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("SELECT 1: %d, %v", one, err)
 	}
+	// The basebackup's pg_hba.conf trusts every local connection (initdb's defaults);
+	// after FinishNeon, another OS user is the admin role neither over the socket (made
+	// searchable for the check, so that Postgres itself must refuse) nor over TCP.
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.CheckStrangerRefused(t, root, port)
 }
 
 func freePort() (int, error) {

@@ -53,6 +53,16 @@ const (
 	DefaultAutoscaling = "false"
 )
 
+// adminOSUsers are the OS users that may act as the admin role over the unix socket
+// (peer authentication through pg_ident.conf's map, both storage modes): postgres runs
+// compute-init, compute-configure, compute-monitor and the stop hook; root runs
+// compute-api and the vm-monitor (and an operator's psql). The one list: a unit that
+// moves to a user of its own adds that user here.
+var adminOSUsers = []string{DefaultPGUser, "root"}
+
+// AdminOSUsers returns a copy of the OS users mapped to the admin role in pg_ident.conf.
+func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
+
 // EnvironmentFile is the settings file every unit reads (EnvironmentFile=) and the
 // systemd generator parses for AUTOSCALING.
 const EnvironmentFile = "/etc/default/compute-tools"
@@ -138,13 +148,12 @@ func AppliedConfigFile(stateDir string) string {
 	return filepath.Join(stateDir, "config.applied.json")
 }
 
-// PostgresEnvFile is the EnvironmentFile= of compute-postgres.service: in neon mode it
-// carries NEON_AUTH_TOKEN for Postgres (0640: the token is a secret).
-func PostgresEnvFile(stateDir string) string { return filepath.Join(stateDir, "postgres.env") }
-
-// JWKSFile is where compute-init leaves the key set of a config fetched from the control
-// plane, for compute-api to verify tokens with.
-func JWKSFile(stateDir string) string { return filepath.Join(stateDir, "jwks.json") }
+// NeonAuthTokenFile holds, in neon mode, the storage token that Postgres gets as
+// NEON_AUTH_TOKEN (0600, owned by postgres). compute-postgres.service's ExecStart= shell,
+// running as postgres, reads it: never systemd as root (an EnvironmentFile= here would
+// be read by PID 1, following any symbolic link the postgres user planted in the state
+// directory).
+func NeonAuthTokenFile(stateDir string) string { return filepath.Join(stateDir, "neon-auth-token") }
 
 // PGBinDir is the directory of the postgres binary; initdb and pg_ctl sit beside it.
 func PGBinDir(pgbin string) string { return filepath.Dir(pgbin) }

@@ -91,13 +91,15 @@ func TestUnitFallbacks(t *testing.T) {
 			for _, m := range stateRef.FindAllStringSubmatch(l, -1) {
 				path := strings.TrimSpace(m[0])
 				switch path {
-				case DefaultStateDir, PostgresEnvFile(DefaultStateDir):
+				case DefaultStateDir:
 				default:
 					t.Errorf("%s: %s is not a path this package names", rel, path)
 				}
 			}
-			if v, ok := strings.CutPrefix(l, "EnvironmentFile=-/run/"); ok && "/run/"+v != PostgresEnvFile(DefaultStateDir) {
-				t.Errorf("%s: EnvironmentFile=-/run/%s, want %s", rel, v, PostgresEnvFile(DefaultStateDir))
+			// PID 1 reads an EnvironmentFile= as root, following symbolic links: only the
+			// root-owned settings file, never one from a directory postgres can write.
+			if v, ok := strings.CutPrefix(l, "EnvironmentFile="); ok && v != "-"+EnvironmentFile {
+				t.Errorf("%s: EnvironmentFile=%s, want only -%s", rel, v, EnvironmentFile)
 			}
 		}
 	}
@@ -153,8 +155,7 @@ func TestFileNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{PendingConfigFile("/run/compute"), "/run/compute/config.pending.json"},
 		{AppliedConfigFile("/run/compute"), "/run/compute/config.applied.json"},
-		{JWKSFile("/run/compute"), "/run/compute/jwks.json"},
-		{PostgresEnvFile("/run/compute"), "/run/compute/postgres.env"},
+		{NeonAuthTokenFile("/run/compute"), "/run/compute/neon-auth-token"},
 		{Sibling(DefaultPGBin, "initdb"), "/usr/lib/postgresql/15/bin/initdb"},
 		{PGBinDir(DefaultPGBin), "/usr/lib/postgresql/15/bin"},
 	} {

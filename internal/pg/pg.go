@@ -1,6 +1,7 @@
 // Package pg opens the maintenance connections compute-tools makes to its own Postgres
 // (pgx, normally over the unix socket), quotes identifiers and literals, and prepares
-// "quiet" sessions in which password DDL never reaches the server log.
+// "quiet" sessions in which password DDL never reaches the server log, pg_stat_activity or
+// pg_stat_statements.
 package pg
 
 import (
@@ -85,10 +86,13 @@ func Literal(s string) (string, error) {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'", nil
 }
 
-// QuietSession turns off statement logging for the rest of the session so that statements
-// carrying passwords never reach the server log, not even when they fail. It needs a
-// superuser session (these settings are superuser-only); it fails rather than leave
-// logging on.
+// QuietSession makes the rest of the session quiet so that statements carrying passwords
+// never leave it: not in the server log (log_statement and the other log_* settings), not
+// even when they fail; not in pg_stat_activity (track_activities off, which also clears
+// the last query the view shows for this backend); and not in pg_stat_statements, which
+// any pg_monitor member reads (pg_stat_statements.track none and track_utility off, when
+// the library is loaded), nor in pgaudit's log. It needs a superuser session (these
+// settings are superuser-only); it fails rather than leave any of them on.
 func QuietSession(ctx context.Context, conn *pgx.Conn) error {
 	stmts := []string{
 		"SET log_statement = 'none'",
@@ -96,21 +100,31 @@ func QuietSession(ctx context.Context, conn *pgx.Conn) error {
 		"SET log_min_duration_sample = -1",
 		"SET log_transaction_sample_rate = 0",
 		"SET log_min_error_statement = 'panic'",
+		"SET track_activities = off",
 	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			return fmt.Errorf("quiet session: %s: %w", s, err)
 		}
 	}
-	// pgaudit.log is a real setting only when pgaudit is loaded; placeholders are not in
-	// pg_settings.
-	var loaded bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE name = 'pgaudit.log')").Scan(&loaded); err != nil {
-		return fmt.Errorf("quiet session: check pgaudit: %w", err)
+	// pgaudit.log and pg_stat_statements.* are real settings only when their library is
+	// loaded; placeholders are not in pg_settings.
+	var audit, pgss bool
+	if err := conn.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE name = 'pgaudit.log'),
+		EXISTS (SELECT 1 FROM pg_catalog.pg_settings WHERE name = 'pg_stat_statements.track_utility')`).Scan(&audit, &pgss); err != nil {
+		return fmt.Errorf("quiet session: check pgaudit and pg_stat_statements: %w", err)
 	}
-	if loaded {
-		if _, err := conn.Exec(ctx, "SET pgaudit.log = 'none'"); err != nil {
-			return fmt.Errorf("quiet session: SET pgaudit.log: %w", err)
+	var more []string
+	if audit {
+		more = append(more, "SET pgaudit.log = 'none'")
+	}
+	if pgss {
+		more = append(more, "SET pg_stat_statements.track = 'none'", "SET pg_stat_statements.track_utility = off")
+	}
+	for _, s := range more {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("quiet session: %s: %w", s, err)
 		}
 	}
 	return nil

@@ -261,12 +261,12 @@ func TestQuietSessionKeepsPasswordsOutOfTheLog(t *testing.T) {
 	}
 
 	// Settings really are in effect for the session.
-	var ls, lmes string
-	if err := quiet.QueryRow(ctx, "SELECT current_setting('log_statement'), current_setting('log_min_error_statement')").Scan(&ls, &lmes); err != nil {
+	var ls, lmes, ta string
+	if err := quiet.QueryRow(ctx, "SELECT current_setting('log_statement'), current_setting('log_min_error_statement'), current_setting('track_activities')").Scan(&ls, &lmes, &ta); err != nil {
 		t.Fatal(err)
 	}
-	if ls != "none" || lmes != "panic" {
-		t.Errorf("log_statement=%s log_min_error_statement=%s, want none, panic", ls, lmes)
+	if ls != "none" || lmes != "panic" || ta != "off" {
+		t.Errorf("log_statement=%s log_min_error_statement=%s track_activities=%s, want none, panic, off", ls, lmes, ta)
 	}
 }
 

@@ -1,6 +1,7 @@
 package pgconf
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -14,9 +15,6 @@ const NeonHBALine = "host\tall\t\tall\t\tall\t\tmd5"
 
 // IdentMap is the pg_ident.conf map through which OS users become the admin role.
 const IdentMap = "compute"
-
-// DefaultIdentOSUsers are the OS users allowed to act as the admin role over the socket.
-var DefaultIdentOSUsers = []string{"postgres", "root"}
 
 // hbaKeywords have a special meaning in the user or database column of pg_hba.conf
 // unless quoted.
@@ -58,15 +56,18 @@ func simpleName(s string, osUser bool) bool {
 	return true
 }
 
-// HBAStandalone returns pg_hba.conf for standalone mode: the admin role connects over
-// the unix socket with peer authentication through the "compute" ident map; every other
-// role logs in with its password, over the socket or over TCP (Neon's line).
-func HBAStandalone(adminRole string) (string, error) {
+// HBA returns the compute's pg_hba.conf, in both storage modes: the admin role connects
+// over the unix socket with peer authentication through the "compute" ident map; every
+// other role logs in with its password, over the socket or over TCP (Neon's line). There
+// is no trust line: in neon mode it replaces the basebackup's pg_hba.conf, whose initdb
+// defaults trust every local connection (compute_ctl keeps that file and appends Neon's
+// line to it).
+func HBA(adminRole string) (string, error) {
 	if err := CheckAdminRole(adminRole); err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	b.WriteString("# pg_hba.conf of a standalone compute, written by compute-tools.\n")
+	b.WriteString("# pg_hba.conf of the compute, written by compute-tools at every start.\n")
 	b.WriteString("# The admin role logs in only over the unix socket, as an OS user mapped to it in\n")
 	b.WriteString("# pg_ident.conf (map \"" + IdentMap + "\"). Every other role logs in with its password.\n")
 	b.WriteString("# TYPE\tDATABASE\tUSER\tADDRESS\tMETHOD\n")
@@ -76,17 +77,17 @@ func HBAStandalone(adminRole string) (string, error) {
 	return b.String(), nil
 }
 
-// IdentStandalone returns pg_ident.conf mapping each OS user (DefaultIdentOSUsers when
-// osUsers is empty) to the admin role in the "compute" map.
-func IdentStandalone(adminRole string, osUsers []string) (string, error) {
+// Ident returns pg_ident.conf mapping each of osUsers (at least one; the installed
+// compute's list is paths.AdminOSUsers) to the admin role in the "compute" map.
+func Ident(adminRole string, osUsers []string) (string, error) {
 	if err := CheckAdminRole(adminRole); err != nil {
 		return "", err
 	}
 	if len(osUsers) == 0 {
-		osUsers = DefaultIdentOSUsers
+		return "", errors.New("ident map: no OS user may act as the admin role")
 	}
 	var b strings.Builder
-	b.WriteString("# pg_ident.conf of a standalone compute, written by compute-tools.\n")
+	b.WriteString("# pg_ident.conf of the compute, written by compute-tools at every start.\n")
 	b.WriteString("# MAPNAME\tSYSTEM-USERNAME\tPG-USERNAME\n")
 	for _, u := range osUsers {
 		if !simpleName(u, true) {
@@ -95,19 +96,4 @@ func IdentStandalone(adminRole string, osUsers []string) (string, error) {
 		fmt.Fprintf(&b, "%s\t%s\t%s\n", IdentMap, u, adminRole)
 	}
 	return b.String(), nil
-}
-
-// AppendHBALine returns the pg_hba.conf content with NeonHBALine added at the end,
-// unless an identical line is already there (what compute_ctl does to the pg_hba.conf
-// of a pageserver basebackup).
-func AppendHBALine(content string) string {
-	for _, l := range strings.Split(content, "\n") {
-		if strings.TrimSuffix(l, "\r") == NeonHBALine {
-			return content
-		}
-	}
-	if content != "" && !strings.HasSuffix(content, "\n") {
-		content += "\n"
-	}
-	return content + NeonHBALine + "\n"
 }

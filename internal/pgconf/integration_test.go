@@ -56,11 +56,11 @@ func TestStandaloneConfStartsPostgres(t *testing.T) {
 	    {"name": "max_connections", "value": "20", "vartype": "integer"},
 	    {"name": "shared_buffers", "value": "16MB", "vartype": "string"}]}}`)
 	opts := Options{Port: port, SocketDir: dir, ListenAddresses: "127.0.0.1", InternalHTTPPort: 3081, Files: testFiles}
-	hba, err := HBAStandalone("cloud_admin")
+	hba, err := HBA("cloud_admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ident, err := IdentStandalone("cloud_admin", nil)
+	ident, err := Ident("cloud_admin", paths.AdminOSUsers())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +115,13 @@ func TestStandaloneConfStartsPostgres(t *testing.T) {
 			}
 		}
 	}
+
+	// Another OS user is not the admin role, over the socket (made searchable for the
+	// check) or over TCP.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.CheckStrangerRefused(t, dir, port)
 
 	// Other roles need a password; so does the admin role over TCP.
 	for _, args := range [][]string{

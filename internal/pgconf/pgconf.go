@@ -1,7 +1,7 @@
 // Package pgconf renders the configuration files of the compute's Postgres:
 // postgresql.conf in exactly the order Neon's compute_ctl writes it (compute_tools/src/config.rs),
-// preceded by a small block of our own host settings, and the pg_hba.conf /
-// pg_ident.conf of standalone mode. Everything here is a pure function of its inputs:
+// preceded by a small block of our own host settings, and the compute's pg_hba.conf /
+// pg_ident.conf (both storage modes). Everything here is a pure function of its inputs:
 // the caller reads the host facts (e.g. /proc/sys/vm/overcommit_memory), and package
 // pgdata names the files inside PGDATA and writes them.
 package pgconf

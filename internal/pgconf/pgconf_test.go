@@ -268,16 +268,16 @@ func TestEffectivePort(t *testing.T) {
 }
 
 func TestHBAAndIdentGolden(t *testing.T) {
-	hba, err := HBAStandalone("cloud_admin")
+	hba, err := HBA("cloud_admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "pg_hba_standalone.conf", hba)
-	ident, err := IdentStandalone("cloud_admin", nil)
+	golden(t, "pg_hba.conf", hba)
+	ident, err := Ident("cloud_admin", []string{"postgres", "root"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "pg_ident_standalone.conf", ident)
+	golden(t, "pg_ident.conf", ident)
 	// Neon's exact bytes, checked independently of the golden file.
 	if !strings.Contains(hba, "\nhost\tall\t\tall\t\tall\t\tmd5\n") {
 		t.Errorf("Neon's host line missing or altered:\n%q", hba)
@@ -288,7 +288,7 @@ func TestHBAAndIdentGolden(t *testing.T) {
 	if strings.Index(hba, "peer map=compute") > strings.Index(hba, "local\tall\tall") {
 		t.Error("the admin peer line must come before the catch-all local line (first match wins)")
 	}
-	custom, err := IdentStandalone("admin", []string{"compute-api", "svc.user"})
+	custom, err := Ident("admin", []string{"compute-api", "svc.user"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,35 +308,19 @@ func TestCheckAdminRole(t *testing.T) {
 		if err := CheckAdminRole(bad); err == nil {
 			t.Errorf("CheckAdminRole(%q) accepted", bad)
 		}
-		if _, err := HBAStandalone(bad); err == nil {
-			t.Errorf("HBAStandalone(%q) accepted", bad)
+		if _, err := HBA(bad); err == nil {
+			t.Errorf("HBA(%q) accepted", bad)
 		}
-		if _, err := IdentStandalone(bad, nil); err == nil {
-			t.Errorf("IdentStandalone(%q) accepted", bad)
+		if _, err := Ident(bad, []string{"postgres"}); err == nil {
+			t.Errorf("Ident(%q) accepted", bad)
 		}
+	}
+	if _, err := Ident("cloud_admin", nil); err == nil {
+		t.Error("Ident without any OS user accepted")
 	}
 	for _, badUser := range []string{"/^.*$", "+x", "", "Root", "a b", "-x"} {
-		if _, err := IdentStandalone("cloud_admin", []string{"postgres", badUser}); err == nil {
-			t.Errorf("IdentStandalone OS user %q accepted", badUser)
-		}
-	}
-}
-
-func TestAppendHBALine(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"", NeonHBALine + "\n"},
-		{"local all all trust\n", "local all all trust\n" + NeonHBALine + "\n"},
-		{"local all all trust", "local all all trust\n" + NeonHBALine + "\n"},
-		{"a\n" + NeonHBALine + "\nb\n", "a\n" + NeonHBALine + "\nb\n"},
-		// Same words, other whitespace: not identical, so Neon appends its line.
-		{"host all all all md5\n", "host all all all md5\n" + NeonHBALine + "\n"},
-	}
-	for _, tc := range tests {
-		if got := AppendHBALine(tc.in); got != tc.want {
-			t.Errorf("AppendHBALine(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-		if got := AppendHBALine(AppendHBALine(tc.in)); got != tc.want {
-			t.Errorf("AppendHBALine is not idempotent for %q", tc.in)
+		if _, err := Ident("cloud_admin", []string{"postgres", badUser}); err == nil {
+			t.Errorf("Ident OS user %q accepted", badUser)
 		}
 	}
 }

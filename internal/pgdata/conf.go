@@ -29,15 +29,23 @@ func (d Dir) WritePostgresConf(p *spec.Parsed, o pgconf.Options) error {
 	return nil
 }
 
-// WriteStandaloneAuth writes pg_hba.conf and pg_ident.conf of a standalone compute
-// (pgconf.HBAStandalone and pgconf.IdentStandalone): adminRole logs in over the unix
-// socket as one of osUsers, every other role with its password.
-func (d Dir) WriteStandaloneAuth(adminRole string, osUsers []string) error {
-	hba, err := pgconf.HBAStandalone(adminRole)
+// Auth says who may log in as the admin role: AdminRole, over the unix socket only, as
+// one of the OS users OSUsers (peer authentication through the ident map).
+type Auth struct {
+	AdminRole string
+	OSUsers   []string
+}
+
+// WriteAuth writes the compute's pg_hba.conf and pg_ident.conf (pgconf.HBA and
+// pgconf.Ident), in both storage modes: the admin role logs in over the unix socket as
+// one of a.OSUsers, every other role with its password. Nothing is written when either
+// file cannot be rendered.
+func (d Dir) WriteAuth(a Auth) error {
+	hba, err := pgconf.HBA(a.AdminRole)
 	if err != nil {
 		return err
 	}
-	ident, err := pgconf.IdentStandalone(adminRole, osUsers)
+	ident, err := pgconf.Ident(a.AdminRole, a.OSUsers)
 	if err != nil {
 		return err
 	}

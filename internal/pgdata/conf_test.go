@@ -106,13 +106,13 @@ func TestTempOverride(t *testing.T) {
 	}
 }
 
-func TestWriteStandaloneAuth(t *testing.T) {
+func TestWriteAuth(t *testing.T) {
 	d := pgdata.Dir{Path: t.TempDir()}
-	if err := d.WriteStandaloneAuth("cloud_admin", []string{"postgres", "root"}); err != nil {
+	if err := d.WriteAuth(pgdata.Auth{AdminRole: "cloud_admin", OSUsers: []string{"postgres", "root"}}); err != nil {
 		t.Fatal(err)
 	}
-	hba, _ := pgconf.HBAStandalone("cloud_admin")
-	ident, _ := pgconf.IdentStandalone("cloud_admin", []string{"postgres", "root"})
+	hba, _ := pgconf.HBA("cloud_admin")
+	ident, _ := pgconf.Ident("cloud_admin", []string{"postgres", "root"})
 	for f, want := range map[string]string{pgdata.HBAFile: hba, pgdata.IdentFile: ident} {
 		b, err := os.ReadFile(d.File(f))
 		if err != nil || string(b) != want {
@@ -123,8 +123,11 @@ func TestWriteStandaloneAuth(t *testing.T) {
 		}
 	}
 	d = pgdata.Dir{Path: t.TempDir()}
-	if err := d.WriteStandaloneAuth("all", nil); err == nil {
+	if err := d.WriteAuth(pgdata.Auth{AdminRole: "all", OSUsers: []string{"postgres"}}); err == nil {
 		t.Error("accepted admin role all")
+	}
+	if err := d.WriteAuth(pgdata.Auth{AdminRole: "cloud_admin"}); err == nil {
+		t.Error("accepted an empty OS user list")
 	}
 	if _, err := os.Stat(d.File(pgdata.HBAFile)); err == nil {
 		t.Error("pg_hba.conf written for a refused admin role")

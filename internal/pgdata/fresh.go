@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -110,12 +109,15 @@ func (d Dir) RemoveOld() (int, error) {
 // FinishNeon does to an unpacked pageserver basebackup what compute_ctl does before
 // starting Postgres; mode is the compute mode (spec.ModeTypePrimary, ...):
 //   - copy zenith.signal to neon.signal when only the former exists (older pageservers);
-//   - append Neon's pg_hba.conf line (pgconf.NeonHBALine) unless it is already there;
+//   - replace the basebackup's pg_hba.conf and pg_ident.conf with ours (WriteAuth with
+//     auth). compute_ctl keeps the basebackup's file, whose initdb defaults trust every
+//     local connection (any OS user on the host would be the superuser), and appends
+//     Neon's line (pgconf.NeonHBALine) to it; ours ends with that line too;
 //   - replace the (empty) pg_dynshmem directory with a symbolic link to /dev/shm/;
 //   - for static and replica computes, create an empty standby.signal if absent.
 //
 // It may be called again on the same directory.
-func (d Dir) FinishNeon(mode spec.ModeType) error {
+func (d Dir) FinishNeon(mode spec.ModeType, auth Auth) error {
 	if d.Path == "" {
 		return errors.New("finish pgdata: empty path")
 	}
@@ -125,7 +127,7 @@ func (d Dir) FinishNeon(mode spec.ModeType) error {
 	if err := d.neonSignal(); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
-	if err := d.hbaLine(); err != nil {
+	if err := d.WriteAuth(auth); err != nil {
 		return fmt.Errorf("finish pgdata: %w", err)
 	}
 	if err := d.dynShmem(); err != nil {
@@ -171,18 +173,6 @@ func (d Dir) neonSignal() error {
 		return err
 	}
 	return d.write(NeonSignalFile, data)
-}
-
-func (d Dir) hbaLine() error {
-	old, err := os.ReadFile(d.File(HBAFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	updated := pgconf.AppendHBALine(string(old))
-	if updated == string(old) {
-		return nil
-	}
-	return d.write(HBAFile, []byte(updated))
 }
 
 func (d Dir) dynShmem() error {

@@ -41,34 +41,44 @@ func read(t *testing.T, p string) (string, bool) {
 	return string(b), true
 }
 
+var testAuth = pgdata.Auth{AdminRole: "cloud_admin", OSUsers: []string{"postgres", "root"}}
+
 func TestFinishNeon(t *testing.T) {
-	hba := "local all all trust\n"
+	// What initdb leaves in a basebackup: every local connection trusted.
+	trust := "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+	wantHBA, err := pgconf.HBA(testAuth.AdminRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIdent, err := pgconf.Ident(testAuth.AdminRole, testAuth.OSUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name        string
 		mode        spec.ModeType
 		files       map[string]string
 		wantNeon    string // "" = absent
-		wantHBA     string
 		wantStandby bool
 	}{
 		{"primary, zenith.signal only", spec.ModeTypePrimary,
-			map[string]string{"zenith.signal": "PREV LSN: 0/1", "pg_hba.conf": hba},
-			"PREV LSN: 0/1", hba + pgconf.NeonHBALine + "\n", false},
+			map[string]string{"zenith.signal": "PREV LSN: 0/1", "pg_hba.conf": trust},
+			"PREV LSN: 0/1", false},
 		{"neon.signal wins over zenith.signal", spec.ModeTypePrimary,
-			map[string]string{"zenith.signal": "old", "neon.signal": "new", "pg_hba.conf": hba},
-			"new", hba + pgconf.NeonHBALine + "\n", false},
-		{"hba line already there, no newline at end", spec.ModeTypeReplica,
-			map[string]string{"pg_hba.conf": "local all all trust\n" + pgconf.NeonHBALine},
-			"", "local all all trust\n" + pgconf.NeonHBALine, true},
+			map[string]string{"zenith.signal": "old", "neon.signal": "new", "pg_hba.conf": trust, "pg_ident.conf": "x root cloud_admin\n"},
+			"new", false},
+		{"replica, Neon's line already there", spec.ModeTypeReplica,
+			map[string]string{"pg_hba.conf": trust + pgconf.NeonHBALine},
+			"", true},
 		{"static, no pg_hba.conf", spec.ModeTypeStatic, map[string]string{},
-			"", pgconf.NeonHBALine + "\n", true},
+			"", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := basePGData(t, tc.files)
 			// Twice: the second call must change nothing.
 			for range 2 {
-				if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(tc.mode); err != nil {
+				if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(tc.mode, testAuth); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -76,11 +86,11 @@ func TestFinishNeon(t *testing.T) {
 			if ok != (tc.wantNeon != "") || neon != tc.wantNeon {
 				t.Errorf("neon.signal %q (present %v), want %q", neon, ok, tc.wantNeon)
 			}
-			if got, _ := read(t, filepath.Join(dir, "pg_hba.conf")); got != tc.wantHBA {
-				t.Errorf("pg_hba.conf %q, want %q", got, tc.wantHBA)
+			if got, _ := read(t, filepath.Join(dir, "pg_hba.conf")); got != wantHBA || strings.Contains(got, "trust") {
+				t.Errorf("pg_hba.conf %q, want %q", got, wantHBA)
 			}
-			if strings.Count(tc.wantHBA, "md5") != 1 {
-				t.Fatal("bad test")
+			if got, _ := read(t, filepath.Join(dir, "pg_ident.conf")); got != wantIdent {
+				t.Errorf("pg_ident.conf %q, want %q", got, wantIdent)
 			}
 			if target, err := os.Readlink(filepath.Join(dir, "pg_dynshmem")); err != nil || target != "/dev/shm/" {
 				t.Errorf("pg_dynshmem -> %q, %v", target, err)
@@ -91,12 +101,18 @@ func TestFinishNeon(t *testing.T) {
 			}
 		})
 	}
+	// A bad admin role or no OS user fails, and leaves the basebackup's file alone
+	// (Postgres is never started: compute-init fails).
+	dir := basePGData(t, map[string]string{"pg_hba.conf": trust})
+	if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary, pgdata.Auth{AdminRole: "cloud_admin"}); err == nil {
+		t.Error("FinishNeon without OS users succeeded")
+	}
 }
 
 func TestFinishNeonDynShmemErrors(t *testing.T) {
 	t.Run("missing", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
+		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary, testAuth); err == nil || !strings.Contains(err.Error(), "pg_dynshmem") {
 			t.Fatalf("error %v", err)
 		}
 	})
@@ -105,12 +121,12 @@ func TestFinishNeonDynShmemErrors(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "pg_dynshmem", "seg"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary); err == nil || !strings.Contains(err.Error(), "not empty") {
+		if err := (pgdata.Dir{Path: dir, NoSync: true}).FinishNeon(spec.ModeTypePrimary, testAuth); err == nil || !strings.Contains(err.Error(), "not empty") {
 			t.Fatalf("error %v", err)
 		}
 	})
 	t.Run("bad mode", func(t *testing.T) {
-		if err := (pgdata.Dir{Path: basePGData(t, nil), NoSync: true}).FinishNeon("Replica"); err == nil {
+		if err := (pgdata.Dir{Path: basePGData(t, nil), NoSync: true}).FinishNeon("Replica", testAuth); err == nil {
 			t.Fatal("accepted mode Replica")
 		}
 	})

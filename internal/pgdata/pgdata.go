@@ -4,7 +4,8 @@
 // mode, the old one set aside and deleted later), writes postgresql.conf, pg_hba.conf,
 // pg_ident.conf and the temporary override file, edits postgresql.conf after the apply
 // (the logical replication subscribers line), installs the TLS certificate and key, and
-// finishes an unpacked basebackup (signal files, Neon's pg_hba.conf line, pg_dynshmem).
+// finishes an unpacked basebackup (signal files, our pg_hba.conf and pg_ident.conf in place
+// of the basebackup's, pg_dynshmem).
 //
 // The text of the configuration files comes from package pgconf, which renders and
 // never writes; the basebackup itself is unpacked by package pageserver into a
@@ -23,8 +24,8 @@ import (
 const (
 	// ConfFile is postgresql.conf, regenerated at every start and reconfiguration.
 	ConfFile = "postgresql.conf"
-	// HBAFile and IdentFile are ours in standalone mode; in neon mode pg_hba.conf comes
-	// with the basebackup and gets Neon's line appended.
+	// HBAFile and IdentFile are ours in both modes (WriteAuth); in neon mode they replace
+	// the basebackup's.
 	HBAFile   = "pg_hba.conf"
 	IdentFile = "pg_ident.conf"
 	// TempOverrideFile is included last by postgresql.conf; compute-configure writes

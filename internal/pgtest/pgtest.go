@@ -383,3 +383,34 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// StrangerUser is an OS user that is neither postgres nor root (Debian's nobody), for
+// tests that check who may log in as the admin role.
+const StrangerUser = "nobody"
+
+// CheckStrangerRefused tries, as StrangerUser, to log in as AdminUser to the server on
+// port: over the unix socket in socketDir (which must be searchable by everyone, so that
+// the server itself refuses) and over TCP on 127.0.0.1. It fails t unless the socket
+// login is refused by peer authentication and the TCP login asks for a password that
+// psql (-w) does not have.
+func CheckStrangerRefused(t testing.TB, socketDir string, port int) {
+	t.Helper()
+	if _, err := user.Lookup(StrangerUser); err != nil {
+		t.Skipf("pgtest: no %s user: %v", StrangerUser, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range []struct{ host, want string }{
+		{socketDir, "Peer authentication failed"},
+		{"127.0.0.1", "no password supplied"},
+	} {
+		res, err := execx.Run(ctx, execx.Cmd{Path: filepath.Join(binDir(), "psql"), User: StrangerUser,
+			Args: []string{"-X", "-w", "-A", "-t", "-h", c.host, "-p", strconv.Itoa(port), "-U", AdminUser, "-d", "postgres", "-c", "SELECT current_user"}})
+		switch {
+		case err == nil:
+			t.Errorf("OS user %s logged in as %s over %s: %q", StrangerUser, AdminUser, c.host, strings.TrimSpace(string(res.Stdout)))
+		case !strings.Contains(err.Error(), c.want):
+			t.Errorf("OS user %s as %s over %s: %v; want %q (did it reach the server?)", StrangerUser, AdminUser, c.host, err, c.want)
+		}
+	}
+}

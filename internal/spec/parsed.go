@@ -110,6 +110,8 @@ func Parse(s *ComputeSpec) (*Parsed, error) {
 		}
 	}
 
+	checkTopStrings(s, fail)
+
 	p.TenantID = resolveID(s.TenantID, settings, "neon.tenant_id", "tenant", neon, fail)
 	p.TimelineID = resolveID(s.TimelineID, settings, "neon.timeline_id", "timeline", neon, fail)
 
@@ -125,6 +127,38 @@ func Parse(s *ComputeSpec) (*Parsed, error) {
 		return nil, &ValidationError{Problems: errs}
 	}
 	return p, nil
+}
+
+// checkTopStrings rejects control characters (a line break, NUL, any other C0 control or
+// DEL) in the top-level strings that end up in postgresql.conf (the storage settings and
+// neon.*_id lines: a line break would end the quoted value and inject settings, or keep
+// Postgres from starting), in Postgres's environment (storage_auth_token) or in HTTP
+// requests and log lines (the endpoint storage address and token, logs_export_host). No
+// valid value has one.
+func checkTopStrings(s *ComputeSpec, fail func(string, ...any)) {
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{
+		{"tenant_id", s.TenantID}, {"timeline_id", s.TimelineID}, {"pageserver_connstring", s.PageserverConnstring},
+		{"project_id", s.ProjectID}, {"branch_id", s.BranchID}, {"endpoint_id", s.EndpointID},
+		{"storage_auth_token", s.StorageAuthToken}, {"logs_export_host", s.LogsExportHost},
+		{"endpoint_storage_addr", s.EndpointStorageAddr}, {"endpoint_storage_token", s.EndpointStorageToken},
+		{"operation_uuid", s.OperationUUID},
+	} {
+		if f.v != nil && hasControl(*f.v) {
+			fail("%s: contains a control character (line break, NUL, ...)", f.name)
+		}
+	}
+	for i, sk := range s.SafekeeperConnstrings {
+		if hasControl(sk) {
+			fail("safekeeper_connstrings[%d]: contains a control character (line break, NUL, ...)", i)
+		}
+	}
+}
+
+func hasControl(v string) bool {
+	return strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0
 }
 
 func hasOption(o GenericOptions, name string) bool {

@@ -592,6 +592,27 @@ func TestParseValidation(t *testing.T) {
 			m["safekeeper_connstrings"] = []any{"a:1", "a:1"}
 			m["mode"] = map[string]any{"Static": "0/16"}
 		}, nil},
+		{"line breaks in top-level strings", minimalSpec, func(m map[string]any) {
+			m["endpoint_id"] = "ep-1\nshared_preload_libraries = 'evil'"
+			m["project_id"] = "p\r1"
+			m["branch_id"] = "b\x00"
+			m["storage_auth_token"] = "tok\nNEON_OTHER=1"
+			m["endpoint_storage_addr"] = "http://es\t/"
+		}, []string{
+			"project_id: contains a control character (line break, NUL, ...)",
+			"branch_id: contains a control character (line break, NUL, ...)",
+			"endpoint_id: contains a control character (line break, NUL, ...)",
+			"storage_auth_token: contains a control character (line break, NUL, ...)",
+			"endpoint_storage_addr: contains a control character (line break, NUL, ...)",
+		}},
+		{"line breaks in storage strings", neonSpec, func(m map[string]any) {
+			m["pageserver_connstring"] = "host=ps\nport=1"
+			m["safekeeper_connstrings"] = []any{"sk1:1", "sk2:1\n"}
+		}, []string{
+			"pageserver_connstring: contains a control character (line break, NUL, ...)",
+			"safekeeper_connstrings[1]: contains a control character (line break, NUL, ...)",
+		}},
+		{"unicode in endpoint_id is fine", minimalSpec, func(m map[string]any) { m["endpoint_id"] = "ep-é" }, nil},
 		{"no tenant", neonSpec, func(m map[string]any) { delete(m, "tenant_id") }, []string{"tenant id should be provided"}},
 		{"bad tenant", neonSpec, func(m map[string]any) { m["tenant_id"] = "0123456789ABCDEF0123456789ABCDEF" }, []string{"invalid tenant id"}},
 		{"bad tenant setting", neonSpec, func(m map[string]any) {

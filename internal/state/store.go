@@ -235,9 +235,14 @@ func (s *Store) Path() string { return filepath.Join(s.dir, StateFile) }
 // ErrNoState is returned by Load when no record has been written yet.
 var ErrNoState = errors.New("no compute state yet")
 
-// Load reads the current record without taking the lock (writes are atomic renames).
+// maxRecord bounds what Load reads; a record is a few KiB.
+const maxRecord = 64 << 20
+
+// Load reads the current record without taking the lock (writes are atomic renames). The
+// file is read as atomicfile.ReadFile does (no symbolic link, a regular file, bounded):
+// the directory is writable by postgres and read by root.
 func (s *Store) Load() (Record, error) {
-	b, err := os.ReadFile(s.Path())
+	b, err := atomicfile.ReadFile(s.Path(), maxRecord)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Record{}, ErrNoState
 	}
@@ -388,8 +393,9 @@ func (s *Store) write(r *Record, prevSeq uint64) error {
 func (s *Store) lock() (func(), error) {
 	p := filepath.Join(s.dir, LockFile)
 	// Read-only is enough for flock, so a lock file created by root still works for
-	// units that run as postgres.
-	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	// units that run as postgres. O_NOFOLLOW: a link planted by postgres must not make
+	// root create or open a file elsewhere.
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open state lock: %w", err)
 	}

@@ -3,6 +3,11 @@
 // checks that the key matches the first certificate of the chain and tells a renewed
 // certificate by the SHA-256 digest of its file. Package pgdata copies them into PGDATA.
 //
+// The files are named by the config, which the postgres user can write, and compute-api
+// reads the certificate as root: every read is bounded (a regular file of at most
+// MaxFileSize, opened without blocking, so that a FIFO or a device cannot stall or
+// exhaust the reader).
+//
 // The check is crypto/tls's: any key type Go and Postgres both handle (ECDSA, Ed25519,
 // RSA) is accepted, where compute_ctl knows only ECDSA P-256 and Ed25519.
 package tlsfiles
@@ -13,8 +18,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
+	"syscall"
 
 	"github.com/computetools/compute-tools/internal/spec"
 )
@@ -46,11 +53,11 @@ func Load(c spec.TLSConfig) (Pair, error) {
 	if c.CertPath == "" || c.KeyPath == "" {
 		return Pair{}, errors.New("tls: cert_path and key_path are both required")
 	}
-	cert, err := os.ReadFile(c.CertPath)
+	cert, err := readBounded(c.CertPath)
 	if err != nil {
 		return Pair{}, fmt.Errorf("tls: read certificate: %w", err)
 	}
-	key, err := os.ReadFile(c.KeyPath)
+	key, err := readBounded(c.KeyPath)
 	if err != nil {
 		return Pair{}, fmt.Errorf("tls: read key: %w", err)
 	}
@@ -71,9 +78,38 @@ func digest(b []byte) string {
 
 // FileDigest is the hex SHA-256 of a certificate file (compare with Pair.Digest).
 func FileDigest(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readBounded(path)
 	if err != nil {
 		return "", fmt.Errorf("tls: read certificate: %w", err)
 	}
 	return digest(b), nil
+}
+
+// MaxFileSize bounds a certificate chain or key file (a chain is a few KiB).
+const MaxFileSize = 1 << 20
+
+// readBounded reads path (symbolic links followed, as secret mounts use them) if it is a
+// regular file of at most MaxFileSize bytes. O_NONBLOCK keeps the open of a FIFO from
+// waiting for a writer; it changes nothing for a regular file.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileSize)
+	}
+	return b, nil
 }

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/certtest"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -89,5 +91,43 @@ func TestEnabled(t *testing.T) {
 	if Enabled(with(nil, c)) != nil || Enabled(with([]string{Feature}, nil)) != nil || Enabled(nil) != nil ||
 		Enabled(&spec.ComputeConfig{Spec: &spec.ComputeSpec{Features: []string{Feature}}}) != nil {
 		t.Error("enabled without both the feature and the files")
+	}
+}
+
+// TestReadsAreBounded: the paths come from a config the postgres user can write, and
+// compute-api reads the certificate as root; a device, a FIFO or a huge file is refused
+// at once instead of being read without end (or waited on).
+func TestReadsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(big, make([]byte, MaxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/dev/zero", fifo, big, dir} {
+		done := make(chan error, 1)
+		go func() { _, err := FileDigest(p); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("FileDigest(%s) succeeded", p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("FileDigest(%s) did not return", p)
+		}
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, key := certtest.Make(t, k, 3)
+	c := files(t, cert, key)
+	c.KeyPath = "/dev/zero"
+	if _, err := Load(c); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Load with the key /dev/zero: %v", err)
+	}
+	c.KeyPath = big
+	if _, err := Load(c); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load with a huge key: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/vmmonitor"
@@ -153,7 +154,8 @@ func (a *Adapter) UpscaleRequests() <-chan struct{} {
 func AppliedSpecDisablesLFC(stateDir string) func() (bool, error) {
 	p := paths.AppliedConfigFile(stateDir)
 	return func() (bool, error) {
-		raw, err := os.ReadFile(p)
+		// The vm-monitor runs as root; postgres writes the state directory.
+		raw, err := atomicfile.ReadFile(p, 64<<20)
 		if errors.Is(err, os.ErrNotExist) {
 			return false, nil
 		}

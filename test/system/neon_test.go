@@ -242,6 +242,44 @@ func callWithin(t *testing.T, d time.Duration, method, path, tok string) (int, [
 	return resp.StatusCode, b
 }
 
+// postgresEnviron reads the environment of compute-postgres's main process.
+func postgresEnviron(t *testing.T) map[string]string {
+	t.Helper()
+	pid := strings.TrimSpace(run(t, "/bin/systemctl", "show", "-p", "MainPID", "--value", "compute-postgres.service"))
+	b, err := os.ReadFile("/proc/" + pid + "/environ")
+	if err != nil {
+		t.Fatalf("environment of postgres (pid %s): %v", pid, err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// checkLocalAdminAccess: another OS user (nobody) cannot be the admin role, neither over
+// the unix socket (its directory is postgres's, 0750) nor over TCP (a password is asked).
+func checkLocalAdminAccess(t *testing.T) {
+	t.Helper()
+	fi, err := os.Stat(pgSocketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o750 {
+		t.Errorf("%s has mode %v, want 0750", pgSocketDir, fi.Mode().Perm())
+	}
+	for _, host := range []string{pgSocketDir, "127.0.0.1"} {
+		out, err := runMayFail("/usr/sbin/runuser", "-u", "nobody", "--", "/usr/bin/psql", "-X", "-w", "-A", "-t",
+			"-h", host, "-p", "55432", "-U", "cloud_admin", "-d", "postgres", "-c", "select current_user")
+		if err == nil {
+			t.Errorf("OS user nobody logged in as cloud_admin over %s: %q", host, out)
+		}
+		t.Logf("nobody as cloud_admin over %s: %v", host, err)
+	}
+}
+
 func adminConn(t *testing.T) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -339,6 +377,19 @@ func TestNeonMode(t *testing.T) {
 		if sess.Password != f.token {
 			t.Errorf("pageserver password is not the storage token")
 		}
+		// The storage token reaches Postgres (read by its ExecStart shell as postgres,
+		// not by systemd from the state directory), and the control-plane token does not.
+		environ := postgresEnviron(t)
+		if environ["NEON_AUTH_TOKEN"] != f.token {
+			t.Errorf("Postgres's NEON_AUTH_TOKEN is not the storage token (set: %v)", environ["NEON_AUTH_TOKEN"] != "")
+		}
+		if _, ok := environ["NEON_CONTROL_PLANE_TOKEN"]; ok {
+			t.Error("Postgres has NEON_CONTROL_PLANE_TOKEN in its environment")
+		}
+		if _, err := os.Lstat("/run/compute/postgres.env"); err == nil {
+			t.Error("/run/compute/postgres.env exists")
+		}
+		checkLocalAdminAccess(t)
 		if !strings.Contains(sess.Params["options"], "neon.compute_mode=primary") || sess.Params["user"] != "no_user" {
 			t.Errorf("pageserver startup params %v", sess.Params)
 		}
@@ -515,18 +566,32 @@ func TestNeonMode(t *testing.T) {
 			"compute_ctl_config": map[string]any{"jwks": jwks},
 		})
 		f.http(t, "PUT", "/fake/cplane", body)
-		writeDefaults(t, orig, f, "CONTROL_PLANE_URI="+f.ControlPlane, "NEON_CONTROL_PLANE_TOKEN="+f.cplaneToken)
+		writeDefaults(t, orig, f, "CONTROL_PLANE_URI="+f.ControlPlane)
+		// The token as the README says: a systemd credential that only compute-init and
+		// compute-api load.
+		if err := os.MkdirAll("/etc/credstore", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile("/etc/credstore/compute-control-plane-token", []byte(f.cplaneToken+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/etc/credstore/compute-control-plane-token") })
 		// No spec and no keys in the config file: both must come from the control plane.
 		writeRaw(t, []byte("{}\n"))
-		os.Remove("/run/compute/jwks.json")
 		since := len(f.log(t).Pageserver)
 		cpBefore := len(f.log(t).ControlPlane)
 		callsBefore := sktest.ShimSyncCalls(t, shim)
 		startNeon(t, "running")
 
+		// compute-init asks for the spec, compute-api for the key set; both with the token.
 		reqs := f.log(t).ControlPlane[cpBefore:]
-		if len(reqs) != 1 || reqs[0].ComputeID != computeID || !reqs[0].Authorized {
-			t.Errorf("control plane requests %+v, want one for %s with the token", reqs, computeID)
+		if len(reqs) != 2 {
+			t.Errorf("control plane requests %+v, want two (compute-init and compute-api)", reqs)
+		}
+		for _, r := range reqs {
+			if r.ComputeID != computeID || !r.Authorized {
+				t.Errorf("control plane request %+v, want one for %s with the token", r, computeID)
+			}
 		}
 		_, query := f.basebackupSince(t, since)
 		if want := fmt.Sprintf("basebackup %s %s %s --gzip", neonTenant, neonTimeline, neonSKLSN); query != want {
@@ -552,8 +617,17 @@ func TestNeonMode(t *testing.T) {
 		} else {
 			c.Close(context.Background())
 		}
-		if strings.Contains(journal(t, "compute-init.service"), f.cplaneToken) {
-			t.Error("the control plane token reached the journal")
+		for _, u := range []string{"compute-init.service", "compute-api.service"} {
+			j := journal(t, u)
+			if strings.Contains(j, f.cplaneToken) {
+				t.Errorf("the control plane token reached the journal of %s", u)
+			}
+			if strings.Contains(j, "NEON_CONTROL_PLANE_TOKEN in the environment") {
+				t.Errorf("%s warns about the environment variable although the credential is used", u)
+			}
+		}
+		if _, ok := postgresEnviron(t)["NEON_CONTROL_PLANE_TOKEN"]; ok {
+			t.Error("Postgres has the control-plane token in its environment")
 		}
 		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
 		if want := `{"lsn":"` + neonEndLSN + `"}`; code != 200 || strings.TrimSpace(string(b)) != want {

@@ -366,6 +366,7 @@ func TestStandaloneLifecycle(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339Nano, s.StartTime); err != nil || !strings.HasSuffix(s.StartTime, "Z") {
 		t.Errorf("start_time %q is not RFC3339 UTC with Z", s.StartTime)
 	}
+	checkLocalAdminAccess(t)
 
 	// Spec roles log in over TCP with their passwords: md5 and SCRAM, names needing quotes.
 	c, err := login(t, "alice", alicePass, "appdb")
