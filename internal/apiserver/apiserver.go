@@ -273,6 +273,11 @@ func (s *server) serve(ctx context.Context) (err error) {
 			}
 		})
 	}
+	// An earlier compute-api killed halfway through /configure or /terminate left the
+	// record pending: finish what it started (control.Reconcile). The unit calls are not
+	// cancelled at shutdown: a stop job cut short would be recorded as a failure while
+	// systemd carries it out.
+	s.tasks.Go(func() { reconcile(context.WithoutCancel(bgctx), ctl, s.log) })
 	rec, _ := s.d.Store.Load()
 	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
 		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version)
@@ -290,6 +295,17 @@ func (s *server) serve(ctx context.Context) (err error) {
 		_ = h.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// reconcile runs control.Reconcile once and logs its outcome.
+func reconcile(ctx context.Context, ctl *control.Controller, log *slog.Logger) {
+	action, err := ctl.Reconcile(ctx)
+	switch {
+	case err != nil:
+		log.Error("reconcile the state record with the units", "action", action, "err", err)
+	case action != control.ReconcileNone:
+		log.Info("reconciled the state record with the units", "action", action)
+	}
 }
 
 // downloader builds the extension downloader of /extension_server. Without a gateway URL
