@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(agentEnv) != "" { // run by bench/vm-monitor-usage.sh as the agent
 		os.Exit(benchAgent())
 	}
+	if os.Getenv(claimEnv) != "" { // run by TestPrivileges as another user
+		os.Exit(claimName())
+	}
 	if os.Getenv("COMPUTE_SYSTEM_TEST") != "1" {
 		fmt.Println("system tests skipped: they run inside the systemd container of scripts/e2e.sh (COMPUTE_SYSTEM_TEST=1)")
 		os.Exit(0)
