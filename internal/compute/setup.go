@@ -31,15 +31,8 @@ func adminConn(connstr string, p *spec.Parsed) (string, connInfo, error) {
 	if err != nil {
 		return "", connInfo{}, err
 	}
-	port := pgconf.EffectivePort(p, pgconf.Options{Port: ci.Port})
-	if port == ci.Port {
-		return connstr, ci, nil
-	}
-	if connstr != paths.DefaultConnstr {
-		return "", ci, fmt.Errorf("the spec sets port %d but the admin connection string (COMPUTE_CONNSTR) has port %d: make them agree", port, ci.Port)
-	}
-	ci.Port = port
-	return paths.ConnstrWithPort(port), ci, nil
+	connstr, ci.Port, err = pgconf.AdminConnstr(connstr, ci.Port, p)
+	return connstr, ci, err
 }
 
 // forSpec is cfg with the admin connection string for spec p (adminConn).
