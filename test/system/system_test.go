@@ -295,7 +295,12 @@ func deref(p *string) string {
 
 func login(t *testing.T, user, password, db string) (*pgx.Conn, error) {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(pgAddr + " sslmode=disable")
+	return loginAt(t, pgAddr, user, password, db)
+}
+
+func loginAt(t *testing.T, addr, user, password, db string) (*pgx.Conn, error) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(addr + " sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}
