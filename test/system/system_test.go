@@ -189,6 +189,8 @@ func writeRaw(t *testing.T, b []byte) {
 	if err := os.WriteFile("/etc/compute/config.json", b, 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// An existing file keeps its mode through WriteFile (TestBadSetup makes it 0600).
+	run(t, "/bin/chmod", "0640", "/etc/compute/config.json")
 	run(t, "/bin/chgrp", "postgres", "/etc/compute/config.json")
 }
 
