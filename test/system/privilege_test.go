@@ -2,6 +2,7 @@ package system
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -173,4 +174,49 @@ func TestSecurityExposure(t *testing.T) {
 		}
 	}
 	t.Logf("systemd-analyze security:\n%s", table.String())
+}
+
+// TestWithoutPolkit: on an image without polkit the generator runs compute-api as root
+// (systemd then lets only root manage units), and the compute works as before.
+func TestWithoutPolkit(t *testing.T) {
+	const svc = "/usr/share/dbus-1/system-services/org.freedesktop.PolicyKit1.service"
+	const aside = "/root/org.freedesktop.PolicyKit1.service.aside"
+	if err := os.Rename(svc, aside); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Rename(aside, svc); err != nil {
+			t.Error(err)
+		}
+		runMayFail("/bin/systemctl", "unmask", "--runtime", "polkit.service")
+		runMayFail("/bin/systemctl", "daemon-reload")
+	})
+	run(t, "/bin/systemctl", "stop", "polkit.service")
+	run(t, "/bin/systemctl", "mask", "--runtime", "polkit.service")
+	run(t, "/bin/systemctl", "daemon-reload")
+	if d := run(t, "/bin/systemctl", "show", "-P", "DropInPaths", "compute-api.service"); !strings.Contains(d, "50-no-polkit.conf") {
+		t.Fatalf("no root drop-in without polkit: %q", d)
+	}
+	writeConfig(t, defaultSpec())
+	restart(t)
+	if s := waitStatus(t, "running", "failed"); s.Status != "running" {
+		t.Fatalf("status %s: %s", s.Status, deref(s.Error))
+	}
+	pid := strings.TrimSpace(run(t, "/bin/systemctl", "show", "-P", "MainPID", "compute-api.service"))
+	st, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^Uid:\s+0\s`).Find(st); m == nil {
+		t.Errorf("compute-api does not run as root without polkit:\n%s", st)
+	}
+	// Reconfigure (a restart of compute-configure) and terminate (immediate: a kill and
+	// a stop) as root.
+	body, _ := json.Marshal(map[string]any{"spec": defaultSpec(), "compute_ctl_config": map[string]any{"jwks": jwks}})
+	if code, b := call(t, "POST", "/configure", computeToken(t), body); code != 200 {
+		t.Errorf("/configure: %d %s", code, b)
+	}
+	if code, b := call(t, "POST", "/terminate?mode=immediate", adminToken(t), nil); code != 200 {
+		t.Errorf("/terminate: %d %s", code, b)
+	}
 }
