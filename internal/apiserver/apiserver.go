@@ -260,6 +260,12 @@ func (s *server) serve(ctx context.Context) (err error) {
 		extLn.Close()
 		return fmt.Errorf("listen on the internal port: %w", err)
 	}
+	// An earlier compute-api killed halfway through /configure or /terminate left the
+	// record pending: finish what it started (control.Reconcile) before serving, so that
+	// no request races the unit job it starts (one file read when nothing is pending).
+	// The unit calls are not cancelled at shutdown: a stop job cut short would be
+	// recorded as a failure while systemd carries it out.
+	reconcile(context.WithoutCancel(ctx), ctl, s.log)
 	servers := []*http.Server{
 		{Handler: srv.External(), ReadHeaderTimeout: 10 * time.Second},
 		{Handler: srv.Internal(), ReadHeaderTimeout: 10 * time.Second},
@@ -273,11 +279,6 @@ func (s *server) serve(ctx context.Context) (err error) {
 			}
 		})
 	}
-	// An earlier compute-api killed halfway through /configure or /terminate left the
-	// record pending: finish what it started (control.Reconcile). The unit calls are not
-	// cancelled at shutdown: a stop job cut short would be recorded as a failure while
-	// systemd carries it out.
-	s.tasks.Go(func() { reconcile(context.WithoutCancel(bgctx), ctl, s.log) })
 	rec, _ := s.d.Store.Load()
 	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
 		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version)

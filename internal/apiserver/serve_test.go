@@ -106,8 +106,8 @@ func (r *running) stop(t *testing.T) {
 	}
 	r.errc <- nil // for the cleanup
 	started, stillRunning := r.s.tasks.counts()
-	if started != 5 || stillRunning != 0 {
-		t.Errorf("goroutines: %d started, %d still running after Serve returned; want 5 and 0", started, stillRunning)
+	if started != 4 || stillRunning != 0 {
+		t.Errorf("goroutines: %d started, %d still running after Serve returned; want 4 and 0", started, stillRunning)
 	}
 	if n := r.waker.Open(); n != 0 {
 		t.Errorf("%d subscriptions still open: the JWKS watcher was not joined", n)
