@@ -61,7 +61,8 @@ func TestBadSetup(t *testing.T) {
 	})
 	t.Run("ports disagree", func(t *testing.T) {
 		defer os.WriteFile(envFile, orig, 0o644)
-		os.WriteFile(envFile, append(orig, []byte("\nCOMPUTE_CONNSTR=postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres\n")...), 0o644)
+		// The packaged default's meaning, spelled otherwise: an operator's string.
+		os.WriteFile(envFile, append(orig, []byte("\nCOMPUTE_CONNSTR=host=/run/compute-postgres port=55432 user=cloud_admin dbname=postgres\n")...), 0o644)
 		writeConfig(t, withPort("5434"))
 		failsWith(t, "the spec sets port 5434 but the admin connection string (COMPUTE_CONNSTR) has port 55432")
 	})
