@@ -47,10 +47,13 @@ func forSpec(cfg Settings, p *spec.Parsed) (Settings, connInfo, error) {
 
 // checkPGBin fails when the postgres binary (PGBIN) is not there or not executable,
 // telling a PostgreSQL that is not installed from a PGBIN that points elsewhere.
-func checkPGBin(pgbin string) error {
+func checkPGBin(pgbin string) error { return checkPGBinAt(pgbin, paths.DefaultPGBin) }
+
+// checkPGBinAt is checkPGBin with the packaged path given (tests).
+func checkPGBinAt(pgbin, packaged string) error {
 	st, err := os.Stat(pgbin)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && pgbin == paths.DefaultPGBin:
+	case errors.Is(err, fs.ErrNotExist) && pgbin == packaged:
 		return fmt.Errorf("PostgreSQL 15 is not installed: no %s (install postgresql-15, or set PGBIN in /etc/default/compute-tools)", pgbin)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("PGBIN %s does not exist (set PGBIN in /etc/default/compute-tools to the postgres binary)", pgbin)

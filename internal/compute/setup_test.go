@@ -87,12 +87,15 @@ func TestCheckPGBin(t *testing.T) {
 			t.Errorf("checkPGBin(%s) = %v, want %q", tc.pgbin, err, tc.want)
 		}
 	}
+	// PostgreSQL not installed: nothing at the packaged path.
+	packaged := filepath.Join(dir, "usr/lib/postgresql/15/bin/postgres")
+	if err := checkPGBinAt(packaged, packaged); err == nil || !strings.Contains(err.Error(), "PostgreSQL 15 is not installed: no "+packaged) {
+		t.Errorf("checkPGBinAt(packaged) without PostgreSQL = %v", err)
+	}
 	if _, err := os.Stat(paths.DefaultPGBin); err == nil {
 		if err := checkPGBin(paths.DefaultPGBin); err != nil {
 			t.Errorf("the installed postgres refused: %v", err)
 		}
-	} else if err := checkPGBin(paths.DefaultPGBin); err == nil || !strings.Contains(err.Error(), "PostgreSQL 15 is not installed") {
-		t.Errorf("checkPGBin(default) without PostgreSQL = %v", err)
 	}
 }
 
