@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/compute-tools}
 # Bump the version when the package list changes so a stale cache is not reused.
-VERSION=v1
+VERSION=v2
 ROOTFS="$ROOTFS_CACHE/rootfs-bookworm-$VERSION"
 PACKAGES=systemd,systemd-sysv,dbus,postgresql-15,iproute2,postgresql-client-15,curl,ca-certificates
 if [ -f "$ROOTFS/.complete" ]; then echo "$ROOTFS"; exit 0; fi
@@ -16,6 +16,13 @@ trap 'rm -rf "$tmp"' EXIT
 echo "rootfs: debootstrapping bookworm into $ROOTFS (about 2 minutes, once)" >&2
 debootstrap --variant=minbase --include="$PACKAGES" bookworm "$tmp" >"$ROOTFS_CACHE/debootstrap.log" 2>&1 || {
   tail -20 "$ROOTFS_CACHE/debootstrap.log" >&2; exit 1; }
+# polkitd (the system test runs compute-api as its own user, allowed its unit operations by
+# our polkit rule) fails to configure inside debootstrap's base stage: installed afterwards.
+cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends polkitd && apt-get clean' \
+  >>"$ROOTFS_CACHE/debootstrap.log" 2>&1 || { tail -20 "$ROOTFS_CACHE/debootstrap.log" >&2; exit 1; }
+rm -f "$tmp/etc/resolv.conf"
+rm -rf "$tmp/var/lib/apt/lists/"*
 echo compute-test >"$tmp/etc/hostname"
 # Keep the journal in memory and quiet: the tests read it with journalctl.
 mkdir -p "$tmp/etc/systemd/journald.conf.d"

@@ -92,6 +92,11 @@ func (u *fakeUnits) Reconfigure(ctx context.Context) error {
 
 func (u *fakeUnits) PostgresActive(ctx context.Context) (bool, error) { return u.pgActive, nil }
 
+// States is for control.Reconcile, which the API's routes never run.
+func (u *fakeUnits) States(ctx context.Context) (control.UnitStates, error) {
+	return control.UnitStates{}, errors.New("not used by the routes")
+}
+
 // noSpec is a compute that has no spec yet (the extension server answers 409).
 type noSpec struct{}
 

@@ -276,6 +276,12 @@ func (s *server) serve(ctx context.Context) (err error) {
 		extLn.Close()
 		return fmt.Errorf("listen on the internal port: %w", err)
 	}
+	// An earlier compute-api killed halfway through /configure or /terminate left the
+	// record pending: finish what it started (control.Reconcile) before serving, so that
+	// no request races the unit job it starts (one file read when nothing is pending).
+	// The unit calls are not cancelled at shutdown: a stop job cut short would be
+	// recorded as a failure while systemd carries it out.
+	reconcile(context.WithoutCancel(ctx), ctl, s.log)
 	servers := []*http.Server{
 		{Handler: srv.External(), ReadHeaderTimeout: 10 * time.Second},
 		{Handler: srv.Internal(), ReadHeaderTimeout: 10 * time.Second},
@@ -306,6 +312,17 @@ func (s *server) serve(ctx context.Context) (err error) {
 		_ = h.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// reconcile runs control.Reconcile once and logs its outcome.
+func reconcile(ctx context.Context, ctl *control.Controller, log *slog.Logger) {
+	action, err := ctl.Reconcile(ctx)
+	switch {
+	case err != nil:
+		log.Error("reconcile the state record with the units", "action", action, "err", err)
+	case action != control.ReconcileNone:
+		log.Info("reconciled the state record with the units", "action", action)
+	}
 }
 
 // downloader builds the extension downloader of /extension_server. Without a gateway URL

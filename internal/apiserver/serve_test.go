@@ -306,3 +306,33 @@ func TestServeBadGatewayURL(t *testing.T) {
 		t.Errorf("%d goroutines started before the settings were checked", started)
 	}
 }
+
+// TestServeReconcilesAtStart: a record left termination_pending by a compute-api killed
+// halfway through /terminate is finished by the next one (control.Reconcile).
+func TestServeReconcilesAtStart(t *testing.T) {
+	cfg := testConfig(t)
+	d, _, n := testDeps(t, cfg)
+	f := &fakeSystemd{active: "active"}
+	d.Systemd = f
+	statetest.MustSet(t, d.Store, state.Running, func(r *state.Record) { r.Storage, r.Mode = "standalone", "primary" })
+	if _, _, err := d.Store.BeginTermination(false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(ctx, cfg, d) }()
+	<-n.ready
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	rec, err := d.Store.Wait(wctx, nil, 10*time.Millisecond, func(r state.Record) bool { return r.Status != state.TerminationPendingFast })
+	if err != nil || rec.Status != state.Terminated {
+		t.Errorf("status %s %v, want terminated", rec.Status, err)
+	}
+	if !strings.Contains(f.got(), "stop compute-postgres.service") {
+		t.Errorf("unit calls %s: postgres not stopped", f.got())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"syscall"
 
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
 )
 
@@ -43,4 +44,21 @@ func (u units) Reconfigure(ctx context.Context) error {
 func (u units) PostgresActive(ctx context.Context) (bool, error) {
 	st, err := u.m.ActiveState(ctx, paths.UnitPostgres)
 	return st == "active", err
+}
+
+// States reports the ActiveState= of compute-init, compute-postgres and
+// compute-configure.
+func (u units) States(ctx context.Context) (control.UnitStates, error) {
+	var s control.UnitStates
+	for _, x := range []struct {
+		name string
+		to   *string
+	}{{paths.UnitInit, &s.Init}, {paths.UnitPostgres, &s.Postgres}, {paths.UnitConfigure, &s.Configure}} {
+		st, err := u.m.ActiveState(ctx, x.name)
+		if err != nil {
+			return s, err
+		}
+		*x.to = st
+	}
+	return s, nil
 }

@@ -139,12 +139,19 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// compute-api's user: where the package is not installed (a development machine), the
+	// system user daemon stands in for it, in a copy of the file with its name.
+	apiUser := "compute-api"
+	if _, err := user.Lookup(apiUser); err != nil {
+		apiUser = "daemon"
+		raw = []byte(strings.ReplaceAll(string(raw), `user="compute-api"`, `user="daemon"`))
+	}
 	if err := os.WriteFile(filepath.Join(include, filepath.Base(policyFile)), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	addr := bustest.StartSystemLike(t, include)
 	t.Setenv(AddressEnv, addr)
-	for _, u := range []string{"postgres", "nobody"} {
+	for _, u := range []string{"postgres", "nobody", apiUser} {
 		if _, err := user.Lookup(u); err != nil {
 			t.Skipf("user %s missing: %v", u, err)
 		}
@@ -152,13 +159,16 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 	bin := helperBinary(t)
 	ctx := context.Background()
 
-	// postgres may own the name (the helper exits, releasing it); nobody may not.
-	if out, err := runAs(ctx, bin, addr, "postgres", "claim"); err != nil {
-		t.Errorf("postgres claim: %v %s", err, out)
+	// compute-api's user may own the name (the helper exits, releasing it); postgres
+	// (which runs Postgres, and a superuser's COPY ... PROGRAM) and nobody may not.
+	if out, err := runAs(ctx, bin, addr, apiUser, "claim"); err != nil {
+		t.Errorf("%s claim: %v %s", apiUser, err, out)
 	}
-	_, err = runAs(ctx, bin, addr, "nobody", "claim")
-	if err == nil || !strings.Contains(err.Error(), "not allowed to own") {
-		t.Errorf("nobody claim = %v, want a policy denial", err)
+	for _, u := range []string{"postgres", "nobody"} {
+		_, err = runAs(ctx, bin, addr, u, "claim")
+		if err == nil || !strings.Contains(err.Error(), "not allowed to own") {
+			t.Errorf("%s claim = %v, want a policy denial", u, err)
+		}
 	}
 
 	// root owns it and serves GetStatus, which anyone may call.
@@ -180,8 +190,10 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 	if out, err := runAs(ctx, bin, addr, "postgres", "claim-monitor"); err != nil {
 		t.Errorf("postgres claim monitor: %v %s", err, out)
 	}
-	if _, err := runAs(ctx, bin, addr, "nobody", "claim-monitor"); err == nil || !strings.Contains(err.Error(), "not allowed to own") {
-		t.Errorf("nobody claim monitor = %v, want a policy denial", err)
+	for _, u := range []string{"nobody", apiUser} {
+		if _, err := runAs(ctx, bin, addr, u, "claim-monitor"); err == nil || !strings.Contains(err.Error(), "not allowed to own") {
+			t.Errorf("%s claim monitor = %v, want a policy denial", u, err)
+		}
 	}
 	// Its LFC methods start work: postgres may call them, nobody may not.
 	mon := connect(t)
@@ -192,14 +204,16 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 	if err := mon.ClaimMonitorName(); err != nil {
 		t.Fatalf("root claim monitor: %v", err)
 	}
-	if out, err := runAs(ctx, bin, addr, "postgres", "offload"); err != nil {
-		t.Errorf("Offload as postgres: %v %s", err, out)
+	for _, u := range []string{"postgres", apiUser} {
+		if out, err := runAs(ctx, bin, addr, u, "offload"); err != nil {
+			t.Errorf("Offload as %s: %v %s", u, err, out)
+		}
 	}
 	if _, err := runAs(ctx, bin, addr, "nobody", "offload"); err == nil || !strings.Contains(err.Error(), "AccessDenied") {
 		t.Errorf("Offload as nobody = %v, want an access denial", err)
 	}
-	if n := offloads.offloads.Load(); n != 1 {
-		t.Errorf("offloads taken = %d, want 1 (postgres's only)", n)
+	if n := offloads.offloads.Load(); n != 2 {
+		t.Errorf("offloads taken = %d, want 2 (postgres's and %s's only)", n, apiUser)
 	}
 
 	// Any user may emit StatusChanged, and root hears it.

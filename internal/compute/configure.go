@@ -97,6 +97,9 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		return d.fail(fmt.Errorf("configure: %w", err))
 	}
 	s, parsed := l.ComputeSpec(), l.Spec
+	if cfg, _, err = forSpec(cfg, parsed); err != nil {
+		return d.fail(err)
+	}
 	// compute-configure starts beside compute-postgres, not after it: everything up to
 	// here overlaps with Postgres starting, and the wait ends on the same signal as the
 	// unit's READY=1 (docs/architecture.md, "Start path").
@@ -263,7 +266,7 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 	raw, cc, parsed := l.Raw, l.Config, l.Spec
 	s := cc.Spec
-	ci, err := parseConnstr(cfg.Connstr)
+	cfg, ci, err := forSpec(cfg, parsed)
 	if err != nil {
 		return d.fail(err)
 	}

@@ -37,6 +37,16 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	raw, cc, parsed, waited := got.Raw, got.Config, got.Spec, got.fromConfigure
+	// A setup that cannot work fails here, with one line that says why.
+	if cfg, ci, err = forSpec(cfg, parsed); err != nil {
+		return d.fail(err)
+	}
+	if err := checkPGBin(cfg.PGBin); err != nil {
+		return d.fail(err)
+	}
+	if err := checkPortFree(ci.Port, ci.SocketDir); err != nil {
+		return d.fail(err)
+	}
 	// Hand the config to compute-configure (as the applied config) before announcing init.
 	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)

@@ -134,6 +134,8 @@ func (s fileConfig) obtain(_ context.Context, _ state.Record) (*acquired, error)
 	case errors.Is(err, fs.ErrNotExist):
 		orDefault(s.log).Info("no config file; waiting for POST /configure", "path", s.path)
 		return nil, nil
+	case errors.Is(err, fs.ErrPermission):
+		return nil, unreadableConfig(s.path, err)
 	case err != nil:
 		return nil, fmt.Errorf("read config file: %w", err)
 	}

@@ -50,6 +50,8 @@ type Units interface {
 	// PostgresActive reports whether the Postgres unit is running, which a failed compute
 	// needs to be reconfigured.
 	PostgresActive(ctx context.Context) (bool, error)
+	// States reports the units' ActiveState= (Reconcile).
+	States(ctx context.Context) (UnitStates, error)
 }
 
 // Deps holds the dependencies of a Controller.

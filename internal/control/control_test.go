@@ -36,11 +36,15 @@ type fakeUnits struct {
 	reconfigure    func() error
 	reconfigureErr error
 	pgActive       bool
+	// states is what States reports (Reconcile); statesErr fails it.
+	states    UnitStates
+	statesErr error
 
 	mu             sync.Mutex
 	reconfigures   int
 	stops          []bool
 	cancelStartups int
+	stateQueries   int
 }
 
 func (u *fakeUnits) StopPostgres(ctx context.Context, immediate bool) error {
@@ -77,6 +81,13 @@ func (u *fakeUnits) Reconfigure(ctx context.Context) error {
 }
 
 func (u *fakeUnits) PostgresActive(ctx context.Context) (bool, error) { return u.pgActive, nil }
+
+func (u *fakeUnits) States(ctx context.Context) (UnitStates, error) {
+	u.mu.Lock()
+	u.stateQueries++
+	u.mu.Unlock()
+	return u.states, u.statesErr
+}
 
 type pendingSink struct {
 	mu    sync.Mutex

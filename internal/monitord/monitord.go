@@ -23,6 +23,7 @@ import (
 	"github.com/computetools/compute-tools/internal/monitor"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
+	"github.com/computetools/compute-tools/internal/pgconf"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
@@ -163,6 +164,10 @@ func Run(ctx context.Context, s Settings, d Deps) error {
 			return fmt.Errorf("%w: --connstr: %w", ErrConfig, err)
 		}
 		m.d.Connect = monitor.PGConnector(s.Connstr, cfg.User)
+		m.ownConnect = true
+	}
+	if cfg, err := pg.Config(s.Connstr, monitor.AppName); err == nil {
+		m.connPort, m.connUser = int(cfg.Port), cfg.User
 	}
 	for {
 		rec, err := m.waitRunning(ctx)
@@ -214,6 +219,35 @@ type runner struct {
 	d     Deps
 	log   *slog.Logger
 	ready bool // READY=1 was sent
+	// connPort and connUser are the port and user of s.Connstr; ownConnect: d.Connect is
+	// the default connector on s.Connstr (so it follows the spec's port, forSpec).
+	connPort   int
+	connUser   string
+	ownConnect bool
+}
+
+// forSpec is m for a lifecycle whose applied config is l: when the spec moves Postgres to
+// another port and the connection string is the packaged default, the connections follow
+// it, as compute-init's and the configure step's do (pgconf.AdminConnstr).
+func (m *runner) forSpec(l *spec.Loaded) *runner {
+	if l == nil || m.connPort == 0 {
+		return m
+	}
+	connstr, port, err := pgconf.AdminConnstr(m.s.Connstr, m.connPort, l.Spec)
+	if err != nil {
+		m.log.Error("postgres connection", "err", err)
+		return m
+	}
+	if connstr == m.s.Connstr {
+		return m
+	}
+	c := *m
+	c.s.Connstr = connstr
+	if m.ownConnect {
+		c.d.Connect = monitor.PGConnector(connstr, m.connUser)
+	}
+	m.log.Info("the admin connection follows the spec's port", "port", port)
+	return &c
 }
 
 func (m *runner) notify(err error) {
@@ -300,6 +334,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		m.log.Warn("the stats-delta rule, autoprewarm and the periodic LFC offload are off", "err", err)
 		applied = nil
 	}
+	m = m.forSpec(applied)
 	var features []string
 	if applied != nil {
 		features = applied.ComputeSpec().Features

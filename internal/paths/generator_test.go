@@ -31,7 +31,19 @@ func shells(t *testing.T) [][]string {
 // content is nil) and returns its normal output directory.
 func runGenerator(t *testing.T, sh []string, content *string) string {
 	t.Helper()
+	return runGeneratorPolkit(t, sh, content, true)
+}
+
+// runGeneratorPolkit is runGenerator on an image with or without polkit.
+func runGeneratorPolkit(t *testing.T, sh []string, content *string, polkit bool) string {
+	t.Helper()
 	dir := t.TempDir()
+	polkitService := filepath.Join(dir, "org.freedesktop.PolicyKit1.service")
+	if polkit {
+		if err := os.WriteFile(polkitService, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	env := filepath.Join(dir, "compute-tools")
 	if content != nil {
 		if err := os.WriteFile(env, []byte(*content), 0o644); err != nil {
@@ -51,7 +63,7 @@ func runGenerator(t *testing.T, sh []string, content *string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService}
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
 	}
@@ -154,5 +166,27 @@ func TestGeneratorFiles(t *testing.T) {
 	want := "  - src: " + generator + "\n    dst: /usr/lib/systemd/system-generators/compute-tools-generator\n    file_info: {mode: 0755}\n"
 	if !strings.Contains(nfpm+"\n", want) {
 		t.Errorf("nfpm.yaml does not ship the generator as\n%s", want)
+	}
+}
+
+// TestGeneratorWithoutPolkit: without polkit, compute-api runs as root (a drop-in), since
+// systemd lets only root manage units then; with polkit nothing is written (TestGenerator).
+func TestGeneratorWithoutPolkit(t *testing.T) {
+	on := "AUTOSCALING=true\n"
+	for _, sh := range shells(t) {
+		t.Run(filepath.Base(sh[0]), func(t *testing.T) {
+			normal := runGeneratorPolkit(t, sh, &on, false)
+			b, err := os.ReadFile(filepath.Join(normal, "compute-api.service.d", "50-no-polkit.conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), "\n[Service]\nUser=root\n") {
+				t.Errorf("drop-in:\n%s", b)
+			}
+			// The vm-monitor's want is written all the same.
+			if _, err := os.Readlink(filepath.Join(normal, UnitTarget+".wants", UnitVMMonitor)); err != nil {
+				t.Errorf("no want: %v", err)
+			}
+		})
 	}
 }

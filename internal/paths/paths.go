@@ -9,6 +9,12 @@ import (
 	"strconv"
 )
 
+// ConnstrWithPort is DefaultConnstr with another port: the admin connection when the
+// spec moves Postgres to another port and the connection string was left at its default.
+func ConnstrWithPort(port int) string {
+	return "postgresql://" + DefaultAdminRole + "@localhost:" + strconv.Itoa(port) + "/postgres?host=" + DefaultSocketDir
+}
+
 // Defaults of an installed package.
 const (
 	DefaultStateDir   = "/run/compute"

@@ -256,6 +256,22 @@ func writeAudit(b *strings.Builder, s *spec.ComputeSpec) {
 	b.WriteString(end + "\n")
 }
 
+// AdminConnstr is the admin connection string for a compute whose spec is p, given the
+// configured one (connstr, whose port is connPort): the port Postgres will listen on
+// (EffectivePort) is the spec's. When it differs from connPort, the packaged default
+// connection string (paths.DefaultConnstr) follows the spec; one an operator set is not
+// second-guessed: the error names both ports. It returns the string and its port.
+func AdminConnstr(connstr string, connPort int, p *spec.Parsed) (string, int, error) {
+	port := EffectivePort(p, Options{Port: connPort})
+	if port == connPort {
+		return connstr, connPort, nil
+	}
+	if connstr != paths.DefaultConnstr {
+		return "", connPort, fmt.Errorf("the spec sets port %d but the admin connection string (COMPUTE_CONNSTR) has port %d: make them agree", port, connPort)
+	}
+	return paths.ConnstrWithPort(port), port, nil
+}
+
 // EffectivePort is the port Postgres will listen on with the file PostgresqlConf writes:
 // the last "port" among the spec's settings, else the last simple "port = N" line of
 // postgresql_conf, else o.Port, else PostgreSQL's default 5432.

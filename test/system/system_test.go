@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(agentEnv) != "" { // run by bench/vm-monitor-usage.sh as the agent
 		os.Exit(benchAgent())
 	}
+	if os.Getenv(claimEnv) != "" { // run by TestPrivileges as another user
+		os.Exit(claimName())
+	}
 	if os.Getenv("COMPUTE_SYSTEM_TEST") != "1" {
 		fmt.Println("system tests skipped: they run inside the systemd container of scripts/e2e.sh (COMPUTE_SYSTEM_TEST=1)")
 		os.Exit(0)
@@ -186,6 +189,8 @@ func writeRaw(t *testing.T, b []byte) {
 	if err := os.WriteFile("/etc/compute/config.json", b, 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// An existing file keeps its mode through WriteFile (TestBadSetup makes it 0600).
+	run(t, "/bin/chmod", "0640", "/etc/compute/config.json")
 	run(t, "/bin/chgrp", "postgres", "/etc/compute/config.json")
 }
 
@@ -292,7 +297,12 @@ func deref(p *string) string {
 
 func login(t *testing.T, user, password, db string) (*pgx.Conn, error) {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(pgAddr + " sslmode=disable")
+	return loginAt(t, pgAddr, user, password, db)
+}
+
+func loginAt(t *testing.T, addr, user, password, db string) (*pgx.Conn, error) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(addr + " sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}
