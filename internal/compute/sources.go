@@ -39,7 +39,11 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 	srcs := []configSource{pendingConfig{path: pending, log: log}}
 	switch {
 	case cfg.ControlPlaneURI != "":
-		client := &http.Client{Timeout: 30 * time.Second}
+		timeout := cfg.ControlPlaneTimeout
+		if timeout <= 0 {
+			timeout = controlplane.DefaultRequestTimeout
+		}
+		client := &http.Client{Timeout: timeout}
 		srcs = append(srcs, controlPlaneConfig{
 			uri: cfg.ControlPlaneURI,
 			log: log,

@@ -26,6 +26,10 @@ const (
 	Attempts = 3
 	// RetryDelay separates two attempts.
 	RetryDelay = 100 * time.Millisecond
+	// DefaultRequestTimeout bounds one request, connect to the end of the body: that of
+	// compute_ctl's client (reqwest's blocking client, 30 s). With Attempts and
+	// RetryDelay a control plane that never answers fails a start after about 90 s.
+	DefaultRequestTimeout = 30 * time.Second
 	// RPCGetConfig is the rpc label of compute_ctl_cplane_requests_total for FetchConfig.
 	RPCGetConfig = "GetConfig"
 	// UnknownHTTPStatus is the http_status label of a request that got no response.
@@ -65,7 +69,9 @@ func WithOnRequest(f func(httpStatus string)) Option {
 // Attempts times, RetryDelay apart, when the request fails in transport, the answer is 502
 // or 503, or the body does not decode into a valid configuration; any other status fails
 // at once, as does an "attached" answer without a spec. An "empty" answer gives a config
-// without a spec. A nil client means http.DefaultClient; ctx bounds the whole call.
+// without a spec. Each request, body included, is bounded by the client's Timeout (a nil
+// client is one with DefaultRequestTimeout), so a control plane that stalls is an attempt
+// that failed in transport; ctx bounds the whole call.
 func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, token string, opts ...Option) (*spec.ComputeConfig, error) {
 	o := options{retryDelay: RetryDelay}
 	for _, opt := range opts {
@@ -75,7 +81,7 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		o.log = slog.Default()
 	}
 	if client == nil {
-		client = http.DefaultClient
+		client = &http.Client{Timeout: DefaultRequestTimeout}
 	}
 	if computeID == "" {
 		return nil, errors.New("fetch config: empty compute id")
