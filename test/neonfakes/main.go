@@ -121,6 +121,15 @@ func main() {
 	flag.StringVar(&o.shimLSN, "shim-lsn", "0/16B9188", "LSN the shim prints for --sync-safekeepers")
 	flag.StringVar(&o.shimOwner, "shim-owner", "postgres", "owner of the shim directory (the user that runs the shim)")
 	flag.Parse()
+	// Tokens may come from the environment instead (NEONFAKES_TOKEN,
+	// NEONFAKES_CPLANE_TOKEN): a command line is kept in the journal (_CMDLINE of every
+	// entry the process logs), and the system test checks the journal for secrets.
+	if o.token == "" {
+		o.token = os.Getenv("NEONFAKES_TOKEN")
+	}
+	if o.cplaneToken == "" {
+		o.cplaneToken = os.Getenv("NEONFAKES_CPLANE_TOKEN")
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
