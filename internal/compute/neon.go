@@ -53,7 +53,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 			start = time.Now()
 			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken, cfg.SyncSafekeepersTimeout, d.Log)
 			if err != nil {
-				return fmt.Errorf("sync safekeepers: %w", err)
+				return err // it says "sync safekeepers: ..."
 			}
 			syncMs = ms(time.Since(start))
 			d.logger().Info("safekeepers synced", "lsn", lsn, "sync_ms", syncMs)
