@@ -393,6 +393,20 @@ func TestFaultsStandalone(t *testing.T) {
 	})
 
 	t.Run("PGDATA disk full", func(t *testing.T) { diskFull(t) })
+
+	// Not a fault but what a control plane may do: restart a compute many times in a
+	// row. Every start must bring the whole compute, the monitor (started by its timer)
+	// included: systemd's default start rate limit (5 in 10 s) once left it out.
+	t.Run("restarted often", func(t *testing.T) {
+		writeConfig(t, defaultSpec())
+		for range 7 {
+			recoverRunningFresh(t)
+		}
+		waitUnitActive(t, monitorUnit, 20*time.Second)
+		if out, _ := runMayFail("/bin/systemctl", "list-units", "--failed", "--plain", "--no-legend", "compute*"); strings.TrimSpace(out) != "" {
+			t.Errorf("failed units after quick restarts:\n%s", out)
+		}
+	})
 }
 
 // waitAPI waits until compute-api answers /status again (after it was killed or lost its
