@@ -35,6 +35,14 @@ const (
 	// twice it apart.
 	DefaultExtStatsInterval = "1h"
 
+	// Bounds on the waits for Neon's storage and control plane (neon mode); the packages
+	// that wait have the same defaults as durations (internal/compute's test holds them
+	// equal).
+	DefaultBasebackupAttempts     = "11"
+	DefaultPageserverIdleTimeout  = "2m"
+	DefaultSyncSafekeepersTimeout = "5m"
+	DefaultControlPlaneTimeout    = "30s"
+
 	// DefaultVMMonitorAddr is the vm-monitor's TCP listener (compute_ctl's
 	// --vm-monitor-addr; what the stock autoscaler agent dials through NeonVM's port
 	// forwarding). Empty: no TCP listener.
@@ -82,6 +90,11 @@ const (
 	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
 	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
 
+	EnvBasebackupAttempts     = "COMPUTE_BASEBACKUP_ATTEMPTS"
+	EnvPageserverIdleTimeout  = "COMPUTE_PAGESERVER_IDLE_TIMEOUT"
+	EnvSyncSafekeepersTimeout = "COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT"
+	EnvControlPlaneTimeout    = "COMPUTE_CONTROL_PLANE_TIMEOUT"
+
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
 	EnvVMMonitorCgroupUnit = "COMPUTE_VM_MONITOR_CGROUP_UNIT"
@@ -110,6 +123,11 @@ func Vars() map[string]string {
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
 		EnvMonitorInterval:  DefaultMonitorInterval,
 		EnvExtStatsInterval: DefaultExtStatsInterval,
+
+		EnvBasebackupAttempts:     DefaultBasebackupAttempts,
+		EnvPageserverIdleTimeout:  DefaultPageserverIdleTimeout,
+		EnvSyncSafekeepersTimeout: DefaultSyncSafekeepersTimeout,
+		EnvControlPlaneTimeout:    DefaultControlPlaneTimeout,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),
