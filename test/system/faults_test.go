@@ -354,6 +354,14 @@ func TestFaultsStandalone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if pending == state.ConfigurationPending {
+				// As /configure does before it records configuration_pending.
+				pendingFile := filepath.Join(stateDir, "config.pending.json")
+				if err := os.WriteFile(pendingFile, configureBody(t, specWithRole("fault_gina")), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				run(t, "/bin/chgrp", "postgres", pendingFile)
+			}
 			statetest.MustSet(t, store, pending, nil)
 			run(t, "/bin/systemctl", "start", "compute-api.service")
 			waitAPI(t)
