@@ -2,6 +2,10 @@
 // basebackup over the Postgres wire protocol and unpacks it into PGDATA (prepared and
 // finished by package pgdata), and leases LSNs for static computes (the renewal loop is
 // its subpackage lsnlease).
+//
+// Unlike compute_ctl, every pageserver connection has an idle bound (DefaultIdleTimeout,
+// idle.go): a pageserver that goes silent fails the attempt instead of keeping the
+// compute in init for good; a slow transfer that keeps moving is not cut.
 package pageserver
 
 import (

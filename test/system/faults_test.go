@@ -153,8 +153,8 @@ func configureBody(t *testing.T, sp map[string]any) []byte {
 	return b
 }
 
-// keptRows writes a row into a table of appdb as alice (the data that must survive) and
-// returns how many rows the table has.
+// writeKept writes a row tagged tag into a table of appdb as alice: the data that must
+// survive the fault.
 func writeKept(t *testing.T, tag string) {
 	t.Helper()
 	c, err := login(t, "alice", alicePass, "appdb")
