@@ -36,6 +36,11 @@ type common struct {
 	RemoteExtAllowHTTP bool   `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
 	ControlPlaneURI    string `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the config from the control plane (GET {uri}/compute/api/v2/computes/{id}/spec, bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN) instead of the config file."`
 
+	BasebackupAttempts     int           `name:"basebackup-attempts" env:"COMPUTE_BASEBACKUP_ATTEMPTS" default:"${COMPUTE_BASEBACKUP_ATTEMPTS}" help:"Attempts of a basebackup (compute_ctl: 11, 500 ms apart growing x1.5)."`
+	PageserverIdleTimeout  time.Duration `name:"pageserver-idle-timeout" env:"COMPUTE_PAGESERVER_IDLE_TIMEOUT" default:"${COMPUTE_PAGESERVER_IDLE_TIMEOUT}" help:"Give up a basebackup attempt or an LSN lease request when the pageserver sends nothing for this long (a stall; a slow transfer that moves goes on)."`
+	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers (at start and at /terminate) when it has not finished within this."`
+	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
+
 	// log is the binary's logger (set in main; kong ignores unexported fields).
 	log *slog.Logger
 }
@@ -44,7 +49,9 @@ func (c *common) host() initcmd.Host {
 	return initcmd.Host{StateDir: c.StateDir, ConfigFile: c.Config, PGData: c.PGData, PGBin: c.PGBin,
 		Connstr: c.Connstr, ComputeID: c.ComputeID, PrivilegedRole: c.PrivilegedRoleName,
 		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL, RemoteExtAllowHTTP: c.RemoteExtAllowHTTP,
-		ControlPlaneURI: c.ControlPlaneURI, Log: c.log}
+		ControlPlaneURI: c.ControlPlaneURI, Log: c.log,
+		BasebackupAttempts: c.BasebackupAttempts, PageserverIdleTimeout: c.PageserverIdleTimeout,
+		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout}
 }
 
 type cli struct {

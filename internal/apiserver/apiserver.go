@@ -85,6 +85,11 @@ type Deps struct {
 	Listen func(network, address string) (net.Listener, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// BusLost, when set, is closed when the bus connection is lost (*bus.Conn.Done):
+	// Serve then ends with an error, and systemd restarts compute-api, which connects
+	// again. A call to systemd that fails because that connection is lost
+	// (sysd.ErrDisconnected) ends Serve the same way.
+	BusLost <-chan struct{}
 }
 
 // Run connects (Connect), serves until ctx ends (Serve) and disconnects; log is the
@@ -170,7 +175,7 @@ func connect(ctx context.Context, stateDir string, log *slog.Logger, dialSystemd
 		conn.Close()
 		return Deps{}, nil, fmt.Errorf("connect to systemd: %w", mr.err)
 	}
-	return Deps{Store: store, Bus: conn, LFC: conn, Systemd: mr.m, Logger: log}, func() {
+	return Deps{Store: store, Bus: conn, LFC: conn, Systemd: mr.m, Logger: log, BusLost: conn.Done()}, func() {
 		mr.m.Close()
 		conn.Close()
 	}, nil
@@ -228,8 +233,9 @@ func (s *server) serve(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	sdLost := make(chan error, 1)
 	ctl := control.New(control.Deps{
-		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd}, LFC: s.d.LFC,
+		Store: s.d.Store, Waker: s.d.Bus, Units: lossWatch{units{s.d.Systemd}, sdLost}, LFC: s.d.LFC,
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
@@ -259,7 +265,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}()
 	if s.cfg.ControlPlaneURI != "" {
 		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
-			return controlplane.FetchConfig(ctx, controlplane.NewClient(), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
+			return controlplane.FetchConfig(ctx, controlplane.NewClient(0), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
 				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
 				controlplane.WithLogger(s.log))
 		}
@@ -303,6 +309,14 @@ func (s *server) serve(ctx context.Context) (err error) {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	case <-s.d.BusLost:
+		if ctx.Err() == nil {
+			err = errors.New("the connection to the system bus is lost (dbus-daemon restarted?): exiting so that systemd restarts compute-api, which connects again")
+			s.log.Error("bus connection lost", "err", err)
+		}
+	case lost := <-sdLost:
+		err = fmt.Errorf("%w: exiting so that systemd restarts compute-api, which connects again", lost)
+		s.log.Error("systemd connection lost", "err", err)
 	}
 	_ = s.d.Notify.Stopping()
 	stopBackground()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
+	"github.com/computetools/compute-tools/internal/sysd"
 )
 
 // fakeNotify records sd_notify calls.
@@ -334,5 +336,60 @@ func TestServeReconcilesAtStart(t *testing.T) {
 	cancel()
 	if err := <-errc; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// A lost bus connection ends Serve with an error that says why (systemd then restarts
+// compute-api, which connects again).
+func TestServeEndsWhenTheBusIsLost(t *testing.T) {
+	cfg := testConfig(t)
+	d, _, n := testDeps(t, cfg)
+	lost := make(chan struct{})
+	d.BusLost = lost
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(context.Background(), cfg, d) }()
+	select {
+	case <-n.ready:
+	case err := <-errc:
+		t.Fatalf("serve ended before READY: %v", err)
+	}
+	close(lost)
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "connection to the system bus is lost") {
+			t.Fatalf("serve ended with %v, want the lost bus", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve goes on without its bus")
+	}
+}
+
+// A call to systemd that fails because the connection is lost is reported once on the
+// watch's channel, with the call's error; other errors are not.
+func TestLossWatch(t *testing.T) {
+	lost := make(chan error, 1)
+	f := &fakeSystemd{errAlways: errors.New("job failed")}
+	w := lossWatch{units{f}, lost}
+	if err := w.Reconfigure(context.Background()); err == nil {
+		t.Fatal("no error")
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("an ordinary error reported as a lost connection: %v", err)
+	default:
+	}
+	f.errAlways = fmt.Errorf("restart x: %w: closed", sysd.ErrDisconnected)
+	for range 2 {
+		if err := w.StopPostgres(context.Background(), false); !errors.Is(err, sysd.ErrDisconnected) {
+			t.Fatalf("error %v, want it passed through", err)
+		}
+	}
+	select {
+	case err := <-lost:
+		if !errors.Is(err, sysd.ErrDisconnected) {
+			t.Fatalf("reported %v", err)
+		}
+	default:
+		t.Fatal("the lost connection was not reported")
 	}
 }

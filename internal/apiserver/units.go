@@ -2,10 +2,12 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"syscall"
 
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/sysd"
 )
 
 // unitManager is what the unit adapter needs of systemd (*sysd.Manager).
@@ -61,4 +63,43 @@ func (u units) States(ctx context.Context) (control.UnitStates, error) {
 		*x.to = st
 	}
 	return s, nil
+}
+
+// lossWatch passes the unit calls through and reports on lost, once, the first error
+// that says the connection to systemd is gone (sysd.ErrDisconnected): the Manager does
+// not reconnect, so Serve ends and the unit's Restart= brings a new process with new
+// connections.
+type lossWatch struct {
+	u    control.Units
+	lost chan<- error
+}
+
+func (w lossWatch) check(err error) error {
+	if errors.Is(err, sysd.ErrDisconnected) {
+		select {
+		case w.lost <- err:
+		default:
+		}
+	}
+	return err
+}
+
+func (w lossWatch) StopPostgres(ctx context.Context, immediate bool) error {
+	return w.check(w.u.StopPostgres(ctx, immediate))
+}
+
+func (w lossWatch) CancelStartup(ctx context.Context) error {
+	return w.check(w.u.CancelStartup(ctx))
+}
+
+func (w lossWatch) Reconfigure(ctx context.Context) error { return w.check(w.u.Reconfigure(ctx)) }
+
+func (w lossWatch) PostgresActive(ctx context.Context) (bool, error) {
+	ok, err := w.u.PostgresActive(ctx)
+	return ok, w.check(err)
+}
+
+func (w lossWatch) States(ctx context.Context) (control.UnitStates, error) {
+	s, err := w.u.States(ctx)
+	return s, w.check(err)
 }

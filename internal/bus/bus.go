@@ -68,6 +68,11 @@ func Connect(ctx context.Context) (*Conn, error) {
 	return &Conn{c: c}, nil
 }
 
+// Done is closed when the connection is gone: closed, or lost (dbus-daemon restarted).
+// A lost connection does not come back: its owner has to connect again (our services
+// exit and let systemd restart them).
+func (c *Conn) Done() <-chan struct{} { return c.c.Context().Done() }
+
 // Close closes the connection; subscriptions end and their channels stop receiving,
 // and an owned name is released.
 func (c *Conn) Close() {

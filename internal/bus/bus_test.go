@@ -241,3 +241,30 @@ func TestConnectBadAddress(t *testing.T) {
 		t.Fatalf("Connect = %v, want a connect error", err)
 	}
 }
+
+// Done closes when dbus-daemon goes away (restarted), so that the owner can connect
+// again; it stays open while the daemon runs.
+func TestDoneWhenTheDaemonGoes(t *testing.T) {
+	var c *Conn
+	t.Run("daemon", func(t *testing.T) {
+		t.Setenv(AddressEnv, bustest.StartSession(t))
+		var err error
+		if c, err = Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.Done():
+			t.Fatal("Done closed while the daemon runs")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}) // the daemon is stopped here
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed 10 s after the daemon stopped")
+	}
+}

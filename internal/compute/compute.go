@@ -36,6 +36,15 @@ type Settings struct {
 	RemoteExtBaseURL string
 	// BasebackupAttempts bounds the basebackup retries (0: compute_ctl's 11).
 	BasebackupAttempts int
+	// PageserverIdleTimeout fails a basebackup attempt or an LSN lease request when the
+	// pageserver sends nothing for this long (0: pageserver.DefaultIdleTimeout).
+	PageserverIdleTimeout time.Duration
+	// SyncSafekeepersTimeout bounds one --sync-safekeepers run (0:
+	// safekeeper.DefaultSyncTimeout).
+	SyncSafekeepersTimeout time.Duration
+	// ControlPlaneTimeout bounds one control-plane request, the body included (0:
+	// controlplane.DefaultRequestTimeout).
+	ControlPlaneTimeout time.Duration
 	// OSUser runs initdb when the step itself runs as root (by hand).
 	OSUser           string
 	InternalHTTPPort int

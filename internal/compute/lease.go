@@ -25,7 +25,7 @@ func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 	loop := &lsnlease.Loop{
 		Target: func() (lsnlease.Target, bool, error) { return leaseTarget(cfg) },
 		Lease: func(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
-			t, err := pageserver.LeaseLSN(ctx, connstr, token, tenant, timeline, lsn)
+			t, err := pageserver.LeaseLSNIdle(ctx, cfg.PageserverIdleTimeout, connstr, token, tenant, timeline, lsn)
 			if errors.Is(err, pageserver.ErrLeaseNotGranted) {
 				return t, fmt.Errorf("%w: %v", lsnlease.ErrNotGranted, err)
 			}

@@ -54,9 +54,9 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 			d.logger().Info("safekeepers are in sync", "lsn", lsn, "check_ms", checkMs)
 		} else {
 			start = time.Now()
-			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken, d.Log)
+			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken, cfg.SyncSafekeepersTimeout, d.Log)
 			if err != nil {
-				return fmt.Errorf("sync safekeepers: %w", err)
+				return err // it says "sync safekeepers: ..."
 			}
 			syncMs = ms(time.Since(start))
 			d.logger().Info("safekeepers synced", "lsn", lsn, "sync_ms", syncMs)
@@ -78,7 +78,7 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
 		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
 		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
-		Attempts: cfg.BasebackupAttempts, Logger: d.Log,
+		Attempts: cfg.BasebackupAttempts, IdleTimeout: cfg.PageserverIdleTimeout, Logger: d.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("basebackup: %w", err)
@@ -122,5 +122,5 @@ func finalSync(ctx context.Context, cfg Settings, log *slog.Logger) (string, err
 	if err != nil {
 		return "", err
 	}
-	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, l.Spec.StorageAuthToken, log)
+	return safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, l.Spec.StorageAuthToken, cfg.SyncSafekeepersTimeout, log)
 }

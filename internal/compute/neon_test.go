@@ -341,3 +341,42 @@ func TestPostgresUnitReadsTheStorageToken(t *testing.T) {
 		t.Error("a token with a line break was written")
 	}
 }
+
+// A stalled pageserver fails the start after the idle timeout and the attempts, with the
+// stall in the status; safekeepers that never agree (a --sync-safekeepers that does not
+// finish) fail it after the sync timeout.
+func TestPrepareNeonStalls(t *testing.T) {
+	t.Run("pageserver", func(t *testing.T) {
+		r := newNeonRig(t)
+		r.ps.SetFaults(pageservertest.Faults{Stall: true, StallAfterBytes: 1000})
+		r.writeConfig(t, `"Replica"`)
+		cfg := r.cfg
+		cfg.BasebackupAttempts, cfg.PageserverIdleTimeout = 2, 300*time.Millisecond
+		if err := Prepare(context.Background(), cfg, r.deps); err == nil {
+			t.Fatal("Prepare succeeded against a stalled pageserver")
+		}
+		rec, _ := r.store.Load()
+		if rec.Status != state.Failed || rec.Error == nil || !strings.Contains(*rec.Error, "pageserver stalled: no data for 300ms") ||
+			!strings.Contains(*rec.Error, "after 2 attempts") {
+			t.Fatalf("status %s error %v", rec.Status, deref(rec.Error))
+		}
+	})
+	t.Run("safekeepers", func(t *testing.T) {
+		r := newNeonRig(t)
+		sktest.SetShimHang(t, r.shim, true)
+		r.writeConfig(t, `"Primary"`)
+		cfg := r.cfg
+		cfg.SyncSafekeepersTimeout = 300 * time.Millisecond
+		if err := Prepare(context.Background(), cfg, r.deps); err == nil {
+			t.Fatal("Prepare succeeded with a hanging --sync-safekeepers")
+		}
+		rec, _ := r.store.Load()
+		if rec.Status != state.Failed || rec.Error == nil || !strings.Contains(*rec.Error, "no answer within 300ms") ||
+			strings.Contains(*rec.Error, testToken) {
+			t.Fatalf("status %s error %v", rec.Status, deref(rec.Error))
+		}
+		if r.ps.Basebackups() != 0 {
+			t.Error("a basebackup was asked for without an LSN")
+		}
+	})
+}

@@ -38,7 +38,7 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 	srcs := []configSource{pendingConfig{path: pending, log: log}}
 	switch {
 	case cfg.ControlPlaneURI != "":
-		client := controlplane.NewClient()
+		client := controlplane.NewClient(cfg.ControlPlaneTimeout)
 		srcs = append(srcs, controlPlaneConfig{
 			uri: cfg.ControlPlaneURI,
 			log: log,

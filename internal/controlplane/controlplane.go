@@ -32,6 +32,10 @@ const (
 	Attempts = 3
 	// RetryDelay separates two attempts.
 	RetryDelay = 100 * time.Millisecond
+	// DefaultRequestTimeout bounds one request, connect to the end of the body: that of
+	// compute_ctl's client (reqwest's blocking client, 30 s). With Attempts and
+	// RetryDelay a control plane that never answers fails a start after about 90 s.
+	DefaultRequestTimeout = 30 * time.Second
 	// RPCGetConfig is the rpc label of compute_ctl_cplane_requests_total for FetchConfig.
 	RPCGetConfig = "GetConfig"
 	// UnknownHTTPStatus is the http_status label of a request that got no response.
@@ -45,17 +49,17 @@ const (
 	maxExcerpt = 200
 )
 
-// RequestTimeout bounds one request of a client from NewClient.
-const RequestTimeout = 30 * time.Second
-
-// NewClient is the HTTP client for the control plane: one request at most
-// RequestTimeout, and no redirects. A redirect is answered as the response it is (an
+// NewClient is the HTTP client for the control plane: one request, body included, at
+// most timeout (0: DefaultRequestTimeout), and no redirects. A redirect is answered as the response it is (an
 // unexpected status): following it would send the bearer token to wherever the
 // redirect points (Go's client keeps the header for the same host, an https-to-http
 // downgrade included). The reference (reqwest) follows up to 10.
-func NewClient() *http.Client {
+func NewClient(timeout time.Duration) *http.Client {
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
 	return &http.Client{
-		Timeout:       RequestTimeout,
+		Timeout:       timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -106,7 +110,9 @@ func WithOnRequest(f func(httpStatus string)) Option {
 // Attempts times, RetryDelay apart, when the request fails in transport, the answer is 502
 // or 503, or the body does not decode into a valid configuration; any other status fails
 // at once, as does an "attached" answer without a spec. An "empty" answer gives a config
-// without a spec. A nil client means NewClient(); ctx bounds the whole call.
+// without a spec. Each request, body included, is bounded by the client's Timeout (a nil
+// client is one with DefaultRequestTimeout), so a control plane that stalls is an attempt
+// that failed in transport; ctx bounds the whole call.
 func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, token string, opts ...Option) (*spec.ComputeConfig, error) {
 	o := options{retryDelay: RetryDelay}
 	for _, opt := range opts {
@@ -116,7 +122,7 @@ func FetchConfig(ctx context.Context, client *http.Client, baseURI, computeID, t
 		o.log = slog.Default()
 	}
 	if client == nil {
-		client = NewClient()
+		client = NewClient(0)
 	}
 	if computeID == "" {
 		return nil, errors.New("fetch config: empty compute id")

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const (
@@ -307,5 +308,43 @@ func TestFetchConfigLogsNoCredentials(t *testing.T) {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A control plane that stalls (no answer, or an answer whose body stops) is an attempt
+// that failed in transport once the client's timeout passed: retried, then the call
+// fails; it never hangs.
+func TestFetchConfigStall(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header bool
+	}{{"no answer", false}, {"body stops", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.header {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusOK)
+					w.Write([]byte(`{"status":`))
+					w.(http.Flusher).Flush()
+				}
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+			}))
+			defer srv.Close()
+			defer close(release)
+			var labels []string
+			client := &http.Client{Timeout: 200 * time.Millisecond}
+			_, err := FetchConfig(context.Background(), client, srv.URL, computeID, cpToken,
+				WithOnRequest(func(s string) { labels = append(labels, s) }))
+			if err == nil || !strings.Contains(err.Error(), "3 attempts failed") || !strings.Contains(err.Error(), "Timeout") {
+				t.Fatalf("err = %v, want 3 attempts failed on the timeout", err)
+			}
+			if len(labels) != 3 {
+				t.Fatalf("labels %q, want 3 attempts", labels)
+			}
+		})
 	}
 }

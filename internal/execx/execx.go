@@ -20,6 +20,9 @@ import (
 	"github.com/computetools/compute-tools/internal/redact"
 )
 
+// waitDelay bounds the wait for the output pipes after the process was killed.
+const waitDelay = 5 * time.Second
+
 // Cmd describes a process to run.
 type Cmd struct {
 	Path string
@@ -48,6 +51,9 @@ type Result struct {
 // stderr (or stdout when stderr is empty).
 func Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
+	// Once ctx ends and the process is killed, a child it left holding stdout or stderr
+	// cannot keep Run waiting.
+	cmd.WaitDelay = waitDelay
 	cmd.Dir = c.Dir
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, c.Env...)
 	if c.User != "" && os.Geteuid() == 0 {

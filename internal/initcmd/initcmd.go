@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/compute"
@@ -38,6 +39,12 @@ type Host struct {
 	RemoteExtAllowHTTP bool
 	ControlPlaneURI    string
 	ControlPlaneToken  string
+	// Bounds on waits for Neon's storage and control plane (0: the defaults; see
+	// compute.Settings).
+	BasebackupAttempts     int
+	PageserverIdleTimeout  time.Duration
+	SyncSafekeepersTimeout time.Duration
+	ControlPlaneTimeout    time.Duration
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -63,7 +70,9 @@ func (h Host) Config() (compute.Settings, error) {
 		Connstr: h.Connstr, PrivilegedRole: h.PrivilegedRole, OSUser: paths.DefaultPGUser,
 		InternalHTTPPort: h.InternalHTTPPort,
 		ControlPlaneURI:  h.ControlPlaneURI, ComputeID: h.ComputeID,
-		ControlPlaneToken: h.ControlPlaneToken,
+		ControlPlaneToken:  h.ControlPlaneToken,
+		BasebackupAttempts: h.BasebackupAttempts, PageserverIdleTimeout: h.PageserverIdleTimeout,
+		SyncSafekeepersTimeout: h.SyncSafekeepersTimeout, ControlPlaneTimeout: h.ControlPlaneTimeout,
 	}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/bus"
@@ -32,11 +33,26 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 	// instance (run by hand) or one without D-Bus must not prewarm, offload or cancel the
 	// queries of the one that does.
 	d := Deps{Store: store, Notifier: sdNotifier{}, Log: log, LFC: NewLFC(), NoLFC: true}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var busLost atomic.Bool
 	if conn, err := bus.Connect(ctx); err != nil {
 		log.Warn("no D-Bus: waits re-read the state record every few seconds; no LFC prewarm or offload", "err", err)
 	} else {
 		defer conn.Close()
 		conn.Log = log
+		// A lost bus connection does not come back (dbus-daemon restarted): end, and
+		// let Restart= bring a process that connects again and owns the name again.
+		go func() {
+			select {
+			case <-conn.Done():
+				if ctx.Err() == nil {
+					busLost.Store(true)
+					stopRun()
+				}
+			case <-runCtx.Done():
+			}
+		}()
 		d.Subscribe = conn.Subscribe
 		d.NoLFC = !serveLFC(ctx, conn, d.LFC, log)
 		d.LFCChanged = func(seq uint64) {
@@ -50,7 +66,12 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 	}
 	d.Trim = func() { memtrim.TrimLogged(log) }
 	log.Info("compute-monitor started", "interval_ms", s.Interval.Milliseconds(), "watchdog_ms", s.Watchdog.Milliseconds())
-	return Run(ctx, s, d)
+	err = Run(runCtx, s, d)
+	if busLost.Load() {
+		err = errors.New("the connection to the system bus is lost (dbus-daemon restarted?): exiting so that systemd restarts compute-monitor, which connects again")
+		log.Error("bus connection lost", "err", err)
+	}
+	return err
 }
 
 // claimTries and claimEvery bound the wait for the bus name: a monitor restarted by the

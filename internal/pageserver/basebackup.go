@@ -2,6 +2,10 @@
 // basebackup over the Postgres wire protocol and unpacks it into PGDATA (prepared and
 // finished by package pgdata), and leases LSNs for static computes (the renewal loop is
 // its subpackage lsnlease).
+//
+// Unlike compute_ctl, every pageserver connection has an idle bound (DefaultIdleTimeout,
+// idle.go): a pageserver that goes silent fails the attempt instead of keeping the
+// compute in init for good; a slow transfer that keeps moving is not cut.
 package pageserver
 
 import (
@@ -52,6 +56,10 @@ type BasebackupOptions struct {
 	// Backoff is the first pause between attempts (DefaultBackoff when <= 0); each next
 	// pause is 1.5 times longer.
 	Backoff time.Duration
+	// IdleTimeout fails an attempt when the pageserver sends nothing for this long
+	// (DefaultIdleTimeout when <= 0): an idle bound, not a deadline, so a slow but moving
+	// transfer goes on. A stalled attempt is retried like any other failure.
+	IdleTimeout time.Duration
 	// Logger receives one warning per failed attempt (slog.Default() when nil).
 	Logger *slog.Logger
 }
@@ -103,6 +111,10 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	if backoff <= 0 {
 		backoff = DefaultBackoff
 	}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
 	var st Stats
 	n := 0
 	policy := retry.Policy{Attempts: attempts, Delay: backoff, Factor: 1.5, Retryable: func(err error) bool {
@@ -111,7 +123,7 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	}}
 	err = retry.Do(ctx, policy, func(ctx context.Context, attempt int) error {
 		n = attempt
-		s, err := basebackupOnce(ctx, cfg, query, opts.PGData)
+		s, err := basebackupOnce(ctx, cfg, idle, query, opts.PGData)
 		if err != nil {
 			log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
 				"host", cfg.Host, "port", cfg.Port, "err", err)
@@ -250,10 +262,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // basebackupOnce makes one attempt: connect, COPY OUT into the unpacker, wait for both.
-func basebackupOnce(ctx context.Context, cfg *pgconn.Config, query, pgdata string) (Stats, error) {
+// The connection fails when the pageserver is silent for idle (see idleConn).
+func basebackupOnce(ctx context.Context, base *pgconn.Config, idle time.Duration, query, pgdata string) (Stats, error) {
 	start := time.Now()
+	cfg, dialer := withIdle(base, idle)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
+		if serr := dialer.stallErr(); serr != nil {
+			return Stats{}, fmt.Errorf("connect to pageserver: %w", serr)
+		}
 		return Stats{}, fmt.Errorf("connect to pageserver: %w", err)
 	}
 	connected := time.Since(start)
@@ -280,6 +297,9 @@ func basebackupOnce(ctx context.Context, cfg *pgconn.Config, query, pgdata strin
 	pw.CloseWithError(copyErr) // nil closes with io.EOF
 	untarErr := <-done
 
+	if serr := dialer.stallErr(); serr != nil && copyErr != nil {
+		copyErr = serr
+	}
 	switch {
 	case untarErr != nil && (copyErr == nil || errors.Is(copyErr, untarErr) || isUnsafe(untarErr)):
 		return Stats{}, fmt.Errorf("unpack basebackup: %w", untarErr)
@@ -291,6 +311,16 @@ func basebackupOnce(ctx context.Context, cfg *pgconn.Config, query, pgdata strin
 		Bytes:         cw.n,
 		Duration:      time.Since(start),
 	}, nil
+}
+
+// withIdle returns a copy of cfg (and its fallbacks) whose connections fail after idle
+// without a byte from the pageserver, and the dialer that tells whether that happened.
+// A connect_timeout from the connstring still applies on its own.
+func withIdle(cfg *pgconn.Config, idle time.Duration) (*pgconn.Config, *idleDialer) {
+	d := &idleDialer{idle: idle}
+	c := cfg.Copy()
+	c.DialFunc = d.dial
+	return c, d
 }
 
 func isUnsafe(err error) bool {

@@ -379,3 +379,84 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// A pageserver that goes silent fails the attempt after the idle timeout, wherever it
+// stops: before its first byte, in the middle of the stream; the stall is retried like
+// any failure and named in the error.
+func TestStallFailsAfterIdleTimeout(t *testing.T) {
+	var entries []pageservertest.Entry
+	for i := range 10 {
+		entries = append(entries, pageservertest.Entry{Name: fmt.Sprintf("base/1/%d", 1000+i), Body: strings.Repeat(fmt.Sprintf("row %d;", i), 20000)})
+	}
+	archive := pageservertest.MustBuildArchive(t, entries)
+	tests := []struct {
+		name   string
+		faults pageservertest.Faults
+		wantBB int
+	}{
+		{"at startup", pageservertest.Faults{StartDelay: time.Hour}, 0},
+		{"before the data", pageservertest.Faults{Stall: true}, 2},
+		{"mid-stream", pageservertest.Faults{Stall: true, StallAfterBytes: len(archive) / 2}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive, ChunkSize: 4096, Faults: tc.faults})
+			o := opts(f, t.TempDir())
+			o.Attempts, o.IdleTimeout = 2, 200*time.Millisecond
+			st, err := pageserver.Basebackup(context.Background(), o)
+			var stall *pageserver.StallError
+			if !errors.As(err, &stall) || !strings.Contains(err.Error(), "pageserver stalled: no data for 200ms") ||
+				!strings.Contains(err.Error(), "after 2 attempts") {
+				t.Fatalf("error %v, want a stall after 2 attempts", err)
+			}
+			if st.Attempts != 2 || f.Basebackups() != tc.wantBB {
+				t.Errorf("attempts %d, queries %d; want 2 and %d", st.Attempts, f.Basebackups(), tc.wantBB)
+			}
+		})
+	}
+}
+
+// The idle timeout is no deadline: a transfer that takes several times as long but never
+// pauses for that long completes.
+func TestSlowMovingTransferIsNotCut(t *testing.T) {
+	var entries []pageservertest.Entry
+	for i := range 4 {
+		entries = append(entries, pageservertest.Entry{Name: fmt.Sprintf("base/1/%d", 1000+i), Body: strings.Repeat(fmt.Sprintf("row %d;", i), 5000)})
+	}
+	archive := pageservertest.MustBuildArchive(t, entries)
+	chunk := len(archive)/8 + 1
+	f := pageservertest.Start(t, pageservertest.Options{Password: token, Archive: archive, ChunkSize: chunk,
+		Faults: pageservertest.Faults{ChunkDelay: 100 * time.Millisecond}})
+	o := opts(f, t.TempDir())
+	o.IdleTimeout = 400 * time.Millisecond
+	st, err := pageserver.Basebackup(context.Background(), o)
+	if err != nil {
+		t.Fatalf("a slow but moving transfer failed: %v", err)
+	}
+	if st.Bytes != int64(len(archive)) || st.Attempts != 1 {
+		t.Errorf("stats %+v, want %d bytes in 1 attempt", st, len(archive))
+	}
+	if st.Duration <= o.IdleTimeout {
+		// Not a timing assertion on our code: without it the test would prove nothing.
+		t.Skipf("the transfer took %s, not longer than the idle timeout: nothing shown", st.Duration)
+	}
+}
+
+// The context still ends an attempt that is waiting for data, before the idle timeout.
+func TestStallHonoursContext(t *testing.T) {
+	f := pageservertest.Start(t, pageservertest.Options{Archive: smallArchive(t), Faults: pageservertest.Faults{Stall: true}})
+	o := opts(f, t.TempDir())
+	o.IdleTimeout = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for f.Basebackups() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := pageserver.Basebackup(ctx, o)
+	var stall *pageserver.StallError
+	if !errors.Is(err, context.Canceled) || errors.As(err, &stall) {
+		t.Fatalf("error %v, want context.Canceled and no stall", err)
+	}
+}

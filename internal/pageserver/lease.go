@@ -25,7 +25,19 @@ var ErrLeaseNotGranted = errors.New("lsn lease not granted (LSN is behind the GC
 // The answer is one row whose valid_until column (or only column) holds milliseconds
 // since the Unix epoch as text, as Neon's pageserver sends it; an RFC 3339 timestamp is
 // accepted as well. NULL means not granted: ErrLeaseNotGranted.
+//
+// The pageserver may be silent for DefaultIdleTimeout at any point before the call
+// fails; LeaseLSNIdle takes another bound.
 func LeaseLSN(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
+	return LeaseLSNIdle(ctx, DefaultIdleTimeout, connstr, token, tenant, timeline, lsn)
+}
+
+// LeaseLSNIdle is LeaseLSN failing once the pageserver has sent nothing for idle
+// (DefaultIdleTimeout when <= 0).
+func LeaseLSNIdle(ctx context.Context, idle time.Duration, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
 	if err := checkHexID("tenant", strings.ReplaceAll(tenant, "-", "")); err != nil {
 		return time.Time{}, fmt.Errorf("lease lsn: %w", err)
 	}
@@ -36,12 +48,16 @@ func LeaseLSN(ctx context.Context, connstr, token, tenant, timeline, lsn string)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("lease lsn: %w", err)
 	}
-	cfg, err := connConfig(connstr, token, "")
+	base, err := connConfig(connstr, token, "")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("lease lsn: %w", err)
 	}
+	cfg, dialer := withIdle(base, idle)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
+		if serr := dialer.stallErr(); serr != nil {
+			err = serr
+		}
 		return time.Time{}, fmt.Errorf("lease lsn: connect to pageserver: %w", err)
 	}
 	defer func() {
@@ -51,6 +67,9 @@ func LeaseLSN(ctx context.Context, connstr, token, tenant, timeline, lsn string)
 	}()
 	query := fmt.Sprintf("lease lsn %s %s %s ", tenant, timeline, l)
 	results, err := conn.Exec(ctx, query).ReadAll()
+	if serr := dialer.stallErr(); serr != nil && err != nil {
+		err = serr
+	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("lease lsn: %w", err)
 	}

@@ -61,3 +61,17 @@ func TestLeaseLSN(t *testing.T) {
 		})
 	}
 }
+
+// A pageserver that never answers the lease query fails the request after the idle
+// timeout, with the stall named (the lease loop then retries with its backoff).
+func TestLeaseLSNStall(t *testing.T) {
+	f := pageservertest.Start(t, pageservertest.Options{Password: token, Faults: pageservertest.Faults{Stall: true}})
+	_, err := pageserver.LeaseLSNIdle(context.Background(), 200*time.Millisecond, f.Connstr(), token, tenant, timeline, "0/16b5a50")
+	var stall *pageserver.StallError
+	if !errors.As(err, &stall) || !strings.Contains(err.Error(), "lease lsn") {
+		t.Fatalf("error %v, want a stall", err)
+	}
+	if len(f.Queries()) != 1 {
+		t.Errorf("queries %q, want the lease query", f.Queries())
+	}
+}

@@ -55,6 +55,14 @@ type Faults struct {
 	ErrorAfterData bool
 	// LeaseError answers `lease lsn` with an ErrorResponse carrying this message.
 	LeaseError string
+	// Stall makes every basebackup go silent after StallAfterBytes bytes of the archive
+	// (0: right after CopyOutResponse), and `lease lsn` never answer: the connection
+	// stays open, nothing more is sent, until the client hangs up or the fake closes.
+	Stall           bool
+	StallAfterBytes int
+	// ChunkDelay pauses before every CopyData message of a basebackup: a slow transfer
+	// that keeps moving.
+	ChunkDelay time.Duration
 }
 
 // Session is what one client connection sent.
@@ -254,7 +262,7 @@ func (f *FakePageserver) query(c net.Conn, be *pgproto3.Backend, sess *Session, 
 	case len(fields) >= 1 && fields[0] == "basebackup":
 		return f.basebackup(c, be, sess, fields)
 	case len(fields) >= 2 && fields[0] == "lease" && fields[1] == "lsn":
-		return f.lease(be, fields)
+		return f.lease(c, be, fields)
 	}
 	return queryError(be, fmt.Sprintf("fake pageserver: unknown command %q", q))
 }
@@ -318,14 +326,30 @@ func (f *FakePageserver) basebackup(c net.Conn, be *pgproto3.Backend, sess *Sess
 	}
 	be.Send(&pgproto3.CopyOutResponse{OverallFormat: 0})
 	sent := 0
+	if fl.Stall && fl.StallAfterBytes <= 0 {
+		return f.stall(c, be)
+	}
 	for off := 0; off < len(archive); off += f.cfg.ChunkSize {
 		end := min(off+f.cfg.ChunkSize, len(archive))
 		chunk := archive[off:end]
+		if fl.Stall && sent+len(chunk) >= fl.StallAfterBytes {
+			be.Send(&pgproto3.CopyData{Data: chunk[:fl.StallAfterBytes-sent]})
+			return f.stall(c, be)
+		}
 		if fl.DropAfterBytes > 0 && sent+len(chunk) >= fl.DropAfterBytes {
 			chunk = chunk[:fl.DropAfterBytes-sent]
 			be.Send(&pgproto3.CopyData{Data: chunk})
 			_ = be.Flush()
 			return errDropped
+		}
+		if fl.ChunkDelay > 0 {
+			t := time.NewTimer(fl.ChunkDelay)
+			select {
+			case <-t.C:
+			case <-f.srv.Done():
+				t.Stop()
+				return nil
+			}
 		}
 		be.Send(&pgproto3.CopyData{Data: chunk})
 		if err := be.Flush(); err != nil {
@@ -342,11 +366,39 @@ func (f *FakePageserver) basebackup(c net.Conn, be *pgproto3.Backend, sess *Sess
 	return be.Flush()
 }
 
-func (f *FakePageserver) lease(be *pgproto3.Backend, fields []string) error {
+// stall flushes what was sent and then sends nothing more: it waits until the client
+// hangs up (a read fails) or the fake closes.
+func (f *FakePageserver) stall(c net.Conn, be *pgproto3.Backend) error {
+	if err := be.Flush(); err != nil {
+		return err
+	}
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-gone:
+	case <-f.srv.Done():
+	}
+	return errStalled
+}
+
+var errStalled = errors.New("stalled on purpose")
+
+func (f *FakePageserver) lease(c net.Conn, be *pgproto3.Backend, fields []string) error {
 	if len(fields) != 5 {
 		return queryError(be, "fake pageserver: want lease lsn <tenant> <timeline> <lsn>")
 	}
 	fl := f.currentFaults()
+	if fl.Stall {
+		return f.stall(c, be)
+	}
 	if fl.LeaseError != "" {
 		return queryError(be, fl.LeaseError)
 	}

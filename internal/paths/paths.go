@@ -45,6 +45,14 @@ const (
 	// twice it apart.
 	DefaultExtStatsInterval = "1h"
 
+	// Bounds on the waits for Neon's storage and control plane (neon mode); the packages
+	// that wait have the same defaults as durations (internal/compute's test holds them
+	// equal).
+	DefaultBasebackupAttempts     = "11"
+	DefaultPageserverIdleTimeout  = "2m"
+	DefaultSyncSafekeepersTimeout = "5m"
+	DefaultControlPlaneTimeout    = "30s"
+
 	// DefaultVMMonitorAddr is the vm-monitor's TCP listener (compute_ctl's
 	// --vm-monitor-addr; what the stock autoscaler agent dials through NeonVM's port
 	// forwarding). Empty: no TCP listener.
@@ -103,6 +111,11 @@ const (
 	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
 	EnvTrimAfter        = "COMPUTE_TRIM_AFTER"
 
+	EnvBasebackupAttempts     = "COMPUTE_BASEBACKUP_ATTEMPTS"
+	EnvPageserverIdleTimeout  = "COMPUTE_PAGESERVER_IDLE_TIMEOUT"
+	EnvSyncSafekeepersTimeout = "COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT"
+	EnvControlPlaneTimeout    = "COMPUTE_CONTROL_PLANE_TIMEOUT"
+
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
 	EnvVMMonitorCgroupUnit = "COMPUTE_VM_MONITOR_CGROUP_UNIT"
@@ -132,6 +145,11 @@ func Vars() map[string]string {
 		EnvMonitorInterval:  DefaultMonitorInterval,
 		EnvExtStatsInterval: DefaultExtStatsInterval,
 		EnvTrimAfter:        DefaultTrimAfter,
+
+		EnvBasebackupAttempts:     DefaultBasebackupAttempts,
+		EnvPageserverIdleTimeout:  DefaultPageserverIdleTimeout,
+		EnvSyncSafekeepersTimeout: DefaultSyncSafekeepersTimeout,
+		EnvControlPlaneTimeout:    DefaultControlPlaneTimeout,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),

@@ -187,6 +187,10 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_VM_MONITOR_VSOCK_PORT":         "10301",
 		"COMPUTE_VM_MONITOR_CGROUP_UNIT":        "compute-postgres.service",
 		"AUTOSCALING":                           "false",
+		"COMPUTE_BASEBACKUP_ATTEMPTS":           "11",
+		"COMPUTE_PAGESERVER_IDLE_TIMEOUT":       "2m",
+		"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT":      "5m",
+		"COMPUTE_CONTROL_PLANE_TIMEOUT":         "30s",
 	}
 	got := Vars()
 	if len(got) != len(want) {

@@ -1,6 +1,9 @@
 // Package safekeeper finds the LSN a primary compute must start from: first by asking the
 // safekeepers for their timeline status (TIMELINE_STATUS over the Postgres wire protocol)
 // and, when they are not in agreement, by running `postgres --sync-safekeepers`.
+//
+// Unlike compute_ctl, the --sync-safekeepers run is bounded (DefaultSyncTimeout): without
+// a quorum the walproposer retries forever.
 package safekeeper
 
 import (

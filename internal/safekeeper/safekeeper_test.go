@@ -217,7 +217,7 @@ func TestSync(t *testing.T) {
 			sktest.SetShimLSN(t, shim, tc.lsn)
 			sktest.SetShimFail(t, shim, tc.fail)
 			before := sktest.ShimSyncCalls(t, shim)
-			got, err := Sync(context.Background(), shim, pgdata, tc.token, nil)
+			got, err := Sync(context.Background(), shim, pgdata, tc.token, 0, nil)
 			if calls := sktest.ShimSyncCalls(t, shim); calls != before+1 {
 				t.Fatalf("shim ran %d times, want 1", calls-before)
 			}
@@ -260,9 +260,37 @@ func TestSync(t *testing.T) {
 }
 
 func TestSyncMissingBinary(t *testing.T) {
-	_, err := Sync(context.Background(), filepath.Join(t.TempDir(), "no-such-postgres"), t.TempDir(), "", nil)
+	_, err := Sync(context.Background(), filepath.Join(t.TempDir(), "no-such-postgres"), t.TempDir(), "", 0, nil)
 	if err == nil {
 		t.Fatal("want an error for a missing binary")
+	}
+}
+
+// A --sync-safekeepers that never finishes (safekeepers down: the walproposer retries
+// forever) is killed at the timeout, and the error says so; a cancelled context is not
+// reported as that timeout.
+func TestSyncTimeout(t *testing.T) {
+	dir := t.TempDir()
+	shim := sktest.WriteSyncShim(t, dir, "0/16B9188", "")
+	sktest.SetShimHang(t, shim, true)
+	_, err := Sync(context.Background(), shim, filepath.Join(dir, "pgdata"), token, 300*time.Millisecond, nil)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 300ms") || strings.Contains(err.Error(), token) {
+		t.Fatalf("error %v, want the timeout named (and no token)", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for sktest.ShimSyncCalls(t, shim) < 2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err = Sync(ctx, shim, filepath.Join(dir, "pgdata"), token, time.Hour, nil)
+	if err == nil || strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("cancelled: error %v, want a plain failure", err)
+	}
+	sktest.SetShimHang(t, shim, false)
+	if lsn, err := Sync(context.Background(), shim, filepath.Join(dir, "pgdata"), token, 10*time.Second, nil); err != nil || lsn != "0/16B9188" {
+		t.Fatalf("after the hang ended: %q %v", lsn, err)
 	}
 }
 

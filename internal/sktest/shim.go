@@ -15,6 +15,7 @@ const DefaultRealPostgres = "/usr/lib/postgresql/15/bin/postgres"
 const (
 	shimLSNFile   = "SYNC_LSN"    // what --sync-safekeepers prints
 	shimFailFile  = "FAIL_SYNC"   // when present: print its content and exit 1
+	shimHangFile  = "HANG_SYNC"   // when present: never finish (until killed)
 	shimEnvFile   = "sync_env"    // environment seen by the last --sync-safekeepers run
 	shimCallsFile = "sync_calls"  // one line per --sync-safekeepers run
 	shimName      = "postgres"    // the shim's own name
@@ -56,6 +57,10 @@ if [ "$1" = "--sync-safekeepers" ]; then
 	} > "$dir/` + shimEnvFile + shimTmpSuffix + `" && mv -f "$dir/` + shimEnvFile + shimTmpSuffix + `" "$dir/` + shimEnvFile + `"
 	echo call >> "$dir/` + shimCallsFile + `"
 	echo "sync-safekeepers shim: started" >&2
+	if [ -e "$dir/` + shimHangFile + `" ]; then
+		echo "sync-safekeepers shim: hanging as asked" >&2
+		exec sleep 86400
+	fi
 	if [ -e "$dir/` + shimFailFile + `" ]; then
 		cat "$dir/` + shimFailFile + `"
 		echo "sync-safekeepers shim: failing as asked" >&2
@@ -115,6 +120,30 @@ func SetShimFailFile(shim, msg string) error {
 		return nil
 	}
 	if err := os.WriteFile(p, []byte(msg+"\n"), 0o644); err != nil {
+		return fmt.Errorf("sync shim: %w", err)
+	}
+	return nil
+}
+
+// SetShimHang makes the shim's --sync-safekeepers never finish (it sleeps until killed),
+// as the walproposer does while no quorum of safekeepers answers; false ends that.
+func SetShimHang(t testing.TB, shim string, hang bool) {
+	t.Helper()
+	if err := SetShimHangFile(shim, hang); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetShimHangFile is SetShimHang outside a test.
+func SetShimHangFile(shim string, hang bool) error {
+	p := filepath.Join(filepath.Dir(shim), shimHangFile)
+	if !hang {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("sync shim: %w", err)
+		}
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("hang\n"), 0o644); err != nil {
 		return fmt.Errorf("sync shim: %w", err)
 	}
 	return nil

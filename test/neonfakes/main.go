@@ -11,7 +11,12 @@
 //
 //	GET  /fake/log          what the pageserver, the safekeepers and the control plane saw
 //	PUT  /fake/cplane       the ComputeConfig body the control plane answers with
-//	PUT  /fake/safekeepers  ?lsn=X/Y: report the timeline synced at X/Y; no lsn: unknown
+//	PUT  /fake/safekeepers  ?lsn=X/Y: report the timeline synced at X/Y; no lsn: unknown;
+//	                        ?down=1: answer every TIMELINE_STATUS with an error
+//	PUT  /fake/pageserver   the pageserver's faults (none without parameters): refuse=1,
+//	                        drop_after=N, error_after_data=1, stall=1, stall_after=N
+//	PUT  /fake/cplane-fault ?status=N: answer the spec request with N; ?garbage=1: 200
+//	                        with a body that is not JSON; no parameter: answer normally
 //	PUT  /fake/archive      ?host=DIR&port=N&user=U: take a basebackup of the running
 //	                        Postgres at that unix socket and serve it from now on, as
 //	                        Neon's storage keeps a compute's data across restarts
@@ -121,6 +126,15 @@ func main() {
 	flag.StringVar(&o.shimLSN, "shim-lsn", "0/16B9188", "LSN the shim prints for --sync-safekeepers")
 	flag.StringVar(&o.shimOwner, "shim-owner", "postgres", "owner of the shim directory (the user that runs the shim)")
 	flag.Parse()
+	// Tokens may come from the environment instead (NEONFAKES_TOKEN,
+	// NEONFAKES_CPLANE_TOKEN): a command line is kept in the journal (_CMDLINE of every
+	// entry the process logs), and the system test checks the journal for secrets.
+	if o.token == "" {
+		o.token = os.Getenv("NEONFAKES_TOKEN")
+	}
+	if o.cplaneToken == "" {
+		o.cplaneToken = os.Getenv("NEONFAKES_CPLANE_TOKEN")
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -304,6 +318,8 @@ type fakes struct {
 	mu       sync.Mutex
 	cplane   []byte
 	requests []CplaneRequest
+	// cplaneFault: 0 answers normally, -1 answers 200 with garbage, else that status.
+	cplaneFault int
 }
 
 func (f *fakes) setSafekeepers(lsn string) {
@@ -322,6 +338,8 @@ func (f *fakes) routes() http.Handler {
 	mux.HandleFunc("GET /fake/log", f.handleLog)
 	mux.HandleFunc("PUT /fake/cplane", f.handleSetCplane)
 	mux.HandleFunc("PUT /fake/safekeepers", f.handleSetSafekeepers)
+	mux.HandleFunc("PUT /fake/pageserver", f.handleSetPageserver)
+	mux.HandleFunc("PUT /fake/cplane-fault", f.handleSetCplaneFault)
 	mux.HandleFunc("PUT /fake/archive", f.handleTakeArchive)
 	mux.HandleFunc("DELETE /fake/archive", f.handleResetArchive)
 	return mux
@@ -334,9 +352,25 @@ func (f *fakes) handleSpec(w http.ResponseWriter, r *http.Request) {
 		req.Status = http.StatusUnauthorized
 	}
 	f.mu.Lock()
+	fault := f.cplaneFault
+	if req.Authorized && fault > 0 {
+		req.Status = fault
+	}
 	f.requests = append(f.requests, req)
 	body := f.cplane
 	f.mu.Unlock()
+	switch {
+	case !req.Authorized:
+	case fault < 0:
+		slog.Info("control plane spec request: answering garbage (fault)", "compute_id", req.ComputeID)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte("<html>not a config</html>"))
+		return
+	case fault > 0:
+		slog.Info("control plane spec request: answering an error (fault)", "compute_id", req.ComputeID, "status", fault)
+		http.Error(w, "fake control plane fault", fault)
+		return
+	}
 	slog.Info("control plane spec request", "compute_id", req.ComputeID, "authorized", req.Authorized)
 	if !req.Authorized {
 		http.Error(w, "unauthorized", req.Status)
@@ -373,6 +407,13 @@ func (f *fakes) handleSetCplane(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakes) handleSetSafekeepers(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("down") == "1" {
+		for _, sk := range f.sks {
+			sk.SetError("fake safekeeper: down")
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	lsn := r.URL.Query().Get("lsn")
 	if lsn != "" {
 		if _, err := spec.ParseLsn(lsn); err != nil {
@@ -381,6 +422,53 @@ func (f *fakes) handleSetSafekeepers(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f.setSafekeepers(lsn)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakes) handleSetPageserver(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	num := func(k string) (int, bool) {
+		if q.Get(k) == "" {
+			return 0, true
+		}
+		n, err := strconv.Atoi(q.Get(k))
+		return n, err == nil && n >= 0
+	}
+	drop, ok1 := num("drop_after")
+	stallAfter, ok2 := num("stall_after")
+	if !ok1 || !ok2 {
+		http.Error(w, "drop_after and stall_after are byte counts", http.StatusBadRequest)
+		return
+	}
+	fl := pageservertest.Faults{
+		RefuseStartup:   q.Get("refuse") == "1",
+		DropAfterBytes:  drop,
+		ErrorAfterData:  q.Get("error_after_data") == "1",
+		Stall:           q.Get("stall") == "1",
+		StallAfterBytes: stallAfter,
+	}
+	f.ps.SetFaults(fl)
+	slog.Info("pageserver faults set", "faults", fmt.Sprintf("%+v", fl))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakes) handleSetCplaneFault(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	fault := 0
+	switch {
+	case q.Get("garbage") == "1":
+		fault = -1
+	case q.Get("status") != "":
+		n, err := strconv.Atoi(q.Get("status"))
+		if err != nil || n < 200 || n > 599 {
+			http.Error(w, "status: an HTTP status code", http.StatusBadRequest)
+			return
+		}
+		fault = n
+	}
+	f.mu.Lock()
+	f.cplaneFault = fault
+	f.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 

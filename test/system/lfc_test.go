@@ -49,6 +49,7 @@ func waitLFC(t *testing.T, path string, within time.Duration, cond func(lfcPrewa
 // the compute's Postgres and a fake endpoint storage.
 func TestLFC(t *testing.T) {
 	storage := lfctest.NewStorage(t)
+	noteSecret("the endpoint storage token", lfcToken)
 	spec := defaultSpec()
 	spec["tenant_id"], spec["timeline_id"], spec["endpoint_id"] = lfcTenant, lfcTimeline, lfcEndpoint
 	spec["endpoint_storage_addr"], spec["endpoint_storage_token"] = storage.Addr(), lfcToken

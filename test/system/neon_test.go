@@ -82,12 +82,14 @@ func startNeonFakes(t *testing.T) *neonFakes {
 		t.Skipf("neon system test: %s is missing (scripts/e2e.sh builds it): %v", neonFakesBin, err)
 	}
 	f := &neonFakes{token: "storage-" + randomHex(t, 16), cplaneToken: "cplane-" + randomHex(t, 16)}
+	noteSecret("the storage token", f.token)
+	noteSecret("the control plane token", f.cplaneToken)
 	os.Remove(neonAddrFile)
 	runMayFail("/bin/systemctl", "stop", neonFakesUnit)
 	runMayFail("/bin/systemctl", "reset-failed", neonFakesUnit)
 	run(t, "/usr/bin/systemd-run", "--unit="+neonFakesUnit, "--description=neon fakes of the system test", "--collect", "--property=Type=exec",
-		neonFakesBin, "--tenant="+neonTenant, "--timeline="+neonTimeline, "--token="+f.token,
-		"--cplane-token="+f.cplaneToken, "--marker="+neonMarker, "--addr-file="+neonAddrFile,
+		"--setenv=NEONFAKES_TOKEN="+f.token, "--setenv=NEONFAKES_CPLANE_TOKEN="+f.cplaneToken,
+		neonFakesBin, "--tenant="+neonTenant, "--timeline="+neonTimeline, "--marker="+neonMarker, "--addr-file="+neonAddrFile,
 		"--sync-shim="+neonShimDir, "--shim-lsn="+neonStartLSN)
 	t.Cleanup(func() { runMayFail("/bin/systemctl", "stop", neonFakesUnit) })
 	deadline := time.Now().Add(2 * time.Minute)

@@ -77,7 +77,21 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// No secret a test used may be in the journal of the run (issue 12, item 11).
+	found, err := checkJournalSecrets()
+	switch {
+	case err != nil:
+		fmt.Printf("FAIL: journal secret check: %v\n", err)
+		code = 1
+	case len(found) > 0:
+		fmt.Printf("FAIL: journal secret check: %d of %d secrets the tests used are in the journal:\n  %s\n",
+			len(found), numSecrets(), strings.Join(found, "\n  "))
+		code = 1
+	default:
+		fmt.Printf("journal secret check: none of the %d secrets the tests used is in the journal\n", numSecrets())
+	}
+	os.Exit(code)
 }
 
 func token(t *testing.T, claims map[string]any) string {
@@ -86,6 +100,7 @@ func token(t *testing.T, claims map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	noteSecret("a JWT", s)
 	return s
 }
 
@@ -110,7 +125,10 @@ func runMayFail(path string, args ...string) (string, error) {
 
 func md5Password(password, role string) string {
 	s := md5.Sum([]byte(password + role))
-	return hex.EncodeToString(s[:])
+	h := hex.EncodeToString(s[:])
+	noteSecret("the password of "+role, password)
+	noteSecret("the md5 hash of "+role+"'s password", h)
+	return h
 }
 
 // scramVerifier computes a SCRAM-SHA-256 verifier as Postgres stores it.
@@ -131,7 +149,12 @@ func scramVerifier(password string) string {
 	stored := sha256.Sum256(clientKey)
 	serverKey := mac(salted, "Server Key")
 	b64 := base64.StdEncoding.EncodeToString
-	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iter, b64(salt), b64(stored[:]), b64(serverKey))
+	v := fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iter, b64(salt), b64(stored[:]), b64(serverKey))
+	noteSecret("a SCRAM password", password)
+	noteSecret("a SCRAM verifier", v)
+	noteSecret("a SCRAM StoredKey", b64(stored[:]))
+	noteSecret("a SCRAM ServerKey", b64(serverKey))
+	return v
 }
 
 type role struct {
