@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +28,6 @@ type fakeSystemd struct {
 	waiting   int // StartWaiting answers true this many times
 	inv       string
 	active    string
-	killErr   error
 	errAlways error
 }
 
@@ -44,11 +41,6 @@ func (f *fakeSystemd) got() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return strings.Join(f.calls, ",")
-}
-
-func (f *fakeSystemd) KillUnit(_ context.Context, name, who string, sig syscall.Signal) error {
-	f.record(fmt.Sprintf("kill %s %s %d", name, who, sig))
-	return f.killErr
 }
 
 func (f *fakeSystemd) StopUnit(_ context.Context, name string) error {
@@ -95,21 +87,19 @@ func TestUnits(t *testing.T) {
 	if ok, err := u.PostgresActive(ctx); !ok || err != nil {
 		t.Errorf("active: %v %v", ok, err)
 	}
-	want := "stop compute-postgres.service," +
-		"kill compute-postgres.service main 3,stop compute-postgres.service," +
+	// Both modes are the unit's stop (KillSignal=SIGINT, the fast shutdown), as compute_ctl.
+	want := "stop compute-postgres.service,stop compute-postgres.service," +
 		"stop compute-init.service,restart compute-configure.service,active? compute-postgres.service"
 	if got := f.got(); got != want {
 		t.Errorf("calls\n got %s\nwant %s", got, want)
 	}
 
-	f = &fakeSystemd{killErr: errors.New("no such process"), active: "deactivating"}
+	f = &fakeSystemd{errAlways: errors.New("job failed"), active: "deactivating"}
 	u = units{f}
 	if err := u.StopPostgres(ctx, true); err == nil {
-		t.Error("kill error lost")
+		t.Error("stop error lost")
 	}
-	if f.got() != "kill compute-postgres.service main 3" {
-		t.Errorf("stopped after a failed kill: %s", f.got())
-	}
+	f.errAlways = nil
 	if ok, _ := u.PostgresActive(ctx); ok {
 		t.Error("deactivating taken for active")
 	}

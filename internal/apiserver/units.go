@@ -2,14 +2,12 @@ package apiserver
 
 import (
 	"context"
-	"syscall"
 
 	"github.com/computetools/compute-tools/internal/paths"
 )
 
 // unitManager is what the unit adapter needs of systemd (*sysd.Manager).
 type unitManager interface {
-	KillUnit(ctx context.Context, name string, who string, sig syscall.Signal) error
 	StopUnit(ctx context.Context, name string) error
 	RestartUnit(ctx context.Context, name string) error
 	ActiveState(ctx context.Context, name string) (string, error)
@@ -18,14 +16,12 @@ type unitManager interface {
 // units implements control.Units: it stops and starts the compute units through systemd.
 type units struct{ m unitManager }
 
-// StopPostgres stops compute-postgres.service; immediate first sends SIGQUIT, Postgres's
-// immediate shutdown, and the stop job then waits for the end.
-func (u units) StopPostgres(ctx context.Context, immediate bool) error {
-	if immediate {
-		if err := u.m.KillUnit(ctx, paths.UnitPostgres, "main", syscall.SIGQUIT); err != nil {
-			return err
-		}
-	}
+// StopPostgres stops compute-postgres.service, whose KillSignal=SIGINT is Postgres's fast
+// shutdown (it writes the shutdown checkpoint), and waits for the end. The mode does not
+// change the shutdown, as in compute_ctl (forward_termination_signal sends SIGINT for both
+// modes): it decides only how long the compute lingers before the post-termination action
+// (internal/control's OnTerminated).
+func (u units) StopPostgres(ctx context.Context, _ bool) error {
 	return u.m.StopUnit(ctx, paths.UnitPostgres)
 }
 
