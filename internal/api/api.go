@@ -77,7 +77,7 @@ type Server struct {
 	// /metrics.json and /metrics when the file cannot be read (see record).
 	lastGood atomic.Pointer[state.Record]
 	// stale: the last read failed (the failure is logged once, and the recovery).
-	stale atomic.Bool
+	stale    atomic.Bool
 	external http.Handler
 	internal http.Handler
 }
