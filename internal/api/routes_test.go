@@ -194,8 +194,8 @@ func TestPrometheusMetrics(t *testing.T) {
 		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
 		func() error { return h.store.CountCplaneRequest("GetConfig", "200 OK") },
 		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
-		func() error { return h.store.CountRemoteExtRequest("200 OK", "anon") },
-		func() error { return h.store.CountRemoteExtRequest("unknown", "postgis") },
+		func() error { return h.store.CountRemoteExtRequest("200 OK", "anon.tar.zst") },
+		func() error { return h.store.CountRemoteExtRequest("unknown", "postgis.tar.zst") },
 	} {
 		if err := f(); err != nil {
 			t.Fatal(err)
@@ -248,8 +248,8 @@ func TestPrometheusMetrics(t *testing.T) {
 		`compute_ctl_cplane_requests_total{http_status="503 Service Unavailable",rpc="GetConfig"} 2`,
 		`compute_ctl_cplane_requests_total{http_status="200 OK",rpc="GetConfig"} 1`,
 		"# TYPE compute_ctl_remote_ext_requests_total counter",
-		`compute_ctl_remote_ext_requests_total{filename="anon",http_status="200 OK"} 1`,
-		`compute_ctl_remote_ext_requests_total{filename="postgis",http_status="unknown"} 1`,
+		`compute_ctl_remote_ext_requests_total{filename="anon.tar.zst",http_status="200 OK"} 1`,
+		`compute_ctl_remote_ext_requests_total{filename="postgis.tar.zst",http_status="unknown"} 1`,
 		`compute_ctl_db_migration_failed_total{migration_id="7"} 2`,
 	} {
 		if !strings.Contains(body, m) {

@@ -275,7 +275,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}
 	rec, _ := s.d.Store.Load()
 	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
-		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version)
+		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version, "build_tag", version.BuildTag)
 	_ = s.d.Notify.Ready(fmt.Sprintf("serving on %s and %s", extLn.Addr(), intLn.Addr()))
 
 	select {
