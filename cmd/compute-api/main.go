@@ -19,6 +19,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/apiserver"
 	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 )
@@ -40,13 +41,19 @@ type serveCmd struct {
 	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
+	OnTerminated     string        `name:"on-terminated" env:"COMPUTE_ON_TERMINATED" default:"${COMPUTE_ON_TERMINATED}" enum:"stop,poweroff,none" help:"What to do once the compute is terminated or its start failed, after compute_ctl's linger (30 s; none after an immediate termination): stop compute.target, poweroff the machine through systemd, or none."`
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
+	onTerminated, err := control.ParseEndAction(s.OnTerminated)
+	if err != nil {
+		return err
+	}
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
-		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)
+		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll,
+		OnTerminated: onTerminated}, log)
 }
 
 type keygenCmd struct {

@@ -2,7 +2,9 @@
 // name, announcing status changes, serving GetStatus) and to systemd, waits for a starting
 // compute to begin its new lifecycle (the readiness handshake), builds the HTTP API of
 // internal/api with its collaborators (token verifier, unit adapter, extension server),
-// runs the background watchers (JWKS installed by compute-init, renewed TLS certificate),
+// runs the background watchers (JWKS installed by compute-init, renewed TLS certificate,
+// the post-termination action of COMPUTE_ON_TERMINATED: it is the unit that serves the
+// final status during compute_ctl's linger and holds the systemd connection),
 // serves both ports, tells systemd READY=1, and on shutdown stops the HTTP servers and
 // joins every goroutine it started before returning.
 package apiserver
@@ -47,6 +49,9 @@ type Settings struct {
 	RemoteExtBaseURL string
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
+	// OnTerminated is done once the compute is terminated or its start failed, after
+	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
+	OnTerminated control.EndAction
 }
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
@@ -250,6 +255,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}()
 	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
+	s.tasks.Go(func() { ctl.WatchEnd(bgctx, s.cfg.OnTerminated, units{s.d.Systemd}, nil) })
 
 	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
 	if err != nil {

@@ -48,6 +48,16 @@ func (f *fakeSystemd) StopUnit(_ context.Context, name string) error {
 	return f.errAlways
 }
 
+func (f *fakeSystemd) QueueStop(_ context.Context, name string) error {
+	f.record("queue stop " + name)
+	return f.errAlways
+}
+
+func (f *fakeSystemd) PowerOff(_ context.Context) error {
+	f.record("poweroff")
+	return f.errAlways
+}
+
 func (f *fakeSystemd) RestartUnit(_ context.Context, name string) error {
 	f.record("restart " + name)
 	return f.errAlways
@@ -87,9 +97,12 @@ func TestUnits(t *testing.T) {
 	if ok, err := u.PostgresActive(ctx); !ok || err != nil {
 		t.Errorf("active: %v %v", ok, err)
 	}
+	_ = u.StopCompute(ctx)
+	_ = u.PowerOff(ctx)
 	// Both modes are the unit's stop (KillSignal=SIGINT, the fast shutdown), as compute_ctl.
 	want := "stop compute-postgres.service,stop compute-postgres.service," +
-		"stop compute-init.service,restart compute-configure.service,active? compute-postgres.service"
+		"stop compute-init.service,restart compute-configure.service,active? compute-postgres.service," +
+		"queue stop compute.target,poweroff"
 	if got := f.got(); got != want {
 		t.Errorf("calls\n got %s\nwant %s", got, want)
 	}

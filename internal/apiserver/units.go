@@ -9,11 +9,14 @@ import (
 // unitManager is what the unit adapter needs of systemd (*sysd.Manager).
 type unitManager interface {
 	StopUnit(ctx context.Context, name string) error
+	QueueStop(ctx context.Context, name string) error
+	PowerOff(ctx context.Context) error
 	RestartUnit(ctx context.Context, name string) error
 	ActiveState(ctx context.Context, name string) (string, error)
 }
 
-// units implements control.Units: it stops and starts the compute units through systemd.
+// units implements control.Units and control.Ender: it stops and starts the compute units
+// through systemd.
 type units struct{ m unitManager }
 
 // StopPostgres stops compute-postgres.service, whose KillSignal=SIGINT is Postgres's fast
@@ -39,4 +42,14 @@ func (u units) Reconfigure(ctx context.Context) error {
 func (u units) PostgresActive(ctx context.Context) (bool, error) {
 	st, err := u.m.ActiveState(ctx, paths.UnitPostgres)
 	return st == "active", err
+}
+
+// StopCompute queues a stop of compute.target (which stops compute-api too) and returns.
+func (u units) StopCompute(ctx context.Context) error {
+	return u.m.QueueStop(ctx, paths.UnitTarget)
+}
+
+// PowerOff asks systemd to power the machine off (poweroff.target).
+func (u units) PowerOff(ctx context.Context) error {
+	return u.m.PowerOff(ctx)
 }

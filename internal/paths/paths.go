@@ -34,6 +34,9 @@ const (
 	// reference's --installed-extensions-collection-interval, 3600 s); collections are
 	// twice it apart.
 	DefaultExtStatsInterval = "1h"
+	// DefaultOnTerminated is compute-api's action once the compute is terminated (or its
+	// start failed): stop compute.target (see internal/control's EndAction).
+	DefaultOnTerminated = "stop"
 
 	// DefaultVMMonitorAddr is the vm-monitor's TCP listener (compute_ctl's
 	// --vm-monitor-addr; what the stock autoscaler agent dials through NeonVM's port
@@ -81,6 +84,7 @@ const (
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
 	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
 	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
+	EnvOnTerminated     = "COMPUTE_ON_TERMINATED"
 
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
@@ -110,6 +114,7 @@ func Vars() map[string]string {
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
 		EnvMonitorInterval:  DefaultMonitorInterval,
 		EnvExtStatsInterval: DefaultExtStatsInterval,
+		EnvOnTerminated:     DefaultOnTerminated,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),

@@ -185,6 +185,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_VM_MONITOR_VSOCK_PORT":         "10301",
 		"COMPUTE_VM_MONITOR_CGROUP_UNIT":        "compute-postgres.service",
 		"AUTOSCALING":                           "false",
+		"COMPUTE_ON_TERMINATED":                 "stop",
 	}
 	got := Vars()
 	if len(got) != len(want) {
