@@ -255,7 +255,8 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}()
 	s.tasks.Go(func() { watchJWKS(bgctx, s.d.Bus, srv.SetJWKS, paths.JWKSFile(s.cfg.StateDir), s.log) })
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
-	s.tasks.Go(func() { ctl.WatchEnd(bgctx, s.cfg.OnTerminated, units{s.d.Systemd}, nil) })
+	endWatch := ctl.WatchEnd(s.cfg.OnTerminated, units{s.d.Systemd}, nil)
+	s.tasks.Go(func() { endWatch(bgctx) })
 
 	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
 	if err != nil {

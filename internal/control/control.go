@@ -82,6 +82,9 @@ type Controller struct {
 	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
 	// only).
 	tlsTried string
+	// terminating counts the Terminate calls in progress: the post-termination action
+	// waits for them to answer (WatchEnd).
+	terminating inflight
 }
 
 // New builds a Controller. Nil optional fields get their defaults.

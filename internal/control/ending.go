@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
@@ -77,20 +78,21 @@ func modeLinger(from state.Status) time.Duration {
 	return EndLinger
 }
 
-// WatchEnd carries out action after every lifecycle that ends while it watches (endOf),
-// after the linger, unless a new lifecycle has begun meanwhile. A record that had ended
-// before the watch began is left alone: its action was due to an earlier compute-api
-// (which may have been stopped by it), and acting again could stop a compute that is
-// starting. after is the clock (nil: time.After). It returns when ctx ends.
-func (c *Controller) WatchEnd(ctx context.Context, action EndAction, ender Ender, after func(time.Duration) <-chan time.Time) {
+// WatchEnd returns the watch that carries out action after every lifecycle that ends
+// while it watches (endOf), after the linger, unless a new lifecycle has begun meanwhile;
+// run it with the returned function, which returns when ctx ends. The record it starts
+// from is taken here, before WatchEnd returns: a record that had ended before is left
+// alone, as its action was due to an earlier compute-api (which may have been stopped by
+// it), and acting again could stop a compute that is starting. after is the clock (nil:
+// time.After). With EndNone (or no ender) the returned function returns at once.
+func (c *Controller) WatchEnd(action EndAction, ender Ender, after func(time.Duration) <-chan time.Time) func(ctx context.Context) {
 	if action == EndNone || ender == nil {
-		return
+		return func(context.Context) {}
 	}
 	if after == nil {
 		after = time.After
 	}
 	wake, cancel := c.subscribe()
-	defer cancel()
 	// The ended lifecycle acted on (or found at the start), by its start time.
 	var done time.Time
 	if rec, err := c.Load(); err == nil {
@@ -100,24 +102,28 @@ func (c *Controller) WatchEnd(ctx context.Context, action EndAction, ender Ender
 				"status", rec.Status, "action", action)
 		}
 	}
-	// A safety net against a lost wake-up, as the other waits.
-	recheck := time.NewTicker(c.cfg.Recheck)
-	defer recheck.Stop()
-	for {
-		rec, err := c.Load()
-		if err == nil {
-			if linger, ended := endOf(rec); ended && !rec.StartTime.Equal(done) {
-				done = rec.StartTime
-				if !c.endAfter(ctx, rec, linger, action, ender, after) {
-					return
+	c.log.Info("post-termination action set", "action", action)
+	return func(ctx context.Context) {
+		defer cancel()
+		// A safety net against a lost wake-up, as the other waits.
+		recheck := time.NewTicker(c.cfg.Recheck)
+		defer recheck.Stop()
+		for {
+			rec, err := c.Load()
+			if err == nil {
+				if linger, ended := endOf(rec); ended && !rec.StartTime.Equal(done) {
+					done = rec.StartTime
+					if !c.endAfter(ctx, rec, linger, action, ender, after) {
+						return
+					}
 				}
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		case <-recheck.C:
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			case <-recheck.C:
+			}
 		}
 	}
 }
@@ -134,6 +140,15 @@ func (c *Controller) endAfter(ctx context.Context, rec state.Record, linger time
 		case <-after(linger):
 		}
 	}
+	// compute_ctl answers /terminate before it exits; a Terminate still in progress here
+	// (its Postgres stop job ends just after the stop hook recorded terminated) must
+	// answer before the action can stop compute-api.
+	if c.terminating.busy() {
+		log.Info("post-termination action: waiting for /terminate to answer first")
+		if err := c.terminating.wait(ctx); err != nil {
+			return false
+		}
+	}
 	now, err := c.Load()
 	if err != nil {
 		log.Error("post-termination action: read state", "err", err)
@@ -146,6 +161,11 @@ func (c *Controller) endAfter(ctx context.Context, rec state.Record, linger time
 	switch action {
 	case EndStop:
 		err = ender.StopCompute(ctx)
+		if err != nil && ctx.Err() != nil {
+			// The stop reached compute-api before systemd's answer did: it is being
+			// stopped, which is the action taken.
+			err = nil
+		}
 	case EndPowerOff:
 		err = ender.PowerOff(ctx)
 	}
@@ -155,4 +175,52 @@ func (c *Controller) endAfter(ctx context.Context, rec state.Record, linger time
 	}
 	log.Info("post-termination action taken")
 	return true
+}
+
+// inflight counts calls in progress and lets another goroutine wait until there are none.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (f *inflight) begin() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inflight) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.idle)
+	}
+}
+
+func (f *inflight) busy() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n > 0
+}
+
+// wait returns once no call is in progress, or ctx's error.
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	idle := f.idle
+	f.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -123,9 +123,11 @@ func startEndWatchErr(t *testing.T, action EndAction, before func(r *rig), err e
 	e.ender.err = err
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	// WatchEnd takes the record it starts from before it returns: what follows is news.
+	watch := r.ctl.WatchEnd(action, e.ender, e.clock.after)
 	go func() {
 		defer close(done)
-		r.ctl.WatchEnd(ctx, action, e.ender, e.clock.after)
+		watch(ctx)
 	}()
 	e.stop = func() { cancel(); <-done }
 	t.Cleanup(e.stop)
@@ -248,7 +250,9 @@ func TestWatchEndIgnoresEarlierEnd(t *testing.T) {
 	e := startEndWatch(t, EndStop, func(r *rig) {
 		r.set(state.Terminated, func(rec *state.Record) { rec.EndedFrom = state.TerminationPendingImmediate })
 	})
-	e.waitLog("compute had ended before compute-api started")
+	if !strings.Contains(e.log.String(), "compute had ended before compute-api started") {
+		t.Errorf("log:\n%s", e.log.String())
+	}
 	e.noCall()
 	e.run()
 	e.terminate(true)
@@ -293,8 +297,70 @@ func TestWatchEndNone(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		// With none, the watch returns at once instead of watching.
-		r.ctl.WatchEnd(context.Background(), EndNone, newFakeEnder(), nil)
+		r.ctl.WatchEnd(EndNone, newFakeEnder(), nil)(context.Background())
 		close(done)
 	}()
 	<-done
+}
+
+// TestWatchEndWaitsForTerminateToAnswer: the stop hook records terminated before the
+// Postgres stop job (and so /terminate) is done; the action waits for /terminate to
+// answer, as compute_ctl answers before it exits.
+func TestWatchEndWaitsForTerminateToAnswer(t *testing.T) {
+	e := startEndWatch(t, EndStop, nil)
+	release := make(chan struct{})
+	e.units.hook = func() error {
+		if _, _, err := e.store.CompleteTermination(state.ActorStopHook, nil); err != nil {
+			return err
+		}
+		<-release // the rest of the stop job
+		return nil
+	}
+	e.run()
+	answered := make(chan error, 1)
+	go func() {
+		_, err := e.ctl.Terminate(context.Background(), true)
+		answered <- err
+	}()
+	e.waitLog("waiting for /terminate to answer first")
+	e.noCall()
+	close(release)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	if c := <-e.ender.calls; c != "stop" {
+		t.Fatalf("action %q, want stop", c)
+	}
+}
+
+// ctxEnder is an ender whose stop is answered only after the caller's context ended,
+// with the error of a connection closed by the shutdown the stop began.
+type ctxEnder struct{ cancel context.CancelFunc }
+
+func (e ctxEnder) StopCompute(ctx context.Context) error {
+	e.cancel()
+	<-ctx.Done()
+	return errors.New("the connection to systemd is lost")
+}
+func (e ctxEnder) PowerOff(context.Context) error { return nil }
+
+// TestWatchEndStopEndsTheWatcher: the stop reaches compute-api before systemd's answer:
+// that is the action taken, not a failure.
+func TestWatchEndStopEndsTheWatcher(t *testing.T) {
+	log := &lockedLog{}
+	r := newRig(t, func(d *Deps) { d.Logger = slog.New(slog.NewTextHandler(log, nil)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	watch := r.ctl.WatchEnd(EndStop, ctxEnder{cancel}, nil)
+	go func() {
+		defer close(done)
+		watch(ctx)
+	}()
+	e := &endRig{rig: r, log: log}
+	e.run()
+	e.terminate(true)
+	<-done
+	if out := log.String(); !strings.Contains(out, "post-termination action taken") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("log:\n%s", out)
+	}
 }
