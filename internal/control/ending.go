@@ -87,6 +87,7 @@ func modeLinger(from state.Status) time.Duration {
 // time.After). With EndNone (or no ender) the returned function returns at once.
 func (c *Controller) WatchEnd(action EndAction, ender Ender, after func(time.Duration) <-chan time.Time) func(ctx context.Context) {
 	if action == EndNone || ender == nil {
+		c.log.Info("post-termination action set", "action", EndNone)
 		return func(context.Context) {}
 	}
 	if after == nil {
