@@ -61,12 +61,22 @@ ensure_tools() {
 # build: static binaries into bin/.
 build() {
   log "building binaries"
+  local tag
+  tag=$(build_tag) || exit 1
   mkdir -p "$REPO/bin"
-  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/computetools/compute-tools/internal/version.Version=$(version)" \
+  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/computetools/compute-tools/internal/version.Version=$(version) -X github.com/computetools/compute-tools/internal/version.BuildTag=$tag" \
     -o bin/ ./cmd/compute-init ./cmd/compute-api ./cmd/compute-monitor) || die "go build failed"
 }
 
 version() { echo "${VERSION:-0.1.0}"; }
+# build_tag: BUILD_TAG, as Neon's compute image builds set it: the build_tag label of
+# compute_ctl_up and the first element of the remote-extension archive path. "latest" when
+# unset, as compute_ctl built without one.
+build_tag() {
+  local t="${BUILD_TAG:-latest}"
+  case "$t" in */*|*' '*|'') die "BUILD_TAG must be one path element without spaces: '$t'";; esac
+  echo "$t"
+}
 
 # package: .deb and .rpm into dist/.
 package() {

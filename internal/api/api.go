@@ -73,6 +73,11 @@ type Server struct {
 	log      *slog.Logger
 	verifier atomic.Pointer[auth.Verifier]
 	registry *prometheus.Registry
+	// lastGood is the last state record read without error, served by /status,
+	// /metrics.json and /metrics when the file cannot be read (see record).
+	lastGood atomic.Pointer[state.Record]
+	// stale: the last read failed (the failure is logged once, and the recovery).
+	stale    atomic.Bool
 	external http.Handler
 	internal http.Handler
 }
@@ -87,6 +92,8 @@ func New(cfg Options) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.verifier.Store(cfg.Verifier)
+	// A first good read, so that even the first request has something to fall back on.
+	_, _ = s.record()
 	s.registry = s.newRegistry()
 	s.external, s.internal = s.routes()
 	return s
@@ -123,6 +130,31 @@ func (s *Server) authed(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// record reads the state record. When the file cannot be read (gone, unreadable,
+// corrupt), it logs the error and returns the last record read without error instead, as
+// compute_ctl, whose state is in memory, always has one to serve; the error is returned
+// only before any read succeeded.
+func (s *Server) record() (state.Record, error) {
+	rec, err := s.cfg.Control.Load()
+	if err == nil {
+		s.lastGood.Store(&rec)
+		if s.stale.CompareAndSwap(true, false) {
+			s.log.Info("state readable again", "status", rec.Status, "seq", rec.Seq)
+		}
+		return rec, nil
+	}
+	last := s.lastGood.Load()
+	if last == nil {
+		s.log.Error("read state", "err", err)
+		return state.Record{}, err
+	}
+	if !s.stale.Swap(true) {
+		s.log.Error("read state: serving the last record read until it is readable again",
+			"err", err, "status", last.Status, "seq", last.Seq)
+	}
+	return *last, nil
 }
 
 func internalError(what string, err error) string { return fmt.Sprintf("%s: %v", what, err) }

@@ -40,7 +40,7 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
-	rec, err := c.s.cfg.Control.Load()
+	rec, err := c.s.record()
 	if err != nil {
 		c.s.log.Warn("metrics: read state", "err", err)
 		return

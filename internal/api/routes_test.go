@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -192,8 +194,8 @@ func TestPrometheusMetrics(t *testing.T) {
 		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
 		func() error { return h.store.CountCplaneRequest("GetConfig", "200 OK") },
 		func() error { return h.store.CountCplaneRequest("GetConfig", "503 Service Unavailable") },
-		func() error { return h.store.CountRemoteExtRequest("200 OK", "anon") },
-		func() error { return h.store.CountRemoteExtRequest("unknown", "postgis") },
+		func() error { return h.store.CountRemoteExtRequest("200 OK", "anon.tar.zst") },
+		func() error { return h.store.CountRemoteExtRequest("unknown", "postgis.tar.zst") },
 	} {
 		if err := f(); err != nil {
 			t.Fatal(err)
@@ -246,8 +248,8 @@ func TestPrometheusMetrics(t *testing.T) {
 		`compute_ctl_cplane_requests_total{http_status="503 Service Unavailable",rpc="GetConfig"} 2`,
 		`compute_ctl_cplane_requests_total{http_status="200 OK",rpc="GetConfig"} 1`,
 		"# TYPE compute_ctl_remote_ext_requests_total counter",
-		`compute_ctl_remote_ext_requests_total{filename="anon",http_status="200 OK"} 1`,
-		`compute_ctl_remote_ext_requests_total{filename="postgis",http_status="unknown"} 1`,
+		`compute_ctl_remote_ext_requests_total{filename="anon.tar.zst",http_status="200 OK"} 1`,
+		`compute_ctl_remote_ext_requests_total{filename="postgis.tar.zst",http_status="unknown"} 1`,
 		`compute_ctl_db_migration_failed_total{migration_id="7"} 2`,
 	} {
 		if !strings.Contains(body, m) {
@@ -711,5 +713,75 @@ func TestExtensionServerRouteWildcard(t *testing.T) {
 	}
 	if !found {
 		t.Error("no POST /extension_server route on the internal port")
+	}
+}
+
+// TestStatusServesLastGoodRecord: a state file that cannot be read (corrupt, or not a
+// file) after a good read gives the last good record, never a 500; compute_ctl's state is
+// in memory and always readable.
+func TestStatusServesLastGoodRecord(t *testing.T) {
+	h := newHarness(t)
+	h.moveTo(state.Init, state.Running)
+	tok := withToken(h.computeToken())
+	good := h.do(h.srv.External(), "GET", "/status", "", tok)
+	expect(t, good, 200, "")
+	if !strings.Contains(good.Body.String(), `"status":"running"`) {
+		t.Fatalf("status before: %s", good.Body.String())
+	}
+
+	breakers := []struct {
+		name string
+		do   func(path string) error
+	}{
+		{"corrupt", func(p string) error { return os.WriteFile(p, []byte(`{"status":"runn`), 0o600) }},
+		{"a directory", func(p string) error {
+			return os.Mkdir(p, 0o700)
+		}},
+	}
+	for _, b := range breakers {
+		t.Run(b.name, func(t *testing.T) {
+			if err := b.do(h.store.Path()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.store.Load(); err == nil {
+				t.Fatal("the broken state file reads fine")
+			}
+			w := h.do(h.srv.External(), "GET", "/status", "", tok)
+			expect(t, w, 200, "")
+			if w.Body.String() != good.Body.String() {
+				t.Errorf("body\n got %s\nwant %s", w.Body.String(), good.Body.String())
+			}
+			expect(t, h.do(h.srv.External(), "GET", "/metrics.json", "", tok), 200, "")
+			m := h.do(h.srv.External(), "GET", "/metrics", "")
+			if !strings.Contains(m.Body.String(), `compute_ctl_up{build_tag="v1.2.3",status="running"} 1`) {
+				t.Errorf("metrics without the last status:\n%s", m.Body.String())
+			}
+			if err := os.RemoveAll(h.store.Path()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if !strings.Contains(h.logs.String(), "serving the last record read") {
+		t.Errorf("the unreadable state was not logged:\n%s", h.logs.String())
+	}
+}
+
+// TestStatusUnreadableFromTheStart: with no good read to fall back on, the error is
+// answered (500), never an invented record.
+func TestStatusUnreadableFromTheStart(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, state.StateFile), []byte("not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *harnessConfig) {
+		store, err := state.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ctl.Store = store
+	})
+	w := h.do(h.srv.External(), "GET", "/status", "", withToken(h.computeToken()))
+	if w.Code != 500 || !strings.Contains(w.Body.String(), `"error":"read state: `) {
+		t.Fatalf("got %d %s", w.Code, w.Body.String())
 	}
 }

@@ -7,11 +7,11 @@ import (
 	"github.com/computetools/compute-tools/internal/statusview"
 )
 
-// handleStatus answers GET /status with ComputeStatusResponse.
+// handleStatus answers GET /status with ComputeStatusResponse: the last good record when
+// the state file cannot be read (Server.record).
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.cfg.Control.Load()
+	rec, err := s.record()
 	if err != nil {
-		s.log.Error("read state", "err", err)
 		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}
@@ -20,9 +20,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 // handleMetricsJSON answers GET /metrics.json with the startup timings (ComputeMetrics).
 func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.cfg.Control.Load()
+	rec, err := s.record()
 	if err != nil {
-		s.log.Error("read state", "err", err)
 		httpjson.Error(w, http.StatusInternalServerError, internalError("read state", err))
 		return
 	}

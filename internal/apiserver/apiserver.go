@@ -3,7 +3,8 @@
 // compute to begin its new lifecycle (the readiness handshake), builds the HTTP API of
 // internal/api with its collaborators (token verifier, unit adapter, extension server),
 // runs the background tasks (the JWKS from the control plane, the renewed TLS certificate
-// watcher),
+// watcher, the post-termination action of COMPUTE_ON_TERMINATED: it is the unit that serves
+// the final status during compute_ctl's linger and holds the systemd connection),
 // serves both ports, tells systemd READY=1, and on shutdown stops the HTTP servers and
 // joins every goroutine it started before returning.
 package apiserver
@@ -54,6 +55,9 @@ type Settings struct {
 	RemoteExtAllowHTTP bool
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
+	// OnTerminated is done once the compute is terminated or its start failed, after
+	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
+	OnTerminated control.EndAction
 }
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
@@ -272,6 +276,8 @@ func (s *server) serve(ctx context.Context) (err error) {
 		s.tasks.Go(func() { fetchJWKS(bgctx, fetch, srv.SetJWKS, jwksRetry, s.log) })
 	}
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })
+	endWatch := ctl.WatchEnd(s.cfg.OnTerminated, units{s.d.Systemd}, nil)
+	s.tasks.Go(func() { endWatch(bgctx) })
 
 	extLn, err := s.d.Listen("tcp", s.cfg.ExternalAddr)
 	if err != nil {
@@ -303,7 +309,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}
 	rec, _ := s.d.Store.Load()
 	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
-		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version)
+		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version, "build_tag", version.BuildTag)
 	_ = s.d.Notify.Ready(fmt.Sprintf("serving on %s and %s", extLn.Addr(), intLn.Addr()))
 
 	select {

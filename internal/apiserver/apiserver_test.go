@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +29,6 @@ type fakeSystemd struct {
 	waiting   int // StartWaiting answers true this many times
 	inv       string
 	active    string
-	killErr   error
 	errAlways error
 }
 
@@ -47,13 +44,18 @@ func (f *fakeSystemd) got() string {
 	return strings.Join(f.calls, ",")
 }
 
-func (f *fakeSystemd) KillUnit(_ context.Context, name, who string, sig syscall.Signal) error {
-	f.record(fmt.Sprintf("kill %s %s %d", name, who, sig))
-	return f.killErr
-}
-
 func (f *fakeSystemd) StopUnit(_ context.Context, name string) error {
 	f.record("stop " + name)
+	return f.errAlways
+}
+
+func (f *fakeSystemd) QueueStop(_ context.Context, name string) error {
+	f.record("queue stop " + name)
+	return f.errAlways
+}
+
+func (f *fakeSystemd) PowerOff(_ context.Context) error {
+	f.record("poweroff")
 	return f.errAlways
 }
 
@@ -96,21 +98,22 @@ func TestUnits(t *testing.T) {
 	if ok, err := u.PostgresActive(ctx); !ok || err != nil {
 		t.Errorf("active: %v %v", ok, err)
 	}
-	want := "stop compute-postgres.service," +
-		"kill compute-postgres.service main 3,stop compute-postgres.service," +
-		"stop compute-init.service,restart compute-configure.service,active? compute-postgres.service"
+	_ = u.StopCompute(ctx)
+	_ = u.PowerOff(ctx)
+	// Both modes are the unit's stop (KillSignal=SIGINT, the fast shutdown), as compute_ctl.
+	want := "stop compute-postgres.service,stop compute-postgres.service," +
+		"stop compute-init.service,restart compute-configure.service,active? compute-postgres.service," +
+		"queue stop compute.target,poweroff"
 	if got := f.got(); got != want {
 		t.Errorf("calls\n got %s\nwant %s", got, want)
 	}
 
-	f = &fakeSystemd{killErr: errors.New("no such process"), active: "deactivating"}
+	f = &fakeSystemd{errAlways: errors.New("job failed"), active: "deactivating"}
 	u = units{f}
 	if err := u.StopPostgres(ctx, true); err == nil {
-		t.Error("kill error lost")
+		t.Error("stop error lost")
 	}
-	if f.got() != "kill compute-postgres.service main 3" {
-		t.Errorf("stopped after a failed kill: %s", f.got())
-	}
+	f.errAlways = nil
 	if ok, _ := u.PostgresActive(ctx); ok {
 		t.Error("deactivating taken for active")
 	}

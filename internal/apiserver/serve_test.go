@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/auth"
+	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 	"github.com/computetools/compute-tools/internal/sysd"
@@ -60,7 +62,16 @@ func testDeps(t *testing.T, cfg Settings) (Deps, *statetest.Waker, *fakeNotify) 
 
 func start(t *testing.T, cfg Settings) *running {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith is start with the deps changed by with (may be nil) first.
+func startWith(t *testing.T, cfg Settings, with func(*Deps, *statetest.Waker)) *running {
+	t.Helper()
 	d, w, n := testDeps(t, cfg)
+	if with != nil {
+		with(&d, w)
+	}
 	var addrs []string
 	d.Listen = func(network, address string) (net.Listener, error) {
 		ln, err := net.Listen(network, address)
@@ -108,10 +119,11 @@ func (r *running) stop(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 	r.errc <- nil // for the cleanup
-	// The TLS watcher and the two servers, and the JWKS fetch with a control plane.
-	want := 3
+	// The TLS watcher, the post-termination watcher and the two servers, and the JWKS
+	// fetch with a control plane.
+	want := 4
 	if r.s.cfg.ControlPlaneURI != "" {
-		want = 4
+		want = 5
 	}
 	started, stillRunning := r.s.tasks.counts()
 	if started != want || stillRunning != 0 {
@@ -283,7 +295,7 @@ func TestServeListenFailure(t *testing.T) {
 	if _, err := ext.Accept(); err == nil {
 		t.Error("the external listener is left open")
 	}
-	if started, stillRunning := s.tasks.counts(); started != 1 || stillRunning != 0 {
+	if started, stillRunning := s.tasks.counts(); started != 2 || stillRunning != 0 {
 		t.Errorf("watchers: %d started, %d still running after serve returned", started, stillRunning)
 	}
 	if w.Open() != 0 {
@@ -392,4 +404,50 @@ func TestLossWatch(t *testing.T) {
 	default:
 		t.Fatal("the lost connection was not reported")
 	}
+}
+
+// TestServePostTerminationAction: with COMPUTE_ON_TERMINATED=stop, an immediate
+// /terminate of a running compute is followed at once (no linger) by a stop of
+// compute.target through systemd.
+func TestServePostTerminationAction(t *testing.T) {
+	priv, _, cfgFile := keys(t)
+	cfg := testConfig(t)
+	cfg.ConfigFile = cfgFile
+	cfg.OnTerminated = control.EndStop
+	sd := &fakeSystemd{}
+	r := startWith(t, cfg, func(d *Deps, w *statetest.Waker) {
+		d.Store.OnChange = func(state.Record) { w.Notify() }
+		d.Systemd = sd
+	})
+	store := r.s.d.Store
+	if _, err := statetest.Reset(store); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.BeginInit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.MarkRunning(nil); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := auth.MintToken(priv, auth.TokenClaims{Admin: true, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", r.ext+"/terminate?mode=immediate", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/terminate: %d", resp.StatusCode)
+	}
+	for !strings.Contains(sd.got(), "queue stop compute.target") {
+		time.Sleep(5 * time.Millisecond) // bounded by the test's deadline
+	}
+	if got := sd.got(); got != "stop compute-postgres.service,queue stop compute.target" {
+		t.Errorf("systemd calls %s", got)
+	}
+	r.stop(t)
 }

@@ -3,7 +3,6 @@ package apiserver
 import (
 	"context"
 	"errors"
-	"syscall"
 
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -12,23 +11,23 @@ import (
 
 // unitManager is what the unit adapter needs of systemd (*sysd.Manager).
 type unitManager interface {
-	KillUnit(ctx context.Context, name string, who string, sig syscall.Signal) error
 	StopUnit(ctx context.Context, name string) error
+	QueueStop(ctx context.Context, name string) error
+	PowerOff(ctx context.Context) error
 	RestartUnit(ctx context.Context, name string) error
 	ActiveState(ctx context.Context, name string) (string, error)
 }
 
-// units implements control.Units: it stops and starts the compute units through systemd.
+// units implements control.Units and control.Ender: it stops and starts the compute units
+// through systemd.
 type units struct{ m unitManager }
 
-// StopPostgres stops compute-postgres.service; immediate first sends SIGQUIT, Postgres's
-// immediate shutdown, and the stop job then waits for the end.
-func (u units) StopPostgres(ctx context.Context, immediate bool) error {
-	if immediate {
-		if err := u.m.KillUnit(ctx, paths.UnitPostgres, "main", syscall.SIGQUIT); err != nil {
-			return err
-		}
-	}
+// StopPostgres stops compute-postgres.service, whose KillSignal=SIGINT is Postgres's fast
+// shutdown (it writes the shutdown checkpoint), and waits for the end. The mode does not
+// change the shutdown, as in compute_ctl (forward_termination_signal sends SIGINT for both
+// modes): it decides only how long the compute lingers before the post-termination action
+// (internal/control's OnTerminated).
+func (u units) StopPostgres(ctx context.Context, _ bool) error {
 	return u.m.StopUnit(ctx, paths.UnitPostgres)
 }
 
@@ -102,4 +101,14 @@ func (w lossWatch) PostgresActive(ctx context.Context) (bool, error) {
 func (w lossWatch) States(ctx context.Context) (control.UnitStates, error) {
 	s, err := w.u.States(ctx)
 	return s, w.check(err)
+}
+
+// StopCompute queues a stop of compute.target (which stops compute-api too) and returns.
+func (u units) StopCompute(ctx context.Context) error {
+	return u.m.QueueStop(ctx, paths.UnitTarget)
+}
+
+// PowerOff asks systemd to power the machine off (poweroff.target).
+func (u units) PowerOff(ctx context.Context) error {
+	return u.m.PowerOff(ctx)
 }

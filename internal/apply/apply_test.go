@@ -576,3 +576,28 @@ func TestActionErrorRedacts(t *testing.T) {
 		t.Errorf("cancelled: %v does not wrap context.Canceled", ae)
 	}
 }
+
+// TestPerDatabaseSessionsForwardDDLOff: the per-database sessions of an apply, whether
+// made from Options.Connstr or from the main session's configuration, run with
+// neon.forward_ddl off, as compute_ctl's maintenance sessions.
+func TestPerDatabaseSessionsForwardDDLOff(t *testing.T) {
+	inst := shared(t)
+	ctx := context.Background()
+	main, err := pg.ConnectApply(ctx, inst.Connstr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer main.Close(ctx)
+	for name, opts := range map[string]Options{"from the connstr": {Connstr: inst.Connstr()}, "from the main session": {}} {
+		c, err := connectDB(ctx, main, opts, "postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v string
+		err = c.QueryRow(ctx, "SELECT current_setting('neon.forward_ddl')").Scan(&v)
+		c.Close(ctx)
+		if err != nil || v != "false" {
+			t.Errorf("%s: neon.forward_ddl = %q, %v; want false", name, v, err)
+		}
+	}
+}

@@ -487,7 +487,7 @@ func oneDB(ctx context.Context, conn *pgx.Conn, opts Options, t DBTarget, rec *r
 func connectDB(ctx context.Context, conn *pgx.Conn, opts Options, db string) (*pgx.Conn, error) {
 	var cfg *pgx.ConnConfig
 	if opts.Connstr != "" {
-		c, err := pg.Config(opts.Connstr, "compute_ctl:apply_config")
+		c, err := pg.ApplyConfig(opts.Connstr)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,9 +140,10 @@ type claims struct {
 	Expiry    *jwt.NumericDate `json:"exp"`
 	ComputeID *string          `json:"compute_id"`
 	Scope     *string          `json:"scope"`
-	// Audience is an array of strings in compute_ctl. jwt.Audience also accepts a single
-	// string (RFC 7519 allows it); compute_ctl would refuse that with 401. We accept it.
-	Audience *jwt.Audience `json:"aud"`
+	// Audience is an array of strings, as in compute_ctl (Option<Vec<String>>): a single
+	// string, which RFC 7519 allows, fails decoding there and so here (401), whatever the
+	// token's other claims.
+	Audience *[]string `json:"aud"`
 }
 
 // Authorize checks the value of an Authorization header and returns nil when the request
@@ -163,7 +165,7 @@ func (v *Verifier) Authorize(header string) *Error {
 		if c.Audience == nil {
 			return &Error{Status: http.StatusUnauthorized, Message: MsgMissingAudience}
 		}
-		if !c.Audience.Contains(Audience) {
+		if !slices.Contains(*c.Audience, Audience) {
 			return &Error{Status: http.StatusUnauthorized, Message: MsgInvalidAudience}
 		}
 		return nil

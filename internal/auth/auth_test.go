@@ -112,7 +112,10 @@ func TestAuthorize(t *testing.T) {
 		{"admin with aud compute", tok(map[string]any{"scope": AdminScope, "aud": []string{"compute"}}), 0, ""},
 		{"admin with aud list containing compute", tok(map[string]any{"scope": AdminScope, "aud": []string{"x", "compute"}}), 0, ""},
 		{"admin ignores compute_id", tok(map[string]any{"scope": AdminScope, "aud": []string{"compute"}, "compute_id": "nope"}), 0, ""},
-		{"admin with aud as single string", tok(map[string]any{"scope": AdminScope, "aud": "compute"}), 0, ""},
+		// compute_ctl's claims take aud as a list only: a string fails decoding (401).
+		{"admin with aud as single string", tok(map[string]any{"scope": AdminScope, "aud": "compute"}), 401, MsgVerifyFailed},
+		{"compute_id with aud as single string", tok(map[string]any{"compute_id": computeID, "aud": "compute"}), 401, MsgVerifyFailed},
+		{"admin with aud null", tok(map[string]any{"scope": AdminScope, "aud": nil}), 401, MsgMissingAudience},
 		{"admin without aud", tok(map[string]any{"scope": AdminScope}), 401, MsgMissingAudience},
 		{"admin with aud other", tok(map[string]any{"scope": AdminScope, "aud": []string{"other"}}), 401, MsgInvalidAudience},
 		{"unknown scope", tok(map[string]any{"scope": "compute_ctl:user", "compute_id": computeID}), 401, MsgVerifyFailed},

@@ -151,11 +151,24 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		"config_ms", rec.Metrics.ConfigMs, "total_startup_ms", rec.Metrics.TotalStartupMs,
 		"wait_for_spec_ms", rec.Metrics.WaitForSpecMs)
 
+	// The neon extension's update runs on every primary start in a session of its own,
+	// beside the migrations and off the start path (compute_ctl spawns it just before
+	// running); a failure is logged only.
+	neonUpdated := make(chan struct{})
+	if s.Mode.IsPrimary() {
+		go func() {
+			defer close(neonUpdated)
+			updateNeonExtension(ctx, cfg.Connstr, d.logger())
+		}()
+	} else {
+		close(neonUpdated)
+	}
 	// Migrations run after the compute is up, as in Neon: a failure is logged and
 	// counted, and does not fail the compute.
 	if conn != nil {
 		runMigrations(ctx, cfg, d, conn)
 	}
+	<-neonUpdated
 	if parsed.Storage == spec.StorageNeon {
 		removeOldPGData(pgdataDir(cfg, parsed), d.logger())
 	}
@@ -320,7 +333,7 @@ func DryRun(ctx context.Context, cfg Settings, raw []byte) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pg.Connect(ctx, cfg.Connstr, "compute_ctl:apply_config")
+	conn, err := pg.ConnectApply(ctx, cfg.Connstr)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -348,7 +361,7 @@ func ApplyByHand(ctx context.Context, cfg Settings, raw []byte, log *slog.Logger
 	if err != nil {
 		return apply.Result{}, err
 	}
-	conn, err := pg.Connect(ctx, cfg.Connstr, "compute_ctl:apply_config")
+	conn, err := pg.ConnectApply(ctx, cfg.Connstr)
 	if err != nil {
 		return apply.Result{}, fmt.Errorf("connect: %w", err)
 	}
@@ -425,7 +438,7 @@ func reloadConf(ctx context.Context, conn *pgx.Conn) error {
 func connectRetry(ctx context.Context, connstr string) (*pgx.Conn, error) {
 	var conn *pgx.Conn
 	err := retry.Do(ctx, retry.Policy{Attempts: 20, Delay: 250 * time.Millisecond}, func(ctx context.Context, _ int) error {
-		c, err := pg.Connect(ctx, connstr, "compute_ctl:apply_config")
+		c, err := pg.ConnectApply(ctx, connstr)
 		conn = c
 		return err
 	})

@@ -8,13 +8,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/computetools/compute-tools/internal/lfc/lfctest"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/logx/logxtest"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -253,5 +256,67 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	}
 	if rec.Status != state.Failed {
 		t.Errorf("status %s", rec.Status)
+	}
+}
+
+// syncLog is a text log written from several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestFirstConfigureUpdatesNeonExtension: a primary's start runs `ALTER EXTENSION neon
+// UPDATE` (compute_ctl's post_apply_config) when the extension is installed, and its
+// failure is logged, never fatal. The stand-in extension has no control file in the
+// share directory, so the update reaches Postgres and fails there ("not available").
+func TestFirstConfigureUpdatesNeonExtension(t *testing.T) {
+	r := newConfigureRig(t, false)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, r.pg.Connstr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lfctest.Install(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	logs := &syncLog{}
+	r.deps.Log = slog.New(slog.NewTextHandler(logs, nil))
+	if err := <-r.configureAsync(); err != nil {
+		t.Fatalf("a failed neon update failed the start: %v", err)
+	}
+	if rec, _ := r.store.Load(); rec.Status != state.Running {
+		t.Errorf("status %s, want running", rec.Status)
+	}
+	out := logs.String()
+	if !regexp.MustCompile(`level=ERROR msg="update extension neon" err=.*is not available \(SQLSTATE 0A000\)`).MatchString(out) {
+		t.Errorf("no failed ALTER EXTENSION neon UPDATE logged:\n%s", out)
+	}
+}
+
+// TestFirstConfigureSkipsNeonUpdateWithoutExtension: no neon extension, no update (vanilla
+// PostgreSQL), said in the log.
+func TestFirstConfigureSkipsNeonUpdateWithoutExtension(t *testing.T) {
+	r := newConfigureRig(t, false)
+	logs := &syncLog{}
+	r.deps.Log = slog.New(slog.NewTextHandler(logs, nil))
+	if err := <-r.configureAsync(); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `msg="extension neon not installed: no update"`) || strings.Contains(out, "level=ERROR") {
+		t.Errorf("log:\n%s", out)
 	}
 }

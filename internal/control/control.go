@@ -1,7 +1,10 @@
 // Package control does what compute-api's routes and its TLS renewal watcher do, without
 // HTTP: accept a config and wait for its outcome (POST /configure), terminate (POST
-// /terminate), re-run the configure step for a running compute (reconfigure), and
-// resubmit the applied config when the TLS certificate is renewed. It works over narrow
+// /terminate), re-run the configure step for a running compute (reconfigure),
+// resubmit the applied config when the TLS certificate is renewed, and carry out the
+// post-termination action once the compute has ended (WatchEnd: where compute_ctl exits
+// and ends its VM, stop compute.target or power off through systemd; a failure after
+// running is left alone, unlike compute_ctl, see docs/architecture.md). It works over narrow
 // interfaces declared here (the state store's API operations, a wake-up source, the
 // systemd units, the writer and reader of the config files); internal/api maps its
 // results and errors to HTTP. A new route is one handler in internal/api plus one
@@ -84,6 +87,9 @@ type Controller struct {
 	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
 	// only).
 	tlsTried string
+	// terminating counts the Terminate calls in progress: the post-termination action
+	// waits for them to answer (WatchEnd).
+	terminating inflight
 }
 
 // New builds a Controller. Nil optional fields get their defaults.

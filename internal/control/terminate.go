@@ -25,6 +25,8 @@ type Termination struct {
 // LSN) or failed (a FailedError with the reason). Another status is refused with a
 // state.WrongStatusError.
 func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination, error) {
+	c.terminating.begin()
+	defer c.terminating.end()
 	log := c.logger(ctx)
 	wake, cancel := c.subscribe()
 	defer cancel()

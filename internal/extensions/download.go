@@ -61,9 +61,10 @@ type Downloader struct {
 	// DefaultMaxUnpackedBytes).
 	MaxUnpackedBytes int64
 	// OnRequest, if set, is called after each gateway request with the full status text
-	// ("200 OK", or "unknown" when no response came) and the extension name, for the
+	// ("200 OK", or "unknown" when no response came) and the archive's file name
+	// ("postgis.tar.zst", the last element of its path, as compute_ctl labels it), for the
 	// compute_ctl_remote_ext_requests_total counter.
-	OnRequest func(httpStatus, ext string)
+	OnRequest func(httpStatus, filename string)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -153,7 +154,7 @@ func (d *Downloader) ArchiveURL(ext string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("remote extensions base URL: %w", err)
 	}
-	return base.JoinPath(tag, arch, d.PGMajor, "extensions", ext+".tar.zst").String(), nil
+	return base.JoinPath(tag, arch, d.PGMajor, "extensions", archiveName(ext)).String(), nil
 }
 
 func (d *Downloader) logger() *slog.Logger {
@@ -204,9 +205,12 @@ func (d *Downloader) fetch(ctx context.Context, ext string) (int64, error) {
 
 func (d *Downloader) report(status, ext string) {
 	if d.OnRequest != nil {
-		d.OnRequest(status, ext)
+		d.OnRequest(status, archiveName(ext))
 	}
 }
+
+// archiveName is the file name of ext's archive, the last element of its gateway path.
+func archiveName(ext string) string { return ext + ".tar.zst" }
 
 type countingReader struct {
 	r io.Reader

@@ -365,7 +365,8 @@ func TestDownloadOK(t *testing.T) {
 	if got := g.requests; !slices.Equal(got, []string{"GET /gw/latest/amd64/v15/extensions/foo.tar.zst"}) {
 		t.Errorf("requests = %q", got)
 	}
-	if !slices.Equal(statuses, []string{"200 OK foo"}) {
+	// Labelled with the archive's name, as compute_ctl.
+	if !slices.Equal(statuses, []string{"200 OK foo.tar.zst"}) {
 		t.Errorf("OnRequest calls = %q", statuses)
 	}
 	ext := filepath.Join(d.ShareDir, "extension")

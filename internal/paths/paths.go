@@ -44,6 +44,9 @@ const (
 	// reference's --installed-extensions-collection-interval, 3600 s); collections are
 	// twice it apart.
 	DefaultExtStatsInterval = "1h"
+	// DefaultOnTerminated is compute-api's action once the compute is terminated (or its
+	// start failed): stop compute.target (see internal/control's EndAction).
+	DefaultOnTerminated = "stop"
 
 	// Bounds on the waits for Neon's storage and control plane (neon mode); the packages
 	// that wait have the same defaults as durations (internal/compute's test holds them
@@ -115,6 +118,7 @@ const (
 	EnvPageserverIdleTimeout  = "COMPUTE_PAGESERVER_IDLE_TIMEOUT"
 	EnvSyncSafekeepersTimeout = "COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT"
 	EnvControlPlaneTimeout    = "COMPUTE_CONTROL_PLANE_TIMEOUT"
+	EnvOnTerminated     = "COMPUTE_ON_TERMINATED"
 
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
@@ -150,6 +154,7 @@ func Vars() map[string]string {
 		EnvPageserverIdleTimeout:  DefaultPageserverIdleTimeout,
 		EnvSyncSafekeepersTimeout: DefaultSyncSafekeepersTimeout,
 		EnvControlPlaneTimeout:    DefaultControlPlaneTimeout,
+		EnvOnTerminated:     DefaultOnTerminated,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),

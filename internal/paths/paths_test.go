@@ -191,6 +191,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_PAGESERVER_IDLE_TIMEOUT":       "2m",
 		"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT":      "5m",
 		"COMPUTE_CONTROL_PLANE_TIMEOUT":         "30s",
+		"COMPUTE_ON_TERMINATED":                 "stop",
 	}
 	got := Vars()
 	if len(got) != len(want) {

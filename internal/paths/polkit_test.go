@@ -53,7 +53,12 @@ func TestPolkitRule(t *testing.T) {
 	unit := func(u, verb string) map[string]string { return map[string]string{"unit": u, "verb": verb} }
 	cases := []tc{
 		{"compute-api", manage, unit(UnitPostgres, "stop"), "yes"},
-		{"compute-api", manage, unit(UnitPostgres, "kill"), "yes"},
+		{"compute-api", manage, unit(UnitPostgres, "kill"), "no"},
+		{"compute-api", manage, unit(UnitTarget, "stop"), "yes"},
+		{"compute-api", manage, unit("poweroff.target", "start"), "yes"},
+		{"compute-api", manage, unit(UnitTarget, "start"), "no"},
+		{"compute-api", manage, unit("reboot.target", "start"), "no"},
+		{"compute-api", manage, unit("poweroff.target", "stop"), "no"},
 		{"compute-api", manage, unit(UnitInit, "stop"), "yes"},
 		{"compute-api", manage, unit(UnitConfigure, "restart"), "yes"},
 		{"compute-api", manage, unit(UnitPostgres, "start"), "no"},

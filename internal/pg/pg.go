@@ -20,9 +20,32 @@ import (
 // sends `-c role=cloud_admin`; we connect as that role already, so it is left out.
 const StartupOptions = "-c default_transaction_read_only=off -c search_path=public -c statement_timeout=0 -c pgaudit.log=none"
 
+// ApplyAppName is the application_name of the sessions that apply the spec (compute_ctl's
+// maintenance client).
+const ApplyAppName = "compute_ctl:apply_config"
+
+// DDLOptions are added to StartupOptions on the sessions that run the spec's DDL (ApplyConfig,
+// ConnectApply): the neon extension forwards role and database DDL to the control plane
+// unless neon.forward_ddl is off, and the control plane already knows what the spec holds.
+// compute_ctl sends `SET neon.forward_ddl = false` on every maintenance session; a startup
+// option is the same session setting without a round trip. Without the neon library
+// loaded, PostgreSQL (15 too) takes it as an inert placeholder setting; with it loaded the
+// setting exists (its prefix is reserved then, so no other neon.* name could be mistaken).
+const DDLOptions = "-c neon.forward_ddl=false"
+
 // Config parses connstr and applies appName and StartupOptions. Any `options` already in
 // connstr are appended after ours, so they win.
 func Config(connstr, appName string) (*pgx.ConnConfig, error) {
+	return config(connstr, appName, StartupOptions)
+}
+
+// ApplyConfig is Config for a session that runs the spec's DDL: ApplyAppName, and
+// DDLOptions after StartupOptions.
+func ApplyConfig(connstr string) (*pgx.ConnConfig, error) {
+	return config(connstr, ApplyAppName, StartupOptions+" "+DDLOptions)
+}
+
+func config(connstr, appName, opts string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(connstr)
 	if err != nil {
 		// pgx's parse errors quote the connection string, and its password redaction is
@@ -32,7 +55,6 @@ func Config(connstr, appName string) (*pgx.ConnConfig, error) {
 	if appName != "" {
 		cfg.RuntimeParams["application_name"] = appName
 	}
-	opts := StartupOptions
 	if extra := strings.TrimSpace(cfg.RuntimeParams["options"]); extra != "" {
 		opts += " " + extra
 	}
@@ -47,6 +69,19 @@ func Connect(ctx context.Context, connstr, appName string) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return connect(ctx, cfg)
+}
+
+// ConnectApply is Connect with ApplyConfig: the session for the spec's DDL.
+func ConnectApply(ctx context.Context, connstr string) (*pgx.Conn, error) {
+	cfg, err := ApplyConfig(connstr)
+	if err != nil {
+		return nil, err
+	}
+	return connect(ctx, cfg)
+}
+
+func connect(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)

@@ -305,3 +305,42 @@ func TestQuietSessionNeedsSuperuser(t *testing.T) {
 		t.Fatal("QuietSession succeeded for a non-superuser, whose statements would still be logged")
 	}
 }
+
+// TestConnectApplyForwardDDLOff: the spec's DDL sessions run with neon.forward_ddl off, as
+// compute_ctl's maintenance sessions. On vanilla PostgreSQL 15 (no neon library) the
+// setting is an accepted placeholder; the other sessions do not carry it.
+func TestConnectApplyForwardDDLOff(t *testing.T) {
+	inst := instance(t)
+	ctx := context.Background()
+	conn, err := ConnectApply(ctx, inst.Connstr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for name, want := range map[string]string{"neon.forward_ddl": "false", "application_name": ApplyAppName, "search_path": "public"} {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			t.Fatalf("current_setting(%s): %v", name, err)
+		}
+		if got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	// A SET, as compute_ctl sends it, is accepted too on vanilla PostgreSQL 15.
+	if _, err := conn.Exec(ctx, "SET neon.forward_ddl = false"); err != nil {
+		t.Errorf("SET neon.forward_ddl on PostgreSQL 15: %v", err)
+	}
+
+	other, err := Connect(ctx, inst.Connstr(), "compute_ctl:monitor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	var v *string
+	if err := other.QueryRow(ctx, "SELECT current_setting('neon.forward_ddl', true)").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != nil && *v != "" {
+		t.Errorf("a session that runs no spec DDL has neon.forward_ddl = %q", *v)
+	}
+}

@@ -47,6 +47,15 @@ func moveRecord(r *Record, a Actor, to Status, fn func(*Record) error) error {
 		}
 	}
 	r.Status = to
+	switch {
+	case to == Failed || to == Terminated:
+		r.EndedFrom = from
+	default:
+		r.EndedFrom = ""
+	}
+	if to == Running {
+		r.HasRun = true
+	}
 	return nil
 }
 

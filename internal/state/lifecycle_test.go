@@ -350,3 +350,34 @@ func TestLifecycleActorChecks(t *testing.T) {
 		t.Errorf("status %s after refused failures, want init", r.Status)
 	}
 }
+
+// TestEndedFromAndHasRun: a move into failed or terminated records the status it left,
+// any other move clears it; reaching running marks the lifecycle as having run.
+func TestEndedFromAndHasRun(t *testing.T) {
+	s := at(t, Init)
+	r, _, err := s.Fail(ActorInit, "boom")
+	if err != nil || r.EndedFrom != Init || r.HasRun {
+		t.Fatalf("failed start: %+v %v", r, err)
+	}
+
+	s = at(t, Init)
+	if r, err = s.MarkRunning(nil); err != nil || !r.HasRun || r.EndedFrom != "" {
+		t.Fatalf("MarkRunning: %+v %v", r, err)
+	}
+	if _, _, err := s.BeginTermination(true); err != nil {
+		t.Fatal(err)
+	}
+	r, done, err := s.CompleteTermination(ActorAPI, nil)
+	if err != nil || !done || r.EndedFrom != TerminationPendingImmediate || !r.HasRun {
+		t.Fatalf("terminated: %+v %v %v", r, done, err)
+	}
+
+	// A failed compute that is reconfigured leaves its ended state behind.
+	s = at(t, Running)
+	if r, _, err = s.Fail(ActorStopHook, "postgres died"); err != nil || r.EndedFrom != Running {
+		t.Fatalf("failed while running: %+v %v", r, err)
+	}
+	if _, r, err = s.AcceptConfig([]Status{Failed}, nil); err != nil || r.EndedFrom != "" {
+		t.Fatalf("reconfigured: %+v %v", r, err)
+	}
+}

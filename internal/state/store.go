@@ -186,6 +186,13 @@ type Record struct {
 	// installed in the databases (compute_installed_extensions); nil until the first
 	// one of this lifecycle.
 	InstalledExtensions *extstats.Stats `json:"installed_extensions,omitempty"`
+	// EndedFrom is the status the compute left for failed or terminated (empty in any
+	// other status): termination_pending_fast or _immediate tells compute-api how long to
+	// linger before its post-termination action (internal/control's WatchEnd).
+	EndedFrom Status `json:"ended_from,omitempty"`
+	// HasRun: this lifecycle reached running at least once (so a failure after it is not
+	// a failed start).
+	HasRun bool `json:"has_run,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`

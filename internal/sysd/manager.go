@@ -95,6 +95,30 @@ func (m *Manager) RestartUnit(ctx context.Context, name string) error {
 	return m.runJob(ctx, "restart", name, m.conn.RestartUnitContext)
 }
 
+// QueueStop enqueues a stop of name (mode "replace") and returns once systemd has queued
+// the job, without waiting for it: for a stop that ends the caller itself (compute-api
+// stopping compute.target, which it is part of).
+func (m *Manager) QueueStop(ctx context.Context, name string) error {
+	if _, err := m.conn.StopUnitContext(ctx, name, "replace", nil); err != nil {
+		return fmt.Errorf("stop %s: %w", name, m.lost(err))
+	}
+	return nil
+}
+
+// PowerOffTarget is the unit PowerOff starts.
+const PowerOffTarget = "poweroff.target"
+
+// PowerOff asks systemd to power the machine off: a start of poweroff.target with mode
+// "replace-irreversibly", which is what `systemctl poweroff` asks of the manager when it
+// does not go through logind (an orderly shutdown: every unit is stopped first). It
+// returns once the job is queued.
+func (m *Manager) PowerOff(ctx context.Context) error {
+	if _, err := m.conn.StartUnitContext(ctx, PowerOffTarget, "replace-irreversibly", nil); err != nil {
+		return fmt.Errorf("start %s: %w", PowerOffTarget, m.lost(err))
+	}
+	return nil
+}
+
 func (m *Manager) runJob(ctx context.Context, op, name string, enqueue jobFunc) error {
 	// Buffered: go-systemd sends the result from its signal loop and would block there
 	// if we stopped waiting because ctx ended.

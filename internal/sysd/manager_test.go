@@ -588,3 +588,27 @@ func TestRealSystemdMemoryHigh(t *testing.T) {
 		t.Errorf("MemoryHigh after infinity = %d, %v", got, err)
 	}
 }
+
+// TestManagerQueueStopAndPowerOff: both return once the job is queued (the fake never
+// finishes these jobs), with the modes systemctl uses; errors are passed on.
+func TestManagerQueueStopAndPowerOff(t *testing.T) {
+	f := &fakeSystemd{results: map[string]string{"compute.target": "", PowerOffTarget: ""}}
+	m := startFakeSystemd(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.QueueStop(ctx, "compute.target"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PowerOff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.QueueStop(ctx, "nope.target"); err == nil || err.Error() != "stop nope.target: Unit nope.target not found." {
+		t.Errorf("QueueStop of an unknown unit = %v", err)
+	}
+	f.mu.Lock()
+	got := strings.Join(f.calls, ",")
+	f.mu.Unlock()
+	if want := "StopUnit compute.target replace,StartUnit poweroff.target replace-irreversibly,StopUnit nope.target replace"; got != want {
+		t.Errorf("calls\n got %s\nwant %s", got, want)
+	}
+}

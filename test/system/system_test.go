@@ -20,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,18 @@ func TestMain(m *testing.M) {
 	jwks = b
 	signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: priv}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
+		panic(err)
+	}
+	// The tests read the final status after /terminate or a failed start: the
+	// post-termination action (default: stop compute.target) is off but in
+	// terminate_test.go, which takes this drop-in away.
+	if err := os.MkdirAll(filepath.Dir(onTerminatedDropIn), 0o755); err != nil {
+		panic(err)
+	}
+	if err := os.WriteFile(onTerminatedDropIn, []byte("[Service]\nEnvironment=COMPUTE_ON_TERMINATED=none\n"), 0o644); err != nil {
+		panic(err)
+	}
+	if _, err := runMayFail("/bin/systemctl", "daemon-reload"); err != nil {
 		panic(err)
 	}
 	code := m.Run()
