@@ -25,6 +25,7 @@ import (
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgops"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/version"
@@ -47,6 +48,10 @@ type Settings struct {
 	RemoteExtBaseURL string
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
+	// Connstr is the admin connection string of the routes that read or change the
+	// running Postgres (internal/pgops; pg_dump runs beside PGBin). Empty: those routes
+	// answer 500.
+	Connstr string
 }
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
@@ -221,8 +226,17 @@ func (s *server) serve(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	var pgOps control.Postgres
+	if s.cfg.Connstr != "" {
+		ops, err := pgops.New(s.cfg.Connstr, s.cfg.PGBin, s.log)
+		if err != nil {
+			return fmt.Errorf("--connstr: %w", err)
+		}
+		pgOps = ops
+	}
 	ctl := control.New(control.Deps{
-		Store: s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd}, LFC: s.d.LFC,
+		Postgres: pgOps,
+		Store:    s.d.Store, Waker: s.d.Bus, Units: units{s.d.Systemd}, LFC: s.d.LFC,
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
