@@ -273,7 +273,9 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		{"DELETE /terminate", h.srv.External(), "DELETE", "/terminate", 405},
 		{"internal root", h.srv.Internal(), "GET", "/", 404},
 		{"internal status", h.srv.Internal(), "GET", "/status", 404},
-		{"internal extensions (not implemented)", h.srv.Internal(), "POST", "/extensions", 404},
+		{"internal failpoints (not in this build)", h.srv.Internal(), "POST", "/failpoints", 404},
+		{"internal extensions, wrong method", h.srv.Internal(), "GET", "/extensions", 405},
+		{"extensions on the external port", h.srv.External(), "POST", "/extensions", 404},
 		{"internal extension_server, wrong method", h.srv.Internal(), "GET", "/extension_server/x.so", 405},
 	}
 	for _, tc := range tests {
