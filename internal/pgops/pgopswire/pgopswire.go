@@ -49,7 +49,7 @@ type CatalogObjects struct {
 // Insights is the answer of GET /insights: up to 100 rows of pg_stat_statements (each
 // the row_to_json of a row), as a JSON object. compute_ctl sends this object encoded
 // once more, as a JSON string; Neon's OpenAPI document says an object, which is what
-// is sent here (docs/api.md).
+// is sent here (docs/architecture.md).
 type Insights struct {
 	PgStatStatements []json.RawMessage `json:"pg_stat_statements"`
 }
