@@ -32,6 +32,10 @@ func TestAuthOnEveryRoute(t *testing.T) {
 		{"GET", "/metrics.json"},
 		{"POST", "/configure"},
 		{"POST", "/terminate"},
+		{"POST", "/check_writability"},
+		{"GET", "/insights"},
+		{"GET", "/dbs_and_roles"},
+		{"GET", "/database_schema?database=postgres"},
 	}
 	wrongID := h.token(map[string]any{"compute_id": "someone-else"})
 	noID := h.token(map[string]any{})
