@@ -19,8 +19,8 @@ import (
 
 	"github.com/computetools/compute-tools/internal/apiserver"
 	"github.com/computetools/compute-tools/internal/auth"
-	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/control"
+	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 )
@@ -43,6 +43,7 @@ type serveCmd struct {
 	RemoteExtHTTP    bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
 	ControlPlaneURI  string        `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the key set that verifies tokens from the control plane (its answer's compute_ctl_config.jwks), as compute-init gets the spec; bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN."`
+	Connstr          string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (/check_writability, /insights, /dbs_and_roles, /database_schema, /extensions, /grants)."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 	OnTerminated     string        `name:"on-terminated" env:"COMPUTE_ON_TERMINATED" default:"${COMPUTE_ON_TERMINATED}" enum:"stop,poweroff,none" help:"What to do once the compute is terminated or its start failed, after compute_ctl's linger (30 s; none after an immediate termination): stop compute.target, poweroff the machine through systemd, or none."`
 }
@@ -64,7 +65,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
-		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, OnTerminated: onTerminated}, log)
+		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, OnTerminated: onTerminated, Connstr: s.Connstr}, log)
 }
 
 type keygenCmd struct {

@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+	"github.com/computetools/compute-tools/internal/pgops/pgopswire"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,16 @@ type Control interface {
 	LFCPrewarm(ctx context.Context, fromEndpoint string) error
 	LFCOffload(ctx context.Context) error
 	LFCCancelPrewarm(ctx context.Context) (bool, error)
+	// The Postgres routes: a status that forbids the call is a *state.WrongStatusError,
+	// the operation's own failure a *control.PostgresError.
+	CheckWritability(ctx context.Context) error
+	Insights(ctx context.Context) (pgopswire.Insights, error)
+	DBsAndRoles(ctx context.Context) (pgopswire.CatalogObjects, error)
+	// DatabaseSchema streams the schema dump (pgopswire.ErrDatabaseNotFound: no such
+	// database); the caller closes it.
+	DatabaseSchema(ctx context.Context, db string) (io.ReadCloser, error)
+	InstallExtension(ctx context.Context, req pgopswire.ExtensionInstallRequest) (string, error)
+	SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error
 }
 
 // Options holds the dependencies of a Server.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+	"github.com/computetools/compute-tools/internal/pgops/pgopswire"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/statusview"
 )
@@ -392,6 +393,14 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 		{"ComputeStatusResponse", statusview.Of(rec)},
 		{"ComputeMetrics", rec.Metrics},
 		{"TerminateResponse", terminateResponse{}},
+		{"ComputeInsights", pgopswire.Insights{}},
+		{"DbsAndRoles", pgopswire.CatalogObjects{}},
+		{"CatalogRole", pgopswire.Role{}},
+		{"CatalogDatabase", pgopswire.Database{}},
+		{"ExtensionInstallRequest", pgopswire.ExtensionInstallRequest{}},
+		{"ExtensionInstallResponse", pgopswire.ExtensionInstallResponse{}},
+		{"SetRoleGrantsRequest", pgopswire.SetRoleGrantsRequest{}},
+		{"SetRoleGrantsResponse", pgopswire.SetRoleGrantsResponse{}},
 	} {
 		got, want := d.schemaProperties(t, tc.schema), jsonKeys(t, tc.value)
 		if !slices.Equal(got, want) {
@@ -438,6 +447,13 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 	}
 	if got := d.schemaEnum(t, "LfcOffloadState"); !slices.Equal(got, offload) {
 		t.Errorf("LfcOffloadState status enum = %v, want %v", got, offload)
+	}
+	var privileges []string
+	for _, p := range pgopswire.Privileges {
+		privileges = append(privileges, string(p))
+	}
+	if got := d.schemaEnum(t, "Privilege"); !slices.Equal(got, privileges) {
+		t.Errorf("Privilege enum = %v, want %v", got, privileges)
 	}
 	if got := fmt.Sprint(d.schemaProperties(t, "GenericError")); got != "[error]" {
 		t.Errorf("GenericError properties = %s, want [error]", got)

@@ -26,9 +26,16 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "DELETE /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCCancelPrewarm)},
 		{port: "external", pattern: "GET /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffloadStatus)},
 		{port: "external", pattern: "POST /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffload)},
+		{port: "external", pattern: "POST /check_writability", handler: http.HandlerFunc(s.handleCheckWritability)},
+		{port: "external", pattern: "GET /insights", handler: http.HandlerFunc(s.handleInsights)},
+		{port: "external", pattern: "GET /dbs_and_roles", handler: http.HandlerFunc(s.handleDBsAndRoles)},
+		{port: "external", pattern: "GET /database_schema", handler: http.HandlerFunc(s.handleDatabaseSchema)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
 		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},
+		// local_proxy's calls (Neon's proxy/src/compute_ctl).
+		{port: "internal", pattern: "POST /extensions", handler: http.HandlerFunc(s.handleExtensions)},
+		{port: "internal", pattern: "POST /grants", handler: http.HandlerFunc(s.handleGrants)},
 	}
 }
 

@@ -34,6 +34,10 @@ func TestAuthOnEveryRoute(t *testing.T) {
 		{"GET", "/metrics.json"},
 		{"POST", "/configure"},
 		{"POST", "/terminate"},
+		{"POST", "/check_writability"},
+		{"GET", "/insights"},
+		{"GET", "/dbs_and_roles"},
+		{"GET", "/database_schema?database=postgres"},
 	}
 	wrongID := h.token(map[string]any{"compute_id": "someone-else"})
 	noID := h.token(map[string]any{})
@@ -275,7 +279,9 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		{"DELETE /terminate", h.srv.External(), "DELETE", "/terminate", 405},
 		{"internal root", h.srv.Internal(), "GET", "/", 404},
 		{"internal status", h.srv.Internal(), "GET", "/status", 404},
-		{"internal extensions (not implemented)", h.srv.Internal(), "POST", "/extensions", 404},
+		{"internal failpoints (not in this build)", h.srv.Internal(), "POST", "/failpoints", 404},
+		{"internal extensions, wrong method", h.srv.Internal(), "GET", "/extensions", 405},
+		{"extensions on the external port", h.srv.External(), "POST", "/extensions", 404},
 		{"internal extension_server, wrong method", h.srv.Internal(), "GET", "/extension_server/x.so", 405},
 	}
 	for _, tc := range tests {

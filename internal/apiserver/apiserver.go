@@ -26,6 +26,7 @@ import (
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgops"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
@@ -58,6 +59,10 @@ type Settings struct {
 	// OnTerminated is done once the compute is terminated or its start failed, after
 	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
 	OnTerminated control.EndAction
+	// Connstr is the admin connection string of the routes that read or change the
+	// running Postgres (internal/pgops; pg_dump runs beside PGBin). Empty: those routes
+	// answer 500.
+	Connstr string
 }
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
@@ -237,9 +242,18 @@ func (s *server) serve(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	var pgOps control.Postgres
+	if s.cfg.Connstr != "" {
+		ops, err := pgops.New(s.cfg.Connstr, s.cfg.PGBin, s.log)
+		if err != nil {
+			return fmt.Errorf("--connstr: %w", err)
+		}
+		pgOps = ops
+	}
 	sdLost := make(chan error, 1)
 	ctl := control.New(control.Deps{
-		Store: s.d.Store, Waker: s.d.Bus, Units: lossWatch{units{s.d.Systemd}, sdLost}, LFC: s.d.LFC,
+		Postgres: pgOps,
+		Store:    s.d.Store, Waker: s.d.Bus, Units: lossWatch{units{s.d.Systemd}, sdLost}, LFC: s.d.LFC,
 		WritePendingConfig: func(raw []byte) error {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},

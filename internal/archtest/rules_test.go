@@ -137,10 +137,30 @@ func heavyInComputeInit(g graph) []string {
 
 // stdlibOnlyPkgs import the standard library only (not even the module's other
 // packages): their types live in the state record or the spec that every binary reads,
-// so a dependency of theirs would be carried by all (compute-init carries no Prometheus,
-// compute-api no pgx). Subpackages are not covered (internal/extstats/pgcollect uses
-// pgx, internal/extstats/extprom Prometheus).
-var stdlibOnlyPkgs = []string{"internal/spec", "internal/extstats", "internal/lfc/lfcstate"}
+// so a dependency of theirs would be carried by all (compute-init carries no Prometheus),
+// or on the wire of the API, where a client (pkg/computeclient) imports them without the
+// server's dependencies (pgopswire: no pgx). Subpackages are not covered
+// (internal/extstats/pgcollect uses pgx, internal/extstats/extprom Prometheus).
+var stdlibOnlyPkgs = []string{"internal/spec", "internal/extstats", "internal/lfc/lfcstate", "internal/pgops/pgopswire"}
+
+// pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into
+// control's Postgres interface by internal/apiserver only; the API and control reach it
+// through that interface (its wire types, pgopswire, are anyone's). Test files may use it.
+func pgopsOutsideAPIServer(g graph) []string {
+	var bad []string
+	for p, pk := range g {
+		if under(p, "internal/apiserver", "internal/pgops") {
+			continue
+		}
+		for _, imp := range pk.Imports {
+			if imp == "internal/pgops" {
+				bad = append(bad, fmt.Sprintf("%s imports %s", p, imp))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
 
 // notStdlibOnly lists the imports of stdlibOnlyPkgs outside the standard library: module
 // packages, and paths whose first element has a dot (a module path).
@@ -205,6 +225,11 @@ func fakeGraph() graph {
 			Imports: []string{"encoding/json", "github.com/jackc/pgx/v5", "internal/helper"}, Doc: "Package extstats.",
 		},
 		"internal/extstats/pgcollect": {Imports: []string{"github.com/jackc/pgx/v5"}, Doc: "Package pgcollect."},
+		"internal/pgops/pgopswire":    {Imports: []string{"github.com/jackc/pgx/v5"}, Doc: "Package pgopswire."},
+		"internal/pgops":              {Imports: []string{"internal/pgops/pgopswire"}, Doc: "Package pgops."},
+		"internal/apiserver/x":        {Imports: []string{"internal/pgops"}, Doc: "Package x."},
+		"internal/apitest":            {Imports: []string{"internal/pgops/pgopswire"}, TestImports: []string{"internal/pgops"}, Doc: "Package apitest."},
+		"internal/api/pg":             {Imports: []string{"internal/pgops"}, Doc: "Package pg."},
 	}
 }
 
@@ -237,6 +262,10 @@ func TestRulesFailOnViolations(t *testing.T) {
 		{"stdlib-only packages import the standard library only", notStdlibOnly, []string{
 			"internal/extstats imports github.com/jackc/pgx/v5",
 			"internal/extstats imports internal/helper",
+			"internal/pgops/pgopswire imports github.com/jackc/pgx/v5",
+		}},
+		{"only apiserver imports pgops", pgopsOutsideAPIServer, []string{
+			"internal/api/pg imports internal/pgops",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,7 +286,8 @@ func TestImportRules(t *testing.T) {
 		{"only internal/sysd imports go-systemd", goSystemdOutsideSysd},
 		{"nothing in internal/ imports kong", kongInInternal},
 		{"internal/control does not import net/http", httpInControl},
-		{"internal/spec and internal/extstats import the standard library only", notStdlibOnly},
+		{"internal/spec, internal/extstats, lfcstate and pgopswire import the standard library only", notStdlibOnly},
+		{"only internal/apiserver imports internal/pgops", pgopsOutsideAPIServer},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, v := range tc.rule(g) {

@@ -1,10 +1,12 @@
 // Package control does what compute-api's routes and its TLS renewal watcher do, without
 // HTTP: accept a config and wait for its outcome (POST /configure), terminate (POST
 // /terminate), re-run the configure step for a running compute (reconfigure),
-// resubmit the applied config when the TLS certificate is renewed, and carry out the
+// resubmit the applied config when the TLS certificate is renewed, carry out the
 // post-termination action once the compute has ended (WatchEnd: where compute_ctl exits
 // and ends its VM, stop compute.target or power off through systemd; a failure after
-// running is left alone, unlike compute_ctl, see docs/architecture.md). It works over narrow
+// running is left alone, unlike compute_ctl, see docs/architecture.md), and, over the
+// Postgres interface (internal/pgops), the routes that read or change the running
+// Postgres (postgres.go). It works over narrow
 // interfaces declared here (the state store's API operations, a wake-up source, the
 // systemd units, the writer and reader of the config files); internal/api maps its
 // results and errors to HTTP. A new route is one handler in internal/api plus one
@@ -69,6 +71,9 @@ type Deps struct {
 	// LFC reaches compute-monitor's LFC methods; nil: the LFC routes answer that the
 	// monitor is unavailable.
 	LFC LFC
+	// Postgres carries out the routes that read or change the running Postgres; nil:
+	// they answer that there is no Postgres connection.
+	Postgres Postgres
 	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
 	ReadAppliedConfig func() ([]byte, error)
 	Logger            *slog.Logger

@@ -1,6 +1,6 @@
 // Package execx is the one way this project runs a process: with a context, the argv
 // logged (secrets redacted), optionally as another user, and the tail of stderr in the
-// returned error.
+// returned error; its output buffered (Run) or streamed to the caller (Start).
 package execx
 
 import (

@@ -72,10 +72,16 @@ const (
 
 // adminOSUsers are the OS users that may act as the admin role over the unix socket
 // (peer authentication through pg_ident.conf's map, both storage modes): postgres runs
-// compute-init, compute-configure, compute-monitor and the stop hook; root runs
-// compute-api and the vm-monitor (and an operator's psql). The one list: a unit that
-// moves to a user of its own adds that user here.
-var adminOSUsers = []string{DefaultPGUser, "root"}
+// compute-init, compute-configure, compute-monitor and the stop hook; compute-api (its
+// Postgres routes: /check_writability, /insights, /dbs_and_roles, /database_schema's
+// pg_dump, /extensions, /grants, /promote) runs as its own user; root runs the vm-monitor
+// (and compute-api on an image without polkit, and an operator's psql). The one list: a
+// unit that moves to a user of its own adds that user here.
+var adminOSUsers = []string{DefaultPGUser, APIUser, "root"}
+
+// APIUser is the system user compute-api runs as (packaging/sysusers; root on an image
+// without polkit, see compute-tools-generator).
+const APIUser = "compute-api"
 
 // AdminOSUsers returns a copy of the OS users mapped to the admin role in pg_ident.conf.
 func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
@@ -118,7 +124,7 @@ const (
 	EnvPageserverIdleTimeout  = "COMPUTE_PAGESERVER_IDLE_TIMEOUT"
 	EnvSyncSafekeepersTimeout = "COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT"
 	EnvControlPlaneTimeout    = "COMPUTE_CONTROL_PLANE_TIMEOUT"
-	EnvOnTerminated     = "COMPUTE_ON_TERMINATED"
+	EnvOnTerminated           = "COMPUTE_ON_TERMINATED"
 
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
@@ -154,7 +160,7 @@ func Vars() map[string]string {
 		EnvPageserverIdleTimeout:  DefaultPageserverIdleTimeout,
 		EnvSyncSafekeepersTimeout: DefaultSyncSafekeepersTimeout,
 		EnvControlPlaneTimeout:    DefaultControlPlaneTimeout,
-		EnvOnTerminated:     DefaultOnTerminated,
+		EnvOnTerminated:           DefaultOnTerminated,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),
