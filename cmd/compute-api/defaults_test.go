@@ -26,5 +26,6 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 		"internal-http-addr": "127.0.0.1",
 		"pgbin":              "/usr/lib/postgresql/15/bin/postgres",
 		"tls-poll-interval":  "60s",
+		"connstr":            "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
 	})
 }

@@ -39,6 +39,7 @@ type serveCmd struct {
 	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
 	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+	Connstr          string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (POST /promote)."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 }
 
@@ -46,7 +47,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
-		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)
+		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll, Connstr: s.Connstr}, log)
 }
 
 type keygenCmd struct {

@@ -23,6 +23,7 @@ import (
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+	"github.com/computetools/compute-tools/internal/promote/promotestate"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,10 @@ type Control interface {
 	LFCPrewarm(ctx context.Context, fromEndpoint string) error
 	LFCOffload(ctx context.Context) error
 	LFCCancelPrewarm(ctx context.Context) (bool, error)
+	// Promote promotes a replica (or joins the promotion that runs) and returns its
+	// outcome, completed or failed; a compute that is not running is a
+	// *state.WrongStatusError.
+	Promote(ctx context.Context, req promotestate.Request) (promotestate.State, error)
 }
 
 // Options holds the dependencies of a Server.

@@ -26,6 +26,7 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "DELETE /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCCancelPrewarm)},
 		{port: "external", pattern: "GET /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffloadStatus)},
 		{port: "external", pattern: "POST /lfc/offload", handler: http.HandlerFunc(s.handleLFCOffload)},
+		{port: "external", pattern: "POST /promote", handler: http.HandlerFunc(s.handlePromote)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
 		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},

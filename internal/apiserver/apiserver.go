@@ -25,6 +25,7 @@ import (
 	"github.com/computetools/compute-tools/internal/controlplane"
 	"github.com/computetools/compute-tools/internal/extensions"
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/promote"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/version"
@@ -47,6 +48,8 @@ type Settings struct {
 	RemoteExtBaseURL string
 	// TLSPoll is how often the TLS watcher looks for a renewed certificate.
 	TLSPoll time.Duration
+	// Connstr is the admin connection string (POST /promote connects with it).
+	Connstr string
 }
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
@@ -227,6 +230,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 			return atomicfile.Write(paths.PendingConfigFile(s.cfg.StateDir), raw, atomicfile.Options{Mode: 0o640})
 		},
 		ReadAppliedConfig: func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir)) },
+		Promoter:          promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
 		Logger:            s.log,
 	})
 	srv := api.New(api.Options{

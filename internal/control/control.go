@@ -64,7 +64,11 @@ type Deps struct {
 	// LFC reaches compute-monitor's LFC methods; nil: the LFC routes answer that the
 	// monitor is unavailable.
 	LFC LFC
-	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
+	// Promoter promotes Postgres for POST /promote (*promote.Postgres); nil: /promote
+	// fails, saying so.
+	Promoter Promoter
+	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS and
+	// POST /promote).
 	ReadAppliedConfig func() ([]byte, error)
 	Logger            *slog.Logger
 	// Recheck is how often a blocked call re-reads the state even without a wake-up (a
@@ -82,6 +86,8 @@ type Controller struct {
 	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
 	// only).
 	tlsTried string
+	// promos is the promotion running in this process (POST /promote).
+	promos promotions
 }
 
 // New builds a Controller. Nil optional fields get their defaults.

@@ -3,7 +3,7 @@
 // connection: wait until the replica has replayed the old primary's last WAL
 // (pg_last_wal_replay_lsn(), a bounded number of looks), point the neon extension at the
 // old primary's safekeepers (ALTER SYSTEM SET neon.safekeepers, then a reload: in neon
-// mode only, see Options.Neon), pg_promote(), and check on a new connection that
+// mode only, see Run.Neon), pg_promote(), and check on a new connection that
 // transactions are no longer read-only. What comes around it (the state record, the
 // config rewritten as a primary, joining concurrent calls) is internal/control's.
 //
@@ -40,12 +40,6 @@ const (
 type Options struct {
 	// Connstr is the admin connection string (the one compute-init and the monitor use).
 	Connstr string
-	// Neon: the compute runs Neon's Postgres (neon mode), whose neon extension defines
-	// neon.safekeepers; the safekeepers are set before pg_promote, as compute_ctl does.
-	// Vanilla PostgreSQL 15 (standalone mode) refuses ALTER SYSTEM for a parameter it
-	// does not know, and has no safekeepers to stream to: the step is skipped there, with
-	// a log line.
-	Neon bool
 	// Retries and Interval bound the wait for the replay: 1+Retries looks, Interval apart
 	// (defaults: compute_ctl's 20 and 1 s).
 	Retries  int
@@ -101,6 +95,20 @@ func (e *CatchUpError) Error() string {
 	return fmt.Sprintf("didn't catch up with primary in %d retries: replayed up to %s, wal_flush_lsn %s", e.Retries, e.Replayed, e.Want)
 }
 
+// Run says how to promote.
+type Run struct {
+	// Resume: a promotion of this lifecycle was begun by an earlier process; a Postgres
+	// already out of recovery is then taken as promoted by it (the wait and pg_promote
+	// are skipped, the read-only check is not).
+	Resume bool
+	// Neon: the compute runs Neon's Postgres (neon mode), whose neon extension defines
+	// neon.safekeepers; the safekeepers are set before pg_promote, as compute_ctl does.
+	// Vanilla PostgreSQL 15 (standalone mode) refuses ALTER SYSTEM for a parameter it
+	// does not know, and has no safekeepers to stream to: the step is skipped there, with
+	// a log line.
+	Neon bool
+}
+
 // Result says what Promote did.
 type Result struct {
 	// AlreadyPromoted: Postgres was out of recovery already (resume set): an earlier
@@ -113,11 +121,9 @@ type Result struct {
 }
 
 // Promote promotes the replica once it has replayed up to req.WALFlushLSN, with
-// req.Safekeepers as its neon.safekeepers (Options.Neon). resume: a promotion of this
-// lifecycle was begun by an earlier process; a Postgres already out of recovery is then
-// taken as promoted by it (the wait and pg_promote are skipped, the read-only check is
-// not). Errors are those of compute_ctl, with the step in front.
-func (p *Postgres) Promote(ctx context.Context, req promotestate.Request, resume bool) (Result, error) {
+// req.Safekeepers as its neon.safekeepers (run.Neon); see Run. Errors are those of
+// compute_ctl, with the step in front.
+func (p *Postgres) Promote(ctx context.Context, req promotestate.Request, run Run) (Result, error) {
 	log := p.o.Logger
 	var res Result
 	conn, err := pg.Connect(ctx, p.o.Connstr, AppName)
@@ -131,7 +137,7 @@ func (p *Postgres) Promote(ctx context.Context, req promotestate.Request, resume
 		return res, fmt.Errorf("checking recovery: %w", err)
 	}
 	if !inRecovery {
-		if !resume {
+		if !run.Resume {
 			return res, ErrNotInRecovery
 		}
 		log.Info("postgres is out of recovery already: the promotion begun by an earlier process is taken as done")
@@ -142,7 +148,7 @@ func (p *Postgres) Promote(ctx context.Context, req promotestate.Request, resume
 			return res, err
 		}
 		res.LSNWaitMs = time.Since(start).Milliseconds()
-		if err := p.setSafekeepers(ctx, conn, req.Safekeepers); err != nil {
+		if err := p.setSafekeepers(ctx, conn, req.Safekeepers, run.Neon); err != nil {
 			return res, err
 		}
 		start = time.Now()
@@ -205,9 +211,9 @@ func (p *Postgres) waitReplay(ctx context.Context, conn *pgx.Conn, want spec.Lsn
 
 // setSafekeepers points the neon extension at the safekeepers before the promotion, as
 // compute_ctl does (ALTER SYSTEM, since a replica has none in its postgresql.conf), and
-// reloads. Standalone mode skips it (Options.Neon).
-func (p *Postgres) setSafekeepers(ctx context.Context, conn *pgx.Conn, safekeepers string) error {
-	if !p.o.Neon {
+// reloads. Standalone mode skips it (Run.Neon).
+func (p *Postgres) setSafekeepers(ctx context.Context, conn *pgx.Conn, safekeepers string, neon bool) error {
+	if !neon {
 		p.o.Logger.Info("standalone mode: neon.safekeepers not set (no safekeepers; vanilla Postgres does not know the parameter)")
 		return nil
 	}
@@ -227,12 +233,9 @@ func (p *Postgres) setSafekeepers(ctx context.Context, conn *pgx.Conn, safekeepe
 
 // ResetSafekeepers removes the ALTER SYSTEM setting of neon.safekeepers that Promote
 // made (postgresql.auto.conf) and reloads, once postgresql.conf carries the same value:
-// a setting left there would override every later spec's safekeepers. Standalone mode
-// made none.
+// a setting left there would override every later spec's safekeepers. (Standalone mode
+// made none; there it resets nothing but costs a connection.)
 func (p *Postgres) ResetSafekeepers(ctx context.Context) error {
-	if !p.o.Neon {
-		return nil
-	}
 	conn, err := pg.Connect(ctx, p.o.Connstr, AppName)
 	if err != nil {
 		return fmt.Errorf("connecting to postgres: %w", err)

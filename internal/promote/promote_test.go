@@ -84,9 +84,9 @@ func TestPromoteStandby(t *testing.T) {
 			want := flushLSN(t, pc)
 
 			// Real waits: the standby streams the WAL meanwhile (bounded at 20 s).
-			p := New(Options{Connstr: standby.Connstr(), Neon: neon, Interval: 20 * time.Millisecond, Retries: 1000})
+			p := New(Options{Connstr: standby.Connstr(), Interval: 20 * time.Millisecond, Retries: 1000})
 			sks := "sk1:5454,sk-'2':5454"
-			res, err := p.Promote(context.Background(), promotestate.Request{Safekeepers: sks, WALFlushLSN: want}, false)
+			res, err := p.Promote(context.Background(), promotestate.Request{Safekeepers: sks, WALFlushLSN: want}, Run{Neon: neon})
 			if err != nil {
 				t.Fatalf("Promote: %v\n%s", err, standby.ReadLog(t))
 			}
@@ -110,8 +110,10 @@ func TestPromoteStandby(t *testing.T) {
 			if got := strings.Contains(string(auto), line); got != neon {
 				t.Errorf("postgresql.auto.conf has %q: %v, want %v:\n%s", line, got, neon, auto)
 			}
-			if err := p.ResetSafekeepers(context.Background()); err != nil {
-				t.Fatal(err)
+			if neon {
+				if err := p.ResetSafekeepers(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			auto, _ = os.ReadFile(filepath.Join(standby.DataDir, "postgresql.auto.conf"))
 			if strings.Contains(string(auto), "neon.safekeepers") {
@@ -120,10 +122,10 @@ func TestPromoteStandby(t *testing.T) {
 
 			// Promoted: not a replica any more, unless an earlier process's promotion is
 			// resumed.
-			if _, err := p.Promote(context.Background(), promotestate.Request{WALFlushLSN: want}, false); !errors.Is(err, ErrNotInRecovery) {
+			if _, err := p.Promote(context.Background(), promotestate.Request{WALFlushLSN: want}, Run{}); !errors.Is(err, ErrNotInRecovery) {
 				t.Errorf("second Promote: %v, want ErrNotInRecovery", err)
 			}
-			res, err = p.Promote(context.Background(), promotestate.Request{WALFlushLSN: want}, true)
+			res, err = p.Promote(context.Background(), promotestate.Request{WALFlushLSN: want}, Run{Resume: true})
 			if err != nil || !res.AlreadyPromoted {
 				t.Errorf("resumed Promote: %+v, %v", res, err)
 			}
@@ -140,7 +142,7 @@ func TestPromoteLSNNeverArrives(t *testing.T) {
 
 	var sl noSleep
 	p := New(Options{Connstr: standby.Connstr(), Retries: 3, Sleep: sl.sleep})
-	_, err := p.Promote(context.Background(), promotestate.Request{Safekeepers: "sk:1", WALFlushLSN: want}, false)
+	_, err := p.Promote(context.Background(), promotestate.Request{Safekeepers: "sk:1", WALFlushLSN: want}, Run{})
 	var cu *CatchUpError
 	if !errors.As(err, &cu) {
 		t.Fatalf("Promote: %v, want a CatchUpError", err)
@@ -164,7 +166,7 @@ func TestPromoteCancelledWait(t *testing.T) {
 		cancel()
 		return context.Canceled
 	}})
-	_, err := p.Promote(ctx, promotestate.Request{WALFlushLSN: 1 << 40}, false)
+	_, err := p.Promote(ctx, promotestate.Request{WALFlushLSN: 1 << 40}, Run{})
 	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "waiting for the replay: ") {
 		t.Errorf("Promote: %v", err)
 	}
@@ -175,7 +177,7 @@ func TestPromoteCancelledWait(t *testing.T) {
 
 func TestPromoteNoPostgres(t *testing.T) {
 	p := New(Options{Connstr: "postgresql://cloud_admin@/postgres?host=/nonexistent&connect_timeout=1"})
-	_, err := p.Promote(context.Background(), promotestate.Request{}, false)
+	_, err := p.Promote(context.Background(), promotestate.Request{}, Run{})
 	if err == nil || !strings.HasPrefix(err.Error(), "connecting to postgres: ") {
 		t.Errorf("Promote: %v", err)
 	}

@@ -90,10 +90,12 @@ func movePromotion(r *Record, to promotestate.Phase, fn func(p *promotestate.Pro
 // taking over one left promoting by an earlier compute-api process (takeover set: the
 // caller knows that no promotion runs in its process). The compute must be running
 // (another status: a WrongStatusError). A completed promotion gives ErrAlreadyPromoted, a
-// running one (without takeover) ErrPromotionRunning, both with the record.
-func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (Record, error) {
+// running one (without takeover) ErrPromotionRunning, both with the record. resumed
+// says that it took over a promotion left promoting.
+func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (rec Record, resumed bool, err error) {
 	now := s.now().UTC()
-	return s.update(func(r *Record) error {
+	rec, err = s.update(func(r *Record) error {
+		resumed = false
 		switch phaseOf(r) {
 		case promotestate.PhaseCompleted:
 			return ErrAlreadyPromoted
@@ -101,6 +103,7 @@ func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (Record,
 			if !takeover {
 				return ErrPromotionRunning
 			}
+			resumed = true
 		}
 		if r.Status != Running {
 			return &WrongStatusError{Status: r.Status}
@@ -109,6 +112,10 @@ func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (Record,
 			*p = promotestate.Promotion{Phase: promotestate.PhasePromoting, Request: req, StartedAt: now}
 		})
 	})
+	if err != nil {
+		resumed = false
+	}
+	return rec, resumed, err
 }
 
 // EndPromotion records the outcome of the promotion that began in the lifecycle started

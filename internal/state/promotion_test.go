@@ -63,7 +63,7 @@ func TestBeginPromotionFromEveryStatusAndPhase(t *testing.T) {
 			for _, takeover := range []bool{false, true} {
 				s := withPromotion(t, st, ph)
 				before, _ := s.Load()
-				rec, err := s.BeginPromotion(req, takeover)
+				rec, resumed, err := s.BeginPromotion(req, takeover)
 				var wrong *WrongStatusError
 				switch {
 				case ph == promotestate.PhaseCompleted:
@@ -89,7 +89,13 @@ func TestBeginPromotionFromEveryStatusAndPhase(t *testing.T) {
 					if rec.Status != Running {
 						t.Errorf("status moved to %s", rec.Status)
 					}
+					if resumed != (ph == promotestate.PhasePromoting) {
+						t.Errorf("%s/%q: resumed %v", st, ph, resumed)
+					}
 					continue
+				}
+				if resumed {
+					t.Errorf("%s/%q: a refused begin says resumed", st, ph)
 				}
 				if after, _ := s.Load(); after.Seq != before.Seq {
 					t.Errorf("%s/%q takeover=%v: a refused begin wrote the record", st, ph, takeover)
@@ -112,7 +118,7 @@ func TestEndPromotion(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := withPromotion(t, Running, "")
-			rec, err := s.BeginPromotion(req, false)
+			rec, _, err := s.BeginPromotion(req, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +152,7 @@ func TestEndPromotionInAnyStatus(t *testing.T) {
 	// The compute may have moved on (a /terminate, Postgres gone) while the promotion
 	// ran: its outcome is still recorded, the status untouched.
 	s := withPromotion(t, Running, "")
-	rec, err := s.BeginPromotion(req, false)
+	rec, _, err := s.BeginPromotion(req, false)
 	if err != nil {
 		t.Fatal(err)
 	}
