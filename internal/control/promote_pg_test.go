@@ -1,0 +1,319 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/computetools/compute-tools/internal/compute"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgtest"
+	"github.com/computetools/compute-tools/internal/promote"
+	"github.com/computetools/compute-tools/internal/promote/promotestate"
+	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/state"
+)
+
+// replicaConfig is the applied config of a standalone replica; the role exists only once
+// the spec has been applied as a primary's.
+const replicaConfig = `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0,
+  "suspend_timeout_seconds": -1, "mode": "Replica", "cluster": {
+  "roles": [{"name": "after_promotion", "encrypted_password": null, "options": null}],
+  "databases": []}}}`
+
+// promoteRig is a real primary, a real standby made from it with pg_basebackup, a state
+// record that says a running standalone replica, and a controller whose configure unit
+// is the real configure step (compute.Configure, in this process).
+type promoteRig struct {
+	*rig
+	primary, standby *pgtest.Instance
+	settings         compute.Settings
+	pc               *pgx.Conn
+}
+
+func newPromoteRig(t *testing.T, po promote.Options) *promoteRig {
+	t.Helper()
+	primary := pgtest.Start(t)
+	standby := pgtest.StartStandby(t, primary)
+	pr := &promoteRig{primary: primary, standby: standby}
+	pr.rig = newRig(t, func(d *Deps) {
+		po.Connstr = standby.Connstr()
+		po.Logger = d.Logger
+		d.Promoter = promote.New(po)
+	})
+	dir := pr.store.Dir()
+	pr.settings = compute.Settings{StateDir: dir, PGData: standby.DataDir, Connstr: standby.Connstr(), PrivilegedRole: "neon_superuser"}
+	pr.ctl.cfg.WritePendingConfig = func(raw []byte) error { return os.WriteFile(paths.PendingConfigFile(dir), raw, 0o600) }
+	pr.ctl.cfg.ReadAppliedConfig = func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(dir)) }
+	pr.units.reconfigure = func() error {
+		return compute.Configure(context.Background(), pr.settings, &compute.Deps{Store: pr.store, Log: slog.New(slog.NewTextHandler(pr.logs, nil))})
+	}
+	if err := os.WriteFile(paths.AppliedConfigFile(dir), []byte(replicaConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pr.set(state.Running, func(r *state.Record) {
+		r.Mode = spec.ModeTypeReplica
+		r.Storage = spec.StorageStandalone
+	})
+	var err error
+	if pr.pc, err = pgx.Connect(context.Background(), primary.Connstr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.pc.Close(context.Background()) })
+	pr.exec(pr.pc, "CREATE TABLE promoted (id int)")
+	return pr
+}
+
+func (pr *promoteRig) exec(c *pgx.Conn, sql string) {
+	pr.t.Helper()
+	if _, err := c.Exec(context.Background(), sql); err != nil {
+		pr.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// flushLSN is the primary's WAL flush LSN.
+func (pr *promoteRig) flushLSN() spec.Lsn {
+	pr.t.Helper()
+	var s string
+	if err := pr.pc.QueryRow(context.Background(), "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
+		pr.t.Fatal(err)
+	}
+	l, err := spec.ParseLsn(s)
+	if err != nil {
+		pr.t.Fatal(err)
+	}
+	return l
+}
+
+func (pr *promoteRig) inRecovery() bool {
+	pr.t.Helper()
+	c, err := pgx.Connect(context.Background(), pr.standby.Connstr())
+	if err != nil {
+		pr.t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var b bool
+	if err := c.QueryRow(context.Background(), "SELECT pg_is_in_recovery()").Scan(&b); err != nil {
+		pr.t.Fatal(err)
+	}
+	return b
+}
+
+func (pr *promoteRig) reconfigures() int {
+	pr.units.mu.Lock()
+	defer pr.units.mu.Unlock()
+	return pr.units.reconfigures
+}
+
+type outcome struct {
+	st  promotestate.State
+	err error
+}
+
+// A standby made with pg_basebackup waits for the LSN the primary reaches only later,
+// is promoted, takes writes, and its config says primary; every call that came while
+// the promotion ran gets its outcome, a call whose client went away does not stop it,
+// and a later call answers completed at once.
+func TestPromoteRealStandby(t *testing.T) {
+	pr := newPromoteRig(t, promote.Options{Interval: 20 * time.Millisecond, Retries: 1500})
+	pr.exec(pr.pc, "INSERT INTO promoted SELECT generate_series(1, 100)")
+	// An LSN the primary has not written yet: the promotion must wait for it.
+	want := pr.flushLSN() + 256<<10
+	req := promotestate.Request{Safekeepers: "sk1:5454,sk2:5454", WALFlushLSN: want}
+
+	gone, goneCancel := context.WithCancel(context.Background())
+	results := make(chan outcome, 4)
+	var wg sync.WaitGroup
+	go func() {
+		st, err := pr.ctl.Promote(context.Background(), req)
+		results <- outcome{st, err}
+	}()
+	// The first call has begun the promotion once the record says so.
+	pr.waitPromotion(promotestate.PhasePromoting)
+	for _, r := range []promotestate.Request{req, {Safekeepers: "other:1", WALFlushLSN: 1}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := pr.ctl.Promote(context.Background(), r)
+			results <- outcome{st, err}
+		}()
+	}
+	// A client that goes away gets its context's error; the promotion goes on.
+	goneDone := make(chan error, 1)
+	go func() {
+		_, err := pr.ctl.Promote(gone, req)
+		goneDone <- err
+	}()
+	goneCancel()
+	if err := <-goneDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("a caller that went away: %v", err)
+	}
+	select {
+	case o := <-results:
+		t.Fatalf("a call answered before the standby caught up: %+v", o)
+	default:
+	}
+	if !pr.inRecovery() {
+		t.Fatal("promoted before the LSN was replayed")
+	}
+
+	// The primary writes past the LSN.
+	for pr.flushLSN() < want {
+		pr.exec(pr.pc, "INSERT INTO promoted SELECT generate_series(1, 2000)")
+	}
+	var n int
+	if err := pr.pc.QueryRow(context.Background(), "SELECT count(*) FROM promoted").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := 0; i < 3; i++ {
+		o := <-results
+		if o.err != nil || o.st != (promotestate.State{Status: promotestate.Completed}) {
+			t.Errorf("call %d: %+v, %v\n%s", i, o.st, o.err, pr.logs)
+		}
+	}
+	if got := pr.reconfigures(); got != 1 {
+		t.Errorf("%d reconfigurations, want one (the calls joined one promotion)", got)
+	}
+
+	// Promoted: out of recovery, every row of the primary there, and it takes writes.
+	if pr.inRecovery() {
+		t.Fatal("still in recovery")
+	}
+	sc, err := pgx.Connect(context.Background(), pr.standby.Connstr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close(context.Background())
+	var m int
+	if err := sc.QueryRow(context.Background(), "SELECT count(*) FROM promoted").Scan(&m); err != nil || m != n {
+		t.Errorf("rows on the promoted standby %d (%v), want %d", m, err, n)
+	}
+	pr.exec(sc, "INSERT INTO promoted VALUES (-1)")
+	// The configure step applied the spec as a primary's.
+	var role bool
+	if err := sc.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'after_promotion')").Scan(&role); err != nil || !role {
+		t.Errorf("the spec's role after the promotion: %v (%v)", role, err)
+	}
+
+	// The config says primary: the applied config, postgresql.conf, the record.
+	applied, err := os.ReadFile(paths.AppliedConfigFile(pr.store.Dir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := spec.Load(applied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.ComputeSpec().Mode.IsPrimary() || strings.Join(l.ComputeSpec().SafekeeperConnstrings, ",") != req.Safekeepers {
+		t.Errorf("applied spec: mode %s, safekeepers %q", l.ComputeSpec().Mode, l.ComputeSpec().SafekeeperConnstrings)
+	}
+	conf, err := os.ReadFile(filepath.Join(pr.standby.DataDir, "postgresql.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"neon.compute_mode=primary", "neon.safekeepers='sk1:5454,sk2:5454'"} {
+		if !strings.Contains(string(conf), line+"\n") {
+			t.Errorf("postgresql.conf lacks %q:\n%s", line, conf)
+		}
+	}
+	if strings.Contains(string(conf), "hot_standby=on") || strings.Contains(string(conf), "neon.compute_mode=replica") {
+		t.Errorf("postgresql.conf still a replica's:\n%s", conf)
+	}
+	rec, err := pr.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Status != state.Running || rec.Mode != spec.ModeTypePrimary || rec.Promotion == nil ||
+		rec.Promotion.Phase != promotestate.PhaseCompleted || rec.Promotion.Request != req || rec.Promotion.EndedAt == nil {
+		t.Errorf("record: %s, mode %s, promotion %+v", rec.Status, rec.Mode, rec.Promotion)
+	}
+	if !strings.Contains(pr.logs.String(), "MESSAGE_ID=5cd6ab55fef5421b9d9063b6f674ef74") {
+		t.Errorf("no promoted milestone in the log:\n%s", pr.logs)
+	}
+
+	// A later call, whatever it asks, answers completed at once, as compute_ctl.
+	st, err := pr.ctl.Promote(context.Background(), promotestate.Request{Safekeepers: "x:1", WALFlushLSN: 1 << 40})
+	if err != nil || st.Status != promotestate.Completed || pr.reconfigures() != 1 {
+		t.Errorf("a later call: %+v, %v, %d reconfigurations", st, err, pr.reconfigures())
+	}
+}
+
+func (pr *promoteRig) waitPromotion(ph promotestate.Phase) state.Record {
+	pr.t.Helper()
+	wake, cancel := pr.waker.Subscribe()
+	defer cancel()
+	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	rec, err := pr.store.Wait(ctx, wake, 20*time.Millisecond, func(r state.Record) bool {
+		return r.Promotion != nil && r.Promotion.Phase == ph
+	})
+	if err != nil {
+		pr.t.Fatalf("wait for promotion %s: %v (record %+v)", ph, err, rec.Promotion)
+	}
+	return rec
+}
+
+// An LSN that never arrives: a bounded wait, a clear failure, the record says failed and
+// the standby is still one; the next call tries again (compute_ctl would answer the old
+// failure for good) and succeeds.
+func TestPromoteLSNNeverArrives(t *testing.T) {
+	looks := 0
+	pr := newPromoteRig(t, promote.Options{Retries: 3, Sleep: func(ctx context.Context, _ time.Duration) error {
+		looks++
+		return ctx.Err()
+	}})
+	want := pr.flushLSN() + 1<<30
+	st, err := pr.ctl.Promote(context.Background(), promotestate.Request{Safekeepers: "sk:1", WALFlushLSN: want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != promotestate.Failed || !strings.HasPrefix(st.Error, "didn't catch up with primary in 3 retries: replayed up to ") ||
+		!strings.HasSuffix(st.Error, "wal_flush_lsn "+want.String()) || looks != 3 {
+		t.Errorf("outcome %+v after %d waits", st, looks)
+	}
+	rec, _ := pr.store.Load()
+	if rec.Status != state.Running || rec.Mode != spec.ModeTypeReplica || rec.Promotion == nil ||
+		rec.Promotion.Phase != promotestate.PhaseFailed || rec.Promotion.Error != st.Error {
+		t.Errorf("record: %s, mode %s, promotion %+v", rec.Status, rec.Mode, rec.Promotion)
+	}
+	if !pr.inRecovery() || pr.reconfigures() != 0 {
+		t.Errorf("in recovery %v, %d reconfigurations after a failed wait", pr.inRecovery(), pr.reconfigures())
+	}
+
+	// Once the LSN has been replayed (the primary's current one, waited for with real
+	// sleeps), a new call promotes.
+	pr.ctl.cfg.Promoter = promote.New(promote.Options{Connstr: pr.standby.Connstr(), Interval: 20 * time.Millisecond, Retries: 1500})
+	st, err = pr.ctl.Promote(context.Background(), promotestate.Request{Safekeepers: "sk:1", WALFlushLSN: pr.flushLSN()})
+	if err != nil || st.Status != promotestate.Completed {
+		t.Fatalf("retry: %+v, %v\n%s", st, err, pr.logs)
+	}
+	if pr.inRecovery() {
+		t.Error("still in recovery after the retry")
+	}
+}
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// promotedConfigJSON decodes PromotedConfig's spec.
+func promotedSpec(t *testing.T, raw []byte) map[string]json.RawMessage {
+	t.Helper()
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	var sp map[string]json.RawMessage
+	if err := json.Unmarshal(top["spec"], &sp); err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
