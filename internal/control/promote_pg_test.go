@@ -38,14 +38,37 @@ type promoteRig struct {
 	primary, standby *pgtest.Instance
 	settings         compute.Settings
 	pc               *pgx.Conn
+	// logs has the log lines of the controller and of the configure step, which log
+	// from their own goroutines.
+	logs *lockedBuffer
+}
+
+// lockedBuffer is a log sink for several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newPromoteRig(t *testing.T, po promote.Options) *promoteRig {
 	t.Helper()
 	primary := pgtest.Start(t)
 	standby := pgtest.StartStandby(t, primary)
-	pr := &promoteRig{primary: primary, standby: standby}
+	pr := &promoteRig{primary: primary, standby: standby, logs: &lockedBuffer{}}
+	log := slog.New(slog.NewTextHandler(pr.logs, nil))
 	pr.rig = newRig(t, func(d *Deps) {
+		d.Logger = log
 		po.Connstr = standby.Connstr()
 		po.Logger = d.Logger
 		d.Promoter = promote.New(po)
@@ -55,7 +78,7 @@ func newPromoteRig(t *testing.T, po promote.Options) *promoteRig {
 	pr.ctl.cfg.WritePendingConfig = func(raw []byte) error { return os.WriteFile(paths.PendingConfigFile(dir), raw, 0o600) }
 	pr.ctl.cfg.ReadAppliedConfig = func() ([]byte, error) { return os.ReadFile(paths.AppliedConfigFile(dir)) }
 	pr.units.reconfigure = func() error {
-		return compute.Configure(context.Background(), pr.settings, &compute.Deps{Store: pr.store, Log: slog.New(slog.NewTextHandler(pr.logs, nil))})
+		return compute.Configure(context.Background(), pr.settings, &compute.Deps{Store: pr.store, Log: log})
 	}
 	if err := os.WriteFile(paths.AppliedConfigFile(dir), []byte(replicaConfig), 0o600); err != nil {
 		t.Fatal(err)
