@@ -64,7 +64,7 @@ func (c *Controller) Promote(ctx context.Context, req promotestate.Request) (pro
 	if p == nil {
 		// Nothing runs here: a promotion the record shows running was begun by an
 		// earlier compute-api process, which is gone; this one takes it over.
-		rec, resumed, err := c.promotionStore().BeginPromotion(req, true)
+		rec, again, err := c.promotionStore().BeginPromotion(req, true)
 		switch {
 		case errors.Is(err, state.ErrAlreadyPromoted):
 			c.promos.mu.Unlock()
@@ -76,8 +76,8 @@ func (c *Controller) Promote(ctx context.Context, req promotestate.Request) (pro
 		p = &promotion{done: make(chan struct{})}
 		c.promos.cur = p
 		log := c.logger(ctx)
-		log.Info("promotion begins", "wal_flush_lsn", req.WALFlushLSN.String(), "safekeepers", req.Safekeepers, "resumed", resumed)
-		go c.runPromotion(context.WithoutCancel(ctx), p, rec, req, resumed)
+		log.Info("promotion begins", "wal_flush_lsn", req.WALFlushLSN.String(), "safekeepers", req.Safekeepers, "again", again)
+		go c.runPromotion(context.WithoutCancel(ctx), p, rec, req, again)
 	}
 	c.promos.mu.Unlock()
 	select {
@@ -110,10 +110,10 @@ func (noPromotions) EndPromotion(time.Time, error) (state.Record, bool, error) {
 
 // runPromotion carries out the promotion begun in rec, records its outcome and hands it
 // to the waiting calls.
-func (c *Controller) runPromotion(ctx context.Context, p *promotion, rec state.Record, req promotestate.Request, resumed bool) {
+func (c *Controller) runPromotion(ctx context.Context, p *promotion, rec state.Record, req promotestate.Request, again bool) {
 	log := c.logger(ctx)
 	start := c.cfg.Now()
-	perr := c.promote(ctx, rec, req, resumed)
+	perr := c.promote(ctx, rec, req, again)
 	_, _, serr := c.promotionStore().EndPromotion(rec.StartTime, perr)
 	switch {
 	case perr != nil:
@@ -140,7 +140,7 @@ func (c *Controller) runPromotion(ctx context.Context, p *promotion, rec state.R
 // promote is the promotion itself: the checks of compute_ctl, the promoted config built
 // and validated (before Postgres is touched: a promotion cannot be undone), Postgres
 // promoted, and the config rewritten as a primary's through the configure step.
-func (c *Controller) promote(ctx context.Context, rec state.Record, req promotestate.Request, resumed bool) error {
+func (c *Controller) promote(ctx context.Context, rec state.Record, req promotestate.Request, again bool) error {
 	log := c.logger(ctx)
 	if rec.Mode != spec.ModeTypeReplica {
 		return fmt.Errorf("%s is not replica", rec.Mode)
@@ -176,7 +176,7 @@ func (c *Controller) promote(ctx context.Context, rec state.Record, req promotes
 	}
 
 	neon := rec.Storage == spec.StorageNeon
-	res, err := c.cfg.Promoter.Promote(ctx, req, promote.Run{Resume: resumed, Neon: neon})
+	res, err := c.cfg.Promoter.Promote(ctx, req, promote.Run{Resume: again, Neon: neon})
 	if err != nil {
 		return err
 	}

@@ -89,20 +89,25 @@ func TestPromoteWrongStatusBeginsNothing(t *testing.T) {
 }
 
 // A promotion left promoting by a compute-api process that is gone is taken over by the
-// next call, which tells Postgres it resumes.
-func TestPromoteTakesOverAnOrphan(t *testing.T) {
-	rp := &resumeRecorder{}
-	r := newRig(t, func(d *Deps) {
-		d.Promoter = rp
-		d.ReadAppliedConfig = func() ([]byte, error) { return []byte(neonReplicaConfig), nil }
-	})
-	r.set(state.Running, func(rec *state.Record) {
-		rec.Mode, rec.Storage = spec.ModeTypeReplica, spec.StorageStandalone
-		rec.Promotion = &promotestate.Promotion{Phase: promotestate.PhasePromoting}
-	})
-	st, _ := r.ctl.Promote(context.Background(), promotestate.Request{Safekeepers: "a:1", WALFlushLSN: 1})
-	if len(rp.runs) != 1 || !rp.runs[0].Resume || rp.runs[0].Neon || st.Status != promotestate.Failed || st.Error != "stop here" {
-		t.Errorf("runs %+v, outcome %+v", rp.runs, st)
+// next call, and a call after a failed one tries again; both tell Postgres that an
+// earlier attempt may have promoted it already.
+func TestPromoteAgain(t *testing.T) {
+	for _, ph := range []promotestate.Phase{promotestate.PhasePromoting, promotestate.PhaseFailed, ""} {
+		rp := &resumeRecorder{}
+		r := newRig(t, func(d *Deps) {
+			d.Promoter = rp
+			d.ReadAppliedConfig = func() ([]byte, error) { return []byte(neonReplicaConfig), nil }
+		})
+		r.set(state.Running, func(rec *state.Record) {
+			rec.Mode, rec.Storage = spec.ModeTypeReplica, spec.StorageStandalone
+			if ph != "" {
+				rec.Promotion = &promotestate.Promotion{Phase: ph}
+			}
+		})
+		st, _ := r.ctl.Promote(context.Background(), promotestate.Request{Safekeepers: "a:1", WALFlushLSN: 1})
+		if len(rp.runs) != 1 || rp.runs[0].Resume != (ph != "") || rp.runs[0].Neon || st.Status != promotestate.Failed || st.Error != "stop here" {
+			t.Errorf("%q: runs %+v, outcome %+v", ph, rp.runs, st)
+		}
 	}
 }
 

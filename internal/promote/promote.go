@@ -97,9 +97,11 @@ func (e *CatchUpError) Error() string {
 
 // Run says how to promote.
 type Run struct {
-	// Resume: a promotion of this lifecycle was begun by an earlier process; a Postgres
-	// already out of recovery is then taken as promoted by it (the wait and pg_promote
-	// are skipped, the read-only check is not).
+	// Resume: an earlier attempt of this lifecycle's promotion exists (left running by a
+	// compute-api that was stopped, or failed after pg_promote, in the config rewrite); a
+	// Postgres already out of recovery is then taken as promoted by it (the wait and
+	// pg_promote are skipped, the read-only check is not). Without it, a Postgres out of
+	// recovery is ErrNotInRecovery.
 	Resume bool
 	// Neon: the compute runs Neon's Postgres (neon mode), whose neon extension defines
 	// neon.safekeepers; the safekeepers are set before pg_promote, as compute_ctl does.
@@ -111,8 +113,8 @@ type Run struct {
 
 // Result says what Promote did.
 type Result struct {
-	// AlreadyPromoted: Postgres was out of recovery already (resume set): an earlier
-	// compute-api process promoted it and was stopped before it recorded the outcome.
+	// AlreadyPromoted: Postgres was out of recovery already (Run.Resume set): an earlier
+	// attempt promoted it.
 	AlreadyPromoted bool
 	// Replayed is the replay LSN that satisfied the wait (zero when AlreadyPromoted).
 	Replayed spec.Lsn
@@ -140,7 +142,7 @@ func (p *Postgres) Promote(ctx context.Context, req promotestate.Request, run Ru
 		if !run.Resume {
 			return res, ErrNotInRecovery
 		}
-		log.Info("postgres is out of recovery already: the promotion begun by an earlier process is taken as done")
+		log.Info("postgres is out of recovery already: promoted by an earlier attempt of this promotion")
 		res.AlreadyPromoted = true
 	} else {
 		start := time.Now()

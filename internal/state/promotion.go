@@ -90,12 +90,13 @@ func movePromotion(r *Record, to promotestate.Phase, fn func(p *promotestate.Pro
 // taking over one left promoting by an earlier compute-api process (takeover set: the
 // caller knows that no promotion runs in its process). The compute must be running
 // (another status: a WrongStatusError). A completed promotion gives ErrAlreadyPromoted, a
-// running one (without takeover) ErrPromotionRunning, both with the record. resumed
-// says that it took over a promotion left promoting.
-func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (rec Record, resumed bool, err error) {
+// running one (without takeover) ErrPromotionRunning, both with the record. again says
+// that an earlier attempt of this lifecycle exists (one left promoting, or one that
+// failed): it may have got as far as promoting Postgres.
+func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (rec Record, again bool, err error) {
 	now := s.now().UTC()
 	rec, err = s.update(func(r *Record) error {
-		resumed = false
+		again = false
 		switch phaseOf(r) {
 		case promotestate.PhaseCompleted:
 			return ErrAlreadyPromoted
@@ -103,7 +104,9 @@ func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (rec Rec
 			if !takeover {
 				return ErrPromotionRunning
 			}
-			resumed = true
+			again = true
+		case promotestate.PhaseFailed:
+			again = true
 		}
 		if r.Status != Running {
 			return &WrongStatusError{Status: r.Status}
@@ -113,9 +116,9 @@ func (s *Store) BeginPromotion(req promotestate.Request, takeover bool) (rec Rec
 		})
 	})
 	if err != nil {
-		resumed = false
+		again = false
 	}
-	return rec, resumed, err
+	return rec, again, err
 }
 
 // EndPromotion records the outcome of the promotion that began in the lifecycle started

@@ -63,7 +63,7 @@ func TestBeginPromotionFromEveryStatusAndPhase(t *testing.T) {
 			for _, takeover := range []bool{false, true} {
 				s := withPromotion(t, st, ph)
 				before, _ := s.Load()
-				rec, resumed, err := s.BeginPromotion(req, takeover)
+				rec, again, err := s.BeginPromotion(req, takeover)
 				var wrong *WrongStatusError
 				switch {
 				case ph == promotestate.PhaseCompleted:
@@ -89,13 +89,13 @@ func TestBeginPromotionFromEveryStatusAndPhase(t *testing.T) {
 					if rec.Status != Running {
 						t.Errorf("status moved to %s", rec.Status)
 					}
-					if resumed != (ph == promotestate.PhasePromoting) {
-						t.Errorf("%s/%q: resumed %v", st, ph, resumed)
+					if again != (ph == promotestate.PhasePromoting || ph == promotestate.PhaseFailed) {
+						t.Errorf("%s/%q: again %v", st, ph, again)
 					}
 					continue
 				}
-				if resumed {
-					t.Errorf("%s/%q: a refused begin says resumed", st, ph)
+				if again {
+					t.Errorf("%s/%q: a refused begin says again", st, ph)
 				}
 				if after, _ := s.Load(); after.Seq != before.Seq {
 					t.Errorf("%s/%q takeover=%v: a refused begin wrote the record", st, ph, takeover)
