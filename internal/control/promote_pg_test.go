@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/computetools/compute-tools/internal/compute"
+	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/promote"
@@ -63,8 +64,20 @@ func (l *lockedBuffer) String() string {
 
 func newPromoteRig(t *testing.T, po promote.Options) *promoteRig {
 	t.Helper()
-	primary := pgtest.Start(t)
-	standby := pgtest.StartStandby(t, primary)
+	return newPromoteRigFor(t, po, replicaConfig, spec.StorageStandalone)
+}
+
+// newPromoteRigFor is newPromoteRig with the applied config cfg and the storage mode the
+// record says; in neon mode the servers know neon.safekeepers as a placeholder (the neon
+// extension defines it for real).
+func newPromoteRigFor(t *testing.T, po promote.Options, cfg string, storage spec.StorageMode) *promoteRig {
+	t.Helper()
+	var opts []pgtest.Option
+	if storage == spec.StorageNeon {
+		opts = append(opts, pgtest.WithSetting("neon.safekeepers", ""))
+	}
+	primary := pgtest.Start(t, opts...)
+	standby := pgtest.StartStandby(t, primary, opts...)
 	pr := &promoteRig{primary: primary, standby: standby, logs: &lockedBuffer{}}
 	log := slog.New(slog.NewTextHandler(pr.logs, nil))
 	pr.rig = newRig(t, func(d *Deps) {
@@ -80,12 +93,16 @@ func newPromoteRig(t *testing.T, po promote.Options) *promoteRig {
 	pr.units.reconfigure = func() error {
 		return compute.Configure(context.Background(), pr.settings, &compute.Deps{Store: pr.store, Log: log})
 	}
-	if err := os.WriteFile(paths.AppliedConfigFile(dir), []byte(replicaConfig), 0o600); err != nil {
+	if err := os.WriteFile(paths.AppliedConfigFile(dir), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pr.set(state.Running, func(r *state.Record) {
 		r.Mode = spec.ModeTypeReplica
-		r.Storage = spec.StorageStandalone
+		r.Storage = storage
+		if storage == spec.StorageNeon {
+			// compute-monitor's autoprewarm found no state: the promotion may go on.
+			r.LFC = &lfcstate.States{Prewarm: lfcstate.PrewarmState{Status: lfcstate.PrewarmSkipped}}
+		}
 	})
 	var err error
 	if pr.pc, err = pgx.Connect(context.Background(), primary.Connstr()); err != nil {
@@ -323,6 +340,66 @@ func TestPromoteLSNNeverArrives(t *testing.T) {
 	if pr.inRecovery() {
 		t.Error("still in recovery after the retry")
 	}
+}
+
+// The neon-mode path on vanilla PostgreSQL: neon.safekeepers set with ALTER SYSTEM before
+// pg_promote, the config rewritten as a neon primary's (the generation kept in
+// neon.safekeepers), the ALTER SYSTEM setting reset afterwards. The catalog apply is
+// skipped (skip_pg_catalog_updates: it needs the neon extension).
+func TestPromoteRealStandbyNeon(t *testing.T) {
+	cfg := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0,
+	  "suspend_timeout_seconds": -1, "mode": "Replica", "skip_pg_catalog_updates": true,
+	  "pageserver_connstring": "postgresql://ps:6400", "tenant_id": "` + testTenant + `", "timeline_id": "` + testTimeline + `",
+	  "cluster": {"roles": [], "databases": []}}}`
+	pr := newPromoteRigFor(t, promote.Options{Interval: 20 * time.Millisecond, Retries: 1500}, cfg, spec.StorageNeon)
+	probe := &autoConfProbe{Promoter: pr.ctl.cfg.Promoter, pgdata: pr.standby.DataDir}
+	pr.ctl.cfg.Promoter = probe
+	req := promotestate.Request{Safekeepers: "g#3:sk-0:5454,sk-1:5454", WALFlushLSN: pr.flushLSN()}
+	st, err := pr.ctl.Promote(context.Background(), req)
+	if err != nil || st.Status != promotestate.Completed {
+		t.Fatalf("%+v, %v\n%s", st, err, pr.logs)
+	}
+	if pr.inRecovery() {
+		t.Fatal("still in recovery")
+	}
+	conf, err := os.ReadFile(filepath.Join(pr.standby.DataDir, "postgresql.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"neon.compute_mode=primary", "neon.safekeepers='g#3:sk-0:5454,sk-1:5454'", "neon.pageserver_connstring='postgresql://ps:6400'"} {
+		if !strings.Contains(string(conf), line+"\n") {
+			t.Errorf("postgresql.conf lacks %q:\n%s", line, conf)
+		}
+	}
+	auto, err := os.ReadFile(filepath.Join(pr.standby.DataDir, "postgresql.auto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(auto), "neon.safekeepers") {
+		t.Errorf("postgresql.auto.conf keeps the promotion's setting:\n%s", auto)
+	}
+	if want := "neon.safekeepers = 'g#3:sk-0:5454,sk-1:5454'"; !strings.Contains(probe.autoAtPromote, want) {
+		t.Errorf("postgresql.auto.conf right after pg_promote lacks %q:\n%s", want, probe.autoAtPromote)
+	}
+	rec, _ := pr.store.Load()
+	if rec.Status != state.Running || rec.Mode != spec.ModeTypePrimary || !rec.NeedsFinalSync() {
+		t.Errorf("record %s %s, final sync %v", rec.Status, rec.Mode, rec.NeedsFinalSync())
+	}
+}
+
+// autoConfProbe is the real Promoter, and reads postgresql.auto.conf as it is right after
+// the promotion (before the config rewrite resets the setting).
+type autoConfProbe struct {
+	Promoter
+	pgdata        string
+	autoAtPromote string
+}
+
+func (p *autoConfProbe) Promote(ctx context.Context, req promotestate.Request, run promote.Run) (promote.Result, error) {
+	res, err := p.Promoter.Promote(ctx, req, run)
+	b, _ := os.ReadFile(filepath.Join(p.pgdata, "postgresql.auto.conf"))
+	p.autoAtPromote = string(b)
+	return res, err
 }
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
