@@ -18,6 +18,10 @@ import (
 // the PromoteState Neon's OpenAPI documents for the 500. A compute that is not running
 // is 412 (compute_ctl does not look).
 func (s *Server) handlePromote(w http.ResponseWriter, r *http.Request) {
+	if _, err := promotestate.CheckContentType(r.Header.Get("Content-Type")); err != nil {
+		httpjson.Error(w, http.StatusUnsupportedMediaType, err.Error())
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError

@@ -59,6 +59,8 @@ func TestPromoteBadBodies(t *testing.T) {
 		{"form bad lsn", "safekeepers=a&wal_flush_lsn=nope", []reqOpt{formBody()}, http.StatusUnprocessableEntity, "failed to deserialize form body: invalid LSN"},
 		{"form duplicate", "safekeepers=a&wal_flush_lsn=0/1&wal_flush_lsn=0/2", []reqOpt{formBody()}, http.StatusUnprocessableEntity, "failed to deserialize form body: duplicate field `wal_flush_lsn`"},
 		{"huge", `{"safekeepers":"` + strings.Repeat("a", 2048) + `","wal_flush_lsn":"0/1"}`, []reqOpt{jsonBody()}, http.StatusRequestEntityTooLarge, "failed to buffer the request body: length limit exceeded"},
+		{"huge form", "safekeepers=" + strings.Repeat("a", 2048) + "&wal_flush_lsn=0/1", []reqOpt{formBody()}, http.StatusRequestEntityTooLarge, "failed to buffer the request body: length limit exceeded"},
+		{"huge, wrong type", strings.Repeat("a", 2048), []reqOpt{withHeader("Content-Type", "text/plain")}, http.StatusUnsupportedMediaType, "expected request with"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := h.do(h.srv.External(), "POST", "/promote", tc.body, append(tc.opts, tok)...)

@@ -55,16 +55,28 @@ const (
 // Form extractor). Both need the two fields, each once, as strings; other fields are
 // ignored (as serde does without deny_unknown_fields).
 func Decode(contentType string, body []byte) (Request, error) {
-	mt, _, err := mime.ParseMediaType(contentType)
-	switch {
-	case err != nil:
-		return Request{}, &DecodeError{Kind: BadContentType, Msg: msgContentType}
-	case mt == ContentTypeForm:
-		return decodeForm(body)
-	case mt == ContentTypeJSON || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")):
-		return decodeJSON(body)
+	form, err := CheckContentType(contentType)
+	if err != nil {
+		return Request{}, err
 	}
-	return Request{}, &DecodeError{Kind: BadContentType, Msg: msgContentType}
+	if form {
+		return decodeForm(body)
+	}
+	return decodeJSON(body)
+}
+
+// CheckContentType says whether a Content-Type is one Decode takes (before the body is
+// read, as axum's extractors check it first), and whether it is the form.
+func CheckContentType(contentType string) (form bool, err error) {
+	mt, _, perr := mime.ParseMediaType(contentType)
+	switch {
+	case perr != nil:
+	case mt == ContentTypeForm:
+		return true, nil
+	case mt == ContentTypeJSON || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")):
+		return false, nil
+	}
+	return false, &DecodeError{Kind: BadContentType, Msg: msgContentType}
 }
 
 var fields = []string{"safekeepers", "wal_flush_lsn"}
