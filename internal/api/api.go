@@ -25,6 +25,7 @@ import (
 	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/pgops/pgopswire"
+	"github.com/computetools/compute-tools/internal/promote/promotestate"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,10 @@ type Control interface {
 	DatabaseSchema(ctx context.Context, db string) (io.ReadCloser, error)
 	InstallExtension(ctx context.Context, req pgopswire.ExtensionInstallRequest) (string, error)
 	SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error
+	// Promote promotes a replica (or joins the promotion that runs) and returns its
+	// outcome, completed or failed; a compute that is not running is a
+	// *state.WrongStatusError.
+	Promote(ctx context.Context, req promotestate.Request) (promotestate.State, error)
 }
 
 // Options holds the dependencies of a Server.

@@ -30,6 +30,7 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "GET /insights", handler: http.HandlerFunc(s.handleInsights)},
 		{port: "external", pattern: "GET /dbs_and_roles", handler: http.HandlerFunc(s.handleDBsAndRoles)},
 		{port: "external", pattern: "GET /database_schema", handler: http.HandlerFunc(s.handleDatabaseSchema)},
+		{port: "external", pattern: "POST /promote", handler: http.HandlerFunc(s.handlePromote)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
 		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},

@@ -28,6 +28,7 @@ import (
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgops"
 	"github.com/computetools/compute-tools/internal/spec"
+	"github.com/computetools/compute-tools/internal/promote"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/version"
@@ -60,8 +61,8 @@ type Settings struct {
 	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
 	OnTerminated control.EndAction
 	// Connstr is the admin connection string of the routes that read or change the
-	// running Postgres (internal/pgops; pg_dump runs beside PGBin). Empty: those routes
-	// answer 500.
+	// running Postgres (internal/pgops; pg_dump runs beside PGBin) and of POST /promote.
+	// Empty: those routes answer 500.
 	Connstr string
 }
 
@@ -260,7 +261,8 @@ func (s *server) serve(ctx context.Context) (err error) {
 		ReadAppliedConfig: func() ([]byte, error) {
 			return atomicfile.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir), maxConfig)
 		},
-		Logger: s.log,
+		Promoter: promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
+		Logger:   s.log,
 	})
 	srv := api.New(api.Options{
 		Control:         ctl,

@@ -317,6 +317,9 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if _, err := d.Store.MarkRunning(func(r *state.Record) {
 		r.Tenant = optional(parsed.TenantID)
 		r.Timeline = optional(parsed.TimelineID)
+		// The record's mode follows the applied spec (POST /promote rewrites a replica's
+		// config as a primary's through here).
+		r.Mode = s.Mode.Type()
 	}); err != nil {
 		return d.fail(err)
 	}

@@ -74,7 +74,11 @@ type Deps struct {
 	// Postgres carries out the routes that read or change the running Postgres; nil:
 	// they answer that there is no Postgres connection.
 	Postgres Postgres
-	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS).
+	// Promoter promotes Postgres for POST /promote (*promote.Postgres); nil: /promote
+	// fails, saying so.
+	Promoter Promoter
+	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS and
+	// POST /promote).
 	ReadAppliedConfig func() ([]byte, error)
 	Logger            *slog.Logger
 	// Recheck is how often a blocked call re-reads the state even without a wake-up (a
@@ -95,6 +99,8 @@ type Controller struct {
 	// terminating counts the Terminate calls in progress: the post-termination action
 	// waits for them to answer (WatchEnd).
 	terminating inflight
+	// promos is the promotion running in this process (POST /promote).
+	promos promotions
 }
 
 // New builds a Controller. Nil optional fields get their defaults.

@@ -196,8 +196,8 @@ func TestMilestoneIDs(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if len(seen) != 5 {
-		t.Errorf("%d milestones, want 5", len(seen))
+	if len(seen) != 6 {
+		t.Errorf("%d milestones, want 6", len(seen))
 	}
 	if MsgFailed.Level() != slog.LevelError || MsgRunning.Level() != slog.LevelInfo {
 		t.Error("milestone levels")

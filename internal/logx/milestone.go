@@ -25,12 +25,14 @@ const (
 	MsgReconfigured MessageID = "48ea9b88506e7a36fe860b80ac8316d0"
 	// MsgTerminated: the compute is terminated.
 	MsgTerminated MessageID = "eee716d585b5c4b40faeb9c11db47379"
+	// MsgPromoted: a replica was promoted to a primary (POST /promote).
+	MsgPromoted MessageID = "5cd6ab55fef5421b9d9063b6f674ef74"
 	// MsgFailed: the compute failed.
 	MsgFailed MessageID = "ff54d0f2c1b55dd80bd7f6aac39611c4"
 )
 
 // Milestones lists every milestone id.
-var Milestones = []MessageID{MsgConfigAccepted, MsgRunning, MsgReconfigured, MsgTerminated, MsgFailed}
+var Milestones = []MessageID{MsgConfigAccepted, MsgRunning, MsgReconfigured, MsgPromoted, MsgTerminated, MsgFailed}
 
 // Attr is the attribute that gives a record this MESSAGE_ID.
 func (id MessageID) Attr() slog.Attr { return slog.String(MessageIDKey, string(id)) }

@@ -229,6 +229,74 @@ func start(ctx context.Context, opts ...Option) (*Instance, error) {
 	return fail(lastErr)
 }
 
+// StartStandby makes a streaming standby of primary with `pg_basebackup -R` (over
+// primary's unix socket, as the postgres OS user) and starts it, with opts; it is stopped
+// and removed in t.Cleanup. The standby replays what primary writes from then on.
+func StartStandby(t testing.TB, primary *Instance, opts ...Option) *Instance {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err.Error())
+	}
+	inst, err := startStandby(context.Background(), primary, opts...)
+	if err != nil {
+		t.Fatalf("pgtest: standby: %v", err)
+	}
+	t.Cleanup(inst.Stop)
+	return inst
+}
+
+func startStandby(ctx context.Context, primary *Instance, opts ...Option) (*Instance, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	u, err := user.Lookup(OSUser)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", OSUser, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	root, err := os.MkdirTemp("/tmp", "pgtest-standby-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if err := os.Chown(root, uid, gid); err != nil {
+		os.RemoveAll(root)
+		return nil, fmt.Errorf("chown temp dir: %w", err)
+	}
+	inst := &Instance{
+		SocketDir: root,
+		DataDir:   filepath.Join(root, "data"),
+		LogFile:   filepath.Join(root, "postgres.log"),
+		BinDir:    primary.BinDir,
+	}
+	fail := func(err error) (*Instance, error) {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	if _, err := execx.Run(ctx, execx.Cmd{
+		Path: filepath.Join(inst.BinDir, "pg_basebackup"),
+		Args: []string{"-D", inst.DataDir, "-h", primary.SocketDir, "-p", strconv.Itoa(primary.Port),
+			"-U", AdminUser, "-R", "-X", "stream", "--no-sync", "-c", "fast"},
+		User: OSUser,
+	}); err != nil {
+		return fail(fmt.Errorf("pg_basebackup: %w", err))
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		inst.Port = port
+		inst.cfg = cfg
+		if lastErr = inst.pgctlStart(ctx, cfg); lastErr == nil {
+			return inst, nil
+		}
+	}
+	return fail(lastErr)
+}
+
 func (i *Instance) pgctlStart(ctx context.Context, cfg config) error {
 	serverOpts := []string{
 		"-p", strconv.Itoa(i.Port),

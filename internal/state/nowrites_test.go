@@ -95,21 +95,26 @@ func statusWrites(fset *token.FileSet, imp types.Importer, path string, files []
 	report := func(n ast.Node, what string) {
 		found = append(found, fmt.Sprintf("%s: %s", fset.Position(n.Pos()), what))
 	}
-	isRecordStatus := func(e ast.Expr) bool {
+	// fieldOf names the protected field of a state.Record that e selects (Status, or
+	// Promotion: both change only through this package's operations), or "".
+	fieldOf := func(e ast.Expr) string {
 		sel, ok := ast.Unparen(e).(*ast.SelectorExpr)
-		if !ok || sel.Sel.Name != "Status" {
-			return false
+		if !ok || (sel.Sel.Name != "Status" && sel.Sel.Name != "Promotion") {
+			return ""
 		}
 		s, ok := info.Selections[sel]
 		if !ok || s.Kind() != types.FieldVal {
-			return false
+			return ""
 		}
 		t := s.Recv()
 		if p, ok := t.(*types.Pointer); ok {
 			t = p.Elem()
 		}
 		n, ok := t.(*types.Named)
-		return ok && n.Obj().Pkg() != nil && n.Obj().Pkg().Path() == statePkgPath && n.Obj().Name() == "Record"
+		if ok && n.Obj().Pkg() != nil && n.Obj().Pkg().Path() == statePkgPath && n.Obj().Name() == "Record" {
+			return sel.Sel.Name
+		}
+		return ""
 	}
 	isRecordPointer := func(e ast.Expr) bool {
 		tv, ok := info.Types[e]
@@ -133,8 +138,8 @@ func statusWrites(fset *token.FileSet, imp types.Importer, path string, files []
 			switch n := n.(type) {
 			case *ast.AssignStmt:
 				for _, l := range n.Lhs {
-					if isRecordStatus(l) {
-						report(l, "assigns state.Record.Status")
+					if f := fieldOf(l); f != "" {
+						report(l, "assigns state.Record."+f)
 					}
 					// *r = ... through a *state.Record replaces the whole record,
 					// status included (as inside a Store.Update closure).
@@ -144,13 +149,13 @@ func statusWrites(fset *token.FileSet, imp types.Importer, path string, files []
 				}
 			case *ast.RangeStmt:
 				for _, e := range []ast.Expr{n.Key, n.Value} {
-					if e != nil && n.Tok == token.ASSIGN && isRecordStatus(e) {
-						report(e, "assigns state.Record.Status")
+					if e != nil && n.Tok == token.ASSIGN && fieldOf(e) != "" {
+						report(e, "assigns state.Record."+fieldOf(e))
 					}
 				}
 			case *ast.UnaryExpr:
-				if n.Op == token.AND && isRecordStatus(n.X) {
-					report(n, "takes the address of state.Record.Status")
+				if f := fieldOf(n.X); n.Op == token.AND && f != "" {
+					report(n, "takes the address of state.Record."+f)
 				}
 			}
 			return true
@@ -236,6 +241,8 @@ func f(r *state.Record, v state.Record, o *other) {
 	var q state.Record
 	q = v
 	_ = q
+	r.Promotion = nil
+	_ = &v.Promotion
 }
 `
 	f, err := parser.ParseFile(fset, "bad.go", bad, 0)
@@ -253,6 +260,8 @@ func f(r *state.Record, v state.Record, o *other) {
 		"bad.go:13:7: takes the address of state.Record.Status",
 		"bad.go:19:2: replaces a whole state.Record through a pointer",
 		"bad.go:20:9: assigns state.Record.Status",
+		"bad.go:25:2: assigns state.Record.Promotion",
+		"bad.go:26:6: takes the address of state.Record.Promotion",
 	}
 	if strings.Join(found, "\n") != strings.Join(want, "\n") {
 		t.Errorf("found:\n%s\nwant:\n%s", strings.Join(found, "\n"), strings.Join(want, "\n"))

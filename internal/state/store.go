@@ -3,6 +3,7 @@ package state
 import (
 	"github.com/computetools/compute-tools/internal/extstats"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+	"github.com/computetools/compute-tools/internal/promote/promotestate"
 
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"syscall"
 	"time"
 
@@ -193,6 +195,9 @@ type Record struct {
 	// HasRun: this lifecycle reached running at least once (so a failure after it is not
 	// a failed start).
 	HasRun bool `json:"has_run,omitempty"`
+	// Promotion is this lifecycle's promotion of a replica (POST /promote); nil until the
+	// first one. It changes only through BeginPromotion and EndPromotion (promotion.go).
+	Promotion *promotestate.Promotion `json:"promotion,omitempty"`
 	// Seq grows by one with every write, so a reader can tell records apart.
 	Seq       uint64    `json:"seq"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -273,9 +278,12 @@ func (s *Store) Load() (Record, error) {
 // yet, fn starts from a fresh empty record.
 func (s *Store) Update(fn func(*Record) error) (Record, error) {
 	return s.update(func(r *Record) error {
-		from := r.Status
+		from, promotion := r.Status, clonePromotion(r.Promotion)
 		if err := fn(r); err != nil {
 			return err
+		}
+		if !reflect.DeepEqual(r.Promotion, promotion) {
+			return ErrPromotionByUpdate
 		}
 		if r.Status != from {
 			if !CanTransition(from, r.Status) {
@@ -286,6 +294,22 @@ func (s *Store) Update(fn func(*Record) error) (Record, error) {
 		return nil
 	})
 }
+
+// clonePromotion is a deep copy of p (nil for nil).
+func clonePromotion(p *promotestate.Promotion) *promotestate.Promotion {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	if p.EndedAt != nil {
+		t := *p.EndedAt
+		c.EndedAt = &t
+	}
+	return &c
+}
+
+// ErrPromotionByUpdate refuses a change of the promotion made through Update.
+var ErrPromotionByUpdate = errors.New("the promotion changes only through BeginPromotion and EndPromotion")
 
 // ErrStatusByUpdate refuses a status change made through Update.
 var ErrStatusByUpdate = errors.New("the status changes only through a lifecycle operation")
