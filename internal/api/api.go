@@ -30,7 +30,8 @@ import (
 
 // Control carries out what the routes do (*control.Controller implements it).
 type Control interface {
-	// Load reads the state record (an empty one before any was written).
+	// Load reads the state record (an empty one before any was written). The record may
+	// be shared with other calls: read it, never modify it.
 	Load() (state.Record, error)
 	// Configure stores a decoded and validated config and blocks until the compute is
 	// running or failed.
