@@ -40,13 +40,24 @@ type serveCmd struct {
 	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port)."`
 	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
+
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" env:"COMPUTE_API_READ_HEADER_TIMEOUT" default:"${COMPUTE_API_READ_HEADER_TIMEOUT}" help:"Time allowed for a request's headers (both ports)."`
+	ReadTimeout       time.Duration `name:"read-timeout" env:"COMPUTE_API_READ_TIMEOUT" default:"${COMPUTE_API_READ_TIMEOUT}" help:"Time allowed for a whole request (both ports)."`
+	WriteTimeout      time.Duration `name:"write-timeout" env:"COMPUTE_API_WRITE_TIMEOUT" default:"${COMPUTE_API_WRITE_TIMEOUT}" help:"Time allowed for an answer; lifted for /configure, /terminate and /extension_server, which block until done."`
+	IdleTimeout       time.Duration `name:"idle-timeout" env:"COMPUTE_API_IDLE_TIMEOUT" default:"${COMPUTE_API_IDLE_TIMEOUT}" help:"How long an idle kept-alive connection stays open."`
+	MaxConnections    int           `name:"max-connections" env:"COMPUTE_API_MAX_CONNECTIONS" default:"${COMPUTE_API_MAX_CONNECTIONS}" help:"Open connections on the external port; past it the oldest one not being answered is closed."`
+	MaxBodyBytes      int64         `name:"max-body-bytes" env:"COMPUTE_API_MAX_BODY_BYTES" default:"${COMPUTE_API_MAX_BODY_BYTES}" help:"Request body limit in bytes (larger: 413)."`
+	ConfigureParses   int           `name:"configure-parses" env:"COMPUTE_API_CONFIGURE_PARSES" default:"${COMPUTE_API_CONFIGURE_PARSES}" help:"POST /configure bodies read and parsed at once."`
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
-		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll}, log)
+		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, TLSPoll: s.TLSPoll,
+		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
+			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
+			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)
 }
 
 type keygenCmd struct {

@@ -27,6 +27,26 @@ const (
 	DefaultInternalHTTPPort = 3081
 	DefaultInternalHTTPAddr = "127.0.0.1"
 	DefaultTLSPollInterval  = "60s"
+
+	// The HTTP servers of compute-api (both ports). A request's headers must arrive
+	// within the read-header timeout and the whole request within the read timeout; an
+	// answer must be written within the write timeout, except on the routes that block
+	// or stream (POST /configure, POST /terminate, the internal /extension_server),
+	// which lift the deadlines once their request is read; a kept-alive connection
+	// is closed after the idle timeout.
+	DefaultAPIReadHeaderTimeout = "10s"
+	DefaultAPIReadTimeout       = "60s"
+	DefaultAPIWriteTimeout      = "60s"
+	DefaultAPIIdleTimeout       = "120s"
+	// DefaultAPIMaxConnections bounds the external port's open connections; past it the
+	// oldest connection that is not in a handler (idle, or still sending its request) is
+	// closed.
+	DefaultAPIMaxConnections = 128
+	// DefaultAPIMaxBodyBytes is the request body limit, the 2 MB of the reference (axum's
+	// default; a larger body is answered 413).
+	DefaultAPIMaxBodyBytes = 2 << 20
+	// DefaultAPIConfigureParses bounds the POST /configure bodies read and parsed at once.
+	DefaultAPIConfigureParses = 2
 	// DefaultMonitorInterval is compute-monitor's round interval (the reference's 500 ms).
 	DefaultMonitorInterval = "500ms"
 	// DefaultExtStatsInterval is the base interval of compute-monitor's installed
@@ -79,8 +99,16 @@ const (
 	EnvInternalHTTPPort = "INTERNAL_HTTP_PORT"
 	EnvInternalHTTPAddr = "INTERNAL_HTTP_ADDR"
 	EnvTLSPollInterval  = "COMPUTE_TLS_POLL_INTERVAL"
-	EnvMonitorInterval  = "COMPUTE_MONITOR_INTERVAL"
-	EnvExtStatsInterval = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
+
+	EnvAPIReadHeaderTimeout = "COMPUTE_API_READ_HEADER_TIMEOUT"
+	EnvAPIReadTimeout       = "COMPUTE_API_READ_TIMEOUT"
+	EnvAPIWriteTimeout      = "COMPUTE_API_WRITE_TIMEOUT"
+	EnvAPIIdleTimeout       = "COMPUTE_API_IDLE_TIMEOUT"
+	EnvAPIMaxConnections    = "COMPUTE_API_MAX_CONNECTIONS"
+	EnvAPIMaxBodyBytes      = "COMPUTE_API_MAX_BODY_BYTES"
+	EnvAPIConfigureParses   = "COMPUTE_API_CONFIGURE_PARSES"
+	EnvMonitorInterval      = "COMPUTE_MONITOR_INTERVAL"
+	EnvExtStatsInterval     = "COMPUTE_INSTALLED_EXTENSIONS_INTERVAL"
 
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
@@ -108,8 +136,16 @@ func Vars() map[string]string {
 		EnvInternalHTTPPort: strconv.Itoa(DefaultInternalHTTPPort),
 		EnvInternalHTTPAddr: DefaultInternalHTTPAddr,
 		EnvTLSPollInterval:  DefaultTLSPollInterval,
-		EnvMonitorInterval:  DefaultMonitorInterval,
-		EnvExtStatsInterval: DefaultExtStatsInterval,
+
+		EnvAPIReadHeaderTimeout: DefaultAPIReadHeaderTimeout,
+		EnvAPIReadTimeout:       DefaultAPIReadTimeout,
+		EnvAPIWriteTimeout:      DefaultAPIWriteTimeout,
+		EnvAPIIdleTimeout:       DefaultAPIIdleTimeout,
+		EnvAPIMaxConnections:    strconv.Itoa(DefaultAPIMaxConnections),
+		EnvAPIMaxBodyBytes:      strconv.Itoa(DefaultAPIMaxBodyBytes),
+		EnvAPIConfigureParses:   strconv.Itoa(DefaultAPIConfigureParses),
+		EnvMonitorInterval:      DefaultMonitorInterval,
+		EnvExtStatsInterval:     DefaultExtStatsInterval,
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),
