@@ -323,7 +323,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	limit := newConnLimit(s.cfg.HTTP.MaxConnections)
 	s.limit.Store(limit)
 	ext := s.cfg.HTTP.httpServer(limit.track(srv.External()))
-	ext.ConnContext = connContext
+	ext.ConnContext, ext.ConnState = connContext, limit.connState
 	servers := []*http.Server{ext, s.cfg.HTTP.httpServer(srv.Internal())}
 	errc := make(chan error, len(servers))
 	for i, ln := range []net.Listener{limit.listener(extLn), intLn} {

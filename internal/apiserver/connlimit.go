@@ -13,8 +13,9 @@ import (
 // to make room; when every connection is in a handler, the new one is closed instead.
 // Idle and slow clients therefore cannot pin the server: they make room for the next
 // caller instead of holding it out, while the timeouts of the http.Server close them in
-// any case. Connections in a handler are counted from the moment the handler starts
-// (track), so a request is safe from eviction once its headers are read.
+// any case. A connection counts as answering from the moment its handler starts (track)
+// until net/http reports it idle again, its answer sent (connState), so a request is safe
+// from eviction once its headers are read.
 type connLimit struct {
 	max int
 
@@ -35,8 +36,8 @@ type limitedConn struct {
 	net.Conn
 	l     *connLimit
 	order uint64
-	// busy is the number of handlers running on it (guarded by l.mu).
-	busy      int
+	// busy: a request is being answered on it (guarded by l.mu).
+	busy      bool
 	closeOnce sync.Once
 }
 
@@ -74,7 +75,7 @@ func (l *connLimit) admit(c net.Conn) *limitedConn {
 	var victim *limitedConn
 	if len(l.conns) >= l.max {
 		for o := range l.conns {
-			if o.busy == 0 && (victim == nil || o.order < victim.order) {
+			if !o.busy && (victim == nil || o.order < victim.order) {
 				victim = o
 			}
 		}
@@ -112,20 +113,26 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// track marks a request's connection as in a handler while h runs.
+// track marks a request's connection as answering when its handler starts.
 func (l *connLimit) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lc, _ := r.Context().Value(connKey{}).(*limitedConn)
-		if lc != nil {
+		if lc, _ := r.Context().Value(connKey{}).(*limitedConn); lc != nil {
 			l.mu.Lock()
-			lc.busy++
+			lc.busy = true
 			l.mu.Unlock()
-			defer func() {
-				l.mu.Lock()
-				lc.busy--
-				l.mu.Unlock()
-			}()
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// connState is the http.Server's ConnState: a connection is answering no more once it
+// is idle again (its answer written out) or gone.
+func (l *connLimit) connState(c net.Conn, st http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok || (st != http.StateIdle && st != http.StateClosed && st != http.StateHijacked) {
+		return
+	}
+	l.mu.Lock()
+	lc.busy = false
+	l.mu.Unlock()
 }

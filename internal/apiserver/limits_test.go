@@ -100,7 +100,7 @@ func TestConnLimitSparesBusyConnections(t *testing.T) {
 			close(inHandler)
 			<-release
 		}
-	})), ConnContext: connContext}
+	})), ConnContext: connContext, ConnState: l.connState}
 	go srv.Serve(l.listener(ln))
 	defer srv.Close()
 	busy, err := net.Dial("tcp", ln.Addr().String())
@@ -121,9 +121,31 @@ func TestConnLimitSparesBusyConnections(t *testing.T) {
 		t.Fatal("a connection past the limit was kept while the only slot is in a handler")
 	}
 	close(release)
-	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	br := bufio.NewReader(busy)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("the busy connection's answer: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// Answered, it is idle (once net/http says so, just after the answer went out): the
+	// next connection takes its place.
+	for busyConns(l) != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	next, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if _, err := io.WriteString(next, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(next), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the next connection's answer: %v %v", resp, err)
+	}
+	_ = busy.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the idle connection was kept past the limit")
 	}
 }
 
@@ -184,4 +206,17 @@ func TestTimeoutsCloseStalledConnections(t *testing.T) {
 		}
 		close(stop)
 	}
+}
+
+// busyConns is the number of connections l counts as answering.
+func busyConns(l *connLimit) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for c := range l.conns {
+		if c.busy {
+			n++
+		}
+	}
+	return n
 }
