@@ -222,11 +222,16 @@ func TestWatchJWKS(t *testing.T) {
 	for w.Open() == 0 && time.Now().Before(waitSub) {
 		time.Sleep(time.Millisecond)
 	}
+	// As compute-init does (atomicfile): the watcher never sees a half-written file.
 	write := func(s string, mtime time.Time) {
-		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_ = os.Chtimes(path, mtime, mtime)
+		_ = os.Chtimes(tmp, mtime, mtime)
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
 		w.Notify()
 	}
 	expect := func(want string) {
