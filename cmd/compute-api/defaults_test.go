@@ -18,14 +18,21 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	flagtest.CheckDefaults(t, k.Model.Node, paths.Vars(), map[string]string{
-		"state-dir":          "/run/compute",
-		"config":             "/etc/compute/config.json",
-		"compute-id":         "compute-local",
-		"external-http-port": "3080",
-		"internal-http-port": "3081",
-		"internal-http-addr": "127.0.0.1",
-		"pgbin":              "/usr/lib/postgresql/15/bin/postgres",
-		"tls-poll-interval":  "60s",
-		"connstr":            "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
+		"state-dir":           "/run/compute",
+		"config":              "/etc/compute/config.json",
+		"compute-id":          "compute-local",
+		"external-http-port":  "3080",
+		"internal-http-port":  "3081",
+		"internal-http-addr":  "127.0.0.1",
+		"pgbin":               "/usr/lib/postgresql/15/bin/postgres",
+		"tls-poll-interval":   "60s",
+		"read-header-timeout": "10s",
+		"read-timeout":        "60s",
+		"write-timeout":       "60s",
+		"idle-timeout":        "120s",
+		"max-connections":     "128",
+		"max-body-bytes":      "2097152",
+		"configure-parses":    "2",
+		"connstr":             "postgresql://cloud_admin@localhost:55432/postgres?host=/run/compute-postgres",
 	})
 }

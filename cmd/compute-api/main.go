@@ -46,6 +46,14 @@ type serveCmd struct {
 	Connstr          string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (/check_writability, /insights, /dbs_and_roles, /database_schema, /extensions, /grants, /promote)."`
 	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
 	OnTerminated     string        `name:"on-terminated" env:"COMPUTE_ON_TERMINATED" default:"${COMPUTE_ON_TERMINATED}" enum:"stop,poweroff,none" help:"What to do once the compute is terminated or its start failed, after compute_ctl's linger (30 s; none after an immediate termination): stop compute.target, poweroff the machine through systemd, or none."`
+
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" env:"COMPUTE_API_READ_HEADER_TIMEOUT" default:"${COMPUTE_API_READ_HEADER_TIMEOUT}" help:"Time allowed for a request's headers (both ports)."`
+	ReadTimeout       time.Duration `name:"read-timeout" env:"COMPUTE_API_READ_TIMEOUT" default:"${COMPUTE_API_READ_TIMEOUT}" help:"Time allowed for a whole request (both ports)."`
+	WriteTimeout      time.Duration `name:"write-timeout" env:"COMPUTE_API_WRITE_TIMEOUT" default:"${COMPUTE_API_WRITE_TIMEOUT}" help:"Time allowed for an answer; lifted for /configure, /terminate and /extension_server, which block until done."`
+	IdleTimeout       time.Duration `name:"idle-timeout" env:"COMPUTE_API_IDLE_TIMEOUT" default:"${COMPUTE_API_IDLE_TIMEOUT}" help:"How long an idle kept-alive connection stays open."`
+	MaxConnections    int           `name:"max-connections" env:"COMPUTE_API_MAX_CONNECTIONS" default:"${COMPUTE_API_MAX_CONNECTIONS}" help:"Open connections on the external port; past it the oldest one not being answered is closed."`
+	MaxBodyBytes      int64         `name:"max-body-bytes" env:"COMPUTE_API_MAX_BODY_BYTES" default:"${COMPUTE_API_MAX_BODY_BYTES}" help:"Request body limit in bytes (larger: 413)."`
+	ConfigureParses   int           `name:"configure-parses" env:"COMPUTE_API_CONFIGURE_PARSES" default:"${COMPUTE_API_CONFIGURE_PARSES}" help:"POST /configure bodies read and parsed at once."`
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
@@ -65,7 +73,10 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
-		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, OnTerminated: onTerminated, Connstr: s.Connstr}, log)
+		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, OnTerminated: onTerminated, Connstr: s.Connstr,
+		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
+			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
+			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)
 }
 
 type keygenCmd struct {

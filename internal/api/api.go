@@ -2,7 +2,10 @@
 // external port (JWT-protected, plus the open /metrics) and the internal port (no auth).
 // It owns routing (the one route table of both ports, routes.go), authentication, the
 // rules for request bodies (content type, size, JSON decoding of the wire types),
-// the mapping of outcomes and errors to HTTP status codes, and metrics exposition. What
+// the mapping of outcomes and errors to HTTP status codes, and metrics exposition. Routes
+// that block until the compute moved (or that stream) are marked long in the route table:
+// they lift the server's read and write deadlines once their request is read
+// (deadlines.go); the servers' timeouts and connection limit are internal/apiserver's. What
 // a route does is internal/control's, reached through the Control interface declared
 // here; a new route is one handler here plus one control method.
 //
@@ -24,6 +27,7 @@ import (
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgops/pgopswire"
 	"github.com/computetools/compute-tools/internal/promote/promotestate"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -33,7 +37,8 @@ import (
 
 // Control carries out what the routes do (*control.Controller implements it).
 type Control interface {
-	// Load reads the state record (an empty one before any was written).
+	// Load reads the state record (an empty one before any was written). The record may
+	// be shared with other calls: read it, never modify it.
 	Load() (state.Record, error)
 	// Configure stores a decoded and validated config and blocks until the compute is
 	// running or failed.
@@ -77,12 +82,16 @@ type Options struct {
 	// BuildTag is the build_tag label of compute_ctl_up.
 	BuildTag string
 	Logger   *slog.Logger
-	// MaxBodyBytes limits request bodies (default 16 MiB; larger → 413).
+	// MaxBodyBytes limits request bodies (default paths.DefaultAPIMaxBodyBytes, the
+	// reference's 2 MB; larger → 413).
 	MaxBodyBytes int64
+	// ConfigureParses bounds the POST /configure bodies read and parsed at once (default
+	// paths.DefaultAPIConfigureParses); the others wait for a turn.
+	ConfigureParses int
 }
 
 // DefaultMaxBodyBytes is the default request body limit.
-const DefaultMaxBodyBytes = 16 << 20
+const DefaultMaxBodyBytes = paths.DefaultAPIMaxBodyBytes
 
 // Server holds the handlers of both ports.
 type Server struct {
@@ -97,6 +106,8 @@ type Server struct {
 	stale    atomic.Bool
 	external http.Handler
 	internal http.Handler
+	// parses admits the POST /configure bodies read and parsed at once.
+	parses *gate
 }
 
 // New builds a Server. Nil optional fields get their defaults.
@@ -107,7 +118,10 @@ func New(cfg Options) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.ConfigureParses <= 0 {
+		cfg.ConfigureParses = paths.DefaultAPIConfigureParses
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, parses: newGate(cfg.ConfigureParses)}
 	s.verifier.Store(cfg.Verifier)
 	// A first good read, so that even the first request has something to fall back on.
 	_, _ = s.record()

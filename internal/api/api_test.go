@@ -139,7 +139,7 @@ func (p *pendingSink) count() int {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	store   *state.Store
 	waker   *statetest.Waker
 	units   *fakeUnits
@@ -147,6 +147,8 @@ type harness struct {
 	srv     *Server
 	key     ed25519.PrivateKey
 	logs    *syncBuffer
+	// level is the test logger's level (info unless a test lowers it).
+	level   *slog.LevelVar
 	started time.Time
 }
 
@@ -176,7 +178,7 @@ type harnessConfig struct {
 
 type option func(*harnessConfig)
 
-func newHarness(t *testing.T, opts ...option) *harness {
+func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	store, err := state.Open(t.TempDir())
 	if err != nil {
@@ -189,14 +191,15 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	level := &slog.LevelVar{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	jwks := fmt.Sprintf(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":%q,"kid":"k1","alg":"EdDSA","use":"sig","key_ops":["verify"]}]}`,
 		base64.RawURLEncoding.EncodeToString(pub))
 	v, err := auth.NewVerifier(json.RawMessage(jwks), testComputeID, auth.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, store: store, waker: waker, key: priv, logs: logs,
+	h := &harness{t: t, store: store, waker: waker, key: priv, logs: logs, level: level,
 		units:   &fakeUnits{store: store},
 		pending: &pendingSink{store: store},
 		started: time.Date(2025, 7, 17, 12, 0, 0, 520_000_000, time.UTC),

@@ -30,11 +30,38 @@ const (
 // compute_ctl's ConfigurationRequest here, then control.Configure, which blocks until
 // the compute is running (200, ComputeStatusResponse) or failed (500).
 func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
+	body, parsed, ok := s.readConfigure(w, r)
+	if !ok {
+		return
+	}
+	rec, err := s.cfg.Control.Configure(s.controlContext(r), body, parsed)
+	var failed *control.FailedError
+	switch {
+	case errors.As(err, &failed):
+		httpjson.Error(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", failed.Msg))
+	case err != nil:
+		s.controlError(w, r, err)
+	default:
+		httpjson.Write(w, http.StatusOK, statusview.Of(rec))
+	}
+}
+
+// readConfigure reads and decodes a POST /configure body, at most Options.ConfigureParses
+// at once (the others wait: each holds a body of up to MaxBodyBytes and its parse), and
+// then lifts the connection's read deadline for the wait that follows. On a refusal it
+// has answered, and ok is false.
+func (s *Server) readConfigure(w http.ResponseWriter, r *http.Request) (body []byte, parsed *spec.Parsed, ok bool) {
+	if !s.parses.enter(r.Context()) {
+		httpjson.Error(w, http.StatusServiceUnavailable, "request cancelled")
+		return nil, nil, false
+	}
+	defer s.parses.leave()
 	body, status, msg := s.readJSONBody(w, r)
 	if status != 0 {
 		httpjson.Error(w, status, msg)
-		return
+		return nil, nil, false
 	}
+	liftReadDeadline(w)
 	// compute_ctl's ConfigurationRequest requires both fields (the OpenAPI document only
 	// lists spec; the code wins).
 	var top map[string]json.RawMessage
@@ -43,8 +70,8 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, f := range []string{"spec", "compute_ctl_config"} {
-		raw, ok := top[f]
-		if !ok {
+		raw, found := top[f]
+		if !found {
 			httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"missing field `"+f+"`")
 			return
 		}
@@ -62,21 +89,12 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusUnprocessableEntity, prefixData+"missing spec or compute_ctl_config")
 		return
 	}
-	parsed, err := spec.Parse(cfg.Spec)
+	parsed, err = spec.Parse(cfg.Spec)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rec, err := s.cfg.Control.Configure(s.controlContext(r), body, parsed)
-	var failed *control.FailedError
-	switch {
-	case errors.As(err, &failed):
-		httpjson.Error(w, http.StatusInternalServerError, fmt.Sprintf("compute configuration failed: %q", failed.Msg))
-	case err != nil:
-		s.controlError(w, r, err)
-	default:
-		httpjson.Write(w, http.StatusOK, statusview.Of(rec))
-	}
+	return body, parsed, true
 }
 
 // readJSONBody checks the content type and reads a syntactically valid JSON body. A

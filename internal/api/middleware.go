@@ -2,20 +2,51 @@ package api
 
 import (
 	"crypto/rand"
-	"fmt"
+	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"time"
 )
 
 const requestIDHeader = "X-Request-Id"
 
-// middleware adds, outside in: the request ID, the request log, and empty bodies for the
-// mux's own 404/405 answers.
+// maxRequestID bounds a client's X-Request-Id (a UUID has 36 characters).
+const maxRequestID = 128
+
+// validRequestID accepts a client's X-Request-Id of at most maxRequestID letters, digits
+// and "-_.:"; anything else is replaced, never echoed or logged.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// logLevel is the level of a request's log line: debug for a successful read (GET
+// /status, /metrics and the other polls, which would otherwise put a journal line per
+// poll), info for everything else (state changes, refusals, errors).
+func logLevel(method string, status int) slog.Level {
+	if (method == http.MethodGet || method == http.MethodHead) && status < 400 {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// middleware adds, outside in: the request ID (the client's when valid, else a new
+// one), the request log, and empty bodies for the mux's own 404/405 answers.
 func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get(requestIDHeader)
-		if id == "" {
+		if !validRequestID(id) {
 			id = newRequestID()
 			r.Header.Set(requestIDHeader, id)
 		}
@@ -33,9 +64,11 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 			rw.status = http.StatusOK
 		}
 		// Method, path, status and timing only: never headers (tokens) or bodies.
-		s.log.Info("http request", "port", port, "method", r.Method, "path", r.URL.Path,
-			"status", rw.status, "latency_ms", float64(time.Since(start).Microseconds())/1000,
-			"request_id", id)
+		if level := logLevel(r.Method, rw.status); s.log.Enabled(r.Context(), level) {
+			s.log.Log(r.Context(), level, "http request", "port", port, "method", r.Method, "path", r.URL.Path,
+				"status", rw.status, "latency_ms", float64(time.Since(start).Microseconds())/1000,
+				"request_id", id)
+		}
 	})
 }
 
@@ -45,7 +78,17 @@ func newRequestID() string {
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], b[10:16])
+	return string(s[:])
 }
 
 // recorder remembers the status code.

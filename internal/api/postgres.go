@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
@@ -80,6 +81,9 @@ const schemaChunk = 32 << 10
 // (the connection is aborted), so that a truncated dump never looks complete. The
 // content type is text/plain, as Neon's OpenAPI document says (compute_ctl sends
 // application/json).
+// schemaWriteStall is how long one piece of a schema dump may wait for the client to read.
+const schemaWriteStall = time.Minute
+
 func (s *Server) handleDatabaseSchema(w http.ResponseWriter, r *http.Request) {
 	db, err := schemaDatabase(r)
 	if err != nil {
@@ -101,16 +105,20 @@ func (s *Server) handleDatabaseSchema(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	flush := http.NewResponseController(w).Flush
+	ctl := http.NewResponseController(w)
 	buf := make([]byte, schemaChunk)
 	for {
 		n, rerr := rc.Read(buf)
 		if n > 0 {
+			// The route is long (no server write deadline), but a client that stops
+			// reading must not hold pg_dump and its Postgres session for ever: each write
+			// has its own deadline.
+			_ = ctl.SetWriteDeadline(time.Now().Add(schemaWriteStall))
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				s.log.Info("schema dump: client went away", "err", werr, "request_id", r.Header.Get(requestIDHeader))
 				return
 			}
-			_ = flush()
+			_ = ctl.Flush()
 		}
 		if errors.Is(rerr, io.EOF) {
 			return

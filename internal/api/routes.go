@@ -8,7 +8,12 @@ type routeEntry struct {
 	port    string
 	pattern string
 	// open: no token needed (external port only; the internal port has no auth).
-	open    bool
+	open bool
+	// long: the route blocks until the compute moved (or streams its answer), for longer
+	// than the server's write timeout: it lifts the connection's write deadline, and its
+	// read deadline once the request is read (deadlines.go). Unauthorized requests keep
+	// both deadlines.
+	long    bool
 	handler http.Handler
 }
 
@@ -19,8 +24,8 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "GET /status", handler: http.HandlerFunc(s.handleStatus)},
 		{port: "external", pattern: "GET /metrics.json", handler: http.HandlerFunc(s.handleMetricsJSON)},
 		{port: "external", pattern: "GET /metrics", open: true, handler: s.metricsHandler()},
-		{port: "external", pattern: "POST /configure", handler: http.HandlerFunc(s.handleConfigure)},
-		{port: "external", pattern: "POST /terminate", handler: http.HandlerFunc(s.handleTerminate)},
+		{port: "external", pattern: "POST /configure", long: true, handler: http.HandlerFunc(s.handleConfigure)},
+		{port: "external", pattern: "POST /terminate", long: true, handler: http.HandlerFunc(s.handleTerminate)},
 		{port: "external", pattern: "GET /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCPrewarmStatus)},
 		{port: "external", pattern: "POST /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCPrewarm)},
 		{port: "external", pattern: "DELETE /lfc/prewarm", handler: http.HandlerFunc(s.handleLFCCancelPrewarm)},
@@ -29,14 +34,17 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "POST /check_writability", handler: http.HandlerFunc(s.handleCheckWritability)},
 		{port: "external", pattern: "GET /insights", handler: http.HandlerFunc(s.handleInsights)},
 		{port: "external", pattern: "GET /dbs_and_roles", handler: http.HandlerFunc(s.handleDBsAndRoles)},
-		{port: "external", pattern: "GET /database_schema", handler: http.HandlerFunc(s.handleDatabaseSchema)},
-		{port: "external", pattern: "POST /promote", handler: http.HandlerFunc(s.handlePromote)},
-		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
-		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
-		{port: "internal", pattern: "POST /extension_server/{filename...}", handler: s.cfg.ExtensionServer},
+		// A schema dump streams for as long as pg_dump writes (each write has its own
+		// deadline, in the handler).
+		{port: "external", pattern: "GET /database_schema", long: true, handler: http.HandlerFunc(s.handleDatabaseSchema)},
+		// Waits for the replay (up to about 20 s) and for the reconfiguration.
+		{port: "external", pattern: "POST /promote", long: true, handler: http.HandlerFunc(s.handlePromote)},
 		// local_proxy's calls (Neon's proxy/src/compute_ctl).
 		{port: "internal", pattern: "POST /extensions", handler: http.HandlerFunc(s.handleExtensions)},
 		{port: "internal", pattern: "POST /grants", handler: http.HandlerFunc(s.handleGrants)},
+		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
+		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
+		{port: "internal", pattern: "POST /extension_server/{filename...}", long: true, handler: s.cfg.ExtensionServer},
 	}
 }
 
@@ -48,6 +56,9 @@ func (s *Server) routes() (external, internal http.Handler) {
 			continue
 		}
 		h := r.handler
+		if r.long {
+			h = liftDeadlines(h)
+		}
 		if r.port == "external" && !r.open {
 			h = s.authed(h)
 		}

@@ -2,8 +2,13 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,6 +99,33 @@ func TestSetVerifier(t *testing.T) {
 	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(tok)), 401, auth.MsgVerifyFailed)
 	h.srv.SetVerifier(nil)
 	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(tok)), 401, auth.MsgVerifyFailed)
+}
+
+// A key rotation drops the tokens verified (and cached) under the old keys.
+func TestKeyRotationDropsCachedTokens(t *testing.T) {
+	h := newHarness(t)
+	old := h.computeToken()
+	for range 2 { // the second answer comes from the token cache
+		expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(old)), 200, "")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":%q,"kid":"k2"}]}`, base64.RawURLEncoding.EncodeToString(pub))
+	if err := h.srv.SetJWKS(json.RawMessage(jwks)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(old)), 401, auth.MsgVerifyFailed)
+	h.key = priv
+	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(h.computeToken())), 200, "")
+	// SetVerifier too.
+	v, err := auth.NewVerifier(nil, testComputeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv.SetVerifier(v)
+	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(h.computeToken())), 401, auth.MsgVerifyFailed)
 }
 
 func TestStatusBeforeAnyState(t *testing.T) {
@@ -307,6 +339,7 @@ var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-
 
 func TestRequestID(t *testing.T) {
 	h := newHarness(t)
+	h.level.Set(slog.LevelDebug)
 	tok := h.computeToken()
 	// Echoed as given, on success, error and 404.
 	for _, path := range []string{"/status", "/nope"} {
@@ -332,6 +365,62 @@ func TestRequestID(t *testing.T) {
 	}
 	if strings.Contains(logs, tok[:40]) {
 		t.Fatal("token logged")
+	}
+}
+
+// A client's X-Request-Id that is too long or has other characters than letters, digits
+// and "-_.:" is replaced by a new UUID: never echoed, never logged.
+func TestBadRequestIDReplaced(t *testing.T) {
+	h := newHarness(t)
+	h.level.Set(slog.LevelDebug)
+	tok := h.computeToken()
+	for _, bad := range []string{
+		strings.Repeat("a", maxRequestID+1),
+		"req 42",
+		"req\"42",
+		"req-42\nlevel=ERROR msg=forged",
+		"<script>",
+		"req-é",
+	} {
+		w := h.do(h.srv.External(), "GET", "/status", "", withToken(tok), withHeader(requestIDHeader, bad))
+		expect(t, w, 200, "")
+		if got := w.Header().Get(requestIDHeader); !uuidV4.MatchString(got) {
+			t.Errorf("X-Request-Id %q answered with %q, want a new UUIDv4", bad, got)
+		}
+		if strings.Contains(h.logs.String(), bad) {
+			t.Errorf("bad X-Request-Id %q logged", bad)
+		}
+	}
+	ok := strings.Repeat("a", maxRequestID-4) + "-_.:"
+	w := h.do(h.srv.External(), "GET", "/status", "", withToken(tok), withHeader(requestIDHeader, ok))
+	if got := w.Header().Get(requestIDHeader); got != ok {
+		t.Errorf("valid X-Request-Id %q answered with %q", ok, got)
+	}
+}
+
+// At the default level, a successful poll leaves no log line; refusals, errors and state
+// changes do, with their request IDs.
+func TestPollsLogAtDebug(t *testing.T) {
+	h := newHarness(t)
+	tok := h.computeToken()
+	for _, p := range []string{"/status", "/metrics", "/metrics.json", "/lfc/prewarm"} {
+		expect(t, h.do(h.srv.External(), "GET", p, "", withToken(tok), withHeader(requestIDHeader, "poll-"+p[1:])), 200, "")
+	}
+	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken("x.y.z"), withHeader(requestIDHeader, "refused-1")), 401, "")
+	expect(t, h.do(h.srv.External(), "POST", "/terminate", "", withToken(h.adminToken()), withHeader(requestIDHeader, "term-1")), 200, "")
+	logs := h.logs.String()
+	if strings.Contains(logs, "poll-") {
+		t.Errorf("successful polls logged at info:\n%s", logs)
+	}
+	for _, want := range []string{"request_id=refused-1", "request_id=term-1"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	h.level.Set(slog.LevelDebug)
+	expect(t, h.do(h.srv.External(), "GET", "/status", "", withToken(tok), withHeader(requestIDHeader, "poll-debug")), 200, "")
+	if logs := h.logs.String(); !strings.Contains(logs, "level=DEBUG msg=\"http request\"") || !strings.Contains(logs, "request_id=poll-debug") {
+		t.Errorf("poll not logged at debug:\n%s", logs)
 	}
 }
 

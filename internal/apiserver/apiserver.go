@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/api"
@@ -64,7 +65,53 @@ type Settings struct {
 	// running Postgres (internal/pgops; pg_dump runs beside PGBin) and of POST /promote.
 	// Empty: those routes answer 500.
 	Connstr string
+	// HTTP holds the servers' limits; zero fields take the defaults of internal/paths.
+	HTTP HTTPLimits
 }
+
+// HTTPLimits are the timeouts and bounds of the HTTP servers (see internal/paths for
+// what each means and its default).
+type HTTPLimits struct {
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConnections bounds the external port's connections (connLimit).
+	MaxConnections int
+	// MaxBodyBytes and ConfigureParses are api.Options'.
+	MaxBodyBytes    int64
+	ConfigureParses int
+}
+
+// withDefaults fills the zero fields from internal/paths.
+func (h HTTPLimits) withDefaults() HTTPLimits {
+	dur := func(d *time.Duration, def string) {
+		if *d <= 0 {
+			*d, _ = time.ParseDuration(def) // constants, checked by a test
+		}
+	}
+	dur(&h.ReadHeaderTimeout, paths.DefaultAPIReadHeaderTimeout)
+	dur(&h.ReadTimeout, paths.DefaultAPIReadTimeout)
+	dur(&h.WriteTimeout, paths.DefaultAPIWriteTimeout)
+	dur(&h.IdleTimeout, paths.DefaultAPIIdleTimeout)
+	if h.MaxConnections <= 0 {
+		h.MaxConnections = paths.DefaultAPIMaxConnections
+	}
+	if h.MaxBodyBytes <= 0 {
+		h.MaxBodyBytes = paths.DefaultAPIMaxBodyBytes
+	}
+	if h.ConfigureParses <= 0 {
+		h.ConfigureParses = paths.DefaultAPIConfigureParses
+	}
+	return h
+}
+
+// httpServer is one port's server with the limits' timeouts.
+func (h HTTPLimits) httpServer(handler http.Handler) *http.Server {
+	return &http.Server{Handler: handler, ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: maxHeaderBytes}
+}
+
+// maxHeaderBytes bounds a request's headers (a JWT and a few short headers need a few KB;
+// net/http's default is 1 MB).
+const maxHeaderBytes = 64 << 10
 
 // Systemd is the part of systemd's manager API the server uses (*sysd.Manager).
 type Systemd interface {
@@ -207,6 +254,16 @@ type server struct {
 	log *slog.Logger
 	// tasks are the goroutines of the run; serve waits for them.
 	tasks group
+	// limit bounds the external port's connections (set by serve).
+	limit atomic.Pointer[connLimit]
+}
+
+// limitOpen is the number of open connections of the external port (tests).
+func (s *server) limitOpen() int {
+	if l := s.limit.Load(); l != nil {
+		return l.open()
+	}
+	return 0
 }
 
 func newServer(cfg Settings, d Deps) *server {
@@ -219,6 +276,7 @@ func newServer(cfg Settings, d Deps) *server {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
+	cfg.HTTP = cfg.HTTP.withDefaults()
 	return &server{cfg: cfg, d: d, log: d.Logger}
 }
 
@@ -268,7 +326,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 		Control:         ctl,
 		ExtensionServer: extensions.NewHandler(appliedConfigFile(paths.AppliedConfigFile(s.cfg.StateDir)), dl),
 		Verifier:        verifier, ComputeID: s.cfg.ComputeID, BuildTag: version.BuildTag,
-		Logger: s.log,
+		Logger: s.log, MaxBodyBytes: s.cfg.HTTP.MaxBodyBytes, ConfigureParses: s.cfg.HTTP.ConfigureParses,
 	})
 
 	bgctx, stopBackground := context.WithCancel(ctx)
@@ -310,12 +368,15 @@ func (s *server) serve(ctx context.Context) (err error) {
 	// The unit calls are not cancelled at shutdown: a stop job cut short would be
 	// recorded as a failure while systemd carries it out.
 	reconcile(context.WithoutCancel(ctx), ctl, s.log)
-	servers := []*http.Server{
-		{Handler: srv.External(), ReadHeaderTimeout: 10 * time.Second},
-		{Handler: srv.Internal(), ReadHeaderTimeout: 10 * time.Second},
-	}
+	// The external port is reachable from outside: its connections are bounded. The
+	// internal one (loopback, Postgres's extension requests) has the timeouts only.
+	limit := newConnLimit(s.cfg.HTTP.MaxConnections)
+	s.limit.Store(limit)
+	ext := s.cfg.HTTP.httpServer(limit.track(srv.External()))
+	ext.ConnContext, ext.ConnState = connContext, limit.connState
+	servers := []*http.Server{ext, s.cfg.HTTP.httpServer(srv.Internal())}
 	errc := make(chan error, len(servers))
-	for i, ln := range []net.Listener{extLn, intLn} {
+	for i, ln := range []net.Listener{limit.listener(extLn), intLn} {
 		h := servers[i]
 		s.tasks.Go(func() {
 			if err := h.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -4,6 +4,12 @@
 // when present with 60 s of leeway, nbf ignored, then the compute_id or the admin scope +
 // audience claims.
 //
+// A token whose signature and claims verified is kept in a bounded cache (tokenCache,
+// keyed by the token's bytes), so that a control plane polling with the same token costs
+// one signature check, not one per request: the exp check (with the clock of the
+// Verifier) is made again on every use, and the cache belongs to the Verifier, so that a
+// new key set (a new Verifier, Server.SetVerifier / SetJWKS) starts with an empty one.
+//
 // Signature checking and JOSE parsing are done by github.com/go-jose/go-jose/v4, a
 // well-kept, widely used library; this package writes no cryptography of its own. It
 // only chooses what to accept. Tokens never reach logs or error texts.
@@ -61,6 +67,7 @@ type Verifier struct {
 	computeID string
 	now       func() time.Time
 	log       *slog.Logger
+	cache     *tokenCache
 }
 
 // Option adjusts a Verifier.
@@ -75,6 +82,12 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// WithCacheSize sets how many verified tokens are kept (default DefaultCacheSize; 0 or
+// less: none, every token is verified on every request).
+func WithCacheSize(n int) Option {
+	return func(v *Verifier) { v.cache = newTokenCache(n) }
+}
+
 // WithClock sets the clock used for exp (tests).
 func WithClock(now func() time.Time) Option {
 	return func(v *Verifier) { v.now = now }
@@ -86,7 +99,7 @@ func WithClock(now func() time.Time) Option {
 // or null set is allowed: every token then fails with 401, as in compute_ctl. Only a set
 // that is not JSON of the right shape is an error.
 func NewVerifier(jwks json.RawMessage, computeID string, opts ...Option) (*Verifier, error) {
-	v := &Verifier{computeID: computeID, now: time.Now, log: slog.Default()}
+	v := &Verifier{computeID: computeID, now: time.Now, log: slog.Default(), cache: newTokenCache(DefaultCacheSize)}
 	for _, o := range opts {
 		o(v)
 	}
@@ -193,8 +206,25 @@ func bearer(header string) (string, bool) {
 var errExpired = errors.New("token expired")
 
 // verify tries every key; the first one that verifies the signature and yields valid
-// claims wins.
+// claims wins. A token verified before (by this Verifier: the same keys) is taken from
+// the cache, its claims checked again against the clock.
 func (v *Verifier) verify(token string) (claims, bool) {
+	if c, ok := v.cache.get(token); ok {
+		if v.check(c) != nil {
+			v.cache.remove(token)
+			return claims{}, false
+		}
+		return c, true
+	}
+	c, ok := v.verifySignature(token)
+	if ok {
+		v.cache.put(token, c, v.now())
+	}
+	return c, ok
+}
+
+// verifySignature parses the token and checks its signature and claims with every key.
+func (v *Verifier) verifySignature(token string) (claims, bool) {
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.EdDSA})
 	if err != nil {
 		return claims{}, false

@@ -28,6 +28,8 @@ import (
 // each of which checks the status and changes it in one step under the store's lock.
 type Store interface {
 	Load() (state.Record, error)
+	// LoadCached is Load that parses the file only when it changed; the record is shared.
+	LoadCached() (state.Record, error)
 	AcceptConfig(from []state.Status, fn func(*state.Record) error) (state.Status, state.Record, error)
 	BeginTermination(immediate bool) (state.Status, state.Record, error)
 	CompleteTermination(a state.Actor, lsn *string) (state.Record, bool, error)
@@ -118,9 +120,10 @@ func New(cfg Deps) *Controller {
 }
 
 // Load reads the record; before compute-init wrote one, the compute is empty since the
-// controller started.
+// controller started. It parses state.json only when the file changed
+// (state.Store.LoadCached): the record is shared, callers must not modify it.
 func (c *Controller) Load() (state.Record, error) {
-	rec, err := c.cfg.Store.Load()
+	rec, err := c.cfg.Store.LoadCached()
 	if errors.Is(err, state.ErrNoState) {
 		return state.Record{Status: state.Empty, StartTime: c.started}, nil
 	}

@@ -33,6 +33,26 @@ const (
 	DefaultInternalHTTPPort = 3081
 	DefaultInternalHTTPAddr = "127.0.0.1"
 	DefaultTLSPollInterval  = "60s"
+
+	// The HTTP servers of compute-api (both ports). A request's headers must arrive
+	// within the read-header timeout and the whole request within the read timeout; an
+	// answer must be written within the write timeout, except on the routes that block
+	// or stream (POST /configure, POST /terminate, the internal /extension_server),
+	// which lift the deadlines once their request is read; a kept-alive connection
+	// is closed after the idle timeout.
+	DefaultAPIReadHeaderTimeout = "10s"
+	DefaultAPIReadTimeout       = "60s"
+	DefaultAPIWriteTimeout      = "60s"
+	DefaultAPIIdleTimeout       = "120s"
+	// DefaultAPIMaxConnections bounds the external port's open connections; past it the
+	// oldest connection that is not in a handler (idle, or still sending its request) is
+	// closed.
+	DefaultAPIMaxConnections = 128
+	// DefaultAPIMaxBodyBytes is the request body limit, the 2 MB of the reference (axum's
+	// default; a larger body is answered 413).
+	DefaultAPIMaxBodyBytes = 2 << 20
+	// DefaultAPIConfigureParses bounds the POST /configure bodies read and parsed at once.
+	DefaultAPIConfigureParses = 2
 	// DefaultMonitorInterval is compute-monitor's round interval (the reference's 500 ms).
 	DefaultMonitorInterval = "500ms"
 	// DefaultTrimAfter is how long compute-monitor (a lifecycle's rounds, a wait for
@@ -126,6 +146,14 @@ const (
 	EnvControlPlaneTimeout    = "COMPUTE_CONTROL_PLANE_TIMEOUT"
 	EnvOnTerminated           = "COMPUTE_ON_TERMINATED"
 
+	EnvAPIReadHeaderTimeout = "COMPUTE_API_READ_HEADER_TIMEOUT"
+	EnvAPIReadTimeout       = "COMPUTE_API_READ_TIMEOUT"
+	EnvAPIWriteTimeout      = "COMPUTE_API_WRITE_TIMEOUT"
+	EnvAPIIdleTimeout       = "COMPUTE_API_IDLE_TIMEOUT"
+	EnvAPIMaxConnections    = "COMPUTE_API_MAX_CONNECTIONS"
+	EnvAPIMaxBodyBytes      = "COMPUTE_API_MAX_BODY_BYTES"
+	EnvAPIConfigureParses   = "COMPUTE_API_CONFIGURE_PARSES"
+
 	EnvVMMonitorAddr       = "COMPUTE_VM_MONITOR_ADDR"
 	EnvVMMonitorVsockPort  = "COMPUTE_VM_MONITOR_VSOCK_PORT"
 	EnvVMMonitorCgroupUnit = "COMPUTE_VM_MONITOR_CGROUP_UNIT"
@@ -161,6 +189,14 @@ func Vars() map[string]string {
 		EnvSyncSafekeepersTimeout: DefaultSyncSafekeepersTimeout,
 		EnvControlPlaneTimeout:    DefaultControlPlaneTimeout,
 		EnvOnTerminated:           DefaultOnTerminated,
+
+		EnvAPIReadHeaderTimeout: DefaultAPIReadHeaderTimeout,
+		EnvAPIReadTimeout:       DefaultAPIReadTimeout,
+		EnvAPIWriteTimeout:      DefaultAPIWriteTimeout,
+		EnvAPIIdleTimeout:       DefaultAPIIdleTimeout,
+		EnvAPIMaxConnections:    strconv.Itoa(DefaultAPIMaxConnections),
+		EnvAPIMaxBodyBytes:      strconv.Itoa(DefaultAPIMaxBodyBytes),
+		EnvAPIConfigureParses:   strconv.Itoa(DefaultAPIConfigureParses),
 
 		EnvVMMonitorAddr:       DefaultVMMonitorAddr,
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),

@@ -228,6 +228,8 @@ type Store struct {
 	// Log receives the failures of the request hooks to count (nil: slog.Default()).
 	Log *slog.Logger
 	now func() time.Time
+	// cache is LoadCached's.
+	cache loadCache
 }
 
 // Open returns a store in dir, creating the directory (0750) if needed.
@@ -261,6 +263,11 @@ func (s *Store) Load() (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("read state: %w", err)
 	}
+	return s.decode(b)
+}
+
+// decode parses the content of state.json.
+func (s *Store) decode(b []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("parse %s: %w", s.Path(), err)

@@ -5,7 +5,7 @@
 package statusview
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
@@ -42,18 +42,27 @@ func Of(r state.Record) Response {
 // or "+00:00" (to_rfc3339, used for last_active).
 func chronoTime(t time.Time, z bool) string {
 	t = t.UTC()
-	s := t.Format("2006-01-02T15:04:05")
+	b := make([]byte, 0, len("2006-01-02T15:04:05.000000000+00:00"))
+	b = t.AppendFormat(b, "2006-01-02T15:04:05")
+	frac := func(v, digits int) {
+		b = append(b, '.')
+		s := strconv.Itoa(v)
+		for range digits - len(s) {
+			b = append(b, '0')
+		}
+		b = append(b, s...)
+	}
 	switch ns := t.Nanosecond(); {
 	case ns == 0:
 	case ns%1_000_000 == 0:
-		s += fmt.Sprintf(".%03d", ns/1_000_000)
+		frac(ns/1_000_000, 3)
 	case ns%1_000 == 0:
-		s += fmt.Sprintf(".%06d", ns/1_000)
+		frac(ns/1_000, 6)
 	default:
-		s += fmt.Sprintf(".%09d", ns)
+		frac(ns, 9)
 	}
 	if z {
-		return s + "Z"
+		return string(append(b, 'Z'))
 	}
-	return s + "+00:00"
+	return string(append(b, "+00:00"...))
 }
