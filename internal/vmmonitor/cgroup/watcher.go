@@ -27,7 +27,9 @@
 //     until two samples are in again, and refused as stale once 5 s passed without one.
 //   - The cgroup directory is looked up again (at most once per RelocateEvery) after it
 //     disappeared, which it does whenever systemd stops the unit; the reference loads
-//     the cgroup once, by name.
+//     the cgroup once, by name. Lookups that keep failing (Postgres stopped for long, or
+//     a host whose cgroup v2 hierarchy has no memory controller) back off, doubling up to
+//     MaxRelocateEvery: each is a D-Bus call to systemd.
 //   - memory.events, which the reference no longer reads (it stopped using memory.high
 //     events in neon#5524, polling memory.stat instead), is read for the log only: an
 //     OOM kill or a hit of memory.max is a warning, throttling over memory.high a debug
@@ -145,8 +147,10 @@ type Options struct {
 	// MinRequestInterval is the least time between two delivered upscale requests: 1 s.
 	MinRequestInterval time.Duration
 	// RelocateEvery bounds how often the cgroup is looked up again after its directory
-	// went away or could not be found: 1 s.
-	RelocateEvery time.Duration
+	// went away or could not be found: 1 s, doubled after each lookup that fails, up to
+	// MaxRelocateEvery (30 s).
+	RelocateEvery    time.Duration
+	MaxRelocateEvery time.Duration
 	// LocateTimeout bounds one lookup (a D-Bus call): 2 s.
 	LocateTimeout time.Duration
 	// Clock: the system clock when nil.
@@ -172,17 +176,18 @@ type Watcher struct {
 	snap Snapshot
 
 	// Owned by the goroutine running Run.
-	dir        string
-	lastLocate time.Time
-	ring       []uint64
-	n          int // samples in ring, at most len(ring)
-	next       int // where the next sample goes
-	total      uint64
-	failing    bool
-	lastReq    time.Time
-	events     Events
-	haveEvents bool
-	buf        []byte
+	dir         string
+	lastLocate  time.Time
+	locateEvery time.Duration // the current wait between lookups (backs off)
+	ring        []uint64
+	n           int // samples in ring, at most len(ring)
+	next        int // where the next sample goes
+	total       uint64
+	failing     bool
+	lastReq     time.Time
+	events      Events
+	haveEvents  bool
+	buf         []byte
 }
 
 // NewWatcher makes a watcher of the cgroup that locate finds.
@@ -198,6 +203,9 @@ func NewWatcher(locate Locator, opts Options) *Watcher {
 	}
 	if opts.RelocateEvery <= 0 {
 		opts.RelocateEvery = time.Second
+	}
+	if opts.MaxRelocateEvery < opts.RelocateEvery {
+		opts.MaxRelocateEvery = max(30*time.Second, opts.RelocateEvery)
 	}
 	if opts.LocateTimeout <= 0 {
 		opts.LocateTimeout = 2 * time.Second
@@ -254,17 +262,25 @@ func (w *Watcher) UpscaleRequests() <-chan struct{} { return w.requests }
 // step takes one sample at now.
 func (w *Watcher) step(ctx context.Context, now time.Time) {
 	if w.dir == "" {
-		if !w.lastLocate.IsZero() && now.Sub(w.lastLocate) < w.opts.RelocateEvery {
+		if w.locateEvery == 0 {
+			w.locateEvery = w.opts.RelocateEvery
+		}
+		if !w.lastLocate.IsZero() && now.Sub(w.lastLocate) < w.locateEvery {
 			return
 		}
+		first := w.lastLocate.IsZero()
 		w.lastLocate = now
 		lctx, cancel := context.WithTimeout(ctx, w.opts.LocateTimeout)
 		dir, err := w.locate(lctx)
 		cancel()
 		if err != nil {
+			if !first {
+				w.locateEvery = min(2*w.locateEvery, w.opts.MaxRelocateEvery)
+			}
 			w.fail("find the cgroup", err)
 			return
 		}
+		w.locateEvery = w.opts.RelocateEvery
 		w.dir = dir
 		w.haveEvents = false
 		w.log.Info("watching cgroup memory", "dir", dir)

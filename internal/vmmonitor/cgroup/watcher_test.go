@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -572,4 +573,43 @@ func TestRealCgroup(t *testing.T) {
 		t.Error("no upscale request with 64 MiB held against a 32 MiB threshold")
 	}
 	t.Logf("non-reclaimable memory of a process holding 64 MiB: %d bytes", s.History.AvgNonReclaimable)
+}
+
+// Lookups that keep failing back off (1 s, then doubling up to MaxRelocateEvery); a
+// lookup that succeeds brings the wait back to RelocateEvery for the next time the
+// directory goes away.
+func TestWatcherRelocationBacksOff(t *testing.T) {
+	c := newCG(t)
+	loc := &countingLocator{err: errors.New("no memory controller")}
+	w, _ := newWatcher(t, loc.locate)
+	ctx := context.Background()
+	var calls []int
+	for ms := 0; ms <= 120_000; ms += 100 {
+		before := loc.n()
+		w.step(ctx, at(ms))
+		if loc.n() != before {
+			calls = append(calls, ms)
+		}
+	}
+	want := []int{0, 1000, 3000, 7000, 15000, 31000, 61000, 91000}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("lookups at %v ms, want %v", calls, want)
+	}
+	loc.mu.Lock()
+	loc.dir, loc.err = c.dir, nil
+	loc.mu.Unlock()
+	c.anon(100 * MiB)
+	w.step(ctx, at(121_000))
+	if loc.n() != len(want)+1 || w.Last().History.Samples != 1 {
+		t.Fatalf("the lookup at 121 s did not find the cgroup: %d lookups, %+v", loc.n(), w.Last())
+	}
+	// The directory goes away: the next lookup is a second later, not 30 s.
+	if err := os.Remove(filepath.Join(c.dir, "memory.stat")); err != nil {
+		t.Fatal(err)
+	}
+	w.step(ctx, at(121_100))
+	w.step(ctx, at(122_000))
+	if loc.n() != len(want)+2 {
+		t.Errorf("lookups = %d, want %d: one a second after the directory went away", loc.n(), len(want)+2)
+	}
 }
