@@ -640,15 +640,25 @@ func TestFaultsNeon(t *testing.T) {
 			reset(t)
 			body, _ := json.Marshal(map[string]any{"status": "attached", "spec": f.spec("Primary"), "compute_ctl_config": map[string]any{"jwks": jwks}})
 			f.http(t, "PUT", "/fake/cplane", body)
-			writeDefaults(t, orig, f, append(neonFaultBounds, "CONTROL_PLANE_URI="+f.ControlPlane, "NEON_CONTROL_PLANE_TOKEN="+f.cplaneToken)...)
+			// The token as the packaged units take it: a systemd credential.
+			if err := os.MkdirAll("/etc/credstore", 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile("/etc/credstore/compute-control-plane-token", []byte(f.cplaneToken+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove("/etc/credstore/compute-control-plane-token") })
+			writeDefaults(t, orig, f, append(neonFaultBounds, "CONTROL_PLANE_URI="+f.ControlPlane)...)
 			writeRaw(t, []byte("{}\n"))
 			f.http(t, "PUT", "/fake/cplane-fault?"+tc.query, nil)
 			before := len(f.log(t).ControlPlane)
 			restart(t)
 			// The compute never got keys for tokens (they come with the config).
 			expectFailedLocal(t, initUnits, tc.want...)
-			if n := len(f.log(t).ControlPlane) - before; n != 3 {
-				t.Errorf("%d control plane requests, want 3", n)
+			// compute-init's three attempts (its outcome says so above), and compute-api's
+			// own requests for the key set (retried every 5 s) besides.
+			if n := len(f.log(t).ControlPlane) - before; n < 3 {
+				t.Errorf("%d control plane requests, want at least compute-init's 3", n)
 			}
 		})
 	}
