@@ -1,7 +1,9 @@
 // Package pg opens the maintenance connections compute-tools makes to its own Postgres
 // (pgx, normally over the unix socket), quotes identifiers and literals, and prepares
 // "quiet" sessions in which password DDL never reaches the server log, pg_stat_activity or
-// pg_stat_statements.
+// pg_stat_statements. A connection to the packaged socket directory follows the running
+// server's socket when the port asked for has none there (socket.go: the spec moved
+// Postgres to a port it listens on only after a restart).
 package pg
 
 import (
@@ -59,6 +61,7 @@ func config(connstr, appName, opts string) (*pgx.ConnConfig, error) {
 		opts += " " + extra
 	}
 	cfg.RuntimeParams["options"] = opts
+	cfg.DialFunc = followLiveSocket(cfg.DialFunc)
 	return cfg, nil
 }
 

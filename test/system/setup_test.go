@@ -2,6 +2,7 @@ package system
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"strings"
@@ -78,6 +79,20 @@ func TestBadSetup(t *testing.T) {
 			t.Fatalf("alice on port 5434: %v", err)
 		}
 		c.Close(context.Background())
+		// compute-api's Postgres routes take the packaged connection string too: they
+		// reach the server on its moved port.
+		if code, b := call(t, "POST", "/check_writability", computeToken(t), nil); code != 200 {
+			t.Errorf("/check_writability on port 5434: %d %s", code, b)
+		}
+		if code, b := call(t, "GET", "/dbs_and_roles", computeToken(t), nil); code != 200 || !strings.Contains(string(b), "alice") {
+			t.Errorf("/dbs_and_roles on port 5434: %d %s", code, b)
+		}
+		// A reconfiguration without the port: Postgres keeps listening on 5434 until it
+		// restarts (a reload does not move it), and the configure step reaches it there.
+		body, _ := json.Marshal(map[string]any{"spec": defaultSpec(), "compute_ctl_config": map[string]any{"jwks": jwks}})
+		if code, b := call(t, "POST", "/configure", computeToken(t), body); code != 200 || !strings.Contains(string(b), `"status":"running"`) {
+			t.Errorf("a reconfiguration back to the default port: %d %s\n%s", code, b, journal(t, "compute-configure.service"))
+		}
 		code, b := call(t, "POST", "/terminate", adminToken(t), nil)
 		if code != 200 {
 			t.Errorf("/terminate: %d %s", code, b)
