@@ -132,11 +132,13 @@ func parseConnstr(s string) (connInfo, error) {
 		// pg.Config says nothing about the text (it could hold a password).
 		return connInfo{}, errors.New("connstr: not a valid postgres URL or key=value list")
 	}
-	ci := connInfo{User: cfg.User, Port: int(cfg.Port), SocketDir: paths.DefaultSocketDir}
-	if strings.HasPrefix(cfg.Host, "/") {
-		ci.SocketDir = cfg.Host
+	// The admin role logs in only over the unix socket, by peer authentication through
+	// pg_ident.conf's map (both storage modes: pgdata.WriteAuth); over TCP it would be
+	// asked for a password it does not have, late and obscurely.
+	if !strings.HasPrefix(cfg.Host, "/") {
+		return connInfo{}, fmt.Errorf("connstr (COMPUTE_CONNSTR): the admin role %q logs in only over the unix socket: add ?host=%s to the connection string", cfg.User, paths.DefaultSocketDir)
 	}
-	return ci, nil
+	return connInfo{User: cfg.User, Port: int(cfg.Port), SocketDir: cfg.Host}, nil
 }
 
 // fail records err as the compute's error and moves the status to failed (state.Fail's

@@ -243,7 +243,7 @@ func TestPrepareCountsControlPlaneRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Settings{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: "postgresql://cloud_admin@localhost/postgres",
+	cfg := Settings{StateDir: st.Dir(), PGData: filepath.Join(t.TempDir(), "pgdata"), Connstr: paths.DefaultConnstr,
 		ControlPlaneURI: cp.URL, ComputeID: "c1"}
 	err = Prepare(context.Background(), cfg, &Deps{Store: st})
 	if err == nil || !strings.Contains(err.Error(), "404") {

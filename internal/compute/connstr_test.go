@@ -21,17 +21,23 @@ func TestParseConnstr(t *testing.T) {
 		want    connInfo
 	}{
 		{paths.DefaultConnstr, connInfo{User: "cloud_admin", Port: 55432, SocketDir: "/run/compute-postgres"}},
-		{"postgres://cloud_admin@localhost:5433/postgres", connInfo{User: "cloud_admin", Port: 5433, SocketDir: paths.DefaultSocketDir}},
 		{"postgresql://u@/db?host=/tmp&port=6000", connInfo{User: "u", Port: 6000, SocketDir: "/tmp"}},
 		{"postgresql://u@%2Fvar%2Frun%2Fpg:6001/db", connInfo{User: "u", Port: 6001, SocketDir: "/var/run/pg"}},
-		{"postgresql://u@127.0.0.1:6002/db?port=6003", connInfo{User: "u", Port: 6003, SocketDir: paths.DefaultSocketDir}},
 		{"host=/tmp port=7000 user=x dbname=postgres", connInfo{User: "x", Port: 7000, SocketDir: "/tmp"}},
 		// What pgx connects to when the string leaves something out: port 5432, the OS user.
-		{"postgresql://localhost/postgres", connInfo{User: osUser, Port: 5432, SocketDir: paths.DefaultSocketDir}},
+		{"postgresql:///postgres?host=/run/x", connInfo{User: osUser, Port: 5432, SocketDir: "/run/x"}},
 	} {
 		got, err := parseConnstr(tc.connstr)
 		if err != nil || got != tc.want {
 			t.Errorf("parseConnstr(%q) = %+v, %v; want %+v", tc.connstr, got, err, tc.want)
+		}
+	}
+	// The admin role logs in only over the unix socket (peer authentication): a TCP host is
+	// refused at once, naming the fix.
+	for _, tcp := range []string{"postgres://cloud_admin@localhost:5433/postgres", "postgresql://u:s3cret@127.0.0.1:6002/db?port=6003"} {
+		_, err := parseConnstr(tcp)
+		if err == nil || !strings.Contains(err.Error(), "only over the unix socket") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("parseConnstr(%q) = %v, want the unix socket error without the password", tcp, err)
 		}
 	}
 	for _, bad := range []string{"postgresql://u:s3cret@h:notaport/db", "postgresql://u:s3cret@h/db?sslmode=bogus", "host"} {
