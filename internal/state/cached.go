@@ -21,10 +21,12 @@ import (
 // same device and inode number is the same file. Its size, mtime and ctime are compared
 // as well, for a file rewritten in place by hand (the store never does that; such an
 // edit is seen unless it keeps the size within one timestamp tick). A cache hit costs
-// one stat(2).
+// one lstat(2). The file is read as Load reads it: not through a symbolic link, a
+// regular file only (a FIFO planted by the postgres user, who can write the directory,
+// must not block the API), at most maxRecord bytes.
 func (s *Store) LoadCached() (Record, error) {
 	var st syscall.Stat_t
-	if err := syscall.Stat(s.Path(), &st); err != nil {
+	if err := syscall.Lstat(s.Path(), &st); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			s.cache.drop()
 			return Record{}, ErrNoState
@@ -34,9 +36,12 @@ func (s *Store) LoadCached() (Record, error) {
 	if r, ok := s.cache.get(keyOf(&st)); ok {
 		return r, nil
 	}
-	f, err := os.Open(s.Path())
+	f, err := os.OpenFile(s.Path(), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Record{}, ErrNoState
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return Record{}, fmt.Errorf("read state: %s is a symbolic link", s.Path())
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("read state: %w", err)
@@ -47,7 +52,14 @@ func (s *Store) LoadCached() (Record, error) {
 		f.Close()
 		return Record{}, fmt.Errorf("read state: %w", err)
 	}
-	b, err := io.ReadAll(f)
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		f.Close()
+		return Record{}, fmt.Errorf("read state: %s is not a regular file", s.Path())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	if err == nil && len(b) > maxRecord {
+		err = fmt.Errorf("larger than %d bytes", maxRecord)
+	}
 	if err != nil {
 		f.Close()
 		return Record{}, fmt.Errorf("read state: %w", err)

@@ -3,8 +3,12 @@ package state
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Every write is seen by the next LoadCached, however fast the writes come (same size,
@@ -139,5 +143,39 @@ func TestLoadCachedConcurrent(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Fatal(err)
+	}
+}
+
+// LoadCached reads as Load does: a symbolic link or a FIFO planted at the record's path
+// (the postgres user can write the directory) is refused at once, never followed or
+// waited on.
+func TestLoadCachedRefusesLinksAndFIFOs(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "elsewhere.json")
+	if err := os.WriteFile(target, []byte(`{"status":"running"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoadCached(); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("LoadCached through a link: %v", err)
+	}
+	os.Remove(s.Path())
+	if err := syscall.Mkfifo(s.Path(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.LoadCached(); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("LoadCached of a FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("LoadCached blocks on a FIFO")
 	}
 }
