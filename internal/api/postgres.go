@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -157,6 +158,10 @@ func (s *Server) handleExtensions(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleGrants(w http.ResponseWriter, r *http.Request) {
 	var req pgopswire.SetRoleGrantsRequest
 	if !s.decodeRequest(w, r, &req, "database", "schema", "privileges", "role") {
+		return
+	}
+	if pgopswire.SystemSchema(req.Schema) {
+		httpjson.Error(w, http.StatusUnprocessableEntity, fmt.Sprintf("schema %q is a system schema: its privileges are not granted through this route", req.Schema))
 		return
 	}
 	if err := s.cfg.Control.SetRoleGrants(s.controlContext(r), req); err != nil {

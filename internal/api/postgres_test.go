@@ -755,6 +755,10 @@ func TestGrantsRoute(t *testing.T) {
 	}{
 		{"unknown privilege", `{"database":"appdb","schema":"my schema","privileges":["DROP"],"role":"app user"}`, 422, "unknown variant"},
 		{"lower case", `{"database":"appdb","schema":"my schema","privileges":["usage"],"role":"app user"}`, 422, "unknown variant"},
+		// CREATE on pg_catalog would let the role plant objects superuser sessions find.
+		{"pg_catalog", `{"database":"appdb","schema":"pg_catalog","privileges":["CREATE"],"role":"app user"}`, 422, "system schema"},
+		{"information_schema", `{"database":"appdb","schema":"information_schema","privileges":["USAGE"],"role":"app user"}`, 422, "system schema"},
+		{"pg_toast", `{"database":"appdb","schema":"pg_toast","privileges":["USAGE"],"role":"app user"}`, 422, "system schema"},
 		{"injection", `{"database":"appdb","schema":"my schema","privileges":["USAGE ON SCHEMA public TO PUBLIC; --"],"role":"app user"}`, 422, "unknown variant"},
 		{"privilege not a string", `{"database":"appdb","schema":"my schema","privileges":[1],"role":"app user"}`, 422, "invalid type"},
 		{"no such role", `{"database":"appdb","schema":"my schema","privileges":["USAGE"],"role":"nobody"}`, 500, `role "nobody" does not exist`},

@@ -253,6 +253,9 @@ WHERE u.usename = $1 AND n.nspname = $2`
 // does: only those the schema's ACL does not already give the role (so that a read-only
 // replica, where every privilege is in place, is not written to), in one GRANT.
 func (o *Ops) SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error {
+	if pgopswire.SystemSchema(req.Schema) {
+		return fmt.Errorf("schema %q is a system schema", req.Schema)
+	}
 	var want []string
 	for _, p := range req.Privileges {
 		if !p.Valid() {

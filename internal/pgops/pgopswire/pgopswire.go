@@ -107,6 +107,14 @@ const (
 // Privileges lists every Privilege, in Neon's order.
 var Privileges = []Privilege{Select, Insert, Update, Delete, Truncate, References, Trigger, Usage, Create, Connect, Temporary, Execute}
 
+// SystemSchema reports whether schema is one of PostgreSQL's own (pg_catalog,
+// information_schema, the pg_toast and pg_temp ones: every pg_ name is reserved).
+// POST /grants refuses them: privileges there (CREATE on pg_catalog) let a role plant
+// objects that superuser sessions resolve first. compute_ctl grants them; we differ.
+func SystemSchema(schema string) bool {
+	return schema == "information_schema" || strings.HasPrefix(schema, "pg_")
+}
+
 // Valid reports whether p is one of Privileges.
 func (p Privilege) Valid() bool {
 	for _, q := range Privileges {
