@@ -32,20 +32,21 @@ type cli struct {
 }
 
 type serveCmd struct {
-	StateDir         string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
-	Config           string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
-	ComputeID        string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID that tokens must name."`
-	ExternalHTTPPort int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"${EXTERNAL_HTTP_PORT}" help:"External port (JWT)."`
-	InternalHTTPPort int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no auth)."`
-	InternalHTTPAddr string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
-	PGBin            string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
-	RemoteExtBaseURL string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port; https://, http:// only with --remote-ext-allow-http)."`
-	RemoteExtHTTP    bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
-	ExternalHTTPAddr string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
-	ControlPlaneURI  string        `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the key set that verifies tokens from the control plane (its answer's compute_ctl_config.jwks), as compute-init gets the spec; bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN."`
-	Connstr          string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (/check_writability, /insights, /dbs_and_roles, /database_schema, /extensions, /grants, /promote)."`
-	TLSPoll          time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
-	OnTerminated     string        `name:"on-terminated" env:"COMPUTE_ON_TERMINATED" default:"${COMPUTE_ON_TERMINATED}" enum:"stop,poweroff,none" help:"What to do once the compute is terminated or its start failed, after compute_ctl's linger (30 s; none after an immediate termination): stop compute.target, poweroff the machine through systemd, or none."`
+	StateDir            string        `name:"state-dir" env:"COMPUTE_STATE_DIR" default:"${COMPUTE_STATE_DIR}" help:"Directory of the shared state record."`
+	Config              string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
+	ComputeID           string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID that tokens must name."`
+	ExternalHTTPPort    int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"${EXTERNAL_HTTP_PORT}" help:"External port (JWT)."`
+	InternalHTTPPort    int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no auth)."`
+	InternalHTTPAddr    string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	PGBin               string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
+	RemoteExtBaseURL    string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port; https://, http:// only with --remote-ext-allow-http)."`
+	RemoteExtHTTP       bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
+	ExternalHTTPAddr    string        `name:"external-http-addr" env:"EXTERNAL_HTTP_ADDR" default:"" help:"Address of the external port (default: all interfaces)."`
+	ControlPlaneURI     string        `short:"p" name:"control-plane-uri" env:"CONTROL_PLANE_URI" help:"Get the key set that verifies tokens from the control plane (its answer's compute_ctl_config.jwks), as compute-init gets the spec; bearer token from the systemd credential compute-control-plane-token, or NEON_CONTROL_PLANE_TOKEN."`
+	ControlPlaneTimeout time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one request for the key set to the control plane."`
+	Connstr             string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (/check_writability, /insights, /dbs_and_roles, /database_schema, /extensions, /grants, /promote)."`
+	TLSPoll             time.Duration `name:"tls-poll-interval" env:"COMPUTE_TLS_POLL_INTERVAL" default:"${COMPUTE_TLS_POLL_INTERVAL}" help:"How often to look for a renewed TLS certificate (compute_ctl_config.tls with feature tls_experimental)."`
+	OnTerminated        string        `name:"on-terminated" env:"COMPUTE_ON_TERMINATED" default:"${COMPUTE_ON_TERMINATED}" enum:"stop,poweroff,none" help:"What to do once the compute is terminated or its start failed, after compute_ctl's linger (30 s; none after an immediate termination): stop compute.target, poweroff the machine through systemd, or none."`
 
 	ReadHeaderTimeout time.Duration `name:"read-header-timeout" env:"COMPUTE_API_READ_HEADER_TIMEOUT" default:"${COMPUTE_API_READ_HEADER_TIMEOUT}" help:"Time allowed for a request's headers (both ports)."`
 	ReadTimeout       time.Duration `name:"read-timeout" env:"COMPUTE_API_READ_TIMEOUT" default:"${COMPUTE_API_READ_TIMEOUT}" help:"Time allowed for a whole request (both ports)."`
@@ -73,7 +74,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
-		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, OnTerminated: onTerminated, Connstr: s.Connstr,
+		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, ControlPlaneTimeout: s.ControlPlaneTimeout, OnTerminated: onTerminated, Connstr: s.Connstr,
 		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
 			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
 			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)

@@ -38,7 +38,7 @@ type common struct {
 
 	BasebackupAttempts     int           `name:"basebackup-attempts" env:"COMPUTE_BASEBACKUP_ATTEMPTS" default:"${COMPUTE_BASEBACKUP_ATTEMPTS}" help:"Attempts of a basebackup (compute_ctl: 11, 500 ms apart growing x1.5)."`
 	PageserverIdleTimeout  time.Duration `name:"pageserver-idle-timeout" env:"COMPUTE_PAGESERVER_IDLE_TIMEOUT" default:"${COMPUTE_PAGESERVER_IDLE_TIMEOUT}" help:"Give up a basebackup attempt or an LSN lease request when the pageserver sends nothing for this long (a stall; a slow transfer that moves goes on)."`
-	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers (at start and at /terminate) when it has not finished within this."`
+	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers when it has not finished within this (at start; at /terminate at most 45s, within the Postgres unit's stop timeout)."`
 	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
 
 	// log is the binary's logger (set in main; kong ignores unexported fields).

@@ -61,6 +61,9 @@ type Settings struct {
 	// OnTerminated is done once the compute is terminated or its start failed, after
 	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
 	OnTerminated control.EndAction
+	// ControlPlaneTimeout bounds one request for the key set (0:
+	// controlplane.DefaultRequestTimeout).
+	ControlPlaneTimeout time.Duration
 	// Connstr is the admin connection string of the routes that read or change the
 	// running Postgres (internal/pgops; pg_dump runs beside PGBin) and of POST /promote.
 	// Empty: those routes answer 500.
@@ -343,7 +346,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	}()
 	if s.cfg.ControlPlaneURI != "" {
 		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
-			return controlplane.FetchConfig(ctx, controlplane.NewClient(0), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
+			return controlplane.FetchConfig(ctx, controlplane.NewClient(s.cfg.ControlPlaneTimeout), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
 				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
 				controlplane.WithLogger(s.log))
 		}
@@ -362,12 +365,6 @@ func (s *server) serve(ctx context.Context) (err error) {
 		extLn.Close()
 		return fmt.Errorf("listen on the internal port: %w", err)
 	}
-	// An earlier compute-api killed halfway through /configure or /terminate left the
-	// record pending: finish what it started (control.Reconcile) before serving, so that
-	// no request races the unit job it starts (one file read when nothing is pending).
-	// The unit calls are not cancelled at shutdown: a stop job cut short would be
-	// recorded as a failure while systemd carries it out.
-	reconcile(context.WithoutCancel(ctx), ctl, s.log)
 	// The external port is reachable from outside: its connections are bounded. The
 	// internal one (loopback, Postgres's extension requests) has the timeouts only.
 	limit := newConnLimit(s.cfg.HTTP.MaxConnections)
@@ -384,6 +381,16 @@ func (s *server) serve(ctx context.Context) (err error) {
 			}
 		})
 	}
+	// An earlier compute-api killed halfway through /configure or /terminate left the
+	// record pending: finish what it started (control.Reconcile; one file read when
+	// nothing is pending). It runs beside the servers, not before them: the unit job it
+	// waits for (a configure step, a Postgres stop) can take minutes, and /status must
+	// answer and READY=1 go out meanwhile. No request races it: while the record is
+	// pending, /configure, /terminate and /promote are refused (412) by the store's
+	// guards, as they would be during the operation itself. The unit calls are not
+	// cancelled at shutdown: a stop job cut short would be recorded as a failure while
+	// systemd carries it out.
+	s.tasks.Go(func() { reconcile(context.WithoutCancel(ctx), ctl, s.log) })
 	rec, _ := s.d.Store.Load()
 	s.log.Info("compute-api listening", "external", extLn.Addr().String(), "internal", intLn.Addr().String(),
 		"compute_id", s.cfg.ComputeID, "status", rec.Status, "version", version.Version, "build_tag", version.BuildTag)

@@ -119,11 +119,11 @@ func (r *running) stop(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 	r.errc <- nil // for the cleanup
-	// The TLS watcher, the post-termination watcher and the two servers, and the JWKS
-	// fetch with a control plane.
-	want := 4
+	// The TLS watcher, the post-termination watcher, the reconciliation and the two
+	// servers, and the JWKS fetch with a control plane.
+	want := 5
 	if r.s.cfg.ControlPlaneURI != "" {
-		want = 5
+		want = 6
 	}
 	started, stillRunning := r.s.tasks.counts()
 	if started != want || stillRunning != 0 {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/logx"
@@ -25,6 +26,11 @@ type StopInfo struct {
 // /terminate it completes the termination (status terminated; the LSN is null in
 // standalone mode). Otherwise Postgres ended on its own or failed to start: the status
 // becomes failed with the reason, taken from systemd and the unit's journal.
+
+// finalSyncBudget bounds the final --sync-safekeepers of a terminating neon primary: the
+// stop hook runs within compute-postgres's TimeoutStopSec= (60 s).
+const finalSyncBudget = 45 * time.Second
+
 func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) error {
 	d = d.as(state.ActorStopHook)
 	rec, err := d.Store.Load()
@@ -38,6 +44,12 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 			// The safekeepers' LSN after the shutdown is what /terminate answers. If the
 			// sync fails the compute is failed with the reason (compute_ctl exits without
 			// ever reporting terminated).
+			// The hook runs within compute-postgres's TimeoutStopSec= (60 s, shared with
+			// Postgres's shutdown): a longer sync would be killed by systemd without a
+			// reason, so it gets at most finalSyncBudget.
+			if t := cfg.SyncSafekeepersTimeout; t <= 0 || t > finalSyncBudget {
+				cfg.SyncSafekeepersTimeout = finalSyncBudget
+			}
 			l, err := finalSync(ctx, cfg, d.Log)
 			if err != nil {
 				err = fmt.Errorf("terminate: final safekeeper sync: %w", err)

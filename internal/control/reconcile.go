@@ -59,7 +59,7 @@ const ReconcileLogMsg = "reconciling an interrupted operation"
 //	recorded status          units                                   action
 //	configuration_pending    Postgres active, configure not starting restart compute-configure (as /configure)
 //	configuration_pending    anything else                           none: compute-init or the configure step takes it, or the next start does
-//	termination_pending_*    Postgres active/activating/deactivating stop Postgres (SIGQUIT first for _immediate), complete (as /terminate)
+//	termination_pending_*    Postgres active/activating/deactivating stop Postgres (fast shutdown, either mode), complete (as /terminate)
 //	termination_pending_*    Postgres inactive or failed             stop compute-init, complete; a neon primary without its final LSN fails
 //	any other                -                                       none
 //

@@ -34,13 +34,26 @@ func runGenerator(t *testing.T, sh []string, content *string) string {
 	return runGeneratorPolkit(t, sh, content, true)
 }
 
-// runGeneratorPolkit is runGenerator on an image with or without polkit.
+// runGeneratorPolkit is runGenerator on an image with or without polkit (polkitd 0.106
+// or later).
 func runGeneratorPolkit(t *testing.T, sh []string, content *string, polkit bool) string {
+	return runGeneratorPolkitd(t, sh, content, polkit, polkit)
+}
+
+// runGeneratorPolkitd: service, the D-Bus service file of polkit; daemon, the polkitd of
+// a polkit that reads JavaScript rules.
+func runGeneratorPolkitd(t *testing.T, sh []string, content *string, service, daemon bool) string {
 	t.Helper()
 	dir := t.TempDir()
 	polkitService := filepath.Join(dir, "org.freedesktop.PolicyKit1.service")
-	if polkit {
+	if service {
 		if err := os.WriteFile(polkitService, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	polkitd := filepath.Join(dir, "polkitd")
+	if daemon {
+		if err := os.WriteFile(polkitd, nil, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +76,7 @@ func runGeneratorPolkit(t *testing.T, sh []string, content *string, polkit bool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService, "COMPUTE_TOOLS_POLKITD=" + polkitd}
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
 	}
@@ -175,6 +188,12 @@ func TestGeneratorWithoutPolkit(t *testing.T) {
 	on := "AUTOSCALING=true\n"
 	for _, sh := range shells(t) {
 		t.Run(filepath.Base(sh[0]), func(t *testing.T) {
+			// A polkit too old for JavaScript rules (0.105: the service, no
+			// /usr/lib/polkit-1/polkitd) is no polkit for us.
+			old := runGeneratorPolkitd(t, sh, &on, true, false)
+			if _, err := os.Stat(filepath.Join(old, "compute-api.service.d", "50-no-polkit.conf")); err != nil {
+				t.Errorf("polkit 0.105: no drop-in: %v", err)
+			}
 			normal := runGeneratorPolkit(t, sh, &on, false)
 			b, err := os.ReadFile(filepath.Join(normal, "compute-api.service.d", "50-no-polkit.conf"))
 			if err != nil {

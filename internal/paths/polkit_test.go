@@ -35,7 +35,7 @@ console.log(JSON.stringify(out));
 `
 
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
-// grants compute-api exactly its four unit operations and nothing else, and leaves every
+// grants compute-api exactly its unit operations and nothing else, and leaves every
 // other user and action to polkit's other rules. The system test checks the same against
 // real polkitd and systemd.
 func TestPolkitRule(t *testing.T) {

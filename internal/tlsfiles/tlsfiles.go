@@ -4,7 +4,7 @@
 // certificate by the SHA-256 digest of its file. Package pgdata copies them into PGDATA.
 //
 // The files are named by the config, which the postgres user can write, and compute-api
-// reads the certificate as root: every read is bounded (a regular file of at most
+// reads the certificate (as its own user, or as root on an image without polkit): every read is bounded (a regular file of at most
 // MaxFileSize, opened without blocking, so that a FIFO or a device cannot stall or
 // exhaust the reader).
 //

@@ -346,7 +346,7 @@ func TestFaultsStandalone(t *testing.T) {
 	// /configure and /terminate work. This needs the start-up reconciliation of the state
 	// record (helper S2's part of issue 12); without it both answer 412 for good.
 	for _, pending := range []state.Status{state.ConfigurationPending, state.TerminationPendingFast} {
-		t.Run("compute-api killed after recording "+string(pending)+" (simulated; needs item 8)", func(t *testing.T) {
+		t.Run("compute-api killed after recording "+string(pending)+" (simulated)", func(t *testing.T) {
 			writeConfig(t, defaultSpec())
 			recoverRunningFresh(t)
 			run(t, "/bin/systemctl", "stop", "compute-api.service")
@@ -366,7 +366,7 @@ func TestFaultsStandalone(t *testing.T) {
 			run(t, "/bin/systemctl", "start", "compute-api.service")
 			waitAPI(t)
 			t.Logf("after compute-api's start: status %s", localStatus(t).Status)
-			const s2 = " (needs the start-up reconciliation of issue 12 item 8, helper S2)"
+			const s2 = " (the start-up reconciliation, control.Reconcile)"
 			if pending == state.ConfigurationPending {
 				if code, b := call(t, "POST", "/configure", computeToken(t), configureBody(t, specWithRole("fault_frank"))); code != 200 {
 					t.Errorf("a later /configure: %d %s"+s2, code, b)

@@ -210,8 +210,8 @@ func TestWithoutPolkit(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^Uid:\s+0\s`).Find(st); m == nil {
 		t.Errorf("compute-api does not run as root without polkit:\n%s", st)
 	}
-	// Reconfigure (a restart of compute-configure) and terminate (immediate: a kill and
-	// a stop) as root.
+	// Reconfigure (a restart of compute-configure) and terminate (a stop of Postgres, in
+	// either mode) as root.
 	body, _ := json.Marshal(map[string]any{"spec": defaultSpec(), "compute_ctl_config": map[string]any{"jwks": jwks}})
 	if code, b := call(t, "POST", "/configure", computeToken(t), body); code != 200 {
 		t.Errorf("/configure: %d %s", code, b)

@@ -87,6 +87,10 @@ func TestBadSetup(t *testing.T) {
 		if code, b := call(t, "GET", "/dbs_and_roles", computeToken(t), nil); code != 200 || !strings.Contains(string(b), "alice") {
 			t.Errorf("/dbs_and_roles on port 5434: %d %s", code, b)
 		}
+		// pg_dump, run by compute-api (its own user, its sandbox), streams the schema.
+		if code, b := call(t, "GET", "/database_schema?database=appdb", computeToken(t), nil); code != 200 || !strings.Contains(string(b), "PostgreSQL database dump") {
+			t.Errorf("/database_schema on port 5434: %d %.300s", code, b)
+		}
 		// A reconfiguration without the port: Postgres keeps listening on 5434 until it
 		// restarts (a reload does not move it), and the configure step reaches it there.
 		body, _ := json.Marshal(map[string]any{"spec": defaultSpec(), "compute_ctl_config": map[string]any{"jwks": jwks}})
