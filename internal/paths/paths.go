@@ -24,10 +24,15 @@ const (
 	DefaultSocketDir  = "/run/compute-postgres"
 	DefaultPGPort     = "55432"
 	DefaultAdminRole  = "cloud_admin"
-	DefaultConnstr    = "postgresql://" + DefaultAdminRole + "@localhost:" + DefaultPGPort + "/postgres?host=" + DefaultSocketDir
-	DefaultPGUser     = "postgres"
-	DefaultPrivRole   = "neon_superuser"
-	DefaultComputeID  = "compute-local"
+	// LegacyAdminRole is the superuser of Neon timelines created before the admin role
+	// was renamed cloud_admin; their basebackups carry it and no cloud_admin. In neon mode
+	// it may log in like the admin role, so that the first start can create the admin
+	// role through it (internal/compute, connectAdmin).
+	LegacyAdminRole  = "zenith_admin"
+	DefaultConnstr   = "postgresql://" + DefaultAdminRole + "@localhost:" + DefaultPGPort + "/postgres?host=" + DefaultSocketDir
+	DefaultPGUser    = "postgres"
+	DefaultPrivRole  = "neon_superuser"
+	DefaultComputeID = "compute-local"
 
 	DefaultExternalHTTPPort = 3080
 	DefaultInternalHTTPPort = 3081
