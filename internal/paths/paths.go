@@ -115,6 +115,18 @@ func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
 // systemd generator parses for AUTOSCALING.
 const EnvironmentFile = "/etc/default/compute-tools"
 
+// The .rpm's counterparts (RHEL family): the environment file in /etc/sysconfig, and
+// PGDG's PostgreSQL 15 (package postgresql15-server) in /usr/pgsql-15. The .rpm's units,
+// generator and environment file name them (scripts/lib.sh, rpm_files); the binaries are
+// the same in both packages.
+const (
+	RPMEnvironmentFile = "/etc/sysconfig/compute-tools"
+	RPMPGBin           = "/usr/pgsql-15/bin/postgres"
+)
+
+// EnvironmentFiles names the environment file of either package, for messages.
+const EnvironmentFiles = EnvironmentFile + " (" + RPMEnvironmentFile + " from the .rpm)"
+
 // Unit names.
 const (
 	UnitInit      = "compute-init.service"
