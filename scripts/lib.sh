@@ -85,9 +85,25 @@ package() {
   mkdir -p "$REPO/dist"; rm -rf "$REPO"/dist/*
   gzip -9n -c "$REPO/packaging/changelog" >"$REPO/bin/changelog.gz"
   for m in compute-init compute-api compute-monitor; do gzip -9n -c "$REPO/packaging/man/$m.8" >"$REPO/bin/$m.8.gz"; done
+  rpm_files
   (cd "$REPO" && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager deb --target dist/ >/dev/null \
     && GOARCH=$(go env GOARCH) VERSION=$(version) nfpm pkg --packager rpm --target dist/ >/dev/null) || die "nfpm failed"
   ls "$REPO"/dist >&2
+}
+
+# rpm_files: the .rpm's copies of the files that name the environment file or PGBIN, into
+# bin/rpm/: on the RHEL family the environment file is /etc/sysconfig/compute-tools and
+# PGDG's PostgreSQL 15 is in /usr/pgsql-15/bin. The .deb's files are the sources, unchanged.
+rpm_files() {
+  local out="$REPO/bin/rpm" f m
+  local subst=(-e 's|/etc/default/compute-tools|/etc/sysconfig/compute-tools|g' -e 's|/usr/lib/postgresql/15/bin|/usr/pgsql-15/bin|g')
+  rm -rf "$out"; mkdir -p "$out/units"
+  for f in "$REPO"/units/*.service; do sed "${subst[@]}" "$f" >"$out/units/${f##*/}"; done
+  sed "${subst[@]}" "$REPO/packaging/systemd/compute-tools-generator" >"$out/compute-tools-generator"
+  sed "${subst[@]}" "$REPO/packaging/default/compute-tools" >"$out/compute-tools"
+  for m in compute-init compute-api compute-monitor; do sed "${subst[@]}" "$REPO/packaging/man/$m.8" | gzip -9n >"$out/$m.8.gz"; done
+  grep -qx 'PGBIN=/usr/pgsql-15/bin/postgres' "$out/compute-tools" || die "rpm_files: no PGBIN line to rewrite"
+  ! grep -rq /etc/default/compute-tools "$out"/units "$out/compute-tools-generator" || die "rpm_files: /etc/default left"
 }
 
 # system_test_setup: what the system test and the neon benchmark need on the host: the

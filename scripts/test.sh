@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # All the tests: format, vet, staticcheck, unit and integration tests (real PostgreSQL 15,
-# real dbus-daemon), then the system test under real systemd (scripts/e2e.sh) and lintian
-# on the .deb. Run as root on Debian 12; installs what it needs. CI runs exactly this.
+# real dbus-daemon), then the system test under real systemd (scripts/e2e.sh), lintian
+# on the .deb and scripts/rpm-check.sh on the .rpm. Run as root on Debian 12; installs
+# what it needs. CI runs exactly this.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
-apt_install postgresql-15 postgresql-client-15 dbus systemd-container debootstrap lintian rpm ca-certificates git
+apt_install postgresql-15 postgresql-client-15 dbus systemd-container debootstrap lintian rpm cpio rpmlint ca-certificates git
 ensure_tools
 cd "$REPO"
 mkdir -p out
@@ -32,6 +33,9 @@ bash scripts/e2e.sh
 
 log "lintian"
 lintian --tag-display-limit 0 --fail-on error dist/compute-tools_*.deb | tee out/lintian.txt || die "lintian reported errors"
+
+log "rpm-check (the .rpm: files, scriptlets, RHEL-family defaults, rpmlint)"
+bash scripts/rpm-check.sh
 
 passed=$(grep -c '"Action":"pass","Package":"[^"]*","Test"' out/go-test.json || true)
 failed=$(grep -c '"Action":"fail","Package":"[^"]*","Test"' out/go-test.json || true)

@@ -2,6 +2,11 @@
 // PGDATA, write postgresql.conf), configure (apply the spec once Postgres is ready) and
 // the postgres stop hook that records how Postgres ended. Each step records its progress
 // in the state store; systemd orders the steps.
+//
+// In neon mode, a refused admin login goes through compute_ctl's fallback for old
+// timelines (connectAdmin): zenith_admin creates the admin role. Differences: the role
+// created is the connection string's user, not a literal cloud_admin, and a failed
+// fallback is final rather than retried (docs/architecture.md, "Old timelines").
 package compute
 
 import (

@@ -117,7 +117,7 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 
 	var conn *pgx.Conn
 	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
-		conn, err = connectRetry(ctx, cfg.Connstr)
+		conn, err = connectRetry(ctx, cfg.Connstr, parsed.Storage == spec.StorageNeon, d.logger())
 		if err != nil {
 			// Prepare lifted the size limit for the apply that cannot run now: put it
 			// back in the file (a reload needs the connection we do not have).
@@ -297,7 +297,7 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if err := write(cfg, ci, parsed, tlsOn); err != nil {
 		return d.fail(fmt.Errorf("reconfigure: %w", err))
 	}
-	conn, err := connectRetry(ctx, cfg.Connstr)
+	conn, err := connectRetry(ctx, cfg.Connstr, parsed.Storage == spec.StorageNeon, d.logger())
 	if err != nil {
 		return d.fail(err)
 	}
@@ -437,12 +437,17 @@ func reloadConf(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // connectRetry connects as the admin role. Postgres has announced readiness already, so
-// only a short retry covers a socket that is not there yet.
-func connectRetry(ctx context.Context, connstr string) (*pgx.Conn, error) {
+// only a short retry covers a socket that is not there yet. In neon mode (legacy) a
+// refused login goes through the zenith_admin fallback of old timelines (connectAdmin).
+func connectRetry(ctx context.Context, connstr string, legacy bool, log *slog.Logger) (*pgx.Conn, error) {
 	var conn *pgx.Conn
 	err := retry.Do(ctx, retry.Policy{Attempts: 20, Delay: 250 * time.Millisecond}, func(ctx context.Context, _ int) error {
-		c, err := pg.ConnectApply(ctx, connstr)
+		c, err := connectAdmin(ctx, connstr, legacy, log)
 		conn = c
+		var le *legacyError
+		if errors.As(err, &le) {
+			return retry.Permanent(err)
+		}
 		return err
 	})
 	if err == nil {

@@ -93,7 +93,11 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 	}); err != nil {
 		return err
 	}
-	return dir.FinishNeon(s.Mode.Type(), adminAuth(ci))
+	// zenith_admin logs in as the admin role does, for the fallback of old timelines
+	// (connectAdmin); where the role does not exist the lines admit no one.
+	auth := adminAuth(ci)
+	auth.LegacyRoles = []string{paths.LegacyAdminRole}
+	return dir.FinishNeon(s.Mode.Type(), auth)
 }
 
 // writeNeonAuthToken writes (neon mode, with a token) or removes the storage token file

@@ -47,16 +47,19 @@ func forSpec(cfg Settings, p *spec.Parsed) (Settings, connInfo, error) {
 
 // checkPGBin fails when the postgres binary (PGBIN) is not there or not executable,
 // telling a PostgreSQL that is not installed from a PGBIN that points elsewhere.
-func checkPGBin(pgbin string) error { return checkPGBinAt(pgbin, paths.DefaultPGBin) }
+func checkPGBin(pgbin string) error {
+	return checkPGBinAt(pgbin, map[string]string{paths.DefaultPGBin: "postgresql-15", paths.RPMPGBin: "postgresql15-server"})
+}
 
-// checkPGBinAt is checkPGBin with the packaged path given (tests).
-func checkPGBinAt(pgbin, packaged string) error {
+// checkPGBinAt is checkPGBin with the packaged paths given (tests): each path the packages
+// default to, with the package that installs it there (Debian's, PGDG's RPM).
+func checkPGBinAt(pgbin string, packaged map[string]string) error {
 	st, err := os.Stat(pgbin)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && pgbin == packaged:
-		return fmt.Errorf("PostgreSQL 15 is not installed: no %s (install postgresql-15, or set PGBIN in /etc/default/compute-tools)", pgbin)
+	case errors.Is(err, fs.ErrNotExist) && packaged[pgbin] != "":
+		return fmt.Errorf("PostgreSQL 15 is not installed: no %s (install %s, or set PGBIN in %s)", pgbin, packaged[pgbin], paths.EnvironmentFiles)
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("PGBIN %s does not exist (set PGBIN in /etc/default/compute-tools to the postgres binary)", pgbin)
+		return fmt.Errorf("PGBIN %s does not exist (set PGBIN in %s to the postgres binary)", pgbin, paths.EnvironmentFiles)
 	case err != nil:
 		return fmt.Errorf("PGBIN %s: %w", pgbin, err)
 	case st.IsDir():

@@ -89,8 +89,14 @@ func TestCheckPGBin(t *testing.T) {
 	}
 	// PostgreSQL not installed: nothing at the packaged path.
 	packaged := filepath.Join(dir, "usr/lib/postgresql/15/bin/postgres")
-	if err := checkPGBinAt(packaged, packaged); err == nil || !strings.Contains(err.Error(), "PostgreSQL 15 is not installed: no "+packaged) {
+	rpm := filepath.Join(dir, "usr/pgsql-15/bin/postgres")
+	known := map[string]string{packaged: "postgresql-15", rpm: "postgresql15-server"}
+	if err := checkPGBinAt(packaged, known); err == nil || !strings.Contains(err.Error(), "PostgreSQL 15 is not installed: no "+packaged+" (install postgresql-15,") {
 		t.Errorf("checkPGBinAt(packaged) without PostgreSQL = %v", err)
+	}
+	// The .rpm's default (PGDG's path) names PGDG's package and both environment files.
+	if err := checkPGBinAt(rpm, known); err == nil || !strings.Contains(err.Error(), "no "+rpm+" (install postgresql15-server, or set PGBIN in /etc/default/compute-tools (/etc/sysconfig/compute-tools from the .rpm))") {
+		t.Errorf("checkPGBinAt(rpm) without PostgreSQL = %v", err)
 	}
 	if _, err := os.Stat(paths.DefaultPGBin); err == nil {
 		if err := checkPGBin(paths.DefaultPGBin); err != nil {

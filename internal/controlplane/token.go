@@ -43,7 +43,7 @@ func LoadToken(credsDir, envToken string, log *slog.Logger) (string, error) {
 				return "", fmt.Errorf("credential %s: want one line with the token", TokenCredential)
 			}
 			if envToken != "" {
-				log.Warn(TokenEnv + " is set but ignored: the credential " + TokenCredential + " wins; remove the variable from /etc/default/compute-tools")
+				log.Warn(TokenEnv + " is set but ignored: the credential " + TokenCredential + " wins; remove the variable from /etc/default/compute-tools (/etc/sysconfig/compute-tools from the .rpm)")
 			}
 			return tok, nil
 		case !errors.Is(err, fs.ErrNotExist):
@@ -51,7 +51,7 @@ func LoadToken(credsDir, envToken string, log *slog.Logger) (string, error) {
 		}
 	}
 	if envToken != "" {
-		log.Warn("the control-plane token comes from "+TokenEnv+" in the environment: /etc/default/compute-tools is readable by every local user and loaded by every unit; "+
+		log.Warn("the control-plane token comes from "+TokenEnv+" in the environment: /etc/default/compute-tools (/etc/sysconfig/compute-tools from the .rpm) is readable by every local user and loaded by every unit; "+
 			"move it to the systemd credential "+TokenCredential+" (README, Configuration) and remove the variable",
 			"credential", TokenCredential)
 		return envToken, nil

@@ -24,10 +24,15 @@ const (
 	DefaultSocketDir  = "/run/compute-postgres"
 	DefaultPGPort     = "55432"
 	DefaultAdminRole  = "cloud_admin"
-	DefaultConnstr    = "postgresql://" + DefaultAdminRole + "@localhost:" + DefaultPGPort + "/postgres?host=" + DefaultSocketDir
-	DefaultPGUser     = "postgres"
-	DefaultPrivRole   = "neon_superuser"
-	DefaultComputeID  = "compute-local"
+	// LegacyAdminRole is the superuser of Neon timelines created before the admin role
+	// was renamed cloud_admin; their basebackups carry it and no cloud_admin. In neon mode
+	// it may log in like the admin role, so that the first start can create the admin
+	// role through it (internal/compute, connectAdmin).
+	LegacyAdminRole  = "zenith_admin"
+	DefaultConnstr   = "postgresql://" + DefaultAdminRole + "@localhost:" + DefaultPGPort + "/postgres?host=" + DefaultSocketDir
+	DefaultPGUser    = "postgres"
+	DefaultPrivRole  = "neon_superuser"
+	DefaultComputeID = "compute-local"
 
 	DefaultExternalHTTPPort = 3080
 	DefaultInternalHTTPPort = 3081
@@ -109,6 +114,18 @@ func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
 // EnvironmentFile is the settings file every unit reads (EnvironmentFile=) and the
 // systemd generator parses for AUTOSCALING.
 const EnvironmentFile = "/etc/default/compute-tools"
+
+// The .rpm's counterparts (RHEL family): the environment file in /etc/sysconfig, and
+// PGDG's PostgreSQL 15 (package postgresql15-server) in /usr/pgsql-15. The .rpm's units,
+// generator and environment file name them (scripts/lib.sh, rpm_files); the binaries are
+// the same in both packages.
+const (
+	RPMEnvironmentFile = "/etc/sysconfig/compute-tools"
+	RPMPGBin           = "/usr/pgsql-15/bin/postgres"
+)
+
+// EnvironmentFiles names the environment file of either package, for messages.
+const EnvironmentFiles = EnvironmentFile + " (" + RPMEnvironmentFile + " from the .rpm)"
 
 // Unit names.
 const (

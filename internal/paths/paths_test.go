@@ -210,3 +210,24 @@ func TestDefaultsUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestRPMFilesPaths checks that the .rpm's copies of the units, generator and environment
+// file (scripts/lib.sh, rpm_files) are made with the paths this package names, and that
+// scripts/rpm-check.sh expects them.
+func TestRPMFilesPaths(t *testing.T) {
+	lib := strings.Join(readLines(t, "scripts/lib.sh"), "\n")
+	for _, want := range []string{
+		"s|" + EnvironmentFile + "|" + RPMEnvironmentFile + "|g",
+		"s|" + PGBinDir(DefaultPGBin) + "|" + PGBinDir(RPMPGBin) + "|g",
+	} {
+		if !strings.Contains(lib, want) {
+			t.Errorf("scripts/lib.sh rpm_files lacks the substitution %q", want)
+		}
+	}
+	check := strings.Join(readLines(t, "scripts/rpm-check.sh"), "\n")
+	for _, want := range []string{"PGBIN=" + RPMPGBin, "EnvironmentFile=-" + RPMEnvironmentFile} {
+		if !strings.Contains(check, want) {
+			t.Errorf("scripts/rpm-check.sh does not check %q", want)
+		}
+	}
+}

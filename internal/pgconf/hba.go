@@ -3,6 +3,7 @@ package pgconf
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/computetools/compute-tools/internal/spec"
@@ -61,9 +62,11 @@ func simpleName(s string, osUser bool) bool {
 // other role logs in with its password, over the socket or over TCP (Neon's line). There
 // is no trust line: in neon mode it replaces the basebackup's pg_hba.conf, whose initdb
 // defaults trust every local connection (compute_ctl keeps that file and appends Neon's
-// line to it).
-func HBA(adminRole string) (string, error) {
-	if err := CheckAdminRole(adminRole); err != nil {
+// line to it). The legacy roles (neon mode: zenith_admin, the superuser of old
+// timelines) log in exactly as the admin role does, on the same line.
+func HBA(adminRole string, legacy ...string) (string, error) {
+	roles, err := adminRoles(adminRole, legacy)
+	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
@@ -71,16 +74,36 @@ func HBA(adminRole string) (string, error) {
 	b.WriteString("# The admin role logs in only over the unix socket, as an OS user mapped to it in\n")
 	b.WriteString("# pg_ident.conf (map \"" + IdentMap + "\"). Every other role logs in with its password.\n")
 	b.WriteString("# TYPE\tDATABASE\tUSER\tADDRESS\tMETHOD\n")
-	fmt.Fprintf(&b, "local\tall\t%s\t\tpeer map=%s\n", adminRole, IdentMap)
+	fmt.Fprintf(&b, "local\tall\t%s\t\tpeer map=%s\n", strings.Join(roles, ","), IdentMap)
 	b.WriteString("local\tall\tall\t\tmd5\n")
 	b.WriteString(NeonHBALine + "\n")
 	return b.String(), nil
 }
 
-// Ident returns pg_ident.conf mapping each of osUsers (at least one; the installed
-// compute's list is paths.AdminOSUsers) to the admin role in the "compute" map.
-func Ident(adminRole string, osUsers []string) (string, error) {
+// adminRoles checks the admin role and the legacy roles (CheckAdminRole) and returns
+// them in that order, without repeats.
+func adminRoles(adminRole string, legacy []string) ([]string, error) {
+	roles := []string{adminRole}
 	if err := CheckAdminRole(adminRole); err != nil {
+		return nil, err
+	}
+	for _, r := range legacy {
+		if err := CheckAdminRole(r); err != nil {
+			return nil, fmt.Errorf("legacy %w", err)
+		}
+		if !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
+}
+
+// Ident returns pg_ident.conf mapping each of osUsers (at least one; the installed
+// compute's list is paths.AdminOSUsers) to the admin role, and to each legacy role, in
+// the "compute" map.
+func Ident(adminRole string, osUsers []string, legacy ...string) (string, error) {
+	roles, err := adminRoles(adminRole, legacy)
+	if err != nil {
 		return "", err
 	}
 	if len(osUsers) == 0 {
@@ -93,7 +116,9 @@ func Ident(adminRole string, osUsers []string) (string, error) {
 		if !simpleName(u, true) {
 			return "", fmt.Errorf("ident map: OS user %q: only lowercase letters, digits, _, - and . are allowed", u)
 		}
-		fmt.Fprintf(&b, "%s\t%s\t%s\n", IdentMap, u, adminRole)
+		for _, r := range roles {
+			fmt.Fprintf(&b, "%s\t%s\t%s\n", IdentMap, u, r)
+		}
 	}
 	return b.String(), nil
 }

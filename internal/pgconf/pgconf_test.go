@@ -324,3 +324,30 @@ func TestCheckAdminRole(t *testing.T) {
 		}
 	}
 }
+
+// In neon mode zenith_admin (old timelines) logs in as the admin role does: on its
+// peer line and in the ident map, after the admin role; a repeat is dropped and a bad
+// name refused.
+func TestHBAAndIdentLegacyRoles(t *testing.T) {
+	hba, err := HBA("cloud_admin", "zenith_admin", "cloud_admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(hba, "local\tall\tcloud_admin,zenith_admin\t\tpeer map=compute\n") {
+		t.Errorf("hba:\n%s", hba)
+	}
+	ident, err := Ident("cloud_admin", []string{"postgres", "root"}, "zenith_admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "compute\tpostgres\tcloud_admin\ncompute\tpostgres\tzenith_admin\ncompute\troot\tcloud_admin\ncompute\troot\tzenith_admin\n"
+	if !strings.HasSuffix(ident, want) {
+		t.Errorf("ident = %q, want suffix %q", ident, want)
+	}
+	if _, err := HBA("cloud_admin", "all"); err == nil || !strings.Contains(err.Error(), "legacy admin role") {
+		t.Errorf("legacy role all: err %v", err)
+	}
+	if _, err := Ident("cloud_admin", []string{"postgres"}, "Zenith"); err == nil {
+		t.Error("legacy role Zenith accepted")
+	}
+}

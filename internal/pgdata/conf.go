@@ -30,10 +30,12 @@ func (d Dir) WritePostgresConf(p *spec.Parsed, o pgconf.Options) error {
 }
 
 // Auth says who may log in as the admin role: AdminRole, over the unix socket only, as
-// one of the OS users OSUsers (peer authentication through the ident map).
+// one of the OS users OSUsers (peer authentication through the ident map). LegacyRoles
+// log in the same way (neon mode: paths.LegacyAdminRole, for old timelines).
 type Auth struct {
-	AdminRole string
-	OSUsers   []string
+	AdminRole   string
+	OSUsers     []string
+	LegacyRoles []string
 }
 
 // WriteAuth writes the compute's pg_hba.conf and pg_ident.conf (pgconf.HBA and
@@ -41,11 +43,11 @@ type Auth struct {
 // one of a.OSUsers, every other role with its password. Nothing is written when either
 // file cannot be rendered.
 func (d Dir) WriteAuth(a Auth) error {
-	hba, err := pgconf.HBA(a.AdminRole)
+	hba, err := pgconf.HBA(a.AdminRole, a.LegacyRoles...)
 	if err != nil {
 		return err
 	}
-	ident, err := pgconf.Ident(a.AdminRole, a.OSUsers)
+	ident, err := pgconf.Ident(a.AdminRole, a.OSUsers, a.LegacyRoles...)
 	if err != nil {
 		return err
 	}

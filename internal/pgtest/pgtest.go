@@ -55,7 +55,14 @@ type Instance struct {
 type Option func(*config)
 
 type config struct {
-	settings [][2]string
+	settings  [][2]string
+	superuser string
+}
+
+// WithSuperuser makes initdb's bootstrap superuser name instead of AdminUser (e.g. an old
+// Neon timeline's zenith_admin). Connstr still names AdminUser, which then does not exist.
+func WithSuperuser(name string) Option {
+	return func(c *config) { c.superuser = name }
 }
 
 // WithSetting passes `-c name=value` to the server at start, e.g.
@@ -205,9 +212,13 @@ func start(ctx context.Context, opts ...Option) (*Instance, error) {
 		os.RemoveAll(root)
 		return nil, err
 	}
+	superuser := AdminUser
+	if cfg.superuser != "" {
+		superuser = cfg.superuser
+	}
 	if _, err := execx.Run(ctx, execx.Cmd{
 		Path: filepath.Join(inst.BinDir, "initdb"),
-		Args: []string{"-D", inst.DataDir, "-U", AdminUser, "--auth=trust", "-E", "UTF8",
+		Args: []string{"-D", inst.DataDir, "-U", superuser, "--auth=trust", "-E", "UTF8",
 			"--locale=C.UTF-8", "--no-sync", "--no-instructions"},
 		User: OSUser,
 	}); err != nil {

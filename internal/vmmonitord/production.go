@@ -56,7 +56,7 @@ func AutoscalingOn(v string) bool {
 // check refuses settings that cannot work, with ErrConfig.
 func (s Settings) check() error {
 	if !AutoscalingOn(s.Autoscaling) {
-		return fmt.Errorf("%w: AUTOSCALING is %q, not true: the vm-monitor runs only on autoscaled VMs (AUTOSCALING=true in /etc/default/compute-tools); not starting", ErrConfig, s.Autoscaling)
+		return fmt.Errorf("%w: AUTOSCALING is %q, not true: the vm-monitor runs only on autoscaled VMs (AUTOSCALING=true in /etc/default/compute-tools, or /etc/sysconfig/compute-tools from the .rpm); not starting", ErrConfig, s.Autoscaling)
 	}
 	if s.Addr == "" && s.VsockPort == 0 {
 		return fmt.Errorf("%w: no listener: --addr (COMPUTE_VM_MONITOR_ADDR) is empty and --vsock-port (COMPUTE_VM_MONITOR_VSOCK_PORT) is 0", ErrConfig)
