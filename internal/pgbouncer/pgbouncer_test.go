@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/certtest"
 	"github.com/computetools/compute-tools/internal/pgbouncer"
 	"github.com/computetools/compute-tools/internal/pgbouncer/pgbouncertest"
+	"github.com/computetools/compute-tools/internal/pgtest"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -48,7 +50,7 @@ func TestApplyReloads(t *testing.T) {
 	}
 }
 
-func TestApplyTLSSettings(t *testing.T) {
+func TestApplyTLSKeyMissing(t *testing.T) {
 	pb := pgbouncertest.Start(t)
 	dir := pb.Dir
 	// The TLS files of a real certificate are not needed for the ini: pgbouncer reads
@@ -168,5 +170,25 @@ func TestUpdateIniText(t *testing.T) {
 				t.Errorf("got\n%q\nwant\n%q", got, c.want)
 			}
 		})
+	}
+}
+
+func TestApplyTLS(t *testing.T) {
+	pb := pgbouncertest.Start(t)
+	certPath, keyPath := certtest.Write(t, pb.Dir, 1)
+	uid, gid := pgtest.OSUserIDs(t)
+	for _, f := range []string{certPath, keyPath} {
+		if err := os.Chown(f, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tls := &spec.TLSConfig{CertPath: certPath, KeyPath: keyPath}
+	if err := pgbouncer.Apply(context.Background(), opts(pb), spec.OrderedStringMap{{Key: "default_pool_size", Value: "11"}}, tls); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"client_tls_sslmode": "allow", "client_tls_cert_file": certPath, "client_tls_key_file": keyPath, "default_pool_size": "11"} {
+		if got := pb.Setting(t, name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
 	}
 }
