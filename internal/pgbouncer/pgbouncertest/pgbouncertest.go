@@ -97,6 +97,21 @@ default_pool_size = 20
 	}
 }
 
+// PID is pgbouncer's process id.
+func (i *Instance) PID() int { return i.proc.Pid() }
+
+// Alive reports whether pgbouncer's admin console still answers.
+func (i *Instance) Alive() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, i.Connstr())
+	if err != nil {
+		return false
+	}
+	c.Close(ctx)
+	return true
+}
+
 // Setting returns a setting's value as the admin console's SHOW CONFIG gives it.
 func (i *Instance) Setting(t testing.TB, name string) string {
 	t.Helper()
