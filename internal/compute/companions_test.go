@@ -15,6 +15,7 @@ import (
 	"github.com/computetools/compute-tools/internal/pgbouncer/pgbouncertest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
+	"github.com/computetools/compute-tools/internal/state/statetest"
 )
 
 // lockedBuf collects a logger's text output from several goroutines.
@@ -139,3 +140,33 @@ func TestFirstConfigureCompanionsFailures(t *testing.T) {
 	})
 }
 
+
+// TestReconfigureCompanions: a POST /configure's config reaches pgbouncer and
+// local_proxy, and a local_proxy config that cannot be written does not fail it.
+func TestReconfigureCompanions(t *testing.T) {
+	pb := pgbouncertest.Start(t)
+	r := newConfigureRig(t, false)
+	lpDir := t.TempDir()
+	logs := r.withCompanions(t, pb.IniPath, pb.Connstr(), filepath.Join(lpDir, "missing"))
+	raw, err := os.ReadFile(paths.AppliedConfigFile(r.cfg.StateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(paths.PendingConfigFile(r.cfg.StateDir), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statetest.MustSet(t, r.store, state.ConfigurationPending, nil)
+	if err := <-r.configureAsync(); err != nil {
+		t.Fatalf("reconfigure: %v\n%s", err, logs)
+	}
+	rec, _ := r.store.Load()
+	if rec.Status != state.Running {
+		t.Errorf("status %s, want running", rec.Status)
+	}
+	if got := pb.Setting(t, "default_pool_size"); got != "33" {
+		t.Errorf("pgbouncer default_pool_size = %q, want 33\n%s", got, logs)
+	}
+	if !strings.Contains(logs.String(), "could not configure local_proxy; the compute goes on") {
+		t.Errorf("no line about local_proxy:\n%s", logs)
+	}
+}
