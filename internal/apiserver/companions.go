@@ -54,7 +54,8 @@ func (c *companions) StopCompanions(ctx context.Context) error {
 func (c *companions) stopPgbouncer(ctx context.Context) error {
 	st, err := c.units.ActiveState(ctx, paths.UnitPgbouncer)
 	if err != nil {
-		return fmt.Errorf("pgbouncer: %w", err)
+		// Without systemd's answer the pid file is tried all the same.
+		return errors.Join(fmt.Errorf("pgbouncer: %w", err), c.killPgbouncer())
 	}
 	if st == "active" || st == "activating" || st == "reloading" {
 		if err := c.units.StopUnit(ctx, paths.UnitPgbouncer); err != nil {
@@ -63,6 +64,11 @@ func (c *companions) stopPgbouncer(ctx context.Context) error {
 		c.log.Info("pgbouncer stopped", "unit", paths.UnitPgbouncer)
 		return nil
 	}
+	return c.killPgbouncer()
+}
+
+// killPgbouncer sends SIGKILL to the pgbouncer in the pid file, if it runs.
+func (c *companions) killPgbouncer() error {
 	if c.pgbouncerPidFile == "" {
 		return nil
 	}

@@ -84,7 +84,7 @@ func WriteConfig(path string, c *spec.LocalProxySpec) error {
 // Reload tells a running local_proxy to re-read its config (see the package doc).
 func Reload(ctx context.Context, o Options) error {
 	if active, err := unitActive(ctx, o); err != nil {
-		return err
+		o.log().Warn("local_proxy: cannot tell whether its unit runs; using its pid file", "err", err)
 	} else if active {
 		if err := o.Units.ReloadUnit(ctx, o.Unit); err != nil {
 			return fmt.Errorf("local_proxy: %w", err)
@@ -99,7 +99,7 @@ func Reload(ctx context.Context, o Options) error {
 // in its pid file gets SIGTERM. Not running is no error.
 func Stop(ctx context.Context, o Options) error {
 	if active, err := unitActive(ctx, o); err != nil {
-		return err
+		o.log().Warn("local_proxy: cannot tell whether its unit runs; using its pid file", "err", err)
 	} else if active {
 		if err := o.Units.StopUnit(ctx, o.Unit); err != nil {
 			return fmt.Errorf("local_proxy: %w", err)

@@ -272,3 +272,22 @@ func TestUnit(t *testing.T) {
 		t.Errorf("signals %q", got)
 	}
 }
+
+type brokenUnits struct{ fakeUnits }
+
+func (*brokenUnits) ActiveState(context.Context, string) (string, error) {
+	return "", errors.New("bus gone")
+}
+
+// TestUnitStateUnknown: when systemd does not answer, the pid file is used.
+func TestUnitStateUnknown(t *testing.T) {
+	dir := t.TempDir()
+	startStandIn(t, dir)
+	o := localproxy.Options{ConfigPath: filepath.Join(dir, "config.json"), PidFile: filepath.Join(dir, "pid"), Unit: "local_proxy.service", Units: &brokenUnits{}}
+	if err := localproxy.Configure(context.Background(), o, testSpec()); err != nil {
+		t.Fatal(err)
+	}
+	if got := signals(t, dir, 1); !strings.HasPrefix(got[0], "HUP_") {
+		t.Errorf("signals %q", got)
+	}
+}
