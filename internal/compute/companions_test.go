@@ -140,7 +140,6 @@ func TestFirstConfigureCompanionsFailures(t *testing.T) {
 	})
 }
 
-
 // TestReconfigureCompanions: a POST /configure's config reaches pgbouncer and
 // local_proxy, and a local_proxy config that cannot be written does not fail it.
 func TestReconfigureCompanions(t *testing.T) {
