@@ -55,6 +55,9 @@ type serveCmd struct {
 	MaxConnections    int           `name:"max-connections" env:"COMPUTE_API_MAX_CONNECTIONS" default:"${COMPUTE_API_MAX_CONNECTIONS}" help:"Open connections on the external port; past it the oldest one not being answered is closed."`
 	MaxBodyBytes      int64         `name:"max-body-bytes" env:"COMPUTE_API_MAX_BODY_BYTES" default:"${COMPUTE_API_MAX_BODY_BYTES}" help:"Request body limit in bytes (larger: 413)."`
 	ConfigureParses   int           `name:"configure-parses" env:"COMPUTE_API_CONFIGURE_PARSES" default:"${COMPUTE_API_CONFIGURE_PARSES}" help:"POST /configure bodies read and parsed at once."`
+
+	PgbouncerPidFile  string `name:"pgbouncer-pid-file" env:"PGBOUNCER_PID_FILE" default:"${PGBOUNCER_PID_FILE}" help:"pgbouncer's pid file: /terminate kills that pgbouncer when pgbouncer.service is not active."`
+	LocalProxyPidFile string `name:"local-proxy-pid-file" env:"LOCAL_PROXY_PID_FILE" default:"${LOCAL_PROXY_PID_FILE}" help:"local_proxy's pid file: /terminate sends SIGTERM to its pid when local_proxy.service is not active."`
 }
 
 func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
@@ -75,6 +78,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
 		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, ControlPlaneTimeout: s.ControlPlaneTimeout, OnTerminated: onTerminated, Connstr: s.Connstr,
+		PgbouncerPidFile: s.PgbouncerPidFile, LocalProxyPidFile: s.LocalProxyPidFile,
 		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
 			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
 			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)

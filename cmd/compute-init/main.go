@@ -41,6 +41,12 @@ type common struct {
 	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers when it has not finished within this (at start; at /terminate at most 45s, within the Postgres unit's stop timeout)."`
 	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
 
+	PgbouncerIni      string `name:"pgbouncer-ini" env:"PGBOUNCER_INI" default:"${PGBOUNCER_INI}" help:"pgbouncer's ini file: the spec's pgbouncer_settings go into its [pgbouncer] section."`
+	PgbouncerConnstr  string `name:"pgbouncer-connstr" env:"PGBOUNCER_CONNSTR" default:"${PGBOUNCER_CONNSTR}" help:"pgbouncer's admin console, where RELOAD is sent."`
+	PgbouncerPassword string `name:"pgbouncer-password" env:"PGBOUNCER_PASSWORD" hidden:"" help:"Password of the pgbouncer admin connection (environment only)."`
+	LocalProxyConfig  string `name:"local-proxy-config" env:"LOCAL_PROXY_CONFIG" default:"${LOCAL_PROXY_CONFIG}" help:"local_proxy's config file (the spec's local_proxy_config)."`
+	LocalProxyPidFile string `name:"local-proxy-pid-file" env:"LOCAL_PROXY_PID_FILE" default:"${LOCAL_PROXY_PID_FILE}" help:"local_proxy's pid file: SIGHUP goes to its pid when local_proxy is no active unit."`
+
 	// log is the binary's logger (set in main; kong ignores unexported fields).
 	log *slog.Logger
 }
@@ -51,7 +57,9 @@ func (c *common) host() initcmd.Host {
 		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL, RemoteExtAllowHTTP: c.RemoteExtAllowHTTP,
 		ControlPlaneURI: c.ControlPlaneURI, Log: c.log,
 		BasebackupAttempts: c.BasebackupAttempts, PageserverIdleTimeout: c.PageserverIdleTimeout,
-		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout}
+		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout,
+		PgbouncerIni: c.PgbouncerIni, PgbouncerConnstr: c.PgbouncerConnstr, PgbouncerPassword: c.PgbouncerPassword,
+		LocalProxyConfig: c.LocalProxyConfig, LocalProxyPidFile: c.LocalProxyPidFile}
 }
 
 type cli struct {

@@ -68,6 +68,9 @@ type Settings struct {
 	// running Postgres (internal/pgops; pg_dump runs beside PGBin) and of POST /promote.
 	// Empty: those routes answer 500.
 	Connstr string
+	// PgbouncerPidFile and LocalProxyPidFile find pgbouncer and local_proxy when they
+	// are not active units, to stop them at /terminate (empty: not looked for).
+	PgbouncerPidFile, LocalProxyPidFile string
 	// HTTP holds the servers' limits; zero fields take the defaults of internal/paths.
 	HTTP HTTPLimits
 }
@@ -322,8 +325,9 @@ func (s *server) serve(ctx context.Context) (err error) {
 		ReadAppliedConfig: func() ([]byte, error) {
 			return atomicfile.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir), maxConfig)
 		},
-		Promoter: promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
-		Logger:   s.log,
+		Promoter:   promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
+		Companions: newCompanions(s.d.Systemd, s.cfg.PgbouncerPidFile, s.cfg.LocalProxyPidFile, s.log),
+		Logger:     s.log,
 	})
 	srv := api.New(api.Options{
 		Control:         ctl,

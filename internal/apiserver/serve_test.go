@@ -446,7 +446,8 @@ func TestServePostTerminationAction(t *testing.T) {
 	for !strings.Contains(sd.got(), "queue stop compute.target") {
 		time.Sleep(5 * time.Millisecond) // bounded by the test's deadline
 	}
-	if got := sd.got(); got != "stop compute-postgres.service,queue stop compute.target" {
+	// pgbouncer and local_proxy first (not running here), then Postgres.
+	if got := sd.got(); got != "active? pgbouncer.service,active? local_proxy.service,stop compute-postgres.service,queue stop compute.target" {
 		t.Errorf("systemd calls %s", got)
 	}
 	r.stop(t)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/localproxy"
 	"github.com/computetools/compute-tools/internal/logx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
@@ -53,6 +54,16 @@ type Settings struct {
 	// OSUser runs initdb when the step itself runs as root (by hand).
 	OSUser           string
 	InternalHTTPPort int
+	// PgbouncerIni is pgbouncer's ini file, PgbouncerConnstr its admin console and
+	// PgbouncerPassword that connection's password (pgbouncer_settings).
+	PgbouncerIni      string
+	PgbouncerConnstr  string
+	PgbouncerPassword string
+	// LocalProxyConfig and LocalProxyPidFile are local_proxy's config and pid files,
+	// LocalProxyUnit its systemd unit (local_proxy_config).
+	LocalProxyConfig  string
+	LocalProxyPidFile string
+	LocalProxyUnit    string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).
@@ -79,6 +90,9 @@ type Deps struct {
 	Now      func() time.Time
 	// Log is the step's logger (nil: slog.Default()).
 	Log *slog.Logger
+	// LocalProxyUnits reloads local_proxy when it runs as a systemd unit (nil: only
+	// its pid file is used).
+	LocalProxyUnits localproxy.Units
 	// actor is the step on whose behalf the status moves (set by each step's entry point).
 	actor state.Actor
 }

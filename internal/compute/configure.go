@@ -100,6 +100,8 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 	if cfg, _, err = forSpec(cfg, parsed); err != nil {
 		return d.fail(err)
 	}
+	// pgbouncer and local_proxy get their settings beside the start (never failing it).
+	defer startCompanions(ctx, cfg, d, s, l.Config)()
 	// compute-configure starts beside compute-postgres, not after it: everything up to
 	// here overlaps with Postgres starting, and the wait ends on the same signal as the
 	// unit's READY=1 (docs/architecture.md, "Start path").
@@ -131,6 +133,13 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		defer conn.Close(context.Background())
 		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.StartupConcurrency(s), d.Log); err != nil {
 			return d.fail(err)
+		}
+		// As compute_ctl's apply_config: local_proxy's config once more, and here a
+		// failure fails the start.
+		if s.LocalProxyConfig != nil {
+			if err := configureLocalProxy(ctx, cfg, d, s.LocalProxyConfig, tlsfiles.Enabled(l.Config)); err != nil {
+				return d.fail(fmt.Errorf("configure local_proxy: %w", err))
+			}
 		}
 	} else if s.SkipPgCatalogUpdates {
 		d.logger().Info("skip_pg_catalog_updates is set: catalog left as it is")
@@ -283,6 +292,8 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if err != nil {
 		return d.fail(err)
 	}
+	// pgbouncer and local_proxy in the background, as compute_ctl (never failing it).
+	defer startCompanions(ctx, cfg, d, s, cc)()
 	// The config files first (as Neon: postgresql.conf is rewritten completely, and the
 	// TLS files copied again, which is how a renewed certificate gets in), then a
 	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.

@@ -61,6 +61,12 @@ type Units interface {
 	States(ctx context.Context) (UnitStates, error)
 }
 
+// Companions ends the processes beside Postgres at /terminate (pgbouncer, local_proxy).
+type Companions interface {
+	// StopCompanions stops them; an error is logged, never a failed termination.
+	StopCompanions(ctx context.Context) error
+}
+
 // Deps holds the dependencies of a Controller.
 type Deps struct {
 	Store Store
@@ -76,6 +82,9 @@ type Deps struct {
 	// Postgres carries out the routes that read or change the running Postgres; nil:
 	// they answer that there is no Postgres connection.
 	Postgres Postgres
+	// Companions, when set, stops pgbouncer and local_proxy at /terminate, before
+	// Postgres (as compute_ctl's forward_termination_signal).
+	Companions Companions
 	// Promoter promotes Postgres for POST /promote (*promote.Postgres); nil: /promote
 	// fails, saying so.
 	Promoter Promoter

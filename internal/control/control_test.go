@@ -470,3 +470,43 @@ func TestReconfigureUnlessStopping(t *testing.T) {
 		})
 	}
 }
+
+// companionsRec records StopCompanions, and whether Postgres was still running then.
+type companionsRec struct {
+	units *fakeUnits
+	err   error
+	calls int
+	// stopsBefore is how many Postgres stops came before the call.
+	stopsBefore int
+}
+
+func (c *companionsRec) StopCompanions(context.Context) error {
+	c.units.mu.Lock()
+	c.stopsBefore = len(c.units.stops)
+	c.units.mu.Unlock()
+	c.calls++
+	return c.err
+}
+
+func TestTerminateStopsCompanions(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		var comp *companionsRec
+		r := newRig(t, func(d *Deps) {
+			comp = &companionsRec{units: d.Units.(*fakeUnits)}
+			if fail {
+				comp.err = errors.New("pgbouncer.service: access denied")
+			}
+			d.Companions = comp
+		})
+		r.set(state.Running, func(rec *state.Record) { rec.Storage, rec.Mode = "standalone", "primary" })
+		if _, err := r.ctl.Terminate(context.Background(), false); err != nil {
+			t.Fatalf("fail=%v: Terminate = %v", fail, err)
+		}
+		if comp.calls != 1 || comp.stopsBefore != 0 || len(r.units.stops) != 1 || r.status() != state.Terminated {
+			t.Errorf("fail=%v: companion stops %d (after %d postgres stops), postgres stops %d, status %s", fail, comp.calls, comp.stopsBefore, len(r.units.stops), r.status())
+		}
+		if fail && !strings.Contains(r.logs.String(), "pgbouncer.service: access denied") {
+			t.Errorf("the failure was not logged:\n%s", r.logs)
+		}
+	}
+}

@@ -19,7 +19,8 @@ type Termination struct {
 }
 
 // Terminate is POST /terminate. An already terminated compute gives its final LSN
-// (Already). An empty or running compute moves to termination_pending_*; then a waiting
+// (Already). An empty or running compute moves to termination_pending_*; pgbouncer and
+// local_proxy are stopped (Deps.Companions; never failing the call); then a waiting
 // compute-init is stopped (empty; compute_ctl would hang here) or Postgres is stopped
 // through systemd (running), and the call blocks until the status is terminated (the
 // LSN) or failed (a FailedError with the reason). Another status is refused with a
@@ -43,6 +44,7 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 	// The work below must finish even if the caller goes away; only the final wait
 	// follows ctx.
 	wctx := context.WithoutCancel(ctx)
+	c.stopCompanions(wctx, log)
 	switch from {
 	case state.Empty:
 		if err := c.unitsCall(func(u Units) error { return u.CancelStartup(wctx) }); err != nil {
@@ -73,6 +75,17 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 	}
 	log.Info("terminated")
 	return Termination{LSN: rec.TerminateLSN}, nil
+}
+
+// stopCompanions ends pgbouncer and local_proxy, as compute_ctl does before it stops
+// Postgres; a failure is logged only (compute_ctl ignores it too).
+func (c *Controller) stopCompanions(ctx context.Context, log *slog.Logger) {
+	if c.cfg.Companions == nil {
+		return
+	}
+	if err := c.cfg.Companions.StopCompanions(ctx); err != nil {
+		log.Warn("could not stop pgbouncer or local_proxy; terminating all the same", "err", err)
+	}
 }
 
 // completeTermination moves termination_pending_* to terminated without an LSN when the

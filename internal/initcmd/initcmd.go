@@ -45,6 +45,9 @@ type Host struct {
 	PageserverIdleTimeout  time.Duration
 	SyncSafekeepersTimeout time.Duration
 	ControlPlaneTimeout    time.Duration
+	// pgbouncer and local_proxy (see compute.Settings).
+	PgbouncerIni, PgbouncerConnstr, PgbouncerPassword string
+	LocalProxyConfig, LocalProxyPidFile               string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -73,6 +76,8 @@ func (h Host) Config() (compute.Settings, error) {
 		ControlPlaneToken:  h.ControlPlaneToken,
 		BasebackupAttempts: h.BasebackupAttempts, PageserverIdleTimeout: h.PageserverIdleTimeout,
 		SyncSafekeepersTimeout: h.SyncSafekeepersTimeout, ControlPlaneTimeout: h.ControlPlaneTimeout,
+		PgbouncerIni: h.PgbouncerIni, PgbouncerConnstr: h.PgbouncerConnstr, PgbouncerPassword: h.PgbouncerPassword,
+		LocalProxyConfig: h.LocalProxyConfig, LocalProxyPidFile: h.LocalProxyPidFile, LocalProxyUnit: paths.UnitLocalProxy,
 	}, nil
 }
 
@@ -187,6 +192,7 @@ func (e env) deps(ctx context.Context, stateDir string, withUnits bool) (d *comp
 		u := connectUnits(ctx, e.dialSystemd)
 		closers = append(closers, u.Close)
 		d.Units = u
+		d.LocalProxyUnits = u
 	}
 	return d, func() {
 		for _, f := range closers {

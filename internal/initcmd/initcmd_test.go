@@ -31,13 +31,17 @@ func TestHostConfig(t *testing.T) {
 	h := testHost(t)
 	h.RemoteExtBaseURL = "http://gw.example:8080"
 	h.RemoteExtAllowHTTP = true
+	h.PgbouncerIni, h.PgbouncerConnstr, h.PgbouncerPassword = "/pgb.ini", "host=/tmp", "pw"
+	h.LocalProxyConfig, h.LocalProxyPidFile = "/lp/config.json", "/lp/pid"
 	cfg, err := h.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := compute.Settings{StateDir: h.StateDir, ConfigFile: h.ConfigFile, PGData: "/pgdata", PGBin: "/pg/bin/postgres",
 		Connstr: h.Connstr, PrivilegedRole: "neon_superuser", ControlPlaneURI: "http://cplane", ComputeID: "c1",
-		ControlPlaneToken: "tok", RemoteExtBaseURL: "http://gw.example:8080/", OSUser: paths.DefaultPGUser, InternalHTTPPort: 3081}
+		ControlPlaneToken: "tok", RemoteExtBaseURL: "http://gw.example:8080/", OSUser: paths.DefaultPGUser, InternalHTTPPort: 3081,
+		PgbouncerIni: "/pgb.ini", PgbouncerConnstr: "host=/tmp", PgbouncerPassword: "pw",
+		LocalProxyConfig: "/lp/config.json", LocalProxyPidFile: "/lp/pid", LocalProxyUnit: paths.UnitLocalProxy}
 	if cfg != want {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
 	}
@@ -105,6 +109,14 @@ func (m *fakeManager) UnitTimestamps(ctx context.Context, name string) (time.Tim
 		return time.Time{}, time.Time{}, errors.New("no such unit")
 	}
 	return m.start, m.active, nil
+}
+
+func (m *fakeManager) ActiveState(context.Context, string) (string, error) { return "inactive", nil }
+func (m *fakeManager) ReloadUnit(context.Context, string) error {
+	return errors.New("fakeManager: no reload")
+}
+func (m *fakeManager) StopUnit(context.Context, string) error {
+	return errors.New("fakeManager: no stop")
 }
 
 func (m *fakeManager) Close() { m.closed = true }

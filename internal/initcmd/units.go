@@ -8,6 +8,9 @@ import (
 // unitManager is the part of the systemd connection a step uses (*sysd.Manager).
 type unitManager interface {
 	UnitTimestamps(ctx context.Context, name string) (execMainStart, activeEnter time.Time, err error)
+	ActiveState(ctx context.Context, name string) (string, error)
+	ReloadUnit(ctx context.Context, name string) error
+	StopUnit(ctx context.Context, name string) error
 	Close()
 }
 
@@ -34,6 +37,32 @@ func (u *lazyUnits) UnitTimestamps(ctx context.Context, name string) (time.Time,
 		return time.Time{}, time.Time{}, u.err
 	}
 	return u.m.UnitTimestamps(ctx, name)
+}
+
+// ActiveState, ReloadUnit and StopUnit implement localproxy.Units once the connection
+// is made.
+func (u *lazyUnits) ActiveState(ctx context.Context, name string) (string, error) {
+	<-u.ready
+	if u.err != nil {
+		return "", u.err
+	}
+	return u.m.ActiveState(ctx, name)
+}
+
+func (u *lazyUnits) ReloadUnit(ctx context.Context, name string) error {
+	<-u.ready
+	if u.err != nil {
+		return u.err
+	}
+	return u.m.ReloadUnit(ctx, name)
+}
+
+func (u *lazyUnits) StopUnit(ctx context.Context, name string) error {
+	<-u.ready
+	if u.err != nil {
+		return u.err
+	}
+	return u.m.StopUnit(ctx, name)
 }
 
 // Close waits for the connection and closes it.

@@ -90,6 +90,18 @@ const (
 	// DefaultVMMonitorCgroupUnit is the unit whose cgroup the vm-monitor watches and
 	// whose MemoryHigh= it sets.
 	DefaultVMMonitorCgroupUnit = UnitPostgres
+	// pgbouncer beside Postgres (pgbouncer_settings; internal/pgbouncer): its ini file
+	// and admin console (compute_ctl's VM pair; Debian's package keeps the file at
+	// /etc/pgbouncer/pgbouncer.ini and listens on localhost:6432), and the pid file by
+	// which /terminate ends a pgbouncer that is no systemd unit.
+	DefaultPgbouncerIni     = "/etc/pgbouncer.ini"
+	DefaultPgbouncerConnstr = "host=/tmp port=6432 dbname=pgbouncer user=pgbouncer"
+	DefaultPgbouncerPidFile = "/tmp/pgbouncer.pid"
+	// Neon's local_proxy (local_proxy_config; internal/localproxy): its config and pid
+	// files, as compute_ctl.
+	DefaultLocalProxyConfig  = "/etc/local_proxy/config.json"
+	DefaultLocalProxyPidFile = "/etc/local_proxy/pid"
+
 	// DefaultAutoscaling is AUTOSCALING when /etc/default/compute-tools does not say
 	// true: the vm-monitor is off.
 	DefaultAutoscaling = "false"
@@ -137,6 +149,11 @@ const (
 	// AUTOSCALING=true (packaging/systemd/compute-tools-generator).
 	UnitVMMonitor = "compute-vm-monitor.service"
 	UnitTarget    = "compute.target"
+	// The companions' units, when they run as units: Debian's pgbouncer package and
+	// local_proxy. /terminate stops them through systemd (compute-api's polkit rule);
+	// compute-configure reloads local_proxy's.
+	UnitPgbouncer  = "pgbouncer.service"
+	UnitLocalProxy = "local_proxy.service"
 )
 
 // Environment variables that carry a default, as the flags and
@@ -178,6 +195,12 @@ const (
 	// generator reads it from the EnvironmentFile, the unit's ExecCondition= and
 	// `compute-monitor vm-monitor` (--autoscaling) from the unit's environment.
 	EnvAutoscaling = "AUTOSCALING"
+
+	EnvPgbouncerIni      = "PGBOUNCER_INI"
+	EnvPgbouncerConnstr  = "PGBOUNCER_CONNSTR"
+	EnvPgbouncerPidFile  = "PGBOUNCER_PID_FILE"
+	EnvLocalProxyConfig  = "LOCAL_PROXY_CONFIG"
+	EnvLocalProxyPidFile = "LOCAL_PROXY_PID_FILE"
 )
 
 // Vars are the defaults as text by environment variable name. The flag definitions take
@@ -219,6 +242,12 @@ func Vars() map[string]string {
 		EnvVMMonitorVsockPort:  strconv.Itoa(DefaultVMMonitorVsockPort),
 		EnvVMMonitorCgroupUnit: DefaultVMMonitorCgroupUnit,
 		EnvAutoscaling:         DefaultAutoscaling,
+
+		EnvPgbouncerIni:      DefaultPgbouncerIni,
+		EnvPgbouncerConnstr:  DefaultPgbouncerConnstr,
+		EnvPgbouncerPidFile:  DefaultPgbouncerPidFile,
+		EnvLocalProxyConfig:  DefaultLocalProxyConfig,
+		EnvLocalProxyPidFile: DefaultLocalProxyPidFile,
 	}
 }
 

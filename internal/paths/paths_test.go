@@ -199,6 +199,11 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT":      "5m",
 		"COMPUTE_CONTROL_PLANE_TIMEOUT":         "30s",
 		"COMPUTE_ON_TERMINATED":                 "stop",
+		"PGBOUNCER_INI":                         "/etc/pgbouncer.ini",
+		"PGBOUNCER_CONNSTR":                     "host=/tmp port=6432 dbname=pgbouncer user=pgbouncer",
+		"PGBOUNCER_PID_FILE":                    "/tmp/pgbouncer.pid",
+		"LOCAL_PROXY_CONFIG":                    "/etc/local_proxy/config.json",
+		"LOCAL_PROXY_PID_FILE":                  "/etc/local_proxy/pid",
 	}
 	got := Vars()
 	if len(got) != len(want) {

@@ -35,7 +35,8 @@ console.log(JSON.stringify(out));
 `
 
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
-// grants compute-api exactly its unit operations and nothing else, and leaves every
+// grants compute-api exactly its unit operations (and postgres the reload of local_proxy.service)
+// and nothing else, and leaves every
 // other user and action to polkit's other rules. The system test checks the same against
 // real polkitd and systemd.
 func TestPolkitRule(t *testing.T) {
@@ -71,6 +72,13 @@ func TestPolkitRule(t *testing.T) {
 		{"compute-api", manage, unit("run-u7.service", "start"), "no"}, // systemd-run
 		{"compute-api", manage, unit("constructor", "stop"), "no"},
 		{"compute-api", manage, map[string]string{}, "no"},
+		{"compute-api", manage, unit(UnitPgbouncer, "stop"), "yes"},
+		{"compute-api", manage, unit(UnitLocalProxy, "stop"), "yes"},
+		{"compute-api", manage, unit(UnitPgbouncer, "start"), "no"},
+		{"compute-api", manage, unit(UnitLocalProxy, "reload"), "no"},
+		{"postgres", manage, unit(UnitLocalProxy, "reload"), "yes"},
+		{"postgres", manage, unit(UnitLocalProxy, "stop"), "not-handled"},
+		{"postgres", manage, unit(UnitPgbouncer, "reload"), "not-handled"},
 		{"postgres", manage, unit(UnitPostgres, "stop"), "not-handled"},
 		{"root", manage, unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.systemd1.manage-unit-files", unit(UnitPostgres, "stop"), "not-handled"},

@@ -95,6 +95,12 @@ func (m *Manager) RestartUnit(ctx context.Context, name string) error {
 	return m.runJob(ctx, "restart", name, m.conn.RestartUnitContext)
 }
 
+// ReloadUnit reloads name (`systemctl reload`: its ExecReload=; mode "replace") and waits
+// for the job to finish with "done".
+func (m *Manager) ReloadUnit(ctx context.Context, name string) error {
+	return m.runJob(ctx, "reload", name, m.conn.ReloadUnitContext)
+}
+
 // QueueStop enqueues a stop of name (mode "replace") and returns once systemd has queued
 // the job, without waiting for it: for a stop that ends the caller itself (compute-api
 // stopping compute.target, which it is part of).
