@@ -39,6 +39,8 @@ type common struct {
 	BasebackupAttempts     int           `name:"basebackup-attempts" env:"COMPUTE_BASEBACKUP_ATTEMPTS" default:"${COMPUTE_BASEBACKUP_ATTEMPTS}" help:"Attempts of a basebackup (compute_ctl: 11, 500 ms apart growing x1.5)."`
 	PageserverIdleTimeout  time.Duration `name:"pageserver-idle-timeout" env:"COMPUTE_PAGESERVER_IDLE_TIMEOUT" default:"${COMPUTE_PAGESERVER_IDLE_TIMEOUT}" help:"Give up a basebackup attempt or an LSN lease request when the pageserver sends nothing for this long (a stall; a slow transfer that moves goes on)."`
 	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers (at start and at /terminate) when it has not finished within this."`
+	ResizeSwapOnBind       bool          `name:"resize-swap-on-bind" env:"COMPUTE_RESIZE_SWAP_ON_BIND" default:"${COMPUTE_RESIZE_SWAP_ON_BIND}" help:"Resize swap to the spec's swap_size_bytes before Postgres starts (/neonvm/bin/resize-swap --once, through compute-resize-swap@<bytes>.service unless root); skipped where the helper is not installed."`
+	SetDiskQuotaForFS      string        `name:"set-disk-quota-for-fs" env:"COMPUTE_SET_DISK_QUOTA_FOR_FS" default:"${COMPUTE_SET_DISK_QUOTA_FOR_FS}" placeholder:"MOUNTPOINT" help:"Set this filesystem's quota to the spec's disk_quota_bytes before Postgres starts (/neonvm/bin/set-disk-quota, through compute-disk-quota@<kib>.service unless root); skipped where the helper is not installed."`
 	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
 
 	// log is the binary's logger (set in main; kong ignores unexported fields).
@@ -51,7 +53,8 @@ func (c *common) host() initcmd.Host {
 		InternalHTTPPort: c.InternalHTTPPort, RemoteExtBaseURL: c.RemoteExtBaseURL, RemoteExtAllowHTTP: c.RemoteExtAllowHTTP,
 		ControlPlaneURI: c.ControlPlaneURI, Log: c.log,
 		BasebackupAttempts: c.BasebackupAttempts, PageserverIdleTimeout: c.PageserverIdleTimeout,
-		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout}
+		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout,
+		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS}
 }
 
 type cli struct {

@@ -48,6 +48,11 @@ type Settings struct {
 	// OSUser runs initdb when the step itself runs as root (by hand).
 	OSUser           string
 	InternalHTTPPort int
+	// ResizeSwapOnBind and DiskQuotaFS are compute_ctl's --resize-swap-on-bind and
+	// --set-disk-quota-for-fs: with them, the spec's swap_size_bytes and
+	// disk_quota_bytes are applied (Deps.VM) before Postgres starts.
+	ResizeSwapOnBind bool
+	DiskQuotaFS      string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).
@@ -65,13 +70,21 @@ type UnitTimes interface {
 	UnitTimestamps(ctx context.Context, name string) (execMainStart, activeEnter time.Time, err error)
 }
 
+// VMHelpers resizes swap and sets the disk quota (internal/neonvm).
+type VMHelpers interface {
+	ResizeSwap(ctx context.Context, bytes uint64) error
+	SetDiskQuota(ctx context.Context, bytes uint64, mountpoint string) error
+}
+
 // Deps are the collaborators of the steps; any may be a no-op.
 type Deps struct {
 	Store    *state.Store
 	Waker    Waker
 	Notifier Notifier
 	Units    UnitTimes
-	Now      func() time.Time
+	// VM runs NeonVM's helpers (swap, disk quota); nil: those steps fail if configured.
+	VM  VMHelpers
+	Now func() time.Time
 	// Log is the step's logger (nil: slog.Default()).
 	Log *slog.Logger
 	// actor is the step on whose behalf the status moves (set by each step's entry point).

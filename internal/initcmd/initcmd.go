@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"time"
 
@@ -45,6 +46,10 @@ type Host struct {
 	PageserverIdleTimeout  time.Duration
 	SyncSafekeepersTimeout time.Duration
 	ControlPlaneTimeout    time.Duration
+	// ResizeSwapOnBind and DiskQuotaFS are --resize-swap-on-bind and
+	// --set-disk-quota-for-fs (see compute.Settings).
+	ResizeSwapOnBind bool
+	DiskQuotaFS      string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -73,12 +78,14 @@ func (h Host) Config() (compute.Settings, error) {
 		ControlPlaneToken:  h.ControlPlaneToken,
 		BasebackupAttempts: h.BasebackupAttempts, PageserverIdleTimeout: h.PageserverIdleTimeout,
 		SyncSafekeepersTimeout: h.SyncSafekeepersTimeout, ControlPlaneTimeout: h.ControlPlaneTimeout,
+		ResizeSwapOnBind: h.ResizeSwapOnBind, DiskQuotaFS: h.DiskQuotaFS,
 	}, nil
 }
 
 // Prepare runs the prepare step (compute-init.service).
 func Prepare(ctx context.Context, h Host) error {
 	return production.step(ctx, h, false, func(cfg compute.Settings, d *compute.Deps) error {
+		d.VM = vmHelpers(os.Geteuid() == 0, production.dialSystemd, d.Log)
 		return compute.Prepare(ctx, cfg, d)
 	})
 }
