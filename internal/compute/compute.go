@@ -53,6 +53,8 @@ type Settings struct {
 	// disk_quota_bytes are applied (Deps.VM) before Postgres starts.
 	ResizeSwapOnBind bool
 	DiskQuotaFS      string
+	// GDB is the debugger the stop hook runs on core dumps in PGDATA (empty: paths.GDB).
+	GDB string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).
