@@ -162,7 +162,7 @@ const (
 	// `compute-monitor vm-monitor` (--autoscaling) from the unit's environment.
 	EnvAutoscaling = "AUTOSCALING"
 	// EnvResizeSwapOnBind and EnvDiskQuotaFS are compute-init's --resize-swap-on-bind and
-	// --set-disk-quota-for-fs (no default: off). compute-disk-quota@.service reads
+	// --set-disk-quota-for-fs (off by default; the second has no default value). compute-disk-quota@.service reads
 	// EnvDiskQuotaFS from the EnvironmentFile itself: its caller names only the size.
 	EnvResizeSwapOnBind = "COMPUTE_RESIZE_SWAP_ON_BIND"
 	EnvDiskQuotaFS      = "COMPUTE_SET_DISK_QUOTA_FOR_FS"
@@ -235,7 +235,6 @@ func Vars() map[string]string {
 		EnvAutoscaling:         DefaultAutoscaling,
 
 		EnvResizeSwapOnBind: "false",
-		EnvDiskQuotaFS:      "",
 	}
 }
 

@@ -199,6 +199,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT":      "5m",
 		"COMPUTE_CONTROL_PLANE_TIMEOUT":         "30s",
 		"COMPUTE_ON_TERMINATED":                 "stop",
+		"COMPUTE_RESIZE_SWAP_ON_BIND":           "false",
 	}
 	got := Vars()
 	if len(got) != len(want) {
