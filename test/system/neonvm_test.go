@@ -2,7 +2,9 @@ package system
 
 import (
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,6 +29,7 @@ func TestNeonVMHelpersAndCores(t *testing.T) {
 	}
 	defer os.WriteFile("/etc/default/compute-tools", orig, 0o644)
 	defer os.RemoveAll("/neonvm")
+	defer os.Remove("/var/db/postgres/compute/core") // the core this test makes (standalone PGDATA is kept)
 	if err := os.MkdirAll("/neonvm/bin", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +82,13 @@ func TestNeonVMHelpersAndCores(t *testing.T) {
 	// decides where the core goes).
 	pattern, _ := os.ReadFile("/proc/sys/kernel/core_pattern")
 	pid := strings.TrimSpace(run(t, "/bin/systemctl", "show", "-P", "MainPID", "compute-postgres.service"))
-	run(t, "/bin/kill", "-ABRT", pid)
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 {
+		t.Fatalf("MainPID %q", pid)
+	}
+	if err := syscall.Kill(n, syscall.SIGABRT); err != nil {
+		t.Fatal(err)
+	}
 	s = waitStatus(t, "failed")
 	if !strings.Contains(deref(s.Error), "core-dump") {
 		t.Errorf("error %q does not say Postgres dumped core", deref(s.Error))
