@@ -39,6 +39,8 @@ type common struct {
 	BasebackupAttempts     int           `name:"basebackup-attempts" env:"COMPUTE_BASEBACKUP_ATTEMPTS" default:"${COMPUTE_BASEBACKUP_ATTEMPTS}" help:"Attempts of a basebackup (compute_ctl: 11, 500 ms apart growing x1.5)."`
 	PageserverIdleTimeout  time.Duration `name:"pageserver-idle-timeout" env:"COMPUTE_PAGESERVER_IDLE_TIMEOUT" default:"${COMPUTE_PAGESERVER_IDLE_TIMEOUT}" help:"Give up a basebackup attempt or an LSN lease request when the pageserver sends nothing for this long (a stall; a slow transfer that moves goes on)."`
 	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers when it has not finished within this (at start; at /terminate at most 45s, within the Postgres unit's stop timeout)."`
+	ResizeSwapOnBind       bool          `name:"resize-swap-on-bind" env:"COMPUTE_RESIZE_SWAP_ON_BIND" default:"${COMPUTE_RESIZE_SWAP_ON_BIND}" help:"Resize swap to the spec's swap_size_bytes before Postgres starts (/neonvm/bin/resize-swap --once, through compute-resize-swap@<bytes>.service unless root); skipped where the helper is not installed."`
+	SetDiskQuotaForFS      string        `name:"set-disk-quota-for-fs" env:"COMPUTE_SET_DISK_QUOTA_FOR_FS" placeholder:"MOUNTPOINT" help:"Set this filesystem's quota to the spec's disk_quota_bytes before Postgres starts (/neonvm/bin/set-disk-quota, through compute-disk-quota@<kib>.service unless root); skipped where the helper is not installed."`
 	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
 
 	PgbouncerIni      string `name:"pgbouncer-ini" env:"PGBOUNCER_INI" default:"${PGBOUNCER_INI}" help:"pgbouncer's ini file: the spec's pgbouncer_settings go into its [pgbouncer] section."`
@@ -59,7 +61,8 @@ func (c *common) host() initcmd.Host {
 		BasebackupAttempts: c.BasebackupAttempts, PageserverIdleTimeout: c.PageserverIdleTimeout,
 		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout,
 		PgbouncerIni: c.PgbouncerIni, PgbouncerConnstr: c.PgbouncerConnstr, PgbouncerPassword: c.PgbouncerPassword,
-		LocalProxyConfig: c.LocalProxyConfig, LocalProxyPidFile: c.LocalProxyPidFile}
+		LocalProxyConfig: c.LocalProxyConfig, LocalProxyPidFile: c.LocalProxyPidFile,
+		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS}
 }
 
 type cli struct {

@@ -150,6 +150,9 @@ var stdlibOnlyPkgs = map[string][]string{
 	"internal/lfc/lfcstate":         nil,
 	"internal/pgops/pgopswire":      nil,
 	"internal/promote/promotestate": {"internal/spec"},
+	// NeonVM's helpers run as root (directly or through a unit): nothing but execx to
+	// run them; the systemd connection is the caller's (an interface).
+	"internal/neonvm": {"internal/execx"},
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into

@@ -64,6 +64,13 @@ type Settings struct {
 	LocalProxyConfig  string
 	LocalProxyPidFile string
 	LocalProxyUnit    string
+	// ResizeSwapOnBind and DiskQuotaFS are compute_ctl's --resize-swap-on-bind and
+	// --set-disk-quota-for-fs: with them, the spec's swap_size_bytes and
+	// disk_quota_bytes are applied (Deps.VM) before Postgres starts.
+	ResizeSwapOnBind bool
+	DiskQuotaFS      string
+	// GDB is the debugger the stop hook runs on core dumps in PGDATA (empty: paths.GDB).
+	GDB string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).
@@ -81,13 +88,21 @@ type UnitTimes interface {
 	UnitTimestamps(ctx context.Context, name string) (execMainStart, activeEnter time.Time, err error)
 }
 
+// VMHelpers resizes swap and sets the disk quota (internal/neonvm).
+type VMHelpers interface {
+	ResizeSwap(ctx context.Context, bytes uint64) error
+	SetDiskQuota(ctx context.Context, bytes uint64, mountpoint string) error
+}
+
 // Deps are the collaborators of the steps; any may be a no-op.
 type Deps struct {
 	Store    *state.Store
 	Waker    Waker
 	Notifier Notifier
 	Units    UnitTimes
-	Now      func() time.Time
+	// VM runs NeonVM's helpers (swap, disk quota); nil: those steps fail if configured.
+	VM  VMHelpers
+	Now func() time.Time
 	// Log is the step's logger (nil: slog.Default()).
 	Log *slog.Logger
 	// LocalProxyUnits reloads local_proxy when it runs as a systemd unit (nil: only

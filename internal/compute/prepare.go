@@ -80,10 +80,14 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	d.status("init: preparing PGDATA")
 
 	tlsc := tlsfiles.Enabled(cc)
+	vmDone := startVMHelpers(ctx, cfg, cc.Spec, d)
 	if parsed.Storage == spec.StorageNeon {
 		err = prepareNeon(ctx, cfg, ci, cc.Spec, parsed, tlsc != nil, d)
 	} else {
 		err = prepareStandalone(ctx, cfg, ci, parsed, tlsc != nil, d.logger())
+	}
+	if vmErr := vmDone(); err == nil {
+		err = vmErr
 	}
 	if err == nil && tlsc != nil {
 		err = installTLS(ctx, cfg, *tlsc, parsed, d, waitForCertificate)

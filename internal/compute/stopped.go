@@ -37,6 +37,9 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 	if err != nil {
 		return fmt.Errorf("postgres-stopped: %w", err)
 	}
+	// After the status is recorded (whatever it is): a backtrace takes time.
+	defer coreReport{Dir: cfg.PGData, PGBin: cfg.PGBin, GDB: orPath(cfg.GDB, paths.GDB), CorePattern: readCorePattern(),
+		Since: rec.StartTime, Dumped: info.ExitCode == "dumped", Log: d.logger()}.run(ctx)
 	switch {
 	case rec.Status.TerminationPending():
 		var lsn *string
@@ -93,6 +96,13 @@ func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) 
 	}
 	_ = d.fail(fmt.Errorf("%s", reason))
 	return nil
+}
+
+func orPath(p, def string) string {
+	if p != "" {
+		return p
+	}
+	return def
 }
 
 func describeStop(i StopInfo) string {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"time"
 
@@ -48,6 +49,10 @@ type Host struct {
 	// pgbouncer and local_proxy (see compute.Settings).
 	PgbouncerIni, PgbouncerConnstr, PgbouncerPassword string
 	LocalProxyConfig, LocalProxyPidFile               string
+	// ResizeSwapOnBind and DiskQuotaFS are --resize-swap-on-bind and
+	// --set-disk-quota-for-fs (see compute.Settings).
+	ResizeSwapOnBind bool
+	DiskQuotaFS      string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -78,12 +83,14 @@ func (h Host) Config() (compute.Settings, error) {
 		SyncSafekeepersTimeout: h.SyncSafekeepersTimeout, ControlPlaneTimeout: h.ControlPlaneTimeout,
 		PgbouncerIni: h.PgbouncerIni, PgbouncerConnstr: h.PgbouncerConnstr, PgbouncerPassword: h.PgbouncerPassword,
 		LocalProxyConfig: h.LocalProxyConfig, LocalProxyPidFile: h.LocalProxyPidFile, LocalProxyUnit: paths.UnitLocalProxy,
+		ResizeSwapOnBind: h.ResizeSwapOnBind, DiskQuotaFS: h.DiskQuotaFS,
 	}, nil
 }
 
 // Prepare runs the prepare step (compute-init.service).
 func Prepare(ctx context.Context, h Host) error {
 	return production.step(ctx, h, false, func(cfg compute.Settings, d *compute.Deps) error {
+		d.VM = vmHelpers(os.Geteuid() == 0, production.dialSystemd, d.Log)
 		return compute.Prepare(ctx, cfg, d)
 	})
 }

@@ -102,6 +102,7 @@ func (b *fakeBus) Close() { b.mu.Lock(); b.closed = true; b.mu.Unlock() }
 type fakeManager struct {
 	start, active time.Time
 	closed        bool
+	started       []string
 }
 
 func (m *fakeManager) UnitTimestamps(ctx context.Context, name string) (time.Time, time.Time, error) {
@@ -117,6 +118,10 @@ func (m *fakeManager) ReloadUnit(context.Context, string) error {
 }
 func (m *fakeManager) StopUnit(context.Context, string) error {
 	return errors.New("fakeManager: no stop")
+}
+func (m *fakeManager) StartUnit(ctx context.Context, name string) error {
+	m.started = append(m.started, name)
+	return nil
 }
 
 func (m *fakeManager) Close() { m.closed = true }
@@ -413,5 +418,29 @@ func TestStatusWaitTimeout(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed %q after a timeout", out.String())
+	}
+}
+
+// TestVMHelpersThroughUnits: as root the helpers run directly; otherwise each run is a
+// start of the helper's unit over a systemd connection made for it and closed after.
+func TestVMHelpersThroughUnits(t *testing.T) {
+	if h := vmHelpers(true, nil, nil); h.Units != nil {
+		t.Error("root: helpers would go through units")
+	}
+	m := &fakeManager{}
+	dials := 0
+	h := vmHelpers(false, func(context.Context) (unitManager, error) { dials++; return m, nil }, nil)
+	if h.Units == nil {
+		t.Fatal("not root: no units")
+	}
+	if err := h.Units.StartUnit(context.Background(), paths.ResizeSwapUnit(4096)); err != nil {
+		t.Fatal(err)
+	}
+	if dials != 1 || !m.closed || len(m.started) != 1 || m.started[0] != "compute-resize-swap@4096.service" {
+		t.Errorf("dials %d, closed %v, started %q", dials, m.closed, m.started)
+	}
+	h = vmHelpers(false, func(context.Context) (unitManager, error) { return nil, errors.New("no systemd") }, nil)
+	if err := h.Units.StartUnit(context.Background(), paths.DiskQuotaUnit(1)); err == nil || err.Error() != "no systemd" {
+		t.Errorf("StartUnit without systemd = %v", err)
 	}
 }

@@ -2,7 +2,12 @@ package initcmd
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/neonvm"
+	"github.com/computetools/compute-tools/internal/paths"
 )
 
 // unitManager is the part of the systemd connection a step uses (*sysd.Manager).
@@ -11,7 +16,34 @@ type unitManager interface {
 	ActiveState(ctx context.Context, name string) (string, error)
 	ReloadUnit(ctx context.Context, name string) error
 	StopUnit(ctx context.Context, name string) error
+	StartUnit(ctx context.Context, name string) error
 	Close()
+}
+
+// vmHelpers runs NeonVM's helpers: itself as root, otherwise through their units, with
+// a systemd connection made only when a unit is started.
+func vmHelpers(root bool, dial func(context.Context) (unitManager, error), log *slog.Logger) neonvm.Helpers {
+	h := neonvm.Helpers{ResizeSwapBin: paths.ResizeSwapBin, SetDiskQuotaBin: paths.SetDiskQuotaBin,
+		ResizeSwapUnit: paths.ResizeSwapUnit, DiskQuotaUnit: paths.DiskQuotaUnit,
+		UnitMountpoint: os.Getenv(paths.EnvDiskQuotaFS), Log: log}
+	if !root {
+		h.Units = onDemandUnits{dial: dial}
+	}
+	return h
+}
+
+// onDemandUnits connects to systemd for each start.
+type onDemandUnits struct {
+	dial func(context.Context) (unitManager, error)
+}
+
+func (u onDemandUnits) StartUnit(ctx context.Context, name string) error {
+	m, err := u.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.StartUnit(ctx, name)
 }
 
 // lazyUnits connects to systemd in the background; calls wait for the connection.

@@ -201,7 +201,38 @@ const (
 	EnvPgbouncerPidFile  = "PGBOUNCER_PID_FILE"
 	EnvLocalProxyConfig  = "LOCAL_PROXY_CONFIG"
 	EnvLocalProxyPidFile = "LOCAL_PROXY_PID_FILE"
+	// EnvResizeSwapOnBind and EnvDiskQuotaFS are compute-init's --resize-swap-on-bind and
+	// --set-disk-quota-for-fs (off by default; the second has no default value). compute-disk-quota@.service reads
+	// EnvDiskQuotaFS from the EnvironmentFile itself: its caller names only the size.
+	EnvResizeSwapOnBind = "COMPUTE_RESIZE_SWAP_ON_BIND"
+	EnvDiskQuotaFS      = "COMPUTE_SET_DISK_QUOTA_FOR_FS"
 )
+
+// NeonVM's guest helpers, which compute_ctl runs through sudo (internal/neonvm): as
+// root, compute-init runs them itself; otherwise it starts the templated units below,
+// which run them as root with the size as the instance name.
+const (
+	ResizeSwapBin   = "/neonvm/bin/resize-swap"
+	SetDiskQuotaBin = "/neonvm/bin/set-disk-quota"
+)
+
+// ResizeSwapUnit is the oneshot unit that runs `resize-swap --once <bytes>`.
+func ResizeSwapUnit(bytes uint64) string {
+	return "compute-resize-swap@" + strconv.FormatUint(bytes, 10) + ".service"
+}
+
+// DiskQuotaUnit is the oneshot unit that runs `set-disk-quota <kib> <mountpoint>`, the
+// mountpoint being $COMPUTE_SET_DISK_QUOTA_FOR_FS of the EnvironmentFile.
+func DiskQuotaUnit(kib uint64) string {
+	return "compute-disk-quota@" + strconv.FormatUint(kib, 10) + ".service"
+}
+
+// GDB is the debugger the postgres stop hook runs on a core file found in PGDATA (when
+// the kernel writes cores there rather than to systemd-coredump).
+const GDB = "/usr/bin/gdb"
+
+// CorePatternFile is the kernel's core_pattern: where a crashed process's core goes.
+const CorePatternFile = "/proc/sys/kernel/core_pattern"
 
 // Vars are the defaults as text by environment variable name. The flag definitions take
 // them by interpolation (kong's `default:"${PGDATA}"` with kong.Vars(paths.Vars())).
@@ -248,6 +279,7 @@ func Vars() map[string]string {
 		EnvPgbouncerPidFile:  DefaultPgbouncerPidFile,
 		EnvLocalProxyConfig:  DefaultLocalProxyConfig,
 		EnvLocalProxyPidFile: DefaultLocalProxyPidFile,
+		EnvResizeSwapOnBind:  "false",
 	}
 }
 

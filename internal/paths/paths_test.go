@@ -204,6 +204,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"PGBOUNCER_PID_FILE":                    "/tmp/pgbouncer.pid",
 		"LOCAL_PROXY_CONFIG":                    "/etc/local_proxy/config.json",
 		"LOCAL_PROXY_PID_FILE":                  "/etc/local_proxy/pid",
+		"COMPUTE_RESIZE_SWAP_ON_BIND":           "false",
 	}
 	got := Vars()
 	if len(got) != len(want) {

@@ -35,8 +35,9 @@ console.log(JSON.stringify(out));
 `
 
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
-// grants compute-api exactly its unit operations (and postgres the reload of local_proxy.service)
-// and nothing else, and leaves every
+// grants compute-api exactly its unit operations, and postgres the reload of
+// local_proxy.service (compute-configure) and the starts of NeonVM's helpers' units
+// (compute-init), and nothing else, and leaves every
 // other user and action to polkit's other rules. The system test checks the same against
 // real polkitd and systemd.
 func TestPolkitRule(t *testing.T) {
@@ -80,6 +81,22 @@ func TestPolkitRule(t *testing.T) {
 		{"postgres", manage, unit(UnitLocalProxy, "stop"), "not-handled"},
 		{"postgres", manage, unit(UnitPgbouncer, "reload"), "not-handled"},
 		{"postgres", manage, unit(UnitPostgres, "stop"), "not-handled"},
+		// compute-init (postgres) starts NeonVM's helpers' units, with a size only.
+		{"postgres", manage, unit(ResizeSwapUnit(1<<30), "start"), "yes"},
+		{"postgres", manage, unit(DiskQuotaUnit(10<<20), "start"), "yes"},
+		{"postgres", manage, unit(DiskQuotaUnit(0), "start"), "yes"},
+		{"postgres", manage, unit(ResizeSwapUnit(1<<30), "stop"), "not-handled"},
+		{"postgres", manage, unit(ResizeSwapUnit(1<<30), "restart"), "not-handled"},
+		{"postgres", manage, unit("compute-resize-swap@.service", "start"), "not-handled"},
+		{"postgres", manage, unit("compute-resize-swap@-1.service", "start"), "not-handled"},
+		{"postgres", manage, unit("compute-resize-swap@1\x2fetc.service", "start"), "not-handled"},
+		{"postgres", manage, unit("compute-disk-quota@1.service.d", "start"), "not-handled"},
+		{"postgres", manage, unit("xcompute-disk-quota@1.service", "start"), "not-handled"},
+		{"postgres", manage, unit("compute-disk-quota@1.socket", "start"), "not-handled"},
+		{"postgres", manage, map[string]string{"verb": "start"}, "not-handled"},
+		{"postgres", "org.freedesktop.login1.reboot", nil, "not-handled"},
+		{"compute-api", manage, unit(ResizeSwapUnit(1<<30), "start"), "no"},
+		{"nobody", manage, unit(ResizeSwapUnit(1<<30), "start"), "not-handled"},
 		{"root", manage, unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.systemd1.manage-unit-files", unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.login1.reboot", nil, "not-handled"},
