@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/apiwire"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/statusview"
@@ -391,7 +392,7 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 	}{
 		{"ComputeStatusResponse", statusview.Of(rec)},
 		{"ComputeMetrics", rec.Metrics},
-		{"TerminateResponse", terminateResponse{}},
+		{"TerminateResponse", apiwire.TerminateResponse{}},
 	} {
 		got, want := d.schemaProperties(t, tc.schema), jsonKeys(t, tc.value)
 		if !slices.Equal(got, want) {
