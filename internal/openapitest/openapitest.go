@@ -248,6 +248,45 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
+// Operation returns the documented operation that serves method and the concrete path
+// on port (HEAD as GET), or nil.
+func (v *Validator) Operation(port, method, path string) *openapi3.Operation {
+	if method == http.MethodHead {
+		method = http.MethodGet
+	}
+	for _, o := range v.ops[port] {
+		if o.method == method && o.re.MatchString(path) {
+			return o.op
+		}
+	}
+	return nil
+}
+
+// QueryParams lists the names of an operation's query parameters.
+func QueryParams(op *openapi3.Operation) []string {
+	var out []string
+	for _, p := range op.Parameters {
+		if p.Value != nil && p.Value.In == openapi3.ParameterInQuery {
+			out = append(out, p.Value.Name)
+		}
+	}
+	return out
+}
+
+// BodyContentTypes lists the media types of an operation's request body (none without
+// one).
+func BodyContentTypes(op *openapi3.Operation) []string {
+	if op.RequestBody == nil || op.RequestBody.Value == nil {
+		return nil
+	}
+	var out []string
+	for ct := range op.RequestBody.Value.Content {
+		out = append(out, ct)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Operations lists the documented operations of port as "METHOD /path".
 func (v *Validator) Operations(port string) []string {
 	var out []string
