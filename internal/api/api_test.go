@@ -135,7 +135,7 @@ func (p *pendingSink) count() int {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	store   *state.Store
 	waker   *statetest.Waker
 	units   *fakeUnits
@@ -172,7 +172,7 @@ type harnessConfig struct {
 
 type option func(*harnessConfig)
 
-func newHarness(t *testing.T, opts ...option) *harness {
+func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	store, err := state.Open(t.TempDir())
 	if err != nil {
@@ -266,7 +266,7 @@ func (h *harness) doCtx(ctx context.Context, handler http.Handler, method, targe
 // validated wraps a port's handler so that every answer is checked against
 // api/openapi.yaml (internal/openapitest): a response the document does not describe
 // fails the test. Every handler test goes through here (h.do, h.doCtx, h.async).
-func validated(t *testing.T, handler http.Handler) http.Handler {
+func validated(t testing.TB, handler http.Handler) http.Handler {
 	ph, ok := handler.(*portHandler)
 	if !ok {
 		t.Fatalf("request to %T, not to a port's handler (Server.External or Internal)", handler)
@@ -321,7 +321,7 @@ func (h *harness) toRunning(storage spec.StorageMode) {
 	}
 }
 
-func errorBody(t *testing.T, w *httptest.ResponseRecorder) string {
+func errorBody(t testing.TB, w *httptest.ResponseRecorder) string {
 	t.Helper()
 	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type = %q, want application/json (body %q)", ct, w.Body.String())
@@ -337,7 +337,7 @@ func errorBody(t *testing.T, w *httptest.ResponseRecorder) string {
 	return msg
 }
 
-func expect(t *testing.T, w *httptest.ResponseRecorder, status int, errMsg string) {
+func expect(t testing.TB, w *httptest.ResponseRecorder, status int, errMsg string) {
 	t.Helper()
 	if w.Code != status {
 		t.Fatalf("status = %d, want %d (body %q)", w.Code, status, w.Body.String())
