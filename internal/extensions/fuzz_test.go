@@ -82,9 +82,9 @@ func FuzzUnpack(f *testing.F) {
 		fuzzRec(lib|3, "h", "../outside/canary", ""),
 		fuzzRec(1, "/abs/lib/x", "", "x"),
 		fuzzRec(1, "lib\\..\\x", "", "x"),
-		fuzzRec(lib|0, "sub/dir", "", "") + fuzzRec(lib|1, "sub/dir/f", "", "x") + fuzzRec(lib|4, "p", "", ""),
+		fuzzRec(lib, "sub/dir", "", "") + fuzzRec(lib|1, "sub/dir/f", "", "x") + fuzzRec(lib|4, "p", "", ""),
 		fuzzRec(share|5, "g", "", "c") + fuzzRec(share|7, "z", "", ""),
-		fuzzRec(lib|1, "", "", "x") + fuzzRec(share|0, "", "", ""),
+		fuzzRec(lib|1, "", "", "x") + fuzzRec(share, "", "", ""),
 	} {
 		f.Add([]byte(s), true)
 	}
