@@ -11,8 +11,8 @@
 //     schema, a response documented without content must have an empty body; HEAD is
 //     checked as the GET operation, with an empty body;
 //   - otherwise the answer must be the router's own: 404 (no such path on the port) or
-//     405 (the path has other methods), with an empty body, as the document's "Common
-//     behaviour" says;
+//     405 (the path has other methods, with an Allow header), with an empty body, as the
+//     document's "Common behaviour" says;
 //   - every response carries X-Request-Id.
 package openapitest
 
@@ -51,6 +51,10 @@ type Validator struct {
 	doc *openapi3.T
 	// ops are the documented operations, per port.
 	ops map[string][]operation
+
+	mu sync.Mutex
+	// seen records the documented answers checked: "port METHOD /path status".
+	seen map[string]bool
 }
 
 type operation struct {
@@ -73,6 +77,15 @@ var (
 // (loaded once per test binary).
 func Load(t testing.TB) *Validator {
 	t.Helper()
+	v, err := LoadDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// LoadDefault is Load without a test: the same Validator, or the error.
+func LoadDefault() (*Validator, error) {
 	loadOnce.Do(func() {
 		var path string
 		path, loadErr = documentPath()
@@ -80,10 +93,7 @@ func Load(t testing.TB) *Validator {
 			loaded, loadErr = LoadFile(path)
 		}
 	})
-	if loadErr != nil {
-		t.Fatal(loadErr)
-	}
-	return loaded
+	return loaded, loadErr
 }
 
 func documentPath() (string, error) {
@@ -113,7 +123,7 @@ func LoadFile(path string) (*Validator, error) {
 	if err := doc.Validate(context.Background()); err != nil {
 		return nil, fmt.Errorf("validate %s: %w", path, err)
 	}
-	v := &Validator{doc: doc, ops: map[string][]operation{}}
+	v := &Validator{doc: doc, ops: map[string][]operation{}, seen: map[string]bool{}}
 	for _, path := range doc.Paths.InMatchingOrder() {
 		item := doc.Paths.Value(path)
 		re, names := templateRegexp(path)
@@ -209,6 +219,9 @@ func (v *Validator) Check(port string, r *http.Request, status int, header http.
 		if status != want || len(body) != 0 {
 			return fmt.Errorf("%s is not documented: the answer must be the router's %d with an empty body, got %d with %q", what, want, status, truncate(body))
 		}
+		if want == http.StatusMethodNotAllowed && header.Get("Allow") == "" {
+			return fmt.Errorf("%s: 405 without an Allow header", what)
+		}
 		return nil
 	}
 	ref := found.op.Responses.Status(status)
@@ -223,6 +236,9 @@ func (v *Validator) Check(port string, r *http.Request, status int, header http.
 			return nil
 		}
 	}
+	v.mu.Lock()
+	v.seen[fmt.Sprintf("%s %s %s %d", port, found.method, found.path, status)] = true
+	v.mu.Unlock()
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{
 			Request:    r,
@@ -282,6 +298,27 @@ func BodyContentTypes(op *openapi3.Operation) []string {
 	var out []string
 	for ct := range op.RequestBody.Value.Content {
 		out = append(out, ct)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Unexercised lists the documented answers ("port METHOD /path status") that no Check
+// of this test binary has seen, for a report of what the document says that the tests
+// do not show.
+func (v *Validator) Unexercised() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	for port, ops := range v.ops {
+		for _, o := range ops {
+			for code := range o.op.Responses.Map() {
+				k := fmt.Sprintf("%s %s %s %s", port, o.method, o.path, code)
+				if !v.seen[k] {
+					out = append(out, k)
+				}
+			}
+		}
 	}
 	slices.Sort(out)
 	return out

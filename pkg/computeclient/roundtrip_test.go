@@ -105,7 +105,7 @@ type env struct {
 	extURL   string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*api.Options)) *env {
 	t.Helper()
 	store, err := state.Open(t.TempDir())
 	if err != nil {
@@ -128,8 +128,12 @@ func newEnv(t *testing.T) *env {
 		Store: store, Waker: waker, Units: e.units, LFC: e.monitor, Logger: log,
 		WritePendingConfig: func([]byte) error { return nil },
 	})
-	srv := api.New(api.Options{Control: ctl, Verifier: v, ComputeID: computeID, BuildTag: "v1", Logger: log,
-		ExtensionServer: extensions.NewHandler(noSpec{}, &extensions.Downloader{})})
+	o := api.Options{Control: ctl, Verifier: v, ComputeID: computeID, BuildTag: "v1", Logger: log,
+		ExtensionServer: extensions.NewHandler(noSpec{}, &extensions.Downloader{})}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	srv := api.New(o)
 	doc := openapitest.Load(t)
 	ext := httptest.NewServer(doc.Wrap(t, openapitest.External, srv.External()))
 	in := httptest.NewServer(doc.Wrap(t, openapitest.Internal, srv.Internal()))
