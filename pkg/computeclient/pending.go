@@ -3,7 +3,7 @@ package computeclient
 // The routes of compute_ctl that compute-tools does not serve yet on this branch
 // (api/openapi.yaml lists them as answered 404). Their methods follow Neon's OpenAPI
 // document (/check_writability, /insights, /dbs_and_roles, /database_schema, /promote;
-// internal /extensions and /grants) and the reference's code where the two differ
+// internal /extensions, /grants and the testing build's /failpoints) and the reference's code where the two differ
 // (201 for /extensions and /grants, JSON `true` for /check_writability). The types
 // below are PROVISIONAL: when the server's wire types land, each becomes an alias of
 // the server's type, as in external.go, and the methods get round-trip tests.
@@ -77,6 +77,13 @@ type SetRoleGrantsRequest struct {
 	Schema     string   `json:"schema"`
 	Privileges []string `json:"privileges"`
 	Role       string   `json:"role"`
+}
+
+// FailpointConfig is one entry of POST /failpoints's body (testing builds only): the
+// failpoint's name and its actions in the `fail` crate's syntax. Provisional.
+type FailpointConfig struct {
+	Name    string `json:"name"`
+	Actions string `json:"actions"`
 }
 
 // CheckWritability checks that the compute takes writes (POST /check_writability):
@@ -164,4 +171,16 @@ func (in *Internal) SetRoleGrants(ctx context.Context, req SetRoleGrantsRequest)
 		return nil, err
 	}
 	return &out, nil
+}
+
+// ConfigureFailpoints sets failpoints (POST /failpoints, internal port, testing builds
+// only; other builds answer 404).
+func (in *Internal) ConfigureFailpoints(ctx context.Context, fps []FailpointConfig) error {
+	b, err := jsonBody(fps)
+	if err != nil {
+		return err
+	}
+	_, err = in.c.doEmpty(ctx, request{method: "POST", path: "/failpoints", body: b,
+		contentType: "application/json", accept: []int{200}})
+	return err
 }

@@ -29,6 +29,7 @@ func TestPendingRoutesRequests(t *testing.T) {
 		"/database_schema": {200, "application/json", "CREATE TABLE t ();\n"},
 		"/promote":         {200, "application/json", `{"status":"completed"}`},
 		"/extensions":      {201, "application/json", `{"extension":"pg_session_jwt","version":"1.0.0"}`},
+		"/failpoints":      {200, "", ""},
 		"/grants":          {201, "application/json", `{"database":"neondb","schema":"public","privileges":["SELECT","INSERT"],"role":"neon"}`},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +106,11 @@ func TestPendingRoutesRequests(t *testing.T) {
 		t.Fatalf("grants %+v %v", gr, err)
 	}
 	check(seen{"POST", "/grants", "", "application/json", "", `{"database":"neondb","schema":"public","privileges":["SELECT","INSERT"],"role":"neon"}`})
+
+	if err := in.ConfigureFailpoints(ctx, []computeclient.FailpointConfig{{Name: "compute-migration", Actions: "return(3)"}}); err != nil {
+		t.Fatal(err)
+	}
+	check(seen{"POST", "/failpoints", "", "application/json", "", `[{"name":"compute-migration","actions":"return(3)"}]`})
 
 	// A route the server does not have: an *Error with 404 and the text body.
 	err = in.DownloadExtension(ctx, "a b/c.so", false)
