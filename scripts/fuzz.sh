@@ -18,14 +18,14 @@ mkdir -p out/fuzz
 
 # package target
 targets=(
-  "./internal/spec FuzzParseConfig"
-  "./internal/api FuzzRouteDecoders"
-  "./internal/pageserver FuzzUntar"
   "./internal/safetar FuzzNames"
-  "./internal/extensions FuzzUnpack"
   "./internal/vmmonitor FuzzDecodeAgentFrame"
   "./internal/vmmonitor FuzzNegotiate"
+  "./internal/spec FuzzParseConfig"
+  "./internal/api FuzzRouteDecoders"
   "./internal/apply FuzzPlanIdempotent"
+  "./internal/pageserver FuzzUntar"
+  "./internal/extensions FuzzUnpack"
 )
 
 for t in "${targets[@]}"; do
