@@ -385,3 +385,32 @@ func (w *teeWriter) Flush() {
 }
 
 func (w *teeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Transport returns a RoundTripper (over base, http.DefaultTransport when nil) that
+// checks every response against the document as served on port; a mismatch fails the
+// test. The response body is read in full for the check and handed on unread.
+func (v *Validator) Transport(t testing.TB, port string, base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		resp, err := base.RoundTrip(r)
+		if err != nil {
+			return resp, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err := v.Check(port, r, resp.StatusCode, resp.Header, body); err != nil {
+			t.Errorf("openapi: %v", err)
+		}
+		return resp, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

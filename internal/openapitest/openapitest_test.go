@@ -2,6 +2,7 @@ package openapitest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -85,4 +86,29 @@ type recordingTB struct {
 
 func (r *recordingTB) Errorf(format string, args ...any) {
 	r.errors = append(r.errors, strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+// Transport hands the body on and reports a mismatch to the test.
+func TestTransportReports(t *testing.T) {
+	v := Load(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "r")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"empty"}`))
+	}))
+	defer srv.Close()
+	rec := &recordingTB{TB: t}
+	c := &http.Client{Transport: v.Transport(rec, External, nil)}
+	resp, err := c.Get(srv.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != `{"status":"empty"}` {
+		t.Fatalf("body %q", b)
+	}
+	if len(rec.errors) != 1 || !strings.Contains(rec.errors[0], "does not match") {
+		t.Fatalf("errors %q, want one schema mismatch", rec.errors)
+	}
 }
