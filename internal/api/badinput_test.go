@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -54,6 +55,18 @@ var routeInputs = map[string]routeInput{
 	"GET /lfc/offload":                     {},
 	"POST /lfc/offload":                    {},
 	"POST /extension_server/{filename...}": {},
+
+	// The Postgres routes of issue 11 (branch r1; unused until merged). Without a
+	// Postgres in the harness, /dbs_and_roles and /database_schema answer 500 at once.
+	"POST /check_writability": {allowed: []state.Status{state.Running}},
+	"GET /insights":           {allowed: []state.Status{state.Running}},
+	"GET /dbs_and_roles":      {},
+	"GET /database_schema":    {},
+	"POST /extensions": {body: `{"extension":"pg_session_jwt","database":"neondb","version":"1.0.0"}`,
+		wrongType: `{"extension":"pg_session_jwt","database":["neondb"],"version":"1.0.0"}`, allowed: []state.Status{state.Running}},
+	"POST /grants": {body: `{"database":"neondb","schema":"public","privileges":["SELECT"],"role":"neon"}`,
+		wrongType: `{"database":"neondb","schema":"public","privileges":"SELECT","role":"neon"}`, allowed: []state.Status{state.Running}},
+	// POST /promote (branch r2) needs its entry: its body, and its status rule.
 }
 
 // concreteRoute is the method and a concrete path of a route pattern.
@@ -165,7 +178,8 @@ func TestBadBodiesOnEveryRoute(t *testing.T) {
 		if op == nil {
 			t.Fatalf("%s is not documented", r.pattern)
 		}
-		takesJSON := slices.Contains(openapitest.BodyContentTypes(op), "application/json")
+		bodyTypes := openapitest.BodyContentTypes(op)
+		takesJSON := slices.Contains(bodyTypes, "application/json")
 		if takesJSON != (in.body != "") || (in.body != "") != (in.wrongType != "") {
 			t.Fatalf("%s: the document says JSON body %v, routeInputs has body %q and wrong-type body %q", r.pattern, takesJSON, in.body, in.wrongType)
 		}
@@ -226,6 +240,9 @@ func TestBadBodiesOnEveryRoute(t *testing.T) {
 				{"unknown fields", "application/json", strings.Replace(valid, "{", `{"zzz_unknown":[1,{"a":null}],`, 1), 412, "invalid compute status: init"},
 				{"+json media type", "application/merge-patch+json; charset=utf-8", valid, 412, "invalid compute status: init"},
 			} {
+				if mt, _, _ := mime.ParseMediaType(c.ctype); mt != "application/json" && slices.Contains(bodyTypes, mt) {
+					continue // another encoding the route documents (a form)
+				}
 				w := send(c.ctype, c.body)
 				if w.Code != c.status {
 					t.Errorf("%s: %d %s, want %d", c.name, w.Code, w.Body.String(), c.status)

@@ -171,6 +171,8 @@ var clientAllowed = []string{
 	"internal/apiwire", "internal/statusview", "internal/state", "internal/lfc/lfcstate", "internal/spec",
 	// imported by internal/state
 	"internal/atomicfile", "internal/extstats",
+	// the wire types of the Postgres routes and of /promote (issue 11, other branches)
+	"internal/pgops/pgopswire", "internal/promote/promotestate",
 }
 
 // clientReachesServer lists the module packages outside clientAllowed that a package

@@ -3,10 +3,21 @@ package computeclient
 // The routes of compute_ctl that compute-tools does not serve yet on this branch
 // (api/openapi.yaml lists them as answered 404). Their methods follow Neon's OpenAPI
 // document (/check_writability, /insights, /dbs_and_roles, /database_schema, /promote;
-// internal /extensions, /grants and the testing build's /failpoints) and the reference's code where the two differ
-// (201 for /extensions and /grants, JSON `true` for /check_writability). The types
-// below are PROVISIONAL: when the server's wire types land, each becomes an alias of
-// the server's type, as in external.go, and the methods get round-trip tests.
+// internal /extensions, /grants and the testing build's /failpoints) and the
+// reference's code where the two differ (201 for /extensions and /grants, JSON `true`
+// for /check_writability). The types below are PROVISIONAL: when the server's wire types
+// land, each becomes an alias of the server's type, as in external.go, and the methods
+// get round-trip tests. The server sides being written (issue 11) name them:
+//
+//	DbsAndRoles             = pgopswire.CatalogObjects   (internal/pgops/pgopswire)
+//	CatalogRole             = pgopswire.Role
+//	CatalogDatabase         = pgopswire.Database
+//	Insights                = pgopswire.Insights
+//	ExtensionInstallRequest = pgopswire.ExtensionInstallRequest
+//	ExtensionInstallResult  = pgopswire.ExtensionInstallResponse
+//	SetRoleGrantsRequest    = pgopswire.SetRoleGrantsRequest (and its Response for the answer)
+//	PromoteRequest          = promotestate.Request       (internal/promote/promotestate)
+//	PromoteState            = promotestate.State
 
 import (
 	"context"
