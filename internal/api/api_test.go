@@ -20,6 +20,7 @@ import (
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/extensions"
+	"github.com/computetools/compute-tools/internal/openapitest"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
@@ -266,8 +267,19 @@ func (h *harness) doCtx(ctx context.Context, handler http.Handler, method, targe
 		o(r)
 	}
 	w := httptest.NewRecorder()
-	handler.ServeHTTP(w, r)
+	validated(h.t, handler).ServeHTTP(w, r)
 	return w
+}
+
+// validated wraps a port's handler so that every answer is checked against
+// api/openapi.yaml (internal/openapitest): a response the document does not describe
+// fails the test. Every handler test goes through here (h.do, h.doCtx, h.async).
+func validated(t testing.TB, handler http.Handler) http.Handler {
+	ph, ok := handler.(*portHandler)
+	if !ok {
+		t.Fatalf("request to %T, not to a port's handler (Server.External or Internal)", handler)
+	}
+	return openapitest.Load(t).Wrap(t, ph.port, handler)
 }
 
 // async runs a request in the background; the channel yields its response.
@@ -317,7 +329,7 @@ func (h *harness) toRunning(storage spec.StorageMode) {
 	}
 }
 
-func errorBody(t *testing.T, w *httptest.ResponseRecorder) string {
+func errorBody(t testing.TB, w *httptest.ResponseRecorder) string {
 	t.Helper()
 	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type = %q, want application/json (body %q)", ct, w.Body.String())
@@ -333,7 +345,7 @@ func errorBody(t *testing.T, w *httptest.ResponseRecorder) string {
 	return msg
 }
 
-func expect(t *testing.T, w *httptest.ResponseRecorder, status int, errMsg string) {
+func expect(t testing.TB, w *httptest.ResponseRecorder, status int, errMsg string) {
 	t.Helper()
 	if w.Code != status {
 		t.Fatalf("status = %d, want %d (body %q)", w.Code, status, w.Body.String())

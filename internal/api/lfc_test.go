@@ -135,6 +135,9 @@ func TestLFCRequests(t *testing.T) {
 		{"POST", "/lfc/offload", &lfcstate.RefusedError{Refusal: lfcstate.RefusedNoExtension, Msg: "neon extension not installed"}, 412, "neon extension not installed", "offload"},
 		{"POST", "/lfc/prewarm", fmt.Errorf("%w: timeout", lfcstate.ErrNoAnswer), 500, "LFC prewarm: " + lfcstate.ErrNoAnswer.Error() + ": timeout", "prewarm()"},
 		{"DELETE", "/lfc/prewarm", nil, 202, "", "cancel"},
+		{"DELETE", "/lfc/prewarm", fmt.Errorf("%w: gone", lfcstate.ErrUnavailable), 503, "compute-monitor is not available: gone", "cancel"},
+		{"DELETE", "/lfc/prewarm", errors.New("boom"), 500, "LFC cancel prewarm: boom", "cancel"},
+		{"POST", "/lfc/prewarm", &lfcstate.RefusedError{Refusal: lfcstate.RefusedNotRunning, Msg: "compute is not running"}, 412, "compute is not running", "prewarm()"},
 	} {
 		m.set(tc.err)
 		before := len(m.taken())

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/apiwire"
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
 	"github.com/computetools/compute-tools/internal/pgops/pgopswire"
 	"github.com/computetools/compute-tools/internal/state"
@@ -392,7 +393,6 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 	}{
 		{"ComputeStatusResponse", statusview.Of(rec)},
 		{"ComputeMetrics", rec.Metrics},
-		{"TerminateResponse", terminateResponse{}},
 		{"ComputeInsights", pgopswire.Insights{}},
 		{"DbsAndRoles", pgopswire.CatalogObjects{}},
 		{"CatalogRole", pgopswire.Role{}},
@@ -401,6 +401,7 @@ func TestOpenAPISchemasMatchCode(t *testing.T) {
 		{"ExtensionInstallResponse", pgopswire.ExtensionInstallResponse{}},
 		{"SetRoleGrantsRequest", pgopswire.SetRoleGrantsRequest{}},
 		{"SetRoleGrantsResponse", pgopswire.SetRoleGrantsResponse{}},
+		{"TerminateResponse", apiwire.TerminateResponse{}},
 	} {
 		got, want := d.schemaProperties(t, tc.schema), jsonKeys(t, tc.value)
 		if !slices.Equal(got, want) {

@@ -112,5 +112,3 @@ func TestPromoteHTTPRealStandby(t *testing.T) {
 		t.Errorf("the promoted standby takes no writes: %v", err)
 	}
 }
-
-func TestMain(m *testing.M) { pgtest.Main(m) }

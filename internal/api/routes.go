@@ -64,5 +64,13 @@ func (s *Server) routes() (external, internal http.Handler) {
 		}
 		muxes[r.port].Handle(r.pattern, h)
 	}
-	return s.middleware("external", muxes["external"]), s.middleware("internal", muxes["internal"])
+	return &portHandler{port: "external", Handler: s.middleware("external", muxes["external"])},
+		&portHandler{port: "internal", Handler: s.middleware("internal", muxes["internal"])}
+}
+
+// portHandler is the handler of one port; it names the port (tests check each answer
+// against the port's part of api/openapi.yaml).
+type portHandler struct {
+	port string
+	http.Handler
 }

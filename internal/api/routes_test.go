@@ -724,6 +724,22 @@ func TestTerminateFromEmpty(t *testing.T) {
 	}
 }
 
+// A client that gives up waiting for the termination does not leave the handler
+// blocked; the termination goes on.
+func TestTerminateClientGoesAway(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning("neon")
+	h.units.hook = nil // the final sync never comes
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := h.async(ctx, "POST", "/terminate", "", withToken(h.adminToken()))
+	h.waitStatus(state.TerminationPendingFast)
+	cancel()
+	expect(t, <-resp, 503, "request cancelled")
+	if st := h.status(); st != state.TerminationPendingFast {
+		t.Fatalf("status = %s, want termination_pending_fast (the stop hook still owns it)", st)
+	}
+}
+
 func TestTerminateWrongStatus(t *testing.T) {
 	tests := []struct {
 		path []state.Status

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/computetools/compute-tools/internal/apiwire"
 	"github.com/computetools/compute-tools/internal/control"
 	"github.com/computetools/compute-tools/internal/httpjson"
 )
@@ -54,8 +55,8 @@ func (s *Server) handleTerminate(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.controlError(w, r, err)
 	case t.Already:
-		httpjson.Write(w, http.StatusCreated, terminateResponse{LSN: t.LSN})
+		httpjson.Write(w, http.StatusCreated, apiwire.TerminateResponse{LSN: t.LSN})
 	default:
-		httpjson.Write(w, http.StatusOK, terminateResponse{LSN: t.LSN})
+		httpjson.Write(w, http.StatusOK, apiwire.TerminateResponse{LSN: t.LSN})
 	}
 }

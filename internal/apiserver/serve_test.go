@@ -18,6 +18,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/auth"
 	"github.com/computetools/compute-tools/internal/control"
+	"github.com/computetools/compute-tools/internal/openapitest"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 	"github.com/computetools/compute-tools/internal/sysd"
@@ -145,7 +146,9 @@ func get(t *testing.T, url, tok string) (int, string) {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// Every answer is checked against api/openapi.yaml (the external port's part).
+	client := &http.Client{Transport: openapitest.Load(t).Transport(t, openapitest.External, nil)}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

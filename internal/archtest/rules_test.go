@@ -149,6 +149,7 @@ var stdlibOnlyPkgs = map[string][]string{
 	"internal/extstats":             nil,
 	"internal/lfc/lfcstate":         nil,
 	"internal/pgops/pgopswire":      nil,
+	"internal/apiwire":              nil,
 	"internal/promote/promotestate": {"internal/spec"},
 	// NeonVM's helpers run as root (directly or through a unit): nothing but execx to
 	// run them; the systemd connection is the caller's (an interface).
@@ -198,11 +199,58 @@ func notStdlibOnly(g graph) []string {
 	return bad
 }
 
-// missingDocs lists the packages under internal/ and cmd/ without a package comment.
+// clientAllowed are the module packages the Go client (pkg/computeclient) may reach:
+// the packages of the API's wire types (the server's own request and response types,
+// which the client re-exports rather than copies) and what those import. Nothing that
+// serves, authenticates, talks to systemd, D-Bus or Postgres: a caller that imports the
+// client carries none of it. A new route's wire-type package is added here.
+var clientAllowed = []string{
+	"internal/apiwire", "internal/statusview", "internal/state", "internal/lfc/lfcstate", "internal/spec",
+	// imported by internal/state
+	"internal/atomicfile", "internal/extstats",
+	// the wire types of the Postgres routes and of /promote (issue 11, other branches)
+	"internal/pgops/pgopswire", "internal/promote/promotestate",
+}
+
+// clientReachesServer lists the module packages outside clientAllowed that a package
+// under pkg/ reaches (pkg/ packages are the module's public API for other modules).
+func clientReachesServer(g graph) []string {
+	var bad []string
+	for p := range g {
+		if !under(p, "pkg") {
+			continue
+		}
+		for q, chain := range reach(g, p) {
+			if !under(q, "pkg") && !slices.Contains(clientAllowed, q) {
+				bad = append(bad, chain)
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// openapiOutsideTests: kin-openapi is a test dependency: only internal/openapitest
+// imports it, and only test files import internal/openapitest.
+func openapiOutsideTests(g graph) []string {
+	bad := importersOf(g, []string{"github.com/getkin"}, "internal/openapitest")
+	for p, pk := range g {
+		for _, imp := range pk.Imports {
+			if imp == "internal/openapitest" {
+				bad = append(bad, fmt.Sprintf("%s imports internal/openapitest outside its tests", p))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// missingDocs lists the packages under internal/, cmd/ and pkg/ without a package
+// comment.
 func missingDocs(g graph) []string {
 	var bad []string
 	for p, pk := range g {
-		if under(p, "internal", "cmd") && strings.TrimSpace(pk.Doc) == "" {
+		if under(p, "internal", "cmd", "pkg") && strings.TrimSpace(pk.Doc) == "" {
 			bad = append(bad, p)
 		}
 	}
@@ -250,6 +298,12 @@ func fakeGraph() graph {
 		"internal/promote/promotestate": {
 			Imports: []string{"internal/spec", "internal/state", "time"}, Doc: "Package promotestate.",
 		},
+		"pkg/client":            {Imports: []string{"internal/statusview", "internal/api"}, Doc: "Package client."},
+		"pkg/client/sub":        {Imports: []string{"pkg/client"}, Doc: "Package sub."},
+		"internal/statusview":   {Imports: []string{"internal/state"}, Doc: "Package statusview."},
+		"internal/openapitest":  {Imports: []string{"github.com/getkin/kin-openapi/openapi3"}, Doc: "Package openapitest."},
+		"internal/apiserver/oa": {Imports: []string{"internal/openapitest"}, TestImports: []string{"github.com/getkin/kin-openapi/routers"}, Doc: "Package oa."},
+		"internal/apiserver/y":  {TestImports: []string{"internal/openapitest"}, Doc: "Package y."},
 	}
 }
 
@@ -279,6 +333,22 @@ func TestRulesFailOnViolations(t *testing.T) {
 			"cmd/compute-init -> internal/state -> internal/metrics -> github.com/prometheus/client_golang/prometheus",
 		}},
 		{"every package has a doc comment", missingDocs, []string{"internal/monitor"}},
+		{"the client reaches only the wire types", clientReachesServer, []string{
+			"pkg/client -> internal/api",
+			"pkg/client -> internal/api -> internal/api/route",
+			"pkg/client -> internal/api -> internal/api/route -> internal/helper",
+			"pkg/client -> internal/api -> internal/api/route -> internal/helper -> internal/pageserver",
+			"pkg/client -> internal/statusview -> internal/state -> internal/metrics",
+			"pkg/client/sub -> pkg/client -> internal/api",
+			"pkg/client/sub -> pkg/client -> internal/api -> internal/api/route",
+			"pkg/client/sub -> pkg/client -> internal/api -> internal/api/route -> internal/helper",
+			"pkg/client/sub -> pkg/client -> internal/api -> internal/api/route -> internal/helper -> internal/pageserver",
+			"pkg/client/sub -> pkg/client -> internal/statusview -> internal/state -> internal/metrics",
+		}},
+		{"kin-openapi and openapitest only in tests", openapiOutsideTests, []string{
+			"internal/apiserver/oa imports github.com/getkin/kin-openapi/routers",
+			"internal/apiserver/oa imports internal/openapitest outside its tests",
+		}},
 		{"stdlib-only packages import the standard library only", notStdlibOnly, []string{
 			"internal/extstats imports github.com/jackc/pgx/v5",
 			"internal/extstats imports internal/helper",
@@ -309,6 +379,8 @@ func TestImportRules(t *testing.T) {
 		{"internal/control does not import net/http", httpInControl},
 		{"internal/spec, internal/extstats, lfcstate, pgopswire and promotestate import the standard library only (and what they may)", notStdlibOnly},
 		{"only internal/apiserver imports internal/pgops", pgopsOutsideAPIServer},
+		{"pkg/ reaches only the API's wire-type packages", clientReachesServer},
+		{"kin-openapi and internal/openapitest only in tests", openapiOutsideTests},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, v := range tc.rule(g) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"net/url"
 
 	"github.com/computetools/compute-tools/internal/httpjson"
 	"github.com/computetools/compute-tools/internal/spec"
@@ -39,7 +40,14 @@ type handler struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	filename := r.PathValue(FilenameParam)
 	isLibrary := false
-	switch v := r.URL.Query()["is_library"]; {
+	// A query string that does not decode is refused, not read in part (URL.Query drops
+	// the pairs it cannot decode, which would turn is_library=%zz into false).
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		httpjson.Error(w, http.StatusBadRequest, "failed to deserialize query string: malformed query")
+		return
+	}
+	switch v := q["is_library"]; {
 	case len(v) == 0:
 	case len(v) == 1 && v[0] == "true":
 		isLibrary = true
@@ -54,7 +62,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var rs *spec.RemoteExtSpec
 	var s *spec.ComputeSpec
-	err := fs.ErrNotExist
+	err = fs.ErrNotExist
 	if h.src != nil {
 		s, err = h.src.CurrentSpec()
 	}

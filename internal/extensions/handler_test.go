@@ -45,6 +45,7 @@ func TestHandler(t *testing.T) {
 		{name: "library name as extension", target: "/extension_server/foo.so", src: fakeSource{spec: withExt}, want: 404, wantErr: "extension foo.so is not found"},
 		{name: "nested file name", target: "/extension_server/a/b", src: fakeSource{spec: withExt}, want: 404, wantErr: "extension a/b is not found"},
 		{name: "gateway failure", target: "/extension_server/foo", src: fakeSource{spec: withExt}, gwStatus: 500, want: 500, wantErr: "download extension foo: gateway answered 500 Internal Server Error"},
+		{name: "malformed query", target: "/extension_server/foo?is_library=%zz", src: fakeSource{spec: withExt}, want: 400, wantErr: "failed to deserialize query string: malformed query"},
 		{name: "bad is_library", target: "/extension_server/foo?is_library=yes", src: fakeSource{spec: withExt}, want: 400, wantErr: "failed to deserialize query string: is_library: provided string was not `true` or `false`"},
 		{name: "wrong method", method: "GET", target: "/extension_server/foo", src: fakeSource{spec: withExt}, want: 405, wantErr: "-"},
 	}

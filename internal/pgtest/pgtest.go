@@ -145,7 +145,10 @@ var shared struct {
 
 // Main runs a test binary whose tests share one server (see Shared) and stops that server
 // afterwards. Call it from TestMain: `func TestMain(m *testing.M) { pgtest.Main(m) }`.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that does more after the tests: it returns the exit code.
+func Run(m *testing.M) int {
 	shared.Lock()
 	shared.inMain = true
 	shared.Unlock()
@@ -155,7 +158,7 @@ func Main(m *testing.M) {
 		shared.inst.Stop()
 	}
 	shared.Unlock()
-	os.Exit(code)
+	return code
 }
 
 // Shared returns the test binary's shared server, starting it on first use (settings in

@@ -1,6 +1,0 @@
-package api
-
-// terminateResponse is Neon's TerminateResponse.
-type terminateResponse struct {
-	LSN *string `json:"lsn"`
-}
