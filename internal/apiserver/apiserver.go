@@ -369,6 +369,9 @@ func (s *server) serve(ctx context.Context) (err error) {
 		extLn.Close()
 		return fmt.Errorf("listen on the internal port: %w", err)
 	}
+	// Requests that move the record wait for the reconciliation below (started once the
+	// servers are).
+	ctl.HoldUntilReconciled()
 	// The external port is reachable from outside: its connections are bounded. The
 	// internal one (loopback, Postgres's extension requests) has the timeouts only.
 	limit := newConnLimit(s.cfg.HTTP.MaxConnections)
@@ -389,9 +392,8 @@ func (s *server) serve(ctx context.Context) (err error) {
 	// record pending: finish what it started (control.Reconcile; one file read when
 	// nothing is pending). It runs beside the servers, not before them: the unit job it
 	// waits for (a configure step, a Postgres stop) can take minutes, and /status must
-	// answer and READY=1 go out meanwhile. No request races it: while the record is
-	// pending, /configure, /terminate and /promote are refused (412) by the store's
-	// guards, as they would be during the operation itself. The unit calls are not
+	// answer and READY=1 go out meanwhile. No request races it: /configure, /terminate
+	// and /promote wait until it has run (HoldUntilReconciled). The unit calls are not
 	// cancelled at shutdown: a stop job cut short would be recorded as a failure while
 	// systemd carries it out.
 	s.tasks.Go(func() { reconcile(context.WithoutCancel(ctx), ctl, s.log) })

@@ -42,6 +42,14 @@ func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 	case state.Running:
 		// Someone restarted the unit by hand: nothing to do, and nothing has failed.
 		return fmt.Errorf("configure: the compute is already running; send POST /configure to reconfigure it")
+	case state.Failed:
+		// Postgres failed (its stop hook recorded why) before this step began: say so as
+		// waitPostgres does when that happens while it waits.
+		msg := "configure: postgres did not come up: the compute is failed"
+		if rec.Error != nil {
+			msg += ": " + *rec.Error
+		}
+		return errors.New(msg)
 	default:
 		return d.fail(fmt.Errorf("configure: %w", &state.WrongStatusError{Status: rec.Status}))
 	}

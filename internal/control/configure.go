@@ -19,6 +19,9 @@ import (
 // reconfiguration, say) accepts a new config too, which is the way out of failed that
 // compute_ctl lacks. Another status is refused with a state.WrongStatusError.
 func (c *Controller) Configure(ctx context.Context, raw []byte, parsed *spec.Parsed) (state.Record, error) {
+	if err := c.waitReconciled(ctx); err != nil {
+		return state.Record{}, err
+	}
 	log := c.logger(ctx)
 	// A failed compute can be reconfigured only while its Postgres runs.
 	if cur, err := c.Load(); err == nil && cur.Status == state.Failed {

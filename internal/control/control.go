@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/state"
@@ -101,9 +103,13 @@ type Deps struct {
 
 // Controller carries out the API's operations.
 type Controller struct {
-	cfg     Deps
-	log     *slog.Logger
-	started time.Time
+	// reconciled, when set (HoldUntilReconciled), is closed once Reconcile has run:
+	// Configure, Terminate and Promote wait for it.
+	reconciled     atomic.Pointer[chan struct{}]
+	reconciledOnce sync.Once
+	cfg            Deps
+	log            *slog.Logger
+	started        time.Time
 	// tlsTried is the certificate digest WatchTLS last reconfigured for (its goroutine
 	// only).
 	tlsTried string

@@ -59,6 +59,9 @@ type promotions struct {
 // state.WrongStatusError; compute_ctl does not look, and fails or answers later). A
 // caller that goes away before the outcome gets ctx's error.
 func (c *Controller) Promote(ctx context.Context, req promotestate.Request) (promotestate.State, error) {
+	if err := c.waitReconciled(ctx); err != nil {
+		return promotestate.State{}, err
+	}
 	c.promos.mu.Lock()
 	p := c.promos.cur
 	if p == nil {

@@ -67,6 +67,11 @@ const ReconcileLogMsg = "reconciling an interrupted operation"
 // the API, so a unit that moves the record meanwhile wins and Reconcile's step is a no-op.
 // The returned error is also recorded (failed) where the API may record it.
 func (c *Controller) Reconcile(ctx context.Context) (ReconcileAction, error) {
+	defer c.reconciledOnce.Do(func() {
+		if ch := c.reconciled.Load(); ch != nil {
+			close(*ch)
+		}
+	})
 	rec, err := c.cfg.Store.Load()
 	if err != nil {
 		// No record: nothing was left pending.
@@ -136,4 +141,28 @@ func (c *Controller) finishReconciledTermination(log *slog.Logger) error {
 		logx.Milestone(log, logx.MsgFailed, "compute failed", "err", msg)
 	}
 	return &FailedError{Msg: msg}
+}
+
+// HoldUntilReconciled makes Configure, Terminate and Promote wait until Reconcile has run
+// (or their ctx ends). compute-api calls it before it serves and runs Reconcile beside
+// its servers: /status answers and READY=1 goes out at once, while a request that would
+// move the record waits for the interrupted operation to be finished rather than race
+// its unit job (or be refused with 412 because the record is still pending).
+func (c *Controller) HoldUntilReconciled() {
+	ch := make(chan struct{})
+	c.reconciled.Store(&ch)
+}
+
+// waitReconciled waits for Reconcile when HoldUntilReconciled was called.
+func (c *Controller) waitReconciled(ctx context.Context) error {
+	ch := c.reconciled.Load()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-*ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -218,4 +219,44 @@ func TestReconcileInterruptedTerminate(t *testing.T) {
 			t.Errorf("status %s changed without knowing the units", r.status())
 		}
 	})
+}
+
+// With HoldUntilReconciled, a /terminate that comes while the reconciliation runs waits
+// for it and then answers as after any termination (rather than 412 for the pending
+// record), and a caller that gives up gets its context's error.
+func TestHoldUntilReconciled(t *testing.T) {
+	r := newRig(t)
+	crashAfterBeginTermination(r, state.Running, "standalone", "primary", false)
+	r.ctl.HoldUntilReconciled()
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.ctl.Terminate(gone, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("terminate whose caller left before the reconciliation: %v", err)
+	}
+	type result struct {
+		res Termination
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := r.ctl.Terminate(context.Background(), false)
+		done <- result{res, err}
+	}()
+	select {
+	case got := <-done:
+		t.Fatalf("terminate answered before the reconciliation: %+v %v", got.res, got.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	r.units.states = UnitStates{"active", "active", "active"}
+	if _, err := r.ctl.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-done:
+		if got.err != nil || !got.res.Already {
+			t.Fatalf("terminate after the reconciliation: %+v %v", got.res, got.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("terminate still waits after the reconciliation")
+	}
 }

@@ -26,6 +26,9 @@ type Termination struct {
 // LSN) or failed (a FailedError with the reason). Another status is refused with a
 // state.WrongStatusError.
 func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination, error) {
+	if err := c.waitReconciled(ctx); err != nil {
+		return Termination{}, err
+	}
 	c.terminating.begin()
 	defer c.terminating.end()
 	log := c.logger(ctx)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -62,4 +63,23 @@ func liveSocket(addr string) string {
 		return addr
 	}
 	return live
+}
+
+// LivePort is the port a client that is not pgx (pg_dump) should use for host and port:
+// port, or the port of the only socket in the packaged socket directory when host is that
+// directory and port has no socket there (followLiveSocket).
+func LivePort(host string, port uint16) uint16 {
+	if host != followDir {
+		return port
+	}
+	addr := filepath.Join(host, ".s.PGSQL."+strconv.Itoa(int(port)))
+	live := liveSocket(addr)
+	if live == addr {
+		return port
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(live), ".s.PGSQL."))
+	if err != nil || n <= 0 || n > 65535 {
+		return port
+	}
+	return uint16(n)
 }

@@ -65,6 +65,12 @@ func TestFollowLiveSocket(t *testing.T) {
 	if err := dial(); err != nil {
 		t.Fatalf("dial with one live socket on another port: %v", err)
 	}
+	if p := LivePort(dir, 55432); p != 5434 {
+		t.Errorf("LivePort = %d, want 5434 (pg_dump's --port)", p)
+	}
+	if p := LivePort("/elsewhere", 55432); p != 55432 {
+		t.Errorf("LivePort outside the packaged directory = %d", p)
+	}
 	if p := <-got5434; p != "5434" {
 		t.Fatalf("connected to %s", p)
 	}

@@ -335,7 +335,7 @@ func (o *Ops) DumpSchema(ctx context.Context, db string) (io.ReadCloser, error) 
 	}
 	p, err := execx.Start(ctx, execx.Cmd{
 		Path: o.pgDump,
-		Args: []string{"--host", o.base.Host, "--port", strconv.Itoa(int(o.base.Port)), "--username", o.base.User, "--schema-only"},
+		Args: []string{"--host", o.base.Host, "--port", strconv.Itoa(int(pg.LivePort(o.base.Host, o.base.Port))), "--username", o.base.User, "--schema-only"},
 		Env:  env, Secrets: secrets, Log: o.log,
 	})
 	if err != nil {
