@@ -128,6 +128,10 @@ func TestBadTokensOnEveryRoute(t *testing.T) {
 		{"unknown scope", "Bearer " + h.token(map[string]any{"scope": "root", "aud": []string{"compute"}}), 401, auth.MsgVerifyFailed},
 		{"admin without audience", "Bearer " + h.token(map[string]any{"scope": auth.AdminScope}), 401, auth.MsgMissingAudience},
 		{"admin, wrong audience", "Bearer " + h.token(map[string]any{"scope": auth.AdminScope, "aud": []string{"storage"}}), 401, auth.MsgInvalidAudience},
+		// aud as a single string (RFC 7519 allows it; compute_ctl's claims take a list only,
+		// so its decoding fails): refused, even with the right audience.
+		{"admin, aud a single string", "Bearer " + h.token(map[string]any{"scope": auth.AdminScope, "aud": "compute"}), 401, auth.MsgVerifyFailed},
+		{"compute_id, aud a single string", "Bearer " + h.token(map[string]any{"compute_id": testComputeID, "aud": "compute"}), 401, auth.MsgVerifyFailed},
 		{"no compute_id", "Bearer " + h.token(map[string]any{"sub": "x"}), 403, auth.MsgMissingComputeID},
 		{"wrong compute_id", "Bearer " + h.token(map[string]any{"compute_id": "compute-other"}), 403, auth.MsgInvalidComputeID},
 	}

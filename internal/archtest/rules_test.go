@@ -208,7 +208,7 @@ var clientAllowed = []string{
 	"internal/apiwire", "internal/statusview", "internal/state", "internal/lfc/lfcstate", "internal/spec",
 	// imported by internal/state
 	"internal/atomicfile", "internal/extstats",
-	// the wire types of the Postgres routes and of /promote (issue 11, other branches)
+	// the wire types of the Postgres routes and of /promote
 	"internal/pgops/pgopswire", "internal/promote/promotestate",
 }
 

@@ -6,14 +6,15 @@
 // which bounds the call: POST /configure and POST /terminate block on the server until
 // the compute is running or terminated, so give them a deadline of your own. Requests
 // and responses are the server's own wire types (internal/statusview, internal/state,
-// internal/lfc/lfcstate, internal/spec, internal/apiwire), re-exported here as type
-// aliases so that code outside this module can name them. An answer other than the
-// route's success is an *Error carrying the status code and the `{"error": ...}`
-// message.
+// internal/lfc/lfcstate, internal/spec, internal/apiwire, internal/pgops/pgopswire,
+// internal/promote/promotestate), re-exported here as type aliases so that code
+// outside this module can name them. An answer other than the route's success is an
+// *Error carrying the status code and the `{"error": ...}` message (POST /promote's
+// failure also returns the failed PromoteState).
 //
-// The routes of the reference that compute-tools does not serve yet (see
-// api/openapi.yaml) have methods written from Neon's OpenAPI document with provisional
-// types (pending.go); until their server side lands they answer *Error with 404.
+// POST /failpoints (compute_ctl's testing builds) is the one route of the reference
+// that compute-tools does not serve (api/openapi.yaml): its method has a provisional
+// type (pending.go) and answers *Error with 404.
 package computeclient
 
 import (
@@ -41,6 +42,9 @@ type Error struct {
 	Message string
 	// RequestID is the answer's X-Request-Id.
 	RequestID string
+	// body is the answer's body (up to maxErrorBody), for a route whose error answer
+	// carries more than the message (POST /promote's PromoteState).
+	body []byte
 }
 
 func (e *Error) Error() string {
@@ -170,6 +174,7 @@ func (c *conn) do(ctx context.Context, req request) (*http.Response, error) {
 func readError(resp *http.Response) error {
 	e := &Error{StatusCode: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e.body = b
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/json" {
 		var body struct {
 			Error *string `json:"error"`
@@ -206,6 +211,13 @@ func (c *conn) doEmpty(ctx context.Context, req request) (int, error) {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	return resp.StatusCode, nil
+}
+
+// decodeStrict decodes one JSON value of b into out, refusing unknown fields.
+func decodeStrict(b []byte, out any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(out)
 }
 
 func jsonBody(v any) ([]byte, error) {

@@ -11,9 +11,10 @@ import (
 	"github.com/computetools/compute-tools/pkg/computeclient"
 )
 
-// The methods of routes not served on this branch yet (pending.go) are not round-trip
-// tested; this checks what they send and how they read answers shaped as Neon's
-// OpenAPI document and the reference's code give them, against a recording server.
+// What each method sends, byte for byte, and how it reads answers shaped as Neon's
+// OpenAPI document and the reference's code give them, against a recording server. The
+// routes compute-tools serves are also round-trip tested against the real handlers
+// (roundtrip_test.go, postgres_test.go); /failpoints, which it does not serve, only here.
 func TestPendingRoutesRequests(t *testing.T) {
 	type seen struct{ method, path, query, ctype, auth, body string }
 	var got seen
@@ -89,7 +90,7 @@ func TestPendingRoutesRequests(t *testing.T) {
 	}
 	check(seen{"GET", "/database_schema", "database=my+db%26x", "", "Bearer tok", ""})
 
-	ps, err := c.Promote(ctx, computeclient.PromoteRequest{Safekeepers: "sk1:5454,sk2:5454", WalFlushLSN: "0/16B5A50"})
+	ps, err := c.Promote(ctx, computeclient.PromoteRequest{Safekeepers: "sk1:5454,sk2:5454", WALFlushLSN: mustLsn(t, "0/16B5A50")})
 	if err != nil || ps.Status != "completed" {
 		t.Fatalf("promote %+v %v", ps, err)
 	}
@@ -101,7 +102,7 @@ func TestPendingRoutesRequests(t *testing.T) {
 	}
 	check(seen{"POST", "/extensions", "", "application/json", "", `{"extension":"pg_session_jwt","database":"neondb","version":"1.0.0"}`})
 
-	gr, err := in.SetRoleGrants(ctx, computeclient.SetRoleGrantsRequest{Database: "neondb", Schema: "public", Privileges: []string{"SELECT", "INSERT"}, Role: "neon"})
+	gr, err := in.SetRoleGrants(ctx, computeclient.SetRoleGrantsRequest{Database: "neondb", Schema: "public", Privileges: []computeclient.Privilege{computeclient.PrivilegeSelect, computeclient.PrivilegeInsert}, Role: "neon"})
 	if err != nil || gr.Role != "neon" || len(gr.Privileges) != 2 {
 		t.Fatalf("grants %+v %v", gr, err)
 	}
@@ -126,4 +127,13 @@ func TestNewRejectsBadURLs(t *testing.T) {
 			t.Errorf("New(%q) accepted", u)
 		}
 	}
+}
+
+func mustLsn(t *testing.T, s string) computeclient.Lsn {
+	t.Helper()
+	l, err := computeclient.ParseLsn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

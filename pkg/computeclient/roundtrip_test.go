@@ -51,6 +51,8 @@ type units struct {
 	store *state.Store
 	mu    sync.Mutex
 	stops []bool
+	// reconfigure, when set, runs as the configure unit does on a restart.
+	reconfigure func() error
 }
 
 func (u *units) StopPostgres(ctx context.Context, immediate bool) error {
@@ -61,8 +63,13 @@ func (u *units) StopPostgres(ctx context.Context, immediate bool) error {
 	_, _, err := u.store.CompleteTermination(state.ActorStopHook, &lsn)
 	return err
 }
-func (u *units) CancelStartup(context.Context) error          { return nil }
-func (u *units) Reconfigure(context.Context) error            { return nil }
+func (u *units) CancelStartup(context.Context) error { return nil }
+func (u *units) Reconfigure(context.Context) error {
+	if u.reconfigure != nil {
+		go func() { _ = u.reconfigure() }()
+	}
+	return nil
+}
 func (u *units) PostgresActive(context.Context) (bool, error) { return true, nil }
 func (u *units) States(context.Context) (control.UnitStates, error) {
 	return control.UnitStates{Init: "inactive", Postgres: "active", Configure: "inactive"}, nil
@@ -110,6 +117,13 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...func(*api.Options)) *env {
 	t.Helper()
+	return newEnvDeps(t, nil, opts...)
+}
+
+// newEnvDeps is newEnv with deps changing the controller's dependencies (the store is
+// in deps.Store) before it is built.
+func newEnvDeps(t *testing.T, deps func(*control.Deps), opts ...func(*api.Options)) *env {
+	t.Helper()
 	store, err := state.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -127,10 +141,14 @@ func newEnv(t *testing.T, opts ...func(*api.Options)) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, store: store, waker: waker, units: &units{store: store}, monitor: &monitor{}, key: priv}
-	ctl := control.New(control.Deps{
+	d := control.Deps{
 		Store: store, Waker: waker, Units: e.units, LFC: e.monitor, Logger: log,
 		WritePendingConfig: func([]byte) error { return nil },
-	})
+	}
+	if deps != nil {
+		deps(&d)
+	}
+	ctl := control.New(d)
 	o := api.Options{Control: ctl, Verifier: v, ComputeID: computeID, BuildTag: "v1", Logger: log,
 		ExtensionServer: extensions.NewHandler(noSpec{}, &extensions.Downloader{})}
 	for _, opt := range opts {
