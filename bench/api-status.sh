@@ -27,6 +27,13 @@ RATE_DURATION=${RATE_DURATION:-20}
 API_PORT=${API_PORT:-39080}
 MIN_PORT=${MIN_PORT:-39180}
 
+# PIN=1 (the default with 2 or more CPUs): the servers on one CPU, the load generators on
+# another, so that the client's own scheduling does not land in the server's figures.
+PIN=${PIN-$([ "$(nproc)" -ge 2 ] && echo 1)}
+SERVER_CPU_N=${SERVER_CPU_N:-1}; CLIENT_CPU_N=${CLIENT_CPU_N:-0}
+SERVER_CPU=; CLIENT_CPU=
+if [ -n "$PIN" ]; then SERVER_CPU="taskset -c $SERVER_CPU_N"; CLIENT_CPU="taskset -c $CLIENT_CPU_N"; fi
+
 OUT="$REPO/out/bench-api-status"; rm -rf "$OUT"; mkdir -p "$OUT"
 W=$(mktemp -d /tmp/bench-api-status.XXXXXX)
 pids=()
@@ -53,7 +60,7 @@ cat >"$W/state/state.json" <<JSON
 JSON
 
 COMPUTE_DBUS_ADDRESS="unix:path=$W/bus" DBUS_SYSTEM_BUS_ADDRESS="unix:path=$W/bus" \
-  "$W/compute-api" serve --state-dir "$W/state" --config "$W/config.json" --compute-id bench \
+  $SERVER_CPU "$W/compute-api" serve --state-dir "$W/state" --config "$W/config.json" --compute-id bench \
   --external-http-addr 127.0.0.1 --external-http-port "$API_PORT" --internal-http-port $((API_PORT + 1)) \
   >"$OUT/compute-api.log" 2>&1 & pids+=($!)
 TOKEN=$("$W/compute-api" token --key "$W/key" --compute-id bench --ttl 24h)
@@ -62,20 +69,20 @@ API="http://127.0.0.1:$API_PORT/status"
 MIN="http://127.0.0.1:$MIN_PORT/status"
 for _ in $(seq 100); do curl -fsS -H "$AUTH" -o "$W/body" "$API" 2>/dev/null && break; sleep 0.1; done
 grep -q '"status":"running"' "$W/body" || die "compute-api did not answer /status (see $OUT/compute-api.log)"
-"$W/apistatus" minimal -addr "127.0.0.1:$MIN_PORT" -body "$W/body" & pids+=($!)
+$SERVER_CPU "$W/apistatus" minimal -addr "127.0.0.1:$MIN_PORT" -body "$W/body" & pids+=($!)
 for _ in $(seq 100); do curl -fsS -o "$W/body.min" "$MIN" 2>/dev/null && break; sleep 0.1; done
 cmp -s "$W/body" "$W/body.min" || die "the minimal handler does not answer the same bytes"
 log "both answer $(wc -c <"$W/body") bytes; $ROUNDS rounds"
 
 throughput() { # URL -> requests/s
-  wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -H "$AUTH" "$1" >"$W/wrk.txt" 2>&1 || die "wrk failed: $(cat "$W/wrk.txt")"
+  $CLIENT_CPU wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -H "$AUTH" "$1" >"$W/wrk.txt" 2>&1 || die "wrk failed: $(cat "$W/wrk.txt")"
   grep -q 'Non-2xx' "$W/wrk.txt" && die "non-2xx answers: $(cat "$W/wrk.txt")"
   awk '/^Requests\/sec:/ {print $2}' "$W/wrk.txt"
 }
-fixed() { # URL -> "p50 p99 errors achieved"
-  "$W/apistatus" rate -url "$1" -rps "$RATE" -duration "${RATE_DURATION}s" -authorization "Bearer $TOKEN" >"$W/rate.txt" \
+fixed() { # URL -> "p50 p99 errors achieved svc_p50 svc_p99"
+  $CLIENT_CPU "$W/apistatus" rate -url "$1" -rps "$RATE" -duration "${RATE_DURATION}s" -authorization "Bearer $TOKEN" >"$W/rate.txt" \
     || die "fixed-rate client failed"
-  sed -E 's/.*errors=([0-9]+) achieved_rps=([0-9.]+) p50_ms=([0-9.]+) p90_ms=[0-9.]+ p99_ms=([0-9.]+).*/\3 \4 \1 \2/' "$W/rate.txt"
+  sed -E 's/.*errors=([0-9]+) achieved_rps=([0-9.]+) p50_ms=([0-9.]+) p90_ms=[0-9.]+ p99_ms=([0-9.]+).* svc_p50_ms=([0-9.]+) svc_p99_ms=([0-9.]+).*/\3 \4 \1 \2 \5 \6/' "$W/rate.txt"
 }
 
 # Warm-up (both), not counted.
@@ -87,8 +94,8 @@ for r in $(seq "$ROUNDS"); do
   for who in $order; do
     url=$API; [ "$who" = min ] && url=$MIN
     rps=$(throughput "$url")
-    read -r p50 p99 errs achieved < <(fixed "$url")
-    echo "round=$r server=$who rps=$rps p50_ms=$p50 p99_ms=$p99 rate_errors=$errs rate_achieved=$achieved" | tee -a "$OUT/rounds.txt"
+    read -r p50 p99 errs achieved sp50 sp99 < <(fixed "$url")
+    echo "round=$r server=$who rps=$rps p50_ms=$p50 p99_ms=$p99 svc_p50_ms=$sp50 svc_p99_ms=$sp99 rate_errors=$errs rate_achieved=$achieved" | tee -a "$OUT/rounds.txt"
   done
 done
 
@@ -108,11 +115,12 @@ ratios() { # per round compute-api rps / minimal rps -> "median min max"
   echo
   echo "GET /status, $ROUNDS rounds: wrk -t$THREADS -c$CONNS -d${DURATION}s; fixed rate $RATE/s for ${RATE_DURATION}s (median [min..max])"
   printf '%-22s %-30s %-30s\n' "" "compute-api" "minimal net/http"
-  for k in rps p50_ms p99_ms; do
+  for k in rps p50_ms p99_ms svc_p50_ms svc_p99_ms; do
     read -r am al ah < <(med "$k" api); read -r mm ml mh < <(med "$k" min)
     printf '%-22s %-30s %-30s\n' "$k" "$am [$al..$ah]" "$mm [$ml..$mh]"
   done
   read -r rm rl rh < <(ratios)
   echo "throughput ratio compute-api/minimal: $rm [$rl..$rh] (target >= 0.5)"
-  echo "compute-api p99 at $RATE/s: $(med p99_ms api | cut -d' ' -f1) ms (target < 1 ms)"
+  echo "compute-api p99 at $RATE/s: $(med p99_ms api | cut -d' ' -f1) ms from the due time, $(med svc_p99_ms api | cut -d' ' -f1) ms from the send (target < 1 ms)"
+  if [ -n "$PIN" ]; then echo "CPUs: servers on CPU $SERVER_CPU_N, load generators on CPU $CLIENT_CPU_N"; else echo "CPUs: not pinned"; fi
 } | tee "$OUT/results.txt"
