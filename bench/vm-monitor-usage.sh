@@ -49,7 +49,7 @@ cg=$(systemctl show -p ControlGroup --value compute-postgres)
 if [ -r "/sys/fs/cgroup$cg/memory.stat" ]; then
   echo "watcher: reads /sys/fs/cgroup$cg/memory.stat every 100 ms"
 else
-  echo "watcher: no /sys/fs/cgroup$cg/memory.stat (no memory controller here): it asks systemd for the cgroup once a second instead of reading memory.stat every 100 ms"
+  echo "watcher: no /sys/fs/cgroup$cg/memory.stat (no memory controller here): its lookups through systemd back off (1 s doubling to 30 s) instead of reading memory.stat every 100 ms"
 fi
 
 ticks=$(getconf CLK_TCK)
