@@ -185,25 +185,33 @@ func Shared(t testing.TB, opts ...Option) *Instance {
 	return shared.inst
 }
 
-func start(ctx context.Context, opts ...Option) (*Instance, error) {
-	var cfg config
+// newInstanceDir applies opts and makes a temporary directory owned by OSUser for an
+// instance (its socket, data directory and log).
+func newInstanceDir(prefix string, opts []Option) (cfg config, root string, err error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
 	u, err := user.Lookup(OSUser)
 	if err != nil {
-		return nil, fmt.Errorf("look up %s: %w", OSUser, err)
+		return cfg, "", fmt.Errorf("look up %s: %w", OSUser, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-
-	root, err := os.MkdirTemp("/tmp", "pgtest-")
+	root, err = os.MkdirTemp("/tmp", prefix)
 	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
+		return cfg, "", fmt.Errorf("temp dir: %w", err)
 	}
 	if err := os.Chown(root, uid, gid); err != nil {
 		os.RemoveAll(root)
-		return nil, fmt.Errorf("chown temp dir: %w", err)
+		return cfg, "", fmt.Errorf("chown temp dir: %w", err)
+	}
+	return cfg, root, nil
+}
+
+func start(ctx context.Context, opts ...Option) (*Instance, error) {
+	cfg, root, err := newInstanceDir("pgtest-", opts)
+	if err != nil {
+		return nil, err
 	}
 	inst := &Instance{
 		SocketDir: root,
@@ -260,23 +268,9 @@ func StartStandby(t testing.TB, primary *Instance, opts ...Option) *Instance {
 }
 
 func startStandby(ctx context.Context, primary *Instance, opts ...Option) (*Instance, error) {
-	var cfg config
-	for _, o := range opts {
-		o(&cfg)
-	}
-	u, err := user.Lookup(OSUser)
+	cfg, root, err := newInstanceDir("pgtest-standby-", opts)
 	if err != nil {
-		return nil, fmt.Errorf("look up %s: %w", OSUser, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	root, err := os.MkdirTemp("/tmp", "pgtest-standby-")
-	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	if err := os.Chown(root, uid, gid); err != nil {
-		os.RemoveAll(root)
-		return nil, fmt.Errorf("chown temp dir: %w", err)
+		return nil, err
 	}
 	inst := &Instance{
 		SocketDir: root,
