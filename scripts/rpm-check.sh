@@ -32,11 +32,13 @@ want_files='-rw-r--r-- /etc/sysconfig/compute-tools
 -rwxr-xr-x /usr/lib/systemd/system-generators/compute-tools-generator
 -rw-r--r-- /usr/lib/systemd/system/compute-api.service
 -rw-r--r-- /usr/lib/systemd/system/compute-configure.service
+-rw-r--r-- /usr/lib/systemd/system/compute-disk-quota@.service
 -rw-r--r-- /usr/lib/systemd/system/compute-init.service
 -rw-r--r-- /usr/lib/systemd/system/compute-lsn-lease.service
 -rw-r--r-- /usr/lib/systemd/system/compute-monitor.service
 -rw-r--r-- /usr/lib/systemd/system/compute-monitor.timer
 -rw-r--r-- /usr/lib/systemd/system/compute-postgres.service
+-rw-r--r-- /usr/lib/systemd/system/compute-resize-swap@.service
 -rw-r--r-- /usr/lib/systemd/system/compute-vm-monitor.service
 -rw-r--r-- /usr/lib/systemd/system/compute.target
 -rw-r--r-- /usr/lib/sysusers.d/compute-tools.conf
@@ -87,7 +89,10 @@ $(diff <(settings packaging/default/compute-tools) <(settings "$env") || true)"
 for u in "$tmp"/usr/lib/systemd/system/*.service; do
   n=${u##*/}
   ef=$(grep '^EnvironmentFile=' "$u" || true)
-  [ "$ef" = EnvironmentFile=-/etc/sysconfig/compute-tools ] || bad "$n: EnvironmentFile lines [$ef]"
+  # A unit that reads the settings file in the .deb reads /etc/sysconfig's in the .rpm; one
+  # that reads none (compute-resize-swap@) reads none.
+  want_ef=; ! grep -q '^EnvironmentFile=' "units/$n" || want_ef=EnvironmentFile=-/etc/sysconfig/compute-tools
+  [ "$ef" = "$want_ef" ] || bad "$n: EnvironmentFile lines [$ef], want [$want_ef]"
   ! grep -q '/etc/default\|/usr/lib/postgresql' "$u" || bad "$n: names a Debian path"
   # Otherwise the .deb's unit, line for line.
   [ "$(grep -c '' "$u")" = "$(grep -c '' "units/$n")" ] || bad "$n: not the .deb's unit with paths replaced"
