@@ -22,15 +22,14 @@ type StopInfo struct {
 	InvocationID  string // INVOCATION_ID of the postgres unit run
 }
 
-// PostgresStopped is the ExecStopPost= hook of compute-postgres.service. After
-// /terminate it completes the termination (status terminated; the LSN is null in
-// standalone mode). Otherwise Postgres ended on its own or failed to start: the status
-// becomes failed with the reason, taken from systemd and the unit's journal.
-
 // finalSyncBudget bounds the final --sync-safekeepers of a terminating neon primary: the
 // stop hook runs within compute-postgres's TimeoutStopSec= (60 s).
 const finalSyncBudget = 45 * time.Second
 
+// PostgresStopped is the ExecStopPost= hook of compute-postgres.service. After
+// /terminate it completes the termination (status terminated; the LSN is null in
+// standalone mode). Otherwise Postgres ended on its own or failed to start: the status
+// becomes failed with the reason, taken from systemd and the unit's journal.
 func PostgresStopped(ctx context.Context, cfg Settings, info StopInfo, d *Deps) error {
 	d = d.as(state.ActorStopHook)
 	rec, err := d.Store.Load()
