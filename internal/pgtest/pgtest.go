@@ -235,20 +235,10 @@ func start(ctx context.Context, opts ...Option) (*Instance, error) {
 	}); err != nil {
 		return fail(fmt.Errorf("initdb: %w", err))
 	}
-	// A port picked by the kernel may be taken again before the server binds it; retry.
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return fail(err)
-		}
-		inst.Port = port
-		inst.cfg = cfg
-		if lastErr = inst.pgctlStart(ctx, cfg); lastErr == nil {
-			return inst, nil
-		}
+	if err := inst.startOnFreePort(ctx, cfg); err != nil {
+		return fail(err)
 	}
-	return fail(lastErr)
+	return inst, nil
 }
 
 // StartStandby makes a streaming standby of primary with `pg_basebackup -R` (over
@@ -290,19 +280,28 @@ func startStandby(ctx context.Context, primary *Instance, opts ...Option) (*Inst
 	}); err != nil {
 		return fail(fmt.Errorf("pg_basebackup: %w", err))
 	}
+	if err := inst.startOnFreePort(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	return inst, nil
+}
+
+// startOnFreePort starts the server on a port the kernel picked. Such a port may be taken
+// again before the server binds it: up to 5 tries.
+func (i *Instance) startOnFreePort(ctx context.Context, cfg config) error {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		inst.Port = port
-		inst.cfg = cfg
-		if lastErr = inst.pgctlStart(ctx, cfg); lastErr == nil {
-			return inst, nil
+		i.Port = port
+		i.cfg = cfg
+		if lastErr = i.pgctlStart(ctx, cfg); lastErr == nil {
+			return nil
 		}
 	}
-	return fail(lastErr)
+	return lastErr
 }
 
 func (i *Instance) pgctlStart(ctx context.Context, cfg config) error {
