@@ -227,6 +227,21 @@ func (r *rig) tick() {
 	r.roundDone()
 }
 
+// waitWaiting waits until the monitor tells systemd it waits for running again.
+func (r *rig) waitWaiting() {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, st := r.notif.counts(); st == statusWaiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatal("the monitor did not go back to waiting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (r *rig) load() state.Record {
 	rec, err := r.store.Load()
 	if err != nil {
@@ -345,16 +360,7 @@ func TestStopsWhenTheComputeLeavesRunningAndWaitsAgain(t *testing.T) {
 	r.tick()
 	failed := statetest.MustSet(t, r.store, state.Failed, nil)
 	r.waker.Notify()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, _, st := r.notif.counts(); st == statusWaiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the monitor did not go back to waiting")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	r.waitWaiting()
 	// The monitor flushes before it waits again: once it waits, nothing more is written,
 	// so the record is still the failed one MustSet wrote.
 	if got := r.load(); got.Seq != failed.Seq || got.Status != state.Failed {
@@ -596,16 +602,7 @@ func TestTrimOncePerLifecycle(t *testing.T) {
 	}
 	// A new lifecycle trims again.
 	r.setStatus(state.Failed)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, _, st := r.notif.counts(); st == statusWaiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the monitor did not go back to waiting")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	r.waitWaiting()
 	if _, err := statetest.Reset(r.store); err != nil {
 		t.Fatal(err)
 	}
