@@ -14,7 +14,8 @@ import (
 // TokenCredential is the systemd credential that holds the control-plane token:
 // compute-init.service and compute-api.service load it (LoadCredential=, searched in
 // /etc/credstore/, /run/credstore/ and /usr/lib/credstore/; or LoadCredentialEncrypted=
-// from credstore.encrypted/), and only they can read it, in $CREDENTIALS_DIRECTORY.
+// from credstore.encrypted/) through drop-ins that compute-tools-generator writes when
+// the credential is there, and only they can read it, in $CREDENTIALS_DIRECTORY.
 const TokenCredential = "compute-control-plane-token"
 
 // TokenEnv is the environment variable that carried the token before the credential
@@ -56,6 +57,9 @@ func LoadToken(credsDir, envToken string, log *slog.Logger) (string, error) {
 			"credential", TokenCredential)
 		return envToken, nil
 	}
+	log.Info("no control-plane token: requests to the control plane go without one; a token belongs in the systemd credential "+TokenCredential+
+		" (README, Configuration), which the units load after `systemctl daemon-reload` once it is in /etc/credstore",
+		"credential", TokenCredential)
 	return "", nil
 }
 

@@ -44,7 +44,37 @@ func runGeneratorPolkit(t *testing.T, sh []string, content *string, polkit bool)
 // a polkit that reads JavaScript rules.
 func runGeneratorPolkitd(t *testing.T, sh []string, content *string, service, daemon bool) string {
 	t.Helper()
+	return runGeneratorOpts(t, sh, genOpts{content: content, polkitService: service, polkitd: daemon})
+}
+
+// genOpts is what the generator finds: the settings file (nil: none), polkit's D-Bus
+// service file and daemon, and the control-plane token credential (plain or encrypted).
+type genOpts struct {
+	content                  *string
+	polkitService, polkitd   bool
+	plainCred, encryptedCred bool
+}
+
+// runGeneratorOpts runs the generator on what o describes and returns its normal output
+// directory.
+func runGeneratorOpts(t *testing.T, sh []string, o genOpts) string {
+	t.Helper()
+	content, service, daemon := o.content, o.polkitService, o.polkitd
 	dir := t.TempDir()
+	store, encStore := filepath.Join(dir, "credstore"), filepath.Join(dir, "credstore.encrypted")
+	for _, c := range []struct {
+		dir  string
+		with bool
+	}{{store, o.plainCred}, {encStore, o.encryptedCred}} {
+		if err := os.Mkdir(c.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if c.with {
+			if err := os.WriteFile(filepath.Join(c.dir, "compute-control-plane-token"), []byte("secret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	polkitService := filepath.Join(dir, "org.freedesktop.PolicyKit1.service")
 	if service {
 		if err := os.WriteFile(polkitService, nil, 0o644); err != nil {
@@ -76,7 +106,9 @@ func runGeneratorPolkitd(t *testing.T, sh []string, content *string, service, da
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService, "COMPUTE_TOOLS_POLKITD=" + polkitd}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService, "COMPUTE_TOOLS_POLKITD=" + polkitd,
+		"COMPUTE_TOOLS_CREDSTORE_DIRS=" + filepath.Join(dir, "nonexistent") + " " + store,
+		"COMPUTE_TOOLS_CREDSTORE_ENCRYPTED_DIRS=" + encStore}
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
 	}
@@ -205,6 +237,55 @@ func TestGeneratorWithoutPolkit(t *testing.T) {
 			// The vm-monitor's want is written all the same.
 			if _, err := os.Readlink(filepath.Join(normal, UnitTarget+".wants", UnitVMMonitor)); err != nil {
 				t.Errorf("no want: %v", err)
+			}
+		})
+	}
+}
+
+// TestGeneratorCredential: the control-plane token's credential is loaded by compute-init
+// and compute-api only when the credential store has it (a credential costs a mount at
+// every start), encrypted when it is encrypted; nothing else gets it.
+func TestGeneratorCredential(t *testing.T) {
+	for _, sh := range shells(t) {
+		t.Run(filepath.Base(sh[0]), func(t *testing.T) {
+			for _, c := range []struct {
+				name       string
+				plain, enc bool
+				want       string
+			}{
+				{"none", false, false, ""},
+				{"plain", true, false, "LoadCredential=compute-control-plane-token"},
+				{"encrypted", false, true, "LoadCredentialEncrypted=compute-control-plane-token"},
+				{"both: the encrypted one", true, true, "LoadCredentialEncrypted=compute-control-plane-token"},
+			} {
+				normal := runGeneratorOpts(t, sh, genOpts{polkitService: true, polkitd: true, plainCred: c.plain, encryptedCred: c.enc})
+				var units []string
+				_ = filepath.WalkDir(normal, func(p string, d os.DirEntry, err error) error {
+					if err == nil && !d.IsDir() {
+						rel, _ := filepath.Rel(normal, p)
+						units = append(units, rel)
+					}
+					return nil
+				})
+				if c.want == "" {
+					if len(units) != 0 {
+						t.Errorf("%s: wrote %v", c.name, units)
+					}
+					continue
+				}
+				if len(units) != 2 {
+					t.Errorf("%s: wrote %v, want the two drop-ins", c.name, units)
+				}
+				for _, u := range []string{UnitInit, "compute-api.service"} {
+					b, err := os.ReadFile(filepath.Join(normal, u+".d", "50-control-plane-token.conf"))
+					if err != nil {
+						t.Errorf("%s: %v", c.name, err)
+						continue
+					}
+					if !strings.Contains(string(b), "\n[Service]\n"+c.want+"\n") || strings.Count(string(b), "Credential") != 1 {
+						t.Errorf("%s: %s:\n%s", c.name, u, b)
+					}
+				}
 			}
 		})
 	}

@@ -640,14 +640,9 @@ func TestFaultsNeon(t *testing.T) {
 			reset(t)
 			body, _ := json.Marshal(map[string]any{"status": "attached", "spec": f.spec("Primary"), "compute_ctl_config": map[string]any{"jwks": jwks}})
 			f.http(t, "PUT", "/fake/cplane", body)
-			// The token as the packaged units take it: a systemd credential.
-			if err := os.MkdirAll("/etc/credstore", 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile("/etc/credstore/compute-control-plane-token", []byte(f.cplaneToken+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.Remove("/etc/credstore/compute-control-plane-token") })
+			// The token as the README says: a systemd credential that only compute-init and
+			// compute-api load (through the generator's drop-ins).
+			installToken(t, f.cplaneToken)
 			writeDefaults(t, orig, f, append(neonFaultBounds, "CONTROL_PLANE_URI="+f.ControlPlane)...)
 			writeRaw(t, []byte("{}\n"))
 			f.http(t, "PUT", "/fake/cplane-fault?"+tc.query, nil)

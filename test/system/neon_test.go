@@ -570,14 +570,8 @@ func TestNeonMode(t *testing.T) {
 		f.http(t, "PUT", "/fake/cplane", body)
 		writeDefaults(t, orig, f, "CONTROL_PLANE_URI="+f.ControlPlane)
 		// The token as the README says: a systemd credential that only compute-init and
-		// compute-api load.
-		if err := os.MkdirAll("/etc/credstore", 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile("/etc/credstore/compute-control-plane-token", []byte(f.cplaneToken+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Remove("/etc/credstore/compute-control-plane-token") })
+		// compute-api load (through the generator's drop-ins).
+		installToken(t, f.cplaneToken)
 		// No spec and no keys in the config file: both must come from the control plane.
 		writeRaw(t, []byte("{}\n"))
 		since := len(f.log(t).Pageserver)

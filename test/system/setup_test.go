@@ -103,3 +103,22 @@ func TestBadSetup(t *testing.T) {
 		}
 	})
 }
+
+// installToken puts the control-plane token where the README says (the systemd credential
+// compute-control-plane-token in /etc/credstore) and reloads systemd, whose generator
+// then gives compute-init and compute-api their LoadCredential= drop-ins; the cleanup
+// removes it and reloads again.
+func installToken(t *testing.T, token string) {
+	t.Helper()
+	if err := os.MkdirAll("/etc/credstore", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/etc/credstore/compute-control-plane-token", []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove("/etc/credstore/compute-control-plane-token")
+		runMayFail("/bin/systemctl", "daemon-reload")
+	})
+	run(t, "/bin/systemctl", "daemon-reload")
+}
