@@ -168,24 +168,19 @@ func firstConfigure(ctx context.Context, cfg Settings, d *Deps, rec state.Record
 		"config_ms", rec.Metrics.ConfigMs, "total_startup_ms", rec.Metrics.TotalStartupMs,
 		"wait_for_spec_ms", rec.Metrics.WaitForSpecMs)
 
-	// The neon extension's update runs on every primary start in a session of its own,
-	// beside the migrations and off the start path (compute_ctl spawns it just before
-	// running); a failure is logged only.
-	neonUpdated := make(chan struct{})
-	if s.Mode.IsPrimary() {
-		go func() {
-			defer close(neonUpdated)
-			updateNeonExtension(ctx, cfg.Connstr, d.logger())
-		}()
-	} else {
-		close(neonUpdated)
-	}
 	// Migrations run after the compute is up, as in Neon: a failure is logged and
 	// counted, and does not fail the compute.
 	if conn != nil {
 		runMigrations(ctx, cfg, d, conn)
 	}
-	<-neonUpdated
+	// The neon extension's update runs on every primary start, after running (compute_ctl
+	// spawns it just before running, beside the migrations, in a session of its own); a
+	// failure is logged only. Here it follows the migrations on their session when there
+	// is one: a second backend started beside them would compete with the first client
+	// queries of the compute for the CPU (bench/README.md, start path).
+	if s.Mode.IsPrimary() {
+		updateNeonExtension(ctx, conn, cfg.Connstr, d.logger())
+	}
 	if parsed.Storage == spec.StorageNeon {
 		removeOldPGData(pgdataDir(cfg, parsed), d.logger())
 	}

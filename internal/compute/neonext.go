@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pg"
+	"github.com/jackc/pgx/v5"
 )
 
 // NeonUpdateAppName is the application_name of the neon extension's update session
@@ -16,21 +17,25 @@ const NeonUpdateAppName = "compute_ctl:post_apply_config"
 // end (compute_ctl has no bound; its task dies with the process).
 const neonUpdateTimeout = time.Minute
 
-// updateNeonExtension runs `ALTER EXTENSION neon UPDATE` in its own session, as
-// compute_ctl does on every primary start (post_apply_config, even with
-// skip_pg_catalog_updates), so that a compute image with a newer neon library brings its
-// SQL objects up to date. It is skipped (logged) when the extension is not installed in
-// the admin database; a failure is logged, never fatal.
-func updateNeonExtension(ctx context.Context, connstr string, log *slog.Logger) {
+// updateNeonExtension runs `ALTER EXTENSION neon UPDATE`, as compute_ctl does on every
+// primary start (post_apply_config, even with skip_pg_catalog_updates), so that a compute
+// image with a newer neon library brings its SQL objects up to date: on conn, the admin
+// session the start already has, or, when there is none (nil or closed), in a session of
+// its own on connstr. It is skipped (logged) when the extension is not installed in the
+// admin database; a failure is logged, never fatal.
+func updateNeonExtension(ctx context.Context, conn *pgx.Conn, connstr string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, neonUpdateTimeout)
 	defer cancel()
 	start := time.Now()
-	conn, err := pg.Connect(ctx, connstr, NeonUpdateAppName)
-	if err != nil {
-		log.Error("update extension neon", "err", err)
-		return
+	if conn == nil || conn.IsClosed() {
+		c, err := pg.Connect(ctx, connstr, NeonUpdateAppName)
+		if err != nil {
+			log.Error("update extension neon", "err", err)
+			return
+		}
+		defer c.Close(context.Background())
+		conn = c
 	}
-	defer conn.Close(context.Background())
 	var installed bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'neon')").Scan(&installed); err != nil {
 		log.Error("update extension neon: is it installed", "err", err)
