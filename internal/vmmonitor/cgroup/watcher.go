@@ -228,10 +228,14 @@ func NewWatcher(locate Locator, opts Options) *Watcher {
 }
 
 // Run samples once at once and then every Interval until ctx ends; it returns nil then.
+// While it has no cgroup to read (not found yet, or gone), it wakes only for the next
+// lookup (period), not every Interval: an idle process that wakes ten times a second for
+// nothing costs a VM without a memory controller CPU for nothing.
 func (w *Watcher) Run(ctx context.Context) error {
-	t := w.opts.Clock.NewTicker(w.opts.Interval)
-	defer t.Stop()
 	w.step(ctx, w.opts.Clock.Now())
+	every := w.period()
+	t := w.opts.Clock.NewTicker(every)
+	defer func() { t.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -239,7 +243,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case now := <-t.C():
 			w.step(ctx, now)
 		}
+		if p := w.period(); p != every {
+			t.Stop()
+			every = p
+			t = w.opts.Clock.NewTicker(every)
+		}
 	}
+}
+
+// period is how long Run waits for the next step: Interval while a cgroup is watched,
+// the wait until the next lookup (locateEvery, at least Interval) while none is.
+func (w *Watcher) period() time.Duration {
+	if w.dir != "" || w.locateEvery <= w.opts.Interval {
+		return w.opts.Interval
+	}
+	return w.locateEvery
 }
 
 // Last returns the latest snapshot.

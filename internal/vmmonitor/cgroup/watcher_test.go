@@ -144,16 +144,30 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
-// fakeClock: Now is fixed; the ticker's channel is fed by the test.
+// fakeClock: Now is fixed; the ticker's channel is fed by the test; the periods asked
+// for are recorded.
 type fakeClock struct {
-	now   time.Time
-	ticks chan time.Time
+	now     time.Time
+	ticks   chan time.Time
+	mu      sync.Mutex
+	periods []time.Duration
 }
 
-func (c *fakeClock) Now() time.Time                 { return c.now }
-func (c *fakeClock) NewTicker(time.Duration) Ticker { return c }
-func (c *fakeClock) C() <-chan time.Time            { return c.ticks }
-func (c *fakeClock) Stop()                          {}
+func (c *fakeClock) Now() time.Time { return c.now }
+func (c *fakeClock) NewTicker(d time.Duration) Ticker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.periods = append(c.periods, d)
+	return c
+}
+
+func (c *fakeClock) tickerPeriods() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.periods)
+}
+func (c *fakeClock) C() <-chan time.Time { return c.ticks }
+func (c *fakeClock) Stop()               {}
 
 func newWatcher(t *testing.T, loc Locator) (*Watcher, *logBuf) {
 	log, lb := newLog()
@@ -451,6 +465,45 @@ func TestWatcherRun(t *testing.T) {
 	s := w.Last()
 	if s.History.Samples != 3 || !s.At.Equal(at(200)) || s.History.AvgNonReclaimable != 200*MiB {
 		t.Errorf("after Run: %+v, want 3 samples, the last at 200 ms", s)
+	}
+}
+
+// TestWatcherRunIdlesWithoutCgroup: with no cgroup to read, Run wakes only for the next
+// lookup (1 s, then backing off), not every 100 ms; once it finds one it samples every
+// 100 ms again, and when the directory goes away it waits a second for the next lookup.
+func TestWatcherRunIdlesWithoutCgroup(t *testing.T) {
+	c := newCG(t)
+	c.anon(200 * MiB)
+	loc := &countingLocator{err: errors.New("no memory controller")}
+	clock := &fakeClock{now: t0, ticks: make(chan time.Time)}
+	log, _ := newLog()
+	w := NewWatcher(loc.locate, Options{Clock: clock, Log: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// The ticks are unbuffered: a tick is taken only once the previous step and the
+	// period decision after it are done.
+	clock.ticks <- at(1000) // second lookup fails: back off to 2 s
+	clock.ticks <- at(3000) // third: 4 s
+	clock.ticks <- at(3500) // no lookup due; taken once the step at 3 s is done
+	loc.mu.Lock()
+	loc.dir, loc.err = c.dir, nil
+	loc.mu.Unlock()
+	clock.ticks <- at(7000) // found: sample, then every 100 ms
+	clock.ticks <- at(7100) // sample
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 100 * time.Millisecond}
+	if got := clock.tickerPeriods(); !slices.Equal(got, want) {
+		t.Errorf("ticker periods %v, want %v", got, want)
+	}
+	if s := w.Last(); s.History.Samples != 2 || !s.At.Equal(at(7100)) {
+		t.Errorf("after Run: %+v, want 2 samples, the last at 7.1 s", s)
+	}
+	if loc.n() != 4 {
+		t.Errorf("lookups = %d, want 4", loc.n())
 	}
 }
 
