@@ -4,8 +4,9 @@
 # running: for DURATION seconds (default 300) with no agent connected (idle: the cgroup watcher
 # alone), then for DURATION seconds with an agent connected that health-checks every 5 s, the
 # real agent's rate (the system test binary in its agent mode, internal/vmmonitor/agenttest).
-# CPU is the vm-monitor process's own user+system time over the phase (/proc/PID/stat), as a
-# share of one core; memory is its resident set (VmRSS, sampled every 10 s: median and max) and
+# CPU is the vm-monitor process's time on a CPU over the phase as a share of one core, as the
+# scheduler counts it (/proc/PID/schedstat, exact) and as the tick-sampled user+system time
+# (/proc/PID/stat, which overstates short frequent wake-ups); memory is its resident set (VmRSS, sampled every 10 s: median and max) and
 # its peak (VmHWM). Figures are reported, never asserted. Run as root, on a quiet machine.
 #
 # Where the units' cgroups have no memory controller (systemd-nspawn on a host whose memory
@@ -53,7 +54,11 @@ else
 fi
 
 ticks=$(getconf CLK_TCK)
-cpu() { awk -v t="$ticks" '{ printf "%d", ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }  # ms
+cpu() { awk -v t="$ticks" '{ printf "%d", ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }  # ms, tick-sampled
+# The scheduler's own account of the time on a CPU (ns, exact): the tick-sampled user+system
+# time above charges a whole tick to whoever runs when it fires, which overstates a process
+# that wakes briefly and often (a 100 ms ticker alone shows about 3x its real time).
+run_ns() { awk '{ print $1 }' "/proc/$1/schedstat"; }
 rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
 med() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }
@@ -61,19 +66,20 @@ max() { sort -n | tail -1; }
 phase() { # name, then a command to run in the background for the phase (or "")
   name=$1; shift
   vm=$(systemctl show -p MainPID --value compute-vm-monitor)
-  c0=$(cpu "$vm"); t0=$(date +%s%N)
+  c0=$(cpu "$vm"); r0=$(run_ns "$vm"); t0=$(date +%s%N)
   if [ -n "$1" ]; then sh -c "$1" >/tmp/phase-$name.log 2>&1 & bg=$!; else bg=; fi
   : >/tmp/rss-$name
   end=$(( $(date +%s) + DURATION ))
   while [ "$(date +%s)" -lt "$end" ]; do rss "$vm" >>/tmp/rss-$name; sleep 10; done
   if [ -n "$bg" ]; then wait "$bg" || echo "WARNING: the $name command failed (see below)"; fi
-  c1=$(cpu "$vm"); t1=$(date +%s%N)
+  c1=$(cpu "$vm"); r1=$(run_ns "$vm"); t1=$(date +%s%N)
   wall=$(( (t1 - t0) / 1000000 ))
   [ "$(systemctl show -p MainPID --value compute-vm-monitor)" = "$vm" ] || echo "WARNING: compute-vm-monitor restarted during $name"
   echo "$name wall_ms=$wall"
   echo "  vm-monitor resident: $(awk '/^(Rss|Anonymous):/{printf "%s %s kB; ", $1, $2}' /proc/$vm/smaps_rollup)(the rest is the binary's pages)"
-  printf '  vm-monitor cpu_ms=%d cpu_pct_of_core=%s rss_kb_median=%s rss_kb_max=%s vmhwm_kb=%s\n' $((c1-c0)) \
-    "$(awk -v c=$((c1-c0)) -v w=$wall 'BEGIN{printf "%.3f", 100*c/w}')" "$(med </tmp/rss-$name)" "$(max </tmp/rss-$name)" "$(hwm "$vm")"
+  printf '  vm-monitor cpu_run_ms=%d cpu_run_pct_of_core=%s (schedstat) cpu_tick_ms=%d cpu_tick_pct_of_core=%s (stat) rss_kb_median=%s rss_kb_max=%s vmhwm_kb=%s\n' \
+    $(( (r1-r0)/1000000 )) "$(awk -v c=$(( (r1-r0)/1000 )) -v w=$wall 'BEGIN{printf "%.3f", 100*c/1000/w}')" \
+    $((c1-c0)) "$(awk -v c=$((c1-c0)) -v w=$wall 'BEGIN{printf "%.3f", 100*c/w}')" "$(med </tmp/rss-$name)" "$(max </tmp/rss-$name)" "$(hwm "$vm")"
   if [ -n "$bg" ]; then sed 's/^/  agent: /' /tmp/phase-$name.log; fi
 }
 phase idle ""
