@@ -38,7 +38,17 @@ func TestStartStreamsAndReportsExit(t *testing.T) {
 
 func TestStartKilledWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := Start(ctx, Cmd{Path: "/bin/sh", Args: []string{"-c", "echo ready; exec sleep 600"}})
+	p := startReady(t, ctx, Cmd{Path: "/bin/sh", Args: []string{"-c", "echo ready; exec sleep 600"}})
+	cancel()
+	if _, err := p.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Wait after cancel = %v, want killed", err)
+	}
+}
+
+// startReady starts c and reads the "ready" line it prints first.
+func startReady(t *testing.T, ctx context.Context, c Cmd) *Process {
+	t.Helper()
+	p, err := Start(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +56,7 @@ func TestStartKilledWithContext(t *testing.T) {
 	if _, err := io.ReadFull(p.Stdout(), buf); err != nil || string(buf) != "ready\n" {
 		t.Fatalf("first bytes %q, %v", buf, err)
 	}
-	cancel()
-	if _, err := p.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("Wait after cancel = %v, want killed", err)
-	}
+	return p
 }
 
 func TestStartMissingBinary(t *testing.T) {
@@ -75,15 +82,8 @@ func TestCappedKeepsFirstBytes(t *testing.T) {
 // itself (a postmaster's immediate shutdown).
 func TestCancelSignal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := Start(ctx, Cmd{Path: "/bin/sh", CancelSignal: syscall.SIGQUIT,
+	p := startReady(t, ctx, Cmd{Path: "/bin/sh", CancelSignal: syscall.SIGQUIT,
 		Args: []string{"-c", "trap 'kill $!; echo quit; exit 7' QUIT; echo ready; sleep 600 >/dev/null 2>&1 & wait"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 6)
-	if _, err := io.ReadFull(p.Stdout(), buf); err != nil || string(buf) != "ready\n" {
-		t.Fatalf("first bytes %q, %v", buf, err)
-	}
 	cancel()
 	rest, _ := io.ReadAll(p.Stdout())
 	if _, err := p.Wait(); err == nil || !strings.Contains(err.Error(), "exit status 7") || string(rest) != "quit\n" {

@@ -167,6 +167,30 @@ func TestWarmup(t *testing.T) {
 	}
 }
 
+// abortAt runs a warm-up with the binaries of bin and aborts it once a process of it
+// has written its pid into pidFile; the warm-up must end aborted, that process must be
+// gone and the directory removed.
+func abortAt(t *testing.T, bin, pidFile string) {
+	t.Helper()
+	o, l := setup(t, bin)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Result, 1)
+	go func() { done <- Run(ctx, o) }()
+	waitFile(t, pidFile)
+	cancel()
+	if res := <-done; res.Outcome != Aborted {
+		t.Fatalf("result %+v\n%s", res, l)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid %q: %v", b, err)
+	}
+	exited(t, pid)
+	gone(t, o)
+}
+
 // Ending the context aborts the warm-up wherever it is, and Run returns once its
 // processes are gone and the directory is removed.
 func TestWarmupAbort(t *testing.T) {
@@ -195,23 +219,7 @@ func TestWarmupAbort(t *testing.T) {
 		marker := filepath.Join(pgtest.OwnedDir(t, "warmup-mark-"), "started")
 		bin := fakeBin(t, []string{"initdb"}, map[string]string{
 			"postgres": "trap 'kill $!; exit 3' QUIT; echo $$ >" + marker + "; sleep 600 & wait"})
-		o, l := setup(t, bin)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan Result, 1)
-		go func() { done <- Run(ctx, o) }()
-		waitFile(t, marker)
-		cancel()
-		if res := <-done; res.Outcome != Aborted {
-			t.Fatalf("result %+v\n%s", res, l)
-		}
-		b, _ := os.ReadFile(marker)
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatalf("pid %q: %v", b, err)
-		}
-		exited(t, pid)
-		gone(t, o)
+		abortAt(t, bin, marker)
 	})
 	t.Run("during initdb", func(t *testing.T) {
 		// initdb's children go too (its own process group): nothing writes into the
@@ -219,23 +227,7 @@ func TestWarmupAbort(t *testing.T) {
 		mark := pgtest.OwnedDir(t, "warmup-mark-")
 		bin := fakeBin(t, nil, map[string]string{"initdb": `mkdir -p "$2" && touch "$2/partial" || exit 1; ` +
 			"sleep 600 & echo $! >" + filepath.Join(mark, "child") + "; wait"})
-		o, l := setup(t, bin)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan Result, 1)
-		go func() { done <- Run(ctx, o) }()
-		waitFile(t, filepath.Join(mark, "child"))
-		cancel()
-		if res := <-done; res.Outcome != Aborted {
-			t.Fatalf("result %+v\n%s", res, l)
-		}
-		b, _ := os.ReadFile(filepath.Join(mark, "child"))
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatalf("pid %q: %v", b, err)
-		}
-		exited(t, pid)
-		gone(t, o)
+		abortAt(t, bin, filepath.Join(mark, "child"))
 	})
 	t.Run("before it began", func(t *testing.T) {
 		o, l := setup(t, realBin())
