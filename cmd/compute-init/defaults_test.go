@@ -26,5 +26,6 @@ func TestFlagDefaultsFromPaths(t *testing.T) {
 		"compute-id":           "compute-local",
 		"privileged-role-name": "neon_superuser",
 		"internal-http-port":   "3081",
+		"warmup":               "true",
 	})
 }

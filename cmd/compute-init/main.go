@@ -41,6 +41,7 @@ type common struct {
 	SyncSafekeepersTimeout time.Duration `name:"sync-safekeepers-timeout" env:"COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT" default:"${COMPUTE_SYNC_SAFEKEEPERS_TIMEOUT}" help:"Kill postgres --sync-safekeepers when it has not finished within this (at start; at /terminate at most 45s, within the Postgres unit's stop timeout)."`
 	ResizeSwapOnBind       bool          `name:"resize-swap-on-bind" env:"COMPUTE_RESIZE_SWAP_ON_BIND" default:"${COMPUTE_RESIZE_SWAP_ON_BIND}" help:"Resize swap to the spec's swap_size_bytes before Postgres starts (/neonvm/bin/resize-swap --once, through compute-resize-swap@<bytes>.service unless root); skipped where the helper is not installed."`
 	SetDiskQuotaForFS      string        `name:"set-disk-quota-for-fs" env:"COMPUTE_SET_DISK_QUOTA_FOR_FS" placeholder:"MOUNTPOINT" help:"Set this filesystem's quota to the spec's disk_quota_bytes before Postgres starts (/neonvm/bin/set-disk-quota, through compute-disk-quota@<kib>.service unless root); skipped where the helper is not installed."`
+	Warmup                 bool          `name:"warmup" env:"COMPUTE_WARMUP" default:"${COMPUTE_WARMUP}" negatable:"" help:"Started without a config (a pooled VM), warm the VM up while waiting for POST /configure: a throwaway initdb and Postgres start beside PGDATA, aborted when the config comes (compute_ctl's prewarm)."`
 	ControlPlaneTimeout    time.Duration `name:"control-plane-timeout" env:"COMPUTE_CONTROL_PLANE_TIMEOUT" default:"${COMPUTE_CONTROL_PLANE_TIMEOUT}" help:"Bound of one control-plane request (3 attempts, 100 ms apart, on 502, 503, transport errors and bodies that do not decode)."`
 
 	PgbouncerIni      string `name:"pgbouncer-ini" env:"PGBOUNCER_INI" default:"${PGBOUNCER_INI}" help:"pgbouncer's ini file: the spec's pgbouncer_settings go into its [pgbouncer] section."`
@@ -62,7 +63,7 @@ func (c *common) host() initcmd.Host {
 		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout,
 		PgbouncerIni: c.PgbouncerIni, PgbouncerConnstr: c.PgbouncerConnstr, PgbouncerPassword: c.PgbouncerPassword,
 		LocalProxyConfig: c.LocalProxyConfig, LocalProxyPidFile: c.LocalProxyPidFile,
-		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS}
+		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS, Warmup: c.Warmup}
 }
 
 type cli struct {

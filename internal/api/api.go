@@ -60,6 +60,9 @@ type Control interface {
 	// DatabaseSchema streams the schema dump (pgopswire.ErrDatabaseNotFound: no such
 	// database); the caller closes it.
 	DatabaseSchema(ctx context.Context, db string) (io.ReadCloser, error)
+	// DatabaseSchemaExists answers HEAD /database_schema without a dump: nil, or the
+	// errors DatabaseSchema gives before its stream.
+	DatabaseSchemaExists(ctx context.Context, db string) error
 	InstallExtension(ctx context.Context, req pgopswire.ExtensionInstallRequest) (string, error)
 	SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error
 	// Promote promotes a replica (or joins the promotion that runs) and returns its

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,6 +76,12 @@ func schemaDatabase(r *http.Request) (string, error) {
 // schemaChunk is the most the handler reads from pg_dump before writing to the client.
 const schemaChunk = 32 << 10
 
+// schemaContentType is the schema dump's content type (GET and HEAD).
+const schemaContentType = "text/plain; charset=utf-8"
+
+// schemaWriteStall is how long one piece of a schema dump may wait for the client to read.
+const schemaWriteStall = time.Minute
+
 // handleDatabaseSchema answers GET /database_schema?database=NAME with pg_dump's
 // schema-only output, streamed: each piece is written and flushed as pg_dump gives it,
 // so the memory used does not grow with the schema, and a client that goes away ends
@@ -81,11 +89,14 @@ const schemaChunk = 32 << 10
 // run or fails before its output began. A pg_dump that fails later cuts the answer off
 // (the connection is aborted), so that a truncated dump never looks complete. The
 // content type is text/plain, as Neon's OpenAPI document says (compute_ctl sends
-// application/json).
-// schemaWriteStall is how long one piece of a schema dump may wait for the client to read.
-const schemaWriteStall = time.Minute
-
+// application/json). HEAD answers with GET's status and headers without running
+// pg_dump: 200 when the database exists, 404 when not, 500 when Postgres does not
+// answer (a pg_dump that would fail for another reason is not foreseen).
 func (s *Server) handleDatabaseSchema(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		s.headDatabaseSchema(w, r)
+		return
+	}
 	db, err := schemaDatabase(r)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
@@ -101,11 +112,8 @@ func (s *Server) handleDatabaseSchema(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rc.Close()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Type", schemaContentType)
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
 	ctl := http.NewResponseController(w)
 	buf := make([]byte, schemaChunk)
 	for {
@@ -134,6 +142,62 @@ func (s *Server) handleDatabaseSchema(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// headDatabaseSchema answers HEAD /database_schema with the status and headers GET would
+// give, without starting pg_dump only to kill it: whether the database exists (and
+// Postgres answers).
+func (s *Server) headDatabaseSchema(w http.ResponseWriter, r *http.Request) {
+	hw := &headOnly{ResponseWriter: w}
+	defer hw.finish()
+	db, err := schemaDatabase(r)
+	if err != nil {
+		httpjson.Error(hw, http.StatusBadRequest, err.Error())
+		return
+	}
+	err = s.cfg.Control.DatabaseSchemaExists(s.controlContext(r), db)
+	switch {
+	case errors.Is(err, pgopswire.ErrDatabaseNotFound):
+		httpjson.Error(hw, http.StatusNotFound, pgopswire.ErrDatabaseNotFound.Error())
+	case err != nil:
+		s.postgresError(hw, r, "", err)
+	default:
+		hw.Header().Set("Content-Type", schemaContentType)
+		hw.WriteHeader(http.StatusOK)
+	}
+}
+
+// headOnly turns an answer into a HEAD answer: the body is held back and only its length
+// sent (Content-Length, as net/http sends for a GET answer this small), so that the
+// headers are GET's. net/http would drop a HEAD body anyway, after the handler wrote it.
+type headOnly struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (h *headOnly) WriteHeader(code int) {
+	if h.status == 0 {
+		h.status = code
+	}
+}
+
+func (h *headOnly) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return h.body.Write(b)
+}
+
+// finish sends the status and headers.
+func (h *headOnly) finish() {
+	if h.body.Len() > 0 {
+		h.Header().Set("Content-Length", strconv.Itoa(h.body.Len()))
+	}
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	h.ResponseWriter.WriteHeader(h.status)
 }
 
 // handleExtensions answers the internal port's POST /extensions (local_proxy): 201

@@ -341,6 +341,9 @@ func TestPostgresRoutesWithoutPostgres(t *testing.T) {
 			t.Errorf("%s %s: error %q", tc.method, tc.path, msg)
 		}
 	}
+	if w := h.do(h.srv.External(), "HEAD", "/database_schema?database=postgres", "", tok); w.Code != 500 || w.Body.Len() != 0 {
+		t.Errorf("HEAD without Postgres: %d %q", w.Code, w.Body.String())
+	}
 }
 
 func TestDatabaseSchema(t *testing.T) {
@@ -373,6 +376,29 @@ func TestDatabaseSchema(t *testing.T) {
 	expect(t, h.do(ext, "GET", "/database_schema?database=a&database=b", "", tok), 400, "failed to deserialize query string: duplicate field `database`")
 	expect(t, h.do(ext, "GET", "/database_schema?database=%zz", "", tok), 400, "failed to deserialize query string: malformed query")
 
+	// HEAD: GET's status and headers, without a body.
+	for _, tc := range []struct {
+		query  string
+		status int
+		ct     string
+	}{
+		{"?database=" + url.QueryEscape(db), 200, "text/plain; charset=utf-8"},
+		{"?database=nope", 404, "application/json"},
+		{"", 400, "application/json"},
+	} {
+		head := h.do(ext, "HEAD", "/database_schema"+tc.query, "", tok)
+		get := h.do(ext, "GET", "/database_schema"+tc.query, "", tok)
+		if head.Code != tc.status || get.Code != tc.status || head.Body.Len() != 0 {
+			t.Fatalf("%s: HEAD %d (body %q), GET %d; want %d", tc.query, head.Code, head.Body.String(), get.Code, tc.status)
+		}
+		if ct := head.Header().Get("Content-Type"); ct != tc.ct || ct != get.Header().Get("Content-Type") {
+			t.Errorf("%s: HEAD Content-Type %q, GET %q, want %q", tc.query, ct, get.Header().Get("Content-Type"), tc.ct)
+		}
+		if tc.status != 200 && head.Header().Get("Content-Length") != strconv.Itoa(get.Body.Len()) {
+			t.Errorf("%s: HEAD Content-Length %q, GET's body has %d bytes", tc.query, head.Header().Get("Content-Length"), get.Body.Len())
+		}
+	}
+
 	// pg_dump fails before any output for another reason: 500 with its words.
 	pgExec(t, c, "CREATE DATABASE closed ALLOW_CONNECTIONS false")
 	w = h.do(ext, "GET", "/database_schema?database=closed", "", tok)
@@ -390,6 +416,12 @@ func TestDatabaseSchemaWithoutPgDump(t *testing.T) {
 	expect(t, w, 500, "")
 	if msg := errorBody(t, w); !strings.HasPrefix(msg, "failed to execute pg_dump: ") || !strings.Contains(msg, "no such file or directory") {
 		t.Fatalf("error = %q", msg)
+	}
+	// HEAD does not run pg_dump (here it would fail): the database exists, so 200, GET's
+	// status whenever pg_dump can run.
+	w = h.do(h.srv.External(), "HEAD", "/database_schema?database=postgres", "", withToken(h.computeToken()))
+	if w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Fatalf("HEAD: %d %q %v", w.Code, w.Body.String(), w.Header())
 	}
 }
 

@@ -4,7 +4,8 @@
 // internal/api with its collaborators (token verifier, unit adapter, extension server),
 // runs the background tasks (the JWKS from the control plane, the renewed TLS certificate
 // watcher, the post-termination action of COMPUTE_ON_TERMINATED: it is the unit that serves
-// the final status during compute_ctl's linger and holds the systemd connection),
+// the final status during compute_ctl's linger and holds the systemd connection; and the
+// controller's promotions, begun by POST /promote but not bound to it),
 // serves both ports, tells systemd READY=1, and on shutdown stops the HTTP servers and
 // joins every goroutine it started before returning.
 package apiserver
@@ -316,6 +317,18 @@ func (s *server) serve(ctx context.Context) (err error) {
 		pgOps = ops
 	}
 	sdLost := make(chan error, 1)
+	bgctx, stopBackground := context.WithCancel(ctx)
+	defer func() {
+		stopBackground()
+		// A watcher or a promotion may be in the middle of a reconfiguration it
+		// started (waiting for compute-configure's job, which it must not cancel: that
+		// would record a failure while the step still runs). Wait for it, but not
+		// past shutdownTimeout: systemd would kill us anyway, and the step goes on.
+		if !s.tasks.WaitTimeout(shutdownTimeout) {
+			_, running := s.tasks.counts()
+			s.log.Warn("background tasks still running at shutdown; not waiting longer", "running", running)
+		}
+	}()
 	ctl := control.New(control.Deps{
 		Postgres: pgOps,
 		Store:    s.d.Store, Waker: s.d.Bus, Units: lossWatch{units{s.d.Systemd}, sdLost}, LFC: s.d.LFC,
@@ -327,6 +340,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 		},
 		Promoter:   promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
 		Companions: newCompanions(s.d.Systemd, s.cfg.PgbouncerPidFile, s.cfg.LocalProxyPidFile, s.log),
+		Tasks:      serverTasks{g: &s.tasks, ctx: bgctx},
 		Logger:     s.log,
 	})
 	srv := api.New(api.Options{
@@ -336,18 +350,6 @@ func (s *server) serve(ctx context.Context) (err error) {
 		Logger: s.log, MaxBodyBytes: s.cfg.HTTP.MaxBodyBytes, ConfigureParses: s.cfg.HTTP.ConfigureParses,
 	})
 
-	bgctx, stopBackground := context.WithCancel(ctx)
-	defer func() {
-		stopBackground()
-		// A watcher may be in the middle of a reconfiguration it started (the TLS
-		// watcher waits for compute-configure's job, which it must not cancel: that
-		// would record a failure while the step still runs). Wait for it, but not
-		// past shutdownTimeout: systemd would kill us anyway, and the step goes on.
-		if !s.tasks.WaitTimeout(shutdownTimeout) {
-			_, running := s.tasks.counts()
-			s.log.Warn("background tasks still running at shutdown; not waiting longer", "running", running)
-		}
-	}()
 	if s.cfg.ControlPlaneURI != "" {
 		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
 			return controlplane.FetchConfig(ctx, controlplane.NewClient(s.cfg.ControlPlaneTimeout), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
@@ -499,6 +501,23 @@ func (g *group) counts() (started, running int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.started, g.running
+}
+
+// serverTasks runs the controller's background work (a promotion) in the server's task
+// group, under its background context: shutdown cancels it and waits for it as for every
+// other task. Work that comes once shutdown has begun gets the cancelled context in a
+// goroutine of its own (the group may be being waited for already): it ends at once.
+type serverTasks struct {
+	g   *group
+	ctx context.Context
+}
+
+func (t serverTasks) Go(fn func(ctx context.Context)) {
+	if t.ctx.Err() != nil {
+		go fn(t.ctx)
+		return
+	}
+	t.g.Go(func() { fn(t.ctx) })
 }
 
 // sdNotify is the Notifier of a systemd service.

@@ -329,3 +329,35 @@ func TestGroupWaitTimeout(t *testing.T) {
 		t.Fatal("WaitTimeout timed out after the goroutine returned")
 	}
 }
+
+// The controller's background work (a promotion) is one of the server's tasks: shutdown
+// cancels its context and waits for it; work that comes once shutdown began gets the
+// cancelled context outside the group.
+func TestServerTasks(t *testing.T) {
+	var g group
+	ctx, cancel := context.WithCancel(context.Background())
+	st := serverTasks{g: &g, ctx: ctx}
+	ended := make(chan struct{})
+	st.Go(func(ctx context.Context) {
+		<-ctx.Done()
+		close(ended)
+	})
+	if s, r := g.counts(); s != 1 || r != 1 {
+		t.Fatalf("started %d running %d, want the task in the group", s, r)
+	}
+	cancel()
+	g.Wait()
+	select {
+	case <-ended:
+	default:
+		t.Fatal("Wait returned before the task ended")
+	}
+	late := make(chan error, 1)
+	st.Go(func(ctx context.Context) { late <- ctx.Err() })
+	if err := <-late; !errors.Is(err, context.Canceled) {
+		t.Errorf("late task's context: %v", err)
+	}
+	if s, _ := g.counts(); s != 1 {
+		t.Errorf("a task started after shutdown joined the group (%d started)", s)
+	}
+}

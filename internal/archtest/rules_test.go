@@ -154,6 +154,9 @@ var stdlibOnlyPkgs = map[string][]string{
 	// NeonVM's helpers run as root (directly or through a unit): nothing but execx to
 	// run them; the systemd connection is the caller's (an interface).
 	"internal/neonvm": {"internal/execx"},
+	// The pooled VM's warm-up runs processes (execx) on a directory pgdata owns; it
+	// needs nothing of the compute's config or state.
+	"internal/warmup": {"internal/execx", "internal/paths", "internal/pgdata", "internal/pgready"},
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into

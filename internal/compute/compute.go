@@ -71,6 +71,10 @@ type Settings struct {
 	DiskQuotaFS      string
 	// GDB is the debugger the stop hook runs on core dumps in PGDATA (empty: paths.GDB).
 	GDB string
+	// Warmup warms a pooled VM up while it waits for POST /configure (no config at
+	// start): a throwaway initdb and Postgres start (internal/warmup), aborted when the
+	// config comes.
+	Warmup bool
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).

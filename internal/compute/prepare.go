@@ -29,7 +29,12 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	if err != nil {
 		return err
 	}
-	got, err := obtainConfig(ctx, cfg, d)
+	// A pooled VM (no config yet) warms up while it waits; whatever runs of it when the
+	// config comes is aborted, and waited for only here, as Prepare ends.
+	w := newWarmer(cfg, d.logger())
+	defer w.finish()
+	got, err := obtainConfig(ctx, cfg, d, w)
+	w.sweep()
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("prepare: %w", ctx.Err())
@@ -112,7 +117,7 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 
 // obtainConfig begins the new lifecycle and returns the config of this start, from the
 // first of configSources that has one.
-func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error) {
+func obtainConfig(ctx context.Context, cfg Settings, d *Deps, w *warmer) (*acquired, error) {
 	wake, cancel := d.subscribe()
 	defer cancel()
 	pending := paths.PendingConfigFile(cfg.StateDir)
@@ -144,7 +149,7 @@ func obtainConfig(ctx context.Context, cfg Settings, d *Deps) (*acquired, error)
 	if cur.Status.TerminationPending() {
 		return nil, fmt.Errorf("terminated before the compute started")
 	}
-	return firstConfig(ctx, cur, configSources(cfg, d, wake))
+	return firstConfig(ctx, cur, configSources(cfg, d, wake, w))
 }
 
 // prepareStandalone creates PGDATA with initdb on first start (kept across restarts) and

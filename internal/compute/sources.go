@@ -31,8 +31,9 @@ type configSource interface {
 
 // configSources lists where a start looks for its config, in order: a config that POST
 // /configure left before compute-init started; the control plane when one is given,
-// else the config file; and last, waiting for POST /configure.
-func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
+// else the config file; and last, waiting for POST /configure (warming the VM up
+// meanwhile, with w).
+func configSources(cfg Settings, d *Deps, wake <-chan struct{}, w *warmer) []configSource {
 	pending := paths.PendingConfigFile(cfg.StateDir)
 	log := d.logger()
 	srcs := []configSource{pendingConfig{path: pending, log: log}}
@@ -52,7 +53,7 @@ func configSources(cfg Settings, d *Deps, wake <-chan struct{}) []configSource {
 		srcs = append(srcs, fileConfig{path: cfg.ConfigFile, log: log})
 	}
 	return append(srcs, waitForConfigure{
-		store: d.Store, wake: wake, recheck: 10 * time.Second, status: d.status, path: pending,
+		store: d.Store, wake: wake, recheck: 10 * time.Second, status: d.status, path: pending, warm: w,
 	})
 }
 
@@ -157,20 +158,25 @@ func (s fileConfig) obtain(_ context.Context, _ state.Record) (*acquired, error)
 
 // waitForConfigure waits, as long as it takes, for POST /configure to move the record
 // out of empty, and takes the config it stored. Any other move ends the wait with an
-// error (a /terminate, say).
+// error (a /terminate, say). A pooled VM warms up meanwhile (warm, when enabled): the
+// warm-up begins with the wait and is aborted the moment the wait ends, so that the
+// config is taken as soon as it comes.
 type waitForConfigure struct {
 	store   *state.Store
 	wake    <-chan struct{}
 	recheck time.Duration
 	status  func(string)
 	path    string
+	warm    *warmer
 }
 
 func (s waitForConfigure) obtain(ctx context.Context, _ state.Record) (*acquired, error) {
 	s.status("empty: waiting for POST /configure")
+	s.warm.start(ctx)
 	r, err := s.store.Wait(ctx, s.wake, s.recheck, func(r state.Record) bool {
 		return r.Status != state.Empty
 	})
+	s.warm.abort()
 	if err != nil {
 		return nil, err
 	}

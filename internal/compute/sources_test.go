@@ -221,7 +221,7 @@ func TestConfigSourcesOrder(t *testing.T) {
 		{"file", Settings{StateDir: st.Dir(), ConfigFile: "/etc/compute/config.json"}, "pendingConfig,fileConfig,waitForConfigure"},
 		{"neither", Settings{StateDir: st.Dir()}, "pendingConfig,waitForConfigure"},
 	} {
-		if got := kinds(configSources(tc.cfg, d, nil)); got != tc.want {
+		if got := kinds(configSources(tc.cfg, d, nil, nil)); got != tc.want {
 			t.Errorf("%s: sources %s, want %s", tc.name, got, tc.want)
 		}
 	}

@@ -90,6 +90,10 @@ type Deps struct {
 	// Promoter promotes Postgres for POST /promote (*promote.Postgres); nil: /promote
 	// fails, saying so.
 	Promoter Promoter
+	// Tasks runs the work that outlives the request that began it (a promotion) among
+	// the server's tasks, which shutdown cancels and waits for; nil: a goroutine of its
+	// own that nothing cancels (tests that do not shut down).
+	Tasks Tasks
 	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS and
 	// POST /promote).
 	ReadAppliedConfig func() ([]byte, error)
@@ -100,6 +104,17 @@ type Deps struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
+
+// Tasks runs background work of the controller: fn gets a context that ends when the
+// server shuts down, and the server waits for fn to return.
+type Tasks interface {
+	Go(fn func(ctx context.Context))
+}
+
+// goroutines is the Tasks of a Controller without a task group.
+type goroutines struct{}
+
+func (goroutines) Go(fn func(ctx context.Context)) { go fn(context.Background()) }
 
 // Controller carries out the API's operations.
 type Controller struct {
@@ -130,6 +145,9 @@ func New(cfg Deps) *Controller {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Tasks == nil {
+		cfg.Tasks = goroutines{}
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}
 }

@@ -18,6 +18,8 @@ type Postgres interface {
 	// DumpSchema streams a schema-only dump of db; before the stream, a missing
 	// database is pgopswire.ErrDatabaseNotFound.
 	DumpSchema(ctx context.Context, db string) (io.ReadCloser, error)
+	// DatabaseExists reports whether the catalog has database db.
+	DatabaseExists(ctx context.Context, db string) (bool, error)
 	InstallExtension(ctx context.Context, req pgopswire.ExtensionInstallRequest) (string, error)
 	SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error
 }
@@ -107,6 +109,26 @@ func (c *Controller) DatabaseSchema(ctx context.Context, db string) (io.ReadClos
 		return nil, &PostgresError{Err: err}
 	}
 	return rc, nil
+}
+
+// DatabaseSchemaExists is HEAD /database_schema, in any status: what GET would answer
+// before its dump begins, without running pg_dump: nil when db exists,
+// pgopswire.ErrDatabaseNotFound when it does not, a *PostgresError when Postgres does not
+// answer. (A GET whose pg_dump fails for another reason answers 500; a HEAD cannot tell
+// without running it.)
+func (c *Controller) DatabaseSchemaExists(ctx context.Context, db string) error {
+	pg, err := c.postgres(false)
+	if err != nil {
+		return err
+	}
+	ok, err := pg.DatabaseExists(ctx, db)
+	if err != nil {
+		return &PostgresError{Err: err}
+	}
+	if !ok {
+		return pgopswire.ErrDatabaseNotFound
+	}
+	return nil
 }
 
 // InstallExtension is the internal port's POST /extensions: the compute must be running;

@@ -51,7 +51,8 @@ type promotions struct {
 // Promote is POST /promote (compute_ctl's ComputeNode::promote): it promotes this replica
 // to a primary and returns the outcome, completed or failed (the answer's 200 and 500).
 // The first call starts the promotion, which is not bound to the call (a client that goes
-// away does not stop it); every call that comes while it runs, this one's retry
+// away does not stop it) but is one of the server's tasks (Deps.Tasks: shutdown cancels
+// it and waits for it); every call that comes while it runs, this one's retry
 // included, waits for the same outcome (its own request is not looked at). A call after
 // a completed promotion answers completed again, as compute_ctl. Unlike compute_ctl, a
 // call after a failed one starts a new promotion (compute_ctl answers the old failure
@@ -80,7 +81,12 @@ func (c *Controller) Promote(ctx context.Context, req promotestate.Request) (pro
 		c.promos.cur = p
 		log := c.logger(ctx)
 		log.Info("promotion begins", "wal_flush_lsn", req.WALFlushLSN.String(), "safekeepers", req.Safekeepers, "again", again)
-		go c.runPromotion(context.WithoutCancel(ctx), p, rec, req, again)
+		// Not bound to this request (a client that goes away does not stop it), but to
+		// the server: one of its tasks, which shutdown cancels and waits for; it logs
+		// with this request's logger.
+		c.cfg.Tasks.Go(func(tctx context.Context) {
+			c.runPromotion(WithLogger(tctx, log), p, rec, req, again)
+		})
 	}
 	c.promos.mu.Unlock()
 	select {
@@ -117,6 +123,11 @@ func (c *Controller) runPromotion(ctx context.Context, p *promotion, rec state.R
 	log := c.logger(ctx)
 	start := c.cfg.Now()
 	perr := c.promote(ctx, rec, req, again)
+	if perr != nil && ctx.Err() != nil {
+		// Shutdown cut it short: the next POST /promote (of this compute-api's
+		// successor) resumes it, a Postgres already promoted counting as promoted.
+		perr = fmt.Errorf("compute-api stopped during the promotion (POST /promote again resumes it): %w", perr)
+	}
 	_, _, serr := c.promotionStore().EndPromotion(rec.StartTime, perr)
 	switch {
 	case perr != nil:
@@ -209,7 +220,9 @@ func (c *Controller) rewriteAsPrimary(ctx context.Context, raw []byte, parsed *s
 	if _, _, err := c.submitConfig(raw, parsed, nil, state.Running); err != nil {
 		return err
 	}
-	if msg := c.reconfigure(ctx); msg != "" {
+	// The unit job is not cancelled at shutdown (the configure step goes on and
+	// records its own outcome, as for the TLS watcher); only the wait for it ends.
+	if msg := c.reconfigureUnless(context.WithoutCancel(ctx), ctx.Done()); msg != "" {
 		return errors.New(msg)
 	}
 	rec, err := c.wait(ctx, wake, state.Running, state.Failed)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
@@ -177,5 +180,78 @@ func TestPromotedConfig(t *testing.T) {
 	}
 	if _, err := PromotedConfig([]byte(`{"compute_ctl_config":{}}`), "a:1"); err == nil {
 		t.Error("a config without a spec was promoted")
+	}
+}
+
+// taskGroup is a Tasks like compute-api's: its work runs under a context that shutdown
+// cancels, and shutdown waits for it.
+type taskGroup struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	n      atomic.Int32
+}
+
+func newTaskGroup() *taskGroup {
+	g := &taskGroup{}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	return g
+}
+
+func (g *taskGroup) Go(fn func(ctx context.Context)) {
+	g.n.Add(1)
+	g.wg.Go(func() { fn(g.ctx) })
+}
+
+func (g *taskGroup) shutdown() {
+	g.cancel()
+	g.wg.Wait()
+}
+
+// blockingPromoter holds Postgres's side of the promotion until its context ends.
+type blockingPromoter struct{ entered chan struct{} }
+
+func (p *blockingPromoter) Promote(ctx context.Context, _ promotestate.Request, _ promote.Run) (promote.Result, error) {
+	close(p.entered)
+	<-ctx.Done()
+	return promote.Result{}, fmt.Errorf("waiting for the replay: %w", ctx.Err())
+}
+
+func (p *blockingPromoter) ResetSafekeepers(context.Context) error { return errors.New("not expected") }
+
+// The promotion runs among the server's tasks: not bound to the request (a caller that
+// goes away does not stop it), but cancelled and waited for at shutdown, which records
+// it failed with the reason (a later POST /promote resumes it).
+func TestPromotionIsAServerTask(t *testing.T) {
+	g := newTaskGroup()
+	bp := &blockingPromoter{entered: make(chan struct{})}
+	r := newRig(t, func(d *Deps) {
+		d.Promoter = bp
+		d.Tasks = g
+		d.ReadAppliedConfig = func() ([]byte, error) { return []byte(neonReplicaConfig), nil }
+	})
+	r.set(state.Running, func(rec *state.Record) { rec.Mode, rec.Storage = spec.ModeTypeReplica, spec.StorageStandalone })
+	req := promotestate.Request{Safekeepers: "a:1", WALFlushLSN: 1}
+
+	// The first caller goes away: the promotion goes on.
+	gone, leave := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { _, err := r.ctl.Promote(gone, req); first <- err }()
+	<-bp.entered
+	leave()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that left got %v", err)
+	}
+	if n := g.n.Load(); n != 1 {
+		t.Fatalf("%d tasks started, want the promotion", n)
+	}
+	if rec, _ := r.store.Load(); rec.Promotion == nil || rec.Promotion.Phase != promotestate.PhasePromoting {
+		t.Fatalf("the promotion stopped with its caller: %+v", rec.Promotion)
+	}
+	g.shutdown() // returns only once the promotion has ended
+	rec, _ := r.store.Load()
+	const want = "compute-api stopped during the promotion (POST /promote again resumes it): waiting for the replay: context canceled"
+	if rec.Promotion == nil || rec.Promotion.Phase != promotestate.PhaseFailed || rec.Promotion.Error != want {
+		t.Fatalf("record after shutdown: %+v", rec.Promotion)
 	}
 }

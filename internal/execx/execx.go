@@ -38,6 +38,14 @@ type Cmd struct {
 	Secrets []string
 	// Log receives the command line and its duration at debug level (nil: slog.Default()).
 	Log *slog.Logger
+	// CancelSignal is what the process gets when ctx ends (0: SIGKILL); a process that
+	// has not exited 5 s later is killed. A postmaster takes SIGQUIT: it ends its
+	// children itself, where SIGKILL would leave them behind.
+	CancelSignal syscall.Signal
+	// OwnGroup runs the process in a process group of its own and sends CancelSignal to
+	// the whole group, for a tool whose children would outlive it (initdb's bootstrap
+	// backend, which writes into the directory a caller then removes).
+	OwnGroup bool
 }
 
 // Result is what a finished process left behind.
@@ -50,19 +58,9 @@ type Result struct {
 // Run runs c and waits for it. A non-zero exit is an error that quotes the last lines of
 // stderr (or stdout when stderr is empty).
 func Run(ctx context.Context, c Cmd) (Result, error) {
-	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
-	// Once ctx ends and the process is killed, a child it left holding stdout or stderr
-	// cannot keep Run waiting.
-	cmd.WaitDelay = waitDelay
-	cmd.Dir = c.Dir
-	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, c.Env...)
-	if c.User != "" && os.Geteuid() == 0 {
-		cred, home, err := lookup(c.User)
-		if err != nil {
-			return Result{}, err
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		cmd.Env = append(cmd.Env, "HOME="+home)
+	cmd, err := c.command(ctx)
+	if err != nil {
+		return Result{}, err
 	}
 	if c.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(c.Stdin)
@@ -77,7 +75,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	}
 	log.Debug("exec", "argv", argv, "user", c.User)
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Duration: time.Since(start)}
 	if err != nil {
 		detail := tail(res.Stderr, 8)
@@ -93,6 +91,41 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	}
 	log.Debug("exec done", "argv", argv, "exec_ms", res.Duration.Milliseconds())
 	return res, nil
+}
+
+// command builds the exec.Cmd of c (both Run and Start): the minimal environment, the
+// user, and how ctx's end stops it.
+func (c Cmd) command(ctx context.Context) (*exec.Cmd, error) {
+	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
+	// Once ctx ends and the process is stopped, a child it left holding stdout or stderr
+	// cannot keep the caller waiting, nor a process that ignores CancelSignal.
+	cmd.WaitDelay = waitDelay
+	cmd.Dir = c.Dir
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, c.Env...)
+	attr := &syscall.SysProcAttr{Setpgid: c.OwnGroup}
+	if c.User != "" && os.Geteuid() == 0 {
+		cred, home, err := lookup(c.User)
+		if err != nil {
+			return nil, err
+		}
+		attr.Credential = cred
+		cmd.Env = append(cmd.Env, "HOME="+home)
+	}
+	cmd.SysProcAttr = attr
+	if c.CancelSignal != 0 || c.OwnGroup {
+		sig := c.CancelSignal
+		if sig == 0 {
+			sig = syscall.SIGKILL
+		}
+		cmd.Cancel = func() error {
+			pid := cmd.Process.Pid
+			if c.OwnGroup {
+				pid = -pid
+			}
+			return syscall.Kill(pid, sig)
+		}
+	}
+	return cmd, nil
 }
 
 func lookup(name string) (*syscall.Credential, string, error) {

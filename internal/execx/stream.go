@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/redact"
@@ -37,22 +35,13 @@ type Process struct {
 
 // Start starts c with its stdout as a pipe (Stdout) instead of a buffer, for output too
 // large to hold or that a caller passes on as it comes. The process is killed when ctx
-// ends. Its stderr is kept (the first 64 KiB). Wait must be called, after reading
+// ends (or gets Cmd.CancelSignal). Its stderr is kept (the first 64 KiB). Wait must be called, after reading
 // Stdout to its end or giving up on it.
 func Start(ctx context.Context, c Cmd) (*Process, error) {
-	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
-	cmd.Dir = c.Dir
-	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, c.Env...)
-	if c.User != "" && os.Geteuid() == 0 {
-		cred, home, err := lookup(c.User)
-		if err != nil {
-			return nil, err
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		cmd.Env = append(cmd.Env, "HOME="+home)
+	cmd, err := c.command(ctx)
+	if err != nil {
+		return nil, err
 	}
-	// A killed process may leave a child holding the pipes; Wait does not hang on them.
-	cmd.WaitDelay = 5 * time.Second
 	stderr := &capped{max: maxStreamStderr}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()

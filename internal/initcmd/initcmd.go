@@ -53,6 +53,8 @@ type Host struct {
 	// --set-disk-quota-for-fs (see compute.Settings).
 	ResizeSwapOnBind bool
 	DiskQuotaFS      string
+	// Warmup is --warmup (see compute.Settings).
+	Warmup bool
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -84,6 +86,7 @@ func (h Host) Config() (compute.Settings, error) {
 		PgbouncerIni: h.PgbouncerIni, PgbouncerConnstr: h.PgbouncerConnstr, PgbouncerPassword: h.PgbouncerPassword,
 		LocalProxyConfig: h.LocalProxyConfig, LocalProxyPidFile: h.LocalProxyPidFile, LocalProxyUnit: paths.UnitLocalProxy,
 		ResizeSwapOnBind: h.ResizeSwapOnBind, DiskQuotaFS: h.DiskQuotaFS,
+		Warmup: h.Warmup,
 	}, nil
 }
 

@@ -290,3 +290,49 @@ func TestGeneratorCredential(t *testing.T) {
 		})
 	}
 }
+
+// TestGeneratorPoweroff: COMPUTE_ON_TERMINATED=poweroff (the last line, bare or quoted)
+// makes the generator write the drop-in the polkit rule looks for; anything else
+// writes nothing, and AUTOSCALING is read as before beside it.
+func TestGeneratorPoweroff(t *testing.T) {
+	s := func(v string) *string { return &v }
+	for _, c := range []struct {
+		name        string
+		content     *string
+		poweroff    bool
+		autoscaling bool
+	}{
+		{"no file", nil, false, false},
+		{"bare", s("COMPUTE_ON_TERMINATED=poweroff\n"), true, false},
+		{"double quotes", s(`COMPUTE_ON_TERMINATED="poweroff"` + "\n"), true, false},
+		{"single quotes, blanks, CRLF", s(" COMPUTE_ON_TERMINATED='poweroff' \r\n"), true, false},
+		{"stop", s("COMPUTE_ON_TERMINATED=stop\n"), false, false},
+		{"none", s("COMPUTE_ON_TERMINATED=none\n"), false, false},
+		{"commented out", s("#COMPUTE_ON_TERMINATED=poweroff\n"), false, false},
+		{"last line wins: off", s("COMPUTE_ON_TERMINATED=poweroff\nCOMPUTE_ON_TERMINATED=stop\n"), false, false},
+		{"last line wins: on", s("COMPUTE_ON_TERMINATED=stop\nCOMPUTE_ON_TERMINATED=poweroff\n"), true, false},
+		{"capitalised", s("COMPUTE_ON_TERMINATED=Poweroff\n"), false, false},
+		{"another name", s("XCOMPUTE_ON_TERMINATED=poweroff\nCOMPUTE_ON_TERMINATED_X=poweroff\n"), false, false},
+		{"both settings", s("AUTOSCALING=true\nCOMPUTE_ON_TERMINATED=poweroff\n"), true, true},
+		{"autoscaling only", s("AUTOSCALING=true\nCOMPUTE_ON_TERMINATED=stop\n"), false, true},
+	} {
+		for _, sh := range shells(t) {
+			t.Run(c.name+"/"+filepath.Base(sh[0]), func(t *testing.T) {
+				normal := runGenerator(t, sh, c.content)
+				b, err := os.ReadFile(filepath.Join(normal, PoweroffDropIn))
+				switch {
+				case c.poweroff && err != nil:
+					t.Errorf("no drop-in: %v", err)
+				case c.poweroff && (!strings.Contains(string(b), "COMPUTE_ON_TERMINATED=poweroff") || strings.Contains(string(b), "[")):
+					t.Errorf("drop-in: %q, want comments only", b)
+				case !c.poweroff && err == nil:
+					t.Errorf("the generator wrote %s", PoweroffDropIn)
+				}
+				_, err = os.Lstat(filepath.Join(normal, UnitTarget+".wants", UnitVMMonitor))
+				if (err == nil) != c.autoscaling {
+					t.Errorf("vm-monitor want: %v, want %v", err == nil, c.autoscaling)
+				}
+			})
+		}
+	}
+}

@@ -124,8 +124,16 @@ const APIUser = "compute-api"
 func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
 
 // EnvironmentFile is the settings file every unit reads (EnvironmentFile=) and the
-// systemd generator parses for AUTOSCALING.
+// systemd generator parses for AUTOSCALING and COMPUTE_ON_TERMINATED.
 const EnvironmentFile = "/etc/default/compute-tools"
+
+// PoweroffDropIn is the drop-in compute-tools-generator writes into systemd's generator
+// directory (GeneratorDir) when COMPUTE_ON_TERMINATED is poweroff: the polkit rule lets
+// compute-api start poweroff.target only while it exists.
+const (
+	GeneratorDir   = "/run/systemd/generator"
+	PoweroffDropIn = "compute-api.service.d/50-poweroff.conf"
+)
 
 // The .rpm's counterparts (RHEL family): the environment file in /etc/sysconfig, and
 // PGDG's PostgreSQL 15 (package postgresql15-server) in /usr/pgsql-15. The .rpm's units,
@@ -206,6 +214,9 @@ const (
 	// EnvDiskQuotaFS from the EnvironmentFile itself: its caller names only the size.
 	EnvResizeSwapOnBind = "COMPUTE_RESIZE_SWAP_ON_BIND"
 	EnvDiskQuotaFS      = "COMPUTE_SET_DISK_QUOTA_FOR_FS"
+	// EnvWarmup is compute-init's --warmup: a pooled VM's warm-up while it waits for
+	// POST /configure (on by default, as compute_ctl).
+	EnvWarmup = "COMPUTE_WARMUP"
 )
 
 // NeonVM's guest helpers, which compute_ctl runs through sudo (internal/neonvm): as
@@ -280,6 +291,7 @@ func Vars() map[string]string {
 		EnvLocalProxyConfig:  DefaultLocalProxyConfig,
 		EnvLocalProxyPidFile: DefaultLocalProxyPidFile,
 		EnvResizeSwapOnBind:  "false",
+		EnvWarmup:            "true",
 	}
 }
 

@@ -205,6 +205,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"LOCAL_PROXY_CONFIG":                    "/etc/local_proxy/config.json",
 		"LOCAL_PROXY_PID_FILE":                  "/etc/local_proxy/pid",
 		"COMPUTE_RESIZE_SWAP_ON_BIND":           "false",
+		"COMPUTE_WARMUP":                        "true",
 	}
 	got := Vars()
 	if len(got) != len(want) {

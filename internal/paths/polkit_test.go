@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,11 +16,17 @@ import (
 const polkitRule = "packaging/polkit/50-compute-tools.rules"
 
 // polkitHarness runs the rule file with a stand-in for polkit's rule API and prints, for
-// each case, what the rule answered ("yes", "no" or "not-handled").
+// each case, what the rule answered ("yes", "no" or "not-handled"), and the helpers the
+// rule spawned. polkit.spawn stands in for a helper that succeeds (returns its output)
+// when argv[4] is "present" (the generator's poweroff drop-in exists) and fails (throws,
+// as polkit does for a non-zero exit) otherwise.
 const polkitHarness = `
 const fs = require("fs");
 const rules = [];
-const polkit = {Result: {YES: "yes", NO: "no", NOT_HANDLED: "not-handled"}, addRule: (f) => rules.push(f)};
+const spawned = [];
+const present = process.argv[4] === "present";
+const polkit = {Result: {YES: "yes", NO: "no", NOT_HANDLED: "not-handled"}, addRule: (f) => rules.push(f),
+  spawn: (argv) => { spawned.push(argv); if (!present) { throw new Error("helper exited with status 1"); } return ""; }};
 eval(fs.readFileSync(process.argv[2], "utf8"));
 const out = [];
 for (const c of JSON.parse(process.argv[3])) {
@@ -31,7 +38,7 @@ for (const c of JSON.parse(process.argv[3])) {
   }
   out.push(r);
 }
-console.log(JSON.stringify(out));
+console.log(JSON.stringify({results: out, spawned: spawned}));
 `
 
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
@@ -57,7 +64,8 @@ func TestPolkitRule(t *testing.T) {
 		{"compute-api", manage, unit(UnitPostgres, "stop"), "yes"},
 		{"compute-api", manage, unit(UnitPostgres, "kill"), "no"},
 		{"compute-api", manage, unit(UnitTarget, "stop"), "yes"},
-		{"compute-api", manage, unit("poweroff.target", "start"), "yes"},
+		// Only with the generator's drop-in (COMPUTE_ON_TERMINATED=poweroff): below.
+		{"compute-api", manage, unit("poweroff.target", "start"), "no"},
 		{"compute-api", manage, unit(UnitTarget, "start"), "no"},
 		{"compute-api", manage, unit("reboot.target", "start"), "no"},
 		{"compute-api", manage, unit("poweroff.target", "stop"), "no"},
@@ -101,24 +109,50 @@ func TestPolkitRule(t *testing.T) {
 		{"compute-api", "org.freedesktop.systemd1.manage-unit-files", unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.login1.reboot", nil, "not-handled"},
 	}
-	arg, _ := json.Marshal(cases)
 	dir := t.TempDir()
 	harness := filepath.Join(dir, "harness.js")
 	if err := os.WriteFile(harness, []byte(polkitHarness), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := execx.Run(context.Background(), execx.Cmd{Path: node, Args: []string{harness, filepath.Join(repoRoot, polkitRule), string(arg)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	if err := json.Unmarshal([]byte(strings.TrimSpace(string(res.Stdout))), &got); err != nil || len(got) != len(cases) {
-		t.Fatalf("harness output %q: %v", res.Stdout, err)
-	}
-	for i, c := range cases {
-		if got[i] != c.want {
-			t.Errorf("%s %s %v: %s, want %s", c.User, c.Action, c.Details, got[i], c.want)
+	// run runs the cases with the poweroff drop-in present or not, and returns the
+	// helpers the rule spawned.
+	run := func(cases []tc, dropIn string) [][]string {
+		t.Helper()
+		arg, _ := json.Marshal(cases)
+		res, err := execx.Run(context.Background(), execx.Cmd{Path: node, Args: []string{harness, filepath.Join(repoRoot, polkitRule), string(arg), dropIn}})
+		if err != nil {
+			t.Fatal(err)
 		}
+		var got struct {
+			Results []string
+			Spawned [][]string
+		}
+		if err := json.Unmarshal([]byte(strings.TrimSpace(string(res.Stdout))), &got); err != nil || len(got.Results) != len(cases) {
+			t.Fatalf("harness output %q: %v", res.Stdout, err)
+		}
+		for i, c := range cases {
+			if got.Results[i] != c.want {
+				t.Errorf("drop-in %s: %s %s %v: %s, want %s", dropIn, c.User, c.Action, c.Details, got.Results[i], c.want)
+			}
+		}
+		return got.Spawned
+	}
+	// Without the drop-in: poweroff.target is refused, after one look for the file.
+	test := []string{"/usr/bin/test", "-f", GeneratorDir + "/" + PoweroffDropIn}
+	if spawned := run(cases, "absent"); len(spawned) != 1 || !slices.Equal(spawned[0], test) {
+		t.Errorf("helpers spawned: %q, want one %q (for poweroff.target only)", spawned, test)
+	}
+	// With it: poweroff.target is allowed to compute-api, and nothing else changes.
+	withDropIn := []tc{
+		{"compute-api", manage, unit("poweroff.target", "start"), "yes"},
+		{"compute-api", manage, unit("poweroff.target", "stop"), "no"},
+		{"compute-api", manage, unit("reboot.target", "start"), "no"},
+		{"compute-api", manage, unit(UnitPostgres, "stop"), "yes"},
+		{"postgres", manage, unit("poweroff.target", "start"), "not-handled"},
+		{"nobody", manage, unit("poweroff.target", "start"), "not-handled"},
+	}
+	if spawned := run(withDropIn, "present"); len(spawned) != 1 || !slices.Equal(spawned[0], test) {
+		t.Errorf("helpers spawned: %q, want one %q", spawned, test)
 	}
 	nfpm := strings.Join(readLines(t, "nfpm.yaml"), "\n")
 	if !strings.Contains(nfpm, "src: "+polkitRule+"\n    dst: /usr/share/polkit-1/rules.d/50-compute-tools.rules") {

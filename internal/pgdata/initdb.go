@@ -23,6 +23,13 @@ type InitdbOptions struct {
 	Superuser string
 	// OSUser runs initdb when the caller is root; empty: the caller's user.
 	OSUser string
+	// NoSync skips initdb's flush to disk (initdb -N): for a cluster that is thrown
+	// away (Warmup).
+	NoSync bool
+	// OwnGroup runs initdb in a process group of its own, so that the end of ctx stops
+	// its bootstrap backend too (execx.Cmd.OwnGroup): for a caller that removes the
+	// directory once initdb was stopped.
+	OwnGroup bool
 }
 
 // Initdb creates the cluster of a standalone compute: UTF-8, locale C.UTF-8, peer
@@ -36,12 +43,12 @@ func (d Dir) Initdb(ctx context.Context, o InitdbOptions) error {
 	if ents, err := os.ReadDir(d.Path); err == nil && len(ents) > 0 {
 		return fmt.Errorf("PGDATA %s is not empty but has no PG_VERSION; refusing to touch it", d.Path)
 	}
-	_, err := execx.Run(ctx, execx.Cmd{
-		Path: o.Initdb,
-		Args: []string{"-D", d.Path, "-U", o.Superuser, "--auth-local=peer", "--auth-host=scram-sha-256",
-			"-E", "UTF8", "--locale=C.UTF-8"},
-		User: o.OSUser,
-	})
+	args := []string{"-D", d.Path, "-U", o.Superuser, "--auth-local=peer", "--auth-host=scram-sha-256",
+		"-E", "UTF8", "--locale=C.UTF-8"}
+	if o.NoSync {
+		args = append(args, "--no-sync")
+	}
+	_, err := execx.Run(ctx, execx.Cmd{Path: o.Initdb, Args: args, User: o.OSUser, OwnGroup: o.OwnGroup})
 	if err != nil {
 		return fmt.Errorf("initdb: %w", err)
 	}

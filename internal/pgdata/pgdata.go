@@ -7,6 +7,11 @@
 // finishes an unpacked basebackup (signal files, our pg_hba.conf and pg_ident.conf in place
 // of the basebackup's, pg_dynshmem).
 //
+// It also owns the throwaway cluster a pooled VM warms up with, <pgdata>.warmup (Warmup):
+// a data directory named after PGDATA, like PGDATA's set-aside copies, so that the one
+// package that writes data directories names, fills and removes it too; internal/warmup
+// runs the processes.
+//
 // The text of the configuration files comes from package pgconf, which renders and
 // never writes; the basebackup itself is unpacked by package pageserver into a
 // directory prepared here.

@@ -356,7 +356,7 @@ func (o *Ops) DumpSchema(ctx context.Context, db string) (io.ReadCloser, error) 
 	if werr == nil {
 		werr = errors.New("no output")
 	}
-	exists, cerr := o.databaseExists(ctx, db)
+	exists, cerr := o.DatabaseExists(ctx, db)
 	if cerr != nil {
 		o.log.Warn("schema dump: cannot tell whether the database exists", "err", cerr)
 		exists = !strings.Contains(stderr, fmt.Sprintf("FATAL:  database %q does not exist", db))
@@ -367,7 +367,12 @@ func (o *Ops) DumpSchema(ctx context.Context, db string) (io.ReadCloser, error) 
 	return nil, &DumpError{Err: werr}
 }
 
-func (o *Ops) databaseExists(ctx context.Context, db string) (bool, error) {
+// DatabaseExists reports whether the catalog has database db (HEAD /database_schema,
+// which answers as GET would without running pg_dump).
+func (o *Ops) DatabaseExists(ctx context.Context, db string) (bool, error) {
+	if db == "" {
+		return false, nil // no database has an empty name
+	}
 	c, err := o.connect(ctx, "", AppCatalog)
 	if err != nil {
 		return false, err

@@ -115,7 +115,8 @@ func TestTerminateStopsTheCompute(t *testing.T) {
 // container, so the seam is systemd itself: poweroff.target refuses manual starts
 // (RefuseManualStart=, runtime drop-in), and compute-api's start of it over D-Bus is
 // refused there; its journal shows the request and systemd's refusal, and nothing else
-// was stopped.
+// was stopped. Before, the polkit rule: compute-api may start poweroff.target only while
+// /etc/default/compute-tools says poweroff.
 func TestTerminatePowerOffIsAskedFor(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(poweroffDropIn), 0o755); err != nil {
 		t.Fatal(err)
@@ -131,6 +132,39 @@ func TestTerminatePowerOffIsAskedFor(t *testing.T) {
 	defer setOnTerminated(t, "none")
 	if got := strings.TrimSpace(run(t, "/bin/systemctl", "show", "-p", "RefuseManualStart", "--value", "poweroff.target")); got != "yes" {
 		t.Fatalf("poweroff.target RefuseManualStart=%q: the seam is not in place, not going on (it would power off)", got)
+	}
+	// polkit lets compute-api start poweroff.target only while the settings file says
+	// poweroff (the generator's drop-in): set for the unit alone (the test's drop-in),
+	// the start is refused by polkit...
+	startPoweroff := func() string {
+		out, err := runAsUser("compute-api", "/bin/systemctl", "--no-ask-password", "start", "poweroff.target")
+		if err == nil {
+			t.Fatal("compute-api started poweroff.target")
+		}
+		return out
+	}
+	if out := startPoweroff(); !strings.Contains(out, "Access denied") && !strings.Contains(out, "Interactive authentication required") {
+		t.Fatalf("poweroff.target without the setting in the file: %s, want polkit's refusal", out)
+	}
+	// ...and with it in the file, polkit lets it through to systemd (which refuses it
+	// here: the seam).
+	orig, err := os.ReadFile("/etc/default/compute-tools")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/etc/default/compute-tools", append(orig, []byte("\nCOMPUTE_ON_TERMINATED=poweroff\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.WriteFile("/etc/default/compute-tools", orig, 0o644)
+		run(t, "/bin/systemctl", "daemon-reload")
+	}()
+	run(t, "/bin/systemctl", "daemon-reload")
+	if _, err := os.Stat("/run/systemd/generator/compute-api.service.d/50-poweroff.conf"); err != nil {
+		t.Fatalf("the generator wrote no poweroff drop-in: %v", err)
+	}
+	if out := startPoweroff(); !strings.Contains(strings.ToLower(out), "refuse") {
+		t.Fatalf("poweroff.target with the setting in the file: %s, want systemd's refusal (past polkit)", out)
 	}
 	writeConfig(t, defaultSpec())
 	restart(t)
