@@ -154,6 +154,8 @@ var stdlibOnlyPkgs = map[string][]string{
 	// NeonVM's helpers run as root (directly or through a unit): nothing but execx to
 	// run them; the systemd connection is the caller's (an interface).
 	"internal/neonvm": {"internal/execx"},
+	// The kernel's socket tables, nothing else: x/sys for the netlink request.
+	"internal/tcpowner": {"golang.org/x/sys/unix"},
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into
