@@ -139,6 +139,29 @@ func TestPrivileges(t *testing.T) {
 		t.Errorf("status %s after the refused operations", s.Status)
 	}
 
+	// The internal port (no token) serves only INTERNAL_HTTP_USERS: compute-api, in its
+	// sandbox, asks the kernel who owns each caller's socket. nobody gets 403 and a line
+	// in the journal; postgres (Postgres, local_proxy) and root are served (the route
+	// answers, whatever it says about the empty body).
+	internalPost := func(who string) string {
+		out, _ := runAsUser(who, "/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+			"-H", "Content-Type: application/json", "-d", "{}", "http://127.0.0.1:3081/grants")
+		return strings.TrimSpace(out)
+	}
+	if got := internalPost("nobody"); got != "403" {
+		t.Errorf("POST /grants on the internal port as nobody: %q, want 403", got)
+	}
+	for _, who := range []string{"postgres", "root"} {
+		if got := internalPost(who); got == "403" || got == "000" || got == "" {
+			t.Errorf("POST /grants on the internal port as %s: %q, want an answer of the route", who, got)
+		}
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJournal(t, "compute-api.service", "uid "+nobody.Uid+": the caller's user is not in INTERNAL_HTTP_USERS")
+
 	// postgres may not own compute-api's bus name: the bus refuses by policy, not merely
 	// because compute-api holds it.
 	self, err := os.Executable()
