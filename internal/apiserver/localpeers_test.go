@@ -11,12 +11,12 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 	"github.com/computetools/compute-tools/internal/tcpowner"
 )
@@ -48,24 +48,7 @@ func post(url string) int {
 // postAs POSTs to url from a process of user who (root runs it as that user).
 func postAs(t *testing.T, who, url string) string {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "post-helper")
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := execxtest.SelfForOthers(t)
 	res, err := execx.Run(context.Background(), execx.Cmd{Path: bin, User: who, Env: []string{postEnv + "=" + url}})
 	if err != nil {
 		t.Fatalf("client as %s: %v", who, err)
@@ -113,21 +96,22 @@ func TestInternalPortServesOnlyAllowedUsers(t *testing.T) {
 		t.Errorf("POST /terminate on the external port as nobody: %q, want the token check's answer", got)
 	}
 
-	cfg = testConfig(t)
-	cfg.InternalUsers = []string{"nobody"}
-	r = start(t, cfg)
-	if got := postAs(t, "nobody", r.int+"/grants"); strings.HasPrefix(got, "403 ") {
-		t.Errorf("POST /grants as nobody, who is allowed: %q", got)
-	}
-	if got := postAs(t, "root", r.int+"/grants"); !strings.HasPrefix(got, "403 ") {
-		t.Errorf("POST /grants as root, who is not allowed: %q, want 403", got)
-	}
-
-	cfg = testConfig(t)
-	cfg.InternalUsers = []string{"*"}
-	r = start(t, cfg)
-	if got := postAs(t, "nobody", r.int+"/grants"); strings.HasPrefix(got, "403 ") {
-		t.Errorf("POST /grants as nobody with INTERNAL_HTTP_USERS=*: %q", got)
+	// Other lists: who is refused follows the setting.
+	for _, c := range []struct {
+		users   []string
+		refused map[string]bool
+	}{
+		{[]string{"nobody"}, map[string]bool{"nobody": false, "root": true}},
+		{[]string{"*"}, map[string]bool{"nobody": false, "root": false}},
+	} {
+		cfg := testConfig(t)
+		cfg.InternalUsers = c.users
+		r := start(t, cfg)
+		for who, refused := range c.refused {
+			if got := postAs(t, who, r.int+"/grants"); strings.HasPrefix(got, "403 ") != refused {
+				t.Errorf("INTERNAL_HTTP_USERS=%v: POST /grants as %s: %q, refused: want %v", c.users, who, got, refused)
+			}
+		}
 	}
 }
 

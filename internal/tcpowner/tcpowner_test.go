@@ -10,13 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 )
 
 // helperEnv makes the test binary a client (see client): "hold" keeps the connection
@@ -47,30 +47,6 @@ func client(mode, addr string) int {
 	}
 	_, _ = io.Copy(io.Discard, c)
 	return 0
-}
-
-// helperBinary copies the test binary where other users can run it.
-func helperBinary(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dst := filepath.Join(dir, "tcpowner-helper")
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 // asUser needs root (to run a helper as another user) and that user.
@@ -130,7 +106,7 @@ func addrs(t *testing.T, c net.Conn) (local, remote netip.AddrPort) {
 // /proc fallback.
 func TestPeerUID(t *testing.T) {
 	nobody := asUser(t, "nobody")
-	bin := helperBinary(t)
+	bin := execxtest.SelfForOthers(t)
 	for _, network := range []struct{ net, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}, {"tcp", "[::]:0"}} {
 		ln, err := net.Listen(network.net, network.addr)
 		if err != nil {
@@ -191,7 +167,7 @@ func (a *addrOverride) Addr() net.Addr { return a.addr }
 // root.
 func TestPeerUIDOfAClosedClient(t *testing.T) {
 	asUser(t, "nobody")
-	bin := helperBinary(t)
+	bin := execxtest.SelfForOthers(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

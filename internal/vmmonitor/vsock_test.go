@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 
 	"github.com/computetools/compute-tools/internal/vmmonitor/agenttest"
 )
@@ -107,24 +107,7 @@ func TestListenVsockUnprivileged(t *testing.T) {
 		t.Skipf("vsock not available: %v", err)
 	}
 	probe.Close()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "vsock-helper")
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := execxtest.SelfForOthers(t)
 	res, err := execx.Run(context.Background(), execx.Cmd{Path: bin, User: "nobody", Env: []string{listenAsEnv + "=1"}})
 	if err != nil || strings.TrimSpace(string(res.Stdout)) != "ok" {
 		t.Errorf("ListenVsock as nobody: %q %v", res.Stdout, err)

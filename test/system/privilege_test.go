@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/user"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/bus"
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 )
 
 // claimEnv makes the test binary claim compute-api's bus name and exit (see claimName);
@@ -164,25 +164,8 @@ func TestPrivileges(t *testing.T) {
 
 	// postgres may not own compute-api's bus name: the bus refuses by policy, not merely
 	// because compute-api holds it.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A copy that the other users can run.
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self = filepath.Join(dir, "claim-helper")
-	if err := os.WriteFile(self, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	self := execxtest.SelfForOthers(t)
 	t.Setenv(claimEnv, "1")
 	out, err := runAsUser("postgres", self)
 	if err == nil || !strings.Contains(out, "not allowed to own") {
