@@ -13,6 +13,8 @@ require (
 	github.com/klauspost/compress v1.20.1
 	github.com/mdlayher/vsock v1.4.0
 	github.com/prometheus/client_golang v1.25.0
+	// x/sys also carries internal/tcpowner's inet_diag lookup (NETLINK_SOCK_DIAG): one request of
+	// fixed layout, so no netlink module (mdlayher/netlink would add two) for it.
 	golang.org/x/sys v0.49.0
 )
 

@@ -61,10 +61,12 @@ $(diff <(echo "$want_files") <(echo "$got_files") || true)"
 [ "$(q --licensefiles)" = /usr/share/licenses/compute-tools/copyright ] || bad "licence files: $(q --licensefiles)"
 
 # Scriptlets: %post creates the postgres user and group if missing (no Debian-only
-# postgresql-common demand), compute-api through sysusers; %preun stops the compute.
+# postgresql-common demand), compute-api and compute-vm-monitor through sysusers (useradd
+# where there is none); %preun stops the compute.
 post=$(q --qf '%{POSTIN}')
 for want in 'getent group postgres >/dev/null || groupadd -r postgres' 'useradd -r -g postgres -d /var/lib/pgsql' \
-  'systemd-sysusers compute-tools.conf' 'install -d -m 0750 -o root -g postgres /etc/compute'; do
+  'systemd-sysusers compute-tools.conf' 'install -d -m 0750 -o root -g postgres /etc/compute' \
+  'useradd -r -M -U -d / -s /sbin/nologin -c "compute-tools vm-monitor" compute-vm-monitor'; do
   grep -qF -- "$want" <<<"$post" || bad "%post lacks: $want"
 done
 ! grep -qE 'postgresql-common|adduser|exit 1' <<<"$post" || bad "%post has a Debian-only step or fails the install"

@@ -36,8 +36,9 @@ type serveCmd struct {
 	Config              string        `short:"c" name:"config" env:"COMPUTE_CONFIG" default:"${COMPUTE_CONFIG}" help:"ComputeConfig file; its compute_ctl_config.jwks verifies tokens."`
 	ComputeID           string        `short:"i" name:"compute-id" env:"COMPUTE_ID" default:"${COMPUTE_ID}" help:"Compute ID that tokens must name."`
 	ExternalHTTPPort    int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"${EXTERNAL_HTTP_PORT}" help:"External port (JWT)."`
-	InternalHTTPPort    int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no auth)."`
+	InternalHTTPPort    int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no token; only the local users of --internal-http-users)."`
 	InternalHTTPAddr    string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
+	InternalHTTPUsers   []string      `name:"internal-http-users" env:"INTERNAL_HTTP_USERS" default:"${INTERNAL_HTTP_USERS}" help:"Local OS users whose connections the internal port serves (the owner of the caller's socket; others get 403); * for every local user."`
 	PGBin               string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
 	RemoteExtBaseURL    string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port; https://, http:// only with --remote-ext-allow-http)."`
 	RemoteExtHTTP       bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
@@ -78,7 +79,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
 		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, ControlPlaneTimeout: s.ControlPlaneTimeout, OnTerminated: onTerminated, Connstr: s.Connstr,
-		PgbouncerPidFile: s.PgbouncerPidFile, LocalProxyPidFile: s.LocalProxyPidFile,
+		PgbouncerPidFile: s.PgbouncerPidFile, LocalProxyPidFile: s.LocalProxyPidFile, InternalUsers: s.InternalHTTPUsers,
 		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
 			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
 			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)

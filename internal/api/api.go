@@ -1,5 +1,7 @@
 // Package api serves compute-api's two HTTP ports with Neon compute_ctl's contract: the
-// external port (JWT-protected, plus the open /metrics) and the internal port (no auth).
+// external port (JWT-protected, plus the open /metrics) and the internal port (no token;
+// each request's caller is checked by Options.InternalCaller, which compute-api sets to
+// the local users of INTERNAL_HTTP_USERS, where compute_ctl serves every caller).
 // It owns routing (the one route table of both ports, routes.go), authentication, the
 // rules for request bodies (content type, size, JSON decoding of the wire types),
 // the mapping of outcomes and errors to HTTP status codes, and metrics exposition. Routes
@@ -91,6 +93,10 @@ type Options struct {
 	// ConfigureParses bounds the POST /configure bodies read and parsed at once (default
 	// paths.DefaultAPIConfigureParses); the others wait for a turn.
 	ConfigureParses int
+	// InternalCaller checks the caller of each internal-port request (internal/apiserver:
+	// the local user that owns the caller's socket); an error is answered 403
+	// (CallerRefused) and logged. Nil serves every caller, as compute_ctl does.
+	InternalCaller func(*http.Request) error
 }
 
 // DefaultMaxBodyBytes is the default request body limit.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/httpjson"
 )
 
 const requestIDHeader = "X-Request-Id"
@@ -53,7 +55,12 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 		w.Header().Set(requestIDHeader, id)
 		rw := &recorder{ResponseWriter: w}
 
-		if _, pattern := mux.Handler(r); pattern == "" {
+		if err := s.internalCaller(port, r); err != nil {
+			// A caller the internal port does not serve: refused whatever it asks for.
+			s.log.Warn("internal port: request refused", "method", r.Method, "path", r.URL.Path,
+				"remote", r.RemoteAddr, "request_id", id, "err", err)
+			httpjson.Error(rw, http.StatusForbidden, CallerRefused)
+		} else if _, pattern := mux.Handler(r); pattern == "" {
 			// No route matched: the mux answers 404 or 405 with a text body; compute_ctl
 			// sends these without a body.
 			mux.ServeHTTP(&bodyless{rw}, r)
@@ -70,6 +77,18 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 				"request_id", id)
 		}
 	})
+}
+
+// CallerRefused is the error of the internal port's 403 for a caller that
+// Options.InternalCaller refuses.
+const CallerRefused = "the internal port serves only the local users in INTERNAL_HTTP_USERS"
+
+// internalCaller checks the caller of an internal-port request (Options.InternalCaller).
+func (s *Server) internalCaller(port string, r *http.Request) error {
+	if port != "internal" || s.cfg.InternalCaller == nil {
+		return nil
+	}
+	return s.cfg.InternalCaller(r)
 }
 
 // newRequestID returns a random UUID (version 4).

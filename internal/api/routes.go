@@ -7,7 +7,8 @@ type routeEntry struct {
 	// port is "external" or "internal".
 	port    string
 	pattern string
-	// open: no token needed (external port only; the internal port has no auth).
+	// open: no token needed (external port only; the internal port has no token, its
+	// callers are checked by Options.InternalCaller).
 	open bool
 	// long: the route blocks until the compute moved (or streams its answer), for longer
 	// than the server's write timeout: it lifts the connection's write deadline, and its

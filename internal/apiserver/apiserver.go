@@ -50,6 +50,10 @@ type Settings struct {
 	ComputeID string
 	// ExternalAddr and InternalAddr are the host:port of the two ports.
 	ExternalAddr, InternalAddr string
+	// InternalUsers are the local OS users (names or uids) whose connections the
+	// internal port serves; "*" is every local user; empty is
+	// paths.DefaultInternalHTTPUsers (peerGuard).
+	InternalUsers []string
 	// PGBin is the postgres binary (its pg_config gives the extension directories).
 	PGBin string
 	// RemoteExtBaseURL is the extension gateway as given; empty: /extension_server
@@ -343,7 +347,11 @@ func (s *server) serve(ctx context.Context) (err error) {
 		Tasks:      serverTasks{g: &s.tasks, ctx: bgctx},
 		Logger:     s.log,
 	})
+	// The internal port has no authentication: only the allowed local users' connections
+	// are served (peerGuard).
+	guard := newPeerGuard(s.cfg.InternalUsers, s.log)
 	srv := api.New(api.Options{
+		InternalCaller:  guard.allow,
 		Control:         ctl,
 		ExtensionServer: extensions.NewHandler(appliedConfigFile(paths.AppliedConfigFile(s.cfg.StateDir)), dl),
 		Verifier:        verifier, ComputeID: s.cfg.ComputeID, BuildTag: version.BuildTag,
@@ -380,7 +388,9 @@ func (s *server) serve(ctx context.Context) (err error) {
 	s.limit.Store(limit)
 	ext := s.cfg.HTTP.httpServer(limit.track(srv.External()))
 	ext.ConnContext, ext.ConnState = connContext, limit.connState
-	servers := []*http.Server{ext, s.cfg.HTTP.httpServer(srv.Internal())}
+	internal := s.cfg.HTTP.httpServer(srv.Internal())
+	internal.ConnContext = guard.connContext
+	servers := []*http.Server{ext, internal}
 	errc := make(chan error, len(servers))
 	for i, ln := range []net.Listener{limit.listener(extLn), intLn} {
 		h := servers[i]

@@ -157,6 +157,8 @@ var stdlibOnlyPkgs = map[string][]string{
 	// The pooled VM's warm-up runs processes (execx) on a directory pgdata owns; it
 	// needs nothing of the compute's config or state.
 	"internal/warmup": {"internal/execx", "internal/paths", "internal/pgdata", "internal/pgready"},
+	// The kernel's socket tables, nothing else: x/sys for the netlink request.
+	"internal/tcpowner": {"golang.org/x/sys/unix"},
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/bus/bustest"
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 )
 
 // helperEnv makes the test binary act as a bus client (see runHelper) instead of running
@@ -78,38 +78,6 @@ func runHelper(mode string) error {
 
 const policyFile = "../../packaging/dbus/org.computetools.Compute1.conf"
 
-// helperBinary copies the test binary where other users can run it.
-func helperBinary(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dst := filepath.Join(dir, "bus-helper")
-	in, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func runAs(ctx context.Context, bin, addr, who, mode string) (string, error) {
 	res, err := execx.Run(ctx, execx.Cmd{
 		Path: bin,
@@ -156,7 +124,7 @@ func TestPolicyFileOnSystemLikeBus(t *testing.T) {
 			t.Skipf("user %s missing: %v", u, err)
 		}
 	}
-	bin := helperBinary(t)
+	bin := execxtest.SelfForOthers(t)
 	ctx := context.Background()
 
 	// compute-api's user may own the name (the helper exits, releasing it); postgres

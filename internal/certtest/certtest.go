@@ -14,7 +14,10 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,7 +53,10 @@ func Make(t testing.TB, key crypto.Signer, serial int64) (certPEM, keyPEM []byte
 
 // Write writes a new certificate with serial and its key as dir/tls.crt (0644) and
 // dir/tls.key (0640), each replaced atomically as a certificate manager does, and returns
-// their paths.
+// their paths. When the test runs as root, the files belong to postgres and dir and its
+// parents below the temporary directory are made searchable by everyone, as on a compute:
+// internal/tlsfiles lets a reader other than postgres (root here) read only what postgres
+// could.
 func Write(t testing.TB, dir string, serial int64) (certPath, keyPath string) {
 	t.Helper()
 	cert, key := Make(t, nil, serial)
@@ -67,9 +73,45 @@ func Write(t testing.TB, dir string, serial int64) (certPath, keyPath string) {
 		if err := os.Chmod(tmp, f.mode); err != nil {
 			t.Fatal(err)
 		}
+		giveToPostgres(t, tmp)
 		if err := os.Rename(tmp, f.path); err != nil {
 			t.Fatal(err)
 		}
 	}
+	OpenToPostgres(t, dir)
 	return certPath, keyPath
+}
+
+// giveToPostgres makes postgres own path, when the test runs as root.
+func giveToPostgres(t testing.TB, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// OpenToPostgres makes dir and its parents below the temporary directory searchable and
+// readable by everyone (a test's t.TempDir() is 0700), so that postgres could reach the
+// files in it.
+func OpenToPostgres(t testing.TB, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir()) + string(filepath.Separator)
+	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp); d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, fi.Mode().Perm()|0o055); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

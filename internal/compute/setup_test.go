@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/computetools/compute-tools/internal/execx"
+	"github.com/computetools/compute-tools/internal/execx/execxtest"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
@@ -207,26 +208,9 @@ func TestUnreadableConfigFile(t *testing.T) {
 	if _, err := user.Lookup("postgres"); err != nil {
 		t.Skip("no postgres user")
 	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfgFile := filepath.Join(dir, "config.json")
+	helper := execxtest.SelfForOthers(t)
+	cfgFile := filepath.Join(filepath.Dir(helper), "config.json")
 	if err := os.WriteFile(cfgFile, []byte(srcConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := filepath.Join(dir, "helper")
-	if err := os.WriteFile(helper, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	res, _ := execx.Run(context.Background(), execx.Cmd{Path: helper, Args: []string{"-test.run=^TestUnreadableConfigFile$", "-test.v"},

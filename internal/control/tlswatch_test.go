@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/certtest"
 	"github.com/computetools/compute-tools/internal/state"
 	"github.com/computetools/compute-tools/internal/state/statetest"
 )
@@ -19,6 +20,8 @@ import (
 // longer matches the installed one, and leaves it alone otherwise.
 func TestWatchTLS(t *testing.T) {
 	dir := t.TempDir()
+	// compute-api reads only what postgres could read (internal/tlsfiles).
+	certtest.OpenToPostgres(t, dir)
 	cert := filepath.Join(dir, "tls.crt")
 	write := func(body string) string {
 		if err := os.WriteFile(cert, []byte(body), 0o644); err != nil {

@@ -214,7 +214,8 @@ func TestGeneratorFiles(t *testing.T) {
 	}
 }
 
-// TestGeneratorWithoutPolkit: without polkit, compute-api runs as root (a drop-in), since
+// TestGeneratorWithoutPolkit: without polkit, compute-api and the vm-monitor run as root
+// (a drop-in each), since
 // systemd lets only root manage units then; with polkit nothing is written (TestGenerator).
 func TestGeneratorWithoutPolkit(t *testing.T) {
 	on := "AUTOSCALING=true\n"
@@ -227,12 +228,14 @@ func TestGeneratorWithoutPolkit(t *testing.T) {
 				t.Errorf("polkit 0.105: no drop-in: %v", err)
 			}
 			normal := runGeneratorPolkit(t, sh, &on, false)
-			b, err := os.ReadFile(filepath.Join(normal, "compute-api.service.d", "50-no-polkit.conf"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(string(b), "\n[Service]\nUser=root\n") {
-				t.Errorf("drop-in:\n%s", b)
+			for _, unit := range []string{"compute-api.service", UnitVMMonitor} {
+				b, err := os.ReadFile(filepath.Join(normal, unit+".d", "50-no-polkit.conf"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(b), "\n[Service]\nUser=root\n") || !strings.Contains(string(b), "to run "+strings.TrimSuffix(unit, ".service")+" as its own user") {
+					t.Errorf("%s drop-in:\n%s", unit, b)
+				}
 			}
 			// The vm-monitor's want is written all the same.
 			if _, err := os.Readlink(filepath.Join(normal, UnitTarget+".wants", UnitVMMonitor)); err != nil {

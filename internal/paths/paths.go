@@ -111,14 +111,30 @@ const (
 // (peer authentication through pg_ident.conf's map, both storage modes): postgres runs
 // compute-init, compute-configure, compute-monitor and the stop hook; compute-api (its
 // Postgres routes: /check_writability, /insights, /dbs_and_roles, /database_schema's
-// pg_dump, /extensions, /grants, /promote) runs as its own user; root runs the vm-monitor
-// (and compute-api on an image without polkit, and an operator's psql). The one list: a
-// unit that moves to a user of its own adds that user here.
-var adminOSUsers = []string{DefaultPGUser, APIUser, "root"}
+// pg_dump, /extensions, /grants, /promote) and the vm-monitor (the file cache's ALTER
+// SYSTEM and pg_reload_conf) run as their own users; root runs both of those on an image
+// without polkit, and an operator's psql. The one list: a unit that moves to a user of
+// its own adds that user here.
+var adminOSUsers = []string{DefaultPGUser, APIUser, VMMonitorUser, "root"}
 
 // APIUser is the system user compute-api runs as (packaging/sysusers; root on an image
 // without polkit, see compute-tools-generator).
 const APIUser = "compute-api"
+
+// VMMonitorUser is the system user the vm-monitor (compute-vm-monitor.service) runs as
+// (packaging/sysusers; root on an image without polkit, see compute-tools-generator).
+const VMMonitorUser = "compute-vm-monitor"
+
+// DefaultInternalHTTPUsers are the local OS users whose connections the internal port
+// serves (compute-api looks up the owner of the caller's socket; others get 403): root,
+// postgres (Postgres's /extension_server requests, and local_proxy, which Neon's VM image
+// runs as postgres) and compute-api. "*" lets every local user in, as the reference does.
+// Callers on other hosts (INTERNAL_HTTP_ADDR not loopback) are served as before: no local
+// user to check. EnvInternalHTTPUsers sets it.
+const DefaultInternalHTTPUsers = "root," + DefaultPGUser + "," + APIUser
+
+// EnvInternalHTTPUsers is compute-api's --internal-http-users.
+const EnvInternalHTTPUsers = "INTERNAL_HTTP_USERS"
 
 // AdminOSUsers returns a copy of the OS users mapped to the admin role in pg_ident.conf.
 func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
@@ -292,6 +308,7 @@ func Vars() map[string]string {
 		EnvLocalProxyPidFile: DefaultLocalProxyPidFile,
 		EnvResizeSwapOnBind:  "false",
 		EnvWarmup:            "true",
+		EnvInternalHTTPUsers: DefaultInternalHTTPUsers,
 	}
 }
 

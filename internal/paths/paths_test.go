@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -179,6 +180,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"EXTERNAL_HTTP_PORT":                    "3080",
 		"INTERNAL_HTTP_PORT":                    "3081",
 		"INTERNAL_HTTP_ADDR":                    "127.0.0.1",
+		"INTERNAL_HTTP_USERS":                   "root,postgres,compute-api",
 		"COMPUTE_TLS_POLL_INTERVAL":             "60s",
 		"COMPUTE_API_READ_HEADER_TIMEOUT":       "10s",
 		"COMPUTE_API_READ_TIMEOUT":              "60s",
@@ -235,6 +237,33 @@ func TestRPMFilesPaths(t *testing.T) {
 	for _, want := range []string{"PGBIN=" + RPMPGBin, "EnvironmentFile=-" + RPMEnvironmentFile} {
 		if !strings.Contains(check, want) {
 			t.Errorf("scripts/rpm-check.sh does not check %q", want)
+		}
+	}
+}
+
+// TestUnitUsers: the users of compute-api and the vm-monitor are the ones the package
+// creates (sysusers, and the postinst fallbacks where there is no systemd-sysusers), the
+// ones their units run as, the ones the polkit rule names, and both are in the ident map.
+func TestUnitUsers(t *testing.T) {
+	sysusers := strings.Join(readLines(t, "packaging/sysusers/compute-tools.conf"), "\n") + "\n"
+	rule := strings.Join(readLines(t, "packaging/polkit/50-compute-tools.rules"), "\n")
+	deb := strings.Join(readLines(t, "packaging/scripts/postinstall.sh"), "\n")
+	rpm := strings.Join(readLines(t, "packaging/scripts/rpm-postinstall.sh"), "\n")
+	for unit, u := range map[string]string{"compute-api.service": APIUser, UnitVMMonitor: VMMonitorUser} {
+		if !slices.Contains(readLines(t, "units/"+unit), "User="+u) {
+			t.Errorf("units/%s does not run as %s", unit, u)
+		}
+		if !strings.Contains(sysusers, "\nu "+u+" - ") {
+			t.Errorf("sysusers does not create %s", u)
+		}
+		if !strings.Contains(rule, `subject.user == "`+u+`"`) && !strings.Contains(rule, `subject.user != "`+u+`"`) {
+			t.Errorf("the polkit rule does not name %s", u)
+		}
+		if !strings.Contains(deb, "getent passwd "+u) || !strings.Contains(rpm, "getent passwd "+u) {
+			t.Errorf("a postinst has no fallback for %s", u)
+		}
+		if !slices.Contains(AdminOSUsers(), u) {
+			t.Errorf("%s is not in AdminOSUsers", u)
 		}
 	}
 }

@@ -44,7 +44,8 @@ console.log(JSON.stringify({results: out, spawned: spawned}));
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
 // grants compute-api exactly its unit operations, and postgres the reload of
 // local_proxy.service (compute-configure) and the starts of NeonVM's helpers' units
-// (compute-init), and nothing else, and leaves every
+// (compute-init), the vm-monitor's user set-property on compute-postgres.service (its
+// MemoryHigh=), and nothing else, and leaves every
 // other user and action to polkit's other rules. The system test checks the same against
 // real polkitd and systemd.
 func TestPolkitRule(t *testing.T) {
@@ -108,6 +109,21 @@ func TestPolkitRule(t *testing.T) {
 		{"root", manage, unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.systemd1.manage-unit-files", unit(UnitPostgres, "stop"), "not-handled"},
 		{"compute-api", "org.freedesktop.login1.reboot", nil, "not-handled"},
+		// The vm-monitor: MemoryHigh= of compute-postgres (set-property), nothing else.
+		{VMMonitorUser, manage, unit(UnitPostgres, "set-property"), "yes"},
+		{VMMonitorUser, manage, unit(UnitPostgres, "stop"), "no"},
+		{VMMonitorUser, manage, unit(UnitPostgres, "restart"), "no"},
+		{VMMonitorUser, manage, unit(UnitPostgres, "kill"), "no"},
+		{VMMonitorUser, manage, unit(UnitPostgres, "start"), "no"},
+		{VMMonitorUser, manage, unit(UnitVMMonitor, "set-property"), "no"},
+		{VMMonitorUser, manage, unit("compute-api.service", "set-property"), "no"},
+		{VMMonitorUser, manage, unit(UnitTarget, "set-property"), "no"},
+		{VMMonitorUser, manage, unit("system.slice", "set-property"), "no"},
+		{VMMonitorUser, manage, unit("run-u7.service", "start"), "no"}, // systemd-run
+		{VMMonitorUser, manage, map[string]string{}, "no"},
+		{VMMonitorUser, "org.freedesktop.systemd1.manage-unit-files", unit(UnitPostgres, "set-property"), "not-handled"},
+		{"postgres", manage, unit(UnitPostgres, "set-property"), "not-handled"},
+		{"compute-api", manage, unit(UnitPostgres, "set-property"), "no"},
 	}
 	dir := t.TempDir()
 	harness := filepath.Join(dir, "harness.js")

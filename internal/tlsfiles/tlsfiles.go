@@ -4,9 +4,18 @@
 // certificate by the SHA-256 digest of its file. Package pgdata copies them into PGDATA.
 //
 // The files are named by the config, which the postgres user can write, and compute-api
-// reads the certificate (as its own user, or as root on an image without polkit): every read is bounded (a regular file of at most
-// MaxFileSize, opened without blocking, so that a FIFO or a device cannot stall or
-// exhaust the reader).
+// reads the certificate (as its own user, or as root on an image without polkit): every
+// read is bounded (a regular file of at most MaxFileSize, opened without blocking, so
+// that a FIFO or a device cannot stall or exhaust the reader), and a reader that is not
+// the postgres user reads only what postgres could read itself: the named path
+// may be a symbolic link only to a file below the link's own directory (the
+// certificate managers' and Kubernetes secret mounts' ..data links), and the file and
+// every directory on its way must be readable (searchable) by postgres by their owner,
+// group (postgres's groups, ssl-cert among them on Debian) and mode bits. So a path
+// chosen by postgres makes compute-api or a root process read nothing postgres could
+// not read (its digest in the journal tells nothing new). ACLs are not looked at: a
+// file postgres reads through an ACL only is refused to the other readers (the watcher
+// then keeps the installed certificate, with a warning).
 //
 // The check is crypto/tls's: any key type Go and Postgres both handle (ECDSA, Ed25519,
 // RSA) is accepted, where compute_ctl knows only ECDSA P-256 and Ed25519.
@@ -19,8 +28,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"os/user"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/computetools/compute-tools/internal/spec"
@@ -88,11 +102,25 @@ func FileDigest(path string) (string, error) {
 // MaxFileSize bounds a certificate chain or key file (a chain is a few KiB).
 const MaxFileSize = 1 << 20
 
-// readBounded reads path (symbolic links followed, as secret mounts use them) if it is a
-// regular file of at most MaxFileSize bytes. O_NONBLOCK keeps the open of a FIFO from
-// waiting for a writer; it changes nothing for a regular file.
+// Owner is the user whose files the config names: the files are read only if that user
+// could read them (mayRead), unless the reader is that user.
+const Owner = "postgres"
+
+// readBounded reads path if it is a regular file of at most MaxFileSize bytes that the
+// Owner may read (for a reader that is not the Owner). O_NONBLOCK keeps the open of a
+// FIFO from waiting for a writer; it changes nothing for a regular file.
 func readBounded(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	owner, err := lookupCred(Owner)
+	if err != nil {
+		return nil, err
+	}
+	open := path
+	if uint32(os.Geteuid()) != owner.uid {
+		if open, err = mayRead(path, owner); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.OpenFile(open, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|nofollow(open != path), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +132,12 @@ func readBounded(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
+	if open != path {
+		// The file opened is the one checked (not swapped for another since).
+		if err := owner.mayAccess(fi, 0o4); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, err
@@ -112,4 +146,110 @@ func readBounded(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileSize)
 	}
 	return b, nil
+}
+
+func nofollow(on bool) int {
+	if on {
+		return syscall.O_NOFOLLOW
+	}
+	return 0
+}
+
+// cred is a user and its groups, for mayRead.
+type cred struct {
+	uid  uint32
+	gids []uint32
+}
+
+func lookupCred(name string) (cred, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return cred{}, fmt.Errorf("tls: the files' owner: %w", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return cred{}, fmt.Errorf("tls: user %s: uid %q", name, u.Uid)
+	}
+	c := cred{uid: uint32(uid)}
+	gids, err := u.GroupIds()
+	if err != nil {
+		gids = []string{u.Gid}
+	}
+	for _, g := range append(gids, u.Gid) {
+		if n, err := strconv.ParseUint(g, 10, 32); err == nil && !slices.Contains(c.gids, uint32(n)) {
+			c.gids = append(c.gids, uint32(n))
+		}
+	}
+	return c, nil
+}
+
+// mayAccess says whether c may access a file of fi's owner, group and mode for want
+// (0o4 read, 0o1 search), by the mode bits alone; root gets no exception (c is the
+// owner of the files, never root).
+func (c cred) mayAccess(fi fs.FileInfo, want fs.FileMode) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("no owner information")
+	}
+	perm := fi.Mode().Perm()
+	var bits fs.FileMode
+	switch {
+	case st.Uid == c.uid:
+		bits = perm >> 6
+	case slices.Contains(c.gids, st.Gid):
+		bits = perm >> 3
+	default:
+		bits = perm
+	}
+	if bits&want != want {
+		what := "read"
+		if want == 0o1 {
+			what = "searched"
+		}
+		return fmt.Errorf("%s (owner %d, group %d, mode %04o) cannot be %s by %s", fi.Name(), st.Uid, st.Gid, perm, what, Owner)
+	}
+	return nil
+}
+
+// mayRead checks that c could read path itself, and returns the file to open: path with
+// its symbolic links resolved, which must lead below the directory of path (a link
+// elsewhere is refused); that file and every directory from the root down to it must
+// be readable and searchable by c by their mode bits.
+func mayRead(path string, c cred) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", err
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(resolved, dir+string(filepath.Separator)) {
+		return "", fmt.Errorf("%s: a symbolic link to %s, outside %s: refused", path, resolved, dir)
+	}
+	// Each directory from the root down: searchable by c.
+	for d := filepath.Dir(resolved); ; d = filepath.Dir(d) {
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return "", err
+		}
+		if err := c.mayAccess(fi, 0o1); err != nil {
+			return "", fmt.Errorf("%s: directory %s: %w", path, d, err)
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	fi, err := os.Lstat(resolved)
+	if err != nil {
+		return "", err
+	}
+	if err := c.mayAccess(fi, 0o4); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return resolved, nil
 }

@@ -154,7 +154,8 @@ func (a *Adapter) UpscaleRequests() <-chan struct{} {
 func AppliedSpecDisablesLFC(stateDir string) func() (bool, error) {
 	p := paths.AppliedConfigFile(stateDir)
 	return func() (bool, error) {
-		// The vm-monitor runs as root; postgres writes the state directory.
+		// postgres writes the state directory; the vm-monitor (its own user, root on
+		// an image without polkit) must not follow a link planted there.
 		raw, err := atomicfile.ReadFile(p, 64<<20)
 		if errors.Is(err, os.ErrNotExist) {
 			return false, nil

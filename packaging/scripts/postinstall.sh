@@ -10,6 +10,10 @@ if [ "$1" = "configure" ] || [ "$1" = "1" ] || [ "$1" = "2" ]; then
     adduser --system --no-create-home --home / --shell /usr/sbin/nologin --ingroup postgres compute-api
   fi
   id -nG compute-api | tr ' ' '\n' | grep -qx postgres || usermod -a -G postgres compute-api
+  # The vm-monitor's own user (same file; its unit's Group= is postgres).
+  if ! getent passwd compute-vm-monitor >/dev/null; then
+    adduser --system --no-create-home --home / --shell /usr/sbin/nologin --group compute-vm-monitor
+  fi
   # The bus read our policy file when dpkg unpacked it, before the user existed: a rule for an
   # unknown user is dropped, so have it read the file again.
   if [ -S /run/dbus/system_bus_socket ]; then

@@ -14,6 +14,9 @@ if [ "$1" = "1" ] || [ "$1" = "2" ]; then
     useradd -r -M -d / -s /sbin/nologin -g postgres -c "compute-tools HTTP API" compute-api
   fi
   id -nG compute-api | tr ' ' '\n' | grep -qx postgres || usermod -a -G postgres compute-api
+  # The vm-monitor's own user (same file; its unit's Group= is postgres).
+  getent passwd compute-vm-monitor >/dev/null ||
+    useradd -r -M -U -d / -s /sbin/nologin -c "compute-tools vm-monitor" compute-vm-monitor
   # The bus read our policy file when rpm installed it, before the user existed: a rule for
   # an unknown user is dropped, so have it read the file again.
   if [ -S /run/dbus/system_bus_socket ]; then
