@@ -154,6 +154,9 @@ var stdlibOnlyPkgs = map[string][]string{
 	// NeonVM's helpers run as root (directly or through a unit): nothing but execx to
 	// run them; the systemd connection is the caller's (an interface).
 	"internal/neonvm": {"internal/execx"},
+	// The rsyslog configuration is code: rendered and validated by the standard library
+	// alone (the caller writes it and restarts the unit).
+	"internal/rsyslog": nil,
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into

@@ -53,6 +53,9 @@ type Host struct {
 	// --set-disk-quota-for-fs (see compute.Settings).
 	ResizeSwapOnBind bool
 	DiskQuotaFS      string
+	// AuditEndpoint and AuditTLSEndpoint are where the compliance audit is shipped
+	// (see compute.Settings).
+	AuditEndpoint, AuditTLSEndpoint string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -84,6 +87,7 @@ func (h Host) Config() (compute.Settings, error) {
 		PgbouncerIni: h.PgbouncerIni, PgbouncerConnstr: h.PgbouncerConnstr, PgbouncerPassword: h.PgbouncerPassword,
 		LocalProxyConfig: h.LocalProxyConfig, LocalProxyPidFile: h.LocalProxyPidFile, LocalProxyUnit: paths.UnitLocalProxy,
 		ResizeSwapOnBind: h.ResizeSwapOnBind, DiskQuotaFS: h.DiskQuotaFS,
+		AuditEndpoint: h.AuditEndpoint, AuditTLSEndpoint: h.AuditTLSEndpoint,
 	}, nil
 }
 
@@ -91,6 +95,7 @@ func (h Host) Config() (compute.Settings, error) {
 func Prepare(ctx context.Context, h Host) error {
 	return production.step(ctx, h, false, func(cfg compute.Settings, d *compute.Deps) error {
 		d.VM = vmHelpers(os.Geteuid() == 0, production.dialSystemd, d.Log)
+		d.LogUnits = onDemandUnits{dial: production.dialSystemd}
 		return compute.Prepare(ctx, cfg, d)
 	})
 }
@@ -200,6 +205,7 @@ func (e env) deps(ctx context.Context, stateDir string, withUnits bool) (d *comp
 		closers = append(closers, u.Close)
 		d.Units = u
 		d.LocalProxyUnits = u
+		d.LogUnits = u
 	}
 	return d, func() {
 		for _, f := range closers {

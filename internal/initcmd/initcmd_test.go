@@ -124,6 +124,10 @@ func (m *fakeManager) StartUnit(ctx context.Context, name string) error {
 	return nil
 }
 
+func (m *fakeManager) RestartUnit(context.Context, string) error {
+	return errors.New("fakeManager: no restart")
+}
+
 func (m *fakeManager) Close() { m.closed = true }
 
 func quietEnv(b *fakeBus, m *fakeManager, dialErr error) env {

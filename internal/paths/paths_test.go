@@ -156,6 +156,7 @@ func TestFileNames(t *testing.T) {
 		{PendingConfigFile("/run/compute"), "/run/compute/config.pending.json"},
 		{AppliedConfigFile("/run/compute"), "/run/compute/config.applied.json"},
 		{NeonAuthTokenFile("/run/compute"), "/run/compute/neon-auth-token"},
+		{RsyslogConfFile("/run/compute"), "/run/compute/rsyslog.conf"},
 		{Sibling(DefaultPGBin, "initdb"), "/usr/lib/postgresql/15/bin/initdb"},
 		{PGBinDir(DefaultPGBin), "/usr/lib/postgresql/15/bin"},
 	} {
