@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/paths"
@@ -24,8 +25,8 @@ import (
 // systemd: compute-init before Postgres starts, compute-configure at a reconfiguration.
 //
 // What fails the compute is what fails compute_ctl's start: with compliance audit, a
-// missing or malformed endpoint, an id that cannot be rendered, rsyslogd missing or a
-// unit that does not start fail the start (a compute that must be audited does not run
+// missing or malformed endpoint, an id that cannot be rendered, rsyslogd (or, for TLS,
+// its gtls driver) missing or a unit that does not start fail the start (a compute that must be audited does not run
 // unaudited). Everything about logs_export_host (malformed, rsyslogd missing or down) is
 // an error line and the compute goes on; compute_ctl fails the start and the
 // reconfiguration there. A reconfiguration never fails for shipping: compute_ctl does not
@@ -121,6 +122,9 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	if _, err := os.Stat(cfg.rsyslogd()); err != nil {
 		return problem(fmt.Errorf("rsyslogd is not installed (Debian package rsyslog): %w", err))
 	}
+	if c.Audit != nil && c.Audit.TLS && !cfg.hasGTLS() {
+		return problem(fmt.Errorf("%s: TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls), which is not installed", EnvAuditTLSEndpoint))
+	}
 	text, err := rsyslog.Render(c)
 	if err != nil {
 		return problem(err)
@@ -192,6 +196,20 @@ func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.Comput
 		_ = shipLogs(ctx, cfg, s, d, false) // a reconfiguration: errors are logged only
 	}()
 	return func() { <-done }
+}
+
+// hasGTLS reports whether rsyslog's TLS driver is installed.
+func (cfg Settings) hasGTLS() bool {
+	globs := cfg.RsyslogGTLS
+	if globs == nil {
+		globs = paths.RsyslogGTLSDriver
+	}
+	for _, g := range globs {
+		if m, _ := filepath.Glob(g); len(m) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // rsyslogConf is the configuration file of compute-rsyslog.service.

@@ -79,7 +79,8 @@ func newShipRig(t *testing.T) *shipRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555"}
+	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555",
+		RsyslogGTLS: []string{exe}}
 	r.d = &Deps{LogUnits: r.units, Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -145,6 +146,9 @@ func TestShipLogsAtStart(t *testing.T) {
 		{"unit fails", func(r *shipRig, _ *spec.ComputeSpec) { r.units.restart = errors.New("job failed") },
 			"restart compute-rsyslog.service (journalctl -u compute-rsyslog.service says why): job failed"},
 		{"no systemd", func(r *shipRig, _ *spec.ComputeSpec) { r.d.LogUnits = nil }, "no connection to systemd"},
+		{"no TLS driver", func(r *shipRig, _ *spec.ComputeSpec) {
+			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogGTLS = "tls.host.tld:6514", []string{"/nonexistent/lmnsd_gtls.so"}
+		}, "TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls)"},
 	} {
 		t.Run("audit: "+tc.name, func(t *testing.T) {
 			r := newShipRig(t)

@@ -239,6 +239,11 @@ const (
 	RsyslogCAFile  = "/etc/ssl/certs/ca-certificates.crt"
 )
 
+// RsyslogGTLSDriver are where rsyslog's TLS driver may be (Debian's multiarch directory
+// and the RHEL family's; Debian package rsyslog-gnutls, RPM rsyslog-gnutls): TLS to the
+// audit receiver needs it, and rsyslogd would only find out at its first connection.
+var RsyslogGTLSDriver = []string{"/usr/lib/*/rsyslog/lmnsd_gtls.so", "/usr/lib64/rsyslog/lmnsd_gtls.so", "/usr/lib/rsyslog/lmnsd_gtls.so"}
+
 // RsyslogConfFile is compute-rsyslog.service's configuration (rendered, 0640).
 func RsyslogConfFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog.conf") }
 
