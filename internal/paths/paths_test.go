@@ -238,3 +238,21 @@ func TestRPMFilesPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestRsyslogUnit ties compute-rsyslog.service to the names the steps use: the binary
+// they check for, the work directory they render (the unit's StateDirectory=), the
+// configuration file and the user (postgres, the writer of that file).
+func TestRsyslogUnit(t *testing.T) {
+	unit := strings.Join(readLines(t, "units/"+UnitRsyslog), "\n")
+	for _, want := range []string{
+		"exec " + Rsyslogd + " -N1 -f \"$${" + EnvStateDir + ":-" + DefaultStateDir + "}/" + filepath.Base(RsyslogConfFile(DefaultStateDir)) + "\"",
+		"exec " + Rsyslogd + " -n -iNONE -f \"$${" + EnvStateDir + ":-" + DefaultStateDir + "}/" + filepath.Base(RsyslogConfFile(DefaultStateDir)) + "\"",
+		"\nStateDirectory=" + strings.TrimPrefix(RsyslogWorkDir, "/var/lib/") + "\n",
+		"\nUser=" + DefaultPGUser + "\n",
+		"\nPartOf=" + UnitTarget + "\n",
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("units/%s lacks %q", UnitRsyslog, want)
+		}
+	}
+}

@@ -164,7 +164,7 @@ type Postgres struct {
 	Socket string
 }
 
-// Ruleset names, for the test of the rendered text.
+// Ruleset names: each input is bound to its own, so nothing else rsyslog reads is forwarded.
 const (
 	auditRuleset    = "compute_audit"
 	postgresRuleset = "compute_postgres_logs"

@@ -144,15 +144,21 @@ func TestLogShipping(t *testing.T) {
 	if code, b := call(t, "POST", "/configure", computeToken(t), body); code != 200 {
 		t.Fatalf("/configure with a malformed logs_export_host: %d %s", code, b)
 	}
-	if j := journal(t, "compute-configure.service"); !strings.Contains(j, "Postgres logs are not exported: logs_export_host is malformed") {
-		t.Errorf("compute-configure's journal lacks the malformed logs_export_host:\n%s", j)
-	}
+	// The step ships in the background and waits for it before it exits (after running).
+	const malformed = "Postgres logs are not exported: logs_export_host is malformed"
 	deadline := time.Now().Add(30 * time.Second)
-	for unitState(t, "compute-rsyslog.service") != "inactive" && time.Now().Before(deadline) {
+	for (unitState(t, "compute-rsyslog.service") != "inactive" || !strings.Contains(journal(t, "compute-configure.service"), malformed)) &&
+		time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if st := unitState(t, "compute-rsyslog.service"); st != "inactive" {
 		t.Errorf("compute-rsyslog.service is %s after a spec that ships nothing", st)
+	}
+	if j := journal(t, "compute-configure.service"); !strings.Contains(j, malformed) {
+		t.Errorf("compute-configure's journal lacks the malformed logs_export_host:\n%s", j)
+	}
+	if s := status(t); s.Status != "running" {
+		t.Errorf("status %s after a malformed logs_export_host", s.Status)
 	}
 	if _, err := os.Stat("/run/compute/rsyslog.conf"); err == nil {
 		t.Error("/run/compute/rsyslog.conf is left behind")
