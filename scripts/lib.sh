@@ -124,7 +124,7 @@ system_test_setup() {
 container_debs() {
   local cache="${ROOTFS_CACHE:-/var/cache/compute-tools}/debs" p
   mkdir -p "$cache" "$REPO/dist/extra"
-  for p in rsyslog libestr0 libfastjson4; do
+  for p in rsyslog liblognorm5 libestr0 libfastjson4; do
     if ! ls "$cache/${p}_"*.deb >/dev/null 2>&1; then
       (cd "$cache" && apt-get download -qq "$p" >/dev/null 2>&1) || die "apt-get download $p failed"
     fi

@@ -79,9 +79,9 @@ type Settings struct {
 	// Rsyslogd is the rsyslog binary compute-rsyslog.service runs (empty:
 	// paths.Rsyslogd): without it, nothing is shipped.
 	Rsyslogd string
-	// RsyslogGTLS are glob patterns of rsyslog's TLS driver, which TLS to the audit
-	// receiver needs (nil: paths.RsyslogGTLSDriver).
-	RsyslogGTLS []string
+	// RsyslogGTLS is a glob pattern of rsyslog's TLS driver, which TLS to the audit
+	// receiver needs (empty: paths.RsyslogGTLSDriver).
+	RsyslogGTLS string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).

@@ -200,9 +200,9 @@ func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.Comput
 
 // hasGTLS reports whether rsyslog's TLS driver is installed.
 func (cfg Settings) hasGTLS() bool {
-	globs := cfg.RsyslogGTLS
-	if globs == nil {
-		globs = paths.RsyslogGTLSDriver
+	globs := paths.RsyslogGTLSDriver
+	if cfg.RsyslogGTLS != "" {
+		globs = []string{cfg.RsyslogGTLS}
 	}
 	for _, g := range globs {
 		if m, _ := filepath.Glob(g); len(m) > 0 {

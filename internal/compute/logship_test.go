@@ -80,7 +80,7 @@ func newShipRig(t *testing.T) *shipRig {
 		t.Fatal(err)
 	}
 	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555",
-		RsyslogGTLS: []string{exe}}
+		RsyslogGTLS: exe}
 	r.d = &Deps{LogUnits: r.units, Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -133,22 +133,24 @@ func TestShipLogsAtStart(t *testing.T) {
 		name   string
 		change func(*shipRig, *spec.ComputeSpec)
 		want   string
+		// exportToo: the problem stops logs_export_host's shipping as well (logged).
+		exportToo bool
 	}{
 		{"no endpoint", func(r *shipRig, _ *spec.ComputeSpec) { r.cfg.AuditEndpoint = "" },
-			"AUDIT_LOGGING_ENDPOINT and AUDIT_LOGGING_TLS_ENDPOINT are both empty"},
+			"AUDIT_LOGGING_ENDPOINT and AUDIT_LOGGING_TLS_ENDPOINT are both empty", false},
 		{"malformed endpoint", func(r *shipRig, _ *spec.ComputeSpec) { r.cfg.AuditEndpoint = "collector.host.tld" },
-			"AUDIT_LOGGING_ENDPOINT: \"collector.host.tld\" is not host:port: no port"},
+			"AUDIT_LOGGING_ENDPOINT: \"collector.host.tld\" is not host:port: no port", false},
 		{"malformed TLS endpoint", func(r *shipRig, _ *spec.ComputeSpec) { r.cfg.AuditTLSEndpoint = `x" y:1` },
-			"AUDIT_LOGGING_TLS_ENDPOINT"},
-		{"bad endpoint id", func(_ *shipRig, s *spec.ComputeSpec) { v := `ep"x`; s.EndpointID = &v }, "endpoint_id"},
+			"AUDIT_LOGGING_TLS_ENDPOINT", false},
+		{"bad endpoint id", func(_ *shipRig, s *spec.ComputeSpec) { v := `ep"x`; s.EndpointID = &v }, "endpoint_id", false},
 		{"rsyslogd missing", func(r *shipRig, _ *spec.ComputeSpec) { r.cfg.Rsyslogd = "/nonexistent/rsyslogd" },
-			"rsyslogd is not installed (Debian package rsyslog)"},
+			"rsyslogd is not installed (Debian package rsyslog)", true},
 		{"unit fails", func(r *shipRig, _ *spec.ComputeSpec) { r.units.restart = errors.New("job failed") },
-			"restart compute-rsyslog.service (journalctl -u compute-rsyslog.service says why): job failed"},
-		{"no systemd", func(r *shipRig, _ *spec.ComputeSpec) { r.d.LogUnits = nil }, "no connection to systemd"},
+			"restart compute-rsyslog.service (journalctl -u compute-rsyslog.service says why): job failed", true},
+		{"no systemd", func(r *shipRig, _ *spec.ComputeSpec) { r.d.LogUnits = nil }, "no connection to systemd", true},
 		{"no TLS driver", func(r *shipRig, _ *spec.ComputeSpec) {
-			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogGTLS = "tls.host.tld:6514", []string{"/nonexistent/lmnsd_gtls.so"}
-		}, "TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls)"},
+			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogGTLS = "tls.host.tld:6514", "/nonexistent/lmnsd_gtls.so"
+		}, "TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls)", false},
 	} {
 		t.Run("audit: "+tc.name, func(t *testing.T) {
 			r := newShipRig(t)
@@ -165,6 +167,15 @@ func TestShipLogsAtStart(t *testing.T) {
 			tc.change(r, s)
 			if err := shipLogs(context.Background(), r.cfg, s, r.d, true); err != nil {
 				t.Errorf("shipLogs = %v: logs_export_host must never fail the compute", err)
+			}
+			logged := strings.Contains(r.logs.String(), "log shipping not set up; the compute goes on") && strings.Contains(r.logs.String(), tc.want)
+			if logged != tc.exportToo {
+				t.Errorf("the error line %q logged: %v, want %v:\n%s", tc.want, logged, tc.exportToo, r.logs)
+			}
+			if !tc.exportToo {
+				if c := r.units.took(); !sameCalls(c, restart) || !strings.Contains(r.conf(t), `target="collector.cvc.local" port="514"`) {
+					t.Errorf("logs_export_host alone not shipped: calls %v", c)
+				}
 			}
 		})
 	}

@@ -40,7 +40,7 @@ func TestSweepAuditLogs(t *testing.T) {
 		{"audit-20261206_1155.log", time.Minute, 30, true},
 		{"postgresql-2026-12-06.log", 3 * time.Hour, 11, true}, // not an audit file, counted
 		{"audit-old.csv", 3 * time.Hour, 1000, true},           // neither deleted nor counted
-		{"xaudit.log", 3 * time.Hour, 3, true},                  // counted: ends in "log"
+		{"xaudit.log", 3 * time.Hour, 3, true},                 // counted: ends in "log"
 	}
 	for _, f := range files {
 		p := filepath.Join(d.LogDirPath(), f.name)

@@ -128,15 +128,17 @@ var pathRe = regexp.MustCompile(`^(/[A-Za-z0-9._+-]+)+/?$`)
 
 // validPath reports whether p is an absolute path of plain characters (no quotes,
 // backslashes, spaces, globs or variables).
-func validPath(p string) bool { return pathRe.MatchString(p) && !strings.Contains(p, "/../") && !strings.HasSuffix(p, "/..") }
+func validPath(p string) bool {
+	return pathRe.MatchString(p) && !strings.Contains(p, "/../") && !strings.HasSuffix(p, "/..")
+}
 
 // Config is what compute-rsyslog.service ships. At least one of Audit and Postgres is
 // set (Render refuses an empty Config: with nothing to ship the unit is stopped).
 type Config struct {
 	// WorkDir is rsyslog's work directory: the positions imfile and imjournal have
 	// reached, kept across restarts (the unit's StateDirectory=).
-	WorkDir string
-	Audit   *Audit
+	WorkDir  string
+	Audit    *Audit
 	Postgres *Postgres
 }
 

@@ -128,7 +128,13 @@ input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="`+portFile+`
 	write(t, filepath.Join(dir, "log", "audit-20261206_1100.log"),
 		"2026-12-06 11:00:00.123 GMT,\"cloud_admin\",\"postgres\",4242,AUDIT: SESSION,1,1,DDL,CREATE TABLE,,,\"create table t(\n  a int)\",<not logged>\n"+
 			"2026-12-06 11:00:01.456 GMT,\"cloud_admin\",\"postgres\",4242,AUDIT: SESSION,2,1,WRITE,INSERT,,,\"insert into t values (1)\",<not logged>\n")
-	waitFile(t, sock, send, "sender's socket")
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := os.Stat(sock); err != nil; _, err = os.Stat(sock) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender's socket did not appear: %v; rsyslogd said: %s", err, send.Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	c, err := net.Dial("unixgram", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +153,7 @@ input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="`+portFile+`
 	pgRe := regexp.MustCompile(`^<134>1 \S+ \S+ postgres 4242 - - (.*)$`)
 	var audits []map[string]string
 	var pgLine string
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for len(audits) < 2 || pgLine == "" {
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(received)
@@ -171,6 +177,8 @@ input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="`+portFile+`
 			}
 		}
 	}
+	b, _ := os.ReadFile(received)
+	t.Logf("received:\n%s", b)
 	for i, want := range []string{"CREATE TABLE", "insert into t values (1)"} {
 		a := audits[i]
 		if a["endpoint_id"] != "ep-test-123" || a["project_id"] != "proj-456" || !strings.Contains(a["msg"], want) {
