@@ -192,3 +192,26 @@ input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="`+portFile+`
 		t.Errorf("postgres line = %q", pgLine)
 	}
 }
+
+// TestCheckedByRsyslogd: the configurations production renders (the journal input, plain
+// and TLS audit) pass rsyslogd's own check, which compute-rsyslog.service runs first.
+func TestCheckedByRsyslogd(t *testing.T) {
+	if _, err := os.Stat(rsyslogd); err != nil {
+		t.Skipf("%s not installed (Debian package rsyslog): %v", rsyslogd, err)
+	}
+	dir := pgtest.OwnedDir(t, "rsn")
+	for _, tls := range []bool{false, true} {
+		conf, err := rsyslog.Render(rsyslog.Config{WorkDir: dir,
+			Audit: &rsyslog.Audit{LogDir: filepath.Join(dir, "log"), Target: rsyslog.Target{Host: "collector.example", Port: 6514}, TLS: tls,
+				CAFile: "/etc/ssl/certs/ca-certificates.crt", EndpointID: "ep-cool-darkness-123456", ProjectID: "cool-darkness-123456"},
+			Postgres: &rsyslog.Postgres{Target: rsyslog.Target{Host: "::1", Port: 514}, Unit: "compute-postgres.service"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "check.conf")
+		write(t, path, conf)
+		if res, err := execx.Run(context.Background(), execx.Cmd{Path: rsyslogd, Args: []string{"-N1", "-f", path}, User: pgtest.OSUser}); err != nil {
+			t.Errorf("TLS %v: rsyslogd -N1: %v\n%s\n%s", tls, err, res.Stderr, conf)
+		}
+	}
+}
