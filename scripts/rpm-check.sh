@@ -39,6 +39,7 @@ want_files='-rw-r--r-- /etc/sysconfig/compute-tools
 -rw-r--r-- /usr/lib/systemd/system/compute-monitor.timer
 -rw-r--r-- /usr/lib/systemd/system/compute-postgres.service
 -rw-r--r-- /usr/lib/systemd/system/compute-resize-swap@.service
+-rw-r--r-- /usr/lib/systemd/system/compute-rsyslog.service
 -rw-r--r-- /usr/lib/systemd/system/compute-vm-monitor.service
 -rw-r--r-- /usr/lib/systemd/system/compute.target
 -rw-r--r-- /usr/lib/sysusers.d/compute-tools.conf

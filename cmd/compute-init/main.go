@@ -48,6 +48,8 @@ type common struct {
 	PgbouncerConnstr  string `name:"pgbouncer-connstr" env:"PGBOUNCER_CONNSTR" default:"${PGBOUNCER_CONNSTR}" help:"pgbouncer's admin console, where RELOAD is sent."`
 	PgbouncerPassword string `name:"pgbouncer-password" env:"PGBOUNCER_PASSWORD" hidden:"" help:"Password of the pgbouncer admin connection (environment only)."`
 	LocalProxyConfig  string `name:"local-proxy-config" env:"LOCAL_PROXY_CONFIG" default:"${LOCAL_PROXY_CONFIG}" help:"local_proxy's config file (the spec's local_proxy_config)."`
+	AuditEndpoint     string `name:"audit-logging-endpoint" env:"AUDIT_LOGGING_ENDPOINT" placeholder:"HOST:PORT" help:"Receiver of the compliance audit (audit_log_level Hipaa, Extended, Full), plain TCP syslog."`
+	AuditTLSEndpoint  string `name:"audit-logging-tls-endpoint" env:"AUDIT_LOGGING_TLS_ENDPOINT" placeholder:"HOST:PORT" help:"Receiver of the compliance audit over TLS (wins over --audit-logging-endpoint)."`
 	LocalProxyPidFile string `name:"local-proxy-pid-file" env:"LOCAL_PROXY_PID_FILE" default:"${LOCAL_PROXY_PID_FILE}" help:"local_proxy's pid file: SIGHUP goes to its pid when local_proxy is no active unit."`
 
 	// log is the binary's logger (set in main; kong ignores unexported fields).
@@ -63,7 +65,8 @@ func (c *common) host() initcmd.Host {
 		SyncSafekeepersTimeout: c.SyncSafekeepersTimeout, ControlPlaneTimeout: c.ControlPlaneTimeout,
 		PgbouncerIni: c.PgbouncerIni, PgbouncerConnstr: c.PgbouncerConnstr, PgbouncerPassword: c.PgbouncerPassword,
 		LocalProxyConfig: c.LocalProxyConfig, LocalProxyPidFile: c.LocalProxyPidFile,
-		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS, Warmup: c.Warmup}
+		ResizeSwapOnBind: c.ResizeSwapOnBind, DiskQuotaFS: c.SetDiskQuotaForFS, Warmup: c.Warmup,
+		AuditEndpoint: c.AuditEndpoint, AuditTLSEndpoint: c.AuditTLSEndpoint}
 }
 
 type cli struct {

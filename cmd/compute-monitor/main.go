@@ -27,13 +27,14 @@ type cli struct {
 	Connstr   string        `short:"C" name:"connstr" env:"COMPUTE_CONNSTR" default:"${COMPUTE_CONNSTR}" help:"How to connect as the admin role (its sessions are not activity; the vm-monitor resizes the LFC with it)."`
 	TrimAfter time.Duration `name:"trim-after" env:"COMPUTE_TRIM_AFTER" default:"${COMPUTE_TRIM_AFTER}" help:"After this long (a lifecycle's rounds or a wait for running; the vm-monitor's start or an agent connection) give back the pages of the binary that only start-up used; 0: never."`
 
-	Activity  activityCmd  `cmd:"" default:"withargs" help:"Monitor activity and downtime, LFC prewarm and offload, installed extensions (compute-monitor.service; the default)."`
+	Activity  activityCmd  `cmd:"" default:"withargs" help:"Monitor activity and downtime, LFC prewarm and offload, installed extensions, the audit log clean-up (compute-monitor.service; the default)."`
 	VMMonitor vmMonitorCmd `cmd:"" name:"vm-monitor" help:"Serve the VM autoscaler agent: protocol v1.0 over TCP and vsock, memory pressure of the Postgres unit, MemoryHigh= and LFC sizing (compute-vm-monitor.service)."`
 }
 
 type activityCmd struct {
 	Interval time.Duration `name:"interval" env:"COMPUTE_MONITOR_INTERVAL" default:"${COMPUTE_MONITOR_INTERVAL}" help:"How often to check activity and whether Postgres answers."`
 	ExtStats time.Duration `name:"installed-extensions-collection-interval" env:"COMPUTE_INSTALLED_EXTENSIONS_INTERVAL" default:"${COMPUTE_INSTALLED_EXTENSIONS_INTERVAL}" help:"Base interval of the installed extensions collection when the spec's suspend_timeout_seconds is -1 or 0 (collections are twice it apart)."`
+	PGData   string        `short:"D" name:"pgdata" env:"PGDATA" default:"${PGDATA}" help:"Postgres data directory: with compliance audit, the audit files in its log directory older than 15 minutes are deleted every 60 s."`
 }
 
 type vmMonitorCmd struct {
@@ -99,7 +100,7 @@ func main() {
 		}, log)
 	} else {
 		err = monitord.Main(ctx, monitord.Settings{StateDir: c.StateDir, Connstr: c.Connstr, Interval: c.Activity.Interval,
-			ExtStatsInterval: c.Activity.ExtStats, TrimAfter: trimAfter(c.TrimAfter)}, log)
+			ExtStatsInterval: c.Activity.ExtStats, TrimAfter: trimAfter(c.TrimAfter), PGData: c.Activity.PGData}, log)
 	}
 	if err != nil {
 		log.Error(component+" failed", "err", err)

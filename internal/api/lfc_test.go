@@ -215,3 +215,22 @@ func TestInstalledExtensionsMetric(t *testing.T) {
 		}
 	}
 }
+
+// compute_audit_log_dir_size is always there: 0 until compute-monitor measured, then
+// the record's figure.
+func TestAuditLogDirSizeMetric(t *testing.T) {
+	h := newHarness(t)
+	if w := h.do(h.srv.External(), "GET", "/metrics", ""); !strings.Contains(w.Body.String(), "\ncompute_audit_log_dir_size 0\n") {
+		t.Errorf("no compute_audit_log_dir_size 0 before a measurement:\n%s", w.Body)
+	}
+	statetest.MustSet(t, h.store, state.Running, func(r *state.Record) {
+		v := uint64(123456)
+		r.AuditLogDirSize = &v
+	})
+	w := h.do(h.srv.External(), "GET", "/metrics", "")
+	for _, line := range []string{"# TYPE compute_audit_log_dir_size gauge", "compute_audit_log_dir_size 123456"} {
+		if !strings.Contains(w.Body.String(), "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", line, w.Body)
+		}
+	}
+}

@@ -37,6 +37,7 @@ func (c *upCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lfcOffloadsDesc
 	ch <- lfcOffloadErrorsDesc
 	ch <- extprom.Desc
+	ch <- auditLogDirSizeDesc
 }
 
 func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
@@ -67,6 +68,14 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(lfcPrewarmErrorsDesc, cs.LFC.PrewarmErrors)
 	counter(lfcOffloadsDesc, cs.LFC.Offloads)
 	counter(lfcOffloadErrorsDesc, cs.LFC.OffloadErrors)
+	// Neon registers the audit gauge at start too: 0 until compute-monitor measured.
+	var auditSize uint64
+	if rec.AuditLogDirSize != nil {
+		auditSize = *rec.AuditLogDirSize
+	}
+	if m, err := prometheus.NewConstMetric(auditLogDirSizeDesc, prometheus.GaugeValue, float64(auditSize)); err == nil {
+		ch <- m
+	}
 	// The latest installed extensions collection of this lifecycle (none before it).
 	ms, err := extprom.Metrics(rec.InstalledExtensions)
 	if err != nil {
@@ -114,6 +123,9 @@ var (
 		"LFC offloads taken, manual and periodic.", nil, nil)
 	lfcOffloadErrorsDesc = prometheus.NewDesc("compute_ctl_lfc_offload_errors_total",
 		"LFC offloads that failed.", nil, nil)
+	// The audit log directory's size compute-monitor measures after each clean-up.
+	auditLogDirSizeDesc = prometheus.NewDesc("compute_audit_log_dir_size",
+		"Size of audit log directory in bytes", nil, nil)
 )
 
 func (s *Server) newRegistry() *prometheus.Registry {

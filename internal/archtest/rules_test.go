@@ -159,6 +159,9 @@ var stdlibOnlyPkgs = map[string][]string{
 	"internal/warmup": {"internal/execx", "internal/paths", "internal/pgdata", "internal/pgready"},
 	// The kernel's socket tables, nothing else: x/sys for the netlink request.
 	"internal/tcpowner": {"golang.org/x/sys/unix"},
+	// The rsyslog configuration is code: rendered and validated by the standard library
+	// alone (the caller writes it and restarts the unit).
+	"internal/rsyslog": nil,
 }
 
 // pgopsOutsideAPIServer: internal/pgops (the Postgres routes' work) is built into

@@ -75,6 +75,17 @@ type Settings struct {
 	// start): a throwaway initdb and Postgres start (internal/warmup), aborted when the
 	// config comes.
 	Warmup bool
+	// AuditEndpoint and AuditTLSEndpoint are compute_ctl's AUDIT_LOGGING_ENDPOINT and
+	// AUDIT_LOGGING_TLS_ENDPOINT (host:port; TLS wins): where compute-rsyslog.service
+	// ships the compliance audit.
+	AuditEndpoint    string
+	AuditTLSEndpoint string
+	// Rsyslogd is the rsyslog binary compute-rsyslog.service runs (empty:
+	// paths.Rsyslogd): without it, nothing is shipped.
+	Rsyslogd string
+	// RsyslogGTLS is a glob pattern of rsyslog's TLS driver, which TLS to the audit
+	// receiver needs (empty: paths.RsyslogGTLSDriver).
+	RsyslogGTLS string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).
@@ -112,6 +123,9 @@ type Deps struct {
 	// LocalProxyUnits reloads local_proxy when it runs as a systemd unit (nil: only
 	// its pid file is used).
 	LocalProxyUnits localproxy.Units
+	// LogUnits restarts and stops compute-rsyslog.service (nil: log shipping cannot
+	// be set up).
+	LogUnits LogUnits
 	// actor is the step on whose behalf the status moves (set by each step's entry point).
 	actor state.Actor
 }

@@ -295,8 +295,10 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	if err != nil {
 		return d.fail(err)
 	}
-	// pgbouncer and local_proxy in the background, as compute_ctl (never failing it).
+	// pgbouncer and local_proxy in the background, as compute_ctl (never failing it);
+	// so is the log shipping (compute_ctl does it first, and fails on it).
 	defer startCompanions(ctx, cfg, d, s, cc)()
+	defer startLogShipping(ctx, cfg, d, s)()
 	// The config files first (as Neon: postgresql.conf is rewritten completely, and the
 	// TLS files copied again, which is how a renewed certificate gets in), then a
 	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.

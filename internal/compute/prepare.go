@@ -100,6 +100,10 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	if err == nil {
 		err = prepareRemoteExtensions(ctx, cfg, cc.Spec, d)
 	}
+	if err == nil {
+		// Before Postgres starts, as compute_ctl: the first audit lines are shipped.
+		err = shipLogs(ctx, cfg, cc.Spec, d, true)
+	}
 	if err != nil {
 		return d.fail(err)
 	}

@@ -122,8 +122,10 @@ func journalErrors(ctx context.Context, invocation string, log *slog.Logger) str
 	if invocation == "" {
 		return ""
 	}
+	// Its stderr only (the stdout transport): with logs_export_host Postgres also sends
+	// each line to syslog, and journald keeps that copy under the unit too.
 	res, err := execx.Run(ctx, execx.Cmd{Path: "/usr/bin/journalctl",
-		Args: []string{"--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID=" + invocation}, Log: log})
+		Args: []string{"--no-pager", "-o", "cat", "_SYSTEMD_INVOCATION_ID=" + invocation, "_TRANSPORT=stdout"}, Log: log})
 	if err != nil {
 		log.Debug("could not read the postgres journal", "err", err)
 		return ""

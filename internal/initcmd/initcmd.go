@@ -55,6 +55,9 @@ type Host struct {
 	DiskQuotaFS      string
 	// Warmup is --warmup (see compute.Settings).
 	Warmup bool
+	// AuditEndpoint and AuditTLSEndpoint are where the compliance audit is shipped
+	// (see compute.Settings).
+	AuditEndpoint, AuditTLSEndpoint string
 	// Log is the binary's logger (nil: slog.Default()).
 	Log *slog.Logger
 }
@@ -86,7 +89,8 @@ func (h Host) Config() (compute.Settings, error) {
 		PgbouncerIni: h.PgbouncerIni, PgbouncerConnstr: h.PgbouncerConnstr, PgbouncerPassword: h.PgbouncerPassword,
 		LocalProxyConfig: h.LocalProxyConfig, LocalProxyPidFile: h.LocalProxyPidFile, LocalProxyUnit: paths.UnitLocalProxy,
 		ResizeSwapOnBind: h.ResizeSwapOnBind, DiskQuotaFS: h.DiskQuotaFS,
-		Warmup: h.Warmup,
+		Warmup:        h.Warmup,
+		AuditEndpoint: h.AuditEndpoint, AuditTLSEndpoint: h.AuditTLSEndpoint,
 	}, nil
 }
 
@@ -94,6 +98,7 @@ func (h Host) Config() (compute.Settings, error) {
 func Prepare(ctx context.Context, h Host) error {
 	return production.step(ctx, h, false, func(cfg compute.Settings, d *compute.Deps) error {
 		d.VM = vmHelpers(os.Geteuid() == 0, production.dialSystemd, d.Log)
+		d.LogUnits = onDemandUnits{dial: production.dialSystemd}
 		return compute.Prepare(ctx, cfg, d)
 	})
 }
@@ -203,6 +208,7 @@ func (e env) deps(ctx context.Context, stateDir string, withUnits bool) (d *comp
 		closers = append(closers, u.Close)
 		d.Units = u
 		d.LocalProxyUnits = u
+		d.LogUnits = u
 	}
 	return d, func() {
 		for _, f := range closers {

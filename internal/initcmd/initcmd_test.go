@@ -124,6 +124,10 @@ func (m *fakeManager) StartUnit(ctx context.Context, name string) error {
 	return nil
 }
 
+func (m *fakeManager) RestartUnit(context.Context, string) error {
+	return errors.New("fakeManager: no restart")
+}
+
 func (m *fakeManager) Close() { m.closed = true }
 
 func quietEnv(b *fakeBus, m *fakeManager, dialErr error) env {
@@ -442,5 +446,38 @@ func TestVMHelpersThroughUnits(t *testing.T) {
 	h = vmHelpers(false, func(context.Context) (unitManager, error) { return nil, errors.New("no systemd") }, nil)
 	if err := h.Units.StartUnit(context.Background(), paths.DiskQuotaUnit(1)); err == nil || err.Error() != "no systemd" {
 		t.Errorf("StartUnit without systemd = %v", err)
+	}
+}
+
+// The log shipping's unit calls from compute-init each take a systemd connection of
+// their own and close it; a failed dial is the call's error.
+func TestOnDemandLogUnits(t *testing.T) {
+	ctx := context.Background()
+	var dials []*fakeManager
+	u := onDemandUnits{dial: func(context.Context) (unitManager, error) {
+		m := &fakeManager{}
+		dials = append(dials, m)
+		return m, nil
+	}}
+	if st, err := u.ActiveState(ctx, paths.UnitRsyslog); st != "inactive" || err != nil {
+		t.Errorf("ActiveState = %q, %v", st, err)
+	}
+	if err := u.RestartUnit(ctx, paths.UnitRsyslog); err == nil || err.Error() != "fakeManager: no restart" {
+		t.Errorf("RestartUnit = %v", err)
+	}
+	if err := u.StopUnit(ctx, paths.UnitRsyslog); err == nil || err.Error() != "fakeManager: no stop" {
+		t.Errorf("StopUnit = %v", err)
+	}
+	if len(dials) != 3 {
+		t.Fatalf("%d connections, want one per call", len(dials))
+	}
+	for i, m := range dials {
+		if !m.closed {
+			t.Errorf("connection %d left open", i)
+		}
+	}
+	u = onDemandUnits{dial: func(context.Context) (unitManager, error) { return nil, errors.New("no systemd") }}
+	if err := u.RestartUnit(ctx, paths.UnitRsyslog); err == nil || err.Error() != "no systemd" {
+		t.Errorf("RestartUnit without systemd = %v", err)
 	}
 }

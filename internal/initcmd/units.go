@@ -17,6 +17,7 @@ type unitManager interface {
 	ReloadUnit(ctx context.Context, name string) error
 	StopUnit(ctx context.Context, name string) error
 	StartUnit(ctx context.Context, name string) error
+	RestartUnit(ctx context.Context, name string) error
 	Close()
 }
 
@@ -37,13 +38,36 @@ type onDemandUnits struct {
 	dial func(context.Context) (unitManager, error)
 }
 
-func (u onDemandUnits) StartUnit(ctx context.Context, name string) error {
+// do runs f on a systemd connection of its own.
+func (u onDemandUnits) do(ctx context.Context, f func(unitManager) error) error {
 	m, err := u.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	return m.StartUnit(ctx, name)
+	return f(m)
+}
+
+func (u onDemandUnits) StartUnit(ctx context.Context, name string) error {
+	return u.do(ctx, func(m unitManager) error { return m.StartUnit(ctx, name) })
+}
+
+// ActiveState, RestartUnit and StopUnit implement compute.LogUnits, each on a connection
+// of its own (compute-init asks at most twice, and only when logs are shipped).
+func (u onDemandUnits) ActiveState(ctx context.Context, name string) (state string, err error) {
+	err = u.do(ctx, func(m unitManager) error {
+		state, err = m.ActiveState(ctx, name)
+		return err
+	})
+	return state, err
+}
+
+func (u onDemandUnits) RestartUnit(ctx context.Context, name string) error {
+	return u.do(ctx, func(m unitManager) error { return m.RestartUnit(ctx, name) })
+}
+
+func (u onDemandUnits) StopUnit(ctx context.Context, name string) error {
+	return u.do(ctx, func(m unitManager) error { return m.StopUnit(ctx, name) })
 }
 
 // lazyUnits connects to systemd in the background; calls wait for the connection.
@@ -95,6 +119,15 @@ func (u *lazyUnits) StopUnit(ctx context.Context, name string) error {
 		return u.err
 	}
 	return u.m.StopUnit(ctx, name)
+}
+
+// RestartUnit implements compute.LogUnits once the connection is made.
+func (u *lazyUnits) RestartUnit(ctx context.Context, name string) error {
+	<-u.ready
+	if u.err != nil {
+		return u.err
+	}
+	return u.m.RestartUnit(ctx, name)
 }
 
 // Close waits for the connection and closes it.

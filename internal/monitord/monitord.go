@@ -5,8 +5,10 @@
 // record (coalesced: at most once a second) and pings the systemd watchdog after each
 // successful round only. While the compute runs it also carries out LFC prewarm and
 // offload (internal/lfc; lfc.go): the D-Bus methods compute-api calls, autoprewarm, the
-// periodic offload, each change written into the state record. It never moves the
-// status (it writes through state.Store.Update).
+// periodic offload, each change written into the state record; the installed
+// extensions collection (extstats.go); and, with compliance audit, compute_ctl's
+// clean-up of old audit files with the compute_audit_log_dir_size figure (audit.go). It
+// never moves the status (it writes through state.Store.Update).
 package monitord
 
 import (
@@ -57,6 +59,12 @@ type Settings struct {
 	// ExtStatsStartDelay delays a primary's first collection after running (0:
 	// DefaultExtStatsStartDelay).
 	ExtStatsStartDelay time.Duration
+	// PGData is the data directory, whose log directory holds the compliance audit
+	// files (empty: no audit clean-up).
+	PGData string
+	// AuditSweepInterval is how often the old audit files are deleted (0:
+	// DefaultAuditSweepInterval).
+	AuditSweepInterval time.Duration
 	// TrimAfter is how long the monitor runs (a lifecycle's rounds, or a wait for
 	// running) before Deps.Trim gives back what start-up alone touched (0:
 	// DefaultTrimAfter; negative: never).
@@ -113,8 +121,11 @@ type Deps struct {
 	// called once per lifecycle and per wait for running, Settings.TrimAfter into it;
 	// nil: never.
 	Trim func()
+	// AuditClock is the audit clean-up's clock; nil: the system clock.
+	AuditClock monitor.Clock
 
-	afterRound func() // tests: called after each round is published
+	afterRound      func() // tests: called after each round is published
+	afterAuditSweep func() // tests: called after each audit clean-up
 }
 
 // errStale refuses a write into a record that is no longer the one being monitored.
@@ -402,6 +413,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 		m.d.LFC.set(lr)
 	}
 	waitExtStats := m.startExtStats(lctx, rec)
+	waitAudit := m.startAuditSweep(lctx, rec, applied)
 	defer func() {
 		m.d.LFC.set(nil)
 		cancel()
@@ -409,6 +421,7 @@ func (m *runner) monitor(ctx context.Context, rec state.Record) {
 			lr.stop()
 		}
 		waitExtStats()
+		waitAudit()
 	}()
 	if p.down {
 		m.log.Info("resuming an outage of postgres", "current_downtime_ms", downtime.CurrentMs())

@@ -254,6 +254,26 @@ func DiskQuotaUnit(kib uint64) string {
 	return "compute-disk-quota@" + strconv.FormatUint(kib, 10) + ".service"
 }
 
+// Log shipping (compute_ctl's rsyslog; internal/rsyslog, internal/compute):
+// compute-rsyslog.service runs Rsyslogd as postgres with the configuration compute-init
+// and compute-configure render into the state directory (RsyslogConfFile); its work
+// directory (the unit's StateDirectory=) keeps the positions it reached in the audit
+// files and the journal; RsyslogCAFile checks the TLS audit receiver (compute_ctl's).
+const (
+	UnitRsyslog    = "compute-rsyslog.service"
+	Rsyslogd       = "/usr/sbin/rsyslogd"
+	RsyslogWorkDir = "/var/lib/compute-rsyslog"
+	RsyslogCAFile  = "/etc/ssl/certs/ca-certificates.crt"
+)
+
+// RsyslogGTLSDriver are where rsyslog's TLS driver may be (Debian's multiarch directory
+// and the RHEL family's; Debian package rsyslog-gnutls, RPM rsyslog-gnutls): TLS to the
+// audit receiver needs it, and rsyslogd would only find out at its first connection.
+var RsyslogGTLSDriver = []string{"/usr/lib/*/rsyslog/lmnsd_gtls.so", "/usr/lib64/rsyslog/lmnsd_gtls.so", "/usr/lib/rsyslog/lmnsd_gtls.so"}
+
+// RsyslogConfFile is compute-rsyslog.service's configuration (rendered, 0640).
+func RsyslogConfFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog.conf") }
+
 // GDB is the debugger the postgres stop hook runs on a core file found in PGDATA (when
 // the kernel writes cores there rather than to systemd-coredump).
 const GDB = "/usr/bin/gdb"

@@ -157,6 +157,7 @@ func TestFileNames(t *testing.T) {
 		{PendingConfigFile("/run/compute"), "/run/compute/config.pending.json"},
 		{AppliedConfigFile("/run/compute"), "/run/compute/config.applied.json"},
 		{NeonAuthTokenFile("/run/compute"), "/run/compute/neon-auth-token"},
+		{RsyslogConfFile("/run/compute"), "/run/compute/rsyslog.conf"},
 		{Sibling(DefaultPGBin, "initdb"), "/usr/lib/postgresql/15/bin/initdb"},
 		{PGBinDir(DefaultPGBin), "/usr/lib/postgresql/15/bin"},
 	} {
@@ -264,6 +265,24 @@ func TestUnitUsers(t *testing.T) {
 		}
 		if !slices.Contains(AdminOSUsers(), u) {
 			t.Errorf("%s is not in AdminOSUsers", u)
+		}
+	}
+}
+
+// TestRsyslogUnit ties compute-rsyslog.service to the names the steps use: the binary
+// they check for, the work directory they render (the unit's StateDirectory=), the
+// configuration file and the user (postgres, the writer of that file).
+func TestRsyslogUnit(t *testing.T) {
+	unit := strings.Join(readLines(t, "units/"+UnitRsyslog), "\n")
+	for _, want := range []string{
+		"exec " + Rsyslogd + " -N1 -f \"$${" + EnvStateDir + ":-" + DefaultStateDir + "}/" + filepath.Base(RsyslogConfFile(DefaultStateDir)) + "\"",
+		"exec " + Rsyslogd + " -n -iNONE -f \"$${" + EnvStateDir + ":-" + DefaultStateDir + "}/" + filepath.Base(RsyslogConfFile(DefaultStateDir)) + "\"",
+		"\nStateDirectory=" + strings.TrimPrefix(RsyslogWorkDir, "/var/lib/") + "\n",
+		"\nUser=" + DefaultPGUser + "\n",
+		"\nPartOf=" + UnitTarget + "\n",
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("units/%s lacks %q", UnitRsyslog, want)
 		}
 	}
 }

@@ -43,9 +43,9 @@ console.log(JSON.stringify({results: out, spawned: spawned}));
 
 // TestPolkitRule runs the shipped rule under node (polkit's rules are JavaScript): it
 // grants compute-api exactly its unit operations, and postgres the reload of
-// local_proxy.service (compute-configure) and the starts of NeonVM's helpers' units
-// (compute-init), the vm-monitor's user set-property on compute-postgres.service (its
-// MemoryHigh=), and nothing else, and leaves every
+// local_proxy.service (compute-configure), the starts of NeonVM's helpers' units
+// (compute-init), the restart and stop of compute-rsyslog.service (both), the vm-monitor's
+// user set-property on compute-postgres.service (its MemoryHigh=), and nothing else, and leaves every
 // other user and action to polkit's other rules. The system test checks the same against
 // real polkitd and systemd.
 func TestPolkitRule(t *testing.T) {
@@ -103,6 +103,13 @@ func TestPolkitRule(t *testing.T) {
 		{"postgres", manage, unit("xcompute-disk-quota@1.service", "start"), "not-handled"},
 		{"postgres", manage, unit("compute-disk-quota@1.socket", "start"), "not-handled"},
 		{"postgres", manage, map[string]string{"verb": "start"}, "not-handled"},
+		// compute-init and compute-configure (postgres) restart and stop the log shipping.
+		{"postgres", manage, unit(UnitRsyslog, "restart"), "yes"},
+		{"postgres", manage, unit(UnitRsyslog, "stop"), "yes"},
+		{"postgres", manage, unit(UnitRsyslog, "start"), "not-handled"},
+		{"postgres", manage, unit(UnitRsyslog, "set-property"), "not-handled"},
+		{"postgres", manage, unit("rsyslog.service", "restart"), "not-handled"},
+		{"compute-api", manage, unit(UnitRsyslog, "restart"), "no"},
 		{"postgres", "org.freedesktop.login1.reboot", nil, "not-handled"},
 		{"compute-api", manage, unit(ResizeSwapUnit(1<<30), "start"), "no"},
 		{"nobody", manage, unit(ResizeSwapUnit(1<<30), "start"), "not-handled"},

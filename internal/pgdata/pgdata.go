@@ -5,7 +5,9 @@
 // pg_ident.conf and the temporary override file, edits postgresql.conf after the apply
 // (the logical replication subscribers line), installs the TLS certificate and key, and
 // finishes an unpacked basebackup (signal files, our pg_hba.conf and pg_ident.conf in place
-// of the basebackup's, pg_dynshmem).
+// of the basebackup's, pg_dynshmem). It also makes the directory pgaudit's log files go to
+// (log) before Postgres starts, and deletes the old ones there (compute-monitor's audit
+// clean-up).
 //
 // It also owns the throwaway cluster a pooled VM warms up with, <pgdata>.warmup (Warmup):
 // a data directory named after PGDATA, like PGDATA's set-aside copies, so that the one

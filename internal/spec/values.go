@@ -199,6 +199,16 @@ const (
 	AuditFull     ComputeAudit = "Full"
 )
 
+// Compliance reports whether a is a compliance level (Hipaa, Extended, Full): pgaudit
+// with pgauditlogtofile, whose files are shipped with rsyslog and cleaned up.
+func (a ComputeAudit) Compliance() bool {
+	switch a.Level() {
+	case AuditHipaa, AuditExtended, AuditFull:
+		return true
+	}
+	return false
+}
+
 // AuditLevels lists every level in Neon's declaration order.
 var AuditLevels = []ComputeAudit{AuditDisabled, AuditLog, AuditBase, AuditHipaa, AuditExtended, AuditFull}
 

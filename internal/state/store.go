@@ -188,6 +188,11 @@ type Record struct {
 	// installed in the databases (compute_installed_extensions); nil until the first
 	// one of this lifecycle.
 	InstalledExtensions *extstats.Stats `json:"installed_extensions,omitempty"`
+	// AuditLogDirSize is compute_audit_log_dir_size: the bytes of the files whose name
+	// ends in "log" in PGDATA/log, measured by compute-monitor after each clean-up of old
+	// audit files (every 60 s while a compute with compliance audit runs); nil until the
+	// first one of this lifecycle.
+	AuditLogDirSize *uint64 `json:"audit_log_dir_size,omitempty"`
 	// EndedFrom is the status the compute left for failed or terminated (empty in any
 	// other status): termination_pending_fast or _immediate tells compute-api how long to
 	// linger before its post-termination action (internal/control's WatchEnd).

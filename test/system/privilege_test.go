@@ -184,7 +184,7 @@ func TestPrivileges(t *testing.T) {
 func TestSecurityExposure(t *testing.T) {
 	units := []string{"compute-api.service", "compute-init.service", "compute-postgres.service",
 		"compute-configure.service", "compute-lsn-lease.service", "compute-monitor.service", "compute-vm-monitor.service",
-		"compute-resize-swap@1073741824.service", "compute-disk-quota@1048576.service"}
+		"compute-resize-swap@1073741824.service", "compute-disk-quota@1048576.service", "compute-rsyslog.service"}
 	re := regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+) (\S+)`)
 	var table strings.Builder
 	table.WriteString("| unit | exposure | rating |\n|---|---|---|\n")

@@ -1,0 +1,224 @@
+package compute
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/pgdata"
+	"github.com/computetools/compute-tools/internal/rsyslog"
+	"github.com/computetools/compute-tools/internal/spec"
+)
+
+// Log shipping (compute_ctl's rsyslog.rs): compute-rsyslog.service, our own rsyslog
+// instance run as postgres, ships the compliance audit files (audit_log_level Hipaa,
+// Extended or Full, to AUDIT_LOGGING_TLS_ENDPOINT or AUDIT_LOGGING_ENDPOINT) and
+// Postgres's syslog lines (logs_export_host). The step that knows the spec renders its
+// configuration (package rsyslog) into the state directory and restarts the unit through
+// systemd: compute-init before Postgres starts, compute-configure at a reconfiguration.
+//
+// What fails the compute is what fails compute_ctl's start: with compliance audit, a
+// missing or malformed endpoint, an id that cannot be rendered, rsyslogd (or, for TLS,
+// its gtls driver) missing or a unit that does not start fail the start (a compute that must be audited does not run
+// unaudited). Everything about logs_export_host (malformed, rsyslogd missing or down) is
+// an error line and the compute goes on; compute_ctl fails the start and the
+// reconfiguration there. A reconfiguration never fails for shipping: compute_ctl does not
+// touch the audit shipping then.
+
+// LogUnits is the systemd side of the log shipping (*sysd.Manager).
+type LogUnits interface {
+	ActiveState(ctx context.Context, name string) (string, error)
+	RestartUnit(ctx context.Context, name string) error
+	StopUnit(ctx context.Context, name string) error
+}
+
+// Environment variables of the compliance audit receivers (compute_ctl's).
+const (
+	EnvAuditEndpoint    = "AUDIT_LOGGING_ENDPOINT"
+	EnvAuditTLSEndpoint = "AUDIT_LOGGING_TLS_ENDPOINT"
+)
+
+// auditShipping is the audit part of the configuration for s: the TLS endpoint when
+// set, else the plain one (compute_ctl's precedence).
+func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
+	ep, tls := cfg.AuditTLSEndpoint, true
+	if ep == "" {
+		ep, tls = cfg.AuditEndpoint, false
+	}
+	if ep == "" {
+		return nil, fmt.Errorf("audit_log_level %s: %s and %s are both empty", s.AuditLogLevel, EnvAuditEndpoint, EnvAuditTLSEndpoint)
+	}
+	t, err := rsyslog.ParseTarget(ep)
+	if err != nil {
+		name := EnvAuditEndpoint
+		if tls {
+			name = EnvAuditTLSEndpoint
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	a := &rsyslog.Audit{LogDir: pgdata.Dir{Path: cfg.PGData}.LogDirPath(), Target: t, TLS: tls, CAFile: paths.RsyslogCAFile}
+	if s.EndpointID != nil {
+		a.EndpointID = *s.EndpointID
+	}
+	if s.ProjectID != nil {
+		a.ProjectID = *s.ProjectID
+	}
+	for _, id := range []struct{ name, v string }{{"endpoint_id", a.EndpointID}, {"project_id", a.ProjectID}} {
+		if !rsyslog.ValidID(id.v) {
+			return nil, fmt.Errorf("%s %q cannot go into the audit lines: letters, digits, '.', '_' and '-' only", id.name, id.v)
+		}
+	}
+	return a, nil
+}
+
+// shipLogs sets compute-rsyslog.service up for s. atStart: compute-init, before Postgres
+// starts (the unit is always restarted: in neon mode PGDATA, whose log directory it
+// watches, is new); otherwise a reconfiguration (restarted only when the configuration
+// changed or the unit is not running). It returns an error only when the start must
+// fail; everything else is logged.
+func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart bool) error {
+	log := d.logger().With("unit", paths.UnitRsyslog)
+	conf := cfg.rsyslogConf()
+	c := rsyslog.Config{WorkDir: paths.RsyslogWorkDir}
+	audit := s.AuditLogLevel.Compliance()
+	if audit {
+		a, err := auditShipping(cfg, s)
+		if err != nil {
+			if atStart {
+				return fmt.Errorf("audit log shipping: %w", err)
+			}
+			log.Error("audit log shipping left as it was: the new spec's cannot be set up", "err", err)
+			return nil
+		}
+		c.Audit = a
+	}
+	if s.LogsExportHost != nil {
+		t, err := rsyslog.ParseTarget(*s.LogsExportHost)
+		if err != nil {
+			log.Error("Postgres logs are not exported: logs_export_host is malformed; the compute goes on", "err", err)
+		} else {
+			c.Postgres = &rsyslog.Postgres{Target: t, Unit: paths.UnitPostgres}
+		}
+	}
+	if c.Audit == nil && c.Postgres == nil {
+		stopShipping(ctx, conf, d, log)
+		return nil
+	}
+	// problem fails the start of an audited compute, and is an error line otherwise.
+	problem := func(err error) error {
+		if audit && atStart {
+			return fmt.Errorf("audit log shipping: %w", err)
+		}
+		log.Error("log shipping not set up; the compute goes on", "err", err)
+		return nil
+	}
+	if _, err := os.Stat(cfg.rsyslogd()); err != nil {
+		return problem(fmt.Errorf("rsyslogd is not installed (Debian package rsyslog): %w", err))
+	}
+	if c.Audit != nil && c.Audit.TLS && !cfg.hasGTLS() {
+		return problem(fmt.Errorf("%s: TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls), which is not installed", EnvAuditTLSEndpoint))
+	}
+	text, err := rsyslog.Render(c)
+	if err != nil {
+		return problem(err)
+	}
+	if c.Audit != nil {
+		if err := (pgdata.Dir{Path: cfg.PGData}).EnsureLogDir(); err != nil {
+			return problem(err)
+		}
+	}
+	if d.LogUnits == nil {
+		return problem(fmt.Errorf("no connection to systemd to restart %s", paths.UnitRsyslog))
+	}
+	old, _ := os.ReadFile(conf)
+	if !atStart && bytes.Equal(old, []byte(text)) {
+		if st, err := d.LogUnits.ActiveState(ctx, paths.UnitRsyslog); err == nil && st == "active" {
+			log.Info("log shipping is up to date")
+			return nil
+		}
+	}
+	if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+		return problem(fmt.Errorf("write %s: %w", conf, err))
+	}
+	if err := d.LogUnits.RestartUnit(ctx, paths.UnitRsyslog); err != nil {
+		return problem(fmt.Errorf("restart %s (journalctl -u %s says why): %w", paths.UnitRsyslog, paths.UnitRsyslog, err))
+	}
+	attrs := []any{"config", conf}
+	if c.Audit != nil {
+		attrs = append(attrs, "audit_endpoint", c.Audit.Target.String(), "audit_tls", c.Audit.TLS)
+	}
+	if c.Postgres != nil {
+		attrs = append(attrs, "logs_export_host", c.Postgres.Target.String())
+	}
+	log.Info("log shipping started", attrs...)
+	return nil
+}
+
+// stopShipping stops compute-rsyslog.service and removes its configuration when an
+// earlier spec shipped logs and this one ships none. Without a configuration file there
+// is nothing to stop, and systemd is not asked (the common start costs nothing).
+func stopShipping(ctx context.Context, conf string, d *Deps, log *slog.Logger) {
+	if _, err := os.Stat(conf); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if d.LogUnits == nil {
+		log.Warn("no connection to systemd: compute-rsyslog.service is left as it is")
+		return
+	}
+	if err := d.LogUnits.StopUnit(ctx, paths.UnitRsyslog); err != nil {
+		log.Error("could not stop the log shipping; the compute goes on", "err", err)
+		return
+	}
+	if err := os.Remove(conf); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("could not remove the log shipping configuration", "err", err)
+	}
+	log.Info("log shipping stopped: the spec ships no logs")
+}
+
+// startLogShipping runs shipLogs for a reconfiguration in the background; wait returns
+// when it is done.
+func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.ComputeSpec) (wait func()) {
+	if !s.AuditLogLevel.Compliance() && s.LogsExportHost == nil {
+		if _, err := os.Stat(cfg.rsyslogConf()); errors.Is(err, fs.ErrNotExist) {
+			return func() {}
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = shipLogs(ctx, cfg, s, d, false) // a reconfiguration: errors are logged only
+	}()
+	return func() { <-done }
+}
+
+// hasGTLS reports whether rsyslog's TLS driver is installed.
+func (cfg Settings) hasGTLS() bool {
+	globs := paths.RsyslogGTLSDriver
+	if cfg.RsyslogGTLS != "" {
+		globs = []string{cfg.RsyslogGTLS}
+	}
+	for _, g := range globs {
+		if m, _ := filepath.Glob(g); len(m) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// rsyslogConf is the configuration file of compute-rsyslog.service.
+func (cfg Settings) rsyslogConf() string { return paths.RsyslogConfFile(cfg.StateDir) }
+
+// rsyslogd is the rsyslog binary the unit runs.
+func (cfg Settings) rsyslogd() string {
+	if cfg.Rsyslogd != "" {
+		return cfg.Rsyslogd
+	}
+	return paths.Rsyslogd
+}
