@@ -43,10 +43,12 @@ conn="host=127.0.0.1 port=55432 user=bench dbname=bench"
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{ printf "%d", ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }  # ms, tick-sampled
-# The scheduler's own account of the time on a CPU (ns, exact): the tick-sampled user+system
-# time above charges a whole tick to whoever runs when it fires, which overstates a process
-# that wakes briefly and often (a 100 ms ticker alone shows about 3x its real time).
-run_ns() { awk '{ print $1 }' "/proc/$1/schedstat"; }
+# The scheduler's own account of the time on a CPU (ns, exact): the user+system time above is
+# sampled at the scheduler's tick and counted in whole ticks (10 ms), coarse for a process that
+# wakes briefly and often.
+# Summed over the process's threads (/proc/PID/schedstat alone is the main thread's): Go runs
+# its work on whichever thread; the runtime keeps its threads, so none is lost by exiting.
+run_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { printf "%d", s }'; }
 rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
 phase() { # name, then a command to run in the background for the phase (or "")

@@ -6,13 +6,14 @@
 # real agent's rate (the system test binary in its agent mode, internal/vmmonitor/agenttest).
 # CPU is the vm-monitor process's time on a CPU over the phase as a share of one core, as the
 # scheduler counts it (/proc/PID/schedstat, exact) and as the tick-sampled user+system time
-# (/proc/PID/stat, which overstates short frequent wake-ups); memory is its resident set (VmRSS, sampled every 10 s: median and max) and
+# (/proc/PID/stat, counted in 10 ms ticks); memory is its resident set (VmRSS, sampled every 10 s: median and max) and
 # its peak (VmHWM). Figures are reported, never asserted. Run as root, on a quiet machine.
 #
 # Where the units' cgroups have no memory controller (systemd-nspawn on a host whose memory
 # controller is bound to cgroup v1, as the 2-core development VM), the watcher finds no
-# memory.stat and, instead of reading it every 100 ms, asks systemd for the cgroup once a
-# second: the first line of the results says which of the two was measured.
+# memory.stat and, instead of reading it every 100 ms, asks systemd for the cgroup, backing off
+# from once a second to once every 30 s, and wakes only for those lookups: the first line of the
+# results says which of the two was measured.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 source "$(dirname "$0")/../scripts/nspawn.sh"
@@ -55,10 +56,12 @@ fi
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{ printf "%d", ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }  # ms, tick-sampled
-# The scheduler's own account of the time on a CPU (ns, exact): the tick-sampled user+system
-# time above charges a whole tick to whoever runs when it fires, which overstates a process
-# that wakes briefly and often (a 100 ms ticker alone shows about 3x its real time).
-run_ns() { awk '{ print $1 }' "/proc/$1/schedstat"; }
+# The scheduler's own account of the time on a CPU (ns, exact): the user+system time above is
+# sampled at the scheduler's tick and counted in whole ticks (10 ms), coarse for a process that
+# wakes briefly and often.
+# Summed over the process's threads (/proc/PID/schedstat alone is the main thread's): Go runs
+# its work on whichever thread; the runtime keeps its threads, so none is lost by exiting.
+run_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { printf "%d", s }'; }
 rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
 med() { sort -n | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)] }'; }

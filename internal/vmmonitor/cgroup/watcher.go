@@ -179,6 +179,7 @@ type Watcher struct {
 	dir         string
 	lastLocate  time.Time
 	locateEvery time.Duration // the current wait between lookups (backs off)
+	paced       bool          // Run's ticker is paced by the lookups: each tick is one
 	ring        []uint64
 	n           int // samples in ring, at most len(ring)
 	next        int // where the next sample goes
@@ -237,6 +238,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	t := w.opts.Clock.NewTicker(every)
 	defer func() { t.Stop() }()
 	for {
+		// A ticker paced by the lookups asks for one at every tick: its ticks keep their
+		// phase, so one that fires a little late makes the next come a little less than
+		// a period after the lookup, which the wait in step would skip.
+		w.paced = every > w.opts.Interval
 		select {
 		case <-ctx.Done():
 			return nil
@@ -283,7 +288,7 @@ func (w *Watcher) step(ctx context.Context, now time.Time) {
 		if w.locateEvery == 0 {
 			w.locateEvery = w.opts.RelocateEvery
 		}
-		if !w.lastLocate.IsZero() && now.Sub(w.lastLocate) < w.locateEvery {
+		if !w.lastLocate.IsZero() && !w.paced && now.Sub(w.lastLocate) < w.locateEvery {
 			return
 		}
 		first := w.lastLocate.IsZero()

@@ -469,8 +469,8 @@ func TestWatcherRun(t *testing.T) {
 }
 
 // TestWatcherRunIdlesWithoutCgroup: with no cgroup to read, Run wakes only for the next
-// lookup (1 s, then backing off), not every 100 ms; once it finds one it samples every
-// 100 ms again, and when the directory goes away it waits a second for the next lookup.
+// lookup (1 s, then backing off), not every 100 ms, and each such tick is a lookup even when
+// it comes a little early; once it finds one it samples every 100 ms again.
 func TestWatcherRunIdlesWithoutCgroup(t *testing.T) {
 	c := newCG(t)
 	c.anon(200 * MiB)
@@ -483,27 +483,29 @@ func TestWatcherRunIdlesWithoutCgroup(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 	// The ticks are unbuffered: a tick is taken only once the previous step and the
 	// period decision after it are done.
-	clock.ticks <- at(1000) // second lookup fails: back off to 2 s
-	clock.ticks <- at(3000) // third: 4 s
-	clock.ticks <- at(3500) // no lookup due; taken once the step at 3 s is done
+	// The ticks come a little early or late, as a real ticker's do (it keeps its phase):
+	// each one paced by the lookups is a lookup all the same.
+	clock.ticks <- at(1003) // second lookup fails: back off to 2 s
+	clock.ticks <- at(3001) // third: 4 s (1998 ms after the second)
+	clock.ticks <- at(6999) // fourth: 3998 ms after the third; 8 s
 	loc.mu.Lock()
 	loc.dir, loc.err = c.dir, nil
 	loc.mu.Unlock()
-	clock.ticks <- at(7000) // found: sample, then every 100 ms
-	clock.ticks <- at(7100) // sample
+	clock.ticks <- at(14_998) // found: sample, then every 100 ms
+	clock.ticks <- at(15_098) // sample
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 100 * time.Millisecond}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 100 * time.Millisecond}
 	if got := clock.tickerPeriods(); !slices.Equal(got, want) {
 		t.Errorf("ticker periods %v, want %v", got, want)
 	}
-	if s := w.Last(); s.History.Samples != 2 || !s.At.Equal(at(7100)) {
-		t.Errorf("after Run: %+v, want 2 samples, the last at 7.1 s", s)
+	if s := w.Last(); s.History.Samples != 2 || !s.At.Equal(at(15_098)) {
+		t.Errorf("after Run: %+v, want 2 samples, the last at 15.098 s", s)
 	}
-	if loc.n() != 4 {
-		t.Errorf("lookups = %d, want 4", loc.n())
+	if loc.n() != 5 {
+		t.Errorf("lookups = %d, want 5", loc.n())
 	}
 }
 
