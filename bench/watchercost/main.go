@@ -1,0 +1,140 @@
+// Command watchercost measures the CPU the vm-monitor's cgroup watcher costs on a VM with a
+// memory controller, where it samples memory.stat ten times a second (this development VM
+// has no cgroup v2 memory controller, so the packaged vm-monitor cannot be measured doing
+// that here: bench/vm-monitor-usage.sh measures the other case). It runs the real
+// cgroup.Watcher (internal/vmmonitor/cgroup) on a directory holding a memory.stat and a
+// memory.events of a cgroup v2 service for -d, then prints the process's own CPU time
+// (getrusage: every thread) as a share of one core. `-mode ticker` runs only a bare
+// 100 ms ticker, the part that is Go waking up, for comparison. Run it with the runtime
+// settings of the unit (GOMAXPROCS=1). A regular file is cheaper to read than the
+// kernel's generated memory.stat, so the figure is a lower bound for the read itself;
+// the wake-ups and the parsing are the watcher's own. A measuring tool, not part of the
+// package.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup"
+)
+
+// memoryStat is the memory.stat of a cgroup v2 service (Linux 6.1), its keys in the
+// kernel's order.
+const memoryStat = `anon 157286400
+file 524288000
+kernel 8388608
+kernel_stack 98304
+pagetables 409600
+sec_pagetables 0
+percpu 0
+sock 0
+vmalloc 0
+shmem 134217728
+zswap 0
+zswapped 0
+file_mapped 134217728
+file_dirty 0
+file_writeback 0
+swapcached 0
+anon_thp 0
+file_thp 0
+shmem_thp 0
+inactive_anon 52428800
+active_anon 104857600
+inactive_file 262144000
+active_file 262144000
+unevictable 0
+slab_reclaimable 1048576
+slab_unreclaimable 524288
+slab 1572864
+workingset_refault_anon 0
+workingset_refault_file 0
+workingset_activate_anon 0
+workingset_activate_file 0
+workingset_restore_anon 0
+workingset_restore_file 0
+workingset_nodereclaim 0
+pgscan 0
+pgsteal 0
+pgscan_kswapd 0
+pgscan_direct 0
+pgsteal_kswapd 0
+pgsteal_direct 0
+pgfault 123456
+pgmajfault 12
+pgrefill 0
+pgactivate 0
+pgdeactivate 0
+pglazyfree 0
+pglazyfreed 0
+thp_fault_alloc 0
+thp_collapse_alloc 0
+`
+
+func main() {
+	d := flag.Duration("d", time.Minute, "how long to run")
+	mode := flag.String("mode", "watcher", "watcher (the cgroup watcher) or ticker (a bare 100 ms ticker)")
+	flag.Parse()
+	if err := run(*mode, *d); err != nil {
+		fmt.Fprintln(os.Stderr, "watchercost:", err)
+		os.Exit(1)
+	}
+}
+
+func run(mode string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	start, cpu0 := time.Now(), cpuTime()
+	switch mode {
+	case "watcher":
+		dir, err := os.MkdirTemp("", "watchercost")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		for name, body := range map[string]string{"memory.stat": memoryStat, "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+				return err
+			}
+		}
+		w := cgroup.NewWatcher(cgroup.FixedDir(dir), cgroup.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		w.SetThreshold(1 << 40) // never over: no upscale requests
+		if err := w.Run(ctx); err != nil {
+			return err
+		}
+		if s := w.Last(); s.History.Samples == 0 {
+			return fmt.Errorf("the watcher took no sample")
+		}
+	case "ticker":
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	fmt.Printf("mode=%s wall_s=%.1f cpu_ms=%.1f cpu_pct_of_core=%.3f\n", mode, wall.Seconds(), float64(cpu.Microseconds())/1000, 100*cpu.Seconds()/wall.Seconds())
+	return nil
+}
+
+// cpuTime is the process's user and system time (all threads).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
