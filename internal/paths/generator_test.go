@@ -48,11 +48,16 @@ func runGeneratorPolkitd(t *testing.T, sh []string, content *string, service, da
 }
 
 // genOpts is what the generator finds: the settings file (nil: none), polkit's D-Bus
-// service file and daemon, and the control-plane token credential (plain or encrypted).
+// service file and daemon, and the control-plane token credential (plain or encrypted)
+// in a credential store, among the credentials PID 1 received (/run/credentials/@system,
+// @encrypted), or in the $CREDENTIALS_DIRECTORY ($ENCRYPTED_CREDENTIALS_DIRECTORY) the
+// generator is given.
 type genOpts struct {
 	content                  *string
 	polkitService, polkitd   bool
 	plainCred, encryptedCred bool
+	systemCred, systemEnc    bool
+	envCred, envEnc          bool
 }
 
 // runGeneratorOpts runs the generator on what o describes and returns its normal output
@@ -62,10 +67,12 @@ func runGeneratorOpts(t *testing.T, sh []string, o genOpts) string {
 	content, service, daemon := o.content, o.polkitService, o.polkitd
 	dir := t.TempDir()
 	store, encStore := filepath.Join(dir, "credstore"), filepath.Join(dir, "credstore.encrypted")
+	sysCreds, sysEnc := filepath.Join(dir, "@system"), filepath.Join(dir, "@encrypted")
+	envCreds, envEnc := filepath.Join(dir, "generator-credentials"), filepath.Join(dir, "generator-encrypted")
 	for _, c := range []struct {
 		dir  string
 		with bool
-	}{{store, o.plainCred}, {encStore, o.encryptedCred}} {
+	}{{store, o.plainCred}, {encStore, o.encryptedCred}, {sysCreds, o.systemCred}, {sysEnc, o.systemEnc}, {envCreds, o.envCred}, {envEnc, o.envEnc}} {
 		if err := os.Mkdir(c.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +115,14 @@ func runGeneratorOpts(t *testing.T, sh []string, o genOpts) string {
 	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService, "COMPUTE_TOOLS_POLKITD=" + polkitd,
 		"COMPUTE_TOOLS_CREDSTORE_DIRS=" + filepath.Join(dir, "nonexistent") + " " + store,
-		"COMPUTE_TOOLS_CREDSTORE_ENCRYPTED_DIRS=" + encStore}
+		"COMPUTE_TOOLS_CREDSTORE_ENCRYPTED_DIRS=" + encStore,
+		"COMPUTE_TOOLS_SYSTEM_CREDENTIALS_DIR=" + sysCreds, "COMPUTE_TOOLS_SYSTEM_ENCRYPTED_CREDENTIALS_DIR=" + sysEnc}
+	if o.envCred {
+		cmd.Env = append(cmd.Env, "CREDENTIALS_DIRECTORY="+envCreds)
+	}
+	if o.envEnc {
+		cmd.Env = append(cmd.Env, "ENCRYPTED_CREDENTIALS_DIRECTORY="+envEnc)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
 	}
@@ -251,17 +265,24 @@ func TestGeneratorWithoutPolkit(t *testing.T) {
 func TestGeneratorCredential(t *testing.T) {
 	for _, sh := range shells(t) {
 		t.Run(filepath.Base(sh[0]), func(t *testing.T) {
+			const plain, encrypted = "LoadCredential=compute-control-plane-token", "LoadCredentialEncrypted=compute-control-plane-token"
 			for _, c := range []struct {
-				name       string
-				plain, enc bool
-				want       string
+				name string
+				o    genOpts
+				want string
 			}{
-				{"none", false, false, ""},
-				{"plain", true, false, "LoadCredential=compute-control-plane-token"},
-				{"encrypted", false, true, "LoadCredentialEncrypted=compute-control-plane-token"},
-				{"both: the encrypted one", true, true, "LoadCredentialEncrypted=compute-control-plane-token"},
+				{"none", genOpts{}, ""},
+				{"plain", genOpts{plainCred: true}, plain},
+				{"encrypted", genOpts{encryptedCred: true}, encrypted},
+				{"both: the encrypted one", genOpts{plainCred: true, encryptedCred: true}, encrypted},
+				{"received by PID 1", genOpts{systemCred: true}, plain},
+				{"received by PID 1, encrypted", genOpts{systemEnc: true}, encrypted},
+				{"in $CREDENTIALS_DIRECTORY", genOpts{envCred: true}, plain},
+				{"in $ENCRYPTED_CREDENTIALS_DIRECTORY", genOpts{envEnc: true}, encrypted},
 			} {
-				normal := runGeneratorOpts(t, sh, genOpts{polkitService: true, polkitd: true, plainCred: c.plain, encryptedCred: c.enc})
+				o := c.o
+				o.polkitService, o.polkitd = true, true
+				normal := runGeneratorOpts(t, sh, o)
 				var units []string
 				_ = filepath.WalkDir(normal, func(p string, d os.DirEntry, err error) error {
 					if err == nil && !d.IsDir() {
