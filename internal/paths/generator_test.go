@@ -160,9 +160,23 @@ func TestGenerator(t *testing.T) {
 		{"yes", s("AUTOSCALING=yes\n"), false},
 		{"one", s("AUTOSCALING=1\n"), false},
 		{"unbalanced quote", s(`AUTOSCALING="true` + "\n"), false},
+		{"unbalanced quote at the end of the file", s(`AUTOSCALING="true`), true},
+		{"blanks around =", s("AUTOSCALING = true\n"), true},
+		{"tabs around =, CRLF", s("\tAUTOSCALING\t=\ttrue\t\r\n"), true},
+		{"blanks around =, quoted", s(`AUTOSCALING =  "true"  ` + "\n"), true},
+		{"blank inside the name", s("AUTO SCALING=true\n"), false},
+		{"quoted pieces", s(`AUTOSCALING="tr"'ue'` + "\n"), true},
+		{"a quoted piece, then a bare one", s(`AUTOSCALING="tr"ue` + "\n"), true},
+		{"quotes inside a bare value are kept", s(`AUTOSCALING=tr"ue"` + "\n"), false},
+		{"a quoted blank", s(`AUTOSCALING="true "` + "\n"), false},
+		{"blanks inside", s("AUTOSCALING=tr ue\n"), false},
+		{"a backslash takes the next character", s(`AUTOSCALING=\true` + "\n"), true},
+		{"a backslash in double quotes is kept before a letter", s(`AUTOSCALING="\true"` + "\n"), false},
+		{"a semicolon comment", s(";AUTOSCALING=true\n"), false},
+		{"blanks around =, last line wins: off", s("AUTOSCALING=true\nAUTOSCALING = false\n"), false},
 		{"mixed quotes", s(`AUTOSCALING="true'` + "\n"), false},
 		{"a comment after it", s("AUTOSCALING=true # on\n"), false},
-		{"space before =", s("AUTOSCALING =true\n"), false},
+		{"space before =", s("AUTOSCALING =true\n"), true},
 		{"another name", s("XAUTOSCALING=true\nAUTOSCALING_X=true\n"), false},
 		{"a command in it is not run", s("AUTOSCALING=$(touch /tmp/compute-tools-generator-ran)true\n"), false},
 		{"garbage", s("\x00\xff\xfe=true\n'\"\\\n"), false},
@@ -215,7 +229,7 @@ func TestGeneratorFiles(t *testing.T) {
 	if !strings.HasPrefix(script, "#!/bin/sh\n") {
 		t.Error("the generator does not start with #!/bin/sh")
 	}
-	for _, want := range []string{"${COMPUTE_TOOLS_ENV_FILE:-" + EnvironmentFile + "}", EnvAutoscaling + "=*",
+	for _, want := range []string{"${COMPUTE_TOOLS_ENV_FILE:-" + EnvironmentFile + "}", "\t\t" + EnvAutoscaling + ")\n", "\t\t" + EnvOnTerminated + ")\n",
 		UnitTarget + ".wants", "/usr/lib/systemd/system/" + UnitVMMonitor} {
 		if !strings.Contains(script, want) {
 			t.Errorf("the generator does not contain %q", want)
@@ -330,6 +344,10 @@ func TestGeneratorPoweroff(t *testing.T) {
 		{"bare", s("COMPUTE_ON_TERMINATED=poweroff\n"), true, false},
 		{"double quotes", s(`COMPUTE_ON_TERMINATED="poweroff"` + "\n"), true, false},
 		{"single quotes, blanks, CRLF", s(" COMPUTE_ON_TERMINATED='poweroff' \r\n"), true, false},
+		{"blanks around =", s("COMPUTE_ON_TERMINATED = poweroff\n"), true, false},
+		{"blanks around =, quoted, no final newline", s("COMPUTE_ON_TERMINATED =\t'poweroff'"), true, false},
+		{"blanks around = for both", s("AUTOSCALING = true\nCOMPUTE_ON_TERMINATED = poweroff\n"), true, true},
+		{"blanks around =, then stop", s("COMPUTE_ON_TERMINATED = poweroff\nCOMPUTE_ON_TERMINATED = stop\n"), false, false},
 		{"stop", s("COMPUTE_ON_TERMINATED=stop\n"), false, false},
 		{"none", s("COMPUTE_ON_TERMINATED=none\n"), false, false},
 		{"commented out", s("#COMPUTE_ON_TERMINATED=poweroff\n"), false, false},
