@@ -6,11 +6,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -75,6 +78,7 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	checkPoweroffDropIn(onTerminated, paths.GeneratorDir, log)
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
@@ -134,5 +138,26 @@ func main() {
 	if err := kctx.Run(log); err != nil {
 		log.Error("compute-api "+kctx.Command()+" failed", "err", err)
 		os.Exit(1)
+	}
+}
+
+// checkPoweroffDropIn logs an error when compute-api is set to power the machine off but
+// compute-tools-generator's drop-in (paths.PoweroffDropIn in generatorDir) is absent: the
+// polkit rule lets compute-api start poweroff.target only while it exists, and the
+// generator writes it at boot and at daemon-reload only, so the setting was changed
+// without a daemon-reload (or the generator did not read it as poweroff).
+func checkPoweroffDropIn(action control.EndAction, generatorDir string, log *slog.Logger) {
+	if action != control.EndPowerOff {
+		return
+	}
+	p := filepath.Join(generatorDir, paths.PoweroffDropIn)
+	_, err := os.Stat(p)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		log.Error("COMPUTE_ON_TERMINATED=poweroff, but compute-tools-generator has not written its drop-in: polkit will refuse to power off at the end; run systemctl daemon-reload",
+			"drop_in", p)
+	default:
+		log.Error("COMPUTE_ON_TERMINATED=poweroff: cannot check compute-tools-generator's drop-in", "drop_in", p, "err", err)
 	}
 }
