@@ -6,11 +6,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -38,7 +41,8 @@ type serveCmd struct {
 	ExternalHTTPPort    int           `name:"external-http-port" env:"EXTERNAL_HTTP_PORT" default:"${EXTERNAL_HTTP_PORT}" help:"External port (JWT)."`
 	InternalHTTPPort    int           `name:"internal-http-port" env:"INTERNAL_HTTP_PORT" default:"${INTERNAL_HTTP_PORT}" help:"Internal port (no token; only the local users of --internal-http-users)."`
 	InternalHTTPAddr    string        `name:"internal-http-addr" env:"INTERNAL_HTTP_ADDR" default:"${INTERNAL_HTTP_ADDR}" help:"Address of the internal port (Neon binds all interfaces; we default to loopback)."`
-	InternalHTTPUsers   []string      `name:"internal-http-users" env:"INTERNAL_HTTP_USERS" default:"${INTERNAL_HTTP_USERS}" help:"Local OS users whose connections the internal port serves (the owner of the caller's socket; others get 403); * for every local user."`
+	InternalHTTPUsers   []string      `name:"internal-http-users" env:"INTERNAL_HTTP_USERS" default:"${INTERNAL_HTTP_USERS}" help:"Local OS users whose connections the internal port serves on /extension_server (the owner of the caller's socket; others get 403); * for every local user."`
+	InternalAdminUsers  []string      `name:"internal-http-admin-users" env:"INTERNAL_HTTP_ADMIN_USERS" default:"${INTERNAL_HTTP_ADMIN_USERS}" help:"Local OS users whose connections the internal port serves on POST /extensions and /grants (they act as the admin role; others get 403); add local_proxy's user (postgres lets SQL that makes HTTP requests in); * for every local user."`
 	PGBin               string        `short:"b" name:"pgbin" env:"PGBIN" default:"${PGBIN}" help:"Path of the postgres binary (its pg_config gives the extension directories)."`
 	RemoteExtBaseURL    string        `short:"r" name:"remote-ext-base-url" env:"REMOTE_EXT_BASE_URL" help:"Base URL of the extension gateway (POST /extension_server on the internal port; https://, http:// only with --remote-ext-allow-http)."`
 	RemoteExtHTTP       bool          `name:"remote-ext-allow-http" env:"REMOTE_EXT_ALLOW_HTTP" help:"Allow a plain http:// extension gateway (the archives carry no checksum: only for a network you trust)."`
@@ -74,12 +78,14 @@ func (s serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	checkPoweroffDropIn(onTerminated, paths.GeneratorDir, log)
 	return apiserver.Run(ctx, apiserver.Settings{StateDir: s.StateDir, ConfigFile: s.Config, ComputeID: s.ComputeID,
 		ExternalAddr: net.JoinHostPort(s.ExternalHTTPAddr, strconv.Itoa(s.ExternalHTTPPort)),
 		InternalAddr: net.JoinHostPort(s.InternalHTTPAddr, strconv.Itoa(s.InternalHTTPPort)),
 		PGBin:        s.PGBin, RemoteExtBaseURL: s.RemoteExtBaseURL, RemoteExtAllowHTTP: s.RemoteExtHTTP, TLSPoll: s.TLSPoll,
 		ControlPlaneURI: s.ControlPlaneURI, ControlPlaneToken: token, ControlPlaneTimeout: s.ControlPlaneTimeout, OnTerminated: onTerminated, Connstr: s.Connstr,
 		PgbouncerPidFile: s.PgbouncerPidFile, LocalProxyPidFile: s.LocalProxyPidFile, InternalUsers: s.InternalHTTPUsers,
+		InternalAdminUsers: s.InternalAdminUsers,
 		HTTP: apiserver.HTTPLimits{ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout,
 			WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout, MaxConnections: s.MaxConnections,
 			MaxBodyBytes: s.MaxBodyBytes, ConfigureParses: s.ConfigureParses}}, log)
@@ -132,5 +138,26 @@ func main() {
 	if err := kctx.Run(log); err != nil {
 		log.Error("compute-api "+kctx.Command()+" failed", "err", err)
 		os.Exit(1)
+	}
+}
+
+// checkPoweroffDropIn logs an error when compute-api is set to power the machine off but
+// compute-tools-generator's drop-in (paths.PoweroffDropIn in generatorDir) is absent: the
+// polkit rule lets compute-api start poweroff.target only while it exists, and the
+// generator writes it at boot and at daemon-reload only, so the setting was changed
+// without a daemon-reload (or the generator did not read it as poweroff).
+func checkPoweroffDropIn(action control.EndAction, generatorDir string, log *slog.Logger) {
+	if action != control.EndPowerOff {
+		return
+	}
+	p := filepath.Join(generatorDir, paths.PoweroffDropIn)
+	_, err := os.Stat(p)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		log.Error("COMPUTE_ON_TERMINATED=poweroff, but compute-tools-generator has not written its drop-in: polkit will refuse to power off at the end; run systemctl daemon-reload",
+			"drop_in", p)
+	default:
+		log.Error("COMPUTE_ON_TERMINATED=poweroff: cannot check compute-tools-generator's drop-in", "drop_in", p, "err", err)
 	}
 }

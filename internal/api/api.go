@@ -1,7 +1,8 @@
 // Package api serves compute-api's two HTTP ports with Neon compute_ctl's contract: the
 // external port (JWT-protected, plus the open /metrics) and the internal port (no token;
 // each request's caller is checked by Options.InternalCaller, which compute-api sets to
-// the local users of INTERNAL_HTTP_USERS, where compute_ctl serves every caller).
+// the local users of INTERNAL_HTTP_USERS, and of INTERNAL_HTTP_ADMIN_USERS for the routes
+// that act as the admin role, where compute_ctl serves every caller).
 // It owns routing (the one route table of both ports, routes.go), authentication, the
 // rules for request bodies (content type, size, JSON decoding of the wire types),
 // the mapping of outcomes and errors to HTTP status codes, and metrics exposition. Routes
@@ -94,9 +95,12 @@ type Options struct {
 	// paths.DefaultAPIConfigureParses); the others wait for a turn.
 	ConfigureParses int
 	// InternalCaller checks the caller of each internal-port request (internal/apiserver:
-	// the local user that owns the caller's socket); an error is answered 403
-	// (CallerRefused) and logged. Nil serves every caller, as compute_ctl does.
-	InternalCaller func(*http.Request) error
+	// the local user that owns the caller's socket); admin is true for the routes that
+	// act as the admin role (POST /extensions and /grants), false for the others
+	// (/extension_server, and paths no route serves). An error is answered 403
+	// (CallerRefused or CallerRefusedAdmin) and logged. Nil serves every caller, as
+	// compute_ctl does.
+	InternalCaller func(r *http.Request, admin bool) error
 }
 
 // DefaultMaxBodyBytes is the default request body limit.
@@ -115,6 +119,8 @@ type Server struct {
 	stale    atomic.Bool
 	external http.Handler
 	internal http.Handler
+	// adminRoutes are the patterns of the internal routes marked admin in routeTable.
+	adminRoutes map[string]bool
 	// parses admits the POST /configure bodies read and parsed at once.
 	parses *gate
 }

@@ -55,12 +55,18 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 		w.Header().Set(requestIDHeader, id)
 		rw := &recorder{ResponseWriter: w}
 
-		if err := s.internalCaller(port, r); err != nil {
-			// A caller the internal port does not serve: refused whatever it asks for.
+		_, pattern := mux.Handler(r)
+		admin := s.adminRoutes[pattern]
+		if err := s.internalCaller(port, r, admin); err != nil {
+			// A caller the internal port does not serve (for this route).
 			s.log.Warn("internal port: request refused", "method", r.Method, "path", r.URL.Path,
-				"remote", r.RemoteAddr, "request_id", id, "err", err)
-			httpjson.Error(rw, http.StatusForbidden, CallerRefused)
-		} else if _, pattern := mux.Handler(r); pattern == "" {
+				"remote", r.RemoteAddr, "admin_route", admin, "request_id", id, "err", err)
+			msg := CallerRefused
+			if admin {
+				msg = CallerRefusedAdmin
+			}
+			httpjson.Error(rw, http.StatusForbidden, msg)
+		} else if pattern == "" {
 			// No route matched: the mux answers 404 or 405 with a text body; compute_ctl
 			// sends these without a body.
 			mux.ServeHTTP(&bodyless{rw}, r)
@@ -80,15 +86,19 @@ func (s *Server) middleware(port string, mux *http.ServeMux) http.Handler {
 }
 
 // CallerRefused is the error of the internal port's 403 for a caller that
-// Options.InternalCaller refuses.
+// Options.InternalCaller refuses on a route that is not an admin one.
 const CallerRefused = "the internal port serves only the local users in INTERNAL_HTTP_USERS"
 
+// CallerRefusedAdmin is the error of the internal port's 403 for a caller that
+// Options.InternalCaller refuses on an admin route (POST /extensions, /grants).
+const CallerRefusedAdmin = "this route of the internal port serves only the local users in INTERNAL_HTTP_ADMIN_USERS"
+
 // internalCaller checks the caller of an internal-port request (Options.InternalCaller).
-func (s *Server) internalCaller(port string, r *http.Request) error {
+func (s *Server) internalCaller(port string, r *http.Request, admin bool) error {
 	if port != "internal" || s.cfg.InternalCaller == nil {
 		return nil
 	}
-	return s.cfg.InternalCaller(r)
+	return s.cfg.InternalCaller(r, admin)
 }
 
 // newRequestID returns a random UUID (version 4).

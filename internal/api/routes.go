@@ -14,7 +14,10 @@ type routeEntry struct {
 	// than the server's write timeout: it lifts the connection's write deadline, and its
 	// read deadline once the request is read (deadlines.go). Unauthorized requests keep
 	// both deadlines.
-	long    bool
+	long bool
+	// admin: an internal route that acts as the admin role; its callers are checked
+	// against the admin users (Options.InternalCaller's admin argument).
+	admin   bool
 	handler http.Handler
 }
 
@@ -41,8 +44,8 @@ func (s *Server) routeTable() []routeEntry {
 		// Waits for the replay (up to about 20 s) and for the reconfiguration.
 		{port: "external", pattern: "POST /promote", long: true, handler: http.HandlerFunc(s.handlePromote)},
 		// local_proxy's calls (Neon's proxy/src/compute_ctl).
-		{port: "internal", pattern: "POST /extensions", handler: http.HandlerFunc(s.handleExtensions)},
-		{port: "internal", pattern: "POST /grants", handler: http.HandlerFunc(s.handleGrants)},
+		{port: "internal", pattern: "POST /extensions", admin: true, handler: http.HandlerFunc(s.handleExtensions)},
+		{port: "internal", pattern: "POST /grants", admin: true, handler: http.HandlerFunc(s.handleGrants)},
 		// The neon extension's call when Postgres lacks a file (extensions.NewHandler,
 		// which reads the wildcard extensions.FilenameParam). Not served without a handler.
 		{port: "internal", pattern: "POST /extension_server/{filename...}", long: true, handler: s.cfg.ExtensionServer},
@@ -52,9 +55,13 @@ func (s *Server) routeTable() []routeEntry {
 // routes builds the handlers of the external and the internal port from routeTable.
 func (s *Server) routes() (external, internal http.Handler) {
 	muxes := map[string]*http.ServeMux{"external": http.NewServeMux(), "internal": http.NewServeMux()}
+	s.adminRoutes = map[string]bool{}
 	for _, r := range s.routeTable() {
 		if r.handler == nil {
 			continue
+		}
+		if r.admin {
+			s.adminRoutes[r.pattern] = true
 		}
 		h := r.handler
 		if r.long {

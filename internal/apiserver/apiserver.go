@@ -51,9 +51,12 @@ type Settings struct {
 	// ExternalAddr and InternalAddr are the host:port of the two ports.
 	ExternalAddr, InternalAddr string
 	// InternalUsers are the local OS users (names or uids) whose connections the
-	// internal port serves; "*" is every local user; empty is
-	// paths.DefaultInternalHTTPUsers (peerGuard).
+	// internal port serves on its routes that are not admin ones (/extension_server);
+	// "*" is every local user; empty is paths.DefaultInternalHTTPUsers (peerGuard).
 	InternalUsers []string
+	// InternalAdminUsers are those of the admin routes (POST /extensions and /grants,
+	// which act as the admin role); empty is paths.DefaultInternalHTTPAdminUsers.
+	InternalAdminUsers []string
 	// PGBin is the postgres binary (its pg_config gives the extension directories).
 	PGBin string
 	// RemoteExtBaseURL is the extension gateway as given; empty: /extension_server
@@ -349,7 +352,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 	})
 	// The internal port has no authentication: only the allowed local users' connections
 	// are served (peerGuard).
-	guard := newPeerGuard(s.cfg.InternalUsers, s.log)
+	guard := newPeerGuard(s.cfg.InternalUsers, s.cfg.InternalAdminUsers, s.log)
 	srv := api.New(api.Options{
 		InternalCaller:  guard.allow,
 		Control:         ctl,

@@ -21,67 +21,86 @@ import (
 // peerGuard lets only some local OS users call the internal port, which has no other
 // authentication (the reference serves every caller there: any local user could install
 // extensions or grant privileges as the admin role through POST /extensions and /grants).
+// The check is per route: the admin routes (POST /extensions and /grants, which act as the
+// admin role) serve the users of INTERNAL_HTTP_ADMIN_USERS, the others (Postgres's
+// /extension_server) those of INTERNAL_HTTP_USERS. Every Postgres backend runs as
+// postgres, so SQL that can make HTTP requests (pgsql-http, pg_net) calls as postgres:
+// postgres is in the first list by default and not in the admin one.
 // For each connection it asks the kernel who owns the caller's socket (internal/tcpowner)
 // at the connection's first request; internal/api answers 403 (and logs the uid and the
-// reason) to every request of a connection whose owner is not allowed. A caller on
-// another host (an INTERNAL_HTTP_ADDR that is not loopback) has no local owner: it is
-// served as before, as the reference serves it.
+// reason) to every request whose route the owner may not use. A caller on another host
+// (an INTERNAL_HTTP_ADDR that is not loopback) has no local owner: it is served as
+// before, as the reference serves it.
 type peerGuard struct {
-	// allowed maps the allowed uids to their names; nil lets every caller in.
-	allowed map[uint32]string
+	// users and admins map the allowed uids (of the other routes, of the admin routes)
+	// to their names; nil lets every caller in.
+	users, admins map[uint32]string
 	// lookup is tcpowner.PeerUID (tests may replace it).
 	lookup func(local, remote netip.AddrPort) (uint32, error)
 	// localAddr says whether an address is one of this host's (net.InterfaceAddrs).
 	localAddr func(netip.Addr) bool
 }
 
-// newPeerGuard resolves the user names (or numeric uids) of the setting; "*" (alone or
-// among others) lets every caller in. Names that are not users here are skipped with a
-// warning (compute-api's own user on an image that runs it as root, say); an empty list
-// is the default.
-func newPeerGuard(names []string, log *slog.Logger) *peerGuard {
-	g := &peerGuard{lookup: tcpowner.PeerUID, localAddr: isHostAddr}
+// newPeerGuard resolves the user names (or numeric uids) of both settings (users:
+// INTERNAL_HTTP_USERS, admins: INTERNAL_HTTP_ADMIN_USERS); an empty list is the setting's
+// default.
+func newPeerGuard(users, admins []string, log *slog.Logger) *peerGuard {
+	return &peerGuard{
+		users:  allowedUIDs(users, paths.DefaultInternalHTTPUsers, paths.EnvInternalHTTPUsers, log),
+		admins: allowedUIDs(admins, paths.DefaultInternalHTTPAdminUsers, paths.EnvInternalHTTPAdminUsers, log),
+		lookup: tcpowner.PeerUID, localAddr: isHostAddr,
+	}
+}
+
+// allowedUIDs resolves the names of one setting (def when empty); "*" (alone or among
+// others) lets every caller in (nil). Names that are not users here are skipped with a
+// warning (compute-api's own user on an image that runs it as root, say).
+func allowedUIDs(names []string, def, setting string, log *slog.Logger) map[uint32]string {
 	if len(names) == 0 {
-		names = strings.Split(paths.DefaultInternalHTTPUsers, ",")
+		names = strings.Split(def, ",")
 	}
 	if slices.Contains(names, "*") {
-		log.Warn("the internal port serves every local user (INTERNAL_HTTP_USERS=*)")
-		return g
+		log.Warn("the internal port serves every local user", "setting", setting)
+		return nil
 	}
-	g.allowed = map[uint32]string{}
+	allowed := map[uint32]string{}
 	for _, n := range names {
 		n = strings.TrimSpace(n)
 		if n == "" {
 			continue
 		}
 		if uid, err := strconv.ParseUint(n, 10, 32); err == nil {
-			g.allowed[uint32(uid)] = n
+			allowed[uint32(uid)] = n
 			continue
 		}
 		u, err := user.Lookup(n)
 		if err != nil {
-			log.Warn("internal port: an allowed user does not exist here; skipped", "user", n, "err", err)
+			log.Warn("internal port: an allowed user does not exist here; skipped", "setting", setting, "user", n, "err", err)
 			continue
 		}
 		uid, err := strconv.ParseUint(u.Uid, 10, 32)
 		if err != nil {
-			log.Warn("internal port: an allowed user has no numeric uid; skipped", "user", n, "uid", u.Uid)
+			log.Warn("internal port: an allowed user has no numeric uid; skipped", "setting", setting, "user", n, "uid", u.Uid)
 			continue
 		}
-		g.allowed[uint32(uid)] = n
+		allowed[uint32(uid)] = n
 	}
-	return g
+	return allowed
 }
 
 // peerKey is the context key of a connection's *peerCheck.
 type peerKey struct{}
 
-// peerCheck is the verdict on one connection, made once.
+// peerCheck is what is known of one connection's caller, looked up once.
 type peerCheck struct {
-	once   sync.Once
-	conn   net.Conn
-	ok     bool
-	uid    string
+	once sync.Once
+	conn net.Conn
+	// uid is the owner of the caller's socket when known.
+	uid   uint32
+	known bool
+	// elsewhere: the caller is on another host (no local owner to check).
+	elsewhere bool
+	// reason says why the owner is unknown (when neither known nor elsewhere).
 	reason string
 }
 
@@ -91,12 +110,8 @@ func (g *peerGuard) connContext(ctx context.Context, c net.Conn) context.Context
 	return context.WithValue(ctx, peerKey{}, &peerCheck{conn: c})
 }
 
-// check decides whether the connection's caller may use the internal port.
+// check finds the connection's caller.
 func (g *peerGuard) check(pc *peerCheck) {
-	if g.allowed == nil {
-		pc.ok = true
-		return
-	}
 	local, lok := addrPort(pc.conn.LocalAddr())
 	remote, rok := addrPort(pc.conn.RemoteAddr())
 	if !lok || !rok {
@@ -106,36 +121,48 @@ func (g *peerGuard) check(pc *peerCheck) {
 	uid, err := g.lookup(local, remote)
 	switch {
 	case err == nil:
-		pc.uid = strconv.FormatUint(uint64(uid), 10)
-		if _, ok := g.allowed[uid]; ok {
-			pc.ok = true
-			return
-		}
-		pc.reason = "the caller's user is not in INTERNAL_HTTP_USERS"
+		pc.uid, pc.known = uid, true
 	case errors.Is(err, tcpowner.ErrNotFound) && !remote.Addr().IsLoopback() && remote.Addr().Unmap() != local.Addr().Unmap() && !g.localAddr(remote.Addr()):
 		// A caller on another host: no local user to check (the reference's behaviour).
-		pc.ok = true
+		pc.elsewhere = true
 	default:
 		pc.reason = fmt.Sprintf("the owner of the caller's socket is unknown: %v", err)
 	}
 }
 
-// allow is api.Options.InternalCaller: nil when the request's connection may be served,
-// else why not (the uid and the reason; never a secret).
-func (g *peerGuard) allow(r *http.Request) error {
+// verdict says whether the checked caller may use a route: admin routes need
+// g.admins, the others g.users. Nil when it may, else why not (the uid and the reason;
+// never a secret).
+func (g *peerGuard) verdict(pc *peerCheck, admin bool) error {
+	allowed, setting := g.users, paths.EnvInternalHTTPUsers
+	if admin {
+		allowed, setting = g.admins, paths.EnvInternalHTTPAdminUsers
+	}
+	switch {
+	case allowed == nil || pc.elsewhere:
+		return nil
+	case !pc.known:
+		return errors.New(pc.reason)
+	}
+	if _, ok := allowed[pc.uid]; ok {
+		return nil
+	}
+	return fmt.Errorf("uid %d: the caller's user is not in %s", pc.uid, setting)
+}
+
+// allow is api.Options.InternalCaller: nil when the request may be served on its route
+// (admin: POST /extensions or /grants), else why not.
+func (g *peerGuard) allow(r *http.Request, admin bool) error {
+	if (admin && g.admins == nil) || (!admin && g.users == nil) {
+		return nil
+	}
 	pc, _ := r.Context().Value(peerKey{}).(*peerCheck)
 	if pc == nil {
 		// Not served through connContext: refuse rather than guess.
 		return errors.New("no connection to check")
 	}
 	pc.once.Do(func() { g.check(pc) })
-	if pc.ok {
-		return nil
-	}
-	if pc.uid != "" {
-		return fmt.Errorf("uid %s: %s", pc.uid, pc.reason)
-	}
-	return errors.New(pc.reason)
+	return g.verdict(pc, admin)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {

@@ -71,12 +71,27 @@ func TestInternalPortServesOnlyAllowedUsers(t *testing.T) {
 	cfg := testConfig(t)
 	r := startWith(t, cfg, func(d *Deps, _ *statetest.Waker) { d.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	got := postAs(t, "nobody", r.int+"/grants")
-	if !strings.HasPrefix(got, "403 ") || !strings.Contains(got, "INTERNAL_HTTP_USERS") {
+	if !strings.HasPrefix(got, "403 ") || !strings.Contains(got, "INTERNAL_HTTP_ADMIN_USERS") {
 		t.Errorf("POST /grants as nobody: %q, want 403", got)
 	}
 	nobody, _ := user.Lookup("nobody")
 	if l := logs.String(); !strings.Contains(l, "internal port: request refused") || !strings.Contains(l, "uid "+nobody.Uid+":") || !strings.Contains(l, "path=/grants") {
 		t.Errorf("no log line for the refusal:\n%s", l)
+	}
+	if got := postAs(t, "nobody", r.int+"/extension_server/x.tar.zst"); !strings.HasPrefix(got, "403 ") || !strings.Contains(got, "INTERNAL_HTTP_USERS") {
+		t.Errorf("POST /extension_server as nobody: %q, want 403", got)
+	}
+	// postgres (every backend, so SQL that can make HTTP requests) may ask for extension
+	// files, not act as the admin role.
+	if _, err := user.Lookup("postgres"); err == nil {
+		for _, path := range []string{"/grants", "/extensions"} {
+			if got := postAs(t, "postgres", r.int+path); !strings.HasPrefix(got, "403 ") || !strings.Contains(got, "INTERNAL_HTTP_ADMIN_USERS") {
+				t.Errorf("POST %s as postgres: %q, want 403", path, got)
+			}
+		}
+		if got := postAs(t, "postgres", r.int+"/extension_server/x.tar.zst"); strings.HasPrefix(got, "403 ") || got == "" {
+			t.Errorf("POST /extension_server as postgres: %q, want the route's answer", got)
+		}
 	}
 	// root (this process, and a helper as root) is served: the route answers, whatever it
 	// says about the empty body.
@@ -97,19 +112,23 @@ func TestInternalPortServesOnlyAllowedUsers(t *testing.T) {
 	}
 
 	// Other lists: who is refused follows the setting.
+	// refused maps "user path" to the expected refusal.
 	for _, c := range []struct {
-		users   []string
-		refused map[string]bool
+		users, admins []string
+		refused       map[string]bool
 	}{
-		{[]string{"nobody"}, map[string]bool{"nobody": false, "root": true}},
-		{[]string{"*"}, map[string]bool{"nobody": false, "root": false}},
+		{[]string{"nobody"}, nil, map[string]bool{"nobody /extension_server/x": false, "root /extension_server/x": true, "nobody /grants": true, "root /grants": false}},
+		{nil, []string{"nobody"}, map[string]bool{"nobody /extension_server/x": true, "root /extension_server/x": false, "nobody /grants": false, "root /grants": true, "nobody /extensions": false}},
+		{[]string{"*"}, nil, map[string]bool{"nobody /extension_server/x": false, "nobody /grants": true}},
+		{nil, []string{"*"}, map[string]bool{"nobody /extension_server/x": true, "nobody /grants": false}},
 	} {
 		cfg := testConfig(t)
-		cfg.InternalUsers = c.users
+		cfg.InternalUsers, cfg.InternalAdminUsers = c.users, c.admins
 		r := start(t, cfg)
-		for who, refused := range c.refused {
-			if got := postAs(t, who, r.int+"/grants"); strings.HasPrefix(got, "403 ") != refused {
-				t.Errorf("INTERNAL_HTTP_USERS=%v: POST /grants as %s: %q, refused: want %v", c.users, who, got, refused)
+		for k, refused := range c.refused {
+			who, path, _ := strings.Cut(k, " ")
+			if got := postAs(t, who, r.int+path); strings.HasPrefix(got, "403 ") != refused {
+				t.Errorf("INTERNAL_HTTP_USERS=%v INTERNAL_HTTP_ADMIN_USERS=%v: POST %s as %s: %q, refused: want %v", c.users, c.admins, path, who, got, refused)
 			}
 		}
 	}
@@ -146,13 +165,15 @@ func TestPeerGuardVerdicts(t *testing.T) {
 		{"another host, mapped", "[::ffff:10.9.9.9]:3081", "[::ffff:192.0.2.7]:40000", 0, tcpowner.ErrNotFound, true},
 		{"lookup failed", "10.9.9.9:3081", "192.0.2.7:40000", 0, fmt.Errorf("sock_diag: boom"), false},
 	} {
-		g := &peerGuard{allowed: map[uint32]string{0: "root"},
+		g := &peerGuard{users: map[uint32]string{0: "root"}, admins: map[uint32]string{0: "root"},
 			lookup:    func(netip.AddrPort, netip.AddrPort) (uint32, error) { return c.uid, c.err },
 			localAddr: func(a netip.Addr) bool { return a.Unmap() == netip.MustParseAddr(hostAddr) }}
 		pc := &peerCheck{conn: fakeConn{local: tcp(c.local), remote: tcp(c.remote)}}
 		g.check(pc)
-		if pc.ok != c.ok {
-			t.Errorf("%s: ok %v (%s), want %v", c.name, pc.ok, pc.reason, c.ok)
+		for _, admin := range []bool{false, true} {
+			if err := g.verdict(pc, admin); (err == nil) != c.ok {
+				t.Errorf("%s (admin route %v): %v, want ok %v", c.name, admin, err, c.ok)
+			}
 		}
 	}
 }

@@ -48,11 +48,16 @@ func runGeneratorPolkitd(t *testing.T, sh []string, content *string, service, da
 }
 
 // genOpts is what the generator finds: the settings file (nil: none), polkit's D-Bus
-// service file and daemon, and the control-plane token credential (plain or encrypted).
+// service file and daemon, and the control-plane token credential (plain or encrypted)
+// in a credential store, among the credentials PID 1 received (/run/credentials/@system,
+// @encrypted), or in the $CREDENTIALS_DIRECTORY ($ENCRYPTED_CREDENTIALS_DIRECTORY) the
+// generator is given.
 type genOpts struct {
 	content                  *string
 	polkitService, polkitd   bool
 	plainCred, encryptedCred bool
+	systemCred, systemEnc    bool
+	envCred, envEnc          bool
 }
 
 // runGeneratorOpts runs the generator on what o describes and returns its normal output
@@ -62,10 +67,12 @@ func runGeneratorOpts(t *testing.T, sh []string, o genOpts) string {
 	content, service, daemon := o.content, o.polkitService, o.polkitd
 	dir := t.TempDir()
 	store, encStore := filepath.Join(dir, "credstore"), filepath.Join(dir, "credstore.encrypted")
+	sysCreds, sysEnc := filepath.Join(dir, "@system"), filepath.Join(dir, "@encrypted")
+	envCreds, envEnc := filepath.Join(dir, "generator-credentials"), filepath.Join(dir, "generator-encrypted")
 	for _, c := range []struct {
 		dir  string
 		with bool
-	}{{store, o.plainCred}, {encStore, o.encryptedCred}} {
+	}{{store, o.plainCred}, {encStore, o.encryptedCred}, {sysCreds, o.systemCred}, {sysEnc, o.systemEnc}, {envCreds, o.envCred}, {envEnc, o.envEnc}} {
 		if err := os.Mkdir(c.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +115,14 @@ func runGeneratorOpts(t *testing.T, sh []string, o genOpts) string {
 	cmd := exec.CommandContext(ctx, sh[0], append(sh[1:], script, normal, early, late)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "COMPUTE_TOOLS_ENV_FILE=" + env, "COMPUTE_TOOLS_POLKIT_SERVICE=" + polkitService, "COMPUTE_TOOLS_POLKITD=" + polkitd,
 		"COMPUTE_TOOLS_CREDSTORE_DIRS=" + filepath.Join(dir, "nonexistent") + " " + store,
-		"COMPUTE_TOOLS_CREDSTORE_ENCRYPTED_DIRS=" + encStore}
+		"COMPUTE_TOOLS_CREDSTORE_ENCRYPTED_DIRS=" + encStore,
+		"COMPUTE_TOOLS_SYSTEM_CREDENTIALS_DIR=" + sysCreds, "COMPUTE_TOOLS_SYSTEM_ENCRYPTED_CREDENTIALS_DIR=" + sysEnc}
+	if o.envCred {
+		cmd.Env = append(cmd.Env, "CREDENTIALS_DIRECTORY="+envCreds)
+	}
+	if o.envEnc {
+		cmd.Env = append(cmd.Env, "ENCRYPTED_CREDENTIALS_DIRECTORY="+envEnc)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("%v %s: %v\n%s", sh, generator, err, out)
 	}
@@ -146,9 +160,23 @@ func TestGenerator(t *testing.T) {
 		{"yes", s("AUTOSCALING=yes\n"), false},
 		{"one", s("AUTOSCALING=1\n"), false},
 		{"unbalanced quote", s(`AUTOSCALING="true` + "\n"), false},
+		{"unbalanced quote at the end of the file", s(`AUTOSCALING="true`), true},
+		{"blanks around =", s("AUTOSCALING = true\n"), true},
+		{"tabs around =, CRLF", s("\tAUTOSCALING\t=\ttrue\t\r\n"), true},
+		{"blanks around =, quoted", s(`AUTOSCALING =  "true"  ` + "\n"), true},
+		{"blank inside the name", s("AUTO SCALING=true\n"), false},
+		{"quoted pieces", s(`AUTOSCALING="tr"'ue'` + "\n"), true},
+		{"a quoted piece, then a bare one", s(`AUTOSCALING="tr"ue` + "\n"), true},
+		{"quotes inside a bare value are kept", s(`AUTOSCALING=tr"ue"` + "\n"), false},
+		{"a quoted blank", s(`AUTOSCALING="true "` + "\n"), false},
+		{"blanks inside", s("AUTOSCALING=tr ue\n"), false},
+		{"a backslash takes the next character", s(`AUTOSCALING=\true` + "\n"), true},
+		{"a backslash in double quotes is kept before a letter", s(`AUTOSCALING="\true"` + "\n"), false},
+		{"a semicolon comment", s(";AUTOSCALING=true\n"), false},
+		{"blanks around =, last line wins: off", s("AUTOSCALING=true\nAUTOSCALING = false\n"), false},
 		{"mixed quotes", s(`AUTOSCALING="true'` + "\n"), false},
 		{"a comment after it", s("AUTOSCALING=true # on\n"), false},
-		{"space before =", s("AUTOSCALING =true\n"), false},
+		{"space before =", s("AUTOSCALING =true\n"), true},
 		{"another name", s("XAUTOSCALING=true\nAUTOSCALING_X=true\n"), false},
 		{"a command in it is not run", s("AUTOSCALING=$(touch /tmp/compute-tools-generator-ran)true\n"), false},
 		{"garbage", s("\x00\xff\xfe=true\n'\"\\\n"), false},
@@ -201,7 +229,7 @@ func TestGeneratorFiles(t *testing.T) {
 	if !strings.HasPrefix(script, "#!/bin/sh\n") {
 		t.Error("the generator does not start with #!/bin/sh")
 	}
-	for _, want := range []string{"${COMPUTE_TOOLS_ENV_FILE:-" + EnvironmentFile + "}", EnvAutoscaling + "=*",
+	for _, want := range []string{"${COMPUTE_TOOLS_ENV_FILE:-" + EnvironmentFile + "}", "\t\t" + EnvAutoscaling + ")\n", "\t\t" + EnvOnTerminated + ")\n",
 		UnitTarget + ".wants", "/usr/lib/systemd/system/" + UnitVMMonitor} {
 		if !strings.Contains(script, want) {
 			t.Errorf("the generator does not contain %q", want)
@@ -251,17 +279,24 @@ func TestGeneratorWithoutPolkit(t *testing.T) {
 func TestGeneratorCredential(t *testing.T) {
 	for _, sh := range shells(t) {
 		t.Run(filepath.Base(sh[0]), func(t *testing.T) {
+			const plain, encrypted = "LoadCredential=compute-control-plane-token", "LoadCredentialEncrypted=compute-control-plane-token"
 			for _, c := range []struct {
-				name       string
-				plain, enc bool
-				want       string
+				name string
+				o    genOpts
+				want string
 			}{
-				{"none", false, false, ""},
-				{"plain", true, false, "LoadCredential=compute-control-plane-token"},
-				{"encrypted", false, true, "LoadCredentialEncrypted=compute-control-plane-token"},
-				{"both: the encrypted one", true, true, "LoadCredentialEncrypted=compute-control-plane-token"},
+				{"none", genOpts{}, ""},
+				{"plain", genOpts{plainCred: true}, plain},
+				{"encrypted", genOpts{encryptedCred: true}, encrypted},
+				{"both: the encrypted one", genOpts{plainCred: true, encryptedCred: true}, encrypted},
+				{"received by PID 1", genOpts{systemCred: true}, plain},
+				{"received by PID 1, encrypted", genOpts{systemEnc: true}, encrypted},
+				{"in $CREDENTIALS_DIRECTORY", genOpts{envCred: true}, plain},
+				{"in $ENCRYPTED_CREDENTIALS_DIRECTORY", genOpts{envEnc: true}, encrypted},
 			} {
-				normal := runGeneratorOpts(t, sh, genOpts{polkitService: true, polkitd: true, plainCred: c.plain, encryptedCred: c.enc})
+				o := c.o
+				o.polkitService, o.polkitd = true, true
+				normal := runGeneratorOpts(t, sh, o)
 				var units []string
 				_ = filepath.WalkDir(normal, func(p string, d os.DirEntry, err error) error {
 					if err == nil && !d.IsDir() {
@@ -309,6 +344,10 @@ func TestGeneratorPoweroff(t *testing.T) {
 		{"bare", s("COMPUTE_ON_TERMINATED=poweroff\n"), true, false},
 		{"double quotes", s(`COMPUTE_ON_TERMINATED="poweroff"` + "\n"), true, false},
 		{"single quotes, blanks, CRLF", s(" COMPUTE_ON_TERMINATED='poweroff' \r\n"), true, false},
+		{"blanks around =", s("COMPUTE_ON_TERMINATED = poweroff\n"), true, false},
+		{"blanks around =, quoted, no final newline", s("COMPUTE_ON_TERMINATED =\t'poweroff'"), true, false},
+		{"blanks around = for both", s("AUTOSCALING = true\nCOMPUTE_ON_TERMINATED = poweroff\n"), true, true},
+		{"blanks around =, then stop", s("COMPUTE_ON_TERMINATED = poweroff\nCOMPUTE_ON_TERMINATED = stop\n"), false, false},
 		{"stop", s("COMPUTE_ON_TERMINATED=stop\n"), false, false},
 		{"none", s("COMPUTE_ON_TERMINATED=none\n"), false, false},
 		{"commented out", s("#COMPUTE_ON_TERMINATED=poweroff\n"), false, false},

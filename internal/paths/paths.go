@@ -126,15 +126,26 @@ const APIUser = "compute-api"
 const VMMonitorUser = "compute-vm-monitor"
 
 // DefaultInternalHTTPUsers are the local OS users whose connections the internal port
-// serves (compute-api looks up the owner of the caller's socket; others get 403): root,
-// postgres (Postgres's /extension_server requests, and local_proxy, which Neon's VM image
-// runs as postgres) and compute-api. "*" lets every local user in, as the reference does.
-// Callers on other hosts (INTERNAL_HTTP_ADDR not loopback) are served as before: no local
-// user to check. EnvInternalHTTPUsers sets it.
+// serves on its routes that do not act as the admin role, /extension_server (compute-api
+// looks up the owner of the caller's socket; others get 403): root, postgres (Postgres's
+// /extension_server requests) and compute-api. "*" lets every local user in, as the
+// reference does. Callers on other hosts (INTERNAL_HTTP_ADDR not loopback) are served as
+// before: no local user to check. EnvInternalHTTPUsers sets it.
 const DefaultInternalHTTPUsers = "root," + DefaultPGUser + "," + APIUser
 
 // EnvInternalHTTPUsers is compute-api's --internal-http-users.
 const EnvInternalHTTPUsers = "INTERNAL_HTTP_USERS"
+
+// DefaultInternalHTTPAdminUsers are the local OS users whose connections the internal
+// port serves on POST /extensions and /grants, which act as the admin role: root and
+// compute-api. Not postgres: every Postgres backend runs as postgres, so SQL that can make
+// HTTP requests (pgsql-http, pg_net) would reach them. local_proxy, which calls them,
+// needs its user added (Neon's VM image runs it as postgres: adding postgres reopens that
+// path). EnvInternalHTTPAdminUsers sets it.
+const DefaultInternalHTTPAdminUsers = "root," + APIUser
+
+// EnvInternalHTTPAdminUsers is compute-api's --internal-http-admin-users.
+const EnvInternalHTTPAdminUsers = "INTERNAL_HTTP_ADMIN_USERS"
 
 // AdminOSUsers returns a copy of the OS users mapped to the admin role in pg_ident.conf.
 func AdminOSUsers() []string { return append([]string(nil), adminOSUsers...) }
@@ -321,14 +332,15 @@ func Vars() map[string]string {
 		EnvVMMonitorCgroupUnit: DefaultVMMonitorCgroupUnit,
 		EnvAutoscaling:         DefaultAutoscaling,
 
-		EnvPgbouncerIni:      DefaultPgbouncerIni,
-		EnvPgbouncerConnstr:  DefaultPgbouncerConnstr,
-		EnvPgbouncerPidFile:  DefaultPgbouncerPidFile,
-		EnvLocalProxyConfig:  DefaultLocalProxyConfig,
-		EnvLocalProxyPidFile: DefaultLocalProxyPidFile,
-		EnvResizeSwapOnBind:  "false",
-		EnvWarmup:            "true",
-		EnvInternalHTTPUsers: DefaultInternalHTTPUsers,
+		EnvPgbouncerIni:           DefaultPgbouncerIni,
+		EnvPgbouncerConnstr:       DefaultPgbouncerConnstr,
+		EnvPgbouncerPidFile:       DefaultPgbouncerPidFile,
+		EnvLocalProxyConfig:       DefaultLocalProxyConfig,
+		EnvLocalProxyPidFile:      DefaultLocalProxyPidFile,
+		EnvResizeSwapOnBind:       "false",
+		EnvWarmup:                 "true",
+		EnvInternalHTTPUsers:      DefaultInternalHTTPUsers,
+		EnvInternalHTTPAdminUsers: DefaultInternalHTTPAdminUsers,
 	}
 }
 

@@ -182,6 +182,7 @@ func TestDefaultsUnchanged(t *testing.T) {
 		"INTERNAL_HTTP_PORT":                    "3081",
 		"INTERNAL_HTTP_ADDR":                    "127.0.0.1",
 		"INTERNAL_HTTP_USERS":                   "root,postgres,compute-api",
+		"INTERNAL_HTTP_ADMIN_USERS":             "root,compute-api",
 		"COMPUTE_TLS_POLL_INTERVAL":             "60s",
 		"COMPUTE_API_READ_HEADER_TIMEOUT":       "10s",
 		"COMPUTE_API_READ_TIMEOUT":              "60s",

@@ -35,6 +35,29 @@ func (e *JobError) Error() string {
 // Restart= start it again with a new connection, rather than fail every call forever.
 var ErrDisconnected = errors.New("the connection to systemd is lost")
 
+// ErrAccessDenied marks the error of a call that systemd refused for lack of
+// permission: polkit said no, or would have to ask someone (D-Bus errors
+// org.freedesktop.DBus.Error.AccessDenied and InteractiveAuthorizationRequired).
+var ErrAccessDenied = errors.New("systemd refused the request: not permitted")
+
+// denied marks err with ErrAccessDenied when it is such a refusal.
+func denied(err error) error {
+	var de godbus.Error
+	var dep *godbus.Error
+	name := ""
+	switch {
+	case errors.As(err, &de):
+		name = de.Name
+	case errors.As(err, &dep) && dep != nil:
+		name = dep.Name
+	}
+	switch name {
+	case "org.freedesktop.DBus.Error.AccessDenied", "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired":
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
+	}
+	return err
+}
+
 // Manager drives units through the systemd manager API. It is safe for concurrent use.
 type Manager struct {
 	conn *sddbus.Conn
@@ -303,10 +326,11 @@ func (m *Manager) ControlGroup(ctx context.Context, unit string) (string, error)
 // runtime only, as `systemctl set-property --runtime <unit> MemoryHigh=<bytes>`: systemd
 // writes the unit's cgroup memory.high and keeps the setting until reboot (a drop-in
 // under /run/systemd/system.control), also across restarts of the unit. The limit is
-// never written into cgroup files behind systemd's back.
+// never written into cgroup files behind systemd's back. A refusal (the caller is not
+// root and polkit does not allow set-property on the unit) is marked ErrAccessDenied.
 func (m *Manager) SetMemoryHigh(ctx context.Context, unit string, bytes uint64) error {
 	if err := m.conn.SetUnitPropertiesContext(ctx, unit, true, sddbus.Property{Name: "MemoryHigh", Value: godbus.MakeVariant(bytes)}); err != nil {
-		return fmt.Errorf("set MemoryHigh of %s: %w", unit, m.lost(err))
+		return fmt.Errorf("set MemoryHigh of %s: %w", unit, m.lost(denied(err)))
 	}
 	return nil
 }

@@ -80,6 +80,8 @@ type fakeSystemd struct {
 	results map[string]string // unit -> job result; missing unit -> NoSuchUnit
 	props   map[string]map[string]godbus.Variant
 	onJob   func(unit string) // called when a job is enqueued
+	// denied: units whose SetUnitProperties is refused, with the D-Bus error name.
+	denied map[string]string
 
 	mu    sync.Mutex
 	calls []string
@@ -136,6 +138,10 @@ func (f *fakeSystemd) SetUnitProperties(name string, runtime bool, props []sddbu
 	unit, ok := f.props[name]
 	if !ok {
 		return godbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit " + name + " not loaded."})
+	}
+	if deny, ok := f.denied[name]; ok {
+		// What systemd answers when polkit says no (or would have to ask).
+		return godbus.NewError(deny, []any{"Interactive authentication required."})
 	}
 	for _, p := range props {
 		f.calls = append(f.calls, fmt.Sprintf("SetUnitProperties %s runtime=%v %s=%v", name, runtime, p.Name, p.Value))
@@ -515,8 +521,19 @@ func TestManagerControlGroupAndMemoryHigh(t *testing.T) {
 		t.Fatalf("SetMemoryHigh(infinity): %v", err)
 	}
 	err := m.SetMemoryHigh(ctx, "gone.service", 1<<30)
-	if err == nil || err.Error() != "set MemoryHigh of gone.service: Unit gone.service not loaded." {
+	if err == nil || err.Error() != "set MemoryHigh of gone.service: Unit gone.service not loaded." || errors.Is(err, ErrAccessDenied) {
 		t.Errorf("SetMemoryHigh of an unknown unit = %v", err)
+	}
+	// polkit's refusals (no rule for the unit) are marked ErrAccessDenied.
+	for _, name := range []string{"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", "org.freedesktop.DBus.Error.AccessDenied"} {
+		f.mu.Lock()
+		f.props["other.service"] = map[string]godbus.Variant{}
+		f.denied = map[string]string{"other.service": name}
+		f.mu.Unlock()
+		err = m.SetMemoryHigh(ctx, "other.service", 1<<30)
+		if !errors.Is(err, ErrAccessDenied) || !strings.Contains(err.Error(), "other.service") {
+			t.Errorf("SetMemoryHigh refused with %s = %v, want ErrAccessDenied", name, err)
+		}
 	}
 	if _, err := m.MemoryHigh(ctx, "odd.service"); err == nil {
 		t.Error("MemoryHigh with a string value succeeded")

@@ -11,7 +11,11 @@
 // may be a symbolic link only to a file below the link's own directory (the
 // certificate managers' and Kubernetes secret mounts' ..data links), and the file and
 // every directory on its way must be readable (searchable) by postgres by their owner,
-// group (postgres's groups, ssl-cert among them on Debian) and mode bits. So a path
+// group (postgres's groups, ssl-cert among them on Debian) and mode bits. The links are
+// resolved by name once; the resolved path is then opened one directory at a time from
+// the root, each opened without following a link and checked through its descriptor
+// (openChecked), so a directory renamed or replaced by a link between the check and the
+// open cannot lead the reader elsewhere. So a path
 // chosen by postgres makes compute-api or a root process read nothing postgres could
 // not read (its digest in the journal tells nothing new). ACLs are not looked at: a
 // file postgres reads through an ACL only is refused to the other readers (the watcher
@@ -36,6 +40,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/computetools/compute-tools/internal/spec"
 )
@@ -107,21 +113,26 @@ const MaxFileSize = 1 << 20
 const Owner = "postgres"
 
 // readBounded reads path if it is a regular file of at most MaxFileSize bytes that the
-// Owner may read (for a reader that is not the Owner). O_NONBLOCK keeps the open of a
-// FIFO from waiting for a writer; it changes nothing for a regular file.
+// Owner may read (for a reader that is not the Owner: resolveBelow, then openChecked).
+// O_NONBLOCK keeps the open of a FIFO from waiting for a writer; it changes nothing for
+// a regular file.
 func readBounded(path string) ([]byte, error) {
 	owner, err := lookupCred(Owner)
 	if err != nil {
 		return nil, err
 	}
-	open := path
-	if uint32(os.Geteuid()) != owner.uid {
-		if open, err = mayRead(path, owner); err != nil {
+	checked := uint32(os.Geteuid()) != owner.uid
+	var f *os.File
+	if checked {
+		resolved, err := resolveBelow(path)
+		if err != nil {
 			return nil, err
 		}
-	}
-	f, err := os.OpenFile(open, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|nofollow(open != path), 0)
-	if err != nil {
+		afterResolve(resolved)
+		if f, err = openChecked(path, resolved, owner); err != nil {
+			return nil, err
+		}
+	} else if f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0); err != nil {
 		return nil, err
 	}
 	defer f.Close()
@@ -132,8 +143,8 @@ func readBounded(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
-	if open != path {
-		// The file opened is the one checked (not swapped for another since).
+	if checked {
+		// The file opened is the one checked.
 		if err := owner.mayAccess(fi, 0o4); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -148,12 +159,9 @@ func readBounded(path string) ([]byte, error) {
 	return b, nil
 }
 
-func nofollow(on bool) int {
-	if on {
-		return syscall.O_NOFOLLOW
-	}
-	return 0
-}
+// afterResolve is called between resolveBelow and openChecked (tests swap a directory
+// there, as a concurrent writer could).
+var afterResolve = func(string) {}
 
 // cred is a user and its groups, for mayRead.
 type cred struct {
@@ -211,11 +219,11 @@ func (c cred) mayAccess(fi fs.FileInfo, want fs.FileMode) error {
 	return nil
 }
 
-// mayRead checks that c could read path itself, and returns the file to open: path with
-// its symbolic links resolved, which must lead below the directory of path (a link
-// elsewhere is refused); that file and every directory from the root down to it must
-// be readable and searchable by c by their mode bits.
-func mayRead(path string, c cred) (string, error) {
+// resolveBelow returns path with its symbolic links resolved, which must lead below the
+// directory of path (a link elsewhere is refused): the certificate managers' and
+// Kubernetes secret mounts' links within their directory are followed here, by name;
+// what is opened is then the resolved path, through openChecked, which follows nothing.
+func resolveBelow(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", err
@@ -231,25 +239,52 @@ func mayRead(path string, c cred) (string, error) {
 	if !strings.HasPrefix(resolved, dir+string(filepath.Separator)) {
 		return "", fmt.Errorf("%s: a symbolic link to %s, outside %s: refused", path, resolved, dir)
 	}
-	// Each directory from the root down: searchable by c.
-	for d := filepath.Dir(resolved); ; d = filepath.Dir(d) {
-		fi, err := os.Lstat(d)
-		if err != nil {
-			return "", err
-		}
-		if err := c.mayAccess(fi, 0o1); err != nil {
-			return "", fmt.Errorf("%s: directory %s: %w", path, d, err)
-		}
-		if d == filepath.Dir(d) {
-			break
-		}
-	}
-	fi, err := os.Lstat(resolved)
-	if err != nil {
-		return "", err
-	}
-	if err := c.mayAccess(fi, 0o4); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
 	return resolved, nil
+}
+
+// openChecked opens resolved (absolute and clean, as resolveBelow returns it) for reading
+// only if c could: it walks from the root one component at a time, each directory opened
+// with O_PATH|O_DIRECTORY|O_NOFOLLOW from its parent's descriptor and checked (searchable
+// by c) through its own descriptor, and opens the file from the last one with O_NOFOLLOW.
+// So no name is looked up twice: a component swapped for a symbolic link after the
+// resolution fails to open (ELOOP or ENOTDIR) instead of being followed past the checks.
+// The caller checks the file itself (Stat of the returned file). path names it in errors.
+func openChecked(path, resolved string, c cred) (*os.File, error) {
+	if !filepath.IsAbs(resolved) || filepath.Clean(resolved) != resolved {
+		return nil, fmt.Errorf("%s: %s is not an absolute clean path", path, resolved)
+	}
+	dirFlags := unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Open("/", dirFlags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open /: %w", path, err)
+	}
+	d := "/"
+	parts := strings.Split(strings.TrimPrefix(resolved, "/"), "/")
+	for i, name := range parts {
+		dirFile := os.NewFile(uintptr(fd), d)
+		fi, err := dirFile.Stat()
+		if err == nil {
+			err = c.mayAccess(fi, 0o1)
+		}
+		if err != nil {
+			dirFile.Close()
+			return nil, fmt.Errorf("%s: directory %s: %w", path, d, err)
+		}
+		if i == len(parts)-1 {
+			nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			dirFile.Close()
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", resolved, err)
+			}
+			return os.NewFile(uintptr(nfd), resolved), nil
+		}
+		nfd, err := unix.Openat(fd, name, dirFlags, 0)
+		dirFile.Close()
+		d = filepath.Join(d, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: directory %s (no symbolic link may be on the resolved path): %w", path, d, err)
+		}
+		fd = nfd
+	}
+	return nil, fmt.Errorf("%s: empty path", path)
 }

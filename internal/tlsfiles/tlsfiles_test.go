@@ -260,3 +260,52 @@ func TestReadsOnlyWhatPostgresMay(t *testing.T) {
 		t.Errorf("Load with root's 0600 key: %v", err)
 	}
 }
+
+// TestDirectorySwappedAfterTheCheck: postgres, who writes the config and owns the
+// directory, replaces a directory on the resolved path with a link to a directory it
+// cannot search, between the resolution and the open (afterResolve). The reader must not
+// follow it: nothing is read (a check by name, then an open that follows directory links,
+// would read root's file).
+func TestDirectorySwappedAfterTheCheck(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, _ := certtest.Make(t, k, 4)
+	secret, _ := certtest.Make(t, k, 5)
+	base := pgDir(t)
+	certs := filepath.Join(base, "certs")
+	if err := os.Mkdir(certs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	named := filepath.Join(certs, "tls.crt")
+	if err := os.WriteFile(named, cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	toPostgres(t, named)
+	// Root's directory, which postgres cannot search, with a file any reader of the
+	// directory could read.
+	hidden := filepath.Join(base, "hidden")
+	if err := os.Mkdir(hidden, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hidden, "tls.crt"), secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FileDigest(named); err != nil {
+		t.Fatalf("before the swap: %v", err)
+	}
+	t.Cleanup(func() { afterResolve = func(string) {} })
+	afterResolve = func(string) {
+		if err := os.Rename(certs, certs+".old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(hidden, certs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := FileDigest(named)
+	if err == nil {
+		t.Fatalf("read through a directory swapped for a link (digest %s; root's file %s)", d, digest(secret))
+	}
+	if !strings.Contains(err.Error(), "no symbolic link") {
+		t.Errorf("error %v, want one about the link", err)
+	}
+}

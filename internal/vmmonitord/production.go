@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/memtrim"
+	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pg"
 	"github.com/computetools/compute-tools/internal/sysd"
 	"github.com/computetools/compute-tools/internal/vmmonitor"
@@ -143,7 +144,7 @@ func Main(ctx context.Context, s Settings, log *slog.Logger) error {
 		return err
 	}
 	defer mgr.Close()
-	sd := newLossWatch(mgr)
+	sd := newLossWatch(mgr, log)
 
 	watcher := cgroup.NewWatcher(cgroup.UnitDir(sd, s.CgroupUnit, ""), cgroup.Options{Log: log})
 	cache := filecache.New(s.Connstr, log)
@@ -180,14 +181,20 @@ type systemdAPI interface {
 // lossWatch passes the calls to systemd through and reports, once, on lost the first
 // error that says the connection is gone (sysd.ErrDisconnected): the Manager does not
 // reconnect, so Run ends and the unit's Restart= brings a new process and connection.
+// It also logs, once, systemd's refusal to set MemoryHigh= (polkit's answer: the rule
+// lets compute-vm-monitor set properties of compute-postgres.service only).
 type lossWatch struct {
 	sd   systemdAPI
 	lost chan error
 	once sync.Once
+	log  *slog.Logger
+	// denied: the refusal has been explained (once; each failure is still an error of
+	// the request that caused it).
+	denied sync.Once
 }
 
-func newLossWatch(sd systemdAPI) *lossWatch {
-	return &lossWatch{sd: sd, lost: make(chan error, 1)}
+func newLossWatch(sd systemdAPI, log *slog.Logger) *lossWatch {
+	return &lossWatch{sd: sd, lost: make(chan error, 1), log: log}
 }
 
 func (w *lossWatch) check(err error) error {
@@ -205,8 +212,20 @@ func (w *lossWatch) ControlGroup(ctx context.Context, unit string) (string, erro
 
 // SetMemoryHigh implements policy.UnitMemorySetter.
 func (w *lossWatch) SetMemoryHigh(ctx context.Context, unit string, bytes uint64) error {
-	return w.check(w.sd.SetMemoryHigh(ctx, unit, bytes))
+	err := w.sd.SetMemoryHigh(ctx, unit, bytes)
+	if errors.Is(err, sysd.ErrAccessDenied) {
+		w.denied.Do(func() {
+			w.log.Warn("systemd refused to set MemoryHigh= of the unit: the polkit rule "+PolkitRule+
+				" lets compute-vm-monitor set properties of "+paths.UnitPostgres+" only; add a rule for this unit or unset COMPUTE_VM_MONITOR_CGROUP_UNIT",
+				"unit", unit, "rule", PolkitRule, "err", err)
+		})
+	}
+	return w.check(err)
 }
+
+// PolkitRule is the polkit rule that lets the vm-monitor's user set properties of
+// compute-postgres.service (packaging/polkit).
+const PolkitRule = "/usr/share/polkit-1/rules.d/50-compute-tools.rules"
 
 // sdNotifier tells systemd through internal/sysd.
 type sdNotifier struct{}

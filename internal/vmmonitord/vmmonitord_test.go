@@ -385,12 +385,39 @@ func (f fakeSystemd) ControlGroup(context.Context, string) (string, error) {
 }
 func (f fakeSystemd) SetMemoryHigh(context.Context, string, uint64) error { return f.err }
 
+// TestLossWatchExplainsPolkitRefusal: systemd's refusal to set MemoryHigh= (a
+// COMPUTE_VM_MONITOR_CGROUP_UNIT the polkit rule does not cover) is explained by one
+// warning naming the unit and the rule, however often it happens; the error still
+// reaches the caller, and other errors are not explained so.
+func TestLossWatchExplainsPolkitRefusal(t *testing.T) {
+	ctx := context.Background()
+	var logs bytes.Buffer
+	f := &fakeSystemd{err: errors.New("Unit other.service not loaded.")}
+	w := newLossWatch(f, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := w.SetMemoryHigh(ctx, "other.service", 1); err != f.err {
+		t.Errorf("SetMemoryHigh = %v", err)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("an ordinary error explained: %s", logs.String())
+	}
+	f.err = fmt.Errorf("set MemoryHigh of other.service: %w: %w", sysd.ErrAccessDenied, errors.New("Interactive authentication required."))
+	for range 3 {
+		if err := w.SetMemoryHigh(ctx, "other.service", 1); err != f.err {
+			t.Errorf("SetMemoryHigh = %v", err)
+		}
+	}
+	l := logs.String()
+	if strings.Count(l, "level=WARN") != 1 || !strings.Contains(l, "unit=other.service") || !strings.Contains(l, PolkitRule) || !strings.Contains(l, "compute-postgres.service only") {
+		t.Errorf("want one warning naming the unit and the rule, got:\n%s", l)
+	}
+}
+
 // TestLossWatch: a lost connection to systemd, seen in any call, is reported once; other
 // errors pass through and are not.
 func TestLossWatch(t *testing.T) {
 	ctx := context.Background()
 	f := &fakeSystemd{err: errors.New("Unit compute-postgres.service not loaded.")}
-	w := newLossWatch(f)
+	w := newLossWatch(f, slog.New(slog.DiscardHandler))
 	if err := w.SetMemoryHigh(ctx, "compute-postgres.service", 1); err != f.err {
 		t.Errorf("SetMemoryHigh = %v", err)
 	}

@@ -139,27 +139,40 @@ func TestPrivileges(t *testing.T) {
 		t.Errorf("status %s after the refused operations", s.Status)
 	}
 
-	// The internal port (no token) serves only INTERNAL_HTTP_USERS: compute-api, in its
-	// sandbox, asks the kernel who owns each caller's socket. nobody gets 403 and a line
-	// in the journal; postgres (Postgres, local_proxy) and root are served (the route
-	// answers, whatever it says about the empty body).
-	internalPost := func(who string) string {
+	// The internal port (no token) serves only some local users: compute-api, in its
+	// sandbox, asks the kernel who owns each caller's socket. POST /grants (admin role)
+	// serves INTERNAL_HTTP_ADMIN_USERS (root, compute-api): nobody and postgres (every
+	// backend, so SQL making HTTP requests) get 403 and a line in the journal; root is
+	// served (the route answers, whatever it says about the empty body).
+	// /extension_server serves INTERNAL_HTTP_USERS, postgres among them.
+	internalPost := func(who, path string) string {
 		out, _ := runAsUser(who, "/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
-			"-H", "Content-Type: application/json", "-d", "{}", "http://127.0.0.1:3081/grants")
+			"-H", "Content-Type: application/json", "-d", "{}", "http://127.0.0.1:3081"+path)
 		return strings.TrimSpace(out)
 	}
-	if got := internalPost("nobody"); got != "403" {
-		t.Errorf("POST /grants on the internal port as nobody: %q, want 403", got)
+	for _, who := range []string{"nobody", "postgres"} {
+		if got := internalPost(who, "/grants"); got != "403" {
+			t.Errorf("POST /grants on the internal port as %s: %q, want 403", who, got)
+		}
 	}
-	for _, who := range []string{"postgres", "root"} {
-		if got := internalPost(who); got == "403" || got == "000" || got == "" {
-			t.Errorf("POST /grants on the internal port as %s: %q, want an answer of the route", who, got)
+	if got := internalPost("nobody", "/extension_server/x.tar.zst"); got != "403" {
+		t.Errorf("POST /extension_server on the internal port as nobody: %q, want 403", got)
+	}
+	for _, c := range []struct{ who, path string }{{"root", "/grants"}, {"postgres", "/extension_server/x.tar.zst"}} {
+		if got := internalPost(c.who, c.path); got == "403" || got == "000" || got == "" {
+			t.Errorf("POST %s on the internal port as %s: %q, want an answer of the route", c.path, c.who, got)
 		}
 	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
 		t.Fatal(err)
 	}
+	pgUser, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJournal(t, "compute-api.service", "uid "+nobody.Uid+": the caller's user is not in INTERNAL_HTTP_ADMIN_USERS")
+	waitJournal(t, "compute-api.service", "uid "+pgUser.Uid+": the caller's user is not in INTERNAL_HTTP_ADMIN_USERS")
 	waitJournal(t, "compute-api.service", "uid "+nobody.Uid+": the caller's user is not in INTERNAL_HTTP_USERS")
 
 	// postgres may not own compute-api's bus name: the bus refuses by policy, not merely
