@@ -46,6 +46,7 @@ const (
 type neonFakes struct {
 	Pageserver           string   `json:"pageserver"`
 	PageserverConnstring string   `json:"pageserver_connstring"`
+	PageserverGRPC       string   `json:"pageserver_grpc_url"`
 	Safekeepers          []string `json:"safekeepers"`
 	ControlPlane         string   `json:"control_plane"`
 	SyncShim             string   `json:"sync_shim"`
@@ -54,8 +55,9 @@ type neonFakes struct {
 }
 
 type fakeLog struct {
-	Pageserver []pageservertest.Session `json:"pageserver"`
-	Safekeeper []struct {
+	Pageserver     []pageservertest.Session  `json:"pageserver"`
+	PageserverGRPC []pageservertest.GRPCCall `json:"pageserver_grpc"`
+	Safekeeper     []struct {
 		Queries        int `json:"queries"`
 		AuthFailures   int `json:"auth_failures"`
 		OptionFailures int `json:"option_failures"`
@@ -554,6 +556,39 @@ func TestNeonMode(t *testing.T) {
 		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
 		if code != 200 || strings.TrimSpace(string(b)) != `{"lsn":null}` {
 			t.Errorf("/terminate of a static compute: %d %s", code, b)
+		}
+	})
+
+	// Neon main's newer storage protocol: pageserver_connection_info preferring gRPC; the
+	// basebackup comes from the gRPC pageserver, none from the libpq one.
+	t.Run("grpc", func(t *testing.T) {
+		writeDefaults(t, orig, f)
+		sp := f.spec("Replica")
+		delete(sp, "pageserver_connstring")
+		sp["pageserver_connection_info"] = map[string]any{"shard_count": 0, "stripe_size": nil, "prefer_protocol": "grpc",
+			"shards": map[string]any{"0000": map[string]any{"pageservers": []any{
+				map[string]any{"id": 1, "libpq_url": f.PageserverConnstring, "grpc_url": f.PageserverGRPC}}}}}
+		writeConfig(t, sp)
+		before := f.log(t)
+		startNeon(t, "running")
+		after := f.log(t)
+		if len(after.Pageserver) != len(before.Pageserver) {
+			t.Errorf("the libpq pageserver was asked: %+v", after.Pageserver[len(before.Pageserver):])
+		}
+		calls := after.PageserverGRPC[len(before.PageserverGRPC):]
+		if len(calls) != 1 || calls[0].Method != "GetBaseBackup" || calls[0].ShardID != "0000" || !calls[0].Replica ||
+			calls[0].TenantID != neonTenant || calls[0].Auth != "Bearer "+f.token {
+			t.Fatalf("gRPC calls %+v", calls)
+		}
+		c := adminConn(t)
+		var marker string
+		if err := c.QueryRow(context.Background(), "select marker from neonfakes_marker").Scan(&marker); err != nil || marker != neonMarker {
+			t.Errorf("marker %q %v: want the archive's data", marker, err)
+		}
+		c.Close(context.Background())
+		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
+		if code != 200 {
+			t.Errorf("/terminate: %d %s", code, b)
 		}
 	})
 
