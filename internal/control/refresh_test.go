@@ -60,7 +60,7 @@ func (c *fakeCplane) fetch(ctx context.Context) (*spec.ComputeConfig, error) {
 
 // neonConfig is a neon-mode config whose pageserver is ps (a libpq URL).
 func neonConfig(ps string) string {
-	return `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1,
+	return `{"status": "attached", "compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1,
 	  "tenant_id": "` + testTenant + `", "timeline_id": "` + testTimeline + `", "mode": "Replica",
 	  "pageserver_connection_info": {"shard_count": 0, "stripe_size": null, "shards": {"0000":
 	    {"pageservers": [{"id": 1, "libpq_url": "` + ps + `", "grpc_url": null}]}}},
@@ -101,8 +101,8 @@ func TestRefreshConfiguration(t *testing.T) {
 		if err := r.ctl.RefreshConfiguration(context.Background()); err != nil {
 			t.Fatalf("RefreshConfiguration: %v", err)
 		}
-		r.waitStatus(want)
 		r.waitIdle(t)
+		r.waitStatusWithin(t, want)
 	}
 
 	r.set(state.Running, nil)
@@ -155,8 +155,8 @@ func TestRefreshConfigurationBadSpec(t *testing.T) {
 	if err := r.ctl.RefreshConfiguration(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.waitStatus(state.RefreshConfigurationPending)
 	r.waitIdle(t)
+	r.waitStatusWithin(t, state.RefreshConfigurationPending)
 	rec, _ := r.store.Load()
 	if rec.Error == nil || !strings.Contains(*rec.Error, "no grpc_url for shard 0000") || r.pending.count() != 0 {
 		t.Fatalf("bad spec: %+v, %d pending", rec, r.pending.count())
@@ -221,5 +221,17 @@ func (r *rig) waitIdle(t *testing.T) {
 			t.Fatal("the refresh did not end in 10 s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitStatusWithin waits for st, at most 10 s, and names what it found instead.
+func (r *rig) waitStatusWithin(t *testing.T, st state.Status) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wake, unsub := r.waker.Subscribe()
+	defer unsub()
+	if rec, err := r.store.Wait(ctx, wake, 50*time.Millisecond, func(rec state.Record) bool { return rec.Status == st }); err != nil {
+		t.Fatalf("status %s (error %v), want %s\n%s", rec.Status, rec.Error, st, r.logs)
 	}
 }
