@@ -14,6 +14,13 @@ require (
 	github.com/mdlayher/vsock v1.4.0
 	github.com/prometheus/client_golang v1.25.0
 	golang.org/x/sys v0.49.0
+	// grpc-go and the protobuf runtime serve the tests only: the fake gRPC pageserver
+	// (internal/pageservertest) over the generated page_api code (internal/pageserver/pageapi).
+	// compute-init, which runs at every compute start, speaks gRPC to the pageserver with a
+	// hand-written client on net/http (internal/pageserver/grpc.go): linked into
+	// compute-init, grpc-go measured +0.85 ms of package init (median of `GODEBUG=inittrace=1
+	// compute-init --help`, 1.37 -> 2.23 ms, 59 more packages) and +6.1 MB (21.4 -> 27.5 MB);
+	// the hand-written client adds no init and 0.13 MB. internal/archtest keeps them out.
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
