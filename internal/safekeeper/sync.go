@@ -12,6 +12,7 @@ import (
 
 	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/redact"
+	"github.com/computetools/compute-tools/internal/retry"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -117,7 +118,7 @@ func SyncWithRetries(ctx context.Context, o SyncOptions) (string, error) {
 	}
 	sleep := o.Sleep
 	if sleep == nil {
-		sleep = sleepCtx
+		sleep = retry.Sleep
 	}
 	for attempt := 0; ; attempt++ {
 		lsn, err := Sync(ctx, o.PGBin, o.PGData, o.Token, o.Timeout, log)
@@ -142,19 +143,5 @@ func SyncWithRetries(ctx context.Context, o SyncOptions) (string, error) {
 		if err := sleep(ctx, wait); err != nil {
 			return "", fmt.Errorf("sync safekeepers: %w", err)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
