@@ -666,6 +666,42 @@ func TestNeonMode(t *testing.T) {
 		if _, ok := postgresEnviron(t)["NEON_CONTROL_PLANE_TOKEN"]; ok {
 			t.Error("Postgres has the control-plane token in its environment")
 		}
+
+		// POST /refresh_configuration (Neon main; the neon extension's call when its
+		// pageserver stops answering): the control plane now names another pageserver
+		// (gRPC only); compute-api fetches the spec with its token and compute-configure
+		// applies it to the running Postgres.
+		moved := f.spec("Primary")
+		moved["pageserver_connection_info"] = map[string]any{"shard_count": 0, "stripe_size": nil, "prefer_protocol": "grpc",
+			"shards": map[string]any{"0000": map[string]any{"pageservers": []any{
+				map[string]any{"id": 2, "libpq_url": nil, "grpc_url": f.PageserverGRPC}}}}}
+		body, _ = json.Marshal(map[string]any{"status": "attached", "spec": moved, "compute_ctl_config": map[string]any{"jwks": jwks}})
+		f.http(t, "PUT", "/fake/cplane", body)
+		cpBefore = len(f.log(t).ControlPlane)
+		resp, err := http.Post("http://127.0.0.1:3081/refresh_configuration", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("/refresh_configuration: %d", resp.StatusCode)
+		}
+		confPath := filepath.Join(neonPGData, "postgresql.conf")
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			conf, _ := os.ReadFile(confPath)
+			if s := localStatus(t); s.Status == "running" && strings.Contains(string(conf), "# no neon.pageserver_connstring\n") {
+				break
+			} else if s.Status == "failed" || time.Now().After(deadline) {
+				t.Fatalf("after /refresh_configuration: status %s (error %s)\ncompute-api:\n%s\ncompute-configure:\n%s", s.Status, deref(s.Error),
+					journal(t, "compute-api.service"), journal(t, "compute-configure.service"))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if reqs := f.log(t).ControlPlane[cpBefore:]; len(reqs) != 1 || !reqs[0].Authorized {
+			t.Errorf("control plane requests of the refresh %+v, want one with the token", reqs)
+		}
+
 		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
 		if want := `{"lsn":"` + neonEndLSN + `"}`; code != 200 || strings.TrimSpace(string(b)) != want {
 			t.Errorf("/terminate: %d %s, want 200 %s", code, b, want)
