@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
-apt_install postgresql-15 postgresql-client-15 pgbouncer rsyslog dbus systemd-container debootstrap lintian rpm cpio rpmlint ca-certificates git
+apt_install postgresql-15 postgresql-client-15 pgbouncer rsyslog dbus systemd-container debootstrap lintian rpm cpio rpmlint ca-certificates git protobuf-compiler libprotobuf-dev
 ensure_tools
 cd "$REPO"
 mkdir -p out

@@ -68,6 +68,9 @@ type Control interface {
 	DatabaseSchemaExists(ctx context.Context, db string) error
 	InstallExtension(ctx context.Context, req pgopswire.ExtensionInstallRequest) (string, error)
 	SetRoleGrants(ctx context.Context, req pgopswire.SetRoleGrantsRequest) error
+	// RefreshConfiguration asks for a fresh spec from the control plane and returns at
+	// once; a status that allows no refresh is a *state.RefreshRefusedError.
+	RefreshConfiguration(ctx context.Context) error
 	// Promote promotes a replica (or joins the promotion that runs) and returns its
 	// outcome, completed or failed; a compute that is not running is a
 	// *state.WrongStatusError.

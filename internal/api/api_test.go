@@ -226,7 +226,9 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	cfg.api.Control = control.New(cfg.ctl)
+	ctl := control.New(cfg.ctl)
+	t.Cleanup(ctl.WaitRefreshes) // before the state directory goes
+	cfg.api.Control = ctl
 	h.srv = New(cfg.api)
 	return h
 }

@@ -48,7 +48,9 @@ var routeInputs = map[string]routeInput{
 	// running.)
 	"POST /configure": {body: configBody(neonSpec), wrongType: configBody(strings.Replace(neonSpec, `"suspend_timeout_seconds":-1`, `"suspend_timeout_seconds":"soon"`, 1)),
 		allowed: []state.Status{state.Empty, state.Running}, blocks: true},
-	"POST /terminate":                      {allowed: []state.Status{state.Empty, state.Running, state.Terminated}, blocks: true},
+	"POST /terminate": {allowed: []state.Status{state.Empty, state.Running, state.Terminated, state.RefreshConfigurationPending}, blocks: true},
+	// 500, not 412, in the statuses that allow no refresh (compute_ctl's answer).
+	"POST /refresh_configuration":          {},
 	"GET /lfc/prewarm":                     {},
 	"POST /lfc/prewarm":                    {},
 	"DELETE /lfc/prewarm":                  {},

@@ -167,3 +167,19 @@ func (s *Server) controlError(w http.ResponseWriter, r *http.Request, err error)
 		httpjson.Error(w, http.StatusInternalServerError, err.Error())
 	}
 }
+
+// handleRefreshConfiguration answers POST /refresh_configuration (internal port) through
+// control.RefreshConfiguration: 200 with an empty body once the refresh is requested (it
+// runs in the background), 500 with compute_ctl's text in a status that allows none.
+func (s *Server) handleRefreshConfiguration(w http.ResponseWriter, r *http.Request) {
+	err := s.cfg.Control.RefreshConfiguration(s.controlContext(r))
+	var refused *state.RefreshRefusedError
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusOK)
+	case errors.As(err, &refused):
+		httpjson.Error(w, http.StatusInternalServerError, refused.Error())
+	default:
+		s.controlError(w, r, err)
+	}
+}

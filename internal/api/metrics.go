@@ -156,8 +156,7 @@ func (s *Server) metricsHandler() http.Handler {
 // the compute leaves running, so the record may still hold the last figure of an outage
 // that ended with a failed or terminated compute: that is not a current downtime.
 func currentDowntimeMs(rec state.Record) uint64 {
-	switch rec.Status {
-	case state.Running, state.ConfigurationPending, state.Configuration:
+	if rec.Status.Serving() {
 		return rec.PGCurrentDowntimeMs
 	}
 	return 0

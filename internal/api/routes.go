@@ -43,6 +43,8 @@ func (s *Server) routeTable() []routeEntry {
 		{port: "external", pattern: "GET /database_schema", long: true, handler: http.HandlerFunc(s.handleDatabaseSchema)},
 		// Waits for the replay (up to about 20 s) and for the reconfiguration.
 		{port: "external", pattern: "POST /promote", long: true, handler: http.HandlerFunc(s.handlePromote)},
+		// The neon extension's call when its pageserver stops answering (Neon main).
+		{port: "internal", pattern: "POST /refresh_configuration", handler: http.HandlerFunc(s.handleRefreshConfiguration)},
 		// local_proxy's calls (Neon's proxy/src/compute_ctl).
 		{port: "internal", pattern: "POST /extensions", admin: true, handler: http.HandlerFunc(s.handleExtensions)},
 		{port: "internal", pattern: "POST /grants", admin: true, handler: http.HandlerFunc(s.handleGrants)},

@@ -336,6 +336,16 @@ func (s *server) serve(ctx context.Context) (err error) {
 			s.log.Warn("background tasks still running at shutdown; not waiting longer", "running", running)
 		}
 	}()
+	// The control plane's config: the JWKS at start (fetchJWKS) and the fresh spec of
+	// POST /refresh_configuration.
+	var fetch func(ctx context.Context) (*spec.ComputeConfig, error)
+	if s.cfg.ControlPlaneURI != "" {
+		fetch = func(ctx context.Context) (*spec.ComputeConfig, error) {
+			return controlplane.FetchConfig(ctx, controlplane.NewClient(s.cfg.ControlPlaneTimeout), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
+				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
+				controlplane.WithLogger(s.log))
+		}
+	}
 	ctl := control.New(control.Deps{
 		Postgres: pgOps,
 		Store:    s.d.Store, Waker: s.d.Bus, Units: lossWatch{units{s.d.Systemd}, sdLost}, LFC: s.d.LFC,
@@ -345,10 +355,11 @@ func (s *server) serve(ctx context.Context) (err error) {
 		ReadAppliedConfig: func() ([]byte, error) {
 			return atomicfile.ReadFile(paths.AppliedConfigFile(s.cfg.StateDir), maxConfig)
 		},
-		Promoter:   promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
-		Companions: newCompanions(s.d.Systemd, s.cfg.PgbouncerPidFile, s.cfg.LocalProxyPidFile, s.log),
-		Tasks:      serverTasks{g: &s.tasks, ctx: bgctx},
-		Logger:     s.log,
+		Promoter:    promote.New(promote.Options{Connstr: s.cfg.Connstr, Logger: s.log}),
+		Companions:  newCompanions(s.d.Systemd, s.cfg.PgbouncerPidFile, s.cfg.LocalProxyPidFile, s.log),
+		Tasks:       serverTasks{g: &s.tasks, ctx: bgctx},
+		FetchConfig: fetch,
+		Logger:      s.log,
 	})
 	// The internal port has no authentication: only the allowed local users' connections
 	// are served (peerGuard).
@@ -361,12 +372,7 @@ func (s *server) serve(ctx context.Context) (err error) {
 		Logger: s.log, MaxBodyBytes: s.cfg.HTTP.MaxBodyBytes, ConfigureParses: s.cfg.HTTP.ConfigureParses,
 	})
 
-	if s.cfg.ControlPlaneURI != "" {
-		fetch := func(ctx context.Context) (*spec.ComputeConfig, error) {
-			return controlplane.FetchConfig(ctx, controlplane.NewClient(s.cfg.ControlPlaneTimeout), s.cfg.ControlPlaneURI, s.cfg.ComputeID, s.cfg.ControlPlaneToken,
-				controlplane.WithOnRequest(s.d.Store.CplaneRequestHook(controlplane.RPCGetConfig)),
-				controlplane.WithLogger(s.log))
-		}
+	if fetch != nil {
 		s.tasks.Go(func() { fetchJWKS(bgctx, fetch, srv.SetJWKS, jwksRetry, s.log) })
 	}
 	s.tasks.Go(func() { ctl.WatchTLS(bgctx, s.cfg.TLSPoll) })

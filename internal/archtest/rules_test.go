@@ -119,14 +119,17 @@ func httpInControl(g graph) []string {
 }
 
 // heavyInComputeInit: the compute-init binary (which every start runs, as postgres)
-// carries neither the JOSE library nor the Prometheus client; those are the API's.
+// carries neither the JOSE library nor the Prometheus client; those are the API's. Nor
+// grpc-go or the protobuf runtime: its pageserver gRPC client is hand-written
+// (internal/pageserver/grpc.go), their package initialisation would be paid at every
+// start.
 // Only the module's own packages are followed; the rule looks at the third-party
 // imports they make.
 func heavyInComputeInit(g graph) []string {
 	var bad []string
 	for p, chain := range reach(g, "cmd/compute-init") {
 		for _, imp := range g[p].Imports {
-			if under(imp, "github.com/go-jose", "github.com/prometheus") {
+			if under(imp, "github.com/go-jose", "github.com/prometheus", "google.golang.org/grpc", "google.golang.org/protobuf") {
 				bad = append(bad, chain+" -> "+imp)
 			}
 		}
@@ -246,6 +249,26 @@ func openapiOutsideTests(g graph) []string {
 		for _, imp := range pk.Imports {
 			if imp == "internal/openapitest" {
 				bad = append(bad, fmt.Sprintf("%s imports internal/openapitest outside its tests", p))
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
+// grpcOutsideFakes: grpc-go is the tests' (the fake gRPC pageserver of
+// internal/pageservertest, over the generated code of internal/pageserver/pageapi), and
+// the generated code is imported outside tests by the fake only: no shipped binary
+// carries grpc-go.
+func grpcOutsideFakes(g graph) []string {
+	bad := importersOf(g, []string{"google.golang.org/grpc"}, "internal/pageservertest", "internal/pageserver/pageapi")
+	for p, pk := range g {
+		if under(p, "internal/pageservertest") {
+			continue
+		}
+		for _, imp := range pk.Imports {
+			if imp == "internal/pageserver/pageapi" {
+				bad = append(bad, fmt.Sprintf("%s imports internal/pageserver/pageapi outside its tests", p))
 			}
 		}
 	}
@@ -389,6 +412,7 @@ func TestImportRules(t *testing.T) {
 		{"only internal/apiserver imports internal/pgops", pgopsOutsideAPIServer},
 		{"pkg/ reaches only the API's wire-type packages", clientReachesServer},
 		{"kin-openapi and internal/openapitest only in tests", openapiOutsideTests},
+		{"grpc-go and the generated page_api code only in the fake pageserver and tests", grpcOutsideFakes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, v := range tc.rule(g) {

@@ -27,7 +27,9 @@ import (
 // Configure is `compute-init configure --managed` (compute-configure.service). After the
 // first start (status init) it applies the spec, moves the status to running and then runs
 // the migrations. When POST /configure reconfigures a running compute (status
-// configuration_pending), it applies the new config to the running Postgres.
+// configuration_pending), it applies the new config to the running Postgres; so it does
+// for the fresh spec that POST /refresh_configuration got from the control plane (status
+// refresh_configuration), going back to refresh_configuration_pending when that fails.
 func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 	d = d.as(state.ActorConfigure)
 	rec, err := d.Store.Load()
@@ -39,6 +41,8 @@ func Configure(ctx context.Context, cfg Settings, d *Deps) error {
 		return firstConfigure(ctx, cfg, d, rec)
 	case state.ConfigurationPending:
 		return reconfigure(ctx, cfg, d)
+	case state.RefreshConfiguration:
+		return applyRefresh(ctx, cfg, d)
 	case state.Running:
 		// Someone restarted the unit by hand: nothing to do, and nothing has failed.
 		return fmt.Errorf("configure: the compute is already running; send POST /configure to reconfigure it")
@@ -285,49 +289,9 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 		return d.fail(err)
 	}
 	d.status("configuration: applying a new spec")
-	l, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
+	s, parsed, start, companions, err := applyPending(ctx, cfg, d)
+	defer companions()
 	if err != nil {
-		return d.fail(fmt.Errorf("reconfigure: %w", err))
-	}
-	raw, cc, parsed := l.Raw, l.Config, l.Spec
-	s := cc.Spec
-	cfg, ci, err := forSpec(cfg, parsed)
-	if err != nil {
-		return d.fail(err)
-	}
-	// pgbouncer and local_proxy in the background, as compute_ctl (never failing it);
-	// so is the log shipping (compute_ctl does it first, and fails on it).
-	defer startCompanions(ctx, cfg, d, s, cc)()
-	defer startLogShipping(ctx, cfg, d, s)()
-	// The config files first (as Neon: postgresql.conf is rewritten completely, and the
-	// TLS files copied again, which is how a renewed certificate gets in), then a
-	// reload, then the catalog. pg_hba.conf is ours only in standalone mode.
-	tlsOn := false
-	if tlsc := tlsfiles.Enabled(cc); tlsc != nil {
-		tlsOn = reinstallTLS(ctx, cfg, *tlsc, parsed, d)
-	}
-	write := writePGConfig
-	if parsed.Storage == spec.StorageNeon {
-		write = writePostgresConf
-	}
-	if err := write(cfg, ci, parsed, tlsOn); err != nil {
-		return d.fail(fmt.Errorf("reconfigure: %w", err))
-	}
-	conn, err := connectRetry(ctx, cfg.Connstr, parsed.Storage == spec.StorageNeon, d.logger())
-	if err != nil {
-		return d.fail(err)
-	}
-	defer conn.Close(context.Background())
-	if err := reloadConf(ctx, conn); err != nil {
-		return d.fail(fmt.Errorf("reconfigure: %w", err))
-	}
-	start := d.now()
-	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
-		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.ReconfigureConcurrency(s), d.Log); err != nil {
-			return d.fail(err)
-		}
-	}
-	if err := writeAppliedConfig(cfg, raw); err != nil {
 		return d.fail(err)
 	}
 	if _, err := d.Store.MarkRunning(func(r *state.Record) {
@@ -343,6 +307,87 @@ func reconfigure(ctx context.Context, cfg Settings, d *Deps) error {
 	logx.Milestone(d.logger(), logx.MsgReconfigured, "reconfigured", "apply_ms", d.now().Sub(start).Milliseconds(),
 		"roles", len(s.Cluster.Roles), "databases", len(s.Cluster.Databases))
 	return nil
+}
+
+// applyRefresh applies the fresh spec of a refresh (status refresh_configuration, the
+// config stored as pending by compute-api) as reconfigure does: running when it worked,
+// back to refresh_configuration_pending with the reason when not (the next POST
+// /refresh_configuration tries again, as in compute_ctl main).
+func applyRefresh(ctx context.Context, cfg Settings, d *Deps) error {
+	d.status("refresh_configuration: applying the control plane's fresh spec")
+	s, _, start, companions, err := applyPending(ctx, cfg, d)
+	defer companions()
+	if err != nil {
+		d.logger().Error("refresh configuration: could not apply the fresh spec; the next request tries again", "err", err)
+		if _, rerr := d.Store.RetryRefresh(state.ActorConfigure, "refresh configuration: "+err.Error()); rerr != nil {
+			return fmt.Errorf("%w (and recording it: %v)", err, rerr)
+		}
+		d.status("refresh_configuration_pending")
+		return nil
+	}
+	if _, err := d.Store.MarkRunning(nil); err != nil {
+		return d.fail(err)
+	}
+	d.status("running")
+	logx.Milestone(d.logger(), logx.MsgReconfigured, "reconfigured after a refresh", "apply_ms", d.now().Sub(start).Milliseconds(),
+		"roles", len(s.Cluster.Roles), "databases", len(s.Cluster.Databases))
+	return nil
+}
+
+// applyPending applies the pending config to the running Postgres (reconfigure's work,
+// without the status moves) and makes it the applied config: configuration files first
+// (as Neon: postgresql.conf is rewritten completely, and the TLS files copied again,
+// which is how a renewed certificate gets in), then a reload, then the catalog. It
+// returns the spec, when the catalog apply began, and the wait for pgbouncer's and
+// local_proxy's settings (started in the background, as compute_ctl does, never failing
+// it), which the caller calls when done (also after an error).
+func applyPending(ctx context.Context, cfg Settings, d *Deps) (s *spec.ComputeSpec, parsed *spec.Parsed, start time.Time, companions func(), err error) {
+	companions = func() {}
+	l, err := readConfig(paths.PendingConfigFile(cfg.StateDir))
+	if err != nil {
+		return nil, nil, time.Time{}, companions, fmt.Errorf("reconfigure: %w", err)
+	}
+	raw, cc := l.Raw, l.Config
+	parsed, s = l.Spec, cc.Spec
+	cfg, ci, err := forSpec(cfg, parsed)
+	if err != nil {
+		return nil, nil, time.Time{}, companions, err
+	}
+	// pgbouncer and local_proxy in the background, as compute_ctl (never failing it); so
+	// is the log shipping (compute_ctl does it first, and fails on it).
+	waitCompanions := startCompanions(ctx, cfg, d, s, cc)
+	waitShipping := startLogShipping(ctx, cfg, d, s)
+	companions = func() { waitShipping(); waitCompanions() }
+	// pg_hba.conf is ours only in standalone mode.
+	tlsOn := false
+	if tlsc := tlsfiles.Enabled(cc); tlsc != nil {
+		tlsOn = reinstallTLS(ctx, cfg, *tlsc, parsed, d)
+	}
+	write := writePGConfig
+	if parsed.Storage == spec.StorageNeon {
+		write = writePostgresConf
+	}
+	if err := write(cfg, ci, parsed, tlsOn); err != nil {
+		return nil, nil, time.Time{}, companions, fmt.Errorf("reconfigure: %w", err)
+	}
+	conn, err := connectRetry(ctx, cfg.Connstr, parsed.Storage == spec.StorageNeon, d.logger())
+	if err != nil {
+		return nil, nil, time.Time{}, companions, err
+	}
+	defer conn.Close(context.Background())
+	if err := reloadConf(ctx, conn); err != nil {
+		return nil, nil, time.Time{}, companions, fmt.Errorf("reconfigure: %w", err)
+	}
+	start = d.now()
+	if s.Mode.IsPrimary() && !s.SkipPgCatalogUpdates {
+		if err := applyAndRecord(ctx, cfg, conn, s, parsed, apply.ReconfigureConcurrency(s), d.Log); err != nil {
+			return nil, nil, time.Time{}, companions, err
+		}
+	}
+	if err := writeAppliedConfig(cfg, raw); err != nil {
+		return nil, nil, time.Time{}, companions, err
+	}
+	return s, parsed, start, companions, nil
 }
 
 // DryRun plans the apply of a config's spec against the Postgres at cfg.Connstr and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/pageserver"
@@ -24,12 +23,19 @@ func LeaseLSN(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 	loop := &lsnlease.Loop{
 		Target: func() (lsnlease.Target, bool, error) { return leaseTarget(cfg) },
-		Lease: func(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
-			t, err := pageserver.LeaseLSNIdle(ctx, cfg.PageserverIdleTimeout, connstr, token, tenant, timeline, lsn)
-			if errors.Is(err, pageserver.ErrLeaseNotGranted) {
-				return t, fmt.Errorf("%w: %v", lsnlease.ErrNotGranted, err)
+		Lease: func(ctx context.Context, t lsnlease.Target, s lsnlease.Shard, url string) (time.Time, error) {
+			var exp time.Time
+			var err error
+			if t.Protocol == spec.ProtocolGRPC {
+				exp, err = pageserver.LeaseLSNGRPC(ctx, cfg.PageserverIdleTimeout, pageserver.GRPCTarget{URL: url,
+					TenantID: t.Tenant, TimelineID: t.Timeline, ShardID: s.ShardID, Token: t.Token}, t.LSN)
+			} else {
+				exp, err = pageserver.LeaseLSNIdle(ctx, cfg.PageserverIdleTimeout, url, t.Token, s.TenantShard, t.Timeline, t.LSN)
 			}
-			return t, err
+			if errors.Is(err, pageserver.ErrLeaseNotGranted) {
+				return exp, fmt.Errorf("%w: %v", lsnlease.ErrNotGranted, err)
+			}
+			return exp, err
 		},
 		Wake: wake,
 		Log:  d.Log,
@@ -47,12 +53,21 @@ func leaseTarget(cfg Settings) (lsnlease.Target, bool, error) {
 	if !static || p.Storage != spec.StorageNeon {
 		return lsnlease.Target{}, false, nil
 	}
-	var connstrs []string
-	for _, c := range strings.Split(p.PageserverConnstr, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			connstrs = append(connstrs, c)
+	return leaseTargetOf(p, lsn.String()), true, nil
+}
+
+// leaseTargetOf is what a Static compute of p leases at lsn: every pageserver of every
+// shard, over the protocol the spec prefers.
+func leaseTargetOf(p *spec.Parsed, lsn string) lsnlease.Target {
+	ps := p.Pageserver
+	t := lsnlease.Target{Protocol: ps.Prefer, Token: p.StorageAuthToken, Tenant: p.TenantID,
+		Timeline: p.TimelineID, LSN: lsn}
+	for i, sh := range ps.Shards {
+		s := lsnlease.Shard{TenantShard: ps.TenantShard(p.TenantID, i), ShardID: ps.ShardID(i)}
+		for _, u := range sh.Pageservers {
+			s.URLs = append(s.URLs, u.URL(ps.Prefer))
 		}
+		t.Shards = append(t.Shards, s)
 	}
-	return lsnlease.Target{Connstrs: connstrs, Token: p.StorageAuthToken, Tenant: p.TenantID,
-		Timeline: p.TimelineID, LSN: lsn.String()}, true, nil
+	return t
 }

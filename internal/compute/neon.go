@@ -54,7 +54,8 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 			d.logger().Info("safekeepers are in sync", "lsn", lsn, "check_ms", checkMs)
 		} else {
 			start = time.Now()
-			lsn, err = safekeeper.Sync(ctx, cfg.PGBin, cfg.PGData, p.StorageAuthToken, cfg.SyncSafekeepersTimeout, d.Log)
+			lsn, err = safekeeper.SyncWithRetries(ctx, safekeeper.SyncOptions{PGBin: cfg.PGBin, PGData: cfg.PGData,
+				Token: p.StorageAuthToken, Timeout: cfg.SyncSafekeepersTimeout, Log: d.Log})
 			if err != nil {
 				return err // it says "sync safekeepers: ..."
 			}
@@ -76,7 +77,8 @@ func prepareNeon(ctx context.Context, cfg Settings, ci connInfo, s *spec.Compute
 
 	d.status("init: basebackup")
 	st, err := pageserver.Basebackup(ctx, pageserver.BasebackupOptions{
-		PGData: cfg.PGData, Connstr: p.PageserverConnstr, Token: p.StorageAuthToken,
+		PGData: cfg.PGData, Protocol: p.Pageserver.Prefer, Connstr: p.Pageserver.Shard0URL(),
+		ShardID: p.Pageserver.ShardID(0), Token: p.StorageAuthToken,
 		TenantID: p.TenantID, TimelineID: p.TimelineID, LSN: lsn, Mode: s.Mode.Type(),
 		Attempts: cfg.BasebackupAttempts, IdleTimeout: cfg.PageserverIdleTimeout, Logger: d.Log,
 	})

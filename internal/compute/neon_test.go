@@ -68,13 +68,19 @@ func newNeonRigWith(t *testing.T, tweak func(*pageservertest.Options)) *neonRig 
 
 func (r *neonRig) writeConfig(t *testing.T, mode string) {
 	t.Helper()
+	r.writeConfigWith(t, mode, `"pageserver_connstring": "`+r.ps.Connstr()+`"`)
+}
+
+// writeConfigWith writes a config whose pageserver part is pageserver (JSON members).
+func (r *neonRig) writeConfigWith(t *testing.T, mode, pageserver string) {
+	t.Helper()
 	sks := make([]string, len(r.sks))
 	for i, s := range r.sks {
 		sks[i] = `"` + s.Addr + `"`
 	}
 	body := `{"compute_ctl_config": {"jwks": {"keys": []}}, "spec": {"format_version": 1.0, "suspend_timeout_seconds": -1,
 	  "tenant_id": "` + testTenant + `", "timeline_id": "` + testTimeline + `",
-	  "pageserver_connstring": "` + r.ps.Connstr() + `", "safekeeper_connstrings": [` + strings.Join(sks, ",") + `],
+	  ` + pageserver + `, "safekeeper_connstrings": [` + strings.Join(sks, ",") + `],
 	  "storage_auth_token": "` + testToken + `", "mode": ` + mode + `,
 	  "cluster": {"roles": [], "databases": []}}}`
 	if err := os.WriteFile(r.cfg.ConfigFile, []byte(body), 0o600); err != nil {
@@ -379,4 +385,21 @@ func TestPrepareNeonStalls(t *testing.T) {
 			t.Error("a basebackup was asked for without an LSN")
 		}
 	})
+}
+
+// A --sync-safekeepers that fails at start is run again (compute_ctl main's retries): two
+// transient failures, then the LSN, and the basebackup at that LSN.
+func TestPrepareNeonRetriesSyncSafekeepers(t *testing.T) {
+	r := newNeonRig(t)
+	sktest.SetShimFailTimes(t, r.shim, 2)
+	r.writeConfig(t, `"Primary"`)
+	if err := Prepare(context.Background(), r.cfg, r.deps); err != nil {
+		t.Fatal(err)
+	}
+	if n := sktest.ShimSyncCalls(t, r.shim); n != 3 {
+		t.Errorf("--sync-safekeepers ran %d times, want 3", n)
+	}
+	if q := r.ps.Queries(); len(q) != 1 || !strings.Contains(q[0], " 0/2A3B4C8 --gzip") {
+		t.Errorf("pageserver queries %q", q)
+	}
 }

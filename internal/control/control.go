@@ -6,7 +6,8 @@
 // and ends its VM, stop compute.target or power off through systemd; a failure after
 // running is left alone, unlike compute_ctl, see docs/architecture.md), and, over the
 // Postgres interface (internal/pgops), the routes that read or change the running
-// Postgres (postgres.go). It works over narrow
+// Postgres (postgres.go), and the compute-initiated refresh of the spec (POST
+// /refresh_configuration, refresh.go). It works over narrow
 // interfaces declared here (the state store's API operations, a wake-up source, the
 // systemd units, the writer and reader of the config files); internal/api maps its
 // results and errors to HTTP. A new route is one handler in internal/api plus one
@@ -22,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/spec"
 	"github.com/computetools/compute-tools/internal/state"
 )
 
@@ -34,6 +36,11 @@ type Store interface {
 	LoadCached() (state.Record, error)
 	AcceptConfig(from []state.Status, fn func(*state.Record) error) (state.Status, state.Record, error)
 	BeginTermination(immediate bool) (state.Status, state.Record, error)
+	// The refresh of POST /refresh_configuration (refresh.go).
+	RequestRefresh() (state.Record, error)
+	BeginRefresh() (state.Record, error)
+	FinishRefresh() (state.Record, error)
+	RetryRefresh(a state.Actor, msg string) (state.Record, error)
 	CompleteTermination(a state.Actor, lsn *string) (state.Record, bool, error)
 	Fail(a state.Actor, msg string, during ...state.Status) (state.Record, bool, error)
 	Wait(ctx context.Context, wake <-chan struct{}, recheck time.Duration, pred func(state.Record) bool) (state.Record, error)
@@ -97,7 +104,11 @@ type Deps struct {
 	// ReadAppliedConfig returns the config the compute runs with (for WatchTLS and
 	// POST /promote).
 	ReadAppliedConfig func() ([]byte, error)
-	Logger            *slog.Logger
+	// FetchConfig gets the compute's config from the control plane, for POST
+	// /refresh_configuration; nil: no control plane (the refresh fails, and the compute
+	// stays refresh_configuration_pending).
+	FetchConfig func(ctx context.Context) (*spec.ComputeConfig, error)
+	Logger      *slog.Logger
 	// Recheck is how often a blocked call re-reads the state even without a wake-up (a
 	// safety net against a lost signal). Default 3 s.
 	Recheck time.Duration
@@ -133,6 +144,10 @@ type Controller struct {
 	terminating inflight
 	// promos is the promotion running in this process (POST /promote).
 	promos promotions
+	// refresh keeps the refreshes of POST /refresh_configuration one at a time.
+	refreshMu sync.Mutex
+	refresh   refresher
+	refreshes sync.WaitGroup
 }
 
 // New builds a Controller. Nil optional fields get their defaults.
@@ -207,6 +222,8 @@ func (c *Controller) subscribe() (<-chan struct{}, func()) {
 	}
 	return c.cfg.Waker.Subscribe()
 }
+
+func (c *Controller) now() time.Time { return c.cfg.Now() }
 
 func (c *Controller) unitsCall(fn func(Units) error) error {
 	if c.cfg.Units == nil {

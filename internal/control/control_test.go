@@ -132,6 +132,7 @@ func newRig(t *testing.T, opts ...func(*Deps)) *rig {
 		o(&cfg)
 	}
 	r.ctl = New(cfg)
+	t.Cleanup(r.ctl.WaitRefreshes) // before the state directory goes
 	return r
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/lfc/lfcstate"
-	"github.com/computetools/compute-tools/internal/state"
 )
 
 // LFC is compute-monitor's LFC methods, reached over D-Bus (*bus.Conn implements it). A
@@ -93,11 +92,7 @@ func (c *Controller) lfcRetryable(err error) bool {
 	if lerr != nil {
 		return false
 	}
-	switch rec.Status {
-	case state.Running, state.ConfigurationPending, state.Configuration:
-		return true // Postgres serves; the monitor serves the LFC in these
-	}
-	return false
+	return rec.Status.Serving() // Postgres serves; the monitor serves the LFC in these
 }
 
 // LFCPrewarm asks compute-monitor to prewarm the LFC from fromEndpoint's state ("" = this

@@ -137,11 +137,7 @@ func monitored(r state.Record, start time.Time) bool {
 	if !r.StartTime.Equal(start) {
 		return false
 	}
-	switch r.Status {
-	case state.Running, state.ConfigurationPending, state.Configuration:
-		return true
-	}
-	return false
+	return r.Status.Serving()
 }
 
 // Run waits for running, monitors until the compute leaves it, and waits again, until ctx

@@ -1,7 +1,9 @@
 // Package pageserver is compute-init's client of Neon's pageserver: it fetches a
-// basebackup over the Postgres wire protocol and unpacks it into PGDATA (prepared and
-// finished by package pgdata), and leases LSNs for static computes (the renewal loop is
-// its subpackage lsnlease).
+// basebackup over the Postgres wire protocol (libpq) or over gRPC (page_api, Neon main's
+// newer protocol; grpc.go) and unpacks it into PGDATA (prepared and finished by package
+// pgdata), and leases LSNs for static computes over either protocol (the renewal loop is
+// its subpackage lsnlease). Subpackage pageapi holds our description of the gRPC wire
+// contract and the code generated from it, for the tests' fake pageserver only.
 //
 // Unlike compute_ctl, every pageserver connection has an idle bound (DefaultIdleTimeout,
 // idle.go): a pageserver that goes silent fails the attempt instead of keeping the
@@ -30,18 +32,23 @@ const (
 	DefaultBackoff  = 500 * time.Millisecond
 )
 
-// ErrGRPCNotSupported is returned for a grpc:// pageserver connstring.
-var ErrGRPCNotSupported = errors.New("grpc:// pageserver connstrings are not supported yet")
+// ErrGRPCInLibpq is returned for a grpc:// URL where a libpq connstring is needed (the
+// legacy pageserver_connstring): gRPC URLs go into pageserver_connection_info.
+var ErrGRPCInLibpq = errors.New("a grpc:// URL is not a libpq connstring: give it as grpc_url in pageserver_connection_info")
 
 // BasebackupOptions say what to fetch and where to put it.
 type BasebackupOptions struct {
 	// PGData is the directory to unpack into; it is created (0700) if missing. It should
 	// be empty (see pgdata.Dir.PrepareFresh).
 	PGData string
-	// Connstr is the pageserver connstring: a postgresql:// or postgres:// URL or a
-	// key=value string. Only the first comma-separated element (shard 0) is used, so the
-	// whole pageserver_connstring may be passed.
+	// Protocol is how to talk to the pageserver: libpq ("" too) or grpc.
+	Protocol spec.PageserverProtocol
+	// Connstr is shard 0's pageserver: for libpq a postgresql:// or postgres:// URL or
+	// a key=value string (only the first comma-separated element is used, so the whole
+	// legacy pageserver_connstring may be passed); for grpc its grpc://host:port URL.
 	Connstr string
+	// ShardID is shard 0's neon-shard-id for gRPC ("0000" when empty: unsharded).
+	ShardID string
 	// Token is the storage auth token, sent as the password; it overrides any password
 	// in Connstr. Secret: never logged.
 	Token string
@@ -99,7 +106,7 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	if opts.PGData == "" {
 		return Stats{}, errors.New("basebackup: empty PGDATA path")
 	}
-	cfg, err := connConfig(opts.Connstr, opts.Token, opts.Mode)
+	once, host, err := attemptFunc(opts, query, idleOf(opts.IdleTimeout))
 	if err != nil {
 		return Stats{}, err
 	}
@@ -111,10 +118,6 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	if backoff <= 0 {
 		backoff = DefaultBackoff
 	}
-	idle := opts.IdleTimeout
-	if idle <= 0 {
-		idle = DefaultIdleTimeout
-	}
 	var st Stats
 	n := 0
 	policy := retry.Policy{Attempts: attempts, Delay: backoff, Factor: 1.5, Retryable: func(err error) bool {
@@ -123,10 +126,10 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	}}
 	err = retry.Do(ctx, policy, func(ctx context.Context, attempt int) error {
 		n = attempt
-		s, err := basebackupOnce(ctx, cfg, idle, query, opts.PGData)
+		s, err := once(ctx)
 		if err != nil {
 			log.Warn("basebackup attempt failed", "attempt", n, "attempts", attempts,
-				"host", cfg.Host, "port", cfg.Port, "err", err)
+				"protocol", protocolOf(opts), "pageserver", host, "err", err)
 			return err
 		}
 		st = s
@@ -136,7 +139,7 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 	switch {
 	case err == nil:
 		st.Attempts = n
-		log.Info("basebackup done", "attempt", n, "bytes", st.Bytes,
+		log.Info("basebackup done", "protocol", protocolOf(opts), "attempt", n, "bytes", st.Bytes,
 			"basebackup_ms", st.Duration.Milliseconds(), "connect_us", st.ConnectMicros)
 		return st, nil
 	case !errors.As(err, &re):
@@ -145,6 +148,60 @@ func Basebackup(ctx context.Context, opts BasebackupOptions) (Stats, error) {
 		return Stats{Attempts: n}, fmt.Errorf("basebackup: %w", err)
 	}
 	return Stats{Attempts: n}, fmt.Errorf("basebackup failed after %d attempts: %w", n, re.Last)
+}
+
+func idleOf(d time.Duration) time.Duration {
+	if d <= 0 {
+		return DefaultIdleTimeout
+	}
+	return d
+}
+
+func protocolOf(opts BasebackupOptions) spec.PageserverProtocol {
+	if opts.Protocol == "" {
+		return spec.ProtocolLibpq
+	}
+	return opts.Protocol
+}
+
+// attemptFunc checks the pageserver address of opts and returns one attempt of the
+// basebackup over the chosen protocol, and the pageserver's address for the logs. An
+// address that cannot work fails here, before any attempt.
+func attemptFunc(opts BasebackupOptions, query string, idle time.Duration) (func(context.Context) (Stats, error), string, error) {
+	switch protocolOf(opts) {
+	case spec.ProtocolLibpq:
+		cfg, err := connConfig(opts.Connstr, opts.Token, opts.Mode)
+		if err != nil {
+			return nil, "", err
+		}
+		return func(ctx context.Context) (Stats, error) {
+			return basebackupOnce(ctx, cfg, idle, query, opts.PGData)
+		}, fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), nil
+	case spec.ProtocolGRPC:
+		addr, err := spec.GRPCAddr(strings.TrimSpace(opts.Connstr))
+		if err != nil {
+			return nil, "", fmt.Errorf("pageserver: %w", err)
+		}
+		var lsn uint64
+		if s := strings.TrimSpace(opts.LSN); s != "" {
+			l, err := spec.ParseLsn(s)
+			if err != nil {
+				return nil, "", fmt.Errorf("basebackup: %w", err)
+			}
+			lsn = uint64(l)
+		}
+		shard := opts.ShardID
+		if shard == "" {
+			shard = spec.ShardIndex(0, 0)
+		}
+		t := GRPCTarget{URL: strings.TrimSpace(opts.Connstr), TenantID: opts.TenantID, TimelineID: opts.TimelineID,
+			ShardID: shard, Token: opts.Token}
+		replica := opts.Mode != spec.ModeTypePrimary
+		return func(ctx context.Context) (Stats, error) {
+			return grpcBasebackupOnce(ctx, t, idle, lsn, replica, opts.PGData)
+		}, addr, nil
+	}
+	return nil, "", fmt.Errorf("unknown pageserver protocol %q (want libpq or grpc)", opts.Protocol)
 }
 
 // basebackupQuery builds the pageserver command for opts.
@@ -216,7 +273,7 @@ func connConfig(connstrs, token string, mode spec.ModeType) (*pgconn.Config, err
 		return nil, errors.New("empty pageserver connstring")
 	}
 	if strings.HasPrefix(strings.ToLower(connstr), "grpc://") {
-		return nil, ErrGRPCNotSupported
+		return nil, ErrGRPCInLibpq
 	}
 	cfg, err := pgconn.ParseConfig(connstr)
 	if err != nil {
@@ -280,11 +337,34 @@ func basebackupOnce(ctx context.Context, base *pgconn.Config, idle time.Duration
 		_ = conn.Close(cctx)
 	}()
 
+	n, err := unpackStream(pgdata, func(w io.Writer) error {
+		_, err := conn.CopyTo(ctx, w, query)
+		if serr := dialer.stallErr(); serr != nil && err != nil {
+			err = serr
+		}
+		return err
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	return Stats{
+		ConnectMicros: connected.Microseconds(),
+		Bytes:         n,
+		Duration:      time.Since(start),
+	}, nil
+}
+
+// unpackStream runs produce, which writes the compressed archive into w, and unpacks
+// what it writes into pgdata as it streams in; it returns the bytes produced. The whole
+// stream is consumed, so an error the pageserver sends after the archive fails it: the
+// unpacker's error wins when it stopped first (or for an entry that escapes PGDATA),
+// else produce's ("basebackup stream: ...").
+func unpackStream(pgdata string, produce func(w io.Writer) error) (int64, error) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
 		err := Untar(pr, pgdata)
-		// Unblock the COPY when we stop reading early, with our reason.
+		// Unblock the producer when we stop reading early, with our reason.
 		if err != nil {
 			pr.CloseWithError(err)
 		} else {
@@ -293,24 +373,17 @@ func basebackupOnce(ctx context.Context, base *pgconn.Config, idle time.Duration
 		done <- err
 	}()
 	cw := &countingWriter{w: pw}
-	_, copyErr := conn.CopyTo(ctx, cw, query)
-	pw.CloseWithError(copyErr) // nil closes with io.EOF
+	prodErr := produce(cw)
+	pw.CloseWithError(prodErr) // nil closes with io.EOF
 	untarErr := <-done
 
-	if serr := dialer.stallErr(); serr != nil && copyErr != nil {
-		copyErr = serr
-	}
 	switch {
-	case untarErr != nil && (copyErr == nil || errors.Is(copyErr, untarErr) || isUnsafe(untarErr)):
-		return Stats{}, fmt.Errorf("unpack basebackup: %w", untarErr)
-	case copyErr != nil:
-		return Stats{}, fmt.Errorf("basebackup stream: %w", copyErr)
+	case untarErr != nil && (prodErr == nil || errors.Is(prodErr, untarErr) || isUnsafe(untarErr)):
+		return 0, fmt.Errorf("unpack basebackup: %w", untarErr)
+	case prodErr != nil:
+		return 0, fmt.Errorf("basebackup stream: %w", prodErr)
 	}
-	return Stats{
-		ConnectMicros: connected.Microseconds(),
-		Bytes:         cw.n,
-		Duration:      time.Since(start),
-	}, nil
+	return cw.n, nil
 }
 
 // withIdle returns a copy of cfg (and its fallbacks) whose connections fail after idle

@@ -254,7 +254,14 @@ func TestBadOptions(t *testing.T) {
 		change func(*pageserver.BasebackupOptions)
 		want   string
 	}{
-		{"grpc", func(o *pageserver.BasebackupOptions) { o.Connstr = "grpc://ps:51051" }, "not supported yet"},
+		{"grpc url as libpq", func(o *pageserver.BasebackupOptions) { o.Connstr = "grpc://ps:51051" }, "not a libpq connstring"},
+		{"libpq url as grpc", func(o *pageserver.BasebackupOptions) {
+			o.Protocol = spec.ProtocolGRPC
+		}, "pageserver: grpc_url"},
+		{"grpc url without port", func(o *pageserver.BasebackupOptions) {
+			o.Protocol, o.Connstr = spec.ProtocolGRPC, "grpc://ps"
+		}, "want grpc://host:port"},
+		{"unknown protocol", func(o *pageserver.BasebackupOptions) { o.Protocol = "http3" }, "unknown pageserver protocol"},
 		{"empty connstr", func(o *pageserver.BasebackupOptions) { o.Connstr = "" }, "empty pageserver connstring"},
 		{"bad mode", func(o *pageserver.BasebackupOptions) { o.Mode = "Primary" }, "unknown compute mode"},
 		{"bad tenant", func(o *pageserver.BasebackupOptions) { o.TenantID = "x; drop" }, "not hex"},
@@ -273,8 +280,8 @@ func TestBadOptions(t *testing.T) {
 	}
 	o := base
 	o.Connstr = "grpc://ps:51051,postgresql://x@y"
-	if _, err := pageserver.Basebackup(context.Background(), o); !errors.Is(err, pageserver.ErrGRPCNotSupported) {
-		t.Errorf("grpc: %v, want ErrGRPCNotSupported", err)
+	if _, err := pageserver.Basebackup(context.Background(), o); !errors.Is(err, pageserver.ErrGRPCInLibpq) {
+		t.Errorf("grpc: %v, want ErrGRPCInLibpq", err)
 	}
 }
 

@@ -1,8 +1,12 @@
 // Package pageservertest fakes Neon's pageserver at the protocol level for tests: a
 // Postgres wire-protocol server (pgx's pgproto3) that answers `basebackup …` with a COPY
-// OUT of a gzip'd tar and `lease lsn …` with a valid_until row, records what clients
-// send, and injects faults on demand. It also builds the archive it serves from a real
-// PostgreSQL 15 basebackup. It is imported only by tests and test binaries.
+// OUT of a gzip'd tar and `lease lsn …` with a valid_until row, and a gRPC server
+// (grpc-go, grpcfake.go) of page_api.PageService that streams the same archive from
+// GetBaseBackup and grants leases with LeaseLsn. Both record what clients send and inject
+// faults on demand (refusal, failures, a drop mid-stream, an error after the data, a
+// stall). It also builds the archive it serves from a real PostgreSQL 15 basebackup. It
+// is imported only by tests and test binaries (grpc-go with it: no shipped binary
+// carries it).
 package pageservertest
 
 import (

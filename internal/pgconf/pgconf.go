@@ -96,15 +96,31 @@ func PostgresqlConf(p *spec.Parsed, o Options) string {
 	if s.Cluster.PostgresqlConf != nil {
 		line("%s", *s.Cluster.PostgresqlConf)
 	}
-	// 2. Stripe size, before the connection string.
-	if s.ShardStripeSize != nil {
-		line("neon.stripe_size=%d", *s.ShardStripeSize)
-	}
-	// 3-5. Storage settings, from the top-level fields only (fallbacks from the
-	// settings are written by the settings block below anyway).
-	line("# Neon storage settings")
-	if s.PageserverConnstring != nil {
-		line("neon.pageserver_connstring=%s", EscapeValue(*s.PageserverConnstring))
+	// 2. Stripe size, before the connection string; 3. the connection string. From
+	// pageserver_connection_info when the spec has it (Neon main): the libpq URLs of
+	// the shards, or none when a shard has no libpq URL (a gRPC-only compute); else from
+	// the legacy top-level fields only (fallbacks from the settings are written by the
+	// settings block below anyway).
+	if ci := s.PageserverConnectionInfo; ci != nil {
+		if ci.StripeSize != nil {
+			line("# from compute spec's pageserver_connection_info.stripe_size field")
+			line("neon.stripe_size=%d", *ci.StripeSize)
+		}
+		line("# Neon storage settings")
+		if cs := p.Pageserver.LibpqConnstr(); cs != "" {
+			line("# derived from compute spec's pageserver_connection_info field")
+			line("neon.pageserver_connstring=%s", EscapeValue(cs))
+		} else {
+			line("# no neon.pageserver_connstring")
+		}
+	} else {
+		if s.ShardStripeSize != nil {
+			line("neon.stripe_size=%d", *s.ShardStripeSize)
+		}
+		line("# Neon storage settings")
+		if s.PageserverConnstring != nil {
+			line("neon.pageserver_connstring=%s", EscapeValue(*s.PageserverConnstring))
+		}
 	}
 	if len(s.SafekeeperConnstrings) > 0 {
 		v := strings.Join(s.SafekeeperConnstrings, ",")

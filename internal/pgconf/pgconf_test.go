@@ -2,6 +2,7 @@ package pgconf
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,9 +74,10 @@ func TestPostgresqlConfGolden(t *testing.T) {
   "project_id": "proj-1", "branch_id": "br-1", "endpoint_id": "ep-1",
   "drop_subscriptions_before_start": true,
   "logs_export_host": "logs:10514"`), hostOpts},
-		{"neon_primary_no_generation", specWith(`, ` + neonIDs + `, "safekeeper_connstrings": ["sk-1:5454"]`), Options{}},
-		{"static", specWith(`, ` + neonIDs + `, "mode": {"Static": "0/169AD58"}`), hostOpts},
-		{"replica", specWith(`, ` + neonIDs + `, "mode": "Replica"`), hostOpts},
+		// Two shards need a stripe size (Neon main's legacy conversion refuses them without).
+		{"neon_primary_no_generation", specWith(`, ` + neonIDs + `, "shard_stripe_size": 2048, "safekeeper_connstrings": ["sk-1:5454"]`), Options{}},
+		{"static", specWith(`, ` + neonIDs + `, "shard_stripe_size": 2048, "mode": {"Static": "0/169AD58"}`), hostOpts},
+		{"replica", specWith(`, ` + neonIDs + `, "shard_stripe_size": 2048, "mode": "Replica"`), hostOpts},
 		{"audit_log", specWith(`, "audit_log_level": "Log"`), hostOpts},
 		{"audit_base", specWith(`, "audit_log_level": "Base"`), hostOpts},
 		{"audit_hipaa", specWith(`, "audit_log_level": "Hipaa"`), hostOpts},
@@ -349,5 +351,29 @@ func TestHBAAndIdentLegacyRoles(t *testing.T) {
 	}
 	if _, err := Ident("cloud_admin", []string{"postgres"}, "Zenith"); err == nil {
 		t.Error("legacy role Zenith accepted")
+	}
+}
+
+// pageserver_connection_info (Neon main) gives the stripe size and the libpq URLs of the
+// shards; a shard without a libpq URL (a gRPC-only compute) leaves Postgres without a
+// connstring, as compute_ctl writes it. The legacy fields are not used then.
+func TestPostgresqlConfConnectionInfo(t *testing.T) {
+	base := `{"format_version": 1, "suspend_timeout_seconds": -1, "cluster": {"roles": [], "databases": []},
+  "tenant_id": "0123456789abcdef0123456789abcdef", "timeline_id": "fedcba9876543210fedcba9876543210",
+  "safekeeper_connstrings": ["a:1"], "pageserver_connstring": "postgresql://legacy:1", "shard_stripe_size": 9,
+  "pageserver_connection_info": {"shard_count": 2, "stripe_size": 2048, "prefer_protocol": "%s", "shards": {
+    "0002": {"pageservers": [{"id": 1, "libpq_url": "postgresql://a:6400", "grpc_url": "grpc://a:51051"}]},
+    "0102": {"pageservers": [{"id": 2, "libpq_url": %s, "grpc_url": "grpc://b:51051"}]}}}}`
+	conf := PostgresqlConf(parsed(t, fmt.Sprintf(base, "libpq", `"postgresql://b:6400"`)), Options{})
+	for _, want := range []string{"neon.stripe_size=2048\n# Neon storage settings\n",
+		"neon.pageserver_connstring='postgresql://a:6400,postgresql://b:6400'\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("lacks %q:\n%s", want, conf)
+		}
+	}
+	conf = PostgresqlConf(parsed(t, fmt.Sprintf(base, "grpc", "null")), Options{})
+	if !strings.Contains(conf, "# no neon.pageserver_connstring\n") || strings.Contains(conf, "neon.pageserver_connstring=") ||
+		strings.Contains(conf, "legacy") || strings.Contains(conf, "neon.stripe_size=9") {
+		t.Errorf("gRPC-only:\n%s", conf)
 	}
 }

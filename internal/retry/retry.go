@@ -121,14 +121,14 @@ func Do(ctx context.Context, p Policy, op func(ctx context.Context, attempt int)
 		if p.Attempts > 0 && n >= p.Attempts {
 			return &Error{Attempts: n, Last: err}
 		}
-		if ctxErr := sleep(ctx, b.Next()); ctxErr != nil {
+		if ctxErr := Sleep(ctx, b.Next()); ctxErr != nil {
 			return &Error{Attempts: n, Last: err, Ctx: ctxErr}
 		}
 	}
 }
 
-// sleep pauses for d, or returns the context's error as soon as ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep pauses for d, or returns the context's error as soon as ctx ends.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -2,6 +2,7 @@ package safekeeper
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -315,4 +316,70 @@ func TestShimExecsRealPostgres(t *testing.T) {
 func runForTest(path string, args ...string) (string, error) {
 	res, err := execx.Run(context.Background(), execx.Cmd{Path: path, Args: args})
 	return string(res.Stdout), err
+}
+
+func TestSyncBackoff(t *testing.T) {
+	want := []time.Duration{0, 1100 * time.Millisecond, 1210 * time.Millisecond, 1331 * time.Millisecond,
+		1464100 * time.Microsecond, 1610510 * time.Microsecond}
+	for n, w := range want {
+		if got := SyncBackoff(n).Round(time.Microsecond); got != w {
+			t.Errorf("SyncBackoff(%d) = %v, want %v", n, got, w)
+		}
+	}
+	if got := SyncBackoff(100); got != 3*time.Second {
+		t.Errorf("SyncBackoff(100) = %v, want the 3 s cap", got)
+	}
+}
+
+// Transient failures are retried with compute_ctl main's pauses until one run works; a
+// run that keeps failing gives up after SyncRetries more runs; a timeout is not retried.
+func TestSyncWithRetries(t *testing.T) {
+	dir := t.TempDir()
+	shim := sktest.WriteSyncShim(t, dir, "0/16B9188", "")
+	var slept []time.Duration
+	opts := SyncOptions{PGBin: shim, PGData: filepath.Join(dir, "pgdata"), Token: token,
+		Sleep: func(ctx context.Context, d time.Duration) error { slept = append(slept, d); return nil }}
+
+	sktest.SetShimFailTimes(t, shim, 2)
+	lsn, err := SyncWithRetries(context.Background(), opts)
+	if err != nil || lsn != "0/16B9188" {
+		t.Fatalf("after 2 transient failures: %q %v", lsn, err)
+	}
+	if calls := sktest.ShimSyncCalls(t, shim); calls != 3 {
+		t.Fatalf("runs = %d, want 3", calls)
+	}
+	if len(slept) != 2 || slept[0] != SyncBackoff(0) || slept[1] != SyncBackoff(1) {
+		t.Fatalf("pauses %v", slept)
+	}
+
+	slept = nil
+	sktest.SetShimFail(t, shim, "no quorum")
+	_, err = SyncWithRetries(context.Background(), opts)
+	if err == nil || !strings.Contains(err.Error(), "after 5 retries") || !strings.Contains(err.Error(), "no quorum") {
+		t.Fatalf("persistent failure: %v", err)
+	}
+	if calls := sktest.ShimSyncCalls(t, shim); calls != 3+1+SyncRetries {
+		t.Fatalf("runs = %d, want %d", calls, 3+1+SyncRetries)
+	}
+	if len(slept) != SyncRetries {
+		t.Fatalf("pauses %v, want %d", slept, SyncRetries)
+	}
+	sktest.SetShimFail(t, shim, "")
+
+	before := sktest.ShimSyncCalls(t, shim)
+	sktest.SetShimHang(t, shim, true)
+	opts.Timeout = 200 * time.Millisecond
+	_, err = SyncWithRetries(context.Background(), opts)
+	if !errors.Is(err, ErrSyncTimeout) {
+		t.Fatalf("hang: %v, want the timeout", err)
+	}
+	if calls := sktest.ShimSyncCalls(t, shim); calls != before+1 {
+		t.Fatalf("a timed out run was retried: %d runs", calls-before)
+	}
+	sktest.SetShimHang(t, shim, false)
+
+	if _, err := SyncWithRetries(context.Background(), SyncOptions{PGBin: filepath.Join(dir, "nope"), PGData: dir,
+		Sleep: opts.Sleep}); err == nil || strings.Contains(err.Error(), "retries") {
+		t.Fatalf("missing binary: %v, want one failure without retries", err)
+	}
 }

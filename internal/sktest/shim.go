@@ -13,13 +13,14 @@ const DefaultRealPostgres = "/usr/lib/postgresql/15/bin/postgres"
 
 // Files the shim keeps next to itself.
 const (
-	shimLSNFile   = "SYNC_LSN"    // what --sync-safekeepers prints
-	shimFailFile  = "FAIL_SYNC"   // when present: print its content and exit 1
-	shimHangFile  = "HANG_SYNC"   // when present: never finish (until killed)
-	shimEnvFile   = "sync_env"    // environment seen by the last --sync-safekeepers run
-	shimCallsFile = "sync_calls"  // one line per --sync-safekeepers run
-	shimName      = "postgres"    // the shim's own name
-	shimTmpSuffix = ".tmp-sktest" // for replacing the env file atomically
+	shimLSNFile       = "SYNC_LSN"        // what --sync-safekeepers prints
+	shimFailFile      = "FAIL_SYNC"       // when present: print its content and exit 1
+	shimHangFile      = "HANG_SYNC"       // when present: never finish (until killed)
+	shimFailTimesFile = "FAIL_SYNC_TIMES" // a count: fail (exit 1) that many more runs
+	shimEnvFile       = "sync_env"        // environment seen by the last --sync-safekeepers run
+	shimCallsFile     = "sync_calls"      // one line per --sync-safekeepers run
+	shimName          = "postgres"        // the shim's own name
+	shimTmpSuffix     = ".tmp-sktest"     // for replacing the env file atomically
 )
 
 // WriteSyncShim writes an executable shell script named `postgres` into dir and returns
@@ -60,6 +61,15 @@ if [ "$1" = "--sync-safekeepers" ]; then
 	if [ -e "$dir/` + shimHangFile + `" ]; then
 		echo "sync-safekeepers shim: hanging as asked" >&2
 		exec sleep 86400
+	fi
+	if [ -e "$dir/` + shimFailTimesFile + `" ]; then
+		n=$(cat "$dir/` + shimFailTimesFile + `")
+		if [ "$n" -gt 0 ]; then
+			echo $((n - 1)) > "$dir/` + shimFailTimesFile + `"
+			echo "transient failure ($n)"
+			echo "sync-safekeepers shim: failing $n more time(s) as asked" >&2
+			exit 1
+		fi
 	fi
 	if [ -e "$dir/` + shimFailFile + `" ]; then
 		cat "$dir/` + shimFailFile + `"
@@ -123,6 +133,15 @@ func SetShimFailFile(shim, msg string) error {
 		return fmt.Errorf("sync shim: %w", err)
 	}
 	return nil
+}
+
+// SetShimFailTimes makes the shim's next n --sync-safekeepers runs fail (exit 1, a
+// transient failure) and the runs after them behave as set otherwise.
+func SetShimFailTimes(t testing.TB, shim string, n int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(filepath.Dir(shim), shimFailTimesFile), []byte(fmt.Sprintf("%d\n", n)), 0o644); err != nil {
+		t.Fatalf("sync shim: %v", err)
+	}
 }
 
 // SetShimHang makes the shim's --sync-safekeepers never finish (it sleeps until killed),

@@ -1,8 +1,10 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -31,7 +33,11 @@ type Parsed struct {
 	// when none is given.
 	TenantID   string
 	TimelineID string
-	// PageserverConnstr is comma-separated, shard 0 first; empty in standalone mode.
+	// Pageserver is the pageserver connection info (neon mode), from
+	// pageserver_connection_info or converted from the legacy connstring.
+	Pageserver PageserverConn
+	// PageserverConnstr is the libpq URLs of the shards, comma-separated, shard 0 first
+	// (Pageserver.LibpqConnstr); empty in standalone mode or when a shard has no libpq URL.
 	PageserverConnstr string
 	// SafekeeperConnstrings are host:port; empty for replicas, static computes and
 	// (usually) standalone mode.
@@ -66,16 +72,14 @@ func Parse(s *ComputeSpec) (*Parsed, error) {
 	settings := s.Cluster.Settings
 	p := &Parsed{Spec: s, Storage: StorageStandalone}
 
-	if s.PageserverConnstring != nil {
-		p.PageserverConnstr = *s.PageserverConnstring
-	} else if v, ok := settings.Find("neon.pageserver_connstring"); ok {
-		p.PageserverConnstr = v
-	}
-	neon := s.PageserverConnstring != nil || hasOption(settings, "neon.pageserver_connstring")
+	neon := s.PageserverConnectionInfo != nil || s.PageserverConnstring != nil || hasOption(settings, "neon.pageserver_connstring")
 	if neon {
 		p.Storage = StorageNeon
-		if strings.TrimSpace(p.PageserverConnstr) == "" {
-			fail("pageserver connstr should be provided")
+		if c, err := resolvePageserver(s, settings); err != nil {
+			fail("%v", err)
+		} else {
+			p.Pageserver = c
+			p.PageserverConnstr = c.LibpqConnstr()
 		}
 	}
 
@@ -127,6 +131,55 @@ func Parse(s *ComputeSpec) (*Parsed, error) {
 		return nil, &ValidationError{Problems: errs}
 	}
 	return p, nil
+}
+
+// resolvePageserver takes the pageserver connection info the way Neon's ParsedSpec does:
+// pageserver_connection_info; else pageserver_connstring with shard_stripe_size; else the
+// neon.pageserver_connstring and neon.stripe_size GUCs.
+func resolvePageserver(s *ComputeSpec, settings GenericOptions) (PageserverConn, error) {
+	if s.PageserverConnectionInfo != nil {
+		c, err := resolveConnInfo(s.PageserverConnectionInfo)
+		if err != nil {
+			return c, fmt.Errorf("pageserver_connection_info: %w", err)
+		}
+		return c, nil
+	}
+	if s.PageserverConnstring != nil {
+		var stripe *uint32
+		if s.ShardStripeSize != nil {
+			if *s.ShardStripeSize > 1<<32-1 {
+				return PageserverConn{}, fmt.Errorf("shard_stripe_size %d: too large", *s.ShardStripeSize)
+			}
+			v := uint32(*s.ShardStripeSize)
+			stripe = &v
+		}
+		c, err := ConnInfoFromConnstr(*s.PageserverConnstring, stripe)
+		if err != nil {
+			if strings.TrimSpace(*s.PageserverConnstring) == "" {
+				return c, errors.New("pageserver connstr should be provided")
+			}
+			return c, fmt.Errorf("pageserver_connstring: %w", err)
+		}
+		return c, nil
+	}
+	v, _ := settings.Find("neon.pageserver_connstring")
+	var stripe *uint32
+	if sv, ok := settings.Find("neon.stripe_size"); ok {
+		n, err := strconv.ParseUint(strings.TrimSpace(sv), 10, 32)
+		if err != nil {
+			return PageserverConn{}, fmt.Errorf("neon.stripe_size %q: not a 32-bit number", sv)
+		}
+		v32 := uint32(n)
+		stripe = &v32
+	}
+	c, err := ConnInfoFromConnstr(v, stripe)
+	if err != nil {
+		if strings.TrimSpace(v) == "" {
+			return c, errors.New("pageserver connstr should be provided")
+		}
+		return c, fmt.Errorf("neon.pageserver_connstring: %w", err)
+	}
+	return c, nil
 }
 
 // checkTopStrings rejects control characters (a line break, NUL, any other C0 control or

@@ -52,14 +52,17 @@ type ComputeSpec struct {
 
 	SkipPgCatalogUpdates bool `json:"skip_pg_catalog_updates,omitempty"`
 
-	TenantID              *string  `json:"tenant_id,omitempty"`
-	TimelineID            *string  `json:"timeline_id,omitempty"`
-	PageserverConnstring  *string  `json:"pageserver_connstring,omitempty"`
-	ProjectID             *string  `json:"project_id,omitempty"`
-	BranchID              *string  `json:"branch_id,omitempty"`
-	EndpointID            *string  `json:"endpoint_id,omitempty"`
-	SafekeepersGeneration *uint32  `json:"safekeepers_generation,omitempty"`
-	SafekeeperConnstrings []string `json:"safekeeper_connstrings,omitempty"`
+	TenantID             *string `json:"tenant_id,omitempty"`
+	TimelineID           *string `json:"timeline_id,omitempty"`
+	PageserverConnstring *string `json:"pageserver_connstring,omitempty"`
+	// PageserverConnectionInfo (Neon main) takes precedence over PageserverConnstring
+	// and the neon.pageserver_connstring GUC.
+	PageserverConnectionInfo *PageserverConnectionInfo `json:"pageserver_connection_info,omitempty"`
+	ProjectID                *string                   `json:"project_id,omitempty"`
+	BranchID                 *string                   `json:"branch_id,omitempty"`
+	EndpointID               *string                   `json:"endpoint_id,omitempty"`
+	SafekeepersGeneration    *uint32                   `json:"safekeepers_generation,omitempty"`
+	SafekeeperConnstrings    []string                  `json:"safekeeper_connstrings,omitempty"`
 
 	Mode ComputeMode `json:"mode"`
 

@@ -46,6 +46,16 @@ var actorMoves = map[Actor][]Move{
 		// A unit that could not be started or stopped.
 		{ConfigurationPending, Failed}, {Configuration, Failed},
 		{TerminationPendingFast, Failed}, {TerminationPendingImmediate, Failed},
+		// POST /refresh_configuration (Postgres asks when the pageserver stops answering):
+		// the request, the fetch of a fresh spec from the control plane and its outcome
+		// (unchanged: running; no spec or fetch failed: pending again; no longer attached:
+		// failed; changed: the configure step applies it), a termination during a refresh
+		// that keeps failing.
+		{Running, RefreshConfigurationPending}, {Failed, RefreshConfigurationPending},
+		{RefreshConfigurationPending, RefreshConfiguration}, {RefreshConfiguration, Running},
+		{RefreshConfiguration, RefreshConfigurationPending}, {RefreshConfiguration, Failed},
+		{RefreshConfigurationPending, TerminationPendingFast}, {RefreshConfigurationPending, TerminationPendingImmediate},
+		{RefreshConfigurationPending, Failed},
 	},
 	ActorInit: {
 		{Empty, Init}, {ConfigurationPending, Init},
@@ -54,12 +64,15 @@ var actorMoves = map[Actor][]Move{
 	ActorConfigure: {
 		{Init, Running}, {ConfigurationPending, Configuration}, {Configuration, Running},
 		{Empty, Failed}, {ConfigurationPending, Failed}, {Init, Failed}, {Configuration, Failed},
+		// A refreshed spec applied (running) or not (pending again, to be asked again).
+		{RefreshConfiguration, Running}, {RefreshConfiguration, RefreshConfigurationPending}, {RefreshConfiguration, Failed},
 	},
 	ActorStopHook: {
 		{TerminationPendingFast, Terminated}, {TerminationPendingImmediate, Terminated},
 		{TerminationPendingFast, Failed}, {TerminationPendingImmediate, Failed},
 		// Postgres ended outside /terminate, or never started.
 		{ConfigurationPending, Failed}, {Init, Failed}, {Running, Failed}, {Configuration, Failed},
+		{RefreshConfigurationPending, Failed}, {RefreshConfiguration, Failed},
 	},
 	ActorMonitor: {},
 }

@@ -108,8 +108,9 @@ func (s *Store) BeginReconfiguration() (Record, error) {
 	return s.move(ActorConfigure, Configuration, nil)
 }
 
-// MarkRunning is the configure step's success: init or configuration -> running, with fn
-// (may be nil) recording the timings; the error is cleared.
+// MarkRunning is the configure step's success: init, configuration or
+// refresh_configuration -> running, with fn (may be nil) recording the timings; the error
+// is cleared.
 func (s *Store) MarkRunning(fn func(*Record)) (Record, error) {
 	return s.move(ActorConfigure, Running, func(r *Record) error {
 		if fn != nil {
@@ -120,8 +121,8 @@ func (s *Store) MarkRunning(fn func(*Record)) (Record, error) {
 	})
 }
 
-// BeginTermination is POST /terminate: empty or running -> termination_pending_fast (or
-// _immediate). A terminated compute gives ErrAlreadyTerminated with its record; another
+// BeginTermination is POST /terminate: empty, running or refresh_configuration_pending ->
+// termination_pending_fast (or _immediate). A terminated compute gives ErrAlreadyTerminated with its record; another
 // status a WrongStatusError. It returns the status it left.
 func (s *Store) BeginTermination(immediate bool) (Status, Record, error) {
 	to := TerminationPendingFast
@@ -133,13 +134,75 @@ func (s *Store) BeginTermination(immediate bool) (Status, Record, error) {
 		switch r.Status {
 		case Terminated:
 			return ErrAlreadyTerminated
-		case Empty, Running:
+		case Empty, Running, RefreshConfigurationPending:
 			was = r.Status
 			return moveRecord(r, ActorAPI, to, nil)
 		}
 		return &WrongStatusError{Status: r.Status}
 	})
 	return was, rec, err
+}
+
+// RefreshRefusedError is POST /refresh_configuration in a status that allows no refresh;
+// its text is Neon's.
+type RefreshRefusedError struct {
+	Status Status
+}
+
+func (e *RefreshRefusedError) Error() string {
+	return "Cannot refresh compute configuration in state " + string(e.Status)
+}
+
+// RequestRefresh is POST /refresh_configuration (Neon main's
+// signal_refresh_configuration): running or failed -> refresh_configuration_pending;
+// refresh_configuration_pending stays (asked again); init is left alone (the start
+// applies the newest spec anyway) and is no error. Any other status is refused with a
+// RefreshRefusedError. It returns the record after the request.
+func (s *Store) RequestRefresh() (Record, error) {
+	rec, err := s.update(func(r *Record) error {
+		switch r.Status {
+		case Running, Failed:
+			return moveRecord(r, ActorAPI, RefreshConfigurationPending, nil)
+		case RefreshConfigurationPending, Init:
+			return errNoop
+		}
+		return &RefreshRefusedError{Status: r.Status}
+	})
+	if errors.Is(err, errNoop) {
+		return rec, nil
+	}
+	return rec, err
+}
+
+// BeginRefresh is compute-api taking a refresh request to the control plane:
+// refresh_configuration_pending -> refresh_configuration.
+func (s *Store) BeginRefresh() (Record, error) {
+	return s.move(ActorAPI, RefreshConfiguration, nil)
+}
+
+// FinishRefresh ends a refresh whose fresh spec names the same pageservers:
+// refresh_configuration -> running, the error cleared (on behalf of the API).
+func (s *Store) FinishRefresh() (Record, error) {
+	return s.move(ActorAPI, Running, func(r *Record) error {
+		r.SetError("")
+		return nil
+	})
+}
+
+// RetryRefresh ends a refresh that could not get or apply a new spec, on behalf of a
+// (the API, or the configure step): refresh_configuration -> refresh_configuration_pending
+// with msg as the error, so that the next request tries again (as Neon main's
+// configurator does).
+func (s *Store) RetryRefresh(a Actor, msg string) (Record, error) {
+	return s.update(func(r *Record) error {
+		if r.Status != RefreshConfiguration {
+			return &TransitionError{From: r.Status, To: RefreshConfigurationPending}
+		}
+		return moveRecord(r, a, RefreshConfigurationPending, func(r *Record) error {
+			r.SetError(msg)
+			return nil
+		})
+	})
 }
 
 // NeedsFinalSync reports whether terminating this compute needs the final safekeeper sync

@@ -19,6 +19,12 @@ var actorAllowed = map[Actor]map[[2]Status]bool{
 		{TerminationPendingFast, Terminated}: true, {TerminationPendingImmediate, Terminated}: true,
 		{ConfigurationPending, Failed}: true, {Configuration, Failed}: true,
 		{TerminationPendingFast, Failed}: true, {TerminationPendingImmediate, Failed}: true,
+		// POST /refresh_configuration and the refresh compute-api runs.
+		{Running, RefreshConfigurationPending}: true, {Failed, RefreshConfigurationPending}: true,
+		{RefreshConfigurationPending, RefreshConfiguration}: true, {RefreshConfiguration, Running}: true,
+		{RefreshConfiguration, RefreshConfigurationPending}: true, {RefreshConfiguration, Failed}: true,
+		{RefreshConfigurationPending, TerminationPendingFast}: true, {RefreshConfigurationPending, TerminationPendingImmediate}: true,
+		{RefreshConfigurationPending, Failed}: true,
 	},
 	ActorInit: {
 		{Empty, Init}: true, {ConfigurationPending, Init}: true,
@@ -27,11 +33,13 @@ var actorAllowed = map[Actor]map[[2]Status]bool{
 	ActorConfigure: {
 		{Init, Running}: true, {ConfigurationPending, Configuration}: true, {Configuration, Running}: true,
 		{Empty, Failed}: true, {ConfigurationPending, Failed}: true, {Init, Failed}: true, {Configuration, Failed}: true,
+		{RefreshConfiguration, Running}: true, {RefreshConfiguration, RefreshConfigurationPending}: true, {RefreshConfiguration, Failed}: true,
 	},
 	ActorStopHook: {
 		{TerminationPendingFast, Terminated}: true, {TerminationPendingImmediate, Terminated}: true,
 		{TerminationPendingFast, Failed}: true, {TerminationPendingImmediate, Failed}: true,
 		{ConfigurationPending, Failed}: true, {Init, Failed}: true, {Running, Failed}: true, {Configuration, Failed}: true,
+		{RefreshConfigurationPending, Failed}: true, {RefreshConfiguration, Failed}: true,
 	},
 	ActorMonitor: {},
 }
@@ -113,34 +121,46 @@ func TestOperationsFromEveryStatus(t *testing.T) {
 			run: func(s *Store) error { _, err := s.BeginInit(nil); return err }},
 		{name: "BeginReconfiguration", from: []Status{ConfigurationPending}, to: Configuration,
 			run: func(s *Store) error { _, err := s.BeginReconfiguration(); return err }},
-		{name: "MarkRunning", from: []Status{Init, Configuration}, to: Running,
+		{name: "MarkRunning", from: []Status{Init, Configuration, RefreshConfiguration}, to: Running,
 			run: func(s *Store) error { _, err := s.MarkRunning(nil); return err }},
-		{name: "BeginTermination", from: []Status{Empty, Running}, to: TerminationPendingImmediate,
+		{name: "BeginTermination", from: []Status{Empty, Running, RefreshConfigurationPending}, to: TerminationPendingImmediate,
 			run: func(s *Store) error { _, _, err := s.BeginTermination(true); return err }},
 		{name: "CompleteTermination(api)", from: []Status{TerminationPendingFast, TerminationPendingImmediate}, to: Terminated,
-			noop: []Status{Empty, ConfigurationPending, Init, Running, Configuration, Failed, Terminated},
+			noop: []Status{Empty, ConfigurationPending, Init, Running, Configuration, Failed, Terminated, RefreshConfigurationPending, RefreshConfiguration},
 			run:  func(s *Store) error { _, _, err := s.CompleteTermination(ActorAPI, nil); return err }},
 		{name: "Fail(api, reconfiguring)", from: []Status{ConfigurationPending, Configuration}, to: Failed,
-			noop: []Status{Empty, Init, Running, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated},
+			noop: []Status{Empty, Init, Running, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated, RefreshConfigurationPending, RefreshConfiguration},
 			run: func(s *Store) error {
 				_, _, err := s.Fail(ActorAPI, "boom", ConfigurationPending, Configuration)
 				return err
 			}},
 		{name: "Fail(compute-init)", from: []Status{Empty, ConfigurationPending, Init}, to: Failed,
-			noop: []Status{Running, Configuration, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated},
+			noop: []Status{Running, Configuration, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated, RefreshConfigurationPending, RefreshConfiguration},
 			run:  func(s *Store) error { _, _, err := s.Fail(ActorInit, "boom"); return err }},
-		{name: "Fail(configure)", from: []Status{Empty, ConfigurationPending, Init, Configuration}, to: Failed,
-			noop: []Status{Running, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated},
+		{name: "Fail(configure)", from: []Status{Empty, ConfigurationPending, Init, Configuration, RefreshConfiguration}, to: Failed,
+			noop: []Status{Running, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated, RefreshConfigurationPending},
 			run:  func(s *Store) error { _, _, err := s.Fail(ActorConfigure, "boom"); return err }},
-		{name: "Fail(stop-hook)", from: []Status{ConfigurationPending, Init, Running, Configuration}, to: Failed,
+		{name: "Fail(stop-hook)", from: []Status{ConfigurationPending, Init, Running, Configuration, RefreshConfigurationPending, RefreshConfiguration}, to: Failed,
 			noop: []Status{Empty, Failed, TerminationPendingFast, TerminationPendingImmediate, Terminated},
 			run:  func(s *Store) error { _, _, err := s.Fail(ActorStopHook, "boom"); return err }},
 		{name: "Fail(stop-hook, terminating)", from: []Status{TerminationPendingFast, TerminationPendingImmediate}, to: Failed,
-			noop: []Status{Empty, ConfigurationPending, Init, Running, Configuration, Failed, Terminated},
+			noop: []Status{Empty, ConfigurationPending, Init, Running, Configuration, Failed, Terminated, RefreshConfigurationPending, RefreshConfiguration},
 			run: func(s *Store) error {
 				_, _, err := s.Fail(ActorStopHook, "boom", TerminationPendingFast, TerminationPendingImmediate)
 				return err
 			}},
+		// POST /refresh_configuration and the refresh.
+		{name: "RequestRefresh", from: []Status{Running, Failed}, to: RefreshConfigurationPending,
+			noop: []Status{Init, RefreshConfigurationPending},
+			run:  func(s *Store) error { _, err := s.RequestRefresh(); return err }},
+		{name: "BeginRefresh", from: []Status{RefreshConfigurationPending}, to: RefreshConfiguration,
+			run: func(s *Store) error { _, err := s.BeginRefresh(); return err }},
+		{name: "FinishRefresh", from: []Status{RefreshConfiguration}, to: Running,
+			run: func(s *Store) error { _, err := s.FinishRefresh(); return err }},
+		{name: "RetryRefresh(api)", from: []Status{RefreshConfiguration}, to: RefreshConfigurationPending,
+			run: func(s *Store) error { _, err := s.RetryRefresh(ActorAPI, "later"); return err }},
+		{name: "RetryRefresh(configure)", from: []Status{RefreshConfiguration}, to: RefreshConfigurationPending,
+			run: func(s *Store) error { _, err := s.RetryRefresh(ActorConfigure, "later"); return err }},
 		// The monitor has no move to failed: refused, the record left alone.
 		{name: "Fail(monitor)", run: func(s *Store) error { _, _, err := s.Fail(ActorMonitor, "boom"); return err }},
 	}

@@ -53,11 +53,23 @@ var allowed = map[[2]Status]bool{
 
 	// Our fix: a new /configure while Postgres still runs recovers a failed compute.
 	{Failed, ConfigurationPending}: true,
+
+	// Neon main's refresh (POST /refresh_configuration), with our fixes: terminable while
+	// pending, failed when Postgres dies or the compute is no longer attached.
+	{Running, RefreshConfigurationPending}:                     true,
+	{Failed, RefreshConfigurationPending}:                      true,
+	{RefreshConfigurationPending, RefreshConfiguration}:        true,
+	{RefreshConfigurationPending, TerminationPendingFast}:      true,
+	{RefreshConfigurationPending, TerminationPendingImmediate}: true,
+	{RefreshConfigurationPending, Failed}:                      true,
+	{RefreshConfiguration, Running}:                            true,
+	{RefreshConfiguration, RefreshConfigurationPending}:        true,
+	{RefreshConfiguration, Failed}:                             true,
 }
 
 func TestCanTransitionExhaustive(t *testing.T) {
-	if len(All) != 9 {
-		t.Fatalf("All has %d statuses, want Neon's 9", len(All))
+	if len(All) != 11 {
+		t.Fatalf("All has %d statuses, want Neon main's 11", len(All))
 	}
 	for _, from := range All {
 		for _, to := range All {
@@ -93,6 +105,8 @@ func TestStatusSpellings(t *testing.T) {
 		{TerminationPendingFast, `"termination_pending_fast"`, "termination-pending-fast", true},
 		{TerminationPendingImmediate, `"termination_pending_immediate"`, "termination-pending-immediate", true},
 		{Terminated, `"terminated"`, "terminated", false},
+		{RefreshConfigurationPending, `"refresh_configuration_pending"`, "refresh-configuration-pending", false},
+		{RefreshConfiguration, `"refresh_configuration"`, "refresh-configuration", false},
 	}
 	if len(tests) != len(All) {
 		t.Fatalf("test covers %d statuses, All has %d", len(tests), len(All))

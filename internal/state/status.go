@@ -24,11 +24,17 @@ const (
 	TerminationPendingFast      Status = "termination_pending_fast"
 	TerminationPendingImmediate Status = "termination_pending_immediate"
 	Terminated                  Status = "terminated"
+	// RefreshConfigurationPending and RefreshConfiguration are Neon main's (after the
+	// reference commit): POST /refresh_configuration asked the configure step to fetch
+	// a fresh spec from the control plane (the pageserver may have moved), and it does.
+	RefreshConfigurationPending Status = "refresh_configuration_pending"
+	RefreshConfiguration        Status = "refresh_configuration"
 )
 
 // All lists every status in declaration order.
 var All = []Status{Empty, ConfigurationPending, Init, Running, Configuration, Failed,
-	TerminationPendingFast, TerminationPendingImmediate, Terminated}
+	TerminationPendingFast, TerminationPendingImmediate, Terminated,
+	RefreshConfigurationPending, RefreshConfiguration}
 
 // Valid reports whether s is one of the known statuses.
 func (s Status) Valid() bool {
@@ -42,6 +48,17 @@ func (s Status) Valid() bool {
 
 // Display is the hyphenated form Neon uses in 412 messages and metric labels.
 func (s Status) Display() string { return strings.ReplaceAll(string(s), "_", "-") }
+
+// Serving reports whether Postgres serves in status s after the start: running, or
+// running while a new spec is on its way (configuration_pending, configuration,
+// refresh_configuration_pending, refresh_configuration).
+func (s Status) Serving() bool {
+	switch s {
+	case Running, ConfigurationPending, Configuration, RefreshConfigurationPending, RefreshConfiguration:
+		return true
+	}
+	return false
+}
 
 // TerminationPending reports whether s is one of the termination_pending_* statuses.
 func (s Status) TerminationPending() bool {
@@ -58,17 +75,23 @@ func (s Status) TerminationPending() bool {
 //   - termination_pending_* -> failed when the final safekeeper sync fails (Neon exits
 //     without ever reporting terminated);
 //   - failed -> configuration_pending: a new POST /configure while Postgres still runs
-//     recovers a failed (re)configuration (Neon's compute stays failed for good).
+//     recovers a failed (re)configuration (Neon's compute stays failed for good);
+//   - refresh_configuration_pending -> termination_pending_*: a compute whose refresh
+//     keeps failing can still be terminated (Neon answers 412 there);
+//   - refresh_configuration(_pending) -> failed when Postgres dies meanwhile, or the
+//     control plane says the compute is no longer attached (Neon exits the process).
 var transitions = map[Status][]Status{
 	Empty:                       {ConfigurationPending, Init, TerminationPendingFast, TerminationPendingImmediate, Failed},
 	ConfigurationPending:        {Init, Configuration, Failed},
 	Init:                        {Running, Failed},
-	Running:                     {ConfigurationPending, TerminationPendingFast, TerminationPendingImmediate, Failed},
+	Running:                     {ConfigurationPending, TerminationPendingFast, TerminationPendingImmediate, Failed, RefreshConfigurationPending},
 	Configuration:               {Running, Failed},
-	Failed:                      {ConfigurationPending},
+	Failed:                      {ConfigurationPending, RefreshConfigurationPending},
 	TerminationPendingFast:      {Terminated, Failed},
 	TerminationPendingImmediate: {Terminated, Failed},
 	Terminated:                  {},
+	RefreshConfigurationPending: {RefreshConfiguration, TerminationPendingFast, TerminationPendingImmediate, Failed},
+	RefreshConfiguration:        {Running, RefreshConfigurationPending, Failed},
 }
 
 // CanTransition reports whether from -> to is legal. Staying in the same status is not a

@@ -54,6 +54,8 @@ const (
 	StatusTerminationPendingFast      = state.TerminationPendingFast
 	StatusTerminationPendingImmediate = state.TerminationPendingImmediate
 	StatusTerminated                  = state.Terminated
+	StatusRefreshConfigurationPending = state.RefreshConfigurationPending
+	StatusRefreshConfiguration        = state.RefreshConfiguration
 )
 
 // The LFC prewarm and offload statuses.

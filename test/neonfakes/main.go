@@ -1,6 +1,7 @@
 // Command neonfakes runs protocol-level fakes of a compute's Neon neighbours for the
 // system test (test/system, inside the container of scripts/e2e.sh): one fake pageserver
-// (internal/pageservertest) serving a real PostgreSQL 15 basebackup, fake safekeepers
+// (internal/pageservertest) serving a real PostgreSQL 15 basebackup over libpq and over
+// gRPC (page_api, its grpc:// URL in the address file), fake safekeepers
 // (internal/sktest) and a fake control plane (net/http) serving
 // GET /compute/api/v2/computes/{id}/spec. All listen on 127.0.0.1 on free ports; the
 // chosen addresses go to the JSON file named by --addr-file once everything is up. It
@@ -64,6 +65,7 @@ import (
 type Addrs struct {
 	Pageserver           string   `json:"pageserver"`
 	PageserverConnstring string   `json:"pageserver_connstring"`
+	PageserverGRPC       string   `json:"pageserver_grpc_url"`
 	Safekeepers          []string `json:"safekeepers"`
 	ControlPlane         string   `json:"control_plane"`
 	SyncShim             string   `json:"sync_shim,omitempty"`
@@ -72,9 +74,10 @@ type Addrs struct {
 
 // Log is what GET /fake/log answers.
 type Log struct {
-	Pageserver   []pageservertest.Session `json:"pageserver"`
-	Safekeepers  []SafekeeperLog          `json:"safekeepers"`
-	ControlPlane []CplaneRequest          `json:"control_plane"`
+	Pageserver     []pageservertest.Session  `json:"pageserver"`
+	PageserverGRPC []pageservertest.GRPCCall `json:"pageserver_grpc"`
+	Safekeepers    []SafekeeperLog           `json:"safekeepers"`
+	ControlPlane   []CplaneRequest           `json:"control_plane"`
 }
 
 // SafekeeperLog counts what one fake safekeeper saw.
@@ -181,6 +184,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer ps.Close()
+	gps, err := pageservertest.NewGRPC(pageservertest.GRPCOptions{Token: o.token, Archive: archive})
+	if err != nil {
+		return err
+	}
+	defer gps.Close()
 
 	var sks []*sktest.FakeSafekeeper
 	defer func() {
@@ -195,7 +203,7 @@ func run(ctx context.Context, o options) error {
 		}
 		sks = append(sks, sk)
 	}
-	f := &fakes{ps: ps, sks: sks, binDir: o.binDir, original: archive, cplaneToken: o.cplaneToken, cplane: []byte(`{"status":"empty"}`)}
+	f := &fakes{ps: ps, gps: gps, sks: sks, binDir: o.binDir, original: archive, cplaneToken: o.cplaneToken, cplane: []byte(`{"status":"empty"}`)}
 	f.setSafekeepers(o.skLSN)
 	if o.cplaneConfig != "" {
 		b, err := os.ReadFile(o.cplaneConfig)
@@ -217,6 +225,7 @@ func run(ctx context.Context, o options) error {
 	addrs := Addrs{
 		Pageserver:           ps.Addr,
 		PageserverConnstring: ps.Connstr(),
+		PageserverGRPC:       gps.URL(),
 		ControlPlane:         "http://" + ln.Addr().String(),
 		SyncShim:             shim,
 		ArchiveBytes:         len(archive),
@@ -310,6 +319,7 @@ func names(dir string, ents []os.DirEntry) []string {
 
 type fakes struct {
 	ps          *pageservertest.FakePageserver
+	gps         *pageservertest.FakeGRPC
 	binDir      string
 	original    []byte // the archive made at startup
 	sks         []*sktest.FakeSafekeeper
@@ -381,7 +391,7 @@ func (f *fakes) handleSpec(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakes) handleLog(w http.ResponseWriter, _ *http.Request) {
-	l := Log{Pageserver: f.ps.Sessions()}
+	l := Log{Pageserver: f.ps.Sessions(), PageserverGRPC: f.gps.Calls()}
 	for _, sk := range f.sks {
 		l.Safekeepers = append(l.Safekeepers, SafekeeperLog{
 			Addr: sk.Addr, Queries: sk.Queries(), AuthFailures: sk.AuthFailures(), OptionFailures: sk.OptionFailures(),
@@ -486,11 +496,13 @@ func (f *fakes) handleTakeArchive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.ps.SetArchive(b)
+	f.gps.SetArchive(b)
 	slog.Info("serving a basebackup of the running compute", "bytes", len(b), "basebackup_ms", time.Since(start).Milliseconds())
 	w.WriteHeader(http.StatusNoContent)
 }
 
 func (f *fakes) handleResetArchive(w http.ResponseWriter, _ *http.Request) {
 	f.ps.SetArchive(f.original)
+	f.gps.SetArchive(f.original)
 	w.WriteHeader(http.StatusNoContent)
 }

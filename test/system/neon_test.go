@@ -46,6 +46,7 @@ const (
 type neonFakes struct {
 	Pageserver           string   `json:"pageserver"`
 	PageserverConnstring string   `json:"pageserver_connstring"`
+	PageserverGRPC       string   `json:"pageserver_grpc_url"`
 	Safekeepers          []string `json:"safekeepers"`
 	ControlPlane         string   `json:"control_plane"`
 	SyncShim             string   `json:"sync_shim"`
@@ -54,8 +55,9 @@ type neonFakes struct {
 }
 
 type fakeLog struct {
-	Pageserver []pageservertest.Session `json:"pageserver"`
-	Safekeeper []struct {
+	Pageserver     []pageservertest.Session  `json:"pageserver"`
+	PageserverGRPC []pageservertest.GRPCCall `json:"pageserver_grpc"`
+	Safekeeper     []struct {
 		Queries        int `json:"queries"`
 		AuthFailures   int `json:"auth_failures"`
 		OptionFailures int `json:"option_failures"`
@@ -557,6 +559,39 @@ func TestNeonMode(t *testing.T) {
 		}
 	})
 
+	// Neon main's newer storage protocol: pageserver_connection_info preferring gRPC; the
+	// basebackup comes from the gRPC pageserver, none from the libpq one.
+	t.Run("grpc", func(t *testing.T) {
+		writeDefaults(t, orig, f)
+		sp := f.spec("Replica")
+		delete(sp, "pageserver_connstring")
+		sp["pageserver_connection_info"] = map[string]any{"shard_count": 0, "stripe_size": nil, "prefer_protocol": "grpc",
+			"shards": map[string]any{"0000": map[string]any{"pageservers": []any{
+				map[string]any{"id": 1, "libpq_url": f.PageserverConnstring, "grpc_url": f.PageserverGRPC}}}}}
+		writeConfig(t, sp)
+		before := f.log(t)
+		startNeon(t, "running")
+		after := f.log(t)
+		if len(after.Pageserver) != len(before.Pageserver) {
+			t.Errorf("the libpq pageserver was asked: %+v", after.Pageserver[len(before.Pageserver):])
+		}
+		calls := after.PageserverGRPC[len(before.PageserverGRPC):]
+		if len(calls) != 1 || calls[0].Method != "GetBaseBackup" || calls[0].ShardID != "0000" || !calls[0].Replica ||
+			calls[0].TenantID != neonTenant || calls[0].Auth != "Bearer "+f.token {
+			t.Fatalf("gRPC calls %+v", calls)
+		}
+		c := adminConn(t)
+		var marker string
+		if err := c.QueryRow(context.Background(), "select marker from neonfakes_marker").Scan(&marker); err != nil || marker != neonMarker {
+			t.Errorf("marker %q %v: want the archive's data", marker, err)
+		}
+		c.Close(context.Background())
+		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
+		if code != 200 {
+			t.Errorf("/terminate: %d %s", code, b)
+		}
+	})
+
 	t.Run("control plane", func(t *testing.T) {
 		sktest.SetShimFail(t, shim, "")
 		sktest.SetShimLSN(t, shim, neonEndLSN)
@@ -625,6 +660,42 @@ func TestNeonMode(t *testing.T) {
 		if _, ok := postgresEnviron(t)["NEON_CONTROL_PLANE_TOKEN"]; ok {
 			t.Error("Postgres has the control-plane token in its environment")
 		}
+
+		// POST /refresh_configuration (Neon main; the neon extension's call when its
+		// pageserver stops answering): the control plane now names another pageserver
+		// (gRPC only); compute-api fetches the spec with its token and compute-configure
+		// applies it to the running Postgres.
+		moved := f.spec("Primary")
+		moved["pageserver_connection_info"] = map[string]any{"shard_count": 0, "stripe_size": nil, "prefer_protocol": "grpc",
+			"shards": map[string]any{"0000": map[string]any{"pageservers": []any{
+				map[string]any{"id": 2, "libpq_url": nil, "grpc_url": f.PageserverGRPC}}}}}
+		body, _ = json.Marshal(map[string]any{"status": "attached", "spec": moved, "compute_ctl_config": map[string]any{"jwks": jwks}})
+		f.http(t, "PUT", "/fake/cplane", body)
+		cpBefore = len(f.log(t).ControlPlane)
+		resp, err := http.Post("http://127.0.0.1:3081/refresh_configuration", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("/refresh_configuration: %d", resp.StatusCode)
+		}
+		confPath := filepath.Join(neonPGData, "postgresql.conf")
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			conf, _ := os.ReadFile(confPath)
+			if s := localStatus(t); s.Status == "running" && strings.Contains(string(conf), "# no neon.pageserver_connstring\n") {
+				break
+			} else if s.Status == "failed" || time.Now().After(deadline) {
+				t.Fatalf("after /refresh_configuration: status %s (error %s)\ncompute-api:\n%s\ncompute-configure:\n%s", s.Status, deref(s.Error),
+					journal(t, "compute-api.service"), journal(t, "compute-configure.service"))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if reqs := f.log(t).ControlPlane[cpBefore:]; len(reqs) != 1 || !reqs[0].Authorized {
+			t.Errorf("control plane requests of the refresh %+v, want one with the token", reqs)
+		}
+
 		code, b := callWithin(t, 90*time.Second, "POST", "/terminate", adminToken(t))
 		if want := `{"lsn":"` + neonEndLSN + `"}`; code != 200 || strings.TrimSpace(string(b)) != want {
 			t.Errorf("/terminate: %d %s, want 200 %s", code, b, want)

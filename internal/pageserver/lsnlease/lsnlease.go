@@ -1,7 +1,8 @@
 // Package lsnlease keeps the LSN of a Static compute readable on the pageservers: it asks
-// every shard for a lease (`lease lsn ...`), renews it before it expires, renews at once
-// when the pageserver connection changes, and stops for good when a lease is refused
-// (the LSN is behind the GC cutoff), as compute_ctl's lsn_lease thread does.
+// every pageserver of every shard for a lease (`lease lsn ...` over libpq, or LeaseLsn
+// over gRPC, as the spec prefers), renews it before it expires, renews at once when the
+// pageserver connection changes, and stops for good when a lease is refused (the LSN is
+// behind the GC cutoff), as compute_ctl's lsn_lease thread does.
 package lsnlease
 
 import (
@@ -13,33 +14,42 @@ import (
 	"time"
 
 	"github.com/computetools/compute-tools/internal/retry"
+	"github.com/computetools/compute-tools/internal/spec"
 )
 
 // Target is what to lease: derived from the current spec.
 type Target struct {
-	// Connstrs is the pageserver connstring list, one per shard, shard 0 first.
-	Connstrs []string
+	// Protocol is the one the spec prefers; URLs are of that protocol.
+	Protocol spec.PageserverProtocol
+	// Shards, shard 0 first.
+	Shards   []Shard
 	Token    string
 	Tenant   string
 	Timeline string
 	LSN      string
 }
 
+// Shard is one shard of the tenant.
+type Shard struct {
+	// TenantShard is the tenant shard id (the tenant id alone when unsharded), as the
+	// libpq lease command names it; ShardID is "<number><count>" in hex, gRPC's
+	// neon-shard-id.
+	TenantShard, ShardID string
+	// URLs are the shard's pageservers: each is asked for a lease.
+	URLs []string
+}
+
 func (t Target) key() string {
-	return strings.Join(t.Connstrs, ",") + "|" + t.Tenant + "|" + t.Timeline + "|" + t.LSN
-}
-
-// ShardTenant is the tenant shard id of shard i of n: the tenant itself when unsharded,
-// else `<tenant>-<ii><nn>` in hex.
-func ShardTenant(tenant string, i, n int) string {
-	if n <= 1 {
-		return tenant
+	var b strings.Builder
+	b.WriteString(string(t.Protocol))
+	for _, s := range t.Shards {
+		b.WriteString("|" + s.ShardID + "=" + strings.Join(s.URLs, ","))
 	}
-	return fmt.Sprintf("%s-%02x%02x", tenant, i, n)
+	return b.String() + "|" + t.Tenant + "|" + t.Timeline + "|" + t.LSN
 }
 
-// LeaseFunc asks one pageserver for a lease and returns its expiry.
-type LeaseFunc func(ctx context.Context, connstr, token, tenantShard, timeline, lsn string) (time.Time, error)
+// LeaseFunc asks one pageserver (url) of shard s for a lease and returns its expiry.
+type LeaseFunc func(ctx context.Context, t Target, s Shard, url string) (time.Time, error)
 
 // ErrNotGranted must be returned (wrapped) by a LeaseFunc when the lease is refused.
 var ErrNotGranted = errors.New("lease not granted")
@@ -103,7 +113,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			default:
 				backoff.Reset()
 				wait = RenewAfter(expiry.Sub(now()))
-				log.Info("lsn lease granted", "lsn", t.LSN, "valid_until", expiry.UTC().Format(time.RFC3339), "renew_in_ms", wait.Milliseconds())
+				log.Info("lsn lease granted", "protocol", t.Protocol, "lsn", t.LSN, "valid_until", expiry.UTC().Format(time.RFC3339), "renew_in_ms", wait.Milliseconds())
 				if l.OnLease != nil {
 					l.OnLease(expiry)
 				}
@@ -135,13 +145,15 @@ func (l *Loop) sleep(ctx context.Context, d time.Duration, key string) error {
 
 func (l *Loop) leaseAll(ctx context.Context, t Target) (time.Time, error) {
 	var expiry time.Time
-	for i, cs := range t.Connstrs {
-		e, err := l.Lease(ctx, strings.TrimSpace(cs), t.Token, ShardTenant(t.Tenant, i, len(t.Connstrs)), t.Timeline, t.LSN)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("shard %d: %w", i, err)
-		}
-		if expiry.IsZero() || e.Before(expiry) {
-			expiry = e
+	for i, s := range t.Shards {
+		for _, u := range s.URLs {
+			e, err := l.Lease(ctx, t, s, u)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("shard %d (%s): %w", i, s.ShardID, err)
+			}
+			if expiry.IsZero() || e.Before(expiry) {
+				expiry = e
+			}
 		}
 	}
 	return expiry, nil

@@ -22,24 +22,15 @@ func TestRenewAfter(t *testing.T) {
 	}
 }
 
-func TestShardTenant(t *testing.T) {
-	if got := ShardTenant("ab", 0, 1); got != "ab" {
-		t.Error(got)
-	}
-	if got := ShardTenant("ab", 2, 4); got != "ab-0204" {
-		t.Error(got)
-	}
-}
-
 type fakeLease struct {
 	mu    sync.Mutex
 	calls []string
 	valid func(call int) (time.Duration, error)
 }
 
-func (f *fakeLease) lease(ctx context.Context, connstr, token, tenant, timeline, lsn string) (time.Time, error) {
+func (f *fakeLease) lease(ctx context.Context, t Target, s Shard, url string) (time.Time, error) {
 	f.mu.Lock()
-	f.calls = append(f.calls, fmt.Sprintf("%s %s %s %s %s", connstr, token, tenant, timeline, lsn))
+	f.calls = append(f.calls, fmt.Sprintf("%s %s %s %s %s %s %s", t.Protocol, url, t.Token, s.TenantShard, s.ShardID, t.Timeline, t.LSN))
 	n := len(f.calls)
 	f.mu.Unlock()
 	d, err := f.valid(n)
@@ -68,7 +59,10 @@ func TestLoopMinOverShardsAndStopsWhenRefused(t *testing.T) {
 	var expiries []time.Time
 	l := &Loop{
 		Target: func() (Target, bool, error) {
-			return Target{Connstrs: []string{"ps0", "ps1"}, Token: "tok", Tenant: "t", Timeline: "tl", LSN: "0/16B5A50"}, true, nil
+			return Target{Protocol: "grpc", Shards: []Shard{
+				{TenantShard: "t-0002", ShardID: "0002", URLs: []string{"ps0"}},
+				{TenantShard: "t-0102", ShardID: "0102", URLs: []string{"ps1"}},
+			}, Token: "tok", Tenant: "t", Timeline: "tl", LSN: "0/16B5A50"}, true, nil
 		},
 		Lease:   f.lease,
 		OnLease: func(e time.Time) { expiries = append(expiries, e) },
@@ -83,7 +77,7 @@ func TestLoopMinOverShardsAndStopsWhenRefused(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.calls[0] != "ps0 tok t-0002 tl 0/16B5A50" || f.calls[1] != "ps1 tok t-0102 tl 0/16B5A50" {
+	if f.calls[0] != "grpc ps0 tok t-0002 0002 tl 0/16B5A50" || f.calls[1] != "grpc ps1 tok t-0102 0102 tl 0/16B5A50" {
 		t.Fatalf("calls %q", f.calls)
 	}
 }
@@ -104,7 +98,8 @@ func TestLoopRenewsAtOnceWhenThePageserverChanges(t *testing.T) {
 		Target: func() (Target, bool, error) {
 			mu.Lock()
 			defer mu.Unlock()
-			return Target{Connstrs: []string{cs}, Tenant: "t", Timeline: "tl", LSN: "0/1"}, true, nil
+			return Target{Protocol: "libpq", Shards: []Shard{{TenantShard: "t", ShardID: "0000", URLs: []string{cs}}},
+				Tenant: "t", Timeline: "tl", LSN: "0/1"}, true, nil
 		},
 		Lease: f.lease,
 		Wake:  wake,
