@@ -81,12 +81,13 @@ func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
 // shipLogs sets compute-rsyslog.service up for s. atStart: compute-init, before Postgres
 // starts (the unit is always restarted: in neon mode PGDATA, whose log directory it
 // watches, is new); otherwise a reconfiguration (restarted only when the configuration
-// changed or the unit is not running). It returns an error only when the start must
-// fail; everything else is logged.
-func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart bool) error {
+// changed or the unit is not running). newPGData (at a start): PGDATA was created anew,
+// so imfile's positions in the old one's audit files are dropped (forgetAuditPositions).
+// It returns an error only when the start must fail; everything else is logged.
+func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart, newPGData bool) error {
 	log := d.logger().With("unit", paths.UnitRsyslog)
 	conf := cfg.rsyslogConf()
-	c := rsyslog.Config{WorkDir: paths.RsyslogWorkDir}
+	c := rsyslog.Config{WorkDir: cfg.rsyslogWorkDir()}
 	audit := s.AuditLogLevel.Compliance()
 	if audit {
 		a, err := auditShipping(cfg, s)
@@ -147,6 +148,11 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
 		return problem(fmt.Errorf("write %s: %w", conf, err))
 	}
+	if atStart && newPGData {
+		if err := forgetAuditPositions(ctx, c.WorkDir, d.LogUnits); err != nil {
+			return problem(err)
+		}
+	}
 	if err := d.LogUnits.RestartUnit(ctx, paths.UnitRsyslog); err != nil {
 		return problem(fmt.Errorf("restart %s (journalctl -u %s says why): %w", paths.UnitRsyslog, paths.UnitRsyslog, err))
 	}
@@ -182,6 +188,27 @@ func stopShipping(ctx context.Context, conf string, d *Deps, log *slog.Logger) {
 	log.Info("log shipping stopped: the spec ships no logs")
 }
 
+// forgetAuditPositions stops compute-rsyslog.service (imfile writes its positions when
+// it stops) and removes imfile's state files from its work directory. They are named by
+// inode: after a new PGDATA, a new audit file that reuses an old file's inode would be
+// read from the old file's offset, and its first records lost. imjournal's state stays
+// (the journal is the same across lifecycles).
+func forgetAuditPositions(ctx context.Context, workDir string, u LogUnits) error {
+	if err := u.StopUnit(ctx, paths.UnitRsyslog); err != nil {
+		return fmt.Errorf("stop %s to reset the audit file positions: %w", paths.UnitRsyslog, err)
+	}
+	states, err := filepath.Glob(filepath.Join(workDir, rsyslog.ImfileStatePattern))
+	if err != nil {
+		return fmt.Errorf("audit file positions: %w", err)
+	}
+	for _, f := range states {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove the old audit file position: %w", err)
+		}
+	}
+	return nil
+}
+
 // startLogShipping runs shipLogs for a reconfiguration in the background; wait returns
 // when it is done.
 func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.ComputeSpec) (wait func()) {
@@ -193,7 +220,7 @@ func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.Comput
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = shipLogs(ctx, cfg, s, d, false) // a reconfiguration: errors are logged only
+		_ = shipLogs(ctx, cfg, s, d, false, false) // a reconfiguration: errors are logged only
 	}()
 	return func() { <-done }
 }
@@ -214,6 +241,14 @@ func (cfg Settings) hasGTLS() bool {
 
 // rsyslogConf is the configuration file of compute-rsyslog.service.
 func (cfg Settings) rsyslogConf() string { return paths.RsyslogConfFile(cfg.StateDir) }
+
+// rsyslogWorkDir is compute-rsyslog.service's work directory (its StateDirectory=).
+func (cfg Settings) rsyslogWorkDir() string {
+	if cfg.RsyslogWorkDir != "" {
+		return cfg.RsyslogWorkDir
+	}
+	return paths.RsyslogWorkDir
+}
 
 // rsyslogd is the rsyslog binary the unit runs.
 func (cfg Settings) rsyslogd() string {

@@ -21,6 +21,7 @@ type fakeLogUnits struct {
 	calls   []string
 	state   string
 	restart error
+	stop    error
 }
 
 func (u *fakeLogUnits) ActiveState(context.Context, string) (string, error) {
@@ -43,6 +44,9 @@ func (u *fakeLogUnits) StopUnit(_ context.Context, name string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.calls = append(u.calls, "stop "+name)
+	if u.stop != nil {
+		return u.stop
+	}
 	u.state = "inactive"
 	return nil
 }
@@ -80,7 +84,7 @@ func newShipRig(t *testing.T) *shipRig {
 		t.Fatal(err)
 	}
 	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555",
-		RsyslogGTLS: exe}
+		RsyslogGTLS: exe, RsyslogWorkDir: t.TempDir()}
 	r.d = &Deps{LogUnits: r.units, Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -105,7 +109,7 @@ func TestShipLogsAtStart(t *testing.T) {
 	t.Run("audit and export", func(t *testing.T) {
 		r := newShipRig(t)
 		r.cfg.AuditTLSEndpoint = "tls.host.tld:5556"
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); !sameCalls(c, restart) {
@@ -122,7 +126,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			t.Errorf("no log directory for the audit files: %v", err)
 		}
 		// A start restarts even an unchanged, running shipping (PGDATA may be new).
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); !sameCalls(c, restart) {
@@ -156,7 +160,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			r := newShipRig(t)
 			s := shipSpec(t, spec.AuditFull, "")
 			tc.change(r, s)
-			err := shipLogs(context.Background(), r.cfg, s, r.d, true)
+			err := shipLogs(context.Background(), r.cfg, s, r.d, true, false)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "audit log shipping: ") {
 				t.Errorf("shipLogs = %v, want the start to fail with %q", err, tc.want)
 			}
@@ -165,7 +169,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			r := newShipRig(t)
 			s := shipSpec(t, spec.AuditBase, "collector.cvc.local:514") // Base: no shipping of audit files
 			tc.change(r, s)
-			if err := shipLogs(context.Background(), r.cfg, s, r.d, true); err != nil {
+			if err := shipLogs(context.Background(), r.cfg, s, r.d, true, false); err != nil {
 				t.Errorf("shipLogs = %v: logs_export_host must never fail the compute", err)
 			}
 			logged := strings.Contains(r.logs.String(), "log shipping not set up; the compute goes on") && strings.Contains(r.logs.String(), tc.want)
@@ -181,7 +185,7 @@ func TestShipLogsAtStart(t *testing.T) {
 	}
 	t.Run("malformed logs_export_host", func(t *testing.T) {
 		r := newShipRig(t)
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditDisabled, "collector.cvc.local"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditDisabled, "collector.cvc.local"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); len(c) != 0 {
@@ -192,7 +196,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			t.Errorf("no clear log line:\n%s", r.logs)
 		}
 		// With audit, the audit is shipped and the bad export left out.
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditHipaa, "collector.cvc.local"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditHipaa, "collector.cvc.local"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if conf := r.conf(t); strings.Contains(conf, "imjournal") || !strings.Contains(conf, "imfile") {
@@ -202,13 +206,49 @@ func TestShipLogsAtStart(t *testing.T) {
 	t.Run("nothing to ship costs nothing", func(t *testing.T) {
 		r := newShipRig(t)
 		r.d.LogUnits = nil // not even asked
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditBase, ""), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditBase, ""), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(paths.RsyslogConfFile(r.cfg.StateDir)); err == nil {
 			t.Error("a configuration without anything to ship")
 		}
 	})
+}
+
+// A start with a new PGDATA (neon mode) drops imfile's positions, named by inode, after
+// stopping the unit (which writes them when it stops): a new audit file that reuses an
+// old inode is read from its beginning. imjournal's position stays; a start that keeps
+// PGDATA keeps both.
+func TestShipLogsNewPGDataForgetsAuditPositions(t *testing.T) {
+	r := newShipRig(t)
+	work := r.cfg.RsyslogWorkDir
+	for _, f := range []string{"imfile-state:1234:5678abcd", "imfile-state:99", "postgres.journal.state"} {
+		if err := os.WriteFile(filepath.Join(work, f), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := shipSpec(t, spec.AuditHipaa, "collector.cvc.local:514")
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(work, "*")); len(m) != 3 {
+		t.Errorf("a start that keeps PGDATA removed state files: left %v", m)
+	}
+	r.units.took()
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.units.took(); !sameCalls(c, "stop "+paths.UnitRsyslog, "restart "+paths.UnitRsyslog) {
+		t.Errorf("calls %v, want a stop before the state files go, then the restart", c)
+	}
+	if m, _ := filepath.Glob(filepath.Join(work, "*")); len(m) != 1 || filepath.Base(m[0]) != "postgres.journal.state" {
+		t.Errorf("left %v, want only imjournal's state", m)
+	}
+	// A failed stop fails an audited start (the positions could not be reset).
+	r.units.stop = errors.New("job failed")
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, true); err == nil || !strings.Contains(err.Error(), "to reset the audit file positions: job failed") {
+		t.Errorf("shipLogs = %v", err)
+	}
 }
 
 // A reconfiguration restarts only for a change, stops the shipping a spec no longer asks
