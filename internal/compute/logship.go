@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/rsyslog"
@@ -138,14 +139,24 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	if d.LogUnits == nil {
 		return problem(fmt.Errorf("no connection to systemd to restart %s", paths.UnitRsyslog))
 	}
-	old, _ := os.ReadFile(conf)
-	if !atStart && bytes.Equal(old, []byte(text)) {
-		if st, err := d.LogUnits.ActiveState(ctx, paths.UnitRsyslog); err == nil && st == "active" {
+	if !atStart {
+		old, _ := os.ReadFile(conf)
+		st, err := d.LogUnits.ActiveState(ctx, paths.UnitRsyslog)
+		running := err == nil && st == "active"
+		if running && bytes.Equal(old, []byte(text)) {
 			log.Info("log shipping is up to date")
 			return nil
 		}
-	}
-	if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+		if running {
+			// The running shipping is replaced only by a configuration rsyslogd accepts.
+			if err := replaceChecked(ctx, cfg.rsyslogd(), conf, text, log); err != nil {
+				log.Error("log shipping left as it was: the new configuration is refused", "err", err)
+				return nil
+			}
+		} else if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+			return problem(fmt.Errorf("write %s: %w", conf, err))
+		}
+	} else if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
 		return problem(fmt.Errorf("write %s: %w", conf, err))
 	}
 	if atStart && newPGData {
@@ -154,6 +165,11 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 		}
 	}
 	if err := d.LogUnits.RestartUnit(ctx, paths.UnitRsyslog); err != nil {
+		// Restart=on-failure would try again and again (up to the start limit): a unit
+		// that did not start is stopped, and the next start or reconfiguration tries.
+		if serr := d.LogUnits.StopUnit(ctx, paths.UnitRsyslog); serr != nil {
+			log.Warn("could not stop the unit that failed to start", "err", serr)
+		}
 		return problem(fmt.Errorf("restart %s (journalctl -u %s says why): %w", paths.UnitRsyslog, paths.UnitRsyslog, err))
 	}
 	attrs := []any{"config", conf}
@@ -186,6 +202,26 @@ func stopShipping(ctx context.Context, conf string, d *Deps, log *slog.Logger) {
 		log.Warn("could not remove the log shipping configuration", "err", err)
 	}
 	log.Info("log shipping stopped: the spec ships no logs")
+}
+
+// replaceChecked replaces conf by text only when `rsyslogd -N1` accepts text, checked in
+// a file beside conf: a configuration that passes no longer fails the unit's own check
+// (ExecStartPre), so a reconfiguration cannot stop a working shipping for a bad one.
+func replaceChecked(ctx context.Context, rsyslogd, conf, text string, log *slog.Logger) error {
+	check := conf + ".new"
+	if err := atomicfile.Write(check, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("write %s: %w", check, err)
+	}
+	if _, err := execx.Run(ctx, execx.Cmd{Path: rsyslogd, Args: []string{"-N1", "-f", check}, Log: log}); err != nil {
+		if rerr := os.Remove(check); rerr != nil {
+			log.Warn("could not remove the refused configuration", "file", check, "err", rerr)
+		}
+		return err
+	}
+	if err := os.Rename(check, conf); err != nil {
+		return fmt.Errorf("replace %s: %w", conf, err)
+	}
+	return nil
 }
 
 // forgetAuditPositions stops compute-rsyslog.service (imfile writes its positions when

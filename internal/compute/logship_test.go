@@ -164,6 +164,9 @@ func TestShipLogsAtStart(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "audit log shipping: ") {
 				t.Errorf("shipLogs = %v, want the start to fail with %q", err, tc.want)
 			}
+			if c := r.units.took(); r.units.restart != nil && !sameCalls(c, restart, "stop "+paths.UnitRsyslog) {
+				t.Errorf("a unit that did not start: calls %v, want it stopped after the restart", c)
+			}
 		})
 		t.Run("export only: "+tc.name, func(t *testing.T) {
 			r := newShipRig(t)
@@ -256,6 +259,11 @@ func TestShipLogsNewPGDataForgetsAuditPositions(t *testing.T) {
 func TestShipLogsAtReconfiguration(t *testing.T) {
 	restart, stop := "restart "+paths.UnitRsyslog, "stop "+paths.UnitRsyslog
 	r := newShipRig(t)
+	// A change to a running shipping is checked by rsyslogd itself first.
+	if _, err := os.Stat(paths.Rsyslogd); err != nil {
+		t.Skipf("%s not installed (Debian package rsyslog): %v", paths.Rsyslogd, err)
+	}
+	r.cfg.Rsyslogd = paths.Rsyslogd
 	ctx := context.Background()
 	run := func(s *spec.ComputeSpec) {
 		t.Helper()
@@ -287,13 +295,32 @@ func TestShipLogsAtReconfiguration(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "audit log shipping left as it was") {
 		t.Errorf("no log line:\n%s", r.logs)
 	}
+	// A configuration rsyslogd refuses (here: its work directory is missing) does not
+	// replace the running one.
+	work := r.cfg.RsyslogWorkDir
+	r.cfg.RsyslogWorkDir = filepath.Join(work, "missing")
+	run(shipSpec(t, spec.AuditDisabled, "e.example:514"))
+	if c := r.units.took(); len(c) != 0 || !strings.Contains(r.conf(t), `target="b.example"`) {
+		t.Errorf("refused configuration: calls %v, config:\n%s", c, r.conf(t))
+	}
+	if !strings.Contains(r.logs.String(), "log shipping left as it was: the new configuration is refused") ||
+		!strings.Contains(r.logs.String(), "can not be accessed") {
+		t.Errorf("no clear log line for the refused configuration:\n%s", r.logs)
+	}
+	if m, _ := filepath.Glob(paths.RsyslogConfFile(r.cfg.StateDir) + "*"); len(m) != 1 {
+		t.Errorf("files left beside the configuration: %v", m)
+	}
+	r.cfg.RsyslogWorkDir = work
+	// A unit that does not start is stopped (Restart= would try again and again).
 	r.units.restart = errors.New("job failed")
 	run(shipSpec(t, spec.AuditDisabled, "d.example:514"))
 	if !strings.Contains(r.logs.String(), "log shipping not set up; the compute goes on") {
 		t.Errorf("a failed restart is not logged:\n%s", r.logs)
 	}
+	if c := r.units.took(); !sameCalls(c, restart, stop) {
+		t.Errorf("failed restart: calls %v, want the unit stopped after it", c)
+	}
 	r.units.restart = nil
-	r.units.took()
 	run(shipSpec(t, spec.AuditDisabled, ""))
 	if c := r.units.took(); !sameCalls(c, stop) {
 		t.Errorf("nothing to ship any more: calls %v", c)
