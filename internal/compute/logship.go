@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
 	"github.com/computetools/compute-tools/internal/execx"
@@ -64,7 +65,7 @@ func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	a := &rsyslog.Audit{LogDir: pgdata.Dir{Path: cfg.PGData}.LogDirPath(), Target: t, TLS: tls, CAFile: paths.RsyslogCAFile}
+	a := &rsyslog.Audit{LogDir: pgdata.Dir{Path: cfg.PGData}.LogDirPath(), Target: t, TLS: tls}
 	if s.EndpointID != nil {
 		a.EndpointID = *s.EndpointID
 	}
@@ -126,6 +127,13 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	}
 	if c.Audit != nil && c.Audit.TLS && !cfg.hasGTLS() {
 		return problem(fmt.Errorf("%s: TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls), which is not installed", EnvAuditTLSEndpoint))
+	}
+	if c.Audit != nil && c.Audit.TLS {
+		ca, err := cfg.caFile()
+		if err != nil {
+			return problem(fmt.Errorf("%s: %w", EnvAuditTLSEndpoint, err))
+		}
+		c.Audit.CAFile = ca
 	}
 	text, err := rsyslog.Render(c)
 	if err != nil {
@@ -273,6 +281,21 @@ func (cfg Settings) hasGTLS() bool {
 		}
 	}
 	return false
+}
+
+// caFile is the CA bundle that checks the TLS audit receiver: the first of
+// paths.RsyslogCAFiles (or cfg.RsyslogCAFiles) that exists.
+func (cfg Settings) caFile() (string, error) {
+	files := paths.RsyslogCAFiles
+	if len(cfg.RsyslogCAFiles) > 0 {
+		files = cfg.RsyslogCAFiles
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err == nil {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("TLS needs the system's CA bundle (package ca-certificates), and none of %s exists", strings.Join(files, ", "))
 }
 
 // rsyslogConf is the configuration file of compute-rsyslog.service.

@@ -84,7 +84,7 @@ func newShipRig(t *testing.T) *shipRig {
 		t.Fatal(err)
 	}
 	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555",
-		RsyslogGTLS: exe, RsyslogWorkDir: t.TempDir()}
+		RsyslogGTLS: exe, RsyslogWorkDir: t.TempDir(), RsyslogCAFiles: []string{"/nonexistent/ca.crt", exe}}
 	r.d = &Deps{LogUnits: r.units, Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -116,7 +116,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			t.Errorf("calls %v", c)
 		}
 		conf := r.conf(t)
-		for _, want := range []string{`target="tls.host.tld" port="5556"`, `StreamDriver="gtls"`, `"ep-test-123"`, `"proj-456"`,
+		for _, want := range []string{`target="tls.host.tld" port="5556"`, `StreamDriver="gtls"`, `DefaultNetstreamDriverCAFile="` + r.cfg.RsyslogCAFiles[1] + `"`, `"ep-test-123"`, `"proj-456"`,
 			`File="` + filepath.Join(r.cfg.PGData, "log") + `/*.log"`, `target="collector.cvc.local" port="514"`} {
 			if !strings.Contains(conf, want) {
 				t.Errorf("config lacks %s:\n%s", want, conf)
@@ -152,6 +152,9 @@ func TestShipLogsAtStart(t *testing.T) {
 		{"unit fails", func(r *shipRig, _ *spec.ComputeSpec) { r.units.restart = errors.New("job failed") },
 			"restart compute-rsyslog.service (journalctl -u compute-rsyslog.service says why): job failed", true},
 		{"no systemd", func(r *shipRig, _ *spec.ComputeSpec) { r.d.LogUnits = nil }, "no connection to systemd", true},
+		{"no CA bundle", func(r *shipRig, _ *spec.ComputeSpec) {
+			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogCAFiles = "tls.host.tld:6514", []string{"/nonexistent/a.crt", "/nonexistent/b.crt"}
+		}, "AUDIT_LOGGING_TLS_ENDPOINT: TLS needs the system's CA bundle (package ca-certificates), and none of /nonexistent/a.crt, /nonexistent/b.crt exists", false},
 		{"no TLS driver", func(r *shipRig, _ *spec.ComputeSpec) {
 			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogGTLS = "tls.host.tld:6514", "/nonexistent/lmnsd_gtls.so"
 		}, "TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls)", false},
