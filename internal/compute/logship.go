@@ -3,6 +3,7 @@ package compute
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -31,8 +32,9 @@ import (
 // its gtls driver) missing or a unit that does not start fail the start (a compute that must be audited does not run
 // unaudited). Everything about logs_export_host (malformed, rsyslogd missing or down) is
 // an error line and the compute goes on; compute_ctl fails the start and the
-// reconfiguration there. A reconfiguration never fails for shipping: compute_ctl does not
-// touch the audit shipping then.
+// reconfiguration there. A reconfiguration never fails for shipping and, as compute_ctl,
+// leaves the audit shipping as the start set it up (recorded in
+// paths.RsyslogAuditFile): only logs_export_host changes apply.
 
 // LogUnits is the systemd side of the log shipping (*sysd.Manager).
 type LogUnits interface {
@@ -90,18 +92,27 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	log := d.logger().With("unit", paths.UnitRsyslog)
 	conf := cfg.rsyslogConf()
 	c := rsyslog.Config{WorkDir: cfg.rsyslogWorkDir()}
-	audit := s.AuditLogLevel.Compliance()
-	if audit {
-		a, err := auditShipping(cfg, s)
-		if err != nil {
-			if atStart {
+	if atStart {
+		if s.AuditLogLevel.Compliance() {
+			a, err := auditShipping(cfg, s)
+			if err != nil {
 				return fmt.Errorf("audit log shipping: %w", err)
 			}
-			log.Error("audit log shipping left as it was: the new spec's cannot be set up", "err", err)
+			c.Audit = a
+		}
+		if err := saveStartAudit(cfg, c.Audit); err != nil {
+			return fmt.Errorf("audit log shipping: %w", err)
+		}
+	} else {
+		// The audit shipping is the start's, whatever the new spec says (as compute_ctl).
+		a, err := loadStartAudit(cfg)
+		if err != nil {
+			log.Error("log shipping left as it was: the audit shipping of the start is unknown", "err", err)
 			return nil
 		}
 		c.Audit = a
 	}
+	audit := c.Audit != nil
 	if s.LogsExportHost != nil {
 		t, err := rsyslog.ParseTarget(*s.LogsExportHost)
 		if err != nil {
@@ -253,10 +264,48 @@ func forgetAuditPositions(ctx context.Context, workDir string, u LogUnits) error
 	return nil
 }
 
+// saveStartAudit records the audit shipping a start set up (none: the file removed), for
+// the reconfigurations of this lifecycle.
+func saveStartAudit(cfg Settings, a *rsyslog.Audit) error {
+	f := paths.RsyslogAuditFile(cfg.StateDir)
+	if a == nil {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode the audit shipping: %w", err)
+	}
+	if err := atomicfile.Write(f, b, atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("write %s: %w", f, err)
+	}
+	return nil
+}
+
+// loadStartAudit is the audit shipping the start set up (nil: none).
+func loadStartAudit(cfg Settings) (*rsyslog.Audit, error) {
+	f := paths.RsyslogAuditFile(cfg.StateDir)
+	b, err := os.ReadFile(f)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a rsyslog.Audit
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	return &a, nil
+}
+
 // startLogShipping runs shipLogs for a reconfiguration in the background; wait returns
-// when it is done.
+// when it is done. Without logs_export_host and without a configuration (neither the
+// start nor an earlier reconfiguration shipped anything) there is nothing to do.
 func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.ComputeSpec) (wait func()) {
-	if !s.AuditLogLevel.Compliance() && s.LogsExportHost == nil {
+	if s.LogsExportHost == nil {
 		if _, err := os.Stat(cfg.rsyslogConf()); errors.Is(err, fs.ErrNotExist) {
 			return func() {}
 		}

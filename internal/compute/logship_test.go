@@ -289,14 +289,11 @@ func TestShipLogsAtReconfiguration(t *testing.T) {
 	if c := r.units.took(); !sameCalls(c, restart) || !strings.Contains(r.conf(t), `target="b.example"`) {
 		t.Errorf("changed: calls %v", c)
 	}
-	// An audit level the settings cannot serve: logged, the shipping left as it was.
-	r.cfg.AuditEndpoint = ""
-	run(shipSpec(t, spec.AuditFull, "c.example:514"))
-	if c := r.units.took(); len(c) != 0 || !strings.Contains(r.conf(t), `target="b.example"`) {
-		t.Errorf("unusable audit: calls %v", c)
-	}
-	if !strings.Contains(r.logs.String(), "audit log shipping left as it was") {
-		t.Errorf("no log line:\n%s", r.logs)
+	// A compliance level at a reconfiguration starts no audit shipping: the start's
+	// (none here) is kept, as compute_ctl.
+	run(shipSpec(t, spec.AuditFull, "b.example:514"))
+	if c := r.units.took(); len(c) != 0 || strings.Contains(r.conf(t), "imfile") {
+		t.Errorf("audit level raised at a reconfiguration: calls %v, config:\n%s", c, r.conf(t))
 	}
 	// A configuration rsyslogd refuses (here: its work directory is missing) does not
 	// replace the running one.
@@ -334,5 +331,64 @@ func TestShipLogsAtReconfiguration(t *testing.T) {
 	run(shipSpec(t, spec.AuditDisabled, ""))
 	if c := r.units.took(); len(c) != 0 {
 		t.Errorf("still nothing: calls %v", c)
+	}
+}
+
+// A reconfiguration leaves the audit shipping as the start set it up, whatever the new
+// spec's audit level and ids (as compute_ctl): only logs_export_host changes apply, and a
+// lowered level does not stop the unit with the audit files' tail unshipped.
+func TestShipLogsReconfigurationKeepsAudit(t *testing.T) {
+	if _, err := os.Stat(paths.Rsyslogd); err != nil {
+		t.Skipf("%s not installed (Debian package rsyslog): %v", paths.Rsyslogd, err)
+	}
+	restart, stop := "restart "+paths.UnitRsyslog, "stop "+paths.UnitRsyslog
+	r := newShipRig(t)
+	r.cfg.Rsyslogd = paths.Rsyslogd
+	ctx := context.Background()
+	if err := shipLogs(ctx, r.cfg, shipSpec(t, spec.AuditHipaa, "a.example:514"), r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	r.units.took()
+	audited := func(what string) {
+		t.Helper()
+		conf := r.conf(t)
+		if !strings.Contains(conf, `module(load="imfile")`) || !strings.Contains(conf, `"ep-test-123"`) || !strings.Contains(conf, `target="collector.host.tld" port="5555"`) {
+			t.Errorf("%s: the start's audit shipping is gone:\n%s", what, conf)
+		}
+	}
+	other := shipSpec(t, spec.AuditDisabled, "b.example:514")
+	ep := "ep-other-999"
+	other.EndpointID = &ep
+	startLogShipping(ctx, r.cfg, r.d, other)()
+	if c := r.units.took(); !sameCalls(c, restart) || !strings.Contains(r.conf(t), `target="b.example"`) || strings.Contains(r.conf(t), ep) {
+		t.Errorf("audit off, new export and id: calls %v, config:\n%s", c, r.conf(t))
+	}
+	audited("audit off, new export")
+	// Nothing but the start's audit is left: the unit is restarted with it, not stopped.
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditDisabled, ""))()
+	if c := r.units.took(); !sameCalls(c, restart) || strings.Contains(r.conf(t), "imjournal") {
+		t.Errorf("export removed: calls %v, config:\n%s", c, r.conf(t))
+	}
+	audited("export removed")
+	// The settings may have changed since: the start's endpoint stays.
+	r.cfg.AuditEndpoint = ""
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditFull, ""))()
+	if c := r.units.took(); len(c) != 0 {
+		t.Errorf("unchanged: calls %v", c)
+	}
+	audited("settings changed")
+	// The next start without audit forgets it.
+	if err := shipLogs(ctx, r.cfg, shipSpec(t, spec.AuditDisabled, ""), r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.units.took(); !sameCalls(c, stop) {
+		t.Errorf("start without shipping: calls %v", c)
+	}
+	if _, err := os.Stat(paths.RsyslogAuditFile(r.cfg.StateDir)); err == nil {
+		t.Error("the audit shipping of the earlier start is left behind")
+	}
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditDisabled, "c.example:514"))()
+	if c := r.units.took(); !sameCalls(c, restart) || strings.Contains(r.conf(t), "imfile") {
+		t.Errorf("export after a start without audit: calls %v, config:\n%s", c, r.conf(t))
 	}
 }

@@ -278,6 +278,10 @@ var RsyslogGTLSDriver = []string{"/usr/lib/*/rsyslog/lmnsd_gtls.so", "/usr/lib64
 // RsyslogConfFile is compute-rsyslog.service's configuration (rendered, 0640).
 func RsyslogConfFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog.conf") }
 
+// RsyslogAuditFile is the audit shipping compute-init set up for this lifecycle (JSON;
+// absent without compliance audit): a reconfiguration keeps it as it is.
+func RsyslogAuditFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog-audit.json") }
+
 // GDB is the debugger the postgres stop hook runs on a core file found in PGDATA (when
 // the kernel writes cores there rather than to systemd-coredump).
 const GDB = "/usr/bin/gdb"
