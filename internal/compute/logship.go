@@ -86,7 +86,9 @@ func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
 // starts (the unit is always restarted: in neon mode PGDATA, whose log directory it
 // watches, is new); otherwise a reconfiguration (restarted only when the configuration
 // changed or the unit is not running). newPGData (at a start): PGDATA was created anew,
-// so imfile's positions in the old one's audit files are dropped (forgetAuditPositions).
+// so with audit imfile's positions in the old one's files are dropped
+// (forgetAuditPositions; without audit imfile is not loaded, and the next audited start
+// drops them).
 // It returns an error only when the start must fail; everything else is logged.
 func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart, newPGData bool) error {
 	log := d.logger().With("unit", paths.UnitRsyslog)
@@ -178,7 +180,7 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	} else if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
 		return problem(fmt.Errorf("write %s: %w", conf, err))
 	}
-	if atStart && newPGData {
+	if atStart && newPGData && c.Audit != nil {
 		if err := forgetAuditPositions(ctx, c.WorkDir, d.LogUnits); err != nil {
 			return problem(err)
 		}
