@@ -15,9 +15,8 @@ OUT="$REPO/out/e2e"; rm -rf "$OUT"; mkdir -p "$OUT"
 boot_container "$ROOTFS" "$OUT"
 rc=0
 IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || { cat "$OUT/dpkg.log"; rc=1; }
-# rsyslog for the log shipping test (compute-rsyslog.service); the system's own rsyslog
-# unit it brings is stopped: the compute does not use it.
-IN sh -c 'dpkg -i /dist/extra/*.deb && { systemctl disable --now rsyslog.service || true; }' >>"$OUT/dpkg.log" 2>&1 || { cat "$OUT/dpkg.log"; rc=1; }
+# rsyslog (the log shipping test) is in the rootfs, the system's own rsyslog masked there
+# (scripts/rootfs.sh).
 log "running the system test inside the container"
 if ! IN env COMPUTE_SYSTEM_TEST=1 COMPUTE_SYSTEM_TEST_BUILD_TAG="$BUILD_TAG" /dist/system.test -test.v -test.timeout 10m ${E2E_RUN:+-test.run "$E2E_RUN"} 2>&1 | tee "$OUT/system-test.txt"; then rc=1; fi
 IN systemctl status --no-pager compute.target 'compute-*' >"$OUT/status.txt" 2>&1 || true

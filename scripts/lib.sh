@@ -113,23 +113,7 @@ system_test_setup() {
   apt_install systemd-container debootstrap dbus postgresql-15 ca-certificates
   ensure_tools
   [ "${SKIP_PACKAGE:-}" = 1 ] || package
-  container_debs
   build_system_test
-}
-
-# container_debs: the Debian packages the system test installs into the container beside
-# compute-tools (the cached rootfs has none of them): rsyslog and the two libraries it
-# needs there, for the log shipping test. Downloaded once with apt-get into the cache,
-# copied into dist/extra/ (the container's /dist/extra).
-container_debs() {
-  local cache="${ROOTFS_CACHE:-/var/cache/compute-tools}/debs" p
-  mkdir -p "$cache" "$REPO/dist/extra"
-  for p in rsyslog liblognorm5 libestr0 libfastjson4; do
-    if ! ls "$cache/${p}_"*.deb >/dev/null 2>&1; then
-      (cd "$cache" && apt-get download -qq "$p" >/dev/null 2>&1) || die "apt-get download $p failed"
-    fi
-  done
-  cp "$cache"/*.deb "$REPO/dist/extra/"
 }
 
 # build_system_test: the system test binary and the Neon fakes into dist/ (run inside the

@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/compute-tools}
 # Bump the version when the package list changes so a stale cache is not reused.
-VERSION=v2
+VERSION=v3
 ROOTFS="$ROOTFS_CACHE/rootfs-bookworm-$VERSION"
 PACKAGES=systemd,systemd-sysv,dbus,postgresql-15,iproute2,postgresql-client-15,curl,ca-certificates
 if [ -f "$ROOTFS/.complete" ]; then echo "$ROOTFS"; exit 0; fi
@@ -17,10 +17,15 @@ echo "rootfs: debootstrapping bookworm into $ROOTFS (about 2 minutes, once)" >&2
 debootstrap --variant=minbase --include="$PACKAGES" bookworm "$tmp" >"$ROOTFS_CACHE/debootstrap.log" 2>&1 || {
   tail -20 "$ROOTFS_CACHE/debootstrap.log" >&2; exit 1; }
 # polkitd (the system test runs compute-api as its own user, allowed its unit operations by
-# our polkit rule) fails to configure inside debootstrap's base stage: installed afterwards.
+# our polkit rule) fails to configure inside debootstrap's base stage: installed afterwards,
+# with rsyslog (compute-rsyslog.service, the log shipping test). The system's own rsyslog
+# that the package enables is masked (and the syslog socket that would start it): the
+# compute runs its own instance, and journald need not forward every line to another.
 cp /etc/resolv.conf "$tmp/etc/resolv.conf"
-chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends polkitd && apt-get clean' \
+chroot "$tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends polkitd rsyslog && apt-get clean' \
   >>"$ROOTFS_CACHE/debootstrap.log" 2>&1 || { tail -20 "$ROOTFS_CACHE/debootstrap.log" >&2; exit 1; }
+systemctl --root="$tmp" mask rsyslog.service syslog.socket >>"$ROOTFS_CACHE/debootstrap.log" 2>&1 || {
+  tail -20 "$ROOTFS_CACHE/debootstrap.log" >&2; exit 1; }
 rm -f "$tmp/etc/resolv.conf"
 rm -rf "$tmp/var/lib/apt/lists/"*
 echo compute-test >"$tmp/etc/hostname"

@@ -6,7 +6,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
+had_rsyslog=$(dpkg-query -W -f='${Status}' rsyslog 2>/dev/null || true)
 apt_install postgresql-15 postgresql-client-15 pgbouncer rsyslog dbus systemd-container debootstrap lintian rpm cpio rpmlint ca-certificates git protobuf-compiler libprotobuf-dev
+# Debian's rsyslog package starts the system rsyslog, to which journald then forwards
+# everything (/var/log/syslog grows); the tests run rsyslogd themselves. When this script
+# installed it, the system one is stopped and disabled (where systemd runs).
+if [ "$had_rsyslog" != "install ok installed" ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now rsyslog.service syslog.socket || die "could not stop the system rsyslog that was just installed"
+fi
 ensure_tools
 cd "$REPO"
 mkdir -p out

@@ -86,6 +86,12 @@ type Settings struct {
 	// RsyslogGTLS is a glob pattern of rsyslog's TLS driver, which TLS to the audit
 	// receiver needs (empty: paths.RsyslogGTLSDriver).
 	RsyslogGTLS string
+	// RsyslogWorkDir is compute-rsyslog.service's work directory, where imfile and
+	// imjournal keep their positions (empty: paths.RsyslogWorkDir).
+	RsyslogWorkDir string
+	// RsyslogCAFiles are the CA bundles looked for, the first that exists checking the
+	// TLS audit receiver (empty: paths.RsyslogCAFiles).
+	RsyslogCAFiles []string
 }
 
 // Waker delivers a hint that the state may have changed (a D-Bus status signal).

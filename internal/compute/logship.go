@@ -3,14 +3,17 @@ package compute
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/computetools/compute-tools/internal/atomicfile"
+	"github.com/computetools/compute-tools/internal/execx"
 	"github.com/computetools/compute-tools/internal/paths"
 	"github.com/computetools/compute-tools/internal/pgdata"
 	"github.com/computetools/compute-tools/internal/rsyslog"
@@ -29,8 +32,9 @@ import (
 // its gtls driver) missing or a unit that does not start fail the start (a compute that must be audited does not run
 // unaudited). Everything about logs_export_host (malformed, rsyslogd missing or down) is
 // an error line and the compute goes on; compute_ctl fails the start and the
-// reconfiguration there. A reconfiguration never fails for shipping: compute_ctl does not
-// touch the audit shipping then.
+// reconfiguration there. A reconfiguration never fails for shipping and, as compute_ctl,
+// leaves the audit shipping as the start set it up (recorded in
+// paths.RsyslogAuditFile): only logs_export_host changes apply.
 
 // LogUnits is the systemd side of the log shipping (*sysd.Manager).
 type LogUnits interface {
@@ -63,7 +67,7 @@ func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	a := &rsyslog.Audit{LogDir: pgdata.Dir{Path: cfg.PGData}.LogDirPath(), Target: t, TLS: tls, CAFile: paths.RsyslogCAFile}
+	a := &rsyslog.Audit{LogDir: pgdata.Dir{Path: cfg.PGData}.LogDirPath(), Target: t, TLS: tls}
 	if s.EndpointID != nil {
 		a.EndpointID = *s.EndpointID
 	}
@@ -81,24 +85,36 @@ func auditShipping(cfg Settings, s *spec.ComputeSpec) (*rsyslog.Audit, error) {
 // shipLogs sets compute-rsyslog.service up for s. atStart: compute-init, before Postgres
 // starts (the unit is always restarted: in neon mode PGDATA, whose log directory it
 // watches, is new); otherwise a reconfiguration (restarted only when the configuration
-// changed or the unit is not running). It returns an error only when the start must
-// fail; everything else is logged.
-func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart bool) error {
+// changed or the unit is not running). newPGData (at a start): PGDATA was created anew,
+// so with audit imfile's positions in the old one's files are dropped
+// (forgetAuditPositions; without audit imfile is not loaded, and the next audited start
+// drops them).
+// It returns an error only when the start must fail; everything else is logged.
+func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, atStart, newPGData bool) error {
 	log := d.logger().With("unit", paths.UnitRsyslog)
 	conf := cfg.rsyslogConf()
-	c := rsyslog.Config{WorkDir: paths.RsyslogWorkDir}
-	audit := s.AuditLogLevel.Compliance()
-	if audit {
-		a, err := auditShipping(cfg, s)
-		if err != nil {
-			if atStart {
+	c := rsyslog.Config{WorkDir: cfg.rsyslogWorkDir()}
+	if atStart {
+		if s.AuditLogLevel.Compliance() {
+			a, err := auditShipping(cfg, s)
+			if err != nil {
 				return fmt.Errorf("audit log shipping: %w", err)
 			}
-			log.Error("audit log shipping left as it was: the new spec's cannot be set up", "err", err)
+			c.Audit = a
+		}
+		if err := saveStartAudit(cfg, c.Audit); err != nil {
+			return fmt.Errorf("audit log shipping: %w", err)
+		}
+	} else {
+		// The audit shipping is the start's, whatever the new spec says (as compute_ctl).
+		a, err := loadStartAudit(cfg)
+		if err != nil {
+			log.Error("log shipping left as it was: the audit shipping of the start is unknown", "err", err)
 			return nil
 		}
 		c.Audit = a
 	}
+	audit := c.Audit != nil
 	if s.LogsExportHost != nil {
 		t, err := rsyslog.ParseTarget(*s.LogsExportHost)
 		if err != nil {
@@ -125,6 +141,13 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	if c.Audit != nil && c.Audit.TLS && !cfg.hasGTLS() {
 		return problem(fmt.Errorf("%s: TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls), which is not installed", EnvAuditTLSEndpoint))
 	}
+	if c.Audit != nil && c.Audit.TLS {
+		ca, err := cfg.caFile()
+		if err != nil {
+			return problem(fmt.Errorf("%s: %w", EnvAuditTLSEndpoint, err))
+		}
+		c.Audit.CAFile = ca
+	}
 	text, err := rsyslog.Render(c)
 	if err != nil {
 		return problem(err)
@@ -137,17 +160,37 @@ func shipLogs(ctx context.Context, cfg Settings, s *spec.ComputeSpec, d *Deps, a
 	if d.LogUnits == nil {
 		return problem(fmt.Errorf("no connection to systemd to restart %s", paths.UnitRsyslog))
 	}
-	old, _ := os.ReadFile(conf)
-	if !atStart && bytes.Equal(old, []byte(text)) {
-		if st, err := d.LogUnits.ActiveState(ctx, paths.UnitRsyslog); err == nil && st == "active" {
+	if !atStart {
+		old, _ := os.ReadFile(conf)
+		st, err := d.LogUnits.ActiveState(ctx, paths.UnitRsyslog)
+		running := err == nil && st == "active"
+		if running && bytes.Equal(old, []byte(text)) {
 			log.Info("log shipping is up to date")
 			return nil
 		}
-	}
-	if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+		if running {
+			// The running shipping is replaced only by a configuration rsyslogd accepts.
+			if err := replaceChecked(ctx, cfg.rsyslogd(), conf, text, log); err != nil {
+				log.Error("log shipping left as it was: the new configuration is refused", "err", err)
+				return nil
+			}
+		} else if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+			return problem(fmt.Errorf("write %s: %w", conf, err))
+		}
+	} else if err := atomicfile.Write(conf, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
 		return problem(fmt.Errorf("write %s: %w", conf, err))
 	}
+	if atStart && newPGData && c.Audit != nil {
+		if err := forgetAuditPositions(ctx, c.WorkDir, d.LogUnits); err != nil {
+			return problem(err)
+		}
+	}
 	if err := d.LogUnits.RestartUnit(ctx, paths.UnitRsyslog); err != nil {
+		// Restart=on-failure would try again and again (up to the start limit): a unit
+		// that did not start is stopped, and the next start or reconfiguration tries.
+		if serr := d.LogUnits.StopUnit(ctx, paths.UnitRsyslog); serr != nil {
+			log.Warn("could not stop the unit that failed to start", "err", serr)
+		}
 		return problem(fmt.Errorf("restart %s (journalctl -u %s says why): %w", paths.UnitRsyslog, paths.UnitRsyslog, err))
 	}
 	attrs := []any{"config", conf}
@@ -182,10 +225,89 @@ func stopShipping(ctx context.Context, conf string, d *Deps, log *slog.Logger) {
 	log.Info("log shipping stopped: the spec ships no logs")
 }
 
+// replaceChecked replaces conf by text only when `rsyslogd -N1` accepts text, checked in
+// a file beside conf: a configuration that passes no longer fails the unit's own check
+// (ExecStartPre), so a reconfiguration cannot stop a working shipping for a bad one.
+func replaceChecked(ctx context.Context, rsyslogd, conf, text string, log *slog.Logger) error {
+	check := conf + ".new"
+	if err := atomicfile.Write(check, []byte(text), atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("write %s: %w", check, err)
+	}
+	if _, err := execx.Run(ctx, execx.Cmd{Path: rsyslogd, Args: []string{"-N1", "-f", check}, Log: log}); err != nil {
+		if rerr := os.Remove(check); rerr != nil {
+			log.Warn("could not remove the refused configuration", "file", check, "err", rerr)
+		}
+		return err
+	}
+	if err := os.Rename(check, conf); err != nil {
+		return fmt.Errorf("replace %s: %w", conf, err)
+	}
+	return nil
+}
+
+// forgetAuditPositions stops compute-rsyslog.service (imfile writes its positions when
+// it stops) and removes imfile's state files from its work directory. They are named by
+// inode: after a new PGDATA, a new audit file that reuses an old file's inode would be
+// read from the old file's offset, and its first records lost. imjournal's state stays
+// (the journal is the same across lifecycles).
+func forgetAuditPositions(ctx context.Context, workDir string, u LogUnits) error {
+	if err := u.StopUnit(ctx, paths.UnitRsyslog); err != nil {
+		return fmt.Errorf("stop %s to reset the audit file positions: %w", paths.UnitRsyslog, err)
+	}
+	states, err := filepath.Glob(filepath.Join(workDir, rsyslog.ImfileStatePattern))
+	if err != nil {
+		return fmt.Errorf("audit file positions: %w", err)
+	}
+	for _, f := range states {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove the old audit file position: %w", err)
+		}
+	}
+	return nil
+}
+
+// saveStartAudit records the audit shipping a start set up (none: the file removed), for
+// the reconfigurations of this lifecycle.
+func saveStartAudit(cfg Settings, a *rsyslog.Audit) error {
+	f := paths.RsyslogAuditFile(cfg.StateDir)
+	if a == nil {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode the audit shipping: %w", err)
+	}
+	if err := atomicfile.Write(f, b, atomicfile.Options{Mode: 0o640}); err != nil {
+		return fmt.Errorf("write %s: %w", f, err)
+	}
+	return nil
+}
+
+// loadStartAudit is the audit shipping the start set up (nil: none).
+func loadStartAudit(cfg Settings) (*rsyslog.Audit, error) {
+	f := paths.RsyslogAuditFile(cfg.StateDir)
+	b, err := os.ReadFile(f)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a rsyslog.Audit
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	return &a, nil
+}
+
 // startLogShipping runs shipLogs for a reconfiguration in the background; wait returns
-// when it is done.
+// when it is done. Without logs_export_host and without a configuration (neither the
+// start nor an earlier reconfiguration shipped anything) there is nothing to do.
 func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.ComputeSpec) (wait func()) {
-	if !s.AuditLogLevel.Compliance() && s.LogsExportHost == nil {
+	if s.LogsExportHost == nil {
 		if _, err := os.Stat(cfg.rsyslogConf()); errors.Is(err, fs.ErrNotExist) {
 			return func() {}
 		}
@@ -193,7 +315,7 @@ func startLogShipping(ctx context.Context, cfg Settings, d *Deps, s *spec.Comput
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = shipLogs(ctx, cfg, s, d, false) // a reconfiguration: errors are logged only
+		_ = shipLogs(ctx, cfg, s, d, false, false) // a reconfiguration: errors are logged only
 	}()
 	return func() { <-done }
 }
@@ -212,8 +334,31 @@ func (cfg Settings) hasGTLS() bool {
 	return false
 }
 
+// caFile is the CA bundle that checks the TLS audit receiver: the first of
+// paths.RsyslogCAFiles (or cfg.RsyslogCAFiles) that exists.
+func (cfg Settings) caFile() (string, error) {
+	files := paths.RsyslogCAFiles
+	if len(cfg.RsyslogCAFiles) > 0 {
+		files = cfg.RsyslogCAFiles
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err == nil {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("TLS needs the system's CA bundle (package ca-certificates), and none of %s exists", strings.Join(files, ", "))
+}
+
 // rsyslogConf is the configuration file of compute-rsyslog.service.
 func (cfg Settings) rsyslogConf() string { return paths.RsyslogConfFile(cfg.StateDir) }
+
+// rsyslogWorkDir is compute-rsyslog.service's work directory (its StateDirectory=).
+func (cfg Settings) rsyslogWorkDir() string {
+	if cfg.RsyslogWorkDir != "" {
+		return cfg.RsyslogWorkDir
+	}
+	return paths.RsyslogWorkDir
+}
 
 // rsyslogd is the rsyslog binary the unit runs.
 func (cfg Settings) rsyslogd() string {

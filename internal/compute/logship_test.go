@@ -21,6 +21,7 @@ type fakeLogUnits struct {
 	calls   []string
 	state   string
 	restart error
+	stop    error
 }
 
 func (u *fakeLogUnits) ActiveState(context.Context, string) (string, error) {
@@ -43,6 +44,9 @@ func (u *fakeLogUnits) StopUnit(_ context.Context, name string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.calls = append(u.calls, "stop "+name)
+	if u.stop != nil {
+		return u.stop
+	}
 	u.state = "inactive"
 	return nil
 }
@@ -80,7 +84,7 @@ func newShipRig(t *testing.T) *shipRig {
 		t.Fatal(err)
 	}
 	r.cfg = Settings{StateDir: t.TempDir(), PGData: t.TempDir(), Rsyslogd: exe, AuditEndpoint: "collector.host.tld:5555",
-		RsyslogGTLS: exe}
+		RsyslogGTLS: exe, RsyslogWorkDir: t.TempDir(), RsyslogCAFiles: []string{"/nonexistent/ca.crt", exe}}
 	r.d = &Deps{LogUnits: r.units, Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -105,14 +109,14 @@ func TestShipLogsAtStart(t *testing.T) {
 	t.Run("audit and export", func(t *testing.T) {
 		r := newShipRig(t)
 		r.cfg.AuditTLSEndpoint = "tls.host.tld:5556"
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); !sameCalls(c, restart) {
 			t.Errorf("calls %v", c)
 		}
 		conf := r.conf(t)
-		for _, want := range []string{`target="tls.host.tld" port="5556"`, `StreamDriver="gtls"`, `"ep-test-123"`, `"proj-456"`,
+		for _, want := range []string{`target="tls.host.tld" port="5556"`, `StreamDriver="gtls"`, `DefaultNetstreamDriverCAFile="` + r.cfg.RsyslogCAFiles[1] + `"`, `"ep-test-123"`, `"proj-456"`,
 			`File="` + filepath.Join(r.cfg.PGData, "log") + `/*.log"`, `target="collector.cvc.local" port="514"`} {
 			if !strings.Contains(conf, want) {
 				t.Errorf("config lacks %s:\n%s", want, conf)
@@ -122,7 +126,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			t.Errorf("no log directory for the audit files: %v", err)
 		}
 		// A start restarts even an unchanged, running shipping (PGDATA may be new).
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditExtended, "collector.cvc.local:514"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); !sameCalls(c, restart) {
@@ -148,6 +152,9 @@ func TestShipLogsAtStart(t *testing.T) {
 		{"unit fails", func(r *shipRig, _ *spec.ComputeSpec) { r.units.restart = errors.New("job failed") },
 			"restart compute-rsyslog.service (journalctl -u compute-rsyslog.service says why): job failed", true},
 		{"no systemd", func(r *shipRig, _ *spec.ComputeSpec) { r.d.LogUnits = nil }, "no connection to systemd", true},
+		{"no CA bundle", func(r *shipRig, _ *spec.ComputeSpec) {
+			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogCAFiles = "tls.host.tld:6514", []string{"/nonexistent/a.crt", "/nonexistent/b.crt"}
+		}, "AUDIT_LOGGING_TLS_ENDPOINT: TLS needs the system's CA bundle (package ca-certificates), and none of /nonexistent/a.crt, /nonexistent/b.crt exists", false},
 		{"no TLS driver", func(r *shipRig, _ *spec.ComputeSpec) {
 			r.cfg.AuditTLSEndpoint, r.cfg.RsyslogGTLS = "tls.host.tld:6514", "/nonexistent/lmnsd_gtls.so"
 		}, "TLS needs rsyslog's gtls driver (Debian package rsyslog-gnutls)", false},
@@ -156,16 +163,19 @@ func TestShipLogsAtStart(t *testing.T) {
 			r := newShipRig(t)
 			s := shipSpec(t, spec.AuditFull, "")
 			tc.change(r, s)
-			err := shipLogs(context.Background(), r.cfg, s, r.d, true)
+			err := shipLogs(context.Background(), r.cfg, s, r.d, true, false)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "audit log shipping: ") {
 				t.Errorf("shipLogs = %v, want the start to fail with %q", err, tc.want)
+			}
+			if c := r.units.took(); r.units.restart != nil && !sameCalls(c, restart, "stop "+paths.UnitRsyslog) {
+				t.Errorf("a unit that did not start: calls %v, want it stopped after the restart", c)
 			}
 		})
 		t.Run("export only: "+tc.name, func(t *testing.T) {
 			r := newShipRig(t)
 			s := shipSpec(t, spec.AuditBase, "collector.cvc.local:514") // Base: no shipping of audit files
 			tc.change(r, s)
-			if err := shipLogs(context.Background(), r.cfg, s, r.d, true); err != nil {
+			if err := shipLogs(context.Background(), r.cfg, s, r.d, true, false); err != nil {
 				t.Errorf("shipLogs = %v: logs_export_host must never fail the compute", err)
 			}
 			logged := strings.Contains(r.logs.String(), "log shipping not set up; the compute goes on") && strings.Contains(r.logs.String(), tc.want)
@@ -181,7 +191,7 @@ func TestShipLogsAtStart(t *testing.T) {
 	}
 	t.Run("malformed logs_export_host", func(t *testing.T) {
 		r := newShipRig(t)
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditDisabled, "collector.cvc.local"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditDisabled, "collector.cvc.local"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if c := r.units.took(); len(c) != 0 {
@@ -192,7 +202,7 @@ func TestShipLogsAtStart(t *testing.T) {
 			t.Errorf("no clear log line:\n%s", r.logs)
 		}
 		// With audit, the audit is shipped and the bad export left out.
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditHipaa, "collector.cvc.local"), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditHipaa, "collector.cvc.local"), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if conf := r.conf(t); strings.Contains(conf, "imjournal") || !strings.Contains(conf, "imfile") {
@@ -202,7 +212,7 @@ func TestShipLogsAtStart(t *testing.T) {
 	t.Run("nothing to ship costs nothing", func(t *testing.T) {
 		r := newShipRig(t)
 		r.d.LogUnits = nil // not even asked
-		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditBase, ""), r.d, true); err != nil {
+		if err := shipLogs(context.Background(), r.cfg, shipSpec(t, spec.AuditBase, ""), r.d, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(paths.RsyslogConfFile(r.cfg.StateDir)); err == nil {
@@ -211,11 +221,52 @@ func TestShipLogsAtStart(t *testing.T) {
 	})
 }
 
+// A start with a new PGDATA (neon mode) drops imfile's positions, named by inode, after
+// stopping the unit (which writes them when it stops): a new audit file that reuses an
+// old inode is read from its beginning. imjournal's position stays; a start that keeps
+// PGDATA keeps both.
+func TestShipLogsNewPGDataForgetsAuditPositions(t *testing.T) {
+	r := newShipRig(t)
+	work := r.cfg.RsyslogWorkDir
+	for _, f := range []string{"imfile-state:1234:5678abcd", "imfile-state:99", "postgres.journal.state"} {
+		if err := os.WriteFile(filepath.Join(work, f), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := shipSpec(t, spec.AuditHipaa, "collector.cvc.local:514")
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(work, "*")); len(m) != 3 {
+		t.Errorf("a start that keeps PGDATA removed state files: left %v", m)
+	}
+	r.units.took()
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.units.took(); !sameCalls(c, "stop "+paths.UnitRsyslog, "restart "+paths.UnitRsyslog) {
+		t.Errorf("calls %v, want a stop before the state files go, then the restart", c)
+	}
+	if m, _ := filepath.Glob(filepath.Join(work, "*")); len(m) != 1 || filepath.Base(m[0]) != "postgres.journal.state" {
+		t.Errorf("left %v, want only imjournal's state", m)
+	}
+	// A failed stop fails an audited start (the positions could not be reset).
+	r.units.stop = errors.New("job failed")
+	if err := shipLogs(context.Background(), r.cfg, s, r.d, true, true); err == nil || !strings.Contains(err.Error(), "to reset the audit file positions: job failed") {
+		t.Errorf("shipLogs = %v", err)
+	}
+}
+
 // A reconfiguration restarts only for a change, stops the shipping a spec no longer asks
 // for, and never fails.
 func TestShipLogsAtReconfiguration(t *testing.T) {
 	restart, stop := "restart "+paths.UnitRsyslog, "stop "+paths.UnitRsyslog
 	r := newShipRig(t)
+	// A change to a running shipping is checked by rsyslogd itself first.
+	if _, err := os.Stat(paths.Rsyslogd); err != nil {
+		t.Skipf("%s not installed (Debian package rsyslog): %v", paths.Rsyslogd, err)
+	}
+	r.cfg.Rsyslogd = paths.Rsyslogd
 	ctx := context.Background()
 	run := func(s *spec.ComputeSpec) {
 		t.Helper()
@@ -238,22 +289,38 @@ func TestShipLogsAtReconfiguration(t *testing.T) {
 	if c := r.units.took(); !sameCalls(c, restart) || !strings.Contains(r.conf(t), `target="b.example"`) {
 		t.Errorf("changed: calls %v", c)
 	}
-	// An audit level the settings cannot serve: logged, the shipping left as it was.
-	r.cfg.AuditEndpoint = ""
-	run(shipSpec(t, spec.AuditFull, "c.example:514"))
+	// A compliance level at a reconfiguration starts no audit shipping: the start's
+	// (none here) is kept, as compute_ctl.
+	run(shipSpec(t, spec.AuditFull, "b.example:514"))
+	if c := r.units.took(); len(c) != 0 || strings.Contains(r.conf(t), "imfile") {
+		t.Errorf("audit level raised at a reconfiguration: calls %v, config:\n%s", c, r.conf(t))
+	}
+	// A configuration rsyslogd refuses (here: its work directory is missing) does not
+	// replace the running one.
+	work := r.cfg.RsyslogWorkDir
+	r.cfg.RsyslogWorkDir = filepath.Join(work, "missing")
+	run(shipSpec(t, spec.AuditDisabled, "e.example:514"))
 	if c := r.units.took(); len(c) != 0 || !strings.Contains(r.conf(t), `target="b.example"`) {
-		t.Errorf("unusable audit: calls %v", c)
+		t.Errorf("refused configuration: calls %v, config:\n%s", c, r.conf(t))
 	}
-	if !strings.Contains(r.logs.String(), "audit log shipping left as it was") {
-		t.Errorf("no log line:\n%s", r.logs)
+	if !strings.Contains(r.logs.String(), "log shipping left as it was: the new configuration is refused") ||
+		!strings.Contains(r.logs.String(), "can not be accessed") {
+		t.Errorf("no clear log line for the refused configuration:\n%s", r.logs)
 	}
+	if m, _ := filepath.Glob(paths.RsyslogConfFile(r.cfg.StateDir) + "*"); len(m) != 1 {
+		t.Errorf("files left beside the configuration: %v", m)
+	}
+	r.cfg.RsyslogWorkDir = work
+	// A unit that does not start is stopped (Restart= would try again and again).
 	r.units.restart = errors.New("job failed")
 	run(shipSpec(t, spec.AuditDisabled, "d.example:514"))
 	if !strings.Contains(r.logs.String(), "log shipping not set up; the compute goes on") {
 		t.Errorf("a failed restart is not logged:\n%s", r.logs)
 	}
+	if c := r.units.took(); !sameCalls(c, restart, stop) {
+		t.Errorf("failed restart: calls %v, want the unit stopped after it", c)
+	}
 	r.units.restart = nil
-	r.units.took()
 	run(shipSpec(t, spec.AuditDisabled, ""))
 	if c := r.units.took(); !sameCalls(c, stop) {
 		t.Errorf("nothing to ship any more: calls %v", c)
@@ -264,5 +331,64 @@ func TestShipLogsAtReconfiguration(t *testing.T) {
 	run(shipSpec(t, spec.AuditDisabled, ""))
 	if c := r.units.took(); len(c) != 0 {
 		t.Errorf("still nothing: calls %v", c)
+	}
+}
+
+// A reconfiguration leaves the audit shipping as the start set it up, whatever the new
+// spec's audit level and ids (as compute_ctl): only logs_export_host changes apply, and a
+// lowered level does not stop the unit with the audit files' tail unshipped.
+func TestShipLogsReconfigurationKeepsAudit(t *testing.T) {
+	if _, err := os.Stat(paths.Rsyslogd); err != nil {
+		t.Skipf("%s not installed (Debian package rsyslog): %v", paths.Rsyslogd, err)
+	}
+	restart, stop := "restart "+paths.UnitRsyslog, "stop "+paths.UnitRsyslog
+	r := newShipRig(t)
+	r.cfg.Rsyslogd = paths.Rsyslogd
+	ctx := context.Background()
+	if err := shipLogs(ctx, r.cfg, shipSpec(t, spec.AuditHipaa, "a.example:514"), r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	r.units.took()
+	audited := func(what string) {
+		t.Helper()
+		conf := r.conf(t)
+		if !strings.Contains(conf, `module(load="imfile")`) || !strings.Contains(conf, `"ep-test-123"`) || !strings.Contains(conf, `target="collector.host.tld" port="5555"`) {
+			t.Errorf("%s: the start's audit shipping is gone:\n%s", what, conf)
+		}
+	}
+	other := shipSpec(t, spec.AuditDisabled, "b.example:514")
+	ep := "ep-other-999"
+	other.EndpointID = &ep
+	startLogShipping(ctx, r.cfg, r.d, other)()
+	if c := r.units.took(); !sameCalls(c, restart) || !strings.Contains(r.conf(t), `target="b.example"`) || strings.Contains(r.conf(t), ep) {
+		t.Errorf("audit off, new export and id: calls %v, config:\n%s", c, r.conf(t))
+	}
+	audited("audit off, new export")
+	// Nothing but the start's audit is left: the unit is restarted with it, not stopped.
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditDisabled, ""))()
+	if c := r.units.took(); !sameCalls(c, restart) || strings.Contains(r.conf(t), "imjournal") {
+		t.Errorf("export removed: calls %v, config:\n%s", c, r.conf(t))
+	}
+	audited("export removed")
+	// The settings may have changed since: the start's endpoint stays.
+	r.cfg.AuditEndpoint = ""
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditFull, ""))()
+	if c := r.units.took(); len(c) != 0 {
+		t.Errorf("unchanged: calls %v", c)
+	}
+	audited("settings changed")
+	// The next start without audit forgets it.
+	if err := shipLogs(ctx, r.cfg, shipSpec(t, spec.AuditDisabled, ""), r.d, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.units.took(); !sameCalls(c, stop) {
+		t.Errorf("start without shipping: calls %v", c)
+	}
+	if _, err := os.Stat(paths.RsyslogAuditFile(r.cfg.StateDir)); err == nil {
+		t.Error("the audit shipping of the earlier start is left behind")
+	}
+	startLogShipping(ctx, r.cfg, r.d, shipSpec(t, spec.AuditDisabled, "c.example:514"))()
+	if c := r.units.took(); !sameCalls(c, restart) || strings.Contains(r.conf(t), "imfile") {
+		t.Errorf("export after a start without audit: calls %v, config:\n%s", c, r.conf(t))
 	}
 }

@@ -102,7 +102,8 @@ func Prepare(ctx context.Context, cfg Settings, d *Deps) error {
 	}
 	if err == nil {
 		// Before Postgres starts, as compute_ctl: the first audit lines are shipped.
-		err = shipLogs(ctx, cfg, cc.Spec, d, true)
+		// A neon PGDATA is new at every start: the old audit positions go.
+		err = shipLogs(ctx, cfg, cc.Spec, d, true, parsed.Storage == spec.StorageNeon)
 	}
 	if err != nil {
 		return d.fail(err)

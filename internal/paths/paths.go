@@ -269,13 +269,17 @@ func DiskQuotaUnit(kib uint64) string {
 // compute-rsyslog.service runs Rsyslogd as postgres with the configuration compute-init
 // and compute-configure render into the state directory (RsyslogConfFile); its work
 // directory (the unit's StateDirectory=) keeps the positions it reached in the audit
-// files and the journal; RsyslogCAFile checks the TLS audit receiver (compute_ctl's).
+// files and the journal.
 const (
 	UnitRsyslog    = "compute-rsyslog.service"
 	Rsyslogd       = "/usr/sbin/rsyslogd"
 	RsyslogWorkDir = "/var/lib/compute-rsyslog"
-	RsyslogCAFile  = "/etc/ssl/certs/ca-certificates.crt"
 )
+
+// RsyslogCAFiles are the system CA bundles that may check the TLS audit receiver, the
+// first that exists being used: Debian's (compute_ctl's) and the RHEL family's (package
+// ca-certificates on both).
+var RsyslogCAFiles = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"}
 
 // RsyslogGTLSDriver are where rsyslog's TLS driver may be (Debian's multiarch directory
 // and the RHEL family's; Debian package rsyslog-gnutls, RPM rsyslog-gnutls): TLS to the
@@ -284,6 +288,10 @@ var RsyslogGTLSDriver = []string{"/usr/lib/*/rsyslog/lmnsd_gtls.so", "/usr/lib64
 
 // RsyslogConfFile is compute-rsyslog.service's configuration (rendered, 0640).
 func RsyslogConfFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog.conf") }
+
+// RsyslogAuditFile is the audit shipping compute-init set up for this lifecycle (JSON;
+// absent without compliance audit): a reconfiguration keeps it as it is.
+func RsyslogAuditFile(stateDir string) string { return filepath.Join(stateDir, "rsyslog-audit.json") }
 
 // GDB is the debugger the postgres stop hook runs on a core file found in PGDATA (when
 // the kernel writes cores there rather than to systemd-coredump).

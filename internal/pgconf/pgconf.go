@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/computetools/compute-tools/internal/paths"
+	"github.com/computetools/compute-tools/internal/rsyslog"
 	"github.com/computetools/compute-tools/internal/spec"
 )
 
@@ -192,8 +193,12 @@ func PostgresqlConf(p *spec.Parsed, o Options) string {
 	}
 	line("neon.extension_server_port=%d", port)
 	line("neon.disable_logical_replication_subscribers=%t", s.DropSubscriptionsBeforeStart)
+	// Only a target compute-rsyslog can ship to: a malformed one is not shipped
+	// (package compute logs why), so Postgres does not log everything twice for nothing.
 	if s.LogsExportHost != nil {
-		line("log_destination='stderr,syslog'")
+		if _, err := rsyslog.ParseTarget(*s.LogsExportHost); err == nil {
+			line("log_destination='stderr,syslog'")
+		}
 	}
 	// 16. Must stay last: it overrides everything above.
 	if o.Files.TempOverride != "" {

@@ -180,6 +180,21 @@ func TestPostgresqlConfOmissions(t *testing.T) {
 	}
 }
 
+// logs_export_host turns Postgres's syslog copy on only when compute-rsyslog can ship to
+// it: a malformed value is not shipped, so no line goes to syslog for nothing.
+func TestPostgresqlConfLogsExportHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"collector.cvc.local:514": true, "[::1]:514": true,
+		"collector.cvc.local": false, "": false, "http://collector:514": false, `x" y:1`: false,
+	} {
+		s := parsed(t, `{"format_version": 1, "suspend_timeout_seconds": 1, "cluster": {"roles": [], "databases": [], "settings": null}}`)
+		s.Spec.LogsExportHost = &host
+		if got := strings.Contains(PostgresqlConf(s, Options{}), "log_destination='stderr,syslog'\n"); got != want {
+			t.Errorf("logs_export_host %q: log_destination written %v, want %v", host, got, want)
+		}
+	}
+}
+
 // Without file names (package pgdata always passes them) nothing refers to a file:
 // no include, and ssl with Postgres's default file names.
 func TestPostgresqlConfWithoutFiles(t *testing.T) {

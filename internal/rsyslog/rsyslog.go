@@ -166,6 +166,11 @@ type Postgres struct {
 	Socket string
 }
 
+// ImfileStatePattern matches the state files imfile keeps in the work directory, one per
+// file read, named by the file's inode: the caller removes them when the files they
+// describe are gone (a new PGDATA), since a new file may reuse an old one's inode.
+const ImfileStatePattern = "imfile-state:*"
+
 // Ruleset names: each input is bound to its own, so nothing else rsyslog reads is forwarded.
 const (
 	auditRuleset    = "compute_audit"

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,6 +191,23 @@ input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="`+portFile+`
 	}
 	if !strings.Contains(pgLine, "database system is ready to accept connections") {
 		t.Errorf("postgres line = %q", pgLine)
+	}
+	// When it stops, imfile writes its position in the audit file into the work
+	// directory under the name the caller removes after a new PGDATA.
+	if err := syscall.Kill(send.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		m, _ := filepath.Glob(filepath.Join(dir, "send", rsyslog.ImfileStatePattern))
+		if len(m) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			all, _ := filepath.Glob(filepath.Join(dir, "send", "*"))
+			t.Fatalf("no imfile state file matching %s after the stop; the work directory holds %v", rsyslog.ImfileStatePattern, all)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
