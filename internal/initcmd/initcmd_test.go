@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -42,7 +43,7 @@ func TestHostConfig(t *testing.T) {
 		ControlPlaneToken: "tok", RemoteExtBaseURL: "http://gw.example:8080/", OSUser: paths.DefaultPGUser, InternalHTTPPort: 3081,
 		PgbouncerIni: "/pgb.ini", PgbouncerConnstr: "host=/tmp", PgbouncerPassword: "pw",
 		LocalProxyConfig: "/lp/config.json", LocalProxyPidFile: "/lp/pid", LocalProxyUnit: paths.UnitLocalProxy}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
 	}
 	h.RemoteExtBaseURL = ""

@@ -104,6 +104,10 @@ func TestNeonFixtures(t *testing.T) {
 				TimelineID:            "2414a61ffc94e428f14b5758fe308e13",
 				PageserverConnstr:     "host=127.0.0.1 port=6400",
 				SafekeeperConnstrings: tc.wantSKs,
+				// The fixture has only pageserver_connstring: the legacy conversion, one
+				// unsharded pageserver over libpq.
+				Pageserver: PageserverConn{Shards: []PageserverShard{{Pageservers: []PageserverURLs{{Libpq: "host=127.0.0.1 port=6400"}}}},
+					Prefer: ProtocolLibpq, Legacy: true},
 			}
 			if !reflect.DeepEqual(p, want) {
 				t.Errorf("Parse = %+v\nwant    %+v", p, want)
