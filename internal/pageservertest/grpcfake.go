@@ -117,8 +117,11 @@ func NewGRPC(cfg GRPCOptions) (*FakeGRPC, error) {
 	return f, nil
 }
 
-// URL is the fake's grpc:// URL, as pageserver_connection_info gives it.
-func (f *FakeGRPC) URL() string { return (&url.URL{Scheme: "grpc", Host: f.Addr}).String() }
+// URL is the fake's grpc:// URL, as pageserver_connection_info gives it: with the user
+// no_user, as Neon's storage controller writes it (grpc://no_user@host:port).
+func (f *FakeGRPC) URL() string {
+	return (&url.URL{Scheme: "grpc", User: url.User("no_user"), Host: f.Addr}).String()
+}
 
 // SetFaults replaces the faults; the FailFirst count restarts from zero.
 func (f *FakeGRPC) SetFaults(fl GRPCFaults) {

@@ -215,7 +215,9 @@ func resolveConnInfo(ci *PageserverConnectionInfo) (PageserverConn, error) {
 			if hasControl(u.Libpq) || hasControl(u.GRPC) {
 				return PageserverConn{}, fmt.Errorf("shard %s: pageserver %d: a URL contains a control character", key, j)
 			}
-			if u.GRPC != "" {
+			if u.GRPC != "" && c.Prefer == ProtocolGRPC {
+				// Only the preferred protocol's URLs are used; Neon leaves the
+				// others unparsed too, so a malformed one is no reason to refuse.
 				if _, err := GRPCAddr(u.GRPC); err != nil {
 					return PageserverConn{}, fmt.Errorf("shard %s: pageserver %d: %w", key, j, err)
 				}
@@ -243,14 +245,13 @@ func parseShardIndex(key string) (num, count int, err error) {
 }
 
 // GRPCAddr checks a pageserver gRPC URL (grpc://host:port, as Neon's storage controller
-// sends it; http:// is taken as the same plaintext HTTP/2) and returns host:port.
+// sends it; http:// is taken as the same plaintext HTTP/2) and returns host:port. User info
+// (Neon writes grpc://no_user@host:port) is dropped: the token travels in the
+// authorization header.
 func GRPCAddr(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("grpc_url: %w", err)
-	}
-	if u.User != nil {
-		return "", fmt.Errorf("grpc_url: must not carry user info (the token is sent apart)")
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "grpc", "http":

@@ -124,6 +124,14 @@ func TestParsePageserverConnectionInfo(t *testing.T) {
 		{"grpc url of another scheme", func(m map[string]any) {
 			m["pageserver_connection_info"] = connInfo("grpc", 0, nil, map[string]any{"0000": ps(nil, "https://a:1")})
 		}, PageserverConn{}, `pageserver_connection_info: shard 0000: pageserver 0: grpc_url "https://a:1": scheme "https", want grpc://host:port`},
+		{"grpc url with no_user@, as Neon writes it", func(m map[string]any) {
+			m["pageserver_connection_info"] = connInfo("grpc", 0, nil, map[string]any{"0000": ps("postgres://no_user@ps:6400", "grpc://no_user@ps:51051")})
+		}, PageserverConn{Prefer: ProtocolGRPC, Shards: []PageserverShard{
+			{Pageservers: []PageserverURLs{{Libpq: "postgres://no_user@ps:6400", GRPC: "grpc://no_user@ps:51051"}}}}}, ""},
+		{"malformed grpc url not preferred", func(m map[string]any) {
+			m["pageserver_connection_info"] = connInfo("libpq", 0, nil, map[string]any{"0000": ps("postgresql://a:1", "https://a:1/x")})
+		}, PageserverConn{Prefer: ProtocolLibpq, Shards: []PageserverShard{
+			{Pageservers: []PageserverURLs{{Libpq: "postgresql://a:1", GRPC: "https://a:1/x"}}}}}, ""},
 		{"grpc url with a line break", func(m map[string]any) {
 			m["pageserver_connection_info"] = connInfo("grpc", 0, nil, map[string]any{"0000": ps(nil, "grpc://a:1\nx")})
 		}, PageserverConn{}, "pageserver_connection_info: shard 0000: pageserver 0: a URL contains a control character"},
@@ -165,5 +173,27 @@ func TestPageserverConnEqual(t *testing.T) {
 	c, _ := ConnInfoFromConnstr("postgresql://a:1,postgresql://c:1", u32(8))
 	if !a.Equal(b) || a.Equal(c) || a.Equal(PageserverConn{}) {
 		t.Error("Equal")
+	}
+}
+
+func TestGRPCAddr(t *testing.T) {
+	for raw, want := range map[string]string{
+		"grpc://ps:51051":         "ps:51051",
+		"grpc://no_user@ps:51051": "ps:51051",
+		"http://u:p@ps:1/":        "ps:1",
+		"grpc://ps":               "",
+		"https://ps:1":            "",
+		"grpc://ps:1/path":        "",
+	} {
+		got, err := GRPCAddr(raw)
+		if want == "" {
+			if err == nil {
+				t.Errorf("%s: accepted as %q", raw, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", raw, got, err, want)
+		}
 	}
 }
