@@ -198,11 +198,21 @@ func TestRefreshConfigurationStatuses(t *testing.T) {
 			}
 		})
 	}
-	// A compute pending a refresh can be terminated.
+}
+
+// A compute pending a refresh is terminated like a running one: Postgres stopped, then
+// terminated (it used to wait for ever, with nothing stopping Postgres).
+func TestTerminateFromRefreshPending(t *testing.T) {
 	r := newRig(t)
-	r.set(state.RefreshConfigurationPending, nil)
-	if _, _, err := r.store.BeginTermination(false); err != nil {
-		t.Fatalf("terminate while pending a refresh: %v", err)
+	r.set(state.RefreshConfigurationPending, func(rec *state.Record) { rec.Storage, rec.Mode = "standalone", "primary" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	term, err := r.ctl.Terminate(ctx, false)
+	if err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	if len(r.units.stops) != 1 || r.status() != state.Terminated || term.Already {
+		t.Fatalf("stops %v, status %s, %+v", r.units.stops, r.status(), term)
 	}
 }
 

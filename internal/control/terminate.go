@@ -57,7 +57,9 @@ func (c *Controller) Terminate(ctx context.Context, immediate bool) (Termination
 		if err := c.completeTermination(log); err != nil {
 			return Termination{}, err
 		}
-	case state.Running:
+	case state.Running, state.RefreshConfigurationPending:
+		// A pending refresh has Postgres running (or stopped, from failed: stopping a
+		// stopped unit is a no-op), like running.
 		if err := c.unitsCall(func(u Units) error { return u.StopPostgres(wctx, immediate) }); err != nil {
 			return Termination{}, c.failTermination(log, "stop postgres", err)
 		}
