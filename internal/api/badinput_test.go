@@ -47,9 +47,12 @@ var routeInputs = map[string]routeInput{
 	// (A failed compute whose Postgres still runs is accepted too; the harness's is not
 	// running.)
 	"POST /configure": {body: configBody(neonSpec), wrongType: configBody(strings.Replace(neonSpec, `"suspend_timeout_seconds":-1`, `"suspend_timeout_seconds":"soon"`, 1)),
-		allowed: []state.Status{state.Empty, state.Running}, blocks: true},
+		allowed: []state.Status{state.Empty, state.Running, state.RefreshConfigurationPending}, blocks: true},
 	"POST /terminate": {allowed: []state.Status{state.Empty, state.Running, state.Terminated, state.RefreshConfigurationPending}, blocks: true},
-	// 500, not 412, in the statuses that allow no refresh (compute_ctl's answer).
+	// 500, not 412, in the statuses that allow no refresh (compute_ctl's answer). The
+	// harness has no control plane, so every call answers 500 and changes nothing (a
+	// running compute would otherwise move to refresh_configuration_pending and answer
+	// the next call differently).
 	"POST /refresh_configuration":          {},
 	"GET /lfc/prewarm":                     {},
 	"POST /lfc/prewarm":                    {},

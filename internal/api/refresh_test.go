@@ -14,7 +14,7 @@ import (
 
 // POST /refresh_configuration on the internal port: 200 with an empty body when the
 // refresh is requested (the refresh runs on), nothing to do in init, compute_ctl's 500
-// in a status that allows none. Without a control plane, the refresh that starts goes
+// in a status that allows none. A control plane that cannot be reached sends the refresh
 // back to pending.
 func TestRefreshConfigurationRoute(t *testing.T) {
 	fetched := make(chan struct{}, 4)
@@ -50,6 +50,13 @@ func TestRefreshConfigurationRoute(t *testing.T) {
 	var e struct{ Error string }
 	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != 500 || e.Error != "Cannot refresh compute configuration in state empty" {
 		t.Fatalf("empty: %d %q", w.Code, w.Body)
+	}
+	// Without a control plane: 500, and the status stays.
+	h2 := newHarness(t)
+	statetest.MustSet(t, h2.store, state.Running, nil)
+	w = h2.do(h2.srv.Internal(), "POST", "/refresh_configuration", "")
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != 500 || !strings.Contains(e.Error, "no control plane configured") || h2.status() != state.Running {
+		t.Fatalf("no control plane: %d %q, %s", w.Code, w.Body, h2.status())
 	}
 	// Not on the external port.
 	if w := h.do(h.srv.External(), "POST", "/refresh_configuration", "", withToken(h.adminToken())); w.Code != 404 {

@@ -17,7 +17,9 @@ import (
 // waiting compute-init takes the config; on a running one, the configure unit is re-run
 // to apply it (reconfiguration). A failed compute whose Postgres still runs (a failed
 // reconfiguration, say) accepts a new config too, which is the way out of failed that
-// compute_ctl lacks. Another status is refused with a state.WrongStatusError.
+// compute_ctl lacks. A compute pending a refresh (one that keeps failing, say) takes the
+// pushed config instead; the refresh, when it runs, finds nothing to do. Another status is
+// refused with a state.WrongStatusError.
 func (c *Controller) Configure(ctx context.Context, raw []byte, parsed *spec.Parsed) (state.Record, error) {
 	if err := c.waitReconciled(ctx); err != nil {
 		return state.Record{}, err
@@ -38,7 +40,7 @@ func (c *Controller) Configure(ctx context.Context, raw []byte, parsed *spec.Par
 	wake, cancel := c.subscribe()
 	defer cancel()
 
-	from, rec, err := c.submitConfig(raw, parsed, nil, state.Empty, state.Running, state.Failed)
+	from, rec, err := c.submitConfig(raw, parsed, nil, state.Empty, state.Running, state.Failed, state.RefreshConfigurationPending)
 	if err != nil {
 		return rec, stateError(err)
 	}

@@ -21,7 +21,9 @@ const RefreshInterval = 5 * time.Second
 // with Postgres still up) compute moves to refresh_configuration_pending and the refresh
 // starts in the background; the call does not wait for it. A compute in init is left
 // alone (its start applies the newest spec), and one already pending is asked again;
-// any other status is refused with a *state.RefreshRefusedError.
+// any other status is refused with a *state.RefreshRefusedError. Without a control plane
+// (no FetchConfig) nothing could be refreshed: the call fails (500) with ErrNoControlPlane
+// and the status stays as it was.
 //
 // The refresh (refresh_configuration): GET the spec from the control plane; a spec with
 // the same pageserver connection info changes nothing (running again); another one is
@@ -33,6 +35,9 @@ const RefreshInterval = 5 * time.Second
 // longer attached) fails it, where compute_ctl exits. Refreshes run one at a time, at
 // least RefreshInterval apart.
 func (c *Controller) RefreshConfiguration(ctx context.Context) error {
+	if c.cfg.FetchConfig == nil {
+		return ErrNoControlPlane
+	}
 	if cur, err := c.Load(); err == nil && cur.Status == state.Failed {
 		active, aerr := c.postgresActive(ctx)
 		if aerr != nil {
@@ -57,6 +62,9 @@ func (c *Controller) RefreshConfiguration(ctx context.Context) error {
 	c.startRefresh(context.WithoutCancel(ctx))
 	return nil
 }
+
+// ErrNoControlPlane is a refresh asked of a compute without a control plane.
+var ErrNoControlPlane = errors.New("refresh configuration: no control plane configured (CONTROL_PLANE_URI): nowhere to fetch a fresh spec from")
 
 // WaitRefreshes waits until no refresh runs in the background (at shutdown, and in tests).
 func (c *Controller) WaitRefreshes() { c.refreshes.Wait() }
@@ -112,7 +120,7 @@ func (c *Controller) refreshOnce(ctx context.Context) {
 		}
 	}
 	if c.cfg.FetchConfig == nil {
-		retry(errors.New("no control plane configured (CONTROL_PLANE_URI): nowhere to fetch a fresh spec from"))
+		retry(ErrNoControlPlane)
 		return
 	}
 	cc, err := c.cfg.FetchConfig(ctx)

@@ -180,8 +180,13 @@ func TestRefreshConfigurationStatuses(t *testing.T) {
 		{state.RefreshConfigurationPending, false, state.RefreshConfigurationPending, false},
 	} {
 		t.Run(fmt.Sprintf("%s pg=%v", tc.from, tc.pgActive), func(t *testing.T) {
-			// No control plane: a refresh that starts goes back to pending at once.
-			r := newRig(t)
+			// A control plane that cannot be reached: a refresh that starts goes back
+			// to pending at once.
+			r := newRig(t, func(d *Deps) {
+				d.FetchConfig = func(context.Context) (*spec.ComputeConfig, error) {
+					return nil, errors.New("control plane down")
+				}
+			})
 			r.units.pgActive = tc.pgActive
 			r.set(tc.from, nil)
 			err := r.ctl.RefreshConfiguration(context.Background())
@@ -197,6 +202,46 @@ func TestRefreshConfigurationStatuses(t *testing.T) {
 				t.Fatalf("status %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// Without a control plane a refresh cannot start: the call fails and the status stays
+// (it used to be left refresh_configuration_pending for good, refusing /configure).
+func TestRefreshConfigurationNoControlPlane(t *testing.T) {
+	for _, from := range []state.Status{state.Running, state.Init} {
+		r := newRig(t)
+		r.units.pgActive = true
+		r.set(from, nil)
+		if err := r.ctl.RefreshConfiguration(context.Background()); !errors.Is(err, ErrNoControlPlane) {
+			t.Fatalf("from %s: error %v, want ErrNoControlPlane", from, err)
+		}
+		r.waitIdle(t)
+		if got := r.status(); got != from {
+			t.Fatalf("status %s, want %s", got, from)
+		}
+	}
+}
+
+// A pushed /configure takes over from a pending refresh: the config is stored, the
+// configure step re-run, and the compute is running again.
+func TestConfigureFromRefreshPending(t *testing.T) {
+	r := newRig(t)
+	r.set(state.RefreshConfigurationPending, func(rec *state.Record) { rec.Storage, rec.Mode = "neon", "replica" })
+	r.units.reconfigure = func() error {
+		if _, err := r.store.BeginReconfiguration(); err != nil {
+			return err
+		}
+		_, err := r.store.MarkRunning(nil)
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rec, err := r.ctl.Configure(ctx, []byte("config-2"), parsed(t))
+	if err != nil || rec.Status != state.Running {
+		t.Fatalf("Configure: %+v, %v", rec, err)
+	}
+	if r.pending.count() != 1 || r.units.reconfigures != 1 {
+		t.Fatalf("pending %q, %d reconfigures", r.pending.calls, r.units.reconfigures)
 	}
 }
 

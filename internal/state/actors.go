@@ -56,6 +56,8 @@ var actorMoves = map[Actor][]Move{
 		{RefreshConfiguration, RefreshConfigurationPending}, {RefreshConfiguration, Failed},
 		{RefreshConfigurationPending, TerminationPendingFast}, {RefreshConfigurationPending, TerminationPendingImmediate},
 		{RefreshConfigurationPending, Failed},
+		// A pushed /configure takes over from a pending refresh.
+		{RefreshConfigurationPending, ConfigurationPending},
 	},
 	ActorInit: {
 		{Empty, Init}, {ConfigurationPending, Init},

@@ -79,7 +79,8 @@ func keepForNewLifecycle(r Record) bool {
 	return r.Status == Empty || r.Status == ConfigurationPending || r.Status.TerminationPending()
 }
 
-// AcceptConfig is POST /configure (and the API's TLS renewal watcher): if the status is
+// AcceptConfig is POST /configure (and the API's TLS renewal watcher; from empty, running,
+// failed or refresh_configuration_pending, as its caller says): if the status is
 // one of from, it runs fn (may be nil; it stores the pending config and sets the tenant
 // and timeline, under the lock, so the config is on disk before anyone can see
 // configuration_pending) and moves the status to configuration_pending. Another status

@@ -24,7 +24,8 @@ var actorAllowed = map[Actor]map[[2]Status]bool{
 		{RefreshConfigurationPending, RefreshConfiguration}: true, {RefreshConfiguration, Running}: true,
 		{RefreshConfiguration, RefreshConfigurationPending}: true, {RefreshConfiguration, Failed}: true,
 		{RefreshConfigurationPending, TerminationPendingFast}: true, {RefreshConfigurationPending, TerminationPendingImmediate}: true,
-		{RefreshConfigurationPending, Failed}: true,
+		{RefreshConfigurationPending, Failed}:               true,
+		{RefreshConfigurationPending, ConfigurationPending}: true, // a pushed /configure
 	},
 	ActorInit: {
 		{Empty, Init}: true, {ConfigurationPending, Init}: true,

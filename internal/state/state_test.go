@@ -62,6 +62,7 @@ var allowed = map[[2]Status]bool{
 	{RefreshConfigurationPending, TerminationPendingFast}:      true,
 	{RefreshConfigurationPending, TerminationPendingImmediate}: true,
 	{RefreshConfigurationPending, Failed}:                      true,
+	{RefreshConfigurationPending, ConfigurationPending}:        true, // a pushed /configure
 	{RefreshConfiguration, Running}:                            true,
 	{RefreshConfiguration, RefreshConfigurationPending}:        true,
 	{RefreshConfiguration, Failed}:                             true,

@@ -78,6 +78,8 @@ func (s Status) TerminationPending() bool {
 //     recovers a failed (re)configuration (Neon's compute stays failed for good);
 //   - refresh_configuration_pending -> termination_pending_*: a compute whose refresh
 //     keeps failing can still be terminated (Neon answers 412 there);
+//   - refresh_configuration_pending -> configuration_pending: a pushed /configure takes
+//     over from a refresh that keeps failing (Neon answers 412 there);
 //   - refresh_configuration(_pending) -> failed when Postgres dies meanwhile, or the
 //     control plane says the compute is no longer attached (Neon exits the process).
 var transitions = map[Status][]Status{
@@ -90,7 +92,7 @@ var transitions = map[Status][]Status{
 	TerminationPendingFast:      {Terminated, Failed},
 	TerminationPendingImmediate: {Terminated, Failed},
 	Terminated:                  {},
-	RefreshConfigurationPending: {RefreshConfiguration, TerminationPendingFast, TerminationPendingImmediate, Failed},
+	RefreshConfigurationPending: {RefreshConfiguration, TerminationPendingFast, TerminationPendingImmediate, Failed, ConfigurationPending},
 	RefreshConfiguration:        {Running, RefreshConfigurationPending, Failed},
 }
 
