@@ -134,10 +134,14 @@ func (c *grpcCall) open(ctx context.Context, method string, msg []byte) (*grpcSt
 		s.stop()
 		return nil, fmt.Errorf("pageserver %s answered HTTP %d, not gRPC", addr, resp.StatusCode)
 	}
-	// A call refused at once is a response of headers only, the status among them.
+	// A call refused at once is a response of headers only, the status among them; with
+	// status OK (0) it ended without a message, which no caller can use.
 	if code := resp.Header.Get("Grpc-Status"); code != "" {
 		defer s.stop()
-		return nil, statusError(code, resp.Header.Get("Grpc-Message"))
+		if err := statusError(code, resp.Header.Get("Grpc-Message")); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("pageserver %s: the call ended without a message", addr)
 	}
 	return s, nil
 }

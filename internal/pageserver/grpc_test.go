@@ -226,3 +226,13 @@ func listenSilently(t *testing.T) string {
 	}()
 	return l.Addr().String()
 }
+
+// A call that ends with status OK before any message (grpc-go sends it as a
+// trailers-only response) is an error, not a nil stream (which used to panic).
+func TestBasebackupGRPCNoMessage(t *testing.T) {
+	f := pageservertest.StartGRPC(t, pageservertest.GRPCOptions{Token: token, Archive: nil})
+	_, err := pageserver.Basebackup(context.Background(), grpcOpts(f, t.TempDir()))
+	if err == nil || !strings.Contains(err.Error(), "the call ended without a message") {
+		t.Fatalf("error %v, want the call ended without a message", err)
+	}
+}
