@@ -26,7 +26,8 @@ const RefreshInterval = 5 * time.Second
 // and the status stays as it was.
 //
 // The refresh (refresh_configuration): GET the spec from the control plane; a spec with
-// the same pageserver connection info changes nothing (running again); another one is
+// the same pageserver connection info changes nothing (running again, or failed again
+// with its old error when the refresh was asked from failed); another one is
 // stored as the pending config and applied by the configure step, as a reconfiguration
 // (postgresql.conf rewritten, Postgres reloaded, the catalog applied), which ends in
 // running, or back in refresh_configuration_pending when it fails (the next request
@@ -46,6 +47,10 @@ func (c *Controller) RefreshConfiguration(ctx context.Context) error {
 		if !active {
 			return &state.RefreshRefusedError{Status: cur.Status}
 		}
+		// A refresh that finds the same pageservers goes back to failed, with this error.
+		c.refreshMu.Lock()
+		c.refresh.failed = errorText(cur)
+		c.refreshMu.Unlock()
 	}
 	rec, err := c.cfg.Store.RequestRefresh()
 	if err != nil {
@@ -73,6 +78,18 @@ func (c *Controller) WaitRefreshes() { c.refreshes.Wait() }
 type refresher struct {
 	busy bool
 	last time.Time
+	// failed is the error of the failed compute the pending refresh was asked from
+	// (empty when it was running): a refresh that changes nothing goes back to it.
+	failed string
+}
+
+// takeFailed returns and clears refresher.failed.
+func (c *Controller) takeFailed() string {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	msg := c.refresh.failed
+	c.refresh.failed = ""
+	return msg
 }
 
 // startRefresh runs a refresh in the background unless one runs already (which will see
@@ -145,6 +162,13 @@ func (c *Controller) refreshOnce(ctx context.Context) {
 		log.Warn("refresh_configuration: could not read the applied config; applying the fresh one", "err", err)
 	} else if cur.Equal(fresh.Spec.Pageserver) {
 		log.Info("refresh_configuration: the control plane's spec names the same pageservers; nothing to do until it changes")
+		if msg := c.takeFailed(); msg != "" {
+			// Asked from failed: nothing was repaired, so failed it stays.
+			if _, failed, err := c.cfg.Store.Fail(state.ActorAPI, msg, state.RefreshConfiguration); err != nil || !failed {
+				log.Warn("refresh_configuration: record the end", "err", err, "failed", failed)
+			}
+			return
+		}
 		if _, err := c.cfg.Store.FinishRefresh(); err != nil {
 			log.Warn("refresh_configuration: record the end", "err", err)
 		}
@@ -158,6 +182,7 @@ func (c *Controller) refreshOnce(ctx context.Context) {
 		retry(fmt.Errorf("store the fresh config: %w", err))
 		return
 	}
+	c.takeFailed() // the configure step's outcome replaces the old failure
 	log.Info("refresh_configuration: the pageservers changed; reconfiguring",
 		"shards", len(fresh.Spec.Pageserver.Shards), "protocol", fresh.Spec.Pageserver.Prefer)
 	if err := c.unitsCall(func(u Units) error { return u.Reconfigure(ctx) }); err != nil {

@@ -163,6 +163,27 @@ func TestRefreshConfigurationBadSpec(t *testing.T) {
 	}
 }
 
+// A refresh asked from failed that finds the same pageservers goes back to failed with
+// the old error (it used to report running, though nothing was repaired).
+func TestRefreshFromFailedUnchanged(t *testing.T) {
+	cp := newFakeCplane(t)
+	r := newRig(t, func(d *Deps) {
+		d.FetchConfig = cp.fetch
+		d.ReadAppliedConfig = func() ([]byte, error) { return []byte(neonConfig("postgresql://ps:1")), nil }
+	})
+	r.units.pgActive = true
+	cp.set(neonConfig("postgresql://ps:1"), 0)
+	r.set(state.Failed, func(rec *state.Record) { rec.SetError("apply the catalog: boom") })
+	if err := r.ctl.RefreshConfiguration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.waitIdle(t)
+	rec, _ := r.store.Load()
+	if rec.Status != state.Failed || rec.Error == nil || *rec.Error != "apply the catalog: boom" || r.units.reconfigures != 0 {
+		t.Fatalf("after the refresh: %+v, %d reconfigures", rec, r.units.reconfigures)
+	}
+}
+
 // Which statuses take a request, and compute_ctl's refusal for the others.
 func TestRefreshConfigurationStatuses(t *testing.T) {
 	for _, tc := range []struct {
