@@ -97,7 +97,8 @@ type Deps struct {
 	// Promoter promotes Postgres for POST /promote (*promote.Postgres); nil: /promote
 	// fails, saying so.
 	Promoter Promoter
-	// Tasks runs the work that outlives the request that began it (a promotion) among
+	// Tasks runs the work that outlives the request that began it (a promotion, a
+	// refresh) among
 	// the server's tasks, which shutdown cancels and waits for; nil: a goroutine of its
 	// own that nothing cancels (tests that do not shut down).
 	Tasks Tasks
@@ -105,8 +106,8 @@ type Deps struct {
 	// POST /promote).
 	ReadAppliedConfig func() ([]byte, error)
 	// FetchConfig gets the compute's config from the control plane, for POST
-	// /refresh_configuration; nil: no control plane (the refresh fails, and the compute
-	// stays refresh_configuration_pending).
+	// /refresh_configuration; nil: no control plane (the request fails with
+	// ErrNoControlPlane and the status stays).
 	FetchConfig func(ctx context.Context) (*spec.ComputeConfig, error)
 	Logger      *slog.Logger
 	// Recheck is how often a blocked call re-reads the state even without a wake-up (a

@@ -43,6 +43,10 @@ const (
 	// compute-init was stopped (a waiting or queued start ends) and the termination
 	// completed.
 	ReconcileCancelledStartup ReconcileAction = "cancel-startup"
+	// ReconcileRefreshPending: a refresh_configuration left by a compute-api that ended
+	// mid-refresh (the configure step not applying its spec): back to
+	// refresh_configuration_pending, so that Postgres's next request tries again.
+	ReconcileRefreshPending ReconcileAction = "refresh-pending"
 )
 
 // ReconcileLogMsg is the journal message Reconcile logs when it acts (MESSAGE
@@ -61,6 +65,7 @@ const ReconcileLogMsg = "reconciling an interrupted operation"
 //	configuration_pending    anything else                           none: compute-init or the configure step takes it, or the next start does
 //	termination_pending_*    Postgres active/activating/deactivating stop Postgres (fast shutdown, either mode), complete (as /terminate)
 //	termination_pending_*    Postgres inactive or failed             stop compute-init, complete; a neon primary without its final LSN fails
+//	refresh_configuration    configure not activating                back to refresh_configuration_pending
 //	any other                -                                       none
 //
 // Every status change goes through the store's guarded lifecycle operations on behalf of
@@ -77,7 +82,7 @@ func (c *Controller) Reconcile(ctx context.Context) (ReconcileAction, error) {
 		// No record: nothing was left pending.
 		return ReconcileNone, nil
 	}
-	if rec.Status != state.ConfigurationPending && !rec.Status.TerminationPending() {
+	if rec.Status != state.ConfigurationPending && rec.Status != state.RefreshConfiguration && !rec.Status.TerminationPending() {
 		return ReconcileNone, nil
 	}
 	log := c.logger(ctx)
@@ -89,6 +94,18 @@ func (c *Controller) Reconcile(ctx context.Context) (ReconcileAction, error) {
 		return ReconcileNone, fmt.Errorf("reconcile %s: unit states: %w", rec.Status, err)
 	}
 	switch {
+	case rec.Status == state.RefreshConfiguration:
+		// Pending, not running: the refresh was asked because the pageserver stopped
+		// answering, and nothing says the pageservers are right now; Postgres asks
+		// again, and the next refresh fetches the spec anew.
+		if units.Configure == "activating" {
+			return ReconcileNone, nil // the configure step applies a refreshed spec
+		}
+		log.Warn(ReconcileLogMsg, "status", rec.Status, "action", ReconcileRefreshPending, "configure", units.Configure)
+		if _, err := c.cfg.Store.RetryRefresh(state.ActorAPI, "refresh configuration: interrupted (compute-api restarted)"); err != nil {
+			return ReconcileRefreshPending, stateError(err)
+		}
+		return ReconcileRefreshPending, nil
 	case rec.Status == state.ConfigurationPending:
 		if units.Postgres != "active" || units.Configure == "activating" {
 			return ReconcileNone, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/spec"
@@ -64,14 +65,15 @@ func (c *Controller) RefreshConfiguration(ctx context.Context) error {
 		c.logger(ctx).Info("refresh_configuration: the compute is starting; nothing to refresh", "status", rec.Status)
 		return nil
 	}
-	c.startRefresh(context.WithoutCancel(ctx))
+	c.startRefresh(c.logger(ctx))
 	return nil
 }
 
 // ErrNoControlPlane is a refresh asked of a compute without a control plane.
 var ErrNoControlPlane = errors.New("refresh configuration: no control plane configured (CONTROL_PLANE_URI): nowhere to fetch a fresh spec from")
 
-// WaitRefreshes waits until no refresh runs in the background (at shutdown, and in tests).
+// WaitRefreshes waits until no refresh runs in the background (in tests; at shutdown the
+// server's task group waits for it, see Deps.Tasks).
 func (c *Controller) WaitRefreshes() { c.refreshes.Wait() }
 
 // refresher keeps refreshes one at a time and RefreshInterval apart.
@@ -93,8 +95,11 @@ func (c *Controller) takeFailed() string {
 }
 
 // startRefresh runs a refresh in the background unless one runs already (which will see
-// the pending status it left, or this request's, when it ends).
-func (c *Controller) startRefresh(ctx context.Context) {
+// the pending status it left, or this request's, when it ends). It is not bound to the
+// request (Postgres does not wait for it) but is one of the server's tasks (Deps.Tasks,
+// as a promotion): shutdown cancels it (a cancelled fetch leaves the compute pending)
+// and waits for it. It logs with the request's logger.
+func (c *Controller) startRefresh(log *slog.Logger) {
 	c.refreshMu.Lock()
 	if c.refresh.busy {
 		c.refreshMu.Unlock()
@@ -104,8 +109,9 @@ func (c *Controller) startRefresh(ctx context.Context) {
 	wait := c.refresh.last.Add(RefreshInterval).Sub(c.now())
 	c.refreshMu.Unlock()
 	c.refreshes.Add(1)
-	go func() {
+	c.cfg.Tasks.Go(func(tctx context.Context) {
 		defer c.refreshes.Done()
+		ctx := WithLogger(tctx, log)
 		if wait > 0 {
 			t := time.NewTimer(wait)
 			select {
@@ -118,7 +124,7 @@ func (c *Controller) startRefresh(ctx context.Context) {
 		c.refreshMu.Lock()
 		c.refresh.busy, c.refresh.last = false, c.now()
 		c.refreshMu.Unlock()
-	}()
+	})
 }
 
 // refreshOnce is one refresh: refresh_configuration_pending -> refresh_configuration ->

@@ -311,3 +311,52 @@ func (r *rig) waitStatusWithin(t *testing.T, st state.Status) {
 		t.Fatalf("status %s (error %v), want %s\n%s", rec.Status, rec.Error, st, r.logs)
 	}
 }
+
+// A refresh is one of the server's tasks: shutdown cancels the fetch it waits on, which
+// leaves the compute pending, and waits for it.
+func TestRefreshRunsAsServerTask(t *testing.T) {
+	g := newTaskGroup()
+	entered := make(chan struct{})
+	r := newRig(t, func(d *Deps) {
+		d.Tasks = g
+		d.FetchConfig = func(ctx context.Context) (*spec.ComputeConfig, error) {
+			close(entered)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+	})
+	r.set(state.Running, nil)
+	if err := r.ctl.RefreshConfiguration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	if g.n.Load() != 1 {
+		t.Fatalf("%d tasks, want the refresh", g.n.Load())
+	}
+	g.shutdown()
+	rec, _ := r.store.Load()
+	if rec.Status != state.RefreshConfigurationPending || rec.Error == nil || !strings.Contains(*rec.Error, "context canceled") {
+		t.Fatalf("after shutdown: %+v", rec)
+	}
+}
+
+// A refresh_configuration left by a compute-api that ended mid-refresh goes back to
+// pending (the next request tries again), unless the configure step applies its spec.
+func TestReconcileInterruptedRefresh(t *testing.T) {
+	for _, tc := range []struct {
+		configure string
+		want      state.Status
+		action    ReconcileAction
+	}{
+		{"inactive", state.RefreshConfigurationPending, ReconcileRefreshPending},
+		{"activating", state.RefreshConfiguration, ReconcileNone},
+	} {
+		r := newRig(t)
+		r.set(state.RefreshConfiguration, nil)
+		r.units.states = UnitStates{Init: "active", Postgres: "active", Configure: tc.configure}
+		act, err := r.ctl.Reconcile(context.Background())
+		if err != nil || act != tc.action || r.status() != tc.want {
+			t.Fatalf("configure %s: %s, %v, status %s; want %s, %s", tc.configure, act, err, r.status(), tc.action, tc.want)
+		}
+	}
+}
