@@ -94,6 +94,9 @@ func (s *Server) readConfigure(w http.ResponseWriter, r *http.Request) (body []b
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	for _, n := range parsed.Pageserver.Notes {
+		s.log.Warn("configure: pageserver connection info accepted as Neon takes it", "note", n)
+	}
 	return body, parsed, true
 }
 

@@ -60,6 +60,10 @@ type PageserverConn struct {
 	Prefer PageserverProtocol
 	// Legacy says the info was converted from pageserver_connstring or the GUC.
 	Legacy bool
+	// Notes are what Neon accepts but looks wrong (a sharded tenant without a stripe
+	// size, an empty element of a legacy list): accepted as Neon does, each to be
+	// logged by whoever takes the config. Equal ignores them.
+	Notes []string
 }
 
 // PageserverShard is one shard's pageservers (first: the one basebackup uses).
@@ -141,7 +145,9 @@ func (c PageserverConn) Equal(o PageserverConn) bool {
 // ConnInfoFromConnstr is Neon's legacy conversion (PageserverConnectionInfo::from_connstr):
 // a comma-separated list of libpq connstrings, one per shard. One element is an unsharded
 // tenant (shard_count 0, stripe size ignored); n > 1 elements are n shards and need a
-// stripe size. Elements are trimmed; an empty one is refused.
+// stripe size. Elements are trimmed. An empty connstring is refused; an empty element of
+// a list is kept, as Neon keeps it (that shard has no URL, so no
+// neon.pageserver_connstring is written and a basebackup from it fails), with a note.
 func ConnInfoFromConnstr(connstr string, stripe *uint32) (PageserverConn, error) {
 	parts := strings.Split(connstr, ",")
 	c := PageserverConn{Prefer: ProtocolLibpq, Legacy: true}
@@ -151,7 +157,7 @@ func ConnInfoFromConnstr(connstr string, stripe *uint32) (PageserverConn, error)
 			if len(parts) == 1 {
 				return PageserverConn{}, fmt.Errorf("empty connection string")
 			}
-			return PageserverConn{}, fmt.Errorf("element %d of %d is empty", i, len(parts))
+			c.Notes = append(c.Notes, fmt.Sprintf("element %d of %d of the pageserver connstring list is empty: that shard has no pageserver", i, len(parts)))
 		}
 		c.Shards = append(c.Shards, PageserverShard{Pageservers: []PageserverURLs{{Libpq: p}}})
 	}
@@ -182,7 +188,9 @@ func resolveConnInfo(ci *PageserverConnectionInfo) (PageserverConn, error) {
 	if ci.StripeSize != nil {
 		c.StripeSize = *ci.StripeSize
 	} else if c.ShardCount > 0 {
-		return PageserverConn{}, fmt.Errorf("shard_count %d but no stripe_size", c.ShardCount)
+		// Neon takes it (no neon.stripe_size is written; the neon extension uses its
+		// default), so do we, saying so.
+		c.Notes = append(c.Notes, fmt.Sprintf("shard_count %d but no stripe_size: no neon.stripe_size is written, Postgres uses its default", c.ShardCount))
 	}
 	n := max(c.ShardCount, 1)
 	for key := range ci.Shards {

@@ -27,7 +27,12 @@ func TestConnInfoFromConnstr(t *testing.T) {
 				{Pageservers: []PageserverURLs{{Libpq: "postgresql://a:1"}}},
 				{Pageservers: []PageserverURLs{{Libpq: "postgresql://b:2"}}}}}, ""},
 		{"shards without a stripe size", "postgresql://a:1,postgresql://b:2", nil, PageserverConn{}, "2 shards but no stripe_size"},
-		{"an empty element", "postgresql://a:1,,postgresql://b:2", u32(8), PageserverConn{}, "element 1 of 3 is empty"},
+		{"an empty element: kept with a note, as Neon", "postgresql://a:1,,postgresql://b:2", u32(8), PageserverConn{ShardCount: 3, StripeSize: 8,
+			Prefer: ProtocolLibpq, Legacy: true, Shards: []PageserverShard{
+				{Pageservers: []PageserverURLs{{Libpq: "postgresql://a:1"}}},
+				{Pageservers: []PageserverURLs{{Libpq: ""}}},
+				{Pageservers: []PageserverURLs{{Libpq: "postgresql://b:2"}}}},
+			Notes: []string{"element 1 of 3 of the pageserver connstring list is empty: that shard has no pageserver"}}, ""},
 		{"empty", " ", nil, PageserverConn{}, "empty connection string"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,9 +117,12 @@ func TestParsePageserverConnectionInfo(t *testing.T) {
 		{"bad shard key", func(m map[string]any) {
 			m["pageserver_connection_info"] = connInfo("", 0, nil, map[string]any{"shard0": ps("postgresql://a:1", nil)})
 		}, PageserverConn{}, `pageserver_connection_info: shards: key "shard0": want 4 hex digits (<number><count>)`},
-		{"sharded without a stripe size", func(m map[string]any) {
-			m["pageserver_connection_info"] = connInfo("", 2, nil, map[string]any{})
-		}, PageserverConn{}, "pageserver_connection_info: shard_count 2 but no stripe_size"},
+		{"sharded without a stripe size: accepted with a note, as Neon", func(m map[string]any) {
+			m["pageserver_connection_info"] = connInfo("", 2, nil, map[string]any{
+				"0002": ps("postgresql://a:1", nil), "0102": ps("postgresql://b:1", nil)})
+		}, PageserverConn{ShardCount: 2, Prefer: ProtocolLibpq, Shards: []PageserverShard{
+			{Pageservers: []PageserverURLs{{Libpq: "postgresql://a:1"}}}, {Pageservers: []PageserverURLs{{Libpq: "postgresql://b:1"}}}},
+			Notes: []string{"shard_count 2 but no stripe_size: no neon.stripe_size is written, Postgres uses its default"}}, ""},
 		{"no pageserver", func(m map[string]any) {
 			m["pageserver_connection_info"] = connInfo("", 0, nil, map[string]any{"0000": map[string]any{"pageservers": []any{}}})
 		}, PageserverConn{}, "pageserver_connection_info: shard 0000: must have at least one pageserver"},
