@@ -69,7 +69,8 @@ type Settings struct {
 	// OnTerminated is done once the compute is terminated or its start failed, after
 	// compute_ctl's linger (control.WatchEnd); empty: control.EndNone.
 	OnTerminated control.EndAction
-	// ControlPlaneTimeout bounds one request for the key set (0:
+	// ControlPlaneTimeout bounds one request to the control plane: for the key set, and
+	// for the fresh spec of POST /refresh_configuration (0:
 	// controlplane.DefaultRequestTimeout).
 	ControlPlaneTimeout time.Duration
 	// Connstr is the admin connection string of the routes that read or change the
