@@ -58,7 +58,9 @@ func simpleName(s string, osUser bool) bool {
 }
 
 // HBA returns the compute's pg_hba.conf, in both storage modes: the admin role connects
-// over the unix socket with peer authentication through the "compute" ident map; every
+// over the unix socket with peer authentication through the "compute" ident map, for
+// replication connections too (pg_basebackup, as the initdb defaults of a neon
+// basebackup's pg_hba.conf allowed it locally); every
 // other role logs in with its password, over the socket or over TCP (Neon's line). There
 // is no trust line: in neon mode it replaces the basebackup's pg_hba.conf, whose initdb
 // defaults trust every local connection (compute_ctl keeps that file and appends Neon's
@@ -75,6 +77,7 @@ func HBA(adminRole string, legacy ...string) (string, error) {
 	b.WriteString("# pg_ident.conf (map \"" + IdentMap + "\"). Every other role logs in with its password.\n")
 	b.WriteString("# TYPE\tDATABASE\tUSER\tADDRESS\tMETHOD\n")
 	fmt.Fprintf(&b, "local\tall\t%s\t\tpeer map=%s\n", strings.Join(roles, ","), IdentMap)
+	fmt.Fprintf(&b, "local\treplication\t%s\t\tpeer map=%s\n", strings.Join(roles, ","), IdentMap)
 	b.WriteString("local\tall\tall\t\tmd5\n")
 	b.WriteString(NeonHBALine + "\n")
 	return b.String(), nil
