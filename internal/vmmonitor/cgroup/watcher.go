@@ -31,9 +31,9 @@
 //     a host whose cgroup v2 hierarchy has no memory controller) back off, doubling up to
 //     MaxRelocateEvery: each is a D-Bus call to systemd.
 //   - memory.events, which the reference no longer reads (it stopped using memory.high
-//     events in neon#5524, polling memory.stat instead), is read for the log only: an
-//     OOM kill or a hit of memory.max is a warning, throttling over memory.high a debug
-//     line. It does not trigger upscale requests: memory.high counts page cache too, the
+//     events in neon#5524, polling memory.stat instead), is read for the log only, once
+//     every 10 samples (a new cgroup's at its first): an OOM kill or a hit of memory.max
+//     is a warning, throttling over memory.high a debug line. It does not trigger upscale requests: memory.high counts page cache too, the
 //     very reason the reference moved away from it.
 //   - The recent history is logged at debug level every 20 samples (the reference logs
 //     it at info every 2 s when it changed, and at least every 15 s).
@@ -123,7 +123,8 @@ type Snapshot struct {
 	// made (the reference's convention: "no samples for 5 s" and "stale" are one test).
 	At      time.Time
 	History History
-	// Events are the latest memory.events counters (zero when unreadable).
+	// Events are the memory.events counters last read (at most 10 samples old; zero when
+	// unreadable).
 	Events Events
 	// Dir is the cgroup directory of the last sample.
 	Dir string
@@ -161,6 +162,10 @@ type Options struct {
 
 // logEvery is how many samples pass between two debug lines with the history.
 const logEvery = 20
+
+// eventsEvery is how many samples pass between two reads of memory.events (once a second
+// at the default interval); a new cgroup's is read at its first sample.
+const eventsEvery = 10
 
 // Watcher samples a cgroup's memory. Run drives it; the other methods are safe to call
 // from any goroutine.
@@ -324,7 +329,13 @@ func (w *Watcher) step(ctx context.Context, now time.Time) {
 		w.failing = false
 		w.log.Info("cgroup memory stats available again", "dir", w.dir)
 	}
-	events := w.readEvents()
+	// memory.events only tells the log about OOM kills and limits reached (the reference
+	// reads memory.stat alone): once a second is enough, and every read is a wake-up's
+	// worth of work at ten samples a second.
+	events := w.events
+	if !w.haveEvents || w.total%eventsEvery == 0 {
+		events = w.readEvents()
+	}
 
 	w.ring[w.next] = anon
 	w.next = (w.next + 1) % len(w.ring)

@@ -424,8 +424,23 @@ func TestWatcherEvents(t *testing.T) {
 	if strings.Contains(logs.String(), "OOM killer") {
 		t.Fatalf("the baseline was logged as an OOM kill:\n%s", logs)
 	}
+	// memory.events is read once every eventsEvery samples after that: not at the next
+	// sample, but by the tenth.
+	untilRead := func(ms int, before Events) int {
+		t.Helper()
+		n := 0
+		for w.Last().Events == before && n < eventsEvery {
+			ms += 100
+			w.step(ctx, at(ms))
+			n++
+		}
+		if n < 2 || w.Last().Events == before {
+			t.Fatalf("memory.events read after %d samples (events %+v), want once every %d", n, w.Last().Events, eventsEvery)
+		}
+		return ms
+	}
 	c.write("memory.events", "low 0\nhigh 15\nmax 1\noom 1\noom_kill 3\noom_group_kill 0\n")
-	w.step(ctx, at(200))
+	ms := untilRead(100, Events{High: 10, OOMKill: 2})
 	out := logs.String()
 	for _, want := range []string{
 		`level=WARN msg="processes in the cgroup were killed by the OOM killer"`, "oom_kill=3 new=1",
@@ -439,7 +454,7 @@ func TestWatcherEvents(t *testing.T) {
 	// Smaller counters: a new cgroup (the unit restarted), a new baseline, no lines.
 	before := logs.count("OOM killer")
 	c.write("memory.events", "low 0\nhigh 1\nmax 0\noom 0\noom_kill 1\noom_group_kill 0\n")
-	w.step(ctx, at(300))
+	untilRead(ms, w.Last().Events)
 	if logs.count("OOM killer") != before {
 		t.Errorf("a reset counter was logged as news:\n%s", logs)
 	}
