@@ -19,65 +19,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup"
+	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup/cgrouptest"
 )
-
-// memoryStat is the memory.stat of a cgroup v2 service (Linux 6.1), its keys in the
-// kernel's order.
-const memoryStat = `anon 157286400
-file 524288000
-kernel 8388608
-kernel_stack 98304
-pagetables 409600
-sec_pagetables 0
-percpu 0
-sock 0
-vmalloc 0
-shmem 134217728
-zswap 0
-zswapped 0
-file_mapped 134217728
-file_dirty 0
-file_writeback 0
-swapcached 0
-anon_thp 0
-file_thp 0
-shmem_thp 0
-inactive_anon 52428800
-active_anon 104857600
-inactive_file 262144000
-active_file 262144000
-unevictable 0
-slab_reclaimable 1048576
-slab_unreclaimable 524288
-slab 1572864
-workingset_refault_anon 0
-workingset_refault_file 0
-workingset_activate_anon 0
-workingset_activate_file 0
-workingset_restore_anon 0
-workingset_restore_file 0
-workingset_nodereclaim 0
-pgscan 0
-pgsteal 0
-pgscan_kswapd 0
-pgscan_direct 0
-pgsteal_kswapd 0
-pgsteal_direct 0
-pgfault 123456
-pgmajfault 12
-pgrefill 0
-pgactivate 0
-pgdeactivate 0
-pglazyfree 0
-pglazyfreed 0
-thp_fault_alloc 0
-thp_collapse_alloc 0
-`
 
 func main() {
 	d := flag.Duration("d", time.Minute, "how long to run")
@@ -100,10 +47,8 @@ func run(mode string, d time.Duration) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		for name, body := range map[string]string{"memory.stat": memoryStat, "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"} {
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-				return err
-			}
+		if err := cgrouptest.Write(dir); err != nil {
+			return err
 		}
 		w := cgroup.NewWatcher(cgroup.FixedDir(dir), cgroup.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		w.SetThreshold(1 << 40) // never over: no upscale requests

@@ -4,20 +4,17 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup/cgrouptest"
 )
 
 // BenchmarkStep is one sample: memory.stat and memory.events read and parsed, the
 // average and the pressure check (ten of these a second while the vm-monitor runs).
 func BenchmarkStep(b *testing.B) {
 	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "memory.stat"), []byte(statV2), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "memory.events"), []byte("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"), 0o644); err != nil {
+	if err := cgrouptest.Write(dir); err != nil {
 		b.Fatal(err)
 	}
 	w := NewWatcher(FixedDir(dir), Options{Clock: &fakeClock{now: t0}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})

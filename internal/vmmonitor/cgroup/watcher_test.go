@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup/cgrouptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,33 +22,6 @@ const MiB = 1 << 20
 
 // A memory.stat as a 6.1 kernel writes it for a service (trimmed), with
 // active_anon + inactive_anon = 104857600 + 52428800 = 150 MiB.
-const statV2 = `anon 157286400
-file 524288000
-kernel 8388608
-kernel_stack 98304
-pagetables 409600
-sec_pagetables 0
-percpu 0
-sock 0
-vmalloc 0
-shmem 134217728
-zswap 0
-zswapped 0
-file_mapped 134217728
-file_dirty 0
-file_writeback 0
-swapcached 0
-anon_thp 0
-file_thp 0
-shmem_thp 0
-inactive_anon 52428800
-active_anon 104857600
-inactive_file 262144000
-active_file 262144000
-unevictable 0
-slab_reclaimable 1048576
-slab_unreclaimable 524288
-`
 
 func TestParseMemoryStat(t *testing.T) {
 	for _, tt := range []struct {
@@ -55,7 +29,7 @@ func TestParseMemoryStat(t *testing.T) {
 		want     uint64
 		wantErr  string
 	}{
-		{"cgroup v2 service", statV2, 150 * MiB, ""},
+		{"cgroup v2 service", cgrouptest.MemoryStat, 150 * MiB, ""},
 		{"no trailing newline", "active_anon 1\ninactive_anon 2", 3, ""},
 		{"keys in any order, others ignored", "inactive_anon 10\nfoo bar\nactive_anon 5\n", 15, ""},
 		{"zeros", "active_anon 0\ninactive_anon 0\n", 0, ""},
