@@ -8,6 +8,11 @@
 # resident set (VmRSS, sampled every 10 s: median and max) and its peak (VmHWM). The same
 # figures for compute-api, the other long-running daemon, are printed beside them. Figures are
 # reported, never asserted. Run as root, on a quiet machine.
+# ROOT_MODE=disk installs the package on a disk file system (a throwaway copy of the rootfs,
+# scripts/nspawn.sh) rather than on the tmpfs upper layer of the default volatile root: the
+# resident set of a daemon depends on whether its binary's pages can leave the page cache,
+# which they cannot on tmpfs (internal/memtrim); a VM's root is a disk. The first line of
+# the results says which file system the binary was on.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 source "$(dirname "$0")/../scripts/nspawn.sh"
@@ -24,6 +29,7 @@ IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || die "dpkg 
 # MONITOR_ENV: extra lines for /etc/default/compute-tools (e.g. GOGC=50), to compare.
 IN env DURATION="$DURATION" MONITOR_ENV="${MONITOR_ENV:-}" sh -s <<'INNER' | tee "$OUT/results.txt"
 set -e
+echo "binary on: $(stat -f -c %T /usr/bin/compute-monitor)"
 [ -z "$MONITOR_ENV" ] || { printf '%s\n' "$MONITOR_ENV" >>/etc/default/compute-tools; echo "with $MONITOR_ENV"; }
 compute-api keygen --key-out /root/k --jwks-out /root/jwks.json >/dev/null
 md5=$(printf '%s' 'benchbench' | md5sum | cut -d' ' -f1)

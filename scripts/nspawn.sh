@@ -5,10 +5,16 @@
 NSP=; CPID=
 
 # boot_container ROOTFS OUTDIR [extra nspawn args...]: boots, waits for systemd.
+# ROOT_MODE=disk boots a throwaway copy of the rootfs on the host's disk (--ephemeral)
+# instead of an overlay whose upper layer is tmpfs: what the container installs (the
+# package's binaries) is then on a disk file system, as on a VM, whose page cache behaves
+# as a VM's (bench/monitor-usage.sh measures resident sets). Slower to boot: the copy.
 boot_container() {
   local rootfs=$1 out=$2; shift 2
+  local root=--volatile=overlay
+  [ "${ROOT_MODE:-}" = disk ] && root=--ephemeral
   mkdir -p "$out"
-  systemd-nspawn -D "$rootfs" --volatile=overlay --register=no --keep-unit -b --private-network \
+  systemd-nspawn -D "$rootfs" "$root" --register=no --keep-unit -b --private-network \
     --bind-ro="$REPO/dist":/dist --bind="$out":/out "$@" >"$out/console.log" 2>&1 </dev/null &
   NSP=$!
   trap cleanup_container EXIT

@@ -5,10 +5,13 @@
 // cgroup.Watcher (internal/vmmonitor/cgroup) on a directory holding a memory.stat and a
 // memory.events of a cgroup v2 service for -d, then prints the process's own CPU time
 // (getrusage: every thread) as a share of one core. `-mode ticker` runs only a bare
-// 100 ms ticker, the part that is Go waking up, for comparison. Run it with the runtime
-// settings of the unit (GOMAXPROCS=1). A regular file is cheaper to read than the
-// kernel's generated memory.stat, so the figure is a lower bound for the read itself;
-// the wake-ups and the parsing are the watcher's own. A measuring tool, not part of the
+// 100 ms ticker of the clock the watcher uses (a timerfd, internal/clock), the part that
+// is Go waking up, and `-mode goticker` a bare time.Ticker, for comparison. Run it with
+// the runtime settings of the unit (GOMAXPROCS=1). A regular file is cheaper to read
+// than the kernel's generated memory.stat, so by default the figure is a lower bound
+// for the read itself; `-dir` points the watcher at a real cgroup directory instead
+// (on a cgroup v1 host such as this VM, a memory cgroup the caller made: its memory.stat
+// has the same active_anon and inactive_anon lines). A measuring tool, not part of the
 // package.
 package main
 
@@ -22,33 +25,39 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/computetools/compute-tools/internal/clock"
 	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup"
 	"github.com/computetools/compute-tools/internal/vmmonitor/cgroup/cgrouptest"
 )
 
 func main() {
 	d := flag.Duration("d", time.Minute, "how long to run")
-	mode := flag.String("mode", "watcher", "watcher (the cgroup watcher) or ticker (a bare 100 ms ticker)")
+	mode := flag.String("mode", "watcher", "watcher (the cgroup watcher), ticker (a bare 100 ms ticker of the watcher's clock) or goticker (a bare time.Ticker)")
+	cgDir := flag.String("dir", "", "watch this cgroup directory instead of regular files")
 	flag.Parse()
-	if err := run(*mode, *d); err != nil {
+	if err := run(*mode, *cgDir, *d); err != nil {
 		fmt.Fprintln(os.Stderr, "watchercost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode string, d time.Duration) error {
+func run(mode, cgDir string, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	start, cpu0 := time.Now(), cpuTime()
 	switch mode {
 	case "watcher":
-		dir, err := os.MkdirTemp("", "watchercost")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		if err := cgrouptest.Write(dir); err != nil {
-			return err
+		dir := cgDir
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "watchercost")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			if err := cgrouptest.Write(tmp); err != nil {
+				return err
+			}
+			dir = tmp
 		}
 		w := cgroup.NewWatcher(cgroup.FixedDir(dir), cgroup.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		w.SetThreshold(1 << 40) // never over: no upscale requests
@@ -59,6 +68,15 @@ func run(mode string, d time.Duration) error {
 			return fmt.Errorf("the watcher took no sample")
 		}
 	case "ticker":
+		t := clock.System{}.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-t.C():
+			}
+		}
+	case "goticker":
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for ctx.Err() == nil {
@@ -71,6 +89,9 @@ func run(mode string, d time.Duration) error {
 		return fmt.Errorf("unknown mode %q", mode)
 	}
 	wall, cpu := time.Since(start), cpuTime()-cpu0
+	if cgDir != "" {
+		mode += " dir=" + cgDir
+	}
 	fmt.Printf("mode=%s wall_s=%.1f cpu_ms=%.1f cpu_pct_of_core=%.3f\n", mode, wall.Seconds(), float64(cpu.Microseconds())/1000, 100*cpu.Seconds()/wall.Seconds())
 	return nil
 }

@@ -130,7 +130,7 @@ func TestTrimUnmodified(t *testing.T) {
 	if rss, _ := residentKB(t, path); rss < 512 {
 		t.Fatalf("only %d kB of the 1 MB mapping are resident before the trim", rss)
 	}
-	res, err := trimFile(path)
+	res, err := trimFile(path, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestTrimSkipsModified(t *testing.T) {
 	if _, anon := residentKB(t, path); anon == 0 {
 		t.Fatal("the written page is not anonymous: the test cannot tell a skip from a trim")
 	}
-	res, err := trimFile(path)
+	res, err := trimFile(path, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,4 +191,59 @@ func TestTrimSelf(t *testing.T) {
 		t.Errorf("resident pages of the binary: %d kB before, %d kB after", before, after)
 	}
 	t.Logf("binary resident %d kB -> %d kB (%+v)", before, after, res)
+}
+
+// After a trim, the pages the process did not keep are out of the page cache, so a
+// fault maps the page it needs and not its 64 KiB of neighbours (fault-around): the
+// resident set grows by what is touched. Needs the file on a disk file system (tmpfs
+// pages are the file: they cannot be dropped).
+func TestTrimDropsCache(t *testing.T) {
+	path, content := testFile(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs: its pages cannot be dropped from the page cache", filepath.Dir(path))
+	}
+	// Written back first, as an installed executable is: dirty pages cannot be dropped.
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b := mapFile(t, path, unix.PROT_READ)
+	res, err := trimFile(path, path)
+	if err != nil || res.Trimmed != 1 || res.CacheErr != nil {
+		t.Fatalf("trim = %+v, %v", res, err)
+	}
+	if n := cached(t, b); n > 0 {
+		t.Errorf("%d of the file's %d pages still in the page cache after the trim", n, len(b)/os.Getpagesize())
+	}
+	// One page in the middle: it alone comes back (no read-around, nothing cached to map
+	// around it).
+	mid := len(b) / 2 / os.Getpagesize() * os.Getpagesize()
+	if !bytes.Equal(b[mid:mid+16], content[mid:mid+16]) {
+		t.Fatal("the mapping does not read the file's bytes after the trim")
+	}
+	if rss, _ := residentKB(t, path); rss > 16 {
+		t.Errorf("%d kB resident after touching one page, want at most 16 kB (not the 64 kB of fault-around)", rss)
+	}
+}
+
+// cached counts the pages of the mapping b that are in the page cache.
+func cached(t *testing.T, b []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if err := unix.Mincore(b, vec); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
 }

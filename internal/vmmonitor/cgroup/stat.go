@@ -3,9 +3,11 @@ package cgroup
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"os"
+	"io/fs"
 	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // ParseMemoryStat returns the non-reclaimable memory of a cgroup v2 memory.stat:
@@ -85,32 +87,99 @@ func ParseMemoryEvents(b []byte) (Events, error) {
 	return e, nil
 }
 
-// readInto reads the whole file at path into buf (grown when too small) and returns
-// the bytes read. The watcher reads the same small files ten times a second; reusing
-// one buffer keeps that allocation-free.
-func readInto(path string, buf *[]byte) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if cap(*buf) == 0 {
-		*buf = make([]byte, 0, 8192)
-	}
-	b := (*buf)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+// errRemoved is the error of a read from a cgroup that was removed while its file was
+// open: the kernel answers ENODEV; callers see a file that does not exist any more.
+var errRemoved = fmt.Errorf("cgroup removed: %w", fs.ErrNotExist)
+
+// cgFile reads one small file of a cgroup again and again (memory.stat ten times a
+// second). On a cgroup file system it keeps the file open and reads it with pread at
+// offset 0, where the kernel generates the text anew: one system call a sample instead
+// of four (open, read, a read to see the end, close), which on a VM is most of what a
+// sample costs after the wake-up. A read that fills the buffer is repeated with a larger
+// one, so the text is always whole. Elsewhere (a directory of regular files, as in the
+// tests) it opens the file at every read, so a file replaced or removed there is seen
+// at once. Not safe for concurrent use.
+type cgFile struct {
+	path string
+	fd   int // the open file on a cgroup file system; -1 when none
+	buf  []byte
+}
+
+func newCGFile(path string, buf []byte) *cgFile { return &cgFile{path: path, fd: -1, buf: buf} }
+
+// read returns the file's current text, valid until the next read. A cgroup removed
+// since the file was opened reads as errRemoved (fs.ErrNotExist).
+func (f *cgFile) read() ([]byte, error) {
+	fd := f.fd
+	if fd < 0 {
+		var err error
+		fd, err = unix.Open(f.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: f.path, Err: err}
 		}
-		n, err := f.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			break
+		if onCgroupFS(fd) {
+			f.fd = fd
+		} else {
+			defer unix.Close(fd)
+		}
+	}
+	if cap(f.buf) == 0 {
+		f.buf = make([]byte, 0, 8192)
+	}
+	for {
+		n, err := f.pread(fd)
+		if err == unix.EINTR {
+			continue
 		}
 		if err != nil {
-			return nil, err
+			if fd == f.fd {
+				f.close()
+			}
+			if err == unix.ENODEV {
+				return nil, &fs.PathError{Op: "read", Path: f.path, Err: errRemoved}
+			}
+			return nil, &fs.PathError{Op: "read", Path: f.path, Err: err}
 		}
+		if n < cap(f.buf) {
+			f.buf = f.buf[:n]
+			return f.buf, nil
+		}
+		f.buf = make([]byte, 0, 2*cap(f.buf))
 	}
-	*buf = b
-	return b, nil
+}
+
+// pread reads the file from offset 0 into the whole of f.buf's capacity. The file kept
+// open on a cgroup file system is read with a raw system call: the runtime's ordinary
+// path (entersyscall) wakes its sysmon thread when it sleeps, a second thread's wake-up
+// for each sample, which on a VM costs about as much as the read. Reading a cgroup file
+// does not wait for I/O; it may wait briefly for the kernel's statistics lock, holding
+// this goroutine's processor meanwhile.
+func (f *cgFile) pread(fd int) (int, error) {
+	b := f.buf[:cap(f.buf)]
+	if fd != f.fd {
+		return unix.Pread(fd, b, 0)
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// close closes the file kept open, if any.
+func (f *cgFile) close() {
+	if f != nil && f.fd >= 0 {
+		unix.Close(f.fd)
+		f.fd = -1
+	}
+}
+
+// onCgroupFS tells whether fd is a file of a cgroup file system (v2, or v1 where a
+// measurement reads a v1 memory.stat), whose files regenerate at each read from 0.
+func onCgroupFS(fd int) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.CGROUP2_SUPER_MAGIC || st.Type == unix.CGROUP_SUPER_MAGIC
 }
