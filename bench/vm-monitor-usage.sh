@@ -30,7 +30,7 @@ IN sh -c 'dpkg -i /dist/compute-tools_*.deb' >"$OUT/dpkg.log" 2>&1 || die "dpkg 
 
 IN env DURATION="$DURATION" sh -s <<'INNER' | tee "$OUT/results.txt"
 set -e
-echo "binary on: $(stat -f -c %T /usr/bin/compute-monitor) (ROOT_MODE=disk: a disk file system, as on a VM; see bench/monitor-usage.sh)"
+echo "binary on: $(stat -f -c %T /usr/bin/compute-monitor) (tmpfs: the default volatile root; ROOT_MODE=disk puts it on a disk file system, as on a VM: see bench/monitor-usage.sh)"
 compute-api keygen --key-out /root/k --jwks-out /root/jwks.json >/dev/null
 md5=$(printf '%s' 'benchbench' | md5sum | cut -d' ' -f1)
 cat >/etc/compute/config.json <<JSON

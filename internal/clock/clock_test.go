@@ -3,6 +3,7 @@ package clock
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -32,6 +33,10 @@ func TestSystemTicker(t *testing.T) {
 // Stop closes the descriptor and ends the goroutine that reads it; no tick comes after
 // it, not even one that was pending.
 func TestSystemTickerStop(t *testing.T) {
+	// A first ticker makes the runtime's poller (its epoll and event descriptors), which
+	// would otherwise be counted as the ticker's.
+	System{}.NewTicker(time.Hour).Stop()
+	goroutines := runtime.NumGoroutine()
 	before := openFDs(t)
 	tk := System{}.NewTicker(time.Millisecond).(*fdTicker)
 	if openFDs(t) != before+1 {
@@ -43,6 +48,13 @@ func TestSystemTickerStop(t *testing.T) {
 	tk.Stop() // a second Stop is harmless
 	if got := openFDs(t); got != before {
 		t.Errorf("descriptors after Stop %d, want %d", got, before)
+	}
+	// The goroutine that read the descriptor ends.
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > goroutines; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines 10 s after Stop, %d before the ticker", runtime.NumGoroutine(), goroutines)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	select {
 	case <-tk.C():

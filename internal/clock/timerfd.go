@@ -38,8 +38,14 @@ func newFDTicker(d time.Duration) (*fdTicker, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	// A non-blocking descriptor: os.NewFile puts it in the runtime's poller.
+	// A non-blocking descriptor: os.NewFile puts it in the runtime's poller, silently
+	// leaving it out when epoll refuses it (fs.epoll.max_user_watches reached, say);
+	// SetReadDeadline fails on a file outside the poller, whose reads could never wait.
 	t := &fdTicker{f: os.NewFile(uintptr(fd), "timerfd"), c: make(chan time.Time, 1), d: d, done: make(chan struct{})}
+	if err := t.f.SetReadDeadline(time.Time{}); err != nil {
+		t.f.Close()
+		return nil, err
+	}
 	rc, err := t.f.SyscallConn()
 	if err != nil {
 		t.f.Close()
@@ -63,10 +69,12 @@ func (t *fdTicker) run(rc interface {
 			rerr = e
 			return true
 		})
-		if err != nil {
-			return // closed by Stop
-		}
-		if rerr != 0 {
+		if err != nil || rerr != 0 {
+			select {
+			case <-t.done:
+				return // closed by Stop
+			default:
+			}
 			// Not expected of a timerfd; rather than stop ticking, go on with a Go timer.
 			t.fallback()
 			return

@@ -151,9 +151,15 @@ func (f *cgFile) read() ([]byte, error) {
 // pread reads the file from offset 0 into the whole of f.buf's capacity. The file kept
 // open on a cgroup file system is read with a raw system call: the runtime's ordinary
 // path (entersyscall) wakes its sysmon thread when it sleeps, a second thread's wake-up
-// for each sample, which on a VM costs about as much as the read. Reading a cgroup file
-// does not wait for I/O; it may wait briefly for the kernel's statistics lock, holding
-// this goroutine's processor meanwhile.
+// for each sample, which on a VM costs about as much as the read (bench/README.md: the
+// watcher at 0.13% of a core with it, about 0.2% without). The price: the call keeps
+// this goroutine's processor while the kernel generates the text, and that may sleep
+// (the kernel allocates the text's buffer, which can reclaim memory under pressure, and
+// flushes the per-CPU statistics first), so with GOMAXPROCS=1, as the unit runs, the
+// vm-monitor's other goroutines (the agent's connection) and a garbage collection's
+// stop wait for as long as the read takes, which is what the reference's blocking read
+// does to its executor's thread too. A timerfd, a regular file, or anything not kept
+// open is read the ordinary way.
 func (f *cgFile) pread(fd int) (int, error) {
 	b := f.buf[:cap(f.buf)]
 	if fd != f.fd {

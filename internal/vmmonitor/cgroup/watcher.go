@@ -199,6 +199,7 @@ type Watcher struct {
 	events      Events
 	haveEvents  bool
 	eventsTried bool    // memory.events was read, or tried, since the cgroup was found
+	eventsRead  Events  // what the last read gave (zero when it failed)
 	stat        *cgFile // memory.stat of dir; nil when dir is ""
 	eventsFile  *cgFile // memory.events of dir
 }
@@ -340,11 +341,11 @@ func (w *Watcher) step(ctx context.Context, now time.Time) {
 	// memory.events only tells the log about OOM kills and limits reached (the reference
 	// reads memory.stat alone): once a second is enough, and every read is a wake-up's
 	// worth of work at ten samples a second.
-	events := w.events
 	if !w.eventsTried || w.total%eventsEvery == 0 {
 		w.eventsTried = true
-		events = w.readEvents()
+		w.eventsRead = w.readEvents()
 	}
+	events := w.eventsRead
 
 	w.ring[w.next] = anon
 	w.next = (w.next + 1) % len(w.ring)
@@ -402,7 +403,8 @@ func (w *Watcher) readEvents() Events {
 		e, err = ParseMemoryEvents(b)
 	}
 	if err != nil {
-		w.events, w.haveEvents = Events{}, false // zero until read again
+		// Zero in the snapshot; the counters last read stay the baseline, so what happens
+		// meanwhile is logged at the next good read.
 		return Events{}
 	}
 	prev, had := w.events, w.haveEvents

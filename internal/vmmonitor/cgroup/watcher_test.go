@@ -666,3 +666,36 @@ func TestWatcherRelocationBacksOff(t *testing.T) {
 		t.Errorf("lookups = %d, want %d: one a second after the directory went away", loc.n(), len(want)+2)
 	}
 }
+
+// A failed read of memory.events shows zero counters but keeps the last ones as the
+// baseline: an OOM kill between the failure and the next good read is still logged.
+func TestWatcherEventsBaselineSurvivesFailedRead(t *testing.T) {
+	c := newCG(t)
+	w, logs := newWatcher(t, FixedDir(c.dir))
+	ctx := context.Background()
+	c.anon(MiB)
+	c.write("memory.events", "oom_kill 2\n")
+	ms := 0
+	w.step(ctx, at(ms))
+	if got := w.Last().Events; got != (Events{OOMKill: 2}) {
+		t.Fatalf("events = %+v, want the baseline", got)
+	}
+	if err := os.Remove(filepath.Join(c.dir, "memory.events")); err != nil {
+		t.Fatal(err)
+	}
+	for w.Last().Events != (Events{}) && ms < 100*eventsEvery*2 {
+		ms += 100
+		w.step(ctx, at(ms))
+	}
+	if got := w.Last().Events; got != (Events{}) {
+		t.Fatalf("events after a failed read = %+v, want zero", got)
+	}
+	c.write("memory.events", "oom_kill 3\n")
+	for w.Last().Events == (Events{}) && ms < 100*eventsEvery*4 {
+		ms += 100
+		w.step(ctx, at(ms))
+	}
+	if !strings.Contains(logs.String(), "oom_kill=3 new=1") {
+		t.Errorf("the OOM kill during the failure was not logged:\n%s", logs)
+	}
+}
