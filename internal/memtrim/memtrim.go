@@ -26,9 +26,11 @@
 // executable's pages that no process maps from the page cache (POSIX_FADV_DONTNEED; an
 // executable's pages are clean, so this only forgets them): what the process touches
 // afterwards is what comes back, a page at a time, read from disk. The cost: those
-// reads (a few hundred pages over the process's life), and the same for another
-// process running the same binary (the vm-monitor) when it next needs one of the dropped
-// pages. Where the executable is on tmpfs (the test containers' volatile root) its pages
+// reads (a few hundred pages over the process's life; a code path first run after a trim,
+// such as the vm-monitor's first downscale, waits for a few dozen single-page reads), and
+// the same for another process running the same binary (compute-monitor and the
+// vm-monitor share one, and each trims) when it next needs one of the dropped pages.
+// MADV_RANDOM stays for the process's life. Where the executable is on tmpfs (the test containers' volatile root) its pages
 // cannot be dropped, the call does nothing, and fault-around goes on mapping neighbours.
 //
 // The daemon chooses when to call it: once it has settled (its first rounds done), so
