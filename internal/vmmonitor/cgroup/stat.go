@@ -152,7 +152,7 @@ func (f *cgFile) read() ([]byte, error) {
 // open on a cgroup file system is read with a raw system call: the runtime's ordinary
 // path (entersyscall) wakes its sysmon thread when it sleeps, a second thread's wake-up
 // for each sample, which on a VM costs about as much as the read (bench/README.md: the
-// watcher at 0.13% of a core with it, about 0.2% without). The price: the call keeps
+// watcher at 0.13-0.15% of a core with it, 0.18-0.19% without). The price: the call keeps
 // this goroutine's processor while the kernel generates the text, and that may sleep
 // (the kernel allocates the text's buffer, which can reclaim memory under pressure, and
 // flushes the per-CPU statistics first), so with GOMAXPROCS=1, as the unit runs, the
