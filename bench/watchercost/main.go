@@ -70,21 +70,11 @@ func run(mode, cgDir string, d time.Duration) error {
 	case "ticker":
 		t := clock.System{}.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		for ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-t.C():
-			}
-		}
+		takeTicks(ctx, t.C())
 	case "goticker":
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		for ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-		}
+		takeTicks(ctx, t.C)
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
 	}
@@ -94,6 +84,17 @@ func run(mode, cgDir string, d time.Duration) error {
 	}
 	fmt.Printf("mode=%s wall_s=%.1f cpu_ms=%.1f cpu_pct_of_core=%.3f\n", mode, wall.Seconds(), float64(cpu.Microseconds())/1000, 100*cpu.Seconds()/wall.Seconds())
 	return nil
+}
+
+// takeTicks receives ticks from c until ctx ends.
+func takeTicks(ctx context.Context, c <-chan time.Time) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c:
+		}
+	}
 }
 
 // cpuTime is the process's user and system time (all threads).

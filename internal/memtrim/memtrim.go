@@ -30,8 +30,9 @@
 // such as the vm-monitor's first downscale, waits for a few dozen single-page reads), and
 // the same for another process running the same binary (compute-monitor and the
 // vm-monitor share one, and each trims) when it next needs one of the dropped pages.
-// MADV_RANDOM stays for the process's life. Where the executable is on tmpfs (the test containers' volatile root) its pages
-// cannot be dropped, the call does nothing, and fault-around goes on mapping neighbours.
+// MADV_RANDOM stays for the process's life. Where the executable is on tmpfs (the test
+// containers' volatile root) its pages cannot be dropped, the call does nothing, and
+// fault-around goes on mapping neighbours.
 //
 // The daemon chooses when to call it: once it has settled (its first rounds done), so
 // that what start-up alone touched is what goes.

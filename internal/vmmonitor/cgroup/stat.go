@@ -172,9 +172,15 @@ func (f *cgFile) pread(fd int) (int, error) {
 	return int(n), nil
 }
 
+// reset closes the file kept open and makes path the file to read, keeping the buffer.
+func (f *cgFile) reset(path string) {
+	f.close()
+	f.path = path
+}
+
 // close closes the file kept open, if any.
 func (f *cgFile) close() {
-	if f != nil && f.fd >= 0 {
+	if f.fd >= 0 {
 		unix.Close(f.fd)
 		f.fd = -1
 	}

@@ -198,10 +198,10 @@ type Watcher struct {
 	lastReq     time.Time
 	events      Events
 	haveEvents  bool
-	eventsTried bool    // memory.events was read, or tried, since the cgroup was found
-	eventsRead  Events  // what the last read gave (zero when it failed)
-	stat        *cgFile // memory.stat of dir; nil when dir is ""
-	eventsFile  *cgFile // memory.events of dir
+	eventsTried bool   // memory.events was read, or tried, since the cgroup was found
+	eventsRead  Events // what the last read gave (zero when it failed)
+	stat        cgFile // memory.stat of dir
+	eventsFile  cgFile // memory.events of dir
 }
 
 // NewWatcher makes a watcher of the cgroup that locate finds.
@@ -232,12 +232,14 @@ func NewWatcher(locate Locator, opts Options) *Watcher {
 		log = slog.Default()
 	}
 	return &Watcher{
-		locate:   locate,
-		opts:     opts,
-		log:      log,
-		requests: make(chan struct{}, 1),
-		snap:     Snapshot{At: opts.Clock.Now()},
-		ring:     make([]uint64, opts.HistoryLen),
+		locate:     locate,
+		opts:       opts,
+		log:        log,
+		requests:   make(chan struct{}, 1),
+		snap:       Snapshot{At: opts.Clock.Now()},
+		ring:       make([]uint64, opts.HistoryLen),
+		stat:       cgFile{fd: -1},
+		eventsFile: cgFile{fd: -1},
 	}
 }
 
@@ -319,7 +321,6 @@ func (w *Watcher) step(ctx context.Context, now time.Time) {
 		}
 		w.locateEvery = w.opts.RelocateEvery
 		w.setDir(dir)
-		w.haveEvents, w.eventsTried = false, false
 		w.log.Info("watching cgroup memory", "dir", dir)
 	}
 	b, err := w.stat.read()
@@ -425,19 +426,17 @@ func (w *Watcher) readEvents() Events {
 	return e
 }
 
-// setDir makes dir ("": none) the watched directory, closing the files of the last one
-// (their buffers are kept).
+// setDir makes dir ("": none) the watched directory: the files of the last one are
+// closed (their buffers kept), and its memory.events counters are no baseline for it.
 func (w *Watcher) setDir(dir string) {
-	var statBuf, eventsBuf []byte
-	if w.stat != nil {
-		statBuf, eventsBuf = w.stat.buf, w.eventsFile.buf
+	w.dir = dir
+	w.haveEvents, w.eventsTried = false, false
+	if dir == "" {
+		w.closeFiles()
+		return
 	}
-	w.closeFiles()
-	w.dir, w.stat, w.eventsFile = dir, nil, nil
-	if dir != "" {
-		w.stat = newCGFile(filepath.Join(dir, "memory.stat"), statBuf)
-		w.eventsFile = newCGFile(filepath.Join(dir, "memory.events"), eventsBuf)
-	}
+	w.stat.reset(filepath.Join(dir, "memory.stat"))
+	w.eventsFile.reset(filepath.Join(dir, "memory.events"))
 }
 
 // closeFiles closes the files kept open.
